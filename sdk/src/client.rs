@@ -1,0 +1,281 @@
+//! The client: start orchestrations, raise events, query status and history, wait.
+//!
+//! A [`Client`] talks to the store directly, so it works in any process that can open the
+//! store, with or without a runtime. In the runtime's own process
+//! ([`Runtime::client`](crate::Runtime::client)) it is woken at once when an instance
+//! finishes; elsewhere it polls.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::history::{Event, Payload};
+use crate::registry::{Orchestrator, Registry};
+pub use crate::store::InstanceStatus;
+use crate::store::{InstanceQuery, NewInstance, RuntimeStatus, Store};
+
+pub use crate::store::InstanceQuery as ListQuery;
+
+impl InstanceStatus {
+    /// The output deserialized as `T`. Fails if the instance has not completed
+    /// (with its failure, if it failed) or the output is not a `T`.
+    pub fn output<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match (&self.status, &self.output, &self.failure) {
+            (RuntimeStatus::Completed, Some(output), _) => {
+                output.decode_as(format_args!("output of instance `{}`", self.instance_id))
+            }
+            (RuntimeStatus::Failed, _, Some(failure)) => Err(Error::Failed(failure.clone())),
+            (status, _, _) => Err(Error::InvalidArgument(format!(
+                "instance `{}` has no output: it is {status}",
+                self.instance_id
+            ))),
+        }
+    }
+
+    /// The custom status deserialized as `T`, if one was set.
+    pub fn custom_status<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        self.custom_status
+            .as_ref()
+            .map(|p| p.decode_as(format_args!("custom status of instance `{}`", self.instance_id)))
+            .transpose()
+    }
+
+    /// `true` once the instance is Completed, Failed or Terminated.
+    pub fn is_finished(&self) -> bool {
+        self.status.is_terminal()
+    }
+}
+
+/// Starts, queries and signals orchestration instances.
+#[derive(Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+}
+
+impl Client {
+    /// A client on `store`, which knows every orchestrator linked into this program
+    /// ([`Registry::global`]) for [`start_by_name`](Self::start_by_name).
+    pub fn new(store: impl Store) -> Self {
+        Client::from_parts(Arc::new(store), Arc::new(Registry::global()))
+    }
+
+    pub(crate) fn from_parts(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
+        Client { store, registry }
+    }
+
+    /// The store this client uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Starts an instance of a typed orchestrator; resolves to its instance id.
+    ///
+    /// ```no_run
+    /// # use duractor::prelude::*;
+    /// # #[orchestrator]
+    /// # async fn greet(_ctx: OrchestrationContext, name: String) -> Result<String, duractor::Error> { Ok(name) }
+    /// # async fn run(client: Client) -> Result<(), duractor::Error> {
+    /// let id = client.start(Greet, "Ada".to_string()).await?;              // a new random id
+    /// client.start(Greet, "Bob".to_string()).instance_id("greet-bob").await?; // a chosen id
+    /// # Ok(()) }
+    /// ```
+    pub fn start<O: Orchestrator>(&self, _orchestrator: O, input: O::Input) -> Start<'_> {
+        let input = Payload::encode(&input)
+            .map_err(|e| Error::invalid_payload(format!("input for orchestrator `{}`", O::NAME), e));
+        Start {
+            client: self,
+            name: O::NAME.to_owned(),
+            version: O::VERSION.to_owned(),
+            input,
+            instance_id: None,
+        }
+    }
+
+    /// Starts an orchestrator by name with JSON input (for CLIs and HTTP front ends).
+    /// The name must be registered and the input must deserialize into its input type.
+    pub fn start_by_name(&self, name: &str, input_json: &str) -> Start<'_> {
+        let checked = self.registry.get_orchestrator(name).and_then(|entry| {
+            let input = Payload::from_json(input_json).map_err(|e| {
+                Error::invalid_payload(format!("input for orchestrator `{name}` (not valid JSON)"), e)
+            })?;
+            entry.check_input(&input)?;
+            Ok((entry.version.to_owned(), input))
+        });
+        let (version, input) = match checked {
+            Ok((version, input)) => (version, Ok(input)),
+            Err(e) => (String::new(), Err(e)),
+        };
+        Start {
+            client: self,
+            name: name.to_owned(),
+            version,
+            input,
+            instance_id: None,
+        }
+    }
+
+    /// Raises the external event `name` with `data` to an instance. The event is delivered
+    /// to the orchestrator's `wait_for_event(name)`, or buffered until it waits.
+    pub async fn raise_event<T: Serialize + ?Sized>(
+        &self,
+        instance_id: &str,
+        name: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let data = Payload::encode(data)
+            .map_err(|e| Error::invalid_payload(format!("data of event `{name}`"), e))?;
+        self.store.raise_event(instance_id, name, data).await
+    }
+
+    /// The status of an instance; [`Error::InstanceNotFound`] if there is none.
+    pub async fn status(&self, instance_id: &str) -> Result<InstanceStatus, Error> {
+        self.store
+            .get_instance(instance_id)
+            .await?
+            .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))
+    }
+
+    /// Waits until the instance is Completed, Failed or Terminated and returns its status;
+    /// [`Error::Timeout`] if it is still running after `timeout`.
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<InstanceStatus, Error> {
+        let deadline = Instant::now() + timeout;
+        let events = self.store.events();
+        let mut poll = Duration::from_millis(5);
+        loop {
+            let notify = events.watch_finished(instance_id);
+            let status = self.status(instance_id).await;
+            let status = match status {
+                Ok(status) if !status.is_finished() => status,
+                other => {
+                    events.unwatch_finished(instance_id, &notify);
+                    return other;
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                events.unwatch_finished(instance_id, &notify);
+                return Err(Error::Timeout {
+                    what: format!("instance `{}` to finish (it is {})", instance_id, status.status),
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            let wait = poll.min(deadline - now);
+            let _ = tokio::time::timeout(wait, notify.notified()).await;
+            events.unwatch_finished(instance_id, &notify);
+            poll = (poll * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// The instance's history, oldest event first.
+    pub async fn history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
+        let history = self.store.load_history(instance_id).await?;
+        if history.is_empty() && self.store.get_instance(instance_id).await?.is_none() {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
+        Ok(history)
+    }
+
+    /// Instances matching `query`, ordered by instance id.
+    ///
+    /// ```no_run
+    /// # async fn run(client: duractor::Client) -> Result<(), duractor::Error> {
+    /// use duractor::{RuntimeStatus, client::ListQuery};
+    /// let failed = client
+    ///     .list(ListQuery { statuses: vec![RuntimeStatus::Failed], ..Default::default() })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn list(&self, query: InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
+        self.store.list_instances(&query).await
+    }
+}
+
+/// A pending start request; `.await` it (optionally after [`Start::instance_id`]).
+#[must_use = "a start request does nothing unless awaited"]
+pub struct Start<'a> {
+    client: &'a Client,
+    name: String,
+    version: String,
+    input: Result<Payload, Error>,
+    instance_id: Option<String>,
+}
+
+impl Start<'_> {
+    /// Uses this instance id instead of a new random one. Starting an id that is pending or
+    /// running fails with [`Error::InstanceExists`]; a finished one is replaced.
+    pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
+        self.instance_id = Some(instance_id.into());
+        self
+    }
+
+    /// Stamps this version on the instance instead of the orchestrator's default.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+}
+
+/// Checks an instance id chosen by a user.
+pub(crate) fn validate_instance_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("an instance id must not be empty".into()));
+    }
+    if id.len() > 256 {
+        return Err(Error::InvalidArgument(format!(
+            "instance id is {} bytes long; the limit is 256",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(
+            "an instance id must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl<'a> IntoFuture for Start<'a> {
+    type Output = Result<String, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let input = self.input?;
+            let instance_id = match self.instance_id {
+                Some(id) => {
+                    validate_instance_id(&id)?;
+                    id
+                }
+                None => uuid::Uuid::new_v4().simple().to_string(),
+            };
+            self.client
+                .store
+                .create_instance(NewInstance {
+                    instance_id: instance_id.clone(),
+                    name: self.name,
+                    version: self.version,
+                    input,
+                    created_at: now_millis(),
+                })
+                .await?;
+            Ok(instance_id)
+        })
+    }
+}
+
+/// The current time, truncated to milliseconds (the precision stores keep).
+pub(crate) fn now_millis() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}

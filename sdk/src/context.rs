@@ -1,0 +1,364 @@
+//! The contexts user functions receive: [`OrchestrationContext`] (durable calls and the
+//! deterministic replacements for clocks, randomness and ids) and [`ActivityContext`].
+
+use std::any::{Any, TypeId};
+use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::durable::{
+    ActivityCall, DurableFuture, EventWait, EventWaitTimeout, Join, JoinAll, Select, Timer,
+    WhenAny,
+};
+use crate::history::Payload;
+use crate::registry::Activity;
+use crate::replay::{Action, ReplayState};
+
+/// The context of an orchestration: every durable call goes through it.
+///
+/// An orchestrator is replayed from its history after a restart or an unload, so it must make
+/// the same durable calls in the same order every time it runs. The context gives it durable
+/// versions of everything that would otherwise differ between runs: [`now`](Self::now) instead
+/// of the system clock, [`new_uuid`](Self::new_uuid) and [`rng`](Self::rng) instead of
+/// randomness, [`sleep`](Self::sleep) instead of a runtime timer, and activities
+/// ([`call_activity`](Self::call_activity)) for all I/O.
+///
+/// The context is cheap to clone and is not `Send`: an orchestration runs on one thread.
+///
+/// ```
+/// use duractor::prelude::*;
+/// use std::time::Duration;
+///
+/// #[activity]
+/// async fn charge(_ctx: ActivityContext, cents: u64) -> Result<String, duractor::Error> {
+///     Ok(format!("receipt for {cents}"))
+/// }
+///
+/// #[orchestrator]
+/// async fn checkout(ctx: OrchestrationContext, cents: u64) -> Result<String, duractor::Error> {
+///     ctx.set_custom_status("charging");
+///     let receipt = ctx.call_activity(Charge, cents).await?;
+///     ctx.sleep(Duration::from_secs(1)).await;
+///     Ok(receipt)
+/// }
+/// ```
+#[derive(Clone)]
+pub struct OrchestrationContext {
+    instance_id: Arc<str>,
+    state: Rc<RefCell<ReplayState>>,
+}
+
+impl fmt::Debug for OrchestrationContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrchestrationContext")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The namespace of the name-based UUIDs [`OrchestrationContext::new_uuid`] makes.
+const UUID_NAMESPACE: Uuid = Uuid::from_u128(0x6475_7261_6374_6f72_8000_0000_0000_0001);
+
+impl OrchestrationContext {
+    pub(crate) fn new(instance_id: Arc<str>) -> Self {
+        OrchestrationContext {
+            state: Rc::new(RefCell::new(ReplayState::new(&instance_id))),
+            instance_id,
+        }
+    }
+
+    pub(crate) fn state(&self) -> RefMut<'_, ReplayState> {
+        self.state.borrow_mut()
+    }
+
+    /// The instance id of this orchestration.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The orchestrator version stamped on this instance when it started ("" if unversioned).
+    pub fn version(&self) -> String {
+        self.state().version.clone()
+    }
+
+    /// The current time of the orchestration: the time at which the current turn started, as
+    /// recorded in history. Use it instead of `SystemTime::now()` or `Utc::now()`, which would
+    /// differ on replay.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.state().now
+    }
+
+    /// `true` while the orchestrator is replaying recorded history (its side effects already
+    /// happened once); `false` while it runs new steps. Useful to skip logging on replay.
+    pub fn is_replaying(&self) -> bool {
+        self.state().replaying
+    }
+
+    /// A new UUID that is the same on every replay: name-based (v5) from the instance id and a
+    /// per-instance counter. Use it instead of `Uuid::new_v4()`.
+    pub fn new_uuid(&self) -> Uuid {
+        let mut state = self.state();
+        let name = format!("{}/{}", self.instance_id, state.uuid_counter);
+        state.uuid_counter += 1;
+        Uuid::new_v5(&UUID_NAMESPACE, name.as_bytes())
+    }
+
+    /// A random number generator seeded from the instance id: it yields the same sequence on
+    /// every replay. Use it instead of `rand::random()` or `thread_rng()`.
+    pub fn rng(&self) -> OrchestrationRng {
+        OrchestrationRng {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Sets the custom status visible to clients (`status(..).custom_status`). It is saved
+    /// with the turn in which it is set.
+    ///
+    /// A value that cannot be serialized is replaced by its error message as a string.
+    pub fn set_custom_status<T: Serialize + ?Sized>(&self, status: &T) {
+        let payload = Payload::encode(status).unwrap_or_else(|e| {
+            Payload::encode(&format!("custom status could not be serialized: {e}"))
+                .unwrap_or_else(|_| Payload::null())
+        });
+        let mut state = self.state();
+        if state.custom_status.as_ref() != Some(&payload) {
+            state.custom_status = Some(payload);
+            state.custom_status_changed = true;
+        }
+    }
+
+    /// Calls an activity and returns a future for its result.
+    ///
+    /// The call is scheduled when this method is called (not when the future is first
+    /// polled), so several calls made before awaiting run in parallel. The output is
+    /// `Err(Error::ActivityFailed { .. })` when the activity failed or panicked.
+    pub fn call_activity<A: Activity>(&self, _activity: A, input: A::Input) -> ActivityCall<A::Output> {
+        let payload = match Payload::encode(&input) {
+            Ok(payload) => payload,
+            Err(e) => {
+                return ActivityCall::failed(
+                    self.clone(),
+                    A::NAME,
+                    crate::Error::invalid_payload(format!("input for activity `{}`", A::NAME), e),
+                );
+            }
+        };
+        let seq = self.state().schedule(|seq| Action::CallActivity {
+            seq,
+            name: A::NAME.to_owned(),
+            input: payload,
+        });
+        ActivityCall::new(self.clone(), seq, A::NAME)
+    }
+
+    /// A durable timer that fires after `duration` of orchestration time. It survives
+    /// restarts: the wake-up is stored, not held in memory.
+    pub fn sleep(&self, duration: Duration) -> Timer {
+        let fire_at = self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+        self.timer_at(fire_at)
+    }
+
+    /// A durable timer that fires at `fire_at` (at once if that is in the past).
+    pub fn timer_at(&self, fire_at: DateTime<Utc>) -> Timer {
+        let seq = self
+            .state()
+            .schedule(|seq| Action::CreateTimer { seq, fire_at });
+        Timer::new(self.clone(), seq)
+    }
+
+    /// Waits for the external event `name` (raised with `Client::raise_event`) and
+    /// deserializes its data as `T`.
+    ///
+    /// Events raised before anyone waits are buffered and delivered in the order they were
+    /// raised, one per waiter.
+    pub fn wait_for_event<T: DeserializeOwned>(&self, name: &str) -> EventWait<T> {
+        EventWait::new(self.clone(), name)
+    }
+
+    /// Waits for the external event `name` for at most `timeout` of orchestration time:
+    /// `Ok(Some(data))` if it arrived first, `Ok(None)` if the timeout fired first.
+    pub fn wait_for_event_timeout<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> EventWaitTimeout<T> {
+        let timer = self.sleep(timeout);
+        EventWaitTimeout::new(self.wait_for_event(name), timer)
+    }
+
+    /// Waits for all futures (fan-in) and returns their outputs in the order given.
+    pub fn join_all<F: DurableFuture>(&self, futures: impl IntoIterator<Item = F>) -> JoinAll<F> {
+        JoinAll::new(futures)
+    }
+
+    /// Waits for both futures and returns both outputs.
+    pub fn join<A: DurableFuture, B: DurableFuture>(&self, a: A, b: B) -> Join<A, B> {
+        Join::new(a, b)
+    }
+
+    /// Waits for the first of two futures: the one whose completion history recorded first
+    /// wins, on every replay. The loser is dropped (a losing timer never keeps the instance
+    /// from completing).
+    pub fn select<A: DurableFuture, B: DurableFuture>(&self, a: A, b: B) -> Select<A, B> {
+        Select::new(a, b)
+    }
+
+    /// Waits for the first of several futures and returns its index and output; like
+    /// [`select`](Self::select) for any number of futures of one type.
+    pub fn when_any<F: DurableFuture>(&self, futures: impl IntoIterator<Item = F>) -> WhenAny<F> {
+        WhenAny::new(futures)
+    }
+}
+
+/// A deterministic random number generator, seeded from the instance id
+/// ([`OrchestrationContext::rng`]). It is a SplitMix64 stream shared by all handles of one
+/// instance, so the numbers depend only on the order in which the code asks for them.
+pub struct OrchestrationRng {
+    state: Rc<RefCell<ReplayState>>,
+}
+
+impl OrchestrationRng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut state = self.state.borrow_mut();
+        state.rng_state = state.rng_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state.rng_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The next 32 random bits.
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    /// A float uniformly distributed in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A number uniformly distributed in `range` (`low..high`, `high > low`).
+    ///
+    /// # Panics
+    /// If the range is empty.
+    pub fn gen_range(&mut self, range: std::ops::Range<u64>) -> u64 {
+        assert!(range.start < range.end, "gen_range called with an empty range");
+        let span = range.end - range.start;
+        // Lemire's multiply-shift; the tiny bias is irrelevant for orchestration decisions.
+        range.start + ((u128::from(self.next_u64()) * u128::from(span)) >> 64) as u64
+    }
+
+    /// `true` with probability `p`.
+    pub fn gen_bool(&mut self, p: f64) -> bool {
+        self.next_f64() < p
+    }
+}
+
+/// The context of an activity execution.
+///
+/// Activities may do anything (I/O, clocks, randomness): they run at least once per call, so
+/// make their side effects idempotent, for instance with [`idempotency_key`](Self::idempotency_key).
+#[derive(Clone)]
+pub struct ActivityContext {
+    info: Arc<ActivityInfo>,
+}
+
+struct ActivityInfo {
+    instance_id: String,
+    name: String,
+    seq: u64,
+    attempt: u32,
+    shared: SharedState,
+}
+
+impl fmt::Debug for ActivityContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActivityContext")
+            .field("instance_id", &self.info.instance_id)
+            .field("name", &self.info.name)
+            .field("seq", &self.info.seq)
+            .field("attempt", &self.info.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActivityContext {
+    pub(crate) fn new(
+        instance_id: String,
+        name: String,
+        seq: u64,
+        attempt: u32,
+        shared: SharedState,
+    ) -> Self {
+        ActivityContext {
+            info: Arc::new(ActivityInfo {
+                instance_id,
+                name,
+                seq,
+                attempt,
+                shared,
+            }),
+        }
+    }
+
+    /// A context for calling an activity function directly, e.g. in a unit test.
+    pub fn for_test(instance_id: &str) -> Self {
+        Self::new(instance_id.to_owned(), "test".to_owned(), 0, 1, SharedState::default())
+    }
+
+    /// The instance id of the orchestration that called this activity.
+    pub fn instance_id(&self) -> &str {
+        &self.info.instance_id
+    }
+
+    /// The activity's registered name.
+    pub fn activity_name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// A key that is the same for every execution of this one call (instance id and call
+    /// number): pass it to external systems to make retried side effects idempotent.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.info.instance_id, self.info.seq)
+    }
+
+    /// Which delivery of this call this is, starting at 1 (higher after a crash).
+    pub fn attempt(&self) -> u32 {
+        self.info.attempt
+    }
+
+    /// A shared value registered on the runtime with `RuntimeBuilder::with_shared`
+    /// (an HTTP client, a connection pool, configuration).
+    pub fn shared<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.info.shared.get::<T>()
+    }
+}
+
+/// Values shared with every activity, by type.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    values: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl SharedState {
+    /// Adds (or replaces) the value of type `T`.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        Arc::make_mut(&mut self.values).insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if one was added.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.clone().downcast::<T>().ok())
+    }
+}

@@ -1,0 +1,272 @@
+//! History: the append-only list of [`Event`]s that *is* an orchestration instance.
+//!
+//! Everything an orchestrator observed (its input, activity results, fired timers, raised
+//! events, the time of each turn) and everything it decided (activities scheduled, timers
+//! created) is an event here. Replaying these events through the same code rebuilds the
+//! orchestrator's in-memory state exactly; see [`crate::replay`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Failure};
+
+/// A serialized value (JSON text): an input, output, event data or activity result.
+///
+/// Payloads are stored in history as raw JSON and decoded only by the code that reads them,
+/// so a large payload does not slow the replay of unrelated steps.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<str>);
+
+impl Payload {
+    /// Serializes a value.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_string(value).map(|s| Payload(s.into()))
+    }
+
+    /// Wraps JSON text after checking that it is valid JSON.
+    pub fn from_json(json: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let json = json.into();
+        serde_json::from_str::<&RawValue>(&json)?;
+        Ok(Payload(json.into()))
+    }
+
+    /// The JSON `null` payload (the encoding of `()`).
+    pub fn null() -> Self {
+        Payload("null".into())
+    }
+
+    /// Deserializes the payload.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// Deserializes the payload, naming it in the error: `what` reads like "output of activity `x`".
+    pub fn decode_as<T: DeserializeOwned>(&self, what: impl fmt::Display) -> Result<T, Error> {
+        self.decode()
+            .map_err(|e| Error::invalid_payload(format!("{what} (JSON {})", self.preview()), e))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Size of the JSON text in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `true` if the JSON text is empty (never for a valid payload).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first characters of the JSON text, for error messages.
+    pub fn preview(&self) -> String {
+        const MAX: usize = 80;
+        if self.0.len() <= MAX {
+            return self.0.to_string();
+        }
+        let mut end = MAX;
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &self.0[..end])
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({})", self.preview())
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Payload(raw.get().into()))
+    }
+}
+
+/// One entry of an instance's history.
+///
+/// `seq` numbers identify durable calls (activities, timers) in the order the orchestrator made
+/// them; a completion carries the `seq` of the call it completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+#[non_exhaustive]
+pub enum Event {
+    /// A turn began at `timestamp`; `ctx.now()` returns it until the next turn.
+    OrchestratorStarted {
+        /// The turn's time.
+        timestamp: DateTime<Utc>,
+    },
+    /// The instance was started with this input.
+    ExecutionStarted {
+        /// Orchestrator name.
+        name: String,
+        /// Orchestrator version stamped at start ("" when unversioned).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        version: String,
+        /// The input.
+        input: Payload,
+    },
+    /// The orchestrator called an activity.
+    TaskScheduled {
+        /// Sequence number of the call.
+        seq: u64,
+        /// Activity name.
+        name: String,
+        /// Activity input.
+        input: Payload,
+    },
+    /// The activity returned a value.
+    TaskCompleted {
+        /// Sequence number of the call.
+        seq: u64,
+        /// The activity's output.
+        output: Payload,
+    },
+    /// The activity failed.
+    TaskFailed {
+        /// Sequence number of the call.
+        seq: u64,
+        /// What it failed with.
+        failure: Failure,
+    },
+    /// The orchestrator created a durable timer.
+    TimerCreated {
+        /// Sequence number of the call.
+        seq: u64,
+        /// When the timer fires.
+        fire_at: DateTime<Utc>,
+    },
+    /// A durable timer fired.
+    TimerFired {
+        /// Sequence number of the timer.
+        seq: u64,
+        /// When it was due.
+        fire_at: DateTime<Utc>,
+    },
+    /// An external event was raised to the instance.
+    EventRaised {
+        /// Event name.
+        name: String,
+        /// Event data.
+        data: Payload,
+    },
+    /// The orchestrator returned a value: the instance is Completed.
+    ExecutionCompleted {
+        /// The output.
+        output: Payload,
+    },
+    /// The orchestrator failed: the instance is Failed.
+    ExecutionFailed {
+        /// What it failed with.
+        failure: Failure,
+    },
+    /// The instance was terminated from outside.
+    ExecutionTerminated {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The event's type name, as in the JSON `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::OrchestratorStarted { .. } => "OrchestratorStarted",
+            Event::ExecutionStarted { .. } => "ExecutionStarted",
+            Event::TaskScheduled { .. } => "TaskScheduled",
+            Event::TaskCompleted { .. } => "TaskCompleted",
+            Event::TaskFailed { .. } => "TaskFailed",
+            Event::TimerCreated { .. } => "TimerCreated",
+            Event::TimerFired { .. } => "TimerFired",
+            Event::EventRaised { .. } => "EventRaised",
+            Event::ExecutionCompleted { .. } => "ExecutionCompleted",
+            Event::ExecutionFailed { .. } => "ExecutionFailed",
+            Event::ExecutionTerminated { .. } => "ExecutionTerminated",
+        }
+    }
+
+    /// `true` for events that record a decision of the orchestrator code (a durable call),
+    /// which replay checks against what the code does now.
+    pub fn is_decision(&self) -> bool {
+        matches!(
+            self,
+            Event::TaskScheduled { .. } | Event::TimerCreated { .. }
+        )
+    }
+
+    /// `true` for the events that end an execution.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::ExecutionCompleted { .. }
+                | Event::ExecutionFailed { .. }
+                | Event::ExecutionTerminated { .. }
+        )
+    }
+
+    /// A short description for messages and tables, e.g. `TaskScheduled #3 activity `charge``.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::OrchestratorStarted { timestamp } => format!("OrchestratorStarted at {timestamp}"),
+            Event::ExecutionStarted { name, .. } => format!("ExecutionStarted of `{name}`"),
+            Event::TaskScheduled { seq, name, .. } => {
+                format!("a call to activity `{name}` (TaskScheduled #{seq})")
+            }
+            Event::TaskCompleted { seq, .. } => format!("TaskCompleted #{seq}"),
+            Event::TaskFailed { seq, failure } => format!("TaskFailed #{seq}: {failure}"),
+            Event::TimerCreated { seq, fire_at } => {
+                format!("a durable timer due at {fire_at} (TimerCreated #{seq})")
+            }
+            Event::TimerFired { seq, .. } => format!("TimerFired #{seq}"),
+            Event::EventRaised { name, .. } => format!("EventRaised `{name}`"),
+            Event::ExecutionCompleted { .. } => "ExecutionCompleted".to_owned(),
+            Event::ExecutionFailed { failure } => format!("ExecutionFailed: {failure}"),
+            Event::ExecutionTerminated { reason } => format!("ExecutionTerminated: {reason}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_embedded_as_raw_json() {
+        let event = Event::TaskCompleted {
+            seq: 3,
+            output: Payload::encode(&vec![1, 2]).unwrap(),
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(json, r#"{"type":"TaskCompleted","seq":3,"output":[1,2]}"#);
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn payload_rejects_invalid_json() {
+        assert!(Payload::from_json("{nope").is_err());
+        assert_eq!(Payload::from_json(" 42 ").unwrap().decode::<u32>().unwrap(), 42);
+    }
+}

@@ -1,0 +1,137 @@
+//! # duractor
+//!
+//! Durable orchestrations, activities and entities for Rust: workflows written as ordinary
+//! `async fn`s, made durable by event sourcing into SQL.
+//!
+//! ```no_run
+//! use duractor::prelude::*;
+//! use duractor_sqlx::SqliteStore;
+//! use std::time::Duration;
+//!
+//! #[activity]
+//! async fn say_hello(_ctx: ActivityContext, city: String) -> Result<String, duractor::Error> {
+//!     Ok(format!("Hello {city}!"))
+//! }
+//!
+//! #[orchestrator]
+//! async fn hello_cities(ctx: OrchestrationContext, _: ()) -> Result<Vec<String>, duractor::Error> {
+//!     let mut out = Vec::new();
+//!     for city in ["Tokyo", "Seattle", "London"] {
+//!         out.push(ctx.call_activity(SayHello, city.to_string()).await?);
+//!     }
+//!     Ok(out)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), duractor::Error> {
+//!     let store = SqliteStore::open("hello.db").await?;
+//!     let runtime = Runtime::builder(store).start().await?;
+//!     let client = runtime.client();
+//!     let id = client.start(HelloCities, ()).await?;
+//!     let status = client.wait_for_completion(&id, Duration::from_secs(10)).await?;
+//!     println!("{:?}", status.output::<Vec<String>>()?);
+//!     runtime.shutdown().await
+//! }
+//! ```
+//!
+//! The modules follow the flow of an orchestration: [`history`] (the events) → [`replay`]
+//! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
+//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`].
+
+pub mod client;
+pub mod context;
+pub mod durable;
+pub mod error;
+pub mod history;
+pub mod registry;
+pub mod replay;
+pub mod runtime;
+pub mod store;
+
+pub use client::{Client, InstanceStatus, Start};
+pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
+pub use durable::{DurableFuture, Either};
+pub use duractor_macros::{activity, orchestrator};
+pub use error::{Error, Failure, Result};
+pub use history::{Event, Payload};
+pub use registry::{Activity, Orchestrator, Registry};
+pub use runtime::{Runtime, RuntimeBuilder};
+pub use store::{RuntimeStatus, Store};
+
+/// The names most programs need: `use duractor::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Activity, ActivityContext, Client, DurableFuture, Either, Error, OrchestrationContext,
+        Orchestrator, Runtime, RuntimeStatus, activity, orchestrator,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// What the macros expand to. Not public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::durable::{Durable, __durable};
+    pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
+    pub use inventory;
+    use std::fmt::Display;
+
+    use crate::error::{Error, Failure};
+
+    /// Names the `Ok` type of a function's `Result` return type, whatever alias spells it.
+    #[diagnostic::on_unimplemented(
+        message = "duractor functions must return `Result<T, E>`, found `{Self}`",
+        label = "the return type must be a `Result`",
+        note = "write the signature as `async fn name(ctx: .., input: I) -> Result<O, E>`; `duractor::Error` works as `E`"
+    )]
+    pub trait ResultParts {
+        type Ok;
+        type Err;
+        fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    }
+
+    impl<T, E> ResultParts for Result<T, E> {
+        type Ok = T;
+        type Err = E;
+        fn into_result(self) -> Result<T, E> {
+            self
+        }
+    }
+
+    /// Wrapper for autoref specialization: a `duractor::Error` keeps its structure, other
+    /// errors become an application failure carrying their message (and source chain).
+    pub struct ErrorWrap<E>(pub E);
+
+    pub trait ViaDuractorError {
+        fn __into_failure(&self) -> Failure;
+    }
+    impl ViaDuractorError for &&ErrorWrap<Error> {
+        fn __into_failure(&self) -> Failure {
+            self.0.to_failure()
+        }
+    }
+
+    pub trait ViaStdError {
+        fn __into_failure(&self) -> Failure;
+    }
+    impl<E: std::error::Error> ViaStdError for &ErrorWrap<E> {
+        fn __into_failure(&self) -> Failure {
+            let mut message = self.0.to_string();
+            let mut source = self.0.source();
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            Failure::application(message)
+        }
+    }
+
+    pub trait ViaDisplay {
+        fn __into_failure(&self) -> Failure;
+    }
+    impl<E: Display> ViaDisplay for ErrorWrap<E> {
+        fn __into_failure(&self) -> Failure {
+            Failure::application(format!("{:#}", self.0))
+        }
+    }
+}

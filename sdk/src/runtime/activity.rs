@@ -1,0 +1,212 @@
+//! The activity worker actor: runs activities with a concurrency limit and commits results.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::Shared;
+use super::dispatcher::{Deliver, Dispatcher, backoff};
+use crate::context::ActivityContext;
+use crate::error::Failure;
+use crate::history::Event;
+use crate::replay::panic_message;
+use crate::store::{ActivityCompletion, ActivityWorkItem, OrchestrationMessage};
+
+/// Work items to run (claimed by this worker).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
+
+/// Stop claiming; resolves when no activity is running.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Drain;
+
+pub(super) struct ActivityWorker {
+    shared: Arc<Shared>,
+    dispatcher: Addr<Dispatcher>,
+    queue: VecDeque<ActivityWorkItem>,
+    running: usize,
+    claiming: bool,
+    stopping: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl ActivityWorker {
+    pub(super) fn new(shared: Arc<Shared>, dispatcher: Addr<Dispatcher>) -> Self {
+        ActivityWorker {
+            shared,
+            dispatcher,
+            queue: VecDeque::new(),
+            running: 0,
+            claiming: false,
+            stopping: false,
+            drain_waiters: Vec::new(),
+        }
+    }
+
+    /// Starts queued items while below the concurrency limit.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.shared.options.activity_concurrency;
+        while !self.stopping && self.running < limit {
+            let Some(item) = self.queue.pop_front() else {
+                break;
+            };
+            self.running += 1;
+            let shared = self.shared.clone();
+            ctx.spawn(run(shared, item).into_actor(self).map(|delivered, act, ctx| {
+                act.running -= 1;
+                if let Some(message) = delivered {
+                    act.dispatcher.do_send(Deliver(vec![message]));
+                }
+                act.pump(ctx);
+            }));
+        }
+        if self.running == 0 {
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Claims work items nobody holds (after a crash, or whose lease lapsed).
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.shared.options.activity_concurrency;
+        let busy = self.running + self.queue.len();
+        if self.stopping || self.claiming || busy >= limit {
+            return;
+        }
+        self.claiming = true;
+        let shared = self.shared.clone();
+        let want = u32::try_from(limit - busy).unwrap_or(u32::MAX);
+        let claim = async move {
+            let lease_until = shared.lease_until();
+            shared
+                .store
+                .claim_activities(&shared.owner, want, lease_until)
+                .await
+        };
+        ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
+            act.claiming = false;
+            match result {
+                Ok(items) => {
+                    act.queue.extend(items);
+                    act.pump(ctx);
+                }
+                Err(error) => tracing::warn!(%error, "claiming activity work failed"),
+            }
+        }));
+    }
+}
+
+/// Runs one activity and commits its result; returns the result message when it was
+/// claimed for this worker (deliver it in memory).
+async fn run(shared: Arc<Shared>, item: ActivityWorkItem) -> Option<OrchestrationMessage> {
+    let span = tracing::debug_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
+    let event = execute(&shared, &item).instrument(span).await;
+    let mut completion = ActivityCompletion {
+        item_id: item.id,
+        instance_id: item.instance_id,
+        event,
+        owner: shared.owner.clone(),
+        lease_until: shared.lease_until(),
+    };
+    let mut failures = 0;
+    loop {
+        match shared.store.complete_activity(completion.clone()).await {
+            Ok(delivered) => return delivered,
+            Err(error) if failures < 8 => {
+                failures += 1;
+                tracing::warn!(%error, "committing an activity result failed; retrying");
+                tokio::time::sleep(backoff(failures)).await;
+                completion.lease_until = shared.lease_until();
+            }
+            Err(error) => {
+                tracing::error!(%error, "committing an activity result failed; the activity will run again when its lease lapses");
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs the activity function, turning errors and panics into `TaskFailed`.
+async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
+    let entry = match shared.registry.get_activity(&item.name) {
+        Ok(entry) => *entry,
+        Err(error) => {
+            let mut failure = error.to_failure();
+            failure.non_retriable = true;
+            return Event::TaskFailed {
+                seq: item.seq,
+                failure,
+            };
+        }
+    };
+    let ctx = ActivityContext::new(
+        item.instance_id.clone(),
+        item.name.clone(),
+        item.seq,
+        item.attempt,
+        shared.shared_state.clone(),
+    );
+    let future = (entry.invoke)(ctx, item.input.clone());
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(Ok(output)) => Event::TaskCompleted {
+            seq: item.seq,
+            output,
+        },
+        Ok(Err(failure)) => Event::TaskFailed {
+            seq: item.seq,
+            failure,
+        },
+        Err(panic) => Event::TaskFailed {
+            seq: item.seq,
+            failure: Failure::panic(format!(
+                "activity `{}` panicked: {}",
+                item.name,
+                panic_message(&*panic)
+            )),
+        },
+    }
+}
+
+impl Actor for ActivityWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.run_interval(self.shared.options.poll_interval, |act, ctx| act.claim(ctx));
+        self.claim(ctx);
+    }
+}
+
+impl Handler<RunActivities> for ActivityWorker {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
+        self.queue.extend(msg.0);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Drain> for ActivityWorker {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let (tx, rx) = oneshot::channel();
+        if self.running == 0 {
+            let _ = tx.send(());
+        } else {
+            self.drain_waiters.push(tx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

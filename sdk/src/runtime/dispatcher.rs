@@ -1,0 +1,382 @@
+//! The dispatcher actor: claims orchestration messages and routes them to instance actors.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::Shared;
+use super::activity::{ActivityWorker, Drain as DrainWorker};
+use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
+use crate::client::now_millis;
+use crate::store::OrchestrationMessage;
+
+/// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
+pub(super) fn run_system(
+    shared: Arc<Shared>,
+    ready: oneshot::Sender<()>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let activity_thread = actix_rt::Arbiter::new();
+        let worker_thread = activity_thread.handle();
+        let dispatcher = Dispatcher::create(|ctx| {
+            let me = ctx.address();
+            let worker_shared = shared.clone();
+            let worker = ActivityWorker::start_in_arbiter(&worker_thread, move |_| {
+                ActivityWorker::new(worker_shared, me)
+            });
+            Dispatcher::new(shared, worker)
+        });
+        let _ = ready.send(());
+        let _ = shutdown.await;
+        let _ = dispatcher.send(Shutdown).await;
+        activity_thread.stop();
+    });
+}
+
+/// Messages for instances, to route (claimed from the store or delivered in memory).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Deliver(pub(super) Vec<OrchestrationMessage>);
+
+/// Wake up and claim work now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Poke;
+
+/// A turn created durable timers due at these times: claim when they are due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct TimersArmed(pub(super) Vec<DateTime<Utc>>);
+
+/// An instance actor has been idle long enough to be unloaded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RequestUnload(pub(super) Arc<str>);
+
+/// An instance actor stopped; messages it had not processed come back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Unloaded {
+    pub(super) instance_id: Arc<str>,
+    pub(super) leftover: Vec<OrchestrationMessage>,
+    pub(super) finished: bool,
+}
+
+/// Stop claiming, drain the workers, return when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Shutdown;
+
+/// A loaded instance.
+struct Slot {
+    addr: Addr<InstanceActor>,
+    /// The actor was asked to unload: hold its messages until it reports back.
+    unloading: bool,
+    queued: Vec<OrchestrationMessage>,
+}
+
+pub(super) struct Dispatcher {
+    shared: Arc<Shared>,
+    worker: Addr<ActivityWorker>,
+    instances: HashMap<Arc<str>, Slot>,
+    claiming: bool,
+    claim_again: bool,
+    claim_failures: u32,
+    /// Due times of timers this worker armed, earliest first.
+    timers: BinaryHeap<Reverse<DateTime<Utc>>>,
+    timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
+    stopping: bool,
+}
+
+impl Dispatcher {
+    fn new(shared: Arc<Shared>, worker: Addr<ActivityWorker>) -> Self {
+        Dispatcher {
+            shared,
+            worker,
+            instances: HashMap::new(),
+            claiming: false,
+            claim_again: false,
+            claim_failures: 0,
+            timers: BinaryHeap::new(),
+            timer_wakeup: None,
+            stopping: false,
+        }
+    }
+
+    /// Claims a batch of visible messages and routes them; repeats while batches come back
+    /// full or a wake-up arrived meanwhile.
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.claiming {
+            self.claim_again = true;
+            return;
+        }
+        self.claiming = true;
+        self.claim_again = false;
+        let shared = self.shared.clone();
+        let limit = shared.options.claim_batch;
+        let lease_until = shared.lease_until();
+        let claim = async move {
+            shared
+                .store
+                .claim_messages(&shared.owner, limit, lease_until)
+                .await
+        };
+        ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
+            act.claiming = false;
+            match result {
+                Ok(messages) => {
+                    act.claim_failures = 0;
+                    let full = messages.len() >= limit as usize;
+                    act.route(messages, ctx);
+                    if full || act.claim_again {
+                        act.claim(ctx);
+                    }
+                }
+                Err(error) => {
+                    act.claim_failures += 1;
+                    let backoff = backoff(act.claim_failures);
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "claiming messages failed");
+                    ctx.run_later(backoff, |act, ctx| act.claim(ctx));
+                }
+            }
+        }));
+    }
+
+    fn route(&mut self, messages: Vec<OrchestrationMessage>, ctx: &mut Context<Self>) {
+        let mut by_instance: Vec<(Arc<str>, Vec<OrchestrationMessage>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for message in messages {
+            match index.get(&message.instance_id) {
+                Some(&i) => by_instance[i].1.push(message),
+                None => {
+                    index.insert(message.instance_id.clone(), by_instance.len());
+                    by_instance.push((Arc::from(message.instance_id.as_str()), vec![message]));
+                }
+            }
+        }
+        for (instance_id, messages) in by_instance {
+            self.deliver(instance_id, messages, ctx);
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        instance_id: Arc<str>,
+        messages: Vec<OrchestrationMessage>,
+        ctx: &mut Context<Self>,
+    ) {
+        match self.instances.get_mut(&instance_id) {
+            Some(slot) if slot.unloading => slot.queued.extend(messages),
+            Some(slot) => slot.addr.do_send(super::instance::Deliver(messages)),
+            None => {
+                let actor = InstanceActor::new(
+                    self.shared.clone(),
+                    instance_id.clone(),
+                    ctx.address(),
+                    self.worker.clone(),
+                    messages,
+                );
+                let slot = Slot {
+                    addr: actor.start(),
+                    unloading: false,
+                    queued: Vec::new(),
+                };
+                self.instances.insert(instance_id, slot);
+            }
+        }
+    }
+
+    /// Sleeps until the earliest armed timer is due, then claims.
+    fn arm_timer_wakeup(&mut self, ctx: &mut Context<Self>) {
+        let Some(Reverse(due)) = self.timers.peek().copied() else {
+            return;
+        };
+        if let Some((armed, handle)) = self.timer_wakeup {
+            if armed <= due {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO) + Duration::from_millis(1);
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer_wakeup = None;
+            let now = now_millis();
+            while act.timers.peek().is_some_and(|Reverse(due)| *due <= now) {
+                act.timers.pop();
+            }
+            act.claim(ctx);
+            act.arm_timer_wakeup(ctx);
+        });
+        self.timer_wakeup = Some((due, handle));
+    }
+
+    /// Finds the next due time of timers this worker did not arm (after a restart, or armed
+    /// by other workers) and arms a wake-up for it.
+    fn look_for_timers(&mut self, ctx: &mut Context<Self>) {
+        let shared = self.shared.clone();
+        let next = async move { shared.store.next_visible_at().await };
+        ctx.spawn(next.into_actor(self).map(|result, act, ctx| match result {
+            Ok(Some(due)) => {
+                act.timers.push(Reverse(due));
+                act.arm_timer_wakeup(ctx);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "looking for the next timer failed"),
+        }));
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let shared = self.shared.clone();
+        let renew = async move {
+            let lease_until = shared.lease_until();
+            shared.store.renew_leases(&shared.owner, lease_until).await
+        };
+        ctx.spawn(renew.into_actor(self).map(|result, _, _| {
+            if let Err(error) = result {
+                tracing::warn!(%error, "renewing leases failed; will retry");
+            }
+        }));
+    }
+}
+
+/// Exponential backoff from 10 ms to 5 s.
+pub(super) fn backoff(failures: u32) -> Duration {
+    let ms = 10u64.saturating_mul(1u64 << failures.min(9));
+    Duration::from_millis(ms.min(5_000))
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        let options = &self.shared.options;
+        ctx.run_interval(options.poll_interval, |act, ctx| {
+            act.claim(ctx);
+            act.look_for_timers(ctx);
+        });
+        ctx.run_interval(options.lease / 3, |act, ctx| act.renew_leases(ctx));
+
+        // Wake up whenever the store says work arrived (commits by this process).
+        let store = self.shared.store.clone();
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            loop {
+                store.events().work_notified().await;
+                if !me.connected() {
+                    break;
+                }
+                me.do_send(Poke);
+            }
+        });
+
+        self.claim(ctx);
+        self.look_for_timers(ctx);
+    }
+}
+
+impl Handler<Deliver> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.route(msg.0, ctx);
+    }
+}
+
+impl Handler<Poke> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Poke, ctx: &mut Context<Self>) {
+        self.claim(ctx);
+    }
+}
+
+impl Handler<TimersArmed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: TimersArmed, ctx: &mut Context<Self>) {
+        self.timers.extend(msg.0.into_iter().map(Reverse));
+        self.arm_timer_wakeup(ctx);
+    }
+}
+
+impl Handler<RequestUnload> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestUnload, _: &mut Context<Self>) {
+        if let Some(slot) = self.instances.get_mut(&msg.0)
+            && !slot.unloading
+        {
+            slot.unloading = true;
+            slot.addr.do_send(Unload);
+        }
+    }
+}
+
+impl Handler<Unloaded> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unloaded, ctx: &mut Context<Self>) {
+        let Some(slot) = self.instances.remove(&msg.instance_id) else {
+            return;
+        };
+        let mut messages = msg.leftover;
+        messages.extend(slot.queued);
+        if !messages.is_empty() && !self.stopping {
+            self.deliver(msg.instance_id, messages, ctx);
+        } else if !msg.finished {
+            let shared = self.shared.clone();
+            let instance_id = msg.instance_id;
+            let release = async move {
+                shared
+                    .store
+                    .release_instance(&instance_id, &shared.owner)
+                    .await
+            };
+            ctx.spawn(release.into_actor(self).map(|result, _, _| {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "releasing an unloaded instance failed");
+                }
+            }));
+        }
+    }
+}
+
+impl Handler<Shutdown> for Dispatcher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let grace = self.shared.options.shutdown_grace;
+        let worker = self.worker.clone();
+        let instances: Vec<Addr<InstanceActor>> =
+            self.instances.values().map(|slot| slot.addr.clone()).collect();
+        Box::pin(
+            async move {
+                let drain = async move {
+                    let _ = worker.send(DrainWorker).await;
+                    for instance in instances {
+                        let _ = instance.send(DrainInstance).await;
+                    }
+                };
+                if tokio::time::timeout(grace, drain).await.is_err() {
+                    tracing::warn!(
+                        grace_ms = grace.as_millis() as u64,
+                        "shutdown grace elapsed with work still running; it will be retried"
+                    );
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}

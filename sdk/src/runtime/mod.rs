@@ -1,0 +1,274 @@
+//! The runtime: actix actors that claim work, run orchestration turns and activities.
+//!
+//! * [`dispatcher`] — one `Dispatcher` actor per runtime: claims messages from the store
+//!   (when woken, at timer due times, and on a fallback interval), routes them to instance
+//!   actors, loads and unloads those, renews leases.
+//! * [`instance`] — one `InstanceActor` per loaded orchestration instance: it keeps the live
+//!   orchestrator future between turns (no replay per step), runs a turn when messages arrive,
+//!   commits it, and hands new activity work straight to the worker.
+//! * [`activity`] — the `ActivityWorker` actor, on its own thread: runs activities with a
+//!   concurrency limit and commits their results.
+//!
+//! The actors run on a dedicated thread (an actix `System`), the activity worker on a second
+//! (an `Arbiter`). Nothing actix appears in this module's public API: [`Runtime`] and
+//! [`RuntimeBuilder`] are plain types, usable from any async runtime.
+
+mod activity;
+mod dispatcher;
+mod instance;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::client::{Client, now_millis};
+use crate::context::SharedState;
+use crate::error::Error;
+use crate::registry::{Activity, Orchestrator, Registry};
+use crate::store::Store;
+
+/// Tunable settings of a runtime; see the [`RuntimeBuilder`] methods.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) activity_concurrency: usize,
+    pub(crate) idle_unload_after: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) claim_batch: u32,
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            activity_concurrency: 256,
+            idle_unload_after: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            claim_batch: 500,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every actor of one runtime shares.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) owner: String,
+    pub(crate) options: Options,
+    pub(crate) shared_state: SharedState,
+}
+
+impl Shared {
+    /// The lease expiry for work claimed now.
+    pub(crate) fn lease_until(&self) -> DateTime<Utc> {
+        now_millis() + chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::TimeDelta::MAX)
+    }
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```no_run
+/// # async fn run(store: impl duractor::Store) -> Result<(), duractor::Error> {
+/// use std::time::Duration;
+/// let runtime = duractor::Runtime::builder(store)
+///     .activity_concurrency(64)
+///     .idle_unload_after(Duration::from_secs(60))
+///     .start()
+///     .await?;
+/// # runtime.shutdown().await }
+/// ```
+pub struct RuntimeBuilder {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    auto_register: bool,
+    options: Options,
+    shared_state: SharedState,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("options", &self.options)
+            .field("auto_register", &self.auto_register)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Also registers this activity (useful with [`auto_register(false)`](Self::auto_register)).
+    pub fn activity<A: Activity>(mut self, activity: A) -> Self {
+        self.registry.activity(activity);
+        self
+    }
+
+    /// Also registers this orchestrator.
+    pub fn orchestrator<O: Orchestrator>(mut self, orchestrator: O) -> Self {
+        self.registry.orchestrator(orchestrator);
+        self
+    }
+
+    /// Whether to register every `#[activity]` and `#[orchestrator]` linked into the program
+    /// (default `true`). With `false`, only what is added explicitly is run.
+    pub fn auto_register(mut self, enabled: bool) -> Self {
+        self.auto_register = enabled;
+        self
+    }
+
+    /// How many activities may run at once on this worker (default 256).
+    pub fn activity_concurrency(mut self, limit: usize) -> Self {
+        self.options.activity_concurrency = limit.max(1);
+        self
+    }
+
+    /// How long an instance with nothing to do stays loaded in memory (default 30 s). After
+    /// that it is unloaded and replayed from history when it gets work again.
+    /// `Duration::ZERO` unloads after every turn (no cache; every step replays).
+    pub fn idle_unload_after(mut self, after: Duration) -> Self {
+        self.options.idle_unload_after = after;
+        self
+    }
+
+    /// How long claimed work stays leased to this worker without renewal (default 30 s);
+    /// leases are renewed every third of it while the worker lives.
+    pub fn lease_duration(mut self, lease: Duration) -> Self {
+        self.options.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// How often the store is polled for work when nothing wakes the worker (default 1 s):
+    /// bounds how late work from other processes is noticed.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.options.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long [`Runtime::shutdown`] waits for running activities and commits (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.options.shutdown_grace = grace;
+        self
+    }
+
+    /// Shares a value with every activity ([`ActivityContext::shared`](crate::ActivityContext::shared)),
+    /// e.g. an HTTP client or a connection pool.
+    pub fn with_shared<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.shared_state.insert(value);
+        self
+    }
+
+    /// Starts the runtime: registers the worker with the store and starts claiming work.
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let mut registry = if self.auto_register {
+            Registry::global()
+        } else {
+            Registry::new()
+        };
+        registry.merge(&self.registry);
+        let registry = Arc::new(registry);
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        self.store.register_worker(&owner).await?;
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            registry: registry.clone(),
+            owner,
+            options: self.options,
+            shared_state: self.shared_state,
+        });
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("duractor-runtime".into())
+            .spawn(move || {
+                dispatcher::run_system(thread_shared, ready_tx, shutdown_rx);
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the runtime thread: {e}")))?;
+        ready_rx.await.map_err(|_| Error::Shutdown)?;
+        tracing::info!(owner = %shared.owner, "duractor runtime started");
+        Ok(Runtime {
+            client: Client::from_parts(self.store, registry),
+            shared,
+            shutdown: Some(shutdown_tx),
+            stopped: Some(stopped_rx),
+        })
+    }
+}
+
+/// A running duractor worker: it runs the orchestrations and activities of its store.
+///
+/// Build one with [`Runtime::builder`]; stop it with [`Runtime::shutdown`] (dropping it stops
+/// it too, without waiting).
+pub struct Runtime {
+    client: Client,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("owner", &self.shared.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder for a runtime on `store`.
+    pub fn builder(store: impl Store) -> RuntimeBuilder {
+        RuntimeBuilder {
+            store: Arc::new(store),
+            registry: Registry::new(),
+            auto_register: true,
+            options: Options::default(),
+            shared_state: SharedState::default(),
+        }
+    }
+
+    /// A client on the same store, woken at once when this runtime finishes an instance.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The functions this runtime runs.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// This worker's lease owner id.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Stops claiming work, waits (up to the shutdown grace) for running activities and
+    /// commits, and releases this worker's leases so other workers can take over at once.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+        self.shared.store.unregister_worker(&self.shared.owner).await
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The storage contract: what a backend (SQLite, PostgreSQL) must do, as the [`Store`] trait.
+//!
+//! The store holds, per instance, its history and a status row, and two queues:
+//!
+//! * the **orchestration queue**: messages to instances (`ExecutionStarted`, activity results,
+//!   fired timers, raised events), each visible from a time (timers are messages visible at
+//!   their fire time);
+//! * the **activity queue**: work items for activity workers.
+//!
+//! Work is claimed under a lease (an owner id and an expiry): a worker that dies loses its
+//! leases when they lapse and another worker takes the work over. A turn is committed in one
+//! transaction ([`Store::commit_turn`]): history appended, consumed messages deleted, new work
+//! enqueued, status updated. An activity result is committed with the deletion of its work
+//! item, also in one transaction ([`Store::complete_activity`]). Backends batch concurrent
+//! calls into shared transactions (group commit); callers just call.
+//!
+//! Backends live in other crates (`duractor-sqlx`); this module has no database code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Failure};
+use crate::history::{Event, Payload};
+
+/// The status of an orchestration instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RuntimeStatus {
+    /// Created; its first turn has not run yet.
+    Pending,
+    /// Started and not finished.
+    Running,
+    /// The orchestrator returned a value.
+    Completed,
+    /// The orchestrator returned an error, panicked, or replay detected nondeterminism.
+    Failed,
+    /// Terminated from outside.
+    Terminated,
+}
+
+impl RuntimeStatus {
+    /// All statuses.
+    pub const ALL: [RuntimeStatus; 5] = [
+        RuntimeStatus::Pending,
+        RuntimeStatus::Running,
+        RuntimeStatus::Completed,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Terminated,
+    ];
+
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Pending => "Pending",
+            RuntimeStatus::Running => "Running",
+            RuntimeStatus::Completed => "Completed",
+            RuntimeStatus::Failed => "Failed",
+            RuntimeStatus::Terminated => "Terminated",
+        }
+    }
+
+    /// `true` for Completed, Failed and Terminated: the instance will not run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RuntimeStatus::Completed | RuntimeStatus::Failed | RuntimeStatus::Terminated
+        )
+    }
+}
+
+impl fmt::Display for RuntimeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RuntimeStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        RuntimeStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown status `{s}`; expected one of Pending, Running, Completed, Failed, Terminated"
+                ))
+            })
+    }
+}
+
+/// An instance's status row: what clients query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// The instance id.
+    pub instance_id: String,
+    /// The orchestrator's registered name.
+    pub name: String,
+    /// The orchestrator version stamped at start.
+    pub version: String,
+    /// The status.
+    pub status: RuntimeStatus,
+    /// The input.
+    pub input: Payload,
+    /// The output, once Completed.
+    pub output: Option<Payload>,
+    /// The failure, once Failed.
+    pub failure: Option<Failure>,
+    /// The last custom status the orchestrator set.
+    pub custom_status: Option<Payload>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its status row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it finished.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A new instance to create ([`Store::create_instance`]).
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance id (unique among pending and running instances).
+    pub instance_id: String,
+    /// Orchestrator name.
+    pub name: String,
+    /// Orchestrator version.
+    pub version: String,
+    /// Input.
+    pub input: Payload,
+    /// Creation time; the `ExecutionStarted` message is visible from then.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A claimed message to an orchestration instance.
+#[derive(Debug, Clone)]
+pub struct OrchestrationMessage {
+    /// Queue id; [`TurnCommit::consumed`] deletes it.
+    pub id: i64,
+    /// Target instance.
+    pub instance_id: String,
+    /// The event the message delivers.
+    pub event: Event,
+}
+
+/// A claimed activity work item.
+#[derive(Debug, Clone)]
+pub struct ActivityWorkItem {
+    /// Queue id.
+    pub id: i64,
+    /// The instance that called the activity.
+    pub instance_id: String,
+    /// The call's sequence number in that instance.
+    pub seq: u64,
+    /// Activity name.
+    pub name: String,
+    /// Activity input.
+    pub input: Payload,
+    /// 1 on first delivery, higher after a lease lapsed (crash) and the item was claimed again.
+    pub attempt: u32,
+}
+
+/// A new activity call to enqueue with a turn.
+#[derive(Debug, Clone)]
+pub struct NewActivity {
+    /// The call's sequence number.
+    pub seq: u64,
+    /// Activity name.
+    pub name: String,
+    /// Activity input.
+    pub input: Payload,
+}
+
+/// A message to enqueue for an instance, visible from `visible_at`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Target instance.
+    pub instance_id: String,
+    /// When it becomes visible (a timer's fire time; now for everything else).
+    pub visible_at: DateTime<Utc>,
+    /// The event it delivers.
+    pub event: Event,
+}
+
+/// Everything one orchestration turn changes, committed atomically by [`Store::commit_turn`].
+#[derive(Debug, Clone)]
+pub struct TurnCommit {
+    /// The instance.
+    pub instance_id: String,
+    /// The lease owner running the turn; the commit fails with a lost-lease error if another
+    /// owner holds the instance now.
+    pub owner: String,
+    /// History index of the first new event (the current history length).
+    pub history_start: u64,
+    /// Events to append.
+    pub new_events: Vec<Event>,
+    /// Claimed messages the turn consumed (deleted).
+    pub consumed: Vec<i64>,
+    /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
+    pub activities: Vec<NewActivity>,
+    /// Messages to enqueue (timers, and later messages to other instances).
+    pub messages: Vec<NewMessage>,
+    /// New status (`None` leaves it as it is, for a turn that only consumed late messages).
+    pub status: Option<RuntimeStatus>,
+    /// Output (Completed).
+    pub output: Option<Payload>,
+    /// Failure (Failed).
+    pub failure: Option<Failure>,
+    /// New custom status, if changed.
+    pub custom_status: Option<Payload>,
+    /// The lease expiry for enqueued activities and the instance.
+    pub lease_until: DateTime<Utc>,
+    /// Turn time (status `updated_at`).
+    pub now: DateTime<Utc>,
+}
+
+/// What [`Store::commit_turn`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct TurnCommitted {
+    /// The queue ids given to [`TurnCommit::activities`], in order.
+    pub activity_ids: Vec<i64>,
+}
+
+/// The result of an activity, committed by [`Store::complete_activity`].
+#[derive(Debug, Clone)]
+pub struct ActivityCompletion {
+    /// The work item (deleted).
+    pub item_id: i64,
+    /// The instance to notify.
+    pub instance_id: String,
+    /// `TaskCompleted` or `TaskFailed`.
+    pub event: Event,
+    /// The worker completing it. If it also holds the instance, the result message is claimed
+    /// for it and returned, so it can be delivered in memory without a poll.
+    pub owner: String,
+    /// Lease expiry for a message claimed that way.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Filters for [`Store::list_instances`].
+#[derive(Debug, Clone, Default)]
+pub struct InstanceQuery {
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<RuntimeStatus>,
+    /// Only ids starting with this prefix.
+    pub instance_id_prefix: Option<String>,
+    /// Only instances created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only instances created before this time.
+    pub created_to: Option<DateTime<Utc>>,
+    /// At most this many (default 100).
+    pub limit: Option<u32>,
+    /// Continue after this instance id (paging; results are ordered by instance id).
+    pub after: Option<String>,
+}
+
+/// A storage backend. Implemented by `duractor_sqlx::SqliteStore` and `PostgresStore`.
+///
+/// Implementations must make every method atomic, return [`Error::Store`] with
+/// `transient: true` for failures that may pass (connection lost, database busy) after
+/// retrying what they can themselves, and call [`StoreEvents`] hooks after commits.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Prepares the store for a worker with this owner id: takes whatever exclusive access the
+    /// backend needs and releases leases that a previous, dead worker left behind where the
+    /// backend can know it is dead.
+    async fn register_worker(&self, owner: &str) -> Result<(), Error>;
+
+    /// Called when a worker stops cleanly: expires its leases so other workers can take its
+    /// work at once, and gives up what `register_worker` took.
+    async fn unregister_worker(&self, owner: &str) -> Result<(), Error>;
+
+    /// Creates an instance and enqueues its `ExecutionStarted` message. Fails with
+    /// [`Error::InstanceExists`] if the id is used by a pending or running instance; a
+    /// finished instance with the same id is replaced (its history is deleted).
+    async fn create_instance(&self, instance: NewInstance) -> Result<(), Error>;
+
+    /// Enqueues an `EventRaised` message. Fails with [`Error::InstanceNotFound`] if the
+    /// instance does not exist.
+    async fn raise_event(&self, instance_id: &str, name: &str, data: Payload) -> Result<(), Error>;
+
+    /// Claims up to `limit` visible orchestration messages whose instances are free (or
+    /// already held by `owner`), and leases those instances to `owner` until `lease_until`.
+    /// Messages are returned in queue order.
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OrchestrationMessage>, Error>;
+
+    /// Claims up to `limit` activity work items that nobody holds (or whose lease lapsed).
+    async fn claim_activities(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ActivityWorkItem>, Error>;
+
+    /// Commits one turn atomically (see [`TurnCommit`]).
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error>;
+
+    /// Deletes a completed work item and enqueues its result for the instance, atomically.
+    /// Returns the result message when it was claimed for `completion.owner`.
+    async fn complete_activity(
+        &self,
+        completion: ActivityCompletion,
+    ) -> Result<Option<OrchestrationMessage>, Error>;
+
+    /// Extends every lease `owner` holds to `lease_until`.
+    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error>;
+
+    /// Releases `owner`'s lease on an instance (it was unloaded from memory).
+    async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error>;
+
+    /// The instance's history, in order.
+    async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error>;
+
+    /// The instance's status row.
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error>;
+
+    /// Instances matching the query, ordered by instance id.
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error>;
+
+    /// The earliest time a message that nobody holds becomes visible, if it is in the future
+    /// (the next timer): the dispatcher sleeps until then.
+    async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error>;
+
+    /// In-process notifications about this store's commits.
+    fn events(&self) -> &StoreEvents;
+}
+
+/// In-process notifications from a store: work became available, an instance finished.
+///
+/// Backends call [`StoreEvents::notify_work`] after committing messages or work items that no
+/// worker holds, and [`StoreEvents::notify_finished`] after committing a terminal status. The
+/// runtime's dispatcher and [`Client::wait_for_completion`](crate::Client::wait_for_completion)
+/// listen, and fall back to polling for changes made by other processes.
+#[derive(Default)]
+pub struct StoreEvents {
+    work: Notify,
+    finished: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+}
+
+impl fmt::Debug for StoreEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreEvents").finish_non_exhaustive()
+    }
+}
+
+impl StoreEvents {
+    /// Wakes the dispatcher: visible, unclaimed work may be waiting.
+    pub fn notify_work(&self) {
+        self.work.notify_one();
+    }
+
+    /// Resolves when [`notify_work`](Self::notify_work) is called (or was called since the
+    /// last wait).
+    pub async fn work_notified(&self) {
+        self.work.notified().await;
+    }
+
+    /// Wakes everyone waiting for this instance to finish.
+    pub fn notify_finished(&self, instance_id: &str) {
+        let waiters = match self.finished.lock() {
+            Ok(mut map) => map.remove(instance_id),
+            Err(poisoned) => poisoned.into_inner().remove(instance_id),
+        };
+        for waiter in waiters.into_iter().flatten() {
+            waiter.notify_one();
+        }
+    }
+
+    /// Registers interest in an instance finishing; await `notified()` on the result.
+    /// Register before checking the status, so a finish in between is not missed.
+    pub fn watch_finished(&self, instance_id: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        let mut map = match self.finished.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(instance_id.to_owned())
+            .or_default()
+            .push(notify.clone());
+        notify
+    }
+
+    /// Drops a registration made by [`watch_finished`](Self::watch_finished).
+    pub fn unwatch_finished(&self, instance_id: &str, notify: &Arc<Notify>) {
+        let mut map = match self.finished.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(list) = map.get_mut(instance_id) {
+            list.retain(|n| !Arc::ptr_eq(n, notify));
+            if list.is_empty() {
+                map.remove(instance_id);
+            }
+        }
+    }
+}
