@@ -1,1 +1,2 @@
-
+//! Runnable duractor examples: see the `[[example]]` entries of this package
+//! (`cargo run --example hello_cities`).

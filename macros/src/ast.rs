@@ -93,7 +93,10 @@ impl Function {
         if sig.asyncness.is_none() {
             errors.spanned(
                 sig.fn_token,
-                format!("{attr} functions must be `async`: write {}", kind.signature()),
+                format!(
+                    "{attr} functions must be `async`: write {}",
+                    kind.signature()
+                ),
             );
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -161,7 +164,10 @@ impl Function {
             ReturnType::Default => {
                 errors.spanned(
                     &sig.ident,
-                    format!("{attr} functions must return `Result<O, E>`: write {}", kind.signature()),
+                    format!(
+                        "{attr} functions must return `Result<O, E>`: write {}",
+                        kind.signature()
+                    ),
                 );
                 None
             }

@@ -34,13 +34,19 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
                 lit: Lit::Str(s), ..
             }) => s.clone(),
             other => {
-                push(syn::Error::new_spanned(other, "expected a string literal, e.g. `name = \"charge_card\"`"));
+                push(syn::Error::new_spanned(
+                    other,
+                    "expected a string literal, e.g. `name = \"charge_card\"`",
+                ));
                 continue;
             }
         };
         if nv.path.is_ident("name") {
             if value.value().trim().is_empty() {
-                push(syn::Error::new_spanned(&value, "the name must not be empty"));
+                push(syn::Error::new_spanned(
+                    &value,
+                    "the name must not be empty",
+                ));
             }
             args.name = Some(value);
         } else if nv.path.is_ident("version") && kind == Kind::Orchestrator {

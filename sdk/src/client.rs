@@ -42,7 +42,12 @@ impl InstanceStatus {
     pub fn custom_status<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
         self.custom_status
             .as_ref()
-            .map(|p| p.decode_as(format_args!("custom status of instance `{}`", self.instance_id)))
+            .map(|p| {
+                p.decode_as(format_args!(
+                    "custom status of instance `{}`",
+                    self.instance_id
+                ))
+            })
             .transpose()
     }
 
@@ -87,8 +92,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn start<O: Orchestrator>(&self, _orchestrator: O, input: O::Input) -> Start<'_> {
-        let input = Payload::encode(&input)
-            .map_err(|e| Error::invalid_payload(format!("input for orchestrator `{}`", O::NAME), e));
+        let input = Payload::encode(&input).map_err(|e| {
+            Error::invalid_payload(format!("input for orchestrator `{}`", O::NAME), e)
+        });
         Start {
             client: self,
             name: O::NAME.to_owned(),
@@ -103,7 +109,10 @@ impl Client {
     pub fn start_by_name(&self, name: &str, input_json: &str) -> Start<'_> {
         let checked = self.registry.get_orchestrator(name).and_then(|entry| {
             let input = Payload::from_json(input_json).map_err(|e| {
-                Error::invalid_payload(format!("input for orchestrator `{name}` (not valid JSON)"), e)
+                Error::invalid_payload(
+                    format!("input for orchestrator `{name}` (not valid JSON)"),
+                    e,
+                )
             })?;
             entry.check_input(&input)?;
             Ok((entry.version.to_owned(), input))
@@ -166,7 +175,10 @@ impl Client {
             if now >= deadline {
                 events.unwatch_finished(instance_id, &notify);
                 return Err(Error::Timeout {
-                    what: format!("instance `{}` to finish (it is {})", instance_id, status.status),
+                    what: format!(
+                        "instance `{}` to finish (it is {})",
+                        instance_id, status.status
+                    ),
                     timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
             }
@@ -229,7 +241,9 @@ impl Start<'_> {
 /// Checks an instance id chosen by a user.
 pub(crate) fn validate_instance_id(id: &str) -> Result<(), Error> {
     if id.is_empty() {
-        return Err(Error::InvalidArgument("an instance id must not be empty".into()));
+        return Err(Error::InvalidArgument(
+            "an instance id must not be empty".into(),
+        ));
     }
     if id.len() > 256 {
         return Err(Error::InvalidArgument(format!(

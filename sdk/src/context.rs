@@ -15,8 +15,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::durable::{
-    ActivityCall, DurableFuture, EventWait, EventWaitTimeout, Join, JoinAll, Select, Timer,
-    WhenAny,
+    ActivityCall, DurableFuture, EventWait, EventWaitTimeout, Join, JoinAll, Select, Timer, WhenAny,
 };
 use crate::history::Payload;
 use crate::registry::Activity;
@@ -140,7 +139,11 @@ impl OrchestrationContext {
     /// The call is scheduled when this method is called (not when the future is first
     /// polled), so several calls made before awaiting run in parallel. The output is
     /// `Err(Error::ActivityFailed { .. })` when the activity failed or panicked.
-    pub fn call_activity<A: Activity>(&self, _activity: A, input: A::Input) -> ActivityCall<A::Output> {
+    pub fn call_activity<A: Activity>(
+        &self,
+        _activity: A,
+        input: A::Input,
+    ) -> ActivityCall<A::Output> {
         let payload = match Payload::encode(&input) {
             Ok(payload) => payload,
             Err(e) => {
@@ -162,7 +165,8 @@ impl OrchestrationContext {
     /// A durable timer that fires after `duration` of orchestration time. It survives
     /// restarts: the wake-up is stored, not held in memory.
     pub fn sleep(&self, duration: Duration) -> Timer {
-        let fire_at = self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+        let fire_at =
+            self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
         self.timer_at(fire_at)
     }
 
@@ -251,7 +255,10 @@ impl OrchestrationRng {
     /// # Panics
     /// If the range is empty.
     pub fn gen_range(&mut self, range: std::ops::Range<u64>) -> u64 {
-        assert!(range.start < range.end, "gen_range called with an empty range");
+        assert!(
+            range.start < range.end,
+            "gen_range called with an empty range"
+        );
         let span = range.end - range.start;
         // Lemire's multiply-shift; the tiny bias is irrelevant for orchestration decisions.
         range.start + ((u128::from(self.next_u64()) * u128::from(span)) >> 64) as u64
@@ -312,7 +319,13 @@ impl ActivityContext {
 
     /// A context for calling an activity function directly, e.g. in a unit test.
     pub fn for_test(instance_id: &str) -> Self {
-        Self::new(instance_id.to_owned(), "test".to_owned(), 0, 1, SharedState::default())
+        Self::new(
+            instance_id.to_owned(),
+            "test".to_owned(),
+            0,
+            1,
+            SharedState::default(),
+        )
     }
 
     /// The instance id of the orchestration that called this activity.

@@ -124,7 +124,8 @@ impl<T: DeserializeOwned> DurableFuture for ActivityCall<T> {
         if self.early_error.is_some() {
             return Some(0);
         }
-        self.seq.and_then(|seq| self.ctx.state().result_ready_at(seq))
+        self.seq
+            .and_then(|seq| self.ctx.state().result_ready_at(seq))
     }
 }
 
@@ -137,7 +138,10 @@ pub struct Timer {
 
 impl Timer {
     pub(crate) fn new(ctx: OrchestrationContext, seq: u64) -> Self {
-        Timer { ctx, seq: Some(seq) }
+        Timer {
+            ctx,
+            seq: Some(seq),
+        }
     }
 }
 
@@ -170,7 +174,8 @@ impl Drop for Timer {
 impl sealed::Sealed for Timer {}
 impl DurableFuture for Timer {
     fn __ready_at(&self) -> Option<u64> {
-        self.seq.and_then(|seq| self.ctx.state().result_ready_at(seq))
+        self.seq
+            .and_then(|seq| self.ctx.state().result_ready_at(seq))
     }
 }
 
@@ -253,10 +258,12 @@ impl<T: DeserializeOwned> Future for EventWaitTimeout<T> {
     type Output = Result<Option<T>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.inner).poll(cx).map(|winner| match winner {
-            Either::Left(data) => data.map(Some),
-            Either::Right(()) => Ok(None),
-        })
+        Pin::new(&mut self.inner)
+            .poll(cx)
+            .map(|winner| match winner {
+                Either::Left(data) => data.map(Some),
+                Either::Right(()) => Ok(None),
+            })
     }
 }
 

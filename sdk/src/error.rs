@@ -118,7 +118,9 @@ pub enum Error {
     },
 
     /// No instance with this id exists in the store.
-    #[error("no instance `{0}` exists in this store; check the instance id (list instances to see them)")]
+    #[error(
+        "no instance `{0}` exists in this store; check the instance id (list instances to see them)"
+    )]
     InstanceNotFound(String),
 
     /// No orchestrator with this name is registered in this program.
@@ -131,7 +133,9 @@ pub enum Error {
     },
 
     /// No activity with this name is registered on this worker.
-    #[error("no activity named `{name}` is registered on this worker; registered activities: {known}")]
+    #[error(
+        "no activity named `{name}` is registered on this worker; registered activities: {known}"
+    )]
     UnknownActivity {
         /// The name that was asked for.
         name: String,
@@ -149,7 +153,9 @@ pub enum Error {
     },
 
     /// A wait did not finish within its timeout. Nothing was cancelled: the instance goes on.
-    #[error("timed out after {timeout_ms} ms waiting for {what}; it is still running, wait again or check its status")]
+    #[error(
+        "timed out after {timeout_ms} ms waiting for {what}; it is still running, wait again or check its status"
+    )]
     Timeout {
         /// What was being waited for.
         what: String,
@@ -168,7 +174,9 @@ pub enum Error {
 
     /// Another worker holds the instance now (this worker's lease lapsed); this worker's
     /// change was not committed.
-    #[error("instance `{instance_id}` is held by another worker; this worker's lease lapsed and its change was discarded")]
+    #[error(
+        "instance `{instance_id}` is held by another worker; this worker's lease lapsed and its change was discarded"
+    )]
     Conflict {
         /// The instance.
         instance_id: String,

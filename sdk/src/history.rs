@@ -5,6 +5,7 @@
 //! created) is an event here. Replaying these events through the same code rebuilds the
 //! orchestrator's in-memory state exactly; see [`crate::replay`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -110,7 +111,7 @@ impl<'de> Deserialize<'de> for Payload {
 ///
 /// `seq` numbers identify durable calls (activities, timers) in the order the orchestrator made
 /// them; a completion carries the `seq` of the call it completes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
 pub enum Event {
@@ -230,7 +231,9 @@ impl Event {
     /// A short description for messages and tables, e.g. `TaskScheduled #3 activity `charge``.
     pub fn describe(&self) -> String {
         match self {
-            Event::OrchestratorStarted { timestamp } => format!("OrchestratorStarted at {timestamp}"),
+            Event::OrchestratorStarted { timestamp } => {
+                format!("OrchestratorStarted at {timestamp}")
+            }
             Event::ExecutionStarted { name, .. } => format!("ExecutionStarted of `{name}`"),
             Event::TaskScheduled { seq, name, .. } => {
                 format!("a call to activity `{name}` (TaskScheduled #{seq})")
@@ -246,6 +249,77 @@ impl Event {
             Event::ExecutionFailed { failure } => format!("ExecutionFailed: {failure}"),
             Event::ExecutionTerminated { reason } => format!("ExecutionTerminated: {reason}"),
         }
+    }
+}
+
+/// Events are stored as `{"type": "TaskCompleted", "seq": 3, "output": …}`. serde's derive
+/// cannot read that shape with raw payloads (it buffers internally tagged enums), so events
+/// are read as a map of raw JSON values and each field is decoded from its own text.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let fields = BTreeMap::<String, Box<RawValue>>::deserialize(deserializer)?;
+        let field = |name: &str| fields.get(name).map(|raw| raw.get());
+        fn decode<T: DeserializeOwned, E: serde::de::Error>(
+            json: Option<&str>,
+            name: &str,
+        ) -> Result<T, E> {
+            let json = json.ok_or_else(|| E::custom(format!("missing field `{name}`")))?;
+            serde_json::from_str(json).map_err(|e| E::custom(format!("field `{name}`: {e}")))
+        }
+        let kind: String = decode(field("type"), "type")?;
+        Ok(match kind.as_str() {
+            "OrchestratorStarted" => Event::OrchestratorStarted {
+                timestamp: decode(field("timestamp"), "timestamp")?,
+            },
+            "ExecutionStarted" => Event::ExecutionStarted {
+                name: decode(field("name"), "name")?,
+                version: match field("version") {
+                    Some(json) => decode(Some(json), "version")?,
+                    None => String::new(),
+                },
+                input: decode(field("input"), "input")?,
+            },
+            "TaskScheduled" => Event::TaskScheduled {
+                seq: decode(field("seq"), "seq")?,
+                name: decode(field("name"), "name")?,
+                input: decode(field("input"), "input")?,
+            },
+            "TaskCompleted" => Event::TaskCompleted {
+                seq: decode(field("seq"), "seq")?,
+                output: decode(field("output"), "output")?,
+            },
+            "TaskFailed" => Event::TaskFailed {
+                seq: decode(field("seq"), "seq")?,
+                failure: decode(field("failure"), "failure")?,
+            },
+            "TimerCreated" => Event::TimerCreated {
+                seq: decode(field("seq"), "seq")?,
+                fire_at: decode(field("fire_at"), "fire_at")?,
+            },
+            "TimerFired" => Event::TimerFired {
+                seq: decode(field("seq"), "seq")?,
+                fire_at: decode(field("fire_at"), "fire_at")?,
+            },
+            "EventRaised" => Event::EventRaised {
+                name: decode(field("name"), "name")?,
+                data: decode(field("data"), "data")?,
+            },
+            "ExecutionCompleted" => Event::ExecutionCompleted {
+                output: decode(field("output"), "output")?,
+            },
+            "ExecutionFailed" => Event::ExecutionFailed {
+                failure: decode(field("failure"), "failure")?,
+            },
+            "ExecutionTerminated" => Event::ExecutionTerminated {
+                reason: decode(field("reason"), "reason")?,
+            },
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown history event type `{other}`"
+                )));
+            }
+        })
     }
 }
 
@@ -267,6 +341,9 @@ mod tests {
     #[test]
     fn payload_rejects_invalid_json() {
         assert!(Payload::from_json("{nope").is_err());
-        assert_eq!(Payload::from_json(" 42 ").unwrap().decode::<u32>().unwrap(), 42);
+        assert_eq!(
+            Payload::from_json(" 42 ").unwrap().decode::<u32>().unwrap(),
+            42
+        );
     }
 }

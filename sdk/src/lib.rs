@@ -70,7 +70,7 @@ pub mod prelude {
 /// What the macros expand to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::durable::{Durable, __durable};
+    pub use crate::durable::{__durable, Durable};
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;

@@ -66,7 +66,8 @@ pub trait Orchestrator: Copy + Send + Sync + 'static {
     ) -> LocalBoxFuture<'static, Result<Self::Output, Failure>>;
 }
 
-type ErasedActivityFn = fn(ActivityContext, Payload) -> LocalBoxFuture<'static, Result<Payload, Failure>>;
+type ErasedActivityFn =
+    fn(ActivityContext, Payload) -> LocalBoxFuture<'static, Result<Payload, Failure>>;
 type ErasedOrchestratorFn =
     fn(OrchestrationContext, Payload) -> LocalBoxFuture<'static, Result<Payload, Failure>>;
 
@@ -120,7 +121,11 @@ fn invoke_orchestrator<O: Orchestrator>(
     })
 }
 
-fn decode_input<T: DeserializeOwned>(input: &Payload, kind: &str, name: &str) -> Result<T, Failure> {
+fn decode_input<T: DeserializeOwned>(
+    input: &Payload,
+    kind: &str,
+    name: &str,
+) -> Result<T, Failure> {
     input
         .decode_as::<T>(format_args!("input for {kind} `{name}`"))
         .map_err(|e| {
@@ -131,9 +136,8 @@ fn decode_input<T: DeserializeOwned>(input: &Payload, kind: &str, name: &str) ->
 }
 
 fn encode_output<T: Serialize>(output: &T, kind: &str, name: &str) -> Result<Payload, Failure> {
-    Payload::encode(output).map_err(|e| {
-        Error::invalid_payload(format!("output of {kind} `{name}`"), e).to_failure()
-    })
+    Payload::encode(output)
+        .map_err(|e| Error::invalid_payload(format!("output of {kind} `{name}`"), e).to_failure())
 }
 
 fn check_activity_input<A: Activity>(input: &Payload) -> Result<(), Error> {
@@ -248,24 +252,30 @@ impl Registry {
 
     /// Adds every entry of `other`.
     pub fn merge(&mut self, other: &Registry) {
-        self.activities.extend(other.activities.iter().map(|(k, v)| (*k, *v)));
-        self.orchestrators.extend(other.orchestrators.iter().map(|(k, v)| (*k, *v)));
+        self.activities
+            .extend(other.activities.iter().map(|(k, v)| (*k, *v)));
+        self.orchestrators
+            .extend(other.orchestrators.iter().map(|(k, v)| (*k, *v)));
     }
 
     /// The activity registered under `name`.
     pub fn get_activity(&self, name: &str) -> Result<&ActivityEntry, Error> {
-        self.activities.get(name).ok_or_else(|| Error::UnknownActivity {
-            name: name.to_owned(),
-            known: join_names(self.activities.keys()),
-        })
+        self.activities
+            .get(name)
+            .ok_or_else(|| Error::UnknownActivity {
+                name: name.to_owned(),
+                known: join_names(self.activities.keys()),
+            })
     }
 
     /// The orchestrator registered under `name`.
     pub fn get_orchestrator(&self, name: &str) -> Result<&OrchestratorEntry, Error> {
-        self.orchestrators.get(name).ok_or_else(|| Error::UnknownOrchestrator {
-            name: name.to_owned(),
-            known: join_names(self.orchestrators.keys()),
-        })
+        self.orchestrators
+            .get(name)
+            .ok_or_else(|| Error::UnknownOrchestrator {
+                name: name.to_owned(),
+                known: join_names(self.orchestrators.keys()),
+            })
     }
 
     /// Registered activities, by name.

@@ -200,7 +200,10 @@ impl ReplayState {
         if let Some((ready_at, data)) = self.buffered.get_mut(name).and_then(VecDeque::pop_front) {
             self.event_results.insert(id, (ready_at, data));
         } else {
-            self.waiters.entry(name.to_owned()).or_default().push_back(id);
+            self.waiters
+                .entry(name.to_owned())
+                .or_default()
+                .push_back(id);
         }
         id
     }
@@ -354,10 +357,9 @@ impl Executor {
         }
         let extra = self.ctx.state().produced.pop_front();
         if let Some(action) = extra {
-            return Err(self.nondeterminism(
-                "no further durable call".to_owned(),
-                action.describe_now(),
-            ));
+            return Err(
+                self.nondeterminism("no further durable call".to_owned(), action.describe_now())
+            );
         }
         self.ctx.state().replaying = false;
         Ok(())

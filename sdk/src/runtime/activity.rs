@@ -59,13 +59,17 @@ impl ActivityWorker {
             };
             self.running += 1;
             let shared = self.shared.clone();
-            ctx.spawn(run(shared, item).into_actor(self).map(|delivered, act, ctx| {
-                act.running -= 1;
-                if let Some(message) = delivered {
-                    act.dispatcher.do_send(Deliver(vec![message]));
-                }
-                act.pump(ctx);
-            }));
+            ctx.spawn(
+                run(shared, item)
+                    .into_actor(self)
+                    .map(|delivered, act, ctx| {
+                        act.running -= 1;
+                        if let Some(message) = delivered {
+                            act.dispatcher.do_send(Deliver(vec![message]));
+                        }
+                        act.pump(ctx);
+                    }),
+            );
         }
         if self.running == 0 {
             for waiter in self.drain_waiters.drain(..) {
@@ -179,7 +183,6 @@ impl Actor for ActivityWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
         ctx.run_interval(self.shared.options.poll_interval, |act, ctx| act.claim(ctx));
         self.claim(ctx);
     }

@@ -207,7 +207,8 @@ impl Dispatcher {
             }
             ctx.cancel_future(handle);
         }
-        let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO) + Duration::from_millis(1);
+        let delay =
+            (due - Utc::now()).to_std().unwrap_or(Duration::ZERO) + Duration::from_millis(1);
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer_wakeup = None;
             let now = now_millis();
@@ -259,7 +260,6 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
         let options = &self.shared.options;
         ctx.run_interval(options.poll_interval, |act, ctx| {
             act.claim(ctx);
@@ -359,8 +359,11 @@ impl Handler<Shutdown> for Dispatcher {
         self.stopping = true;
         let grace = self.shared.options.shutdown_grace;
         let worker = self.worker.clone();
-        let instances: Vec<Addr<InstanceActor>> =
-            self.instances.values().map(|slot| slot.addr.clone()).collect();
+        let instances: Vec<Addr<InstanceActor>> = self
+            .instances
+            .values()
+            .map(|slot| slot.addr.clone())
+            .collect();
         Box::pin(
             async move {
                 let drain = async move {

@@ -181,7 +181,8 @@ impl InstanceActor {
         } else if self.unload_requested || self.finished {
             self.stop(ctx);
         } else if self.shared.options.idle_unload_after.is_zero() {
-            self.dispatcher.do_send(RequestUnload(self.instance_id.clone()));
+            self.dispatcher
+                .do_send(RequestUnload(self.instance_id.clone()));
         } else {
             self.arm_idle(ctx);
         }
@@ -194,7 +195,8 @@ impl InstanceActor {
         let after = self.shared.options.idle_unload_after;
         self.idle = Some(ctx.run_later(after, |act, _| {
             act.idle = None;
-            act.dispatcher.do_send(RequestUnload(act.instance_id.clone()));
+            act.dispatcher
+                .do_send(RequestUnload(act.instance_id.clone()));
         }));
     }
 
@@ -253,7 +255,10 @@ impl InstanceActor {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
         }
-        let custom_status = self.executor.as_mut().and_then(Executor::take_custom_status);
+        let custom_status = self
+            .executor
+            .as_mut()
+            .and_then(Executor::take_custom_status);
         let (status, output, failure) = match &out.finished {
             Some(Ok(output)) => (Some(RuntimeStatus::Completed), Some(output.clone()), None),
             Some(Err(failure)) => (Some(RuntimeStatus::Failed), None, Some(failure.clone())),
@@ -368,7 +373,6 @@ impl Actor for InstanceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
         self.load(ctx);
     }
 }

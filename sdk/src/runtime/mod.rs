@@ -67,7 +67,8 @@ pub(crate) struct Shared {
 impl Shared {
     /// The lease expiry for work claimed now.
     pub(crate) fn lease_until(&self) -> DateTime<Utc> {
-        now_millis() + chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::TimeDelta::MAX)
+        now_millis()
+            + chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::TimeDelta::MAX)
     }
 }
 
@@ -261,7 +262,10 @@ impl Runtime {
         if let Some(stopped) = self.stopped.take() {
             let _ = stopped.await;
         }
-        self.shared.store.unregister_worker(&self.shared.owner).await
+        self.shared
+            .store
+            .unregister_worker(&self.shared.owner)
+            .await
     }
 }
 

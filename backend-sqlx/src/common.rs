@@ -1,0 +1,85 @@
+//! Helpers shared by the backends: time conversion, error mapping, row payloads.
+
+use chrono::{DateTime, Utc};
+use duractor::{Error, Event, Failure, Payload};
+
+/// Unix milliseconds of a time.
+pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// The time of Unix milliseconds.
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Maps a sqlx error to a store error, marking the ones worth retrying.
+pub(crate) fn store_error(context: &str, error: sqlx::Error) -> Error {
+    let transient = is_transient(&error);
+    let message = format!("{context}: {error}");
+    if transient {
+        Error::store_transient(message)
+    } else {
+        Error::store(message)
+    }
+}
+
+/// Busy/locked databases, lost connections and pool timeouts may pass.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            message.contains("database is locked")
+                || message.contains("database is busy")
+                || matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
+                || matches!(
+                    db.code().as_deref(),
+                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003")
+                )
+        }
+        _ => false,
+    }
+}
+
+/// Decodes a stored event.
+pub(crate) fn decode_event(json: &str) -> Result<Event, Error> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::store(format!(
+            "a stored history event could not be decoded ({e}); it was written by an incompatible version"
+        ))
+    })
+}
+
+/// Encodes an event for storage.
+pub(crate) fn encode_event(event: &Event) -> String {
+    // Events hold only strings, numbers and raw JSON payloads: serialization cannot fail.
+    serde_json::to_string(event)
+        .unwrap_or_else(|e| format!("{{\"type\":\"Invalid\",\"error\":{:?}}}", e.to_string()))
+}
+
+/// Decodes a stored payload column.
+pub(crate) fn decode_payload(json: Option<String>) -> Result<Option<Payload>, Error> {
+    json.map(|json| {
+        Payload::from_json(json)
+            .map_err(|e| Error::store(format!("a stored payload is not valid JSON: {e}")))
+    })
+    .transpose()
+}
+
+/// Decodes a stored failure column.
+pub(crate) fn decode_failure(json: Option<String>) -> Result<Option<Failure>, Error> {
+    json.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| Error::store(format!("a stored failure could not be decoded: {e}")))
+    })
+    .transpose()
+}

@@ -1,0 +1,423 @@
+//! The SQLite store: one database file, WAL, one writer with group commit.
+//!
+//! * **Writes** go to one writer thread that owns the only write connection: there is never
+//!   write contention inside the process (no `SQLITE_BUSY`), and every call waiting when a
+//!   transaction starts shares it ([`writer`]). Contention with other processes on the same
+//!   file (a CLI raising an event) is absorbed by SQLite's busy timeout plus retries with
+//!   backoff.
+//! * **Reads** (history, status, lists) use a small pool of read-only connections, which WAL
+//!   lets run while the writer writes.
+//! * **One worker per file**: [`Store::register_worker`] takes an exclusive lock on
+//!   `<file>-worker.lock`, so leases left by a killed worker are released at once on restart.
+//!   Clients (start, raise, status) need no lock and may run in any number of processes.
+
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use duractor::store::{
+    ActivityCompletion, ActivityWorkItem, InstanceQuery, InstanceStatus, NewInstance,
+    OrchestrationMessage, StoreEvents, TurnCommit, TurnCommitted,
+};
+use duractor::{Error, Event, Payload, RuntimeStatus, Store};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::common::{decode_event, decode_failure, decode_payload, from_millis, store_error};
+use writer::{Op, Writer};
+
+/// How durable each commit is on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL` (default): with WAL, a commit survives a process crash; the last
+    /// commits may be lost on a power failure or OS crash.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced; survives power loss, slower.
+    Full,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreOptions {
+    /// Disk durability of commits (default [`Synchronous::Normal`]).
+    pub synchronous: Synchronous,
+    /// How long to wait for another process's write lock before retrying (default 5 s).
+    pub busy_timeout: Duration,
+    /// Read-only connections for queries (default 4).
+    pub read_connections: u32,
+    /// Most store calls committed in one transaction (default 1000).
+    pub max_batch: usize,
+}
+
+impl Default for SqliteStoreOptions {
+    fn default() -> Self {
+        SqliteStoreOptions {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// The SQLite store. Cheap to clone: clones share the file, the writer and the notifications.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    reader: SqlitePool,
+    writer: mpsc::UnboundedSender<Op>,
+    events: Arc<StoreEvents>,
+    worker_lock: Mutex<Option<File>>,
+    options: SqliteStoreOptions,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` with default options, and
+    /// brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(path, SqliteStoreOptions::default()).await
+    }
+
+    /// Opens a database given as a URL: `sqlite://path/to/file.db` or `sqlite:file.db`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "`{url}` is not a SQLite URL; expected `sqlite://path/to/file.db`"
+                ))
+            })?;
+        let path = path.split('?').next().unwrap_or(path);
+        Self::open(path).await
+    }
+
+    /// Opens the database file at `path` with `options`.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteStoreOptions,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+            return Err(Error::InvalidArgument(
+                "the SQLite store needs a file path (in-memory databases are not durable)".into(),
+            ));
+        }
+        let synchronous = match options.synchronous {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+        };
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(options.busy_timeout)
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(64);
+        let context = format!("opening SQLite database {}", path.display());
+        let mut conn = SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(|e| store_error(&context, e))?;
+        migrator()
+            .run(&mut conn)
+            .await
+            .map_err(|e| Error::store(format!("migrating {}: {e}", path.display())))?;
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .min_connections(0)
+            .connect_lazy_with(connect.clone().read_only(true));
+
+        let events = Arc::new(StoreEvents::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        Writer::spawn(conn, rx, events.clone(), options.max_batch)
+            .map_err(|e| Error::store(format!("starting the SQLite writer thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                reader,
+                writer: tx,
+                events,
+                worker_lock: Mutex::new(None),
+                options,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SqliteStoreOptions {
+        &self.inner.options
+    }
+
+    /// Sends an operation to the writer and waits for its result.
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(make(tx))
+            .map_err(|_| Error::store("the SQLite writer thread has stopped"))?;
+        rx.await
+            .map_err(|_| Error::store("the SQLite writer thread has stopped"))?
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.inner.path.as_os_str().to_owned();
+        name.push("-worker.lock");
+        PathBuf::from(name)
+    }
+}
+
+/// The embedded migrations.
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+fn status_row(row: &SqliteRow) -> Result<InstanceStatus, Error> {
+    let get = |e: sqlx::Error| store_error("reading an instance row", e);
+    let status: String = row.try_get("status").map_err(get)?;
+    let input: String = row.try_get("input").map_err(get)?;
+    Ok(InstanceStatus {
+        instance_id: row.try_get("instance_id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        status: RuntimeStatus::from_str(&status)?,
+        input: Payload::from_json(input)
+            .map_err(|e| Error::store(format!("a stored input is not valid JSON: {e}")))?,
+        output: decode_payload(row.try_get("output").map_err(get)?)?,
+        failure: decode_failure(row.try_get("failure").map_err(get)?)?,
+        custom_status: decode_payload(row.try_get("custom_status").map_err(get)?)?,
+        created_at: from_millis(row.try_get("created_at").map_err(get)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(get)?),
+        completed_at: row
+            .try_get::<Option<i64>, _>("completed_at")
+            .map_err(get)?
+            .map(from_millis),
+    })
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, name, version, status, input, output, failure, \
+     custom_status, created_at, updated_at, completed_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register_worker(&self, owner: &str) -> Result<(), Error> {
+        let path = self.lock_path();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::store(format!("opening {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::InvalidArgument(format!(
+                    "another duractor worker is already running on {} (it holds {}); \
+                     run one worker per SQLite file, or use PostgreSQL for several workers",
+                    self.inner.path.display(),
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::store(format!("locking {}: {e}", path.display())));
+            }
+        }
+        // We are the only worker on this file: leases left by a previous one are void.
+        self.write(|reply| Op::ResetLeases { reply }).await?;
+        *self
+            .inner
+            .worker_lock
+            .lock()
+            .map_err(|_| Error::store("worker lock poisoned"))? = Some(file);
+        tracing::debug!(owner, path = %self.inner.path.display(), "worker registered");
+        Ok(())
+    }
+
+    async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
+        let result = self
+            .write(|reply| Op::ReleaseAll {
+                owner: owner.to_owned(),
+                reply,
+            })
+            .await;
+        if let Ok(mut lock) = self.inner.worker_lock.lock() {
+            lock.take();
+        }
+        result
+    }
+
+    async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
+        self.write(|reply| Op::Create { instance, reply }).await
+    }
+
+    async fn raise_event(&self, instance_id: &str, name: &str, data: Payload) -> Result<(), Error> {
+        self.write(|reply| Op::Raise {
+            instance_id: instance_id.to_owned(),
+            event: Event::EventRaised {
+                name: name.to_owned(),
+                data,
+            },
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OrchestrationMessage>, Error> {
+        self.write(|reply| Op::ClaimMessages {
+            owner: owner.to_owned(),
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_activities(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        self.write(|reply| Op::ClaimActivities {
+            owner: owner.to_owned(),
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
+        self.write(|reply| Op::Turn { turn, reply }).await
+    }
+
+    async fn complete_activity(
+        &self,
+        completion: ActivityCompletion,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        self.write(|reply| Op::Complete { completion, reply }).await
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
+        self.write(|reply| Op::Renew {
+            owner: owner.to_owned(),
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
+        self.write(|reply| Op::Release {
+            instance_id: instance_id.to_owned(),
+            owner: owner.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event FROM history WHERE instance_id = ?1 ORDER BY idx")
+                .bind(instance_id)
+                .fetch_all(&self.inner.reader)
+                .await
+                .map_err(|e| store_error("loading history", e))?;
+        rows.iter().map(|(json,)| decode_event(json)).collect()
+    }
+
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
+        const SQL: &str = "SELECT instance_id, name, version, status, input, output, failure, \
+             custom_status, created_at, updated_at, completed_at FROM instances WHERE instance_id = ?1";
+        let row = sqlx::query(SQL)
+            .bind(instance_id)
+            .fetch_optional(&self.inner.reader)
+            .await
+            .map_err(|e| store_error("reading instance status", e))?;
+        row.as_ref().map(status_row).transpose()
+    }
+
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
+        let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE (?1 = '[]' OR status IN (SELECT value FROM json_each(?1))) \
+               AND (?2 IS NULL OR substr(instance_id, 1, length(?2)) = ?2) \
+               AND (?3 IS NULL OR created_at >= ?3) \
+               AND (?4 IS NULL OR created_at < ?4) \
+               AND (?5 IS NULL OR instance_id > ?5) \
+             ORDER BY instance_id LIMIT ?6"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(statuses)
+            .bind(query.instance_id_prefix.as_deref())
+            .bind(query.created_from.map(crate::common::millis))
+            .bind(query.created_to.map(crate::common::millis))
+            .bind(query.after.as_deref())
+            .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(|e| store_error("listing instances", e))?;
+        rows.iter().map(status_row).collect()
+    }
+
+    async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(visible_at) FROM orch_queue WHERE locked_by IS NULL AND visible_at > ?1",
+        )
+        .bind(crate::common::now_ms())
+        .fetch_one(&self.inner.reader)
+        .await
+        .map_err(|e| store_error("looking for the next timer", e))?;
+        Ok(next.map(from_millis))
+    }
+
+    fn events(&self) -> &StoreEvents {
+        &self.inner.events
+    }
+}
