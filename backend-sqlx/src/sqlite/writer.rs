@@ -581,8 +581,7 @@ struct Plan {
     /// Instances that finished in this batch: their remaining messages go.
     finished: Vec<String>,
     done_items: Vec<i64>,
-    /// [id, instance_id, visible_at, message, locked_by, locked_until]
-    messages: Vec<(i64, String, i64, String, Option<String>, Option<i64>)>,
+    messages: Vec<MessageRow>,
     /// [id, instance_id, seq, name, input, locked_by, locked_until]
     activities: Vec<(i64, String, i64, String, String, String, i64)>,
     updates: Vec<Update>,
@@ -594,6 +593,9 @@ struct Plan {
     release_all: Vec<String>,
     effects: Effects,
 }
+
+/// [id, instance_id, visible_at, message, locked_by, locked_until]
+type MessageRow = (i64, String, i64, String, Option<String>, Option<i64>);
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
 ///  completed_at, locked_by, locked_until]

@@ -1,0 +1,362 @@
+//! End-to-end orchestration patterns through the client, on real SQLite files.
+
+use std::time::{Duration, Instant};
+
+use duractor::prelude::*;
+use duractor::{Event, client::ListQuery};
+use duractor_tests::{TestApp, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[activity]
+async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, duractor::Error> {
+    Ok(x + 1)
+}
+
+#[orchestrator]
+async fn chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
+    let mut value = 0;
+    for _ in 0..steps {
+        value = ctx.call_activity(AddOne, value).await?;
+    }
+    Ok(value)
+}
+
+#[tokio::test]
+async fn chaining_runs_activities_in_sequence() {
+    let app = TestApp::start("chaining").await;
+    let id = app.client.start(Chain, 10).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    assert_eq!(status.output::<u64>().unwrap(), 10);
+
+    let history = app.client.history(&id).await.unwrap();
+    let scheduled: Vec<u64> = history
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskScheduled { seq, name, .. } if name == "add_one" => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scheduled, (0..10).collect::<Vec<_>>());
+    assert!(matches!(
+        history.last(),
+        Some(Event::ExecutionCompleted { .. })
+    ));
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn fan_out(ctx: OrchestrationContext, count: u64) -> Result<u64, duractor::Error> {
+    let results = ctx
+        .join_all((0..count).map(|i| ctx.call_activity(AddOne, i)))
+        .await;
+    let mut sum = 0;
+    for result in results {
+        sum += result?;
+    }
+    Ok(sum)
+}
+
+#[tokio::test]
+async fn fan_out_fan_in_of_a_thousand_activities() {
+    let app = TestApp::start("fan-out").await;
+    let id = app.client.start(FanOut, 1000).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    // sum of (i + 1) for i in 0..1000
+    assert_eq!(status.output::<u64>().unwrap(), 500_500);
+    let history = app.client.history(&id).await.unwrap();
+    let completed = history
+        .iter()
+        .filter(|e| matches!(e, Event::TaskCompleted { .. }))
+        .count();
+    assert_eq!(completed, 1000);
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn nap(ctx: OrchestrationContext, millis: u64) -> Result<i64, duractor::Error> {
+    let before = ctx.now();
+    ctx.sleep(Duration::from_millis(millis)).await;
+    Ok((ctx.now() - before).num_milliseconds())
+}
+
+#[tokio::test]
+async fn a_durable_timer_fires_after_its_delay() {
+    let app = TestApp::start("timer").await;
+    let started = Instant::now();
+    let id = app.client.start(Nap, 700).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let slept = status.output::<i64>().unwrap();
+    assert!(slept >= 700, "orchestration time advanced {slept} ms");
+    let history = app.client.history(&id).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e, Event::TimerCreated { seq: 0, .. }))
+    );
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e, Event::TimerFired { seq: 0, .. }))
+    );
+    app.stop().await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Decision {
+    by: String,
+    approved: bool,
+}
+
+#[orchestrator]
+async fn approval(ctx: OrchestrationContext, _: ()) -> Result<Decision, duractor::Error> {
+    ctx.set_custom_status("waiting for approval");
+    let decision: Decision = ctx.wait_for_event("approval").await?;
+    ctx.set_custom_status("approved");
+    Ok(decision)
+}
+
+async fn wait_for_custom_status(client: &Client, id: &str, expected: &str) {
+    eventually("the custom status", WAIT, || async {
+        let status = client.status(id).await.ok()?;
+        (status.custom_status::<String>().ok()?? == expected).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn external_event_is_delivered_to_the_waiting_orchestrator() {
+    let app = TestApp::start("event").await;
+    let id = app.client.start(Approval, ()).await.unwrap();
+    wait_for_custom_status(&app.client, &id, "waiting for approval").await;
+    assert_eq!(
+        app.client.status(&id).await.unwrap().status,
+        RuntimeStatus::Running
+    );
+
+    let decision = Decision {
+        by: "ada".into(),
+        approved: true,
+    };
+    app.client
+        .raise_event(&id, "approval", &decision)
+        .await
+        .unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<Decision>().unwrap(), decision);
+    assert_eq!(
+        status.custom_status::<String>().unwrap().as_deref(),
+        Some("approved")
+    );
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn approval_with_deadline(
+    ctx: OrchestrationContext,
+    deadline_ms: u64,
+) -> Result<String, duractor::Error> {
+    ctx.set_custom_status("waiting");
+    let decision = ctx
+        .wait_for_event_timeout::<Decision>("approval", Duration::from_millis(deadline_ms))
+        .await?;
+    Ok(match decision {
+        Some(decision) => format!("decided by {}", decision.by),
+        None => "escalated".to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn event_with_timeout_arrives_in_time() {
+    let app = TestApp::start("event-in-time").await;
+    let id = app
+        .client
+        .start(ApprovalWithDeadline, 60_000)
+        .await
+        .unwrap();
+    wait_for_custom_status(&app.client, &id, "waiting").await;
+    let decision = Decision {
+        by: "grace".into(),
+        approved: false,
+    };
+    app.client
+        .raise_event(&id, "approval", &decision)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "decided by grace");
+    // The losing 60 s timer did not keep the instance from completing.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn event_with_timeout_times_out() {
+    let app = TestApp::start("event-timeout").await;
+    let started = Instant::now();
+    let id = app.client.start(ApprovalWithDeadline, 300).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "escalated");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // An event raised after the timeout finds the instance finished: accepted, ignored.
+    app.client
+        .raise_event(
+            &id,
+            "approval",
+            &Decision {
+                by: "late".into(),
+                approved: true,
+            },
+        )
+        .await
+        .unwrap();
+    let status = app.client.status(&id).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "escalated");
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn race(ctx: OrchestrationContext, timeout_ms: u64) -> Result<String, duractor::Error> {
+    let timer = ctx.sleep(Duration::from_millis(timeout_ms));
+    let event = ctx.wait_for_event::<String>("go");
+    Ok(match ctx.select(timer, event).await {
+        Either::Left(()) => "timer".to_owned(),
+        Either::Right(data) => format!("event {}", data?),
+    })
+}
+
+#[tokio::test]
+async fn timer_versus_event_race_won_by_the_event() {
+    let app = TestApp::start("race-event").await;
+    let id = app.client.start(Race, 60_000).await.unwrap();
+    eventually("the instance to run", WAIT, || async {
+        let status = app.client.status(&id).await.ok()?;
+        (status.status == RuntimeStatus::Running).then_some(())
+    })
+    .await;
+    app.client.raise_event(&id, "go", "now").await.unwrap();
+    let status = app
+        .client
+        .wait_for_completion(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "event now");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn timer_versus_event_race_won_by_the_timer() {
+    let app = TestApp::start("race-timer").await;
+    let id = app.client.start(Race, 200).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "timer");
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn first_in_history(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    // Both events are raised before the orchestrator looks: the one history recorded first
+    // must win, whatever the argument order.
+    ctx.wait_for_event::<()>("ready").await?;
+    let a = ctx.wait_for_event::<String>("a");
+    let b = ctx.wait_for_event::<String>("b");
+    Ok(match ctx.select(a, b).await {
+        Either::Left(a) => format!("a:{}", a?),
+        Either::Right(b) => format!("b:{}", b?),
+    })
+}
+
+#[tokio::test]
+async fn select_is_won_by_the_completion_history_recorded_first() {
+    let app = TestApp::start("select-order").await;
+    let id = app.client.start(FirstInHistory, ()).await.unwrap();
+    app.client
+        .raise_event(&id, "b", "second arg, raised first")
+        .await
+        .unwrap();
+    app.client
+        .raise_event(&id, "a", "first arg, raised second")
+        .await
+        .unwrap();
+    app.client.raise_event(&id, "ready", &()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(
+        status.output::<String>().unwrap(),
+        "b:second arg, raised first"
+    );
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn progress(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
+    let mut done = 0;
+    for step in 0..steps {
+        ctx.set_custom_status(&serde_json::json!({ "step": step, "of": steps }));
+        done = ctx.call_activity(AddOne, done).await?;
+    }
+    ctx.wait_for_event::<()>("finish").await?;
+    Ok(done)
+}
+
+#[tokio::test]
+async fn custom_status_is_visible_while_running_and_after() {
+    let app = TestApp::start("custom-status").await;
+    let id = app.client.start(Progress, 3).await.unwrap();
+    let status = eventually("the last custom status", WAIT, || async {
+        let status = app.client.status(&id).await.ok()?;
+        let custom = status.custom_status::<serde_json::Value>().ok()??;
+        (custom["step"] == 2).then_some(status)
+    })
+    .await;
+    assert_eq!(status.status, RuntimeStatus::Running);
+    app.client.raise_event(&id, "finish", &()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 3);
+    assert_eq!(
+        status.custom_status::<serde_json::Value>().unwrap(),
+        Some(serde_json::json!({ "step": 2, "of": 3 }))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn list_filters_by_status() {
+    let app = TestApp::start("list").await;
+    let done = app
+        .client
+        .start(Chain, 1)
+        .instance_id("list-done")
+        .await
+        .unwrap();
+    app.client.wait_for_completion(&done, WAIT).await.unwrap();
+    let waiting = app
+        .client
+        .start(Approval, ())
+        .instance_id("list-waiting")
+        .await
+        .unwrap();
+    wait_for_custom_status(&app.client, &waiting, "waiting for approval").await;
+
+    let completed = app
+        .client
+        .list(ListQuery {
+            statuses: vec![RuntimeStatus::Completed],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        completed
+            .iter()
+            .map(|s| s.instance_id.as_str())
+            .collect::<Vec<_>>(),
+        ["list-done"]
+    );
+    let all = app.client.list(ListQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    app.stop().await;
+}
