@@ -1,1 +1,318 @@
-fn main() {}
+//! The standard workloads of `BENCHMARKS.md`, printing one JSON object per run.
+//!
+//! ```text
+//! cargo run --release -p duractor-benches -- --workload all --runs 5
+//! ```
+//!
+//! Every run uses a fresh SQLite file (WAL, `synchronous=NORMAL` unless `--sync full`) in a
+//! temp directory. `ok` is true only when the result was checked. With `--runs N > 1`, a line
+//! with `"stat":"median"` follows each workload's runs.
+
+use std::time::{Duration, Instant};
+
+use duractor::prelude::*;
+use duractor_sqlx::{SqliteStore, SqliteStoreOptions, Synchronous};
+use serde_json::json;
+
+#[activity]
+async fn noop_add(_ctx: ActivityContext, x: u64) -> Result<u64, duractor::Error> {
+    Ok(x + 1)
+}
+
+/// W1: N no-op activities in sequence.
+#[orchestrator]
+async fn w1_chain(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor::Error> {
+    let mut value = 0;
+    for _ in 0..n {
+        value = ctx.call_activity(NoopAdd, value).await?;
+    }
+    Ok(value)
+}
+
+/// W2: N no-op activities in parallel, summed.
+#[orchestrator]
+async fn w2_fan_out(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor::Error> {
+    let results = ctx
+        .join_all((0..n).map(|i| ctx.call_activity(NoopAdd, i)))
+        .await;
+    let mut sum = 0;
+    for result in results {
+        sum += result?;
+    }
+    Ok(sum)
+}
+
+/// W3 and W6: three activities in sequence.
+#[orchestrator]
+async fn hello_sequence(ctx: OrchestrationContext, start: u64) -> Result<u64, duractor::Error> {
+    let a = ctx.call_activity(NoopAdd, start).await?;
+    let b = ctx.call_activity(NoopAdd, a).await?;
+    ctx.call_activity(NoopAdd, b).await
+}
+
+struct Options {
+    workloads: Vec<String>,
+    runs: usize,
+    synchronous: Synchronous,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        workloads: vec!["W1".into(), "W2".into(), "W3".into(), "W6".into()],
+        runs: 1,
+        synchronous: Synchronous::Normal,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--workload" | "-w" => {
+                let value = args.next().ok_or("--workload needs a value")?;
+                if !value.eq_ignore_ascii_case("all") {
+                    options.workloads = value.split(',').map(|w| w.trim().to_uppercase()).collect();
+                }
+            }
+            "--runs" => {
+                options.runs = args
+                    .next()
+                    .ok_or("--runs needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?;
+            }
+            "--sync" => {
+                options.synchronous = match args.next().as_deref() {
+                    Some("normal") => Synchronous::Normal,
+                    Some("full") => Synchronous::Full,
+                    other => return Err(format!("--sync takes normal or full, not {other:?}")),
+                }
+            }
+            "--help" | "-h" => {
+                println!(
+                    "usage: duractor-benches [--workload all|W1,W2,W3,W6] [--runs N] [--sync normal|full]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(options)
+}
+
+/// Peak resident set size of this process in MiB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+struct Env {
+    _dir: TempDir,
+    runtime: Runtime,
+    client: Client,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn env(synchronous: Synchronous) -> Result<Env, duractor::Error> {
+    let dir = std::env::temp_dir().join(format!(
+        "duractor-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).map_err(duractor::Error::msg)?;
+    let store = SqliteStore::open_with(
+        dir.join("bench.db"),
+        SqliteStoreOptions {
+            synchronous,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let runtime = Runtime::builder(store).start().await?;
+    let client = runtime.client();
+    Ok(Env {
+        _dir: TempDir(dir),
+        runtime,
+        client,
+    })
+}
+
+const WAIT: Duration = Duration::from_secs(600);
+
+async fn run_workload(
+    name: &str,
+    synchronous: Synchronous,
+) -> Result<serde_json::Value, duractor::Error> {
+    let env = env(synchronous).await?;
+    let client = &env.client;
+    let result = match name {
+        "W1" => {
+            let n = 100u64;
+            let started = Instant::now();
+            let id = client.start(W1Chain, n).await?;
+            let status = client.wait_for_completion(&id, WAIT).await?;
+            let wall = started.elapsed();
+            let ok = status.output::<u64>().ok() == Some(n);
+            json!({"n": n, "wall_ms": ms(wall), "per_sec": n as f64 / wall.as_secs_f64(), "ok": ok})
+        }
+        "W2" => {
+            let n = 1000u64;
+            let started = Instant::now();
+            let id = client.start(W2FanOut, n).await?;
+            let status = client.wait_for_completion(&id, WAIT).await?;
+            let wall = started.elapsed();
+            let ok = status.output::<u64>().ok() == Some(n * (n + 1) / 2);
+            json!({"n": n, "wall_ms": ms(wall), "per_sec": n as f64 / wall.as_secs_f64(), "ok": ok})
+        }
+        "W3" => {
+            let m = 1000u64;
+            let started = Instant::now();
+            let starts = (0..m).map(|i| {
+                let client = client.clone();
+                async move {
+                    client
+                        .start(HelloSequence, i)
+                        .instance_id(format!("w3-{i}"))
+                        .await
+                }
+            });
+            let ids = futures_join_all(starts).await?;
+            let mut ok = true;
+            for (i, id) in ids.iter().enumerate() {
+                let status = client.wait_for_completion(id, WAIT).await?;
+                ok &= status.output::<u64>().ok() == Some(i as u64 + 3);
+            }
+            let wall = started.elapsed();
+            json!({"n": m, "wall_ms": ms(wall), "per_sec": m as f64 / wall.as_secs_f64(), "ok": ok})
+        }
+        "W6" => {
+            let count = 200usize;
+            let mut latencies = Vec::with_capacity(count);
+            let mut ok = true;
+            let started = Instant::now();
+            for i in 0..count {
+                let begin = Instant::now();
+                let id = client.start(HelloSequence, i as u64).await?;
+                let status = client.wait_for_completion(&id, WAIT).await?;
+                latencies.push(begin.elapsed());
+                ok &= status.output::<u64>().ok() == Some(i as u64 + 3);
+            }
+            let wall = started.elapsed();
+            latencies.sort();
+            let pick =
+                |q: f64| ms(latencies[((latencies.len() as f64 - 1.0) * q).round() as usize]);
+            json!({"n": count, "wall_ms": ms(wall), "per_sec": count as f64 / wall.as_secs_f64(),
+                   "p50_ms": pick(0.5), "p99_ms": pick(0.99), "ok": ok})
+        }
+        other => {
+            return Err(duractor::Error::InvalidArgument(format!(
+                "unknown workload {other}"
+            )));
+        }
+    };
+    env.runtime.shutdown().await?;
+    Ok(result)
+}
+
+/// Awaits all futures, failing on the first error.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Result<Vec<T>, duractor::Error>
+where
+    F: std::future::Future<Output = Result<T, duractor::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.map_err(duractor::Error::msg)??);
+    }
+    Ok(out)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    let durability = match options.synchronous {
+        Synchronous::Normal => "wal+synchronous=normal",
+        Synchronous::Full => "wal+synchronous=full",
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for workload in &options.workloads {
+        let mut runs = Vec::new();
+        for _ in 0..options.runs {
+            let result = match run_workload(workload, options.synchronous).await {
+                Ok(result) => result,
+                Err(error) => {
+                    eprintln!("{workload} failed: {error}");
+                    json!({"ok": false, "error": error.to_string()})
+                }
+            };
+            let mut line = json!({
+                "system": "duractor", "backend": "sqlite", "durability": durability,
+                "workload": workload, "cores": cores,
+            });
+            if let (Some(line), Some(result)) = (line.as_object_mut(), result.as_object()) {
+                line.extend(result.clone());
+                line.insert(
+                    "rss_mb".into(),
+                    json!((peak_rss_mb() * 10.0).round() / 10.0),
+                );
+            }
+            println!("{line}");
+            runs.push(line);
+        }
+        if runs.len() > 1 {
+            let mut summary = runs[0].clone();
+            for key in ["wall_ms", "per_sec", "p50_ms", "p99_ms"] {
+                let mut values: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+                if values.len() == runs.len() {
+                    summary[key] = json!((median(&mut values) * 1000.0).round() / 1000.0);
+                }
+            }
+            summary["ok"] = json!(runs.iter().all(|r| r["ok"] == true));
+            summary["stat"] = json!("median");
+            summary["runs"] = json!(runs.len());
+            println!("{summary}");
+        }
+    }
+}

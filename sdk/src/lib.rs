@@ -5,7 +5,6 @@
 //!
 //! ```no_run
 //! use duractor::prelude::*;
-//! use duractor_sqlx::SqliteStore;
 //! use std::time::Duration;
 //!
 //! #[activity]
@@ -22,9 +21,8 @@
 //!     Ok(out)
 //! }
 //!
-//! #[tokio::main]
-//! async fn main() -> Result<(), duractor::Error> {
-//!     let store = SqliteStore::open("hello.db").await?;
+//! // `store` is e.g. `duractor_sqlx::SqliteStore::open("hello.db").await?`.
+//! async fn run(store: impl duractor::Store) -> Result<(), duractor::Error> {
 //!     let runtime = Runtime::builder(store).start().await?;
 //!     let client = runtime.client();
 //!     let id = client.start(HelloCities, ()).await?;

@@ -200,6 +200,10 @@ pub struct TurnCommit {
     pub new_events: Vec<Event>,
     /// Claimed messages the turn consumed (deleted).
     pub consumed: Vec<i64>,
+    /// Activity work items whose results were delivered to the turn in memory (by the worker
+    /// that ran them) instead of as queue messages: deleted with the turn, so an activity's
+    /// completion and the turn that consumes it commit together.
+    pub completed_activities: Vec<i64>,
     /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
     pub activities: Vec<NewActivity>,
     /// Messages to enqueue (timers, and later messages to other instances).

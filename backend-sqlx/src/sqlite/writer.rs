@@ -775,6 +775,7 @@ impl Plan {
             ));
         }
         self.consumed.extend(&turn.consumed);
+        self.done_items.extend(&turn.completed_activities);
         let lease_until = millis(turn.lease_until);
         let mut activity_ids = Vec::with_capacity(turn.activities.len());
         for activity in &turn.activities {

@@ -9,18 +9,30 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::Shared;
 use super::dispatcher::{Deliver, Dispatcher, backoff};
+use super::{Inbound, Shared};
 use crate::context::ActivityContext;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::replay::panic_message;
-use crate::store::{ActivityCompletion, ActivityWorkItem, OrchestrationMessage};
+use crate::store::{ActivityCompletion, ActivityWorkItem};
 
-/// Work items to run (claimed by this worker).
+/// Work items a turn of a loaded instance just scheduled (claimed by this worker): their
+/// results go back to the instance in memory.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
+
+/// Where a work item came from, which decides how its result travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Scheduled by a turn in this worker: the result goes to the instance in memory and is
+    /// committed with the turn that consumes it.
+    Local,
+    /// Claimed from the store (after a crash, or from another worker): the result is
+    /// committed as a queue message.
+    Claimed,
+}
 
 /// Stop claiming; resolves when no activity is running.
 #[derive(Message)]
@@ -30,7 +42,7 @@ pub(super) struct Drain;
 pub(super) struct ActivityWorker {
     shared: Arc<Shared>,
     dispatcher: Addr<Dispatcher>,
-    queue: VecDeque<ActivityWorkItem>,
+    queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
     claiming: bool,
     stopping: bool,
@@ -54,22 +66,19 @@ impl ActivityWorker {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
         while !self.stopping && self.running < limit {
-            let Some(item) = self.queue.pop_front() else {
+            let Some((item, origin)) = self.queue.pop_front() else {
                 break;
             };
             self.running += 1;
             let shared = self.shared.clone();
-            ctx.spawn(
-                run(shared, item)
-                    .into_actor(self)
-                    .map(|delivered, act, ctx| {
-                        act.running -= 1;
-                        if let Some(message) = delivered {
-                            act.dispatcher.do_send(Deliver(vec![message]));
-                        }
-                        act.pump(ctx);
-                    }),
-            );
+            let run = run(shared, item, origin).into_actor(self);
+            ctx.spawn(run.map(|delivered, act, ctx| {
+                act.running -= 1;
+                if let Some(inbound) = delivered {
+                    act.dispatcher.do_send(Deliver(vec![inbound]));
+                }
+                act.pump(ctx);
+            }));
         }
         if self.running == 0 {
             for waiter in self.drain_waiters.drain(..) {
@@ -99,7 +108,8 @@ impl ActivityWorker {
             act.claiming = false;
             match result {
                 Ok(items) => {
-                    act.queue.extend(items);
+                    act.queue
+                        .extend(items.into_iter().map(|item| (item, Origin::Claimed)));
                     act.pump(ctx);
                 }
                 Err(error) => tracing::warn!(%error, "claiming activity work failed"),
@@ -108,11 +118,18 @@ impl ActivityWorker {
     }
 }
 
-/// Runs one activity and commits its result; returns the result message when it was
-/// claimed for this worker (deliver it in memory).
-async fn run(shared: Arc<Shared>, item: ActivityWorkItem) -> Option<OrchestrationMessage> {
+/// Runs one activity and returns its result for the instance: in memory for local work,
+/// otherwise committed first (and returned when the message was claimed for this worker).
+async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Option<Inbound> {
     let span = tracing::debug_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
     let event = execute(&shared, &item).instrument(span).await;
+    if origin == Origin::Local {
+        return Some(Inbound::Local {
+            item_id: item.id,
+            instance_id: item.instance_id,
+            event,
+        });
+    }
     let mut completion = ActivityCompletion {
         item_id: item.id,
         instance_id: item.instance_id,
@@ -123,7 +140,7 @@ async fn run(shared: Arc<Shared>, item: ActivityWorkItem) -> Option<Orchestratio
     let mut failures = 0;
     loop {
         match shared.store.complete_activity(completion.clone()).await {
-            Ok(delivered) => return delivered,
+            Ok(delivered) => return delivered.map(Inbound::Queued),
             Err(error) if failures < 8 => {
                 failures += 1;
                 tracing::warn!(%error, "committing an activity result failed; retrying");
@@ -192,7 +209,8 @@ impl Handler<RunActivities> for ActivityWorker {
     type Result = ();
 
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
-        self.queue.extend(msg.0);
+        self.queue
+            .extend(msg.0.into_iter().map(|item| (item, Origin::Local)));
         self.pump(ctx);
     }
 }

@@ -9,11 +9,10 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::Shared;
 use super::activity::{ActivityWorker, Drain as DrainWorker};
 use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
+use super::{Inbound, Shared};
 use crate::client::now_millis;
-use crate::store::OrchestrationMessage;
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
@@ -40,10 +39,10 @@ pub(super) fn run_system(
     });
 }
 
-/// Messages for instances, to route (claimed from the store or delivered in memory).
+/// Work for instances, to route (claimed from the store or delivered in memory).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct Deliver(pub(super) Vec<OrchestrationMessage>);
+pub(super) struct Deliver(pub(super) Vec<Inbound>);
 
 /// Wake up and claim work now.
 #[derive(Message)]
@@ -65,7 +64,7 @@ pub(super) struct RequestUnload(pub(super) Arc<str>);
 #[rtype(result = "()")]
 pub(super) struct Unloaded {
     pub(super) instance_id: Arc<str>,
-    pub(super) leftover: Vec<OrchestrationMessage>,
+    pub(super) leftover: Vec<Inbound>,
     pub(super) finished: bool,
 }
 
@@ -79,7 +78,7 @@ struct Slot {
     addr: Addr<InstanceActor>,
     /// The actor was asked to unload: hold its messages until it reports back.
     unloading: bool,
-    queued: Vec<OrchestrationMessage>,
+    queued: Vec<Inbound>,
 }
 
 pub(super) struct Dispatcher {
@@ -137,7 +136,7 @@ impl Dispatcher {
                 Ok(messages) => {
                     act.claim_failures = 0;
                     let full = messages.len() >= limit as usize;
-                    act.route(messages, ctx);
+                    act.route(messages.into_iter().map(Inbound::Queued).collect(), ctx);
                     if full || act.claim_again {
                         act.claim(ctx);
                     }
@@ -152,15 +151,15 @@ impl Dispatcher {
         }));
     }
 
-    fn route(&mut self, messages: Vec<OrchestrationMessage>, ctx: &mut Context<Self>) {
-        let mut by_instance: Vec<(Arc<str>, Vec<OrchestrationMessage>)> = Vec::new();
+    fn route(&mut self, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
+        let mut by_instance: Vec<(Arc<str>, Vec<Inbound>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for message in messages {
-            match index.get(&message.instance_id) {
+            match index.get(message.instance_id()) {
                 Some(&i) => by_instance[i].1.push(message),
                 None => {
-                    index.insert(message.instance_id.clone(), by_instance.len());
-                    by_instance.push((Arc::from(message.instance_id.as_str()), vec![message]));
+                    index.insert(message.instance_id().to_owned(), by_instance.len());
+                    by_instance.push((Arc::from(message.instance_id()), vec![message]));
                 }
             }
         }
@@ -169,12 +168,7 @@ impl Dispatcher {
         }
     }
 
-    fn deliver(
-        &mut self,
-        instance_id: Arc<str>,
-        messages: Vec<OrchestrationMessage>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn deliver(&mut self, instance_id: Arc<str>, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
         match self.instances.get_mut(&instance_id) {
             Some(slot) if slot.unloading => slot.queued.extend(messages),
             Some(slot) => slot.addr.do_send(super::instance::Deliver(messages)),

@@ -5,21 +5,21 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::Shared;
 use super::activity::{ActivityWorker, RunActivities};
 use super::dispatcher::{Dispatcher, RequestUnload, TimersArmed, Unloaded, backoff};
+use super::{Inbound, Shared};
 use crate::client::now_millis;
 use crate::error::{Error, Failure};
 use crate::history::Event;
 use crate::replay::{Action, Executor, TurnOutput};
 use crate::store::{
-    ActivityWorkItem, NewActivity, NewMessage, OrchestrationMessage, RuntimeStatus, TurnCommit,
+    ActivityCompletion, ActivityWorkItem, NewActivity, NewMessage, RuntimeStatus, TurnCommit,
 };
 
 /// Messages for this instance.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct Deliver(pub(super) Vec<OrchestrationMessage>);
+pub(super) struct Deliver(pub(super) Vec<Inbound>);
 
 /// The dispatcher agreed to unload this instance: stop once nothing is in flight.
 #[derive(Message)]
@@ -52,7 +52,7 @@ pub(super) struct InstanceActor {
     finished: bool,
     /// Length of the committed history (the next turn appends from here).
     history_len: u64,
-    pending: Vec<OrchestrationMessage>,
+    pending: Vec<Inbound>,
     idle: Option<SpawnHandle>,
     unload_requested: bool,
     failures: u32,
@@ -65,7 +65,7 @@ impl InstanceActor {
         instance_id: Arc<str>,
         dispatcher: Addr<Dispatcher>,
         worker: Addr<ActivityWorker>,
-        pending: Vec<OrchestrationMessage>,
+        pending: Vec<Inbound>,
     ) -> Self {
         InstanceActor {
             shared,
@@ -157,9 +157,9 @@ impl InstanceActor {
         if self.history_len == 0
             && let Some(start) = messages
                 .iter()
-                .find(|m| matches!(m.event, Event::ExecutionStarted { .. }))
+                .find(|m| matches!(m.event(), Event::ExecutionStarted { .. }))
         {
-            out.new_events.push(start.event.clone());
+            out.new_events.push(start.event().clone());
         }
         out.new_events.push(Event::ExecutionFailed {
             failure: failure.clone(),
@@ -212,7 +212,8 @@ impl InstanceActor {
     /// Runs one turn over all pending messages and commits it.
     fn turn(&mut self, ctx: &mut Context<Self>) {
         let mut messages = std::mem::take(&mut self.pending);
-        messages.sort_by_key(|m| m.id);
+        // Arrival order, except that the start comes first.
+        messages.sort_by_key(|m| !matches!(m.event(), Event::ExecutionStarted { .. }));
         if self.finished {
             // Late messages for a finished instance (a losing timer, a duplicate result).
             return self.commit(TurnOutput::default(), messages, ctx);
@@ -220,8 +221,8 @@ impl InstanceActor {
         if self.executor.is_none() {
             let starts: Vec<Event> = messages
                 .iter()
-                .filter(|m| matches!(m.event, Event::ExecutionStarted { .. }))
-                .map(|m| m.event.clone())
+                .filter(|m| matches!(m.event(), Event::ExecutionStarted { .. }))
+                .map(|m| m.event().clone())
                 .collect();
             if starts.is_empty() {
                 tracing::warn!(instance_id = %self.instance_id, "messages for an instance that has not started; dropping them");
@@ -240,18 +241,13 @@ impl InstanceActor {
         };
         let span = tracing::debug_span!("turn", instance_id = %self.instance_id);
         let _enter = span.enter();
-        let events = messages.iter().map(|m| m.event.clone()).collect();
+        let events = messages.iter().map(|m| m.event().clone()).collect();
         let out = executor.run_turn(now_millis(), events);
         drop(_enter);
         self.commit(out, messages, ctx);
     }
 
-    fn commit(
-        &mut self,
-        out: TurnOutput,
-        messages: Vec<OrchestrationMessage>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn commit(&mut self, out: TurnOutput, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
         }
@@ -292,7 +288,20 @@ impl InstanceActor {
             owner: self.shared.owner.clone(),
             history_start: self.history_len,
             new_events: out.new_events,
-            consumed: messages.iter().map(|m| m.id).collect(),
+            consumed: messages
+                .iter()
+                .filter_map(|m| match m {
+                    Inbound::Queued(message) => Some(message.id),
+                    Inbound::Local { .. } => None,
+                })
+                .collect(),
+            completed_activities: messages
+                .iter()
+                .filter_map(|m| match m {
+                    Inbound::Local { item_id, .. } => Some(*item_id),
+                    Inbound::Queued(_) => None,
+                })
+                .collect(),
             activities,
             messages: timers,
             status,
@@ -332,13 +341,42 @@ impl InstanceActor {
                     act.pending = pending;
                     if let Error::Conflict { .. } = error {
                         tracing::warn!(instance_id = %act.instance_id, %error, "unloading the instance");
-                        act.pending.clear();
+                        act.hand_over_local_results(ctx);
                         return act.stop(ctx);
                     }
                     act.retry_later(error, ctx);
                 }
             }
         }));
+    }
+
+    /// Another worker holds the instance: commit the activity results this worker delivered
+    /// in memory as queue messages, so the other worker gets them. Queued messages stay in
+    /// the store for it as they are.
+    fn hand_over_local_results(&mut self, ctx: &mut Context<Self>) {
+        for inbound in std::mem::take(&mut self.pending) {
+            if let Inbound::Local {
+                item_id,
+                instance_id,
+                event,
+            } = inbound
+            {
+                let shared = self.shared.clone();
+                let completion = ActivityCompletion {
+                    item_id,
+                    instance_id,
+                    event,
+                    owner: shared.owner.clone(),
+                    lease_until: shared.lease_until(),
+                };
+                let commit = async move { shared.store.complete_activity(completion).await };
+                ctx.spawn(commit.into_actor(self).map(|result, _, _| {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "handing an activity result over failed; it will run again");
+                    }
+                }));
+            }
+        }
     }
 
     /// Hands new work to the activity worker and timers to the dispatcher.

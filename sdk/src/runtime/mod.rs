@@ -28,8 +28,39 @@ use tokio::sync::oneshot;
 use crate::client::{Client, now_millis};
 use crate::context::SharedState;
 use crate::error::Error;
+use crate::history::Event;
 use crate::registry::{Activity, Orchestrator, Registry};
-use crate::store::Store;
+use crate::store::{OrchestrationMessage, Store};
+
+/// Work for an instance actor.
+#[derive(Debug, Clone)]
+pub(crate) enum Inbound {
+    /// A message claimed from the orchestration queue; deleted when a turn consumes it.
+    Queued(OrchestrationMessage),
+    /// An activity result handed over in memory by this worker's activity worker; its work
+    /// item is deleted by the turn that consumes it.
+    Local {
+        item_id: i64,
+        instance_id: String,
+        event: Event,
+    },
+}
+
+impl Inbound {
+    pub(crate) fn instance_id(&self) -> &str {
+        match self {
+            Inbound::Queued(message) => &message.instance_id,
+            Inbound::Local { instance_id, .. } => instance_id,
+        }
+    }
+
+    pub(crate) fn event(&self) -> &Event {
+        match self {
+            Inbound::Queued(message) => &message.event,
+            Inbound::Local { event, .. } => event,
+        }
+    }
+}
 
 /// Tunable settings of a runtime; see the [`RuntimeBuilder`] methods.
 #[derive(Debug, Clone)]
