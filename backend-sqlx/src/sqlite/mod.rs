@@ -137,6 +137,9 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(options.busy_timeout)
             .pragma("temp_store", "memory")
+            // Checkpoints (which fsync the database file) run on a background connection,
+            // not inside the writer's commits; see `writer::checkpoint`.
+            .pragma("wal_autocheckpoint", "0")
             .statement_cache_capacity(64);
         let context = format!("opening SQLite database {}", path.display());
         let mut conn = SqliteConnection::connect_with(&connect)
@@ -152,9 +155,12 @@ impl SqliteStore {
             .min_connections(0)
             .connect_lazy_with(connect.clone().read_only(true));
 
+        let checkpointer = SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(|e| store_error(&context, e))?;
         let events = Arc::new(StoreEvents::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        Writer::spawn(conn, rx, events.clone(), options.max_batch)
+        Writer::spawn(conn, checkpointer, rx, events.clone(), options.max_batch)
             .map_err(|e| Error::store(format!("starting the SQLite writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {

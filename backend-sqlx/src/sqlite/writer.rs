@@ -160,6 +160,7 @@ impl Writer {
     /// Starts the writer thread; it runs until every sender is dropped.
     pub(super) fn spawn(
         conn: SqliteConnection,
+        checkpointer: SqliteConnection,
         mut rx: mpsc::UnboundedReceiver<Op>,
         events: Arc<StoreEvents>,
         max_batch: usize,
@@ -176,6 +177,7 @@ impl Writer {
                     max_batch: max_batch.max(1),
                 };
                 runtime.block_on(async move {
+                    tokio::spawn(checkpoint(checkpointer));
                     let mut batch = Vec::new();
                     while let Some(op) = rx.recv().await {
                         batch.push(op);
@@ -242,7 +244,10 @@ impl Writer {
         for op in ops {
             outcomes.push(plan.apply(op, &mut state, now));
         }
-        self.write(&plan).await?;
+        let has_claims = ops
+            .iter()
+            .any(|op| matches!(op, Op::ClaimMessages { .. } | Op::ClaimActivities { .. }));
+        let committed = self.write(&plan, !has_claims).await?;
         // Claims run last so that they see this batch's new messages.
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
             match op {
@@ -271,7 +276,9 @@ impl Writer {
                 _ => {}
             }
         }
-        self.conn.execute("COMMIT").await?;
+        if !committed {
+            self.conn.execute("COMMIT").await?;
+        }
         Ok((outcomes, plan.effects))
     }
 
@@ -339,8 +346,9 @@ impl Writer {
         Ok(state)
     }
 
-    /// Sends the merged writes of the batch.
-    async fn write(&mut self, plan: &Plan) -> Result<(), sqlx::Error> {
+    /// Sends the merged writes of the batch; with `commit_inline`, commits too if it can do
+    /// so in the same round trip, and says whether it did.
+    async fn write(&mut self, plan: &Plan, commit_inline: bool) -> Result<bool, sqlx::Error> {
         if !plan.new_instances.is_empty() {
             const SQL: &str = "\
                 DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
@@ -363,30 +371,13 @@ impl Writer {
                 .await?;
         }
         if plan.has_core_writes() {
-            const SQL: &str = "\
-                INSERT INTO history (instance_id, idx, event) \
-                  SELECT value->>0, value->>1, value->>2 FROM json_each(?); \
-                DELETE FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)); \
-                DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
-                DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)); \
-                INSERT INTO orch_queue (id, instance_id, visible_at, message, locked_by, locked_until) \
-                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?); \
-                INSERT INTO activity_queue (id, instance_id, seq, name, input, attempt, locked_by, locked_until) \
-                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 1, value->>5, value->>6 FROM json_each(?); \
-                UPDATE instances SET \
-                    status = COALESCE(u.status, instances.status), \
-                    output = COALESCE(u.output, instances.output), \
-                    failure = COALESCE(u.failure, instances.failure), \
-                    custom_status = COALESCE(u.custom_status, instances.custom_status), \
-                    history_len = u.history_len, updated_at = u.updated_at, \
-                    completed_at = COALESCE(u.completed_at, instances.completed_at), \
-                    locked_by = u.locked_by, locked_until = u.locked_until \
-                  FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
-                          value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
-                          value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until \
-                        FROM json_each(?)) AS u \
-                  WHERE instances.instance_id = u.id";
-            sqlx::query(SQL)
+            // With nothing after it in this batch, the commit rides along: one round trip less.
+            let sql = if commit_inline && !plan.has_lease_writes() {
+                CORE_WRITES_AND_COMMIT
+            } else {
+                CORE_WRITES
+            };
+            sqlx::query(sql)
                 .bind(json(&plan.history))
                 .bind(json(&plan.consumed))
                 .bind(json(&plan.finished))
@@ -396,6 +387,9 @@ impl Writer {
                 .bind(json(&plan.updates))
                 .execute(&mut self.conn)
                 .await?;
+            if commit_inline && !plan.has_lease_writes() {
+                return Ok(true);
+            }
         }
         if plan.has_lease_writes() {
             const SQL: &str = "\
@@ -436,7 +430,7 @@ impl Writer {
                 .execute(&mut self.conn)
                 .await?;
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn claim_messages(
@@ -537,6 +531,51 @@ impl Writer {
         }
         items.sort_by_key(|i| i.id);
         Ok(Ok(items))
+    }
+}
+
+/// The merged writes of turns, activity results, messages and status updates.
+macro_rules! core_writes {
+    () => {
+        "\
+                INSERT INTO history (instance_id, idx, event) \
+                  SELECT value->>0, value->>1, value->>2 FROM json_each(?); \
+                DELETE FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)); \
+                DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+                DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)); \
+                INSERT INTO orch_queue (id, instance_id, visible_at, message, locked_by, locked_until) \
+                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?); \
+                INSERT INTO activity_queue (id, instance_id, seq, name, input, attempt, locked_by, locked_until) \
+                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 1, value->>5, value->>6 FROM json_each(?); \
+                UPDATE instances SET \
+                    status = COALESCE(u.status, instances.status), \
+                    output = COALESCE(u.output, instances.output), \
+                    failure = COALESCE(u.failure, instances.failure), \
+                    custom_status = COALESCE(u.custom_status, instances.custom_status), \
+                    history_len = u.history_len, updated_at = u.updated_at, \
+                    completed_at = COALESCE(u.completed_at, instances.completed_at), \
+                    locked_by = u.locked_by, locked_until = u.locked_until \
+                  FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
+                          value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
+                          value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until \
+                        FROM json_each(?)) AS u \
+                  WHERE instances.instance_id = u.id"
+    };
+}
+
+const CORE_WRITES: &str = core_writes!();
+const CORE_WRITES_AND_COMMIT: &str = concat!(core_writes!(), "; COMMIT");
+
+/// Copies committed WAL frames into the database file every 200 ms, off the commit path
+/// (a checkpoint fsyncs the database file). `PASSIVE` never blocks the writer or readers.
+async fn checkpoint(mut conn: SqliteConnection) {
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(error) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+            tracing::debug!(%error, "WAL checkpoint failed; retrying");
+        }
     }
 }
 

@@ -87,6 +87,14 @@ impl InstanceActor {
     fn load(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Loading;
         self.executor = None;
+        // A held ExecutionStarted message means no turn has run yet (the first turn deletes
+        // it in the transaction that writes the first history): nothing to read.
+        let fresh = self.pending.iter().any(|m| {
+            matches!(m, Inbound::Queued(message) if matches!(message.event, Event::ExecutionStarted { .. }))
+        });
+        if fresh && self.failures == 0 {
+            return self.restore(Vec::new(), ctx);
+        }
         let store = self.shared.store.clone();
         let instance_id = self.instance_id.clone();
         let load = async move { store.load_history(&instance_id).await };
