@@ -172,7 +172,9 @@ impl Function {
                 None
             }
             ReturnType::Type(_, ty) => {
-                if !last_segment_is(ty, "Result") {
+                // Aliases (`AppResult<T>`, `anyhow::Result<T>`) are fine: the generated code
+                // checks the type itself (`ResultParts`), so only non-path types stop here.
+                if !matches!(&**ty, Type::Path(_) | Type::Group(_) | Type::Paren(_)) {
                     errors.spanned(
                         ty,
                         format!(

@@ -29,6 +29,12 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
             push(syn::Error::new_spanned(&meta, expected(kind)));
             continue;
         };
+        let known =
+            nv.path.is_ident("name") || (nv.path.is_ident("version") && kind == Kind::Orchestrator);
+        if !known {
+            push(syn::Error::new_spanned(&nv.path, expected(kind)));
+            continue;
+        }
         let value = match &nv.value {
             Expr::Lit(ExprLit {
                 lit: Lit::Str(s), ..
@@ -49,10 +55,8 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
                 ));
             }
             args.name = Some(value);
-        } else if nv.path.is_ident("version") && kind == Kind::Orchestrator {
-            args.version = Some(value);
         } else {
-            push(syn::Error::new_spanned(&nv.path, expected(kind)));
+            args.version = Some(value);
         }
     }
     match errors {

@@ -9,10 +9,19 @@ use crate::{attr, durable};
 /// Expands `#[activity]` / `#[orchestrator]`; on error, the errors plus a fallback that keeps
 /// the function and its handle name, so the user sees the real error and not follow-on ones.
 pub fn function(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
-    let parsed = attr::parse(kind, args).and_then(|args| Function::parse(kind, args, item.clone()));
-    match parsed {
-        Ok(function) => expand(function),
-        Err(error) => fallback(error, item),
+    // Report argument and signature errors together.
+    let (args, args_error) = match attr::parse(kind, args) {
+        Ok(args) => (args, None),
+        Err(error) => (attr::Args::default(), Some(error)),
+    };
+    match (Function::parse(kind, args, item.clone()), args_error) {
+        (Ok(function), None) => expand(function),
+        (Ok(_), Some(error)) => fallback(error, item),
+        (Err(error), None) => fallback(error, item),
+        (Err(error), Some(mut all)) => {
+            all.combine(error);
+            fallback(all, item)
+        }
     }
 }
 
@@ -36,8 +45,11 @@ fn expand(mut function: Function) -> TokenStream {
         <#output as ::duractor::__private::ResultParts>::Ok
     };
     let name_lit = syn::LitStr::new(name, *name_span);
+    let into_result = quote_spanned! {output_span(output)=>
+        ::duractor::__private::ResultParts::into_result
+    };
     let call_result = quote! {
-        match ::duractor::__private::ResultParts::into_result(#fn_name(ctx, input).await) {
+        match #into_result(#fn_name(ctx, input).await) {
             ::core::result::Result::Ok(value) => ::core::result::Result::Ok(value),
             ::core::result::Result::Err(error) => {
                 #[allow(unused_imports)]

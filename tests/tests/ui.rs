@@ -1,0 +1,9 @@
+//! Compile-time errors users can hit, pinned by trybuild: `ui/signature` (wrong function
+//! signatures) and `ui/pass` (what must compile).
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("ui/signature/*.rs");
+    t.pass("ui/pass/*.rs");
+}

@@ -1,0 +1,6 @@
+use duractor::prelude::*;
+
+#[orchestrator(version = 2)]
+fn flow<T>(ctx: OrchestrationContext) {}
+
+fn main() {}
