@@ -17,7 +17,9 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::history::{Event, Payload};
 use crate::registry::{Orchestrator, Registry};
+use crate::replay::Limits;
 pub use crate::store::InstanceStatus;
+pub use crate::store::PurgeQuery;
 use crate::store::{InstanceQuery, NewInstance, RuntimeStatus, Store};
 
 pub use crate::store::InstanceQuery as ListQuery;
@@ -62,17 +64,36 @@ impl InstanceStatus {
 pub struct Client {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    limits: Limits,
 }
 
 impl Client {
     /// A client on `store`, which knows every orchestrator linked into this program
     /// ([`Registry::global`]) for [`start_by_name`](Self::start_by_name).
     pub fn new(store: impl Store) -> Self {
-        Client::from_parts(Arc::new(store), Arc::new(Registry::global()))
+        Client::from_parts(
+            Arc::new(store),
+            Arc::new(Registry::global()),
+            Limits::default(),
+        )
     }
 
-    pub(crate) fn from_parts(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
-        Client { store, registry }
+    pub(crate) fn from_parts(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        limits: Limits,
+    ) -> Self {
+        Client {
+            store,
+            registry,
+            limits,
+        }
+    }
+
+    /// The same client with other payload limits (checked before anything is sent).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The store this client uses.
@@ -138,9 +159,136 @@ impl Client {
         name: &str,
         data: &T,
     ) -> Result<(), Error> {
-        let data = Payload::encode(data)
-            .map_err(|e| Error::invalid_payload(format!("data of event `{name}`"), e))?;
-        self.store.raise_event(instance_id, name, data).await
+        let what = format!("data of event `{name}`");
+        let data = Payload::encode(data).map_err(|e| Error::invalid_payload(what.clone(), e))?;
+        self.limits.check_payload(&what, &data)?;
+        let event = Event::EventRaised {
+            name: name.to_owned(),
+            data,
+        };
+        self.store.enqueue(instance_id, event).await
+    }
+
+    /// Terminates a pending, running or suspended instance: it ends with status Terminated at
+    /// its next turn. `.cascade(true)` terminates its running sub-orchestrations too.
+    pub fn terminate<'a>(&'a self, instance_id: &'a str, reason: &str) -> Terminate<'a> {
+        Terminate {
+            client: self,
+            instance_id,
+            reason: reason.to_owned(),
+            cascade: false,
+        }
+    }
+
+    /// Suspends a running instance: it records what arrives but runs nothing (activity
+    /// results and events wait) until [`resume`](Self::resume)d.
+    pub async fn suspend(&self, instance_id: &str, reason: &str) -> Result<(), Error> {
+        self.control(
+            instance_id,
+            Event::ExecutionSuspended {
+                reason: reason.to_owned(),
+            },
+            &[RuntimeStatus::Pending, RuntimeStatus::Running],
+            "only pending or running instances can be suspended",
+        )
+        .await
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, instance_id: &str, reason: &str) -> Result<(), Error> {
+        self.control(
+            instance_id,
+            Event::ExecutionResumed {
+                reason: reason.to_owned(),
+            },
+            &[RuntimeStatus::Suspended],
+            "only suspended instances can be resumed",
+        )
+        .await
+    }
+
+    /// Rewinds a failed instance: the failed activity calls and sub-orchestrations (and any
+    /// call left without a result) run again, and the orchestrator goes on from there — after
+    /// you fixed what made them fail.
+    pub async fn rewind(&self, instance_id: &str, reason: &str) -> Result<(), Error> {
+        self.control(
+            instance_id,
+            Event::ExecutionRewound {
+                reason: reason.to_owned(),
+            },
+            &[RuntimeStatus::Failed],
+            "only failed instances can be rewound",
+        )
+        .await
+    }
+
+    /// Starts a finished instance again from the beginning with its original input: under
+    /// the same id (replacing its history), or with `new_instance_id` under a new random id.
+    /// Resolves to the id of the new run.
+    pub async fn restart(&self, instance_id: &str, new_instance_id: bool) -> Result<String, Error> {
+        let status = self.status(instance_id).await?;
+        if !new_instance_id && !status.status.is_terminal() {
+            return Err(Error::InvalidState {
+                instance_id: instance_id.to_owned(),
+                status: status.status.to_string(),
+                message: "only finished instances can be restarted under the same id; \
+                          terminate it first or restart it under a new id"
+                    .to_owned(),
+            });
+        }
+        let start = Start {
+            client: self,
+            name: status.name,
+            version: status.version,
+            input: Ok(status.input),
+            instance_id: (!new_instance_id).then(|| instance_id.to_owned()),
+        };
+        start.await
+    }
+
+    /// Deletes a finished instance (status, history, queued messages). Returns `false` if
+    /// there was nothing to delete; fails if the instance is still running.
+    pub async fn purge(&self, instance_id: &str) -> Result<bool, Error> {
+        let status = self.status(instance_id).await?;
+        if !status.status.is_terminal() {
+            return Err(Error::InvalidState {
+                instance_id: instance_id.to_owned(),
+                status: status.status.to_string(),
+                message: "only finished instances can be purged; terminate it first".to_owned(),
+            });
+        }
+        let purged = self
+            .store
+            .purge_instances(&PurgeQuery {
+                instance_id: Some(instance_id.to_owned()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(purged > 0)
+    }
+
+    /// Deletes every finished instance matching `query`; returns how many.
+    pub async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
+        self.store.purge_instances(query).await
+    }
+
+    /// Sends a control message after checking the instance's status.
+    async fn control(
+        &self,
+        instance_id: &str,
+        event: Event,
+        allowed: &[RuntimeStatus],
+        message: &str,
+    ) -> Result<(), Error> {
+        let status = self.status(instance_id).await?;
+        if !allowed.contains(&status.status) {
+            return Err(Error::InvalidState {
+                instance_id: instance_id.to_owned(),
+                status: status.status.to_string(),
+                message: message.to_owned(),
+            });
+        }
+        self.store.enqueue(instance_id, event).await
     }
 
     /// The status of an instance; [`Error::InstanceNotFound`] if there is none.
@@ -259,6 +407,48 @@ pub(crate) fn validate_instance_id(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A pending terminate request; `.await` it (optionally after [`Terminate::cascade`]).
+#[must_use = "a terminate request does nothing unless awaited"]
+pub struct Terminate<'a> {
+    client: &'a Client,
+    instance_id: &'a str,
+    reason: String,
+    cascade: bool,
+}
+
+impl Terminate<'_> {
+    /// Also terminates the instance's running sub-orchestrations (and theirs).
+    pub fn cascade(mut self, cascade: bool) -> Self {
+        self.cascade = cascade;
+        self
+    }
+}
+
+impl<'a> IntoFuture for Terminate<'a> {
+    type Output = Result<(), Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.client
+                .control(
+                    self.instance_id,
+                    Event::ExecutionTerminated {
+                        reason: self.reason,
+                        cascade: self.cascade,
+                    },
+                    &[
+                        RuntimeStatus::Pending,
+                        RuntimeStatus::Running,
+                        RuntimeStatus::Suspended,
+                    ],
+                    "only pending, running or suspended instances can be terminated",
+                )
+                .await
+        })
+    }
+}
+
 impl<'a> IntoFuture for Start<'a> {
     type Output = Result<String, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
@@ -266,6 +456,10 @@ impl<'a> IntoFuture for Start<'a> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let input = self.input?;
+            self.client.limits.check_payload(
+                &format!("the input of orchestrator `{}`", self.name),
+                &input,
+            )?;
             let instance_id = match self.instance_id {
                 Some(id) => {
                     validate_instance_id(&id)?;
@@ -281,6 +475,7 @@ impl<'a> IntoFuture for Start<'a> {
                     version: self.version,
                     input,
                     created_at: now_millis(),
+                    parent: None,
                 })
                 .await?;
             Ok(instance_id)

@@ -15,11 +15,14 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::durable::{
-    ActivityCall, DurableFuture, EventWait, EventWaitTimeout, Join, JoinAll, Select, Timer, WhenAny,
+    ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, EventWait, EventWaitTimeout, Join,
+    JoinAll, Select, SubOrchestrationCall, Target, Timer, WhenAny,
 };
+use crate::error::Error;
 use crate::history::Payload;
-use crate::registry::Activity;
-use crate::replay::{Action, ReplayState};
+use crate::registry::{Activity, Orchestrator};
+use crate::replay::{Action, ContinueRequest, Limits, ReplayState};
+use crate::retry::RetryPolicy;
 
 /// The context of an orchestration: every durable call goes through it.
 ///
@@ -67,9 +70,9 @@ impl fmt::Debug for OrchestrationContext {
 const UUID_NAMESPACE: Uuid = Uuid::from_u128(0x6475_7261_6374_6f72_8000_0000_0000_0001);
 
 impl OrchestrationContext {
-    pub(crate) fn new(instance_id: Arc<str>) -> Self {
+    pub(crate) fn new(instance_id: Arc<str>, limits: Limits) -> Self {
         OrchestrationContext {
-            state: Rc::new(RefCell::new(ReplayState::new(&instance_id))),
+            state: Rc::new(RefCell::new(ReplayState::new(&instance_id, limits))),
             instance_id,
         }
     }
@@ -128,6 +131,10 @@ impl OrchestrationContext {
                 .unwrap_or_else(|_| Payload::null())
         });
         let mut state = self.state();
+        let payload = match state.limits.check_payload("the custom status", &payload) {
+            Ok(()) => payload,
+            Err(error) => Payload::encode(&error.to_string()).unwrap_or_else(|_| Payload::null()),
+        };
         if state.custom_status.as_ref() != Some(&payload) {
             state.custom_status = Some(payload);
             state.custom_status_changed = true;
@@ -144,22 +151,255 @@ impl OrchestrationContext {
         _activity: A,
         input: A::Input,
     ) -> ActivityCall<A::Output> {
-        let payload = match Payload::encode(&input) {
-            Ok(payload) => payload,
-            Err(e) => {
-                return ActivityCall::failed(
-                    self.clone(),
-                    A::NAME,
-                    crate::Error::invalid_payload(format!("input for activity `{}`", A::NAME), e),
-                );
+        match self.encode_input(&input, format_args!("input for activity `{}`", A::NAME)) {
+            Ok(payload) => self.schedule_activity(A::NAME, payload),
+            Err(error) => Call::failed(self.clone(), Target::Activity(A::NAME), error),
+        }
+    }
+
+    /// Calls an activity, retrying failures as `policy` says, with durable timers between
+    /// attempts. Resolves to the first success, or to the last failure.
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[activity]
+    /// # async fn charge(_ctx: ActivityContext, cents: u64) -> Result<String, duractor::Error> { Ok(String::new()) }
+    /// #[orchestrator]
+    /// async fn pay(ctx: OrchestrationContext, cents: u64) -> Result<String, duractor::Error> {
+    ///     let policy = RetryPolicy::new(5, Duration::from_secs(1)).backoff_coefficient(2.0);
+    ///     ctx.call_activity_with_retry(Charge, cents, &policy).await
+    /// }
+    /// ```
+    pub fn call_activity_with_retry<A: Activity>(
+        &self,
+        _activity: A,
+        input: A::Input,
+        policy: &RetryPolicy,
+    ) -> Durable<impl std::future::Future<Output = Result<A::Output, Error>> + 'static> {
+        let encoded = self.encode_input(&input, format_args!("input for activity `{}`", A::NAME));
+        let ctx = self.clone();
+        let policy = policy.clone();
+        Durable::__new(async move {
+            let payload = encoded?;
+            ctx.with_retry(&policy, || {
+                ctx.schedule_activity::<A::Output>(A::NAME, payload.clone())
+            })
+            .await
+        })
+    }
+
+    /// Starts a sub-orchestration (a child instance with id `<this instance id>:<call number>`)
+    /// and returns a future for its output. A failed, terminated or unstartable child is
+    /// `Err(Error::SubOrchestrationFailed { .. })`, carrying the child's failure.
+    pub fn call_sub_orchestrator<O: Orchestrator>(
+        &self,
+        _orchestrator: O,
+        input: O::Input,
+    ) -> SubOrchestrationCall<O::Output> {
+        self.sub_orchestrator::<O>(input, None)
+    }
+
+    /// Like [`call_sub_orchestrator`](Self::call_sub_orchestrator), with a chosen instance id
+    /// for the child. If an instance with that id is running, the call fails.
+    pub fn call_sub_orchestrator_with_id<O: Orchestrator>(
+        &self,
+        _orchestrator: O,
+        input: O::Input,
+        instance_id: impl Into<String>,
+    ) -> SubOrchestrationCall<O::Output> {
+        self.sub_orchestrator::<O>(input, Some(instance_id.into()))
+    }
+
+    /// Calls a sub-orchestrator, retrying failures as `policy` says (each attempt is a new
+    /// child instance).
+    pub fn call_sub_orchestrator_with_retry<O: Orchestrator>(
+        &self,
+        _orchestrator: O,
+        input: O::Input,
+        policy: &RetryPolicy,
+    ) -> Durable<impl std::future::Future<Output = Result<O::Output, Error>> + 'static> {
+        let encoded =
+            self.encode_input(&input, format_args!("input for orchestrator `{}`", O::NAME));
+        let ctx = self.clone();
+        let policy = policy.clone();
+        Durable::__new(async move {
+            let payload = encoded?;
+            ctx.with_retry(&policy, || {
+                ctx.schedule_sub_orchestrator::<O::Output>(
+                    O::NAME,
+                    O::VERSION,
+                    payload.clone(),
+                    None,
+                )
+            })
+            .await
+        })
+    }
+
+    fn sub_orchestrator<O: Orchestrator>(
+        &self,
+        input: O::Input,
+        instance_id: Option<String>,
+    ) -> SubOrchestrationCall<O::Output> {
+        match self.encode_input(&input, format_args!("input for orchestrator `{}`", O::NAME)) {
+            Ok(payload) => {
+                self.schedule_sub_orchestrator(O::NAME, O::VERSION, payload, instance_id)
             }
-        };
+            Err(error) => Call::failed(
+                self.clone(),
+                Target::SubOrchestration {
+                    name: O::NAME,
+                    instance_id: instance_id.unwrap_or_default(),
+                },
+                error,
+            ),
+        }
+    }
+
+    /// Encodes a call's input and checks its size.
+    fn encode_input<T: Serialize>(
+        &self,
+        input: &T,
+        what: std::fmt::Arguments<'_>,
+    ) -> Result<Payload, Error> {
+        let payload =
+            Payload::encode(input).map_err(|e| Error::invalid_payload(what.to_string(), e))?;
+        let limits = self.state().limits;
+        limits.check_payload(&what.to_string(), &payload)?;
+        Ok(payload)
+    }
+
+    fn schedule_activity<T>(&self, name: &'static str, input: Payload) -> Call<T> {
         let seq = self.state().schedule(|seq| Action::CallActivity {
             seq,
-            name: A::NAME.to_owned(),
-            input: payload,
+            name: name.to_owned(),
+            input,
         });
-        ActivityCall::new(self.clone(), seq, A::NAME)
+        Call::new(self.clone(), seq, Target::Activity(name))
+    }
+
+    fn schedule_sub_orchestrator<T>(
+        &self,
+        name: &'static str,
+        version: &'static str,
+        input: Payload,
+        instance_id: Option<String>,
+    ) -> Call<T> {
+        let mut child_id = String::new();
+        let seq = self.state().schedule(|seq| {
+            child_id = instance_id.unwrap_or_else(|| format!("{}:{seq}", self.instance_id));
+            Action::CallSubOrchestrator {
+                seq,
+                name: name.to_owned(),
+                version: version.to_owned(),
+                instance_id: child_id.clone(),
+                input,
+            }
+        });
+        Call::new(
+            self.clone(),
+            seq,
+            Target::SubOrchestration {
+                name,
+                instance_id: child_id,
+            },
+        )
+    }
+
+    /// Runs `attempt()` until it succeeds or `policy` says stop, sleeping durably between.
+    async fn with_retry<T: serde::de::DeserializeOwned>(
+        &self,
+        policy: &RetryPolicy,
+        mut attempt: impl FnMut() -> Call<T>,
+    ) -> Result<T, Error> {
+        let first_started = self.now();
+        let mut number = 1;
+        loop {
+            let error = match attempt().await {
+                Ok(output) => return Ok(output),
+                Err(error) => error,
+            };
+            let wait = policy.delay_before(number);
+            let elapsed = (self.now() - first_started).to_std().unwrap_or_default();
+            if !policy.should_retry(&error, number, elapsed, wait) {
+                return Err(error);
+            }
+            tracing::debug!(instance_id = %self.instance_id, attempt = number, %error, "retrying after {wait:?}");
+            self.sleep(wait).await;
+            number += 1;
+        }
+    }
+
+    /// Ends this execution and starts a new one of the same instance with `input` and an empty
+    /// history: how an eternal orchestration (a monitor, a loop) keeps its history bounded.
+    /// Events raised but not yet received are dropped (see
+    /// [`continue_as_new_preserving_events`](Self::continue_as_new_preserving_events)).
+    ///
+    /// The returned future never completes; nothing after its `.await` runs:
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # use std::time::Duration;
+    /// #[orchestrator]
+    /// async fn monitor(ctx: OrchestrationContext, checks: u64) -> Result<(), duractor::Error> {
+    ///     ctx.sleep(Duration::from_secs(60)).await;
+    ///     return ctx.continue_as_new(checks + 1).await;
+    /// }
+    /// ```
+    pub fn continue_as_new<I: Serialize, T>(&self, input: I) -> ContinueAsNew<T> {
+        self.request_continue(&input, false)
+    }
+
+    /// Like [`continue_as_new`](Self::continue_as_new), but events raised and not yet received
+    /// are delivered to the new execution, in the order they were raised.
+    pub fn continue_as_new_preserving_events<I: Serialize, T>(&self, input: I) -> ContinueAsNew<T> {
+        self.request_continue(&input, true)
+    }
+
+    fn request_continue<I: Serialize, T>(
+        &self,
+        input: &I,
+        preserve_events: bool,
+    ) -> ContinueAsNew<T> {
+        let what = "the input of continue_as_new";
+        let encoded = Payload::encode(input).map_err(|e| Error::invalid_payload(what, e));
+        let mut state = self.state();
+        match encoded
+            .and_then(|payload| state.limits.check_payload(what, &payload).map(|()| payload))
+        {
+            Ok(input) => {
+                state.continue_as_new = Some(ContinueRequest {
+                    input,
+                    preserve_events,
+                })
+            }
+            Err(error) => state.fatal = Some(error.to_failure()),
+        }
+        ContinueAsNew::new()
+    }
+
+    /// Whether to take the new code path of a change named `patch`: instances that ran past
+    /// this point with the old code (before the patch was deployed) get `false` and keep
+    /// their old path on replay; everything else gets `true`, and the choice is recorded.
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # #[activity]
+    /// # async fn send_email(_ctx: ActivityContext, to: String) -> Result<(), duractor::Error> { Ok(()) }
+    /// # #[activity]
+    /// # async fn send_sms(_ctx: ActivityContext, to: String) -> Result<(), duractor::Error> { Ok(()) }
+    /// #[orchestrator]
+    /// async fn notify(ctx: OrchestrationContext, to: String) -> Result<(), duractor::Error> {
+    ///     if ctx.is_patched("sms-instead-of-email") {
+    ///         ctx.call_activity(SendSms, to).await
+    ///     } else {
+    ///         ctx.call_activity(SendEmail, to).await
+    ///     }
+    /// }
+    /// ```
+    pub fn is_patched(&self, patch: &str) -> bool {
+        self.state().patched(patch)
     }
 
     /// A durable timer that fires after `duration` of orchestration time. It survives

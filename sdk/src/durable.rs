@@ -48,41 +48,59 @@ pub enum Either<A, B> {
     Right(B),
 }
 
-/// The future of an activity call ([`OrchestrationContext::call_activity`]).
-#[must_use = "an activity call does nothing useful unless its result is awaited"]
-pub struct ActivityCall<T> {
+/// What a [`Call`] calls, for its error messages.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Activity(&'static str),
+    SubOrchestration {
+        name: &'static str,
+        instance_id: String,
+    },
+}
+
+/// The future of a durable call: an activity ([`ActivityCall`]) or a sub-orchestration
+/// ([`SubOrchestrationCall`]). Resolves to the callee's output, or to
+/// [`Error::ActivityFailed`] / [`Error::SubOrchestrationFailed`].
+#[must_use = "a durable call does nothing useful unless its result is awaited"]
+pub struct Call<T> {
     ctx: OrchestrationContext,
     seq: Option<u64>,
-    name: &'static str,
+    target: Target,
     early_error: Option<Error>,
     _output: PhantomData<fn() -> T>,
 }
 
-impl<T> ActivityCall<T> {
-    pub(crate) fn new(ctx: OrchestrationContext, seq: u64, name: &'static str) -> Self {
-        ActivityCall {
+/// The future of [`OrchestrationContext::call_activity`].
+pub type ActivityCall<T> = Call<T>;
+
+/// The future of [`OrchestrationContext::call_sub_orchestrator`].
+pub type SubOrchestrationCall<T> = Call<T>;
+
+impl<T> Call<T> {
+    pub(crate) fn new(ctx: OrchestrationContext, seq: u64, target: Target) -> Self {
+        Call {
             ctx,
             seq: Some(seq),
-            name,
+            target,
             early_error: None,
             _output: PhantomData,
         }
     }
 
-    pub(crate) fn failed(ctx: OrchestrationContext, name: &'static str, error: Error) -> Self {
-        ActivityCall {
+    pub(crate) fn failed(ctx: OrchestrationContext, target: Target, error: Error) -> Self {
+        Call {
             ctx,
             seq: None,
-            name,
+            target,
             early_error: Some(error),
             _output: PhantomData,
         }
     }
 }
 
-impl<T> Unpin for ActivityCall<T> {}
+impl<T> Unpin for Call<T> {}
 
-impl<T: DeserializeOwned> Future for ActivityCall<T> {
+impl<T: DeserializeOwned> Future for Call<T> {
     type Output = Result<T, Error>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -93,24 +111,34 @@ impl<T: DeserializeOwned> Future for ActivityCall<T> {
             return Poll::Pending;
         };
         let completion = self.ctx.state().take_result(seq);
-        match completion {
-            Some(Completion::Activity(Ok(output))) => {
-                self.seq = None;
-                Poll::Ready(output.decode_as(format_args!("output of activity `{}`", self.name)))
+        let result = match completion {
+            Some(Completion::Activity(result) | Completion::SubOrchestration(result)) => result,
+            Some(Completion::Timer) | None => return Poll::Pending,
+        };
+        self.seq = None;
+        Poll::Ready(match (&self.target, result) {
+            (Target::Activity(name), Ok(output)) => {
+                output.decode_as(format_args!("output of activity `{name}`"))
             }
-            Some(Completion::Activity(Err(failure))) => {
-                self.seq = None;
-                Poll::Ready(Err(Error::ActivityFailed {
-                    name: self.name.to_owned(),
+            (Target::Activity(name), Err(failure)) => Err(Error::ActivityFailed {
+                name: (*name).to_owned(),
+                failure,
+            }),
+            (Target::SubOrchestration { name, .. }, Ok(output)) => {
+                output.decode_as(format_args!("output of sub-orchestrator `{name}`"))
+            }
+            (Target::SubOrchestration { name, instance_id }, Err(failure)) => {
+                Err(Error::SubOrchestrationFailed {
+                    name: (*name).to_owned(),
+                    instance_id: instance_id.clone(),
                     failure,
-                }))
+                })
             }
-            Some(Completion::Timer) | None => Poll::Pending,
-        }
+        })
     }
 }
 
-impl<T> Drop for ActivityCall<T> {
+impl<T> Drop for Call<T> {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
             self.ctx.state().forget_result(seq);
@@ -118,14 +146,47 @@ impl<T> Drop for ActivityCall<T> {
     }
 }
 
-impl<T> sealed::Sealed for ActivityCall<T> {}
-impl<T: DeserializeOwned> DurableFuture for ActivityCall<T> {
+impl<T> sealed::Sealed for Call<T> {}
+impl<T: DeserializeOwned> DurableFuture for Call<T> {
     fn __ready_at(&self) -> Option<u64> {
         if self.early_error.is_some() {
             return Some(0);
         }
         self.seq
             .and_then(|seq| self.ctx.state().result_ready_at(seq))
+    }
+}
+
+/// The future of [`OrchestrationContext::continue_as_new`]: it never completes, because the
+/// execution ends at this point and a new one starts. Its output type is whatever the
+/// surrounding code needs, so `return ctx.continue_as_new(next).await;` type-checks.
+#[must_use = "continue_as_new does nothing unless awaited"]
+pub struct ContinueAsNew<T> {
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> ContinueAsNew<T> {
+    pub(crate) fn new() -> Self {
+        ContinueAsNew {
+            _output: PhantomData,
+        }
+    }
+}
+
+impl<T> Unpin for ContinueAsNew<T> {}
+
+impl<T> Future for ContinueAsNew<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
+        Poll::Pending
+    }
+}
+
+impl<T> sealed::Sealed for ContinueAsNew<T> {}
+impl<T> DurableFuture for ContinueAsNew<T> {
+    fn __ready_at(&self) -> Option<u64> {
+        None
     }
 }
 

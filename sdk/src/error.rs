@@ -85,6 +85,38 @@ pub enum Error {
         failure: Failure,
     },
 
+    /// A sub-orchestration called by the orchestrator failed (or was terminated, or could not
+    /// start because its instance id was in use).
+    #[error("sub-orchestration `{name}` (instance `{instance_id}`) failed: {failure}")]
+    SubOrchestrationFailed {
+        /// The sub-orchestrator's registered name.
+        name: String,
+        /// The child instance id.
+        instance_id: String,
+        /// What the child failed with.
+        failure: Failure,
+    },
+
+    /// A guard rail (payload size, history length, calls per turn) was exceeded.
+    #[error("{message}")]
+    LimitExceeded {
+        /// The name of the limit, e.g. `max_payload_bytes`.
+        limit: &'static str,
+        /// What exceeded it and what to do.
+        message: String,
+    },
+
+    /// The operation needs a running (or failed, for rewind) instance.
+    #[error("instance `{instance_id}` is {status}; {message}")]
+    InvalidState {
+        /// The instance.
+        instance_id: String,
+        /// Its status.
+        status: String,
+        /// Which states the operation needs.
+        message: String,
+    },
+
     /// Replaying the instance's history with the current code produced a different sequence
     /// of durable calls: the orchestrator's code changed in a way that breaks running instances,
     /// or it depends on something nondeterministic the compile-time lint cannot see.
@@ -229,6 +261,28 @@ impl Error {
         }
     }
 
+    /// An error that retry policies do not retry (`Failure::non_retriable` is set): return it
+    /// from an activity when trying again cannot help (bad input, a refused payment).
+    pub fn non_retriable(message: impl fmt::Display) -> Self {
+        let mut failure = Failure::application(message.to_string());
+        failure.non_retriable = true;
+        Error::Failed(failure)
+    }
+
+    /// Whether a retry policy may retry after this error: not when the failure (or the
+    /// activity's or sub-orchestration's failure it carries) is marked non-retriable.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Failed(failure)
+            | Error::ActivityFailed { failure, .. }
+            | Error::SubOrchestrationFailed { failure, .. } => !failure.non_retriable,
+            Error::NonDeterminism { .. }
+            | Error::LimitExceeded { .. }
+            | Error::InvalidPayload { .. } => false,
+            _ => true,
+        }
+    }
+
     /// `true` for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
@@ -248,6 +302,11 @@ impl Error {
                 Failure::new("unknown_orchestrator", self.to_string())
             }
             Error::Timeout { .. } => Failure::new("timeout", self.to_string()),
+            Error::SubOrchestrationFailed { failure, .. } => {
+                Failure::new("sub_orchestration_failed", self.to_string())
+                    .with_cause(failure.clone())
+            }
+            Error::LimitExceeded { .. } => Failure::new("limit_exceeded", self.to_string()),
             _ => Failure::new("error", self.to_string()),
         }
     }

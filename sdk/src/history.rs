@@ -5,7 +5,6 @@
 //! created) is an event here. Replaying these events through the same code rebuilds the
 //! orchestrator's in-memory state exactly; see [`crate::replay`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -107,12 +106,22 @@ impl<'de> Deserialize<'de> for Payload {
     }
 }
 
-/// One entry of an instance's history.
+/// The parent of a sub-orchestration: where to report its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentInstance {
+    /// The parent's instance id.
+    pub instance_id: String,
+    /// The parent's call number for this sub-orchestration.
+    pub seq: u64,
+    /// The parent's execution that made the call.
+    pub execution: u32,
+}
+
+/// One entry of an instance's history (and the messages that become history).
 ///
-/// `seq` numbers identify durable calls (activities, timers) in the order the orchestrator made
-/// them; a completion carries the `seq` of the call it completes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type")]
+/// `seq` numbers identify durable calls (activities, timers, sub-orchestrations) in the order
+/// the orchestrator made them; a completion carries the `seq` of the call it completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Event {
     /// A turn began at `timestamp`; `ctx.now()` returns it until the next turn.
@@ -120,7 +129,7 @@ pub enum Event {
         /// The turn's time.
         timestamp: DateTime<Utc>,
     },
-    /// The instance was started with this input.
+    /// An execution of the instance started with this input.
     ExecutionStarted {
         /// Orchestrator name.
         name: String,
@@ -129,6 +138,12 @@ pub enum Event {
         version: String,
         /// The input.
         input: Payload,
+        /// Which execution this is: 0, then +1 at every continue-as-new.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        execution: u32,
+        /// Set for sub-orchestrations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentInstance>,
     },
     /// The orchestrator called an activity.
     TaskScheduled {
@@ -167,12 +182,57 @@ pub enum Event {
         /// When it was due.
         fire_at: DateTime<Utc>,
     },
+    /// The orchestrator started a sub-orchestration.
+    SubOrchestrationScheduled {
+        /// Sequence number of the call.
+        seq: u64,
+        /// Orchestrator name.
+        name: String,
+        /// The child's instance id.
+        instance_id: String,
+        /// The child's input.
+        input: Payload,
+    },
+    /// A sub-orchestration completed.
+    SubOrchestrationCompleted {
+        /// Sequence number of the call.
+        seq: u64,
+        /// The child's output.
+        output: Payload,
+    },
+    /// A sub-orchestration failed (or was terminated, or could not start).
+    SubOrchestrationFailed {
+        /// Sequence number of the call.
+        seq: u64,
+        /// What it failed with.
+        failure: Failure,
+    },
+    /// The orchestrator code took a patched path (`ctx.is_patched(name)` returned true).
+    PatchApplied {
+        /// The patch name.
+        name: String,
+    },
     /// An external event was raised to the instance.
     EventRaised {
         /// Event name.
         name: String,
         /// Event data.
         data: Payload,
+    },
+    /// The instance was suspended: it records messages but runs nothing until resumed.
+    ExecutionSuspended {
+        /// Why.
+        reason: String,
+    },
+    /// The instance was resumed.
+    ExecutionResumed {
+        /// Why.
+        reason: String,
+    },
+    /// A failed instance was rewound: its failed steps run again.
+    ExecutionRewound {
+        /// Why.
+        reason: String,
     },
     /// The orchestrator returned a value: the instance is Completed.
     ExecutionCompleted {
@@ -188,11 +248,18 @@ pub enum Event {
     ExecutionTerminated {
         /// Why.
         reason: String,
+        /// Whether running sub-orchestrations are terminated too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cascade: bool,
     },
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Event {
-    /// The event's type name, as in the JSON `type` field.
+    /// The event's type name (its JSON key).
     pub fn kind(&self) -> &'static str {
         match self {
             Event::OrchestratorStarted { .. } => "OrchestratorStarted",
@@ -202,19 +269,29 @@ impl Event {
             Event::TaskFailed { .. } => "TaskFailed",
             Event::TimerCreated { .. } => "TimerCreated",
             Event::TimerFired { .. } => "TimerFired",
+            Event::SubOrchestrationScheduled { .. } => "SubOrchestrationScheduled",
+            Event::SubOrchestrationCompleted { .. } => "SubOrchestrationCompleted",
+            Event::SubOrchestrationFailed { .. } => "SubOrchestrationFailed",
+            Event::PatchApplied { .. } => "PatchApplied",
             Event::EventRaised { .. } => "EventRaised",
+            Event::ExecutionSuspended { .. } => "ExecutionSuspended",
+            Event::ExecutionResumed { .. } => "ExecutionResumed",
+            Event::ExecutionRewound { .. } => "ExecutionRewound",
             Event::ExecutionCompleted { .. } => "ExecutionCompleted",
             Event::ExecutionFailed { .. } => "ExecutionFailed",
             Event::ExecutionTerminated { .. } => "ExecutionTerminated",
         }
     }
 
-    /// `true` for events that record a decision of the orchestrator code (a durable call),
-    /// which replay checks against what the code does now.
+    /// `true` for events that record a decision of the orchestrator code (a durable call, a
+    /// patch), which replay checks against what the code does now.
     pub fn is_decision(&self) -> bool {
         matches!(
             self,
-            Event::TaskScheduled { .. } | Event::TimerCreated { .. }
+            Event::TaskScheduled { .. }
+                | Event::TimerCreated { .. }
+                | Event::SubOrchestrationScheduled { .. }
+                | Event::PatchApplied { .. }
         )
     }
 
@@ -228,13 +305,29 @@ impl Event {
         )
     }
 
-    /// A short description for messages and tables, e.g. `TaskScheduled #3 activity `charge``.
+    /// `true` for messages sent from outside to steer an instance (terminate, suspend,
+    /// resume, rewind): they are handled even while the instance is suspended.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Event::ExecutionTerminated { .. }
+                | Event::ExecutionSuspended { .. }
+                | Event::ExecutionResumed { .. }
+                | Event::ExecutionRewound { .. }
+        )
+    }
+
+    /// A short description for messages and tables, e.g. ``a call to activity `charge` (TaskScheduled #3)``.
     pub fn describe(&self) -> String {
         match self {
             Event::OrchestratorStarted { timestamp } => {
                 format!("OrchestratorStarted at {timestamp}")
             }
-            Event::ExecutionStarted { name, .. } => format!("ExecutionStarted of `{name}`"),
+            Event::ExecutionStarted {
+                name, execution, ..
+            } => {
+                format!("ExecutionStarted of `{name}` (execution {execution})")
+            }
             Event::TaskScheduled { seq, name, .. } => {
                 format!("a call to activity `{name}` (TaskScheduled #{seq})")
             }
@@ -244,82 +337,29 @@ impl Event {
                 format!("a durable timer due at {fire_at} (TimerCreated #{seq})")
             }
             Event::TimerFired { seq, .. } => format!("TimerFired #{seq}"),
+            Event::SubOrchestrationScheduled {
+                seq,
+                name,
+                instance_id,
+                ..
+            } => format!(
+                "a call to sub-orchestrator `{name}` as instance `{instance_id}` (SubOrchestrationScheduled #{seq})"
+            ),
+            Event::SubOrchestrationCompleted { seq, .. } => {
+                format!("SubOrchestrationCompleted #{seq}")
+            }
+            Event::SubOrchestrationFailed { seq, failure } => {
+                format!("SubOrchestrationFailed #{seq}: {failure}")
+            }
+            Event::PatchApplied { name } => format!("the patched path `{name}` (PatchApplied)"),
             Event::EventRaised { name, .. } => format!("EventRaised `{name}`"),
+            Event::ExecutionSuspended { reason } => format!("ExecutionSuspended: {reason}"),
+            Event::ExecutionResumed { reason } => format!("ExecutionResumed: {reason}"),
+            Event::ExecutionRewound { reason } => format!("ExecutionRewound: {reason}"),
             Event::ExecutionCompleted { .. } => "ExecutionCompleted".to_owned(),
             Event::ExecutionFailed { failure } => format!("ExecutionFailed: {failure}"),
-            Event::ExecutionTerminated { reason } => format!("ExecutionTerminated: {reason}"),
+            Event::ExecutionTerminated { reason, .. } => format!("ExecutionTerminated: {reason}"),
         }
-    }
-}
-
-/// Events are stored as `{"type": "TaskCompleted", "seq": 3, "output": …}`. serde's derive
-/// cannot read that shape with raw payloads (it buffers internally tagged enums), so events
-/// are read as a map of raw JSON values and each field is decoded from its own text.
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let fields = BTreeMap::<String, Box<RawValue>>::deserialize(deserializer)?;
-        let field = |name: &str| fields.get(name).map(|raw| raw.get());
-        fn decode<T: DeserializeOwned, E: serde::de::Error>(
-            json: Option<&str>,
-            name: &str,
-        ) -> Result<T, E> {
-            let json = json.ok_or_else(|| E::custom(format!("missing field `{name}`")))?;
-            serde_json::from_str(json).map_err(|e| E::custom(format!("field `{name}`: {e}")))
-        }
-        let kind: String = decode(field("type"), "type")?;
-        Ok(match kind.as_str() {
-            "OrchestratorStarted" => Event::OrchestratorStarted {
-                timestamp: decode(field("timestamp"), "timestamp")?,
-            },
-            "ExecutionStarted" => Event::ExecutionStarted {
-                name: decode(field("name"), "name")?,
-                version: match field("version") {
-                    Some(json) => decode(Some(json), "version")?,
-                    None => String::new(),
-                },
-                input: decode(field("input"), "input")?,
-            },
-            "TaskScheduled" => Event::TaskScheduled {
-                seq: decode(field("seq"), "seq")?,
-                name: decode(field("name"), "name")?,
-                input: decode(field("input"), "input")?,
-            },
-            "TaskCompleted" => Event::TaskCompleted {
-                seq: decode(field("seq"), "seq")?,
-                output: decode(field("output"), "output")?,
-            },
-            "TaskFailed" => Event::TaskFailed {
-                seq: decode(field("seq"), "seq")?,
-                failure: decode(field("failure"), "failure")?,
-            },
-            "TimerCreated" => Event::TimerCreated {
-                seq: decode(field("seq"), "seq")?,
-                fire_at: decode(field("fire_at"), "fire_at")?,
-            },
-            "TimerFired" => Event::TimerFired {
-                seq: decode(field("seq"), "seq")?,
-                fire_at: decode(field("fire_at"), "fire_at")?,
-            },
-            "EventRaised" => Event::EventRaised {
-                name: decode(field("name"), "name")?,
-                data: decode(field("data"), "data")?,
-            },
-            "ExecutionCompleted" => Event::ExecutionCompleted {
-                output: decode(field("output"), "output")?,
-            },
-            "ExecutionFailed" => Event::ExecutionFailed {
-                failure: decode(field("failure"), "failure")?,
-            },
-            "ExecutionTerminated" => Event::ExecutionTerminated {
-                reason: decode(field("reason"), "reason")?,
-            },
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown history event type `{other}`"
-                )));
-            }
-        })
     }
 }
 
@@ -334,7 +374,7 @@ mod tests {
             output: Payload::encode(&vec![1, 2]).unwrap(),
         };
         let json = serde_json::to_string(&event).unwrap();
-        assert_eq!(json, r#"{"type":"TaskCompleted","seq":3,"output":[1,2]}"#);
+        assert_eq!(json, r#"{"TaskCompleted":{"seq":3,"output":[1,2]}}"#);
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
     }
 

@@ -43,6 +43,7 @@ pub mod error;
 pub mod history;
 pub mod registry;
 pub mod replay;
+pub mod retry;
 pub mod runtime;
 pub mod store;
 
@@ -51,8 +52,10 @@ pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, Share
 pub use durable::{DurableFuture, Either};
 pub use duractor_macros::{activity, orchestrator};
 pub use error::{Error, Failure, Result};
-pub use history::{Event, Payload};
+pub use history::{Event, ParentInstance, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
+pub use replay::Limits;
+pub use retry::RetryPolicy;
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use store::{RuntimeStatus, Store};
 
@@ -60,7 +63,7 @@ pub use store::{RuntimeStatus, Store};
 pub mod prelude {
     pub use crate::{
         Activity, ActivityContext, Client, DurableFuture, Either, Error, OrchestrationContext,
-        Orchestrator, Runtime, RuntimeStatus, activity, orchestrator,
+        Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity, orchestrator,
     };
     pub use serde::{Deserialize, Serialize};
 }

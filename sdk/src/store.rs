@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Failure};
-use crate::history::{Event, Payload};
+use crate::history::{Event, ParentInstance, Payload};
 
 /// The status of an orchestration instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,16 +41,19 @@ pub enum RuntimeStatus {
     Failed,
     /// Terminated from outside.
     Terminated,
+    /// Suspended from outside: it runs nothing until resumed.
+    Suspended,
 }
 
 impl RuntimeStatus {
     /// All statuses.
-    pub const ALL: [RuntimeStatus; 5] = [
+    pub const ALL: [RuntimeStatus; 6] = [
         RuntimeStatus::Pending,
         RuntimeStatus::Running,
         RuntimeStatus::Completed,
         RuntimeStatus::Failed,
         RuntimeStatus::Terminated,
+        RuntimeStatus::Suspended,
     ];
 
     /// The name stored in the database and shown to users.
@@ -61,6 +64,7 @@ impl RuntimeStatus {
             RuntimeStatus::Completed => "Completed",
             RuntimeStatus::Failed => "Failed",
             RuntimeStatus::Terminated => "Terminated",
+            RuntimeStatus::Suspended => "Suspended",
         }
     }
 
@@ -88,7 +92,7 @@ impl FromStr for RuntimeStatus {
             .find(|status| status.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown status `{s}`; expected one of Pending, Running, Completed, Failed, Terminated"
+                    "unknown status `{s}`; expected one of Pending, Running, Completed, Failed, Terminated, Suspended"
                 ))
             })
     }
@@ -134,6 +138,8 @@ pub struct NewInstance {
     pub input: Payload,
     /// Creation time; the `ExecutionStarted` message is visible from then.
     pub created_at: DateTime<Utc>,
+    /// The parent, for sub-orchestrations.
+    pub parent: Option<ParentInstance>,
 }
 
 /// A claimed message to an orchestration instance.
@@ -145,6 +151,9 @@ pub struct OrchestrationMessage {
     pub instance_id: String,
     /// The event the message delivers.
     pub event: Event,
+    /// The execution the message belongs to (activity results, timers); `None` for messages
+    /// to whichever execution is current (events, control messages).
+    pub execution: Option<u32>,
 }
 
 /// A claimed activity work item.
@@ -162,6 +171,8 @@ pub struct ActivityWorkItem {
     pub input: Payload,
     /// 1 on first delivery, higher after a lease lapsed (crash) and the item was claimed again.
     pub attempt: u32,
+    /// The execution of the instance that called it.
+    pub execution: u32,
 }
 
 /// A new activity call to enqueue with a turn.
@@ -184,6 +195,8 @@ pub struct NewMessage {
     pub visible_at: DateTime<Utc>,
     /// The event it delivers.
     pub event: Event,
+    /// The execution it belongs to (see [`OrchestrationMessage::execution`]).
+    pub execution: Option<u32>,
 }
 
 /// Everything one orchestration turn changes, committed atomically by [`Store::commit_turn`].
@@ -196,6 +209,12 @@ pub struct TurnCommit {
     pub owner: String,
     /// History index of the first new event (the current history length).
     pub history_start: u64,
+    /// Replace the whole history with `new_events` (`history_start` is then 0): for
+    /// continue-as-new and rewind. Also drops the instance's queued activity results and
+    /// timers, which belong to the old history.
+    pub reset_history: bool,
+    /// The execution that made the turn (stamped on new activities).
+    pub execution: u32,
     /// Events to append.
     pub new_events: Vec<Event>,
     /// Claimed messages the turn consumed (deleted).
@@ -206,8 +225,12 @@ pub struct TurnCommit {
     pub completed_activities: Vec<i64>,
     /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
     pub activities: Vec<NewActivity>,
-    /// Messages to enqueue (timers, and later messages to other instances).
+    /// Messages to enqueue: timers, events to this instance (continue-as-new), results to a
+    /// parent, control messages to children.
     pub messages: Vec<NewMessage>,
+    /// Sub-orchestrations to create. One whose id is taken by a running instance is not
+    /// created; its parent gets a `SubOrchestrationFailed` message instead.
+    pub new_instances: Vec<NewInstance>,
     /// New status (`None` leaves it as it is, for a turn that only consumed late messages).
     pub status: Option<RuntimeStatus>,
     /// Output (Completed).
@@ -236,6 +259,8 @@ pub struct ActivityCompletion {
     pub item_id: i64,
     /// The instance to notify.
     pub instance_id: String,
+    /// The execution that called the activity.
+    pub execution: u32,
     /// `TaskCompleted` or `TaskFailed`.
     pub event: Event,
     /// The worker completing it. If it also holds the instance, the result message is claimed
@@ -262,6 +287,20 @@ pub struct InstanceQuery {
     pub after: Option<String>,
 }
 
+/// Which finished instances [`Store::purge_instances`] deletes. Only Completed, Failed and
+/// Terminated instances are ever purged.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeQuery {
+    /// Only this instance.
+    pub instance_id: Option<String>,
+    /// Only these statuses (all finished ones when empty).
+    pub statuses: Vec<RuntimeStatus>,
+    /// Only instances created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only instances created before this time.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
 /// A storage backend. Implemented by `duractor_sqlx::SqliteStore` and `PostgresStore`.
 ///
 /// Implementations must make every method atomic, return [`Error::Store`] with
@@ -283,9 +322,23 @@ pub trait Store: Send + Sync + 'static {
     /// finished instance with the same id is replaced (its history is deleted).
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error>;
 
-    /// Enqueues an `EventRaised` message. Fails with [`Error::InstanceNotFound`] if the
-    /// instance does not exist.
-    async fn raise_event(&self, instance_id: &str, name: &str, data: Payload) -> Result<(), Error>;
+    /// Enqueues a message for an instance (an `EventRaised`, or a control message such as
+    /// `ExecutionTerminated`). Fails with [`Error::InstanceNotFound`] if the instance does not
+    /// exist.
+    async fn enqueue(&self, instance_id: &str, event: Event) -> Result<(), Error>;
+
+    /// Gives claimed messages back, visible again from `visible_at` (a worker that must not
+    /// run an instance, e.g. of another version, leaves it for others).
+    async fn abandon_messages(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        visible_at: DateTime<Utc>,
+    ) -> Result<(), Error>;
+
+    /// Deletes finished instances matching `query` (status row, history, queued messages);
+    /// returns how many were deleted.
+    async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error>;
 
     /// Claims up to `limit` visible orchestration messages whose instances are free (or
     /// already held by `owner`), and leases those instances to `owner` until `lease_until`.

@@ -35,6 +35,7 @@ CREATE TABLE orch_queue (
     instance_id  TEXT NOT NULL,
     visible_at   INTEGER NOT NULL,
     message      TEXT NOT NULL,
+    execution    INTEGER,
     locked_by    TEXT,
     locked_until INTEGER
 );
@@ -49,9 +50,11 @@ CREATE TABLE activity_queue (
     seq          INTEGER NOT NULL,
     name         TEXT NOT NULL,
     input        TEXT NOT NULL,
+    execution    INTEGER NOT NULL DEFAULT 0,
     attempt      INTEGER NOT NULL DEFAULT 1,
     locked_by    TEXT,
     locked_until INTEGER
 );
 CREATE INDEX activity_queue_by_instance ON activity_queue (instance_id);
 CREATE INDEX activity_queue_by_lock ON activity_queue (locked_until);
+CREATE INDEX activity_queue_by_owner ON activity_queue (locked_by) WHERE locked_by IS NOT NULL;

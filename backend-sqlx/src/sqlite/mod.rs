@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::store::{
     ActivityCompletion, ActivityWorkItem, InstanceQuery, InstanceStatus, NewInstance,
-    OrchestrationMessage, StoreEvents, TurnCommit, TurnCommitted,
+    OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::sqlite::{
@@ -295,13 +295,33 @@ impl Store for SqliteStore {
         self.write(|reply| Op::Create { instance, reply }).await
     }
 
-    async fn raise_event(&self, instance_id: &str, name: &str, data: Payload) -> Result<(), Error> {
-        self.write(|reply| Op::Raise {
+    async fn enqueue(&self, instance_id: &str, event: Event) -> Result<(), Error> {
+        self.write(|reply| Op::Enqueue {
             instance_id: instance_id.to_owned(),
-            event: Event::EventRaised {
-                name: name.to_owned(),
-                data,
-            },
+            event,
+            reply,
+        })
+        .await
+    }
+
+    async fn abandon_messages(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        visible_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        self.write(|reply| Op::Abandon {
+            owner: owner.to_owned(),
+            ids: ids.to_vec(),
+            visible_at,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
+        self.write(|reply| Op::Purge {
+            query: query.clone(),
             reply,
         })
         .await

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, NewInstance, OrchestrationMessage, StoreEvents,
-    TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, NewInstance, OrchestrationMessage, PurgeQuery,
+    StoreEvents, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus};
 use serde::Serialize;
@@ -43,10 +43,20 @@ pub(super) enum Op {
         instance: NewInstance,
         reply: Reply<()>,
     },
-    Raise {
+    Enqueue {
         instance_id: String,
         event: Event,
         reply: Reply<()>,
+    },
+    Abandon {
+        owner: String,
+        ids: Vec<i64>,
+        visible_at: DateTime<Utc>,
+        reply: Reply<()>,
+    },
+    Purge {
+        query: PurgeQuery,
+        reply: Reply<u64>,
     },
     Turn {
         turn: TurnCommit,
@@ -94,6 +104,7 @@ enum Outcome {
     Delivered(Result<Option<OrchestrationMessage>, Error>),
     Messages(Result<Vec<OrchestrationMessage>, Error>),
     Items(Result<Vec<ActivityWorkItem>, Error>),
+    Count(Result<u64, Error>),
 }
 
 impl Op {
@@ -105,7 +116,8 @@ impl Op {
         match (self, outcome) {
             (
                 Op::Create { reply, .. }
-                | Op::Raise { reply, .. }
+                | Op::Enqueue { reply, .. }
+                | Op::Abandon { reply, .. }
                 | Op::Renew { reply, .. }
                 | Op::Release { reply, .. }
                 | Op::ReleaseAll { reply, .. }
@@ -143,6 +155,13 @@ impl Op {
                 reply,
                 outcome.and_then(|o| match o {
                     Outcome::Items(r) => r,
+                    _ => Err(mismatch()),
+                }),
+            ),
+            (Op::Purge { reply, .. }, outcome) => send(
+                reply,
+                outcome.and_then(|o| match o {
+                    Outcome::Count(r) => r,
                     _ => Err(mismatch()),
                 }),
             ),
@@ -244,11 +263,9 @@ impl Writer {
         for op in ops {
             outcomes.push(plan.apply(op, &mut state, now));
         }
-        let has_claims = ops
-            .iter()
-            .any(|op| matches!(op, Op::ClaimMessages { .. } | Op::ClaimActivities { .. }));
-        let committed = self.write(&plan, !has_claims).await?;
-        // Claims run last so that they see this batch's new messages.
+        let has_special = ops.iter().any(Op::runs_after_writes);
+        let committed = self.write(&plan, !has_special).await?;
+        // Claims, purges and abandons run last, so that claims see this batch's new messages.
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
             match op {
                 Op::ClaimMessages {
@@ -273,6 +290,26 @@ impl Writer {
                         .await?;
                     *outcome = Outcome::Items(claimed);
                 }
+                Op::Abandon {
+                    owner,
+                    ids,
+                    visible_at,
+                    ..
+                } => {
+                    sqlx::query(
+                        "UPDATE orch_queue SET locked_by = NULL, locked_until = NULL, visible_at = ?1 \
+                         WHERE id IN (SELECT value FROM json_each(?2)) AND locked_by = ?3",
+                    )
+                    .bind(millis(*visible_at))
+                    .bind(json(ids))
+                    .bind(owner)
+                    .execute(&mut self.conn)
+                    .await?;
+                }
+                Op::Purge { query, .. } => {
+                    let purged = self.purge(query).await?;
+                    *outcome = Outcome::Count(Ok(purged));
+                }
                 _ => {}
             }
         }
@@ -289,8 +326,11 @@ impl Writer {
         for op in ops {
             match op {
                 Op::Create { instance, .. } => instance_ids.push(&instance.instance_id),
-                Op::Raise { instance_id, .. } => instance_ids.push(instance_id),
-                Op::Turn { turn, .. } => instance_ids.push(&turn.instance_id),
+                Op::Enqueue { instance_id, .. } => instance_ids.push(instance_id),
+                Op::Turn { turn, .. } => {
+                    instance_ids.push(&turn.instance_id);
+                    instance_ids.extend(turn.new_instances.iter().map(|i| i.instance_id.as_str()));
+                }
                 Op::Complete { completion, .. } => {
                     instance_ids.push(&completion.instance_id);
                     item_ids.push(completion.item_id);
@@ -377,11 +417,15 @@ impl Writer {
             } else {
                 CORE_WRITES
             };
+            let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
             sqlx::query(sql)
+                .bind(json(&plan.reset_history))
                 .bind(json(&plan.history))
                 .bind(json(&plan.consumed))
                 .bind(json(&plan.finished))
+                .bind(json(&plan.reset_history))
                 .bind(json(&plan.done_items))
+                .bind(json(&cleared))
                 .bind(json(&plan.messages))
                 .bind(json(&plan.activities))
                 .bind(json(&plan.updates))
@@ -417,9 +461,9 @@ impl Writer {
             let renewals = json(&plan.renewals);
             let release_all = json(&plan.release_all);
             sqlx::query(SQL)
-                .bind(plan.reset)
-                .bind(plan.reset)
-                .bind(plan.reset)
+                .bind(plan.reset_leases)
+                .bind(plan.reset_leases)
+                .bind(plan.reset_leases)
                 .bind(&renewals)
                 .bind(&renewals)
                 .bind(&renewals)
@@ -447,7 +491,7 @@ impl Writer {
               WHERE q.visible_at <= ?3 AND (q.locked_until IS NULL OR q.locked_until < ?3) \
                 AND (i.locked_by IS NULL OR i.locked_by = ?1 OR i.locked_until < ?3) \
               ORDER BY q.visible_at, q.id LIMIT ?4) \
-            RETURNING id, instance_id, message";
+            RETURNING id, instance_id, message, execution";
         let rows = sqlx::query(CLAIM)
             .bind(owner)
             .bind(lease_until)
@@ -466,10 +510,12 @@ impl Writer {
                 Err(error) => return Ok(Err(error)),
             };
             instances.push(instance_id.clone());
+            let execution: Option<i64> = row.try_get(3)?;
             messages.push(OrchestrationMessage {
                 id,
                 instance_id,
                 event,
+                execution: execution.and_then(|e| u32::try_from(e).ok()),
             });
         }
         if !instances.is_empty() {
@@ -489,6 +535,47 @@ impl Writer {
         Ok(Ok(messages))
     }
 
+    /// Deletes finished instances matching `query` with everything they own.
+    async fn purge(&mut self, query: &PurgeQuery) -> Result<u64, sqlx::Error> {
+        let statuses: Vec<&str> = RuntimeStatus::ALL
+            .iter()
+            .filter(|s| {
+                s.is_terminal() && (query.statuses.is_empty() || query.statuses.contains(s))
+            })
+            .map(|s| s.as_str())
+            .collect();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT instance_id FROM instances \
+             WHERE status IN (SELECT value FROM json_each(?1)) \
+               AND (?2 IS NULL OR instance_id = ?2) \
+               AND (?3 IS NULL OR created_at >= ?3) \
+               AND (?4 IS NULL OR created_at < ?4)",
+        )
+        .bind(json(&statuses))
+        .bind(query.instance_id.as_deref())
+        .bind(query.created_from.map(millis))
+        .bind(query.created_to.map(millis))
+        .fetch_all(&mut self.conn)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = json(&ids);
+        sqlx::query(
+            "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
+             DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+             DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+             DELETE FROM instances WHERE instance_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&list)
+        .bind(&list)
+        .bind(&list)
+        .bind(&list)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(ids.len() as u64)
+    }
+
     async fn claim_activities(
         &mut self,
         owner: &str,
@@ -501,7 +588,7 @@ impl Writer {
             WHERE id IN ( \
               SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < ?3 \
               ORDER BY id LIMIT ?4) \
-            RETURNING id, instance_id, seq, name, input, attempt";
+            RETURNING id, instance_id, seq, name, input, attempt, execution";
         let rows = sqlx::query(CLAIM)
             .bind(owner)
             .bind(lease_until)
@@ -527,6 +614,7 @@ impl Writer {
                 name: row.try_get(3)?,
                 input,
                 attempt: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
+                execution: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
             });
         }
         items.sort_by_key(|i| i.id);
@@ -537,29 +625,32 @@ impl Writer {
 /// The merged writes of turns, activity results, messages and status updates.
 macro_rules! core_writes {
     () => {
-        "\
-                INSERT INTO history (instance_id, idx, event) \
-                  SELECT value->>0, value->>1, value->>2 FROM json_each(?); \
-                DELETE FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)); \
-                DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
-                DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)); \
-                INSERT INTO orch_queue (id, instance_id, visible_at, message, locked_by, locked_until) \
-                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?); \
-                INSERT INTO activity_queue (id, instance_id, seq, name, input, attempt, locked_by, locked_until) \
-                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 1, value->>5, value->>6 FROM json_each(?); \
-                UPDATE instances SET \
-                    status = COALESCE(u.status, instances.status), \
-                    output = COALESCE(u.output, instances.output), \
-                    failure = COALESCE(u.failure, instances.failure), \
-                    custom_status = COALESCE(u.custom_status, instances.custom_status), \
-                    history_len = u.history_len, updated_at = u.updated_at, \
-                    completed_at = COALESCE(u.completed_at, instances.completed_at), \
-                    locked_by = u.locked_by, locked_until = u.locked_until \
-                  FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
-                          value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
-                          value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until \
-                        FROM json_each(?)) AS u \
-                  WHERE instances.instance_id = u.id"
+        "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
+         INSERT INTO history (instance_id, idx, event) \
+           SELECT value->>0, value->>1, value->>2 FROM json_each(?); \
+         DELETE FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)); \
+         DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+         DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)) AND execution IS NOT NULL; \
+         DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)); \
+         DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+         INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
+           SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?); \
+         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until) \
+           SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, 1, value->>6, value->>7 FROM json_each(?); \
+         UPDATE instances SET \
+             status = COALESCE(u.status, instances.status), \
+             output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, instances.output) END, \
+             failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, instances.failure) END, \
+             custom_status = COALESCE(u.custom_status, instances.custom_status), \
+             history_len = u.history_len, updated_at = u.updated_at, \
+             completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, instances.completed_at) END, \
+             locked_by = u.locked_by, locked_until = u.locked_until \
+           FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
+                   value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
+                   value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until, \
+                   value->>10 AS reset \
+                 FROM json_each(?)) AS u \
+           WHERE instances.instance_id = u.id"
     };
 }
 
@@ -576,6 +667,19 @@ async fn checkpoint(mut conn: SqliteConnection) {
         if let Err(error) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
             tracing::debug!(%error, "WAL checkpoint failed; retrying");
         }
+    }
+}
+
+impl Op {
+    /// Ops that run after the merged writes, each with statements of its own.
+    fn runs_after_writes(&self) -> bool {
+        matches!(
+            self,
+            Op::ClaimMessages { .. }
+                | Op::ClaimActivities { .. }
+                | Op::Abandon { .. }
+                | Op::Purge { .. }
+        )
     }
 }
 
@@ -621,10 +725,12 @@ struct Plan {
     finished: Vec<String>,
     done_items: Vec<i64>,
     messages: Vec<MessageRow>,
-    /// [id, instance_id, seq, name, input, locked_by, locked_until]
-    activities: Vec<(i64, String, i64, String, String, String, i64)>,
+    /// [id, instance_id, seq, name, input, execution, locked_by, locked_until]
+    activities: Vec<ActivityRow>,
     updates: Vec<Update>,
-    reset: bool,
+    reset_leases: bool,
+    /// Instances whose history a turn replaces (continue-as-new, rewind).
+    reset_history: Vec<String>,
     /// [owner, until]
     renewals: Vec<(String, i64)>,
     /// [instance_id, owner]
@@ -633,11 +739,23 @@ struct Plan {
     effects: Effects,
 }
 
-/// [id, instance_id, visible_at, message, locked_by, locked_until]
-type MessageRow = (i64, String, i64, String, Option<String>, Option<i64>);
+/// [id, instance_id, visible_at, message, execution, locked_by, locked_until]
+type MessageRow = (
+    i64,
+    String,
+    i64,
+    String,
+    Option<u32>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// [id, instance_id, seq, name, input, execution, locked_by, locked_until]
+type ActivityRow = (i64, String, i64, String, String, u32, String, i64);
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
-///  completed_at, locked_by, locked_until]
+///  completed_at, locked_by, locked_until, reset]; with `reset`, output, failure and
+/// completed_at are set as given (a rewound instance loses its failure).
 #[derive(Serialize)]
 struct Update(
     String,
@@ -650,11 +768,13 @@ struct Update(
     Option<i64>,
     Option<String>,
     Option<i64>,
+    bool,
 );
 
 impl Plan {
     fn has_core_writes(&self) -> bool {
         !(self.history.is_empty()
+            && self.reset_history.is_empty()
             && self.consumed.is_empty()
             && self.finished.is_empty()
             && self.done_items.is_empty()
@@ -664,7 +784,7 @@ impl Plan {
     }
 
     fn has_lease_writes(&self) -> bool {
-        self.reset
+        self.reset_leases
             || !self.renewals.is_empty()
             || !self.releases.is_empty()
             || !self.release_all.is_empty()
@@ -676,6 +796,7 @@ impl Plan {
         instance_id: &str,
         visible_at: i64,
         event: &Event,
+        execution: Option<u32>,
         claimed: Option<(&str, i64)>,
     ) -> i64 {
         let id = state.next_message_id;
@@ -685,6 +806,7 @@ impl Plan {
             instance_id.to_owned(),
             visible_at,
             encode_event(event),
+            execution,
             claimed.map(|(owner, _)| owner.to_owned()),
             claimed.map(|(_, until)| until),
         ));
@@ -695,10 +817,10 @@ impl Plan {
     fn apply(&mut self, op: &Op, state: &mut State, now: i64) -> Outcome {
         match op {
             Op::Create { instance, .. } => Outcome::Unit(self.create(instance, state)),
-            Op::Raise {
+            Op::Enqueue {
                 instance_id, event, ..
             } => Outcome::Unit(if state.instances.contains_key(instance_id) {
-                self.add_message(state, instance_id, now, event, None);
+                self.add_message(state, instance_id, now, event, None, None);
                 self.effects.work = true;
                 Ok(())
             } else {
@@ -732,12 +854,14 @@ impl Plan {
                 Outcome::Unit(Ok(()))
             }
             Op::ResetLeases { .. } => {
-                self.reset = true;
+                self.reset_leases = true;
                 Outcome::Unit(Ok(()))
             }
             // Filled in after the writes.
             Op::ClaimMessages { .. } => Outcome::Messages(Ok(Vec::new())),
             Op::ClaimActivities { .. } => Outcome::Items(Ok(Vec::new())),
+            Op::Abandon { .. } => Outcome::Unit(Ok(())),
+            Op::Purge { .. } => Outcome::Count(Ok(0)),
         }
     }
 
@@ -776,8 +900,10 @@ impl Plan {
             name: instance.name.clone(),
             version: instance.version.clone(),
             input: instance.input.clone(),
+            execution: 0,
+            parent: instance.parent.clone(),
         };
-        self.add_message(state, &instance.instance_id, created_at, &start, None);
+        self.add_message(state, &instance.instance_id, created_at, &start, None, None);
         self.effects.work = true;
         Ok(())
     }
@@ -800,7 +926,9 @@ impl Plan {
             });
         }
         let start = i64::try_from(turn.history_start).unwrap_or(i64::MAX);
-        if instance.history_len != start {
+        if turn.reset_history {
+            self.reset_history.push(turn.instance_id.clone());
+        } else if instance.history_len != start {
             return Err(Error::store_transient(format!(
                 "the history of instance `{}` has {} events, but this worker expected {}; reloading it",
                 turn.instance_id, instance.history_len, start
@@ -826,25 +954,47 @@ impl Plan {
                 i64::try_from(activity.seq).unwrap_or(i64::MAX),
                 activity.name.clone(),
                 activity.input.as_str().to_owned(),
+                turn.execution,
                 turn.owner.clone(),
                 lease_until,
             ));
             activity_ids.push(id);
         }
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
-        if !terminal {
-            for message in &turn.messages {
-                let visible_at = millis(message.visible_at);
+        for child in &turn.new_instances {
+            if let Err(error) = self.create(child, state)
+                && let Some(parent) = &child.parent
+            {
+                // The child could not start: its parent gets the failure.
+                let failed = Event::SubOrchestrationFailed {
+                    seq: parent.seq,
+                    failure: error.to_failure(),
+                };
                 self.add_message(
                     state,
-                    &message.instance_id,
-                    visible_at,
-                    &message.event,
+                    &parent.instance_id,
+                    now,
+                    &failed,
+                    Some(parent.execution),
                     None,
                 );
-                if visible_at <= now {
-                    self.effects.work = true;
-                }
+            }
+        }
+        for message in &turn.messages {
+            if terminal && message.instance_id == turn.instance_id {
+                continue; // the instance is done: its own timers would only be dropped
+            }
+            let visible_at = millis(message.visible_at);
+            self.add_message(
+                state,
+                &message.instance_id,
+                visible_at,
+                &message.event,
+                message.execution,
+                None,
+            );
+            if visible_at <= now {
+                self.effects.work = true;
             }
         }
         let history_len = start + turn.new_events.len() as i64;
@@ -868,6 +1018,7 @@ impl Plan {
             terminal.then_some(updated_at),
             locked_by.clone(),
             locked_until,
+            turn.reset_history,
         ));
         if let Some(instance) = state.instances.get_mut(&turn.instance_id) {
             instance.history_len = history_len;
@@ -906,6 +1057,7 @@ impl Plan {
             &completion.instance_id,
             now,
             &completion.event,
+            Some(completion.execution),
             claimed.then_some((completion.owner.as_str(), lease_until)),
         );
         if claimed {
@@ -913,6 +1065,7 @@ impl Plan {
                 id,
                 instance_id: completion.instance_id.clone(),
                 event: completion.event.clone(),
+                execution: Some(completion.execution),
             })
         } else {
             self.effects.work = true;

@@ -127,12 +127,14 @@ async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Opt
         return Some(Inbound::Local {
             item_id: item.id,
             instance_id: item.instance_id,
+            execution: item.execution,
             event,
         });
     }
     let mut completion = ActivityCompletion {
         item_id: item.id,
         instance_id: item.instance_id,
+        execution: item.execution,
         event,
         owner: shared.owner.clone(),
         lease_until: shared.lease_until(),
@@ -177,10 +179,23 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
     );
     let future = (entry.invoke)(ctx, item.input.clone());
     match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(Ok(output)) => Event::TaskCompleted {
-            seq: item.seq,
-            output,
-        },
+        Ok(Ok(output)) => {
+            let what = format!("the output of activity `{}`", item.name);
+            match shared.options.limits.check_payload(&what, &output) {
+                Ok(()) => Event::TaskCompleted {
+                    seq: item.seq,
+                    output,
+                },
+                Err(error) => {
+                    let mut failure = error.to_failure();
+                    failure.non_retriable = true;
+                    Event::TaskFailed {
+                        seq: item.seq,
+                        failure,
+                    }
+                }
+            }
+        }
         Ok(Err(failure)) => Event::TaskFailed {
             seq: item.seq,
             failure,

@@ -30,6 +30,7 @@ use crate::context::SharedState;
 use crate::error::Error;
 use crate::history::Event;
 use crate::registry::{Activity, Orchestrator, Registry};
+use crate::replay::Limits;
 use crate::store::{OrchestrationMessage, Store};
 
 /// Work for an instance actor.
@@ -42,6 +43,7 @@ pub(crate) enum Inbound {
     Local {
         item_id: i64,
         instance_id: String,
+        execution: u32,
         event: Event,
     },
 }
@@ -51,6 +53,14 @@ impl Inbound {
         match self {
             Inbound::Queued(message) => &message.instance_id,
             Inbound::Local { instance_id, .. } => instance_id,
+        }
+    }
+
+    /// The execution the message belongs to, if it is bound to one.
+    pub(crate) fn execution(&self) -> Option<u32> {
+        match self {
+            Inbound::Queued(message) => message.execution,
+            Inbound::Local { execution, .. } => Some(*execution),
         }
     }
 
@@ -71,6 +81,42 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Duration,
     pub(crate) claim_batch: u32,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) versioning: Versioning,
+}
+
+/// Which instance versions a worker runs; see [`RuntimeBuilder::versioning`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versioning {
+    /// How an instance's version must relate to the orchestrator's current version.
+    pub match_strategy: VersionMatch,
+    /// What to do with an instance whose version does not match.
+    pub on_mismatch: VersionMismatch,
+}
+
+/// How an instance's version (stamped at start) must relate to the version of the
+/// orchestrator in this worker (`#[orchestrator(version = "..")]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VersionMatch {
+    /// Run every instance, whatever its version (the code branches on `ctx.version()` or
+    /// `ctx.is_patched(..)`). The default.
+    #[default]
+    Any,
+    /// Run only instances of exactly this version.
+    Strict,
+    /// Run instances of this version or older (versions compare numerically: "1.10" > "1.9").
+    CurrentOrOlder,
+}
+
+/// What a worker does with an instance whose version does not match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VersionMismatch {
+    /// Leave it for another worker: its messages go back to the store and become visible
+    /// again 30 s later. The default.
+    #[default]
+    Reject,
+    /// Fail the instance with a version-mismatch error.
+    Fail,
 }
 
 impl Default for Options {
@@ -82,6 +128,8 @@ impl Default for Options {
             poll_interval: Duration::from_secs(1),
             claim_batch: 500,
             shutdown_grace: Duration::from_secs(10),
+            limits: Limits::default(),
+            versioning: Versioning::default(),
         }
     }
 }
@@ -186,6 +234,31 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Guard rails on payload sizes, history length and calls per turn (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.options.limits = limits;
+        self
+    }
+
+    /// Which instance versions this worker runs (default: all).
+    ///
+    /// ```no_run
+    /// # async fn run(store: impl duractor::Store) -> Result<(), duractor::Error> {
+    /// use duractor::runtime::{VersionMatch, VersionMismatch, Versioning};
+    /// let runtime = duractor::Runtime::builder(store)
+    ///     .versioning(Versioning {
+    ///         match_strategy: VersionMatch::Strict,
+    ///         on_mismatch: VersionMismatch::Fail,
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # runtime.shutdown().await }
+    /// ```
+    pub fn versioning(mut self, versioning: Versioning) -> Self {
+        self.options.versioning = versioning;
+        self
+    }
+
     /// Shares a value with every activity ([`ActivityContext::shared`](crate::ActivityContext::shared)),
     /// e.g. an HTTP client or a connection pool.
     pub fn with_shared<T: Any + Send + Sync>(mut self, value: T) -> Self {
@@ -230,7 +303,7 @@ impl RuntimeBuilder {
         ready_rx.await.map_err(|_| Error::Shutdown)?;
         tracing::info!(owner = %shared.owner, "duractor runtime started");
         Ok(Runtime {
-            client: Client::from_parts(self.store, registry),
+            client: Client::from_parts(self.store, registry, shared.options.limits),
             shared,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
