@@ -135,6 +135,8 @@ impl Client {
                     e,
                 )
             })?;
+            self.limits
+                .check_payload(&format!("the input of orchestrator `{name}`"), &input)?;
             entry.check_input(&input)?;
             Ok((entry.version.to_owned(), input))
         });

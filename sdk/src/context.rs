@@ -379,9 +379,14 @@ impl OrchestrationContext {
         ContinueAsNew::new()
     }
 
-    /// Whether to take the new code path of a change named `patch`: instances that ran past
-    /// this point with the old code (before the patch was deployed) get `false` and keep
-    /// their old path on replay; everything else gets `true`, and the choice is recorded.
+    /// Whether to take the new code path of a change named `patch`.
+    ///
+    /// It returns `false` only when replaying a point that this instance already passed
+    /// *without* the patch (history has no patch marker there): the instance keeps the code
+    /// path it took and replays without nondeterminism. Everywhere else it returns `true` and
+    /// records a marker, so later replays agree. An old instance that reaches the patched point
+    /// only after the new code is deployed takes the new path; to keep old instances on old
+    /// code throughout, branch on [`version`](Self::version) instead.
     ///
     /// ```
     /// # use duractor::prelude::*;

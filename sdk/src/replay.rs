@@ -225,6 +225,7 @@ pub(crate) enum Outcome {
     ContinuedAsNew {
         input: Payload,
         carried: Vec<(String, Payload)>,
+        preserve_events: bool,
     },
 }
 
@@ -617,8 +618,21 @@ impl Executor {
         }
         self.record(&mut out, Event::OrchestratorStarted { timestamp: now });
         for (index, message) in messages.into_iter().enumerate() {
-            if self.outcome.is_some() {
-                break;
+            if let Some(outcome) = &mut self.outcome {
+                // Events that arrived in the turn that continued-as-new are unprocessed
+                // events too: the new execution gets them if it asked for them.
+                if let (
+                    Outcome::ContinuedAsNew {
+                        carried,
+                        preserve_events: true,
+                        ..
+                    },
+                    Event::EventRaised { name, data },
+                ) = (outcome, &message)
+                {
+                    carried.push((name.clone(), data.clone()));
+                }
+                continue;
             }
             if self.suspended && !message.is_control() {
                 out.deferred.push(index);
@@ -828,6 +842,7 @@ impl Executor {
                     self.outcome = Some(Outcome::ContinuedAsNew {
                         input: request.input,
                         carried,
+                        preserve_events: request.preserve_events,
                     });
                 }
             }

@@ -324,7 +324,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Enqueues a message for an instance (an `EventRaised`, or a control message such as
     /// `ExecutionTerminated`). Fails with [`Error::InstanceNotFound`] if the instance does not
-    /// exist.
+    /// exist. An `ExecutionRewound` also sets a Failed instance's status to Pending, so that
+    /// waiting for it does not return the failure being rewound.
     async fn enqueue(&self, instance_id: &str, event: Event) -> Result<(), Error>;
 
     /// Gives claimed messages back, visible again from `visible_at` (a worker that must not

@@ -429,6 +429,7 @@ impl Writer {
                 .bind(json(&plan.messages))
                 .bind(json(&plan.activities))
                 .bind(json(&plan.updates))
+                .bind(json(&plan.rewound))
                 .execute(&mut self.conn)
                 .await?;
             if commit_inline && !plan.has_lease_writes() {
@@ -650,7 +651,9 @@ macro_rules! core_writes {
                    value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until, \
                    value->>10 AS reset \
                  FROM json_each(?)) AS u \
-           WHERE instances.instance_id = u.id"
+           WHERE instances.instance_id = u.id; \
+         UPDATE instances SET status = 'Pending' \
+           WHERE instance_id IN (SELECT value FROM json_each(?)) AND status = 'Failed'"
     };
 }
 
@@ -729,6 +732,9 @@ struct Plan {
     activities: Vec<ActivityRow>,
     updates: Vec<Update>,
     reset_leases: bool,
+    /// Failed instances asked to rewind: Pending again at once, so nobody waiting for them
+    /// takes the old failure for the outcome.
+    rewound: Vec<String>,
     /// Instances whose history a turn replaces (continue-as-new, rewind).
     reset_history: Vec<String>,
     /// [owner, until]
@@ -775,6 +781,7 @@ impl Plan {
     fn has_core_writes(&self) -> bool {
         !(self.history.is_empty()
             && self.reset_history.is_empty()
+            && self.rewound.is_empty()
             && self.consumed.is_empty()
             && self.finished.is_empty()
             && self.done_items.is_empty()
@@ -821,6 +828,9 @@ impl Plan {
                 instance_id, event, ..
             } => Outcome::Unit(if state.instances.contains_key(instance_id) {
                 self.add_message(state, instance_id, now, event, None, None);
+                if matches!(event, Event::ExecutionRewound { .. }) {
+                    self.rewound.push(instance_id.clone());
+                }
                 self.effects.work = true;
                 Ok(())
             } else {

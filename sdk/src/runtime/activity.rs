@@ -121,7 +121,7 @@ impl ActivityWorker {
 /// Runs one activity and returns its result for the instance: in memory for local work,
 /// otherwise committed first (and returned when the message was claimed for this worker).
 async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Option<Inbound> {
-    let span = tracing::debug_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
+    let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
     let event = execute(&shared, &item).instrument(span).await;
     if origin == Origin::Local {
         return Some(Inbound::Local {

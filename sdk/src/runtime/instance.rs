@@ -216,7 +216,9 @@ impl InstanceActor {
             })
             .collect();
         let shared = self.shared.clone();
-        let again_at = now_millis() + chrono::Duration::seconds(30);
+        let again_at = now_millis()
+            + chrono::Duration::from_std(self.shared.options.versioning.retry_rejected_after)
+                .unwrap_or(chrono::TimeDelta::MAX);
         let abandon = async move {
             shared
                 .store
@@ -532,7 +534,7 @@ impl InstanceActor {
                 (Some(RuntimeStatus::Failed), None, Some(failure.clone()))
             }
             Some(Outcome::Terminated(_)) => (Some(RuntimeStatus::Terminated), None, None),
-            Some(Outcome::ContinuedAsNew { input, carried }) => {
+            Some(Outcome::ContinuedAsNew { input, carried, .. }) => {
                 // A new execution with an empty history; its start message is queued.
                 reset_history = true;
                 new_events.clear();

@@ -86,12 +86,25 @@ pub(crate) struct Options {
 }
 
 /// Which instance versions a worker runs; see [`RuntimeBuilder::versioning`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Versioning {
     /// How an instance's version must relate to the orchestrator's current version.
     pub match_strategy: VersionMatch,
     /// What to do with an instance whose version does not match.
     pub on_mismatch: VersionMismatch,
+    /// With [`VersionMismatch::Reject`], how long a rejected instance's messages stay
+    /// invisible before a worker looks at them again (default 30 s).
+    pub retry_rejected_after: Duration,
+}
+
+impl Default for Versioning {
+    fn default() -> Self {
+        Versioning {
+            match_strategy: VersionMatch::default(),
+            on_mismatch: VersionMismatch::default(),
+            retry_rejected_after: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How an instance's version (stamped at start) must relate to the version of the
@@ -112,7 +125,7 @@ pub enum VersionMatch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum VersionMismatch {
     /// Leave it for another worker: its messages go back to the store and become visible
-    /// again 30 s later. The default.
+    /// again after [`Versioning::retry_rejected_after`]. The default.
     #[default]
     Reject,
     /// Fail the instance with a version-mismatch error.
@@ -249,6 +262,7 @@ impl RuntimeBuilder {
     ///     .versioning(Versioning {
     ///         match_strategy: VersionMatch::Strict,
     ///         on_mismatch: VersionMismatch::Fail,
+    ///         ..Default::default()
     ///     })
     ///     .start()
     ///     .await?;
