@@ -68,14 +68,24 @@ async fn sigkill_during_a_retry_backoff_resumes_the_backoff() {
     // Restart; kill again during the second backoff.
     let worker = spawn(&[mode, &db, &counter]);
     wait_for_history(&observer, "the second backoff timer", |h| {
-        h.iter().filter(|e| matches!(e, Event::TimerCreated { .. })).count() == 2
-            && h.iter().filter(|e| matches!(e, Event::TimerFired { .. })).count() == 1
+        h.iter()
+            .filter(|e| matches!(e, Event::TimerCreated { .. }))
+            .count()
+            == 2
+            && h.iter()
+                .filter(|e| matches!(e, Event::TimerFired { .. }))
+                .count()
+                == 1
     })
     .await;
     kill(worker);
 
     finish(spawn(&[mode, &db, &counter]));
-    let status = observer.get_instance("the-instance").await.unwrap().unwrap();
+    let status = observer
+        .get_instance("the-instance")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.status, RuntimeStatus::Completed);
     assert_eq!(status.output::<usize>().unwrap(), 4);
     let history = observer.load_history("the-instance").await.unwrap();
@@ -118,8 +128,9 @@ async fn sigkill_during_continue_as_new_loses_no_execution() {
     for target in [5u32, 12, 20] {
         let worker = spawn(&[mode, &db]);
         wait_for_history(&observer, &format!("execution {target}"), |h| {
-            h.iter()
-                .any(|e| matches!(e, Event::ExecutionStarted { execution, .. } if *execution >= target))
+            h.iter().any(
+                |e| matches!(e, Event::ExecutionStarted { execution, .. } if *execution >= target),
+            )
         })
         .await;
         kill(worker);
@@ -127,12 +138,20 @@ async fn sigkill_during_continue_as_new_loses_no_execution() {
     }
     finish(spawn(&[mode, &db]));
     assert_eq!(kills, 4);
-    let status = observer.get_instance("the-instance").await.unwrap().unwrap();
+    let status = observer
+        .get_instance("the-instance")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.status, RuntimeStatus::Completed);
     assert_eq!(status.output::<u32>().unwrap(), 30);
     let history = observer.load_history("the-instance").await.unwrap();
     // Only the last execution's history is kept, and it is whole.
-    assert!(matches!(&history[1], Event::ExecutionStarted { execution: 30, .. }), "{:?}", history[1]);
+    assert!(
+        matches!(&history[1], Event::ExecutionStarted { execution: 30, .. }),
+        "{:?}",
+        history[1]
+    );
     assert_eq!(history.iter().filter(|e| e.is_terminal()).count(), 1);
     assert!(history.len() <= 4, "{history:?}");
 }

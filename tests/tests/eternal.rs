@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use duractor::prelude::*;
 use duractor::Event;
+use duractor::prelude::*;
 use duractor_tests::{TestApp, eventually};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -22,7 +22,10 @@ struct MonitorState {
 
 /// A monitor: checks in a loop, starting over with a fresh history every 100 checks.
 #[orchestrator]
-async fn monitor(ctx: OrchestrationContext, mut state: MonitorState) -> Result<MonitorState, duractor::Error> {
+async fn monitor(
+    ctx: OrchestrationContext,
+    mut state: MonitorState,
+) -> Result<MonitorState, duractor::Error> {
     for _ in 0..100 {
         if state.iteration == state.target {
             return Ok(state);
@@ -64,14 +67,24 @@ async fn a_monitor_of_ten_thousand_iterations_keeps_a_bounded_history() {
     assert_eq!(state.iteration, target);
     assert_eq!(state.total, (0..target).map(|n| n % 7).sum::<u64>());
     let history = app.client.history(&id).await.unwrap();
-    assert!(history.len() <= 310, "history of the last execution has {} events", history.len());
+    assert!(
+        history.len() <= 310,
+        "history of the last execution has {} events",
+        history.len()
+    );
     assert!(longest <= 310, "history grew to {longest} events");
-    assert!(matches!(&history[1], Event::ExecutionStarted { execution: 100, .. }));
+    assert!(matches!(
+        &history[1],
+        Event::ExecutionStarted { execution: 100, .. }
+    ));
     app.stop().await;
 }
 
 #[orchestrator]
-async fn mailbox(ctx: OrchestrationContext, (received, preserve): (Vec<String>, bool)) -> Result<Vec<String>, duractor::Error> {
+async fn mailbox(
+    ctx: OrchestrationContext,
+    (received, preserve): (Vec<String>, bool),
+) -> Result<Vec<String>, duractor::Error> {
     let mut received = received;
     let message: String = ctx.wait_for_event("message").await?;
     received.push(message);
@@ -83,14 +96,19 @@ async fn mailbox(ctx: OrchestrationContext, (received, preserve): (Vec<String>, 
         ctx.wait_for_event::<()>("go").await?;
     }
     if preserve {
-        ctx.continue_as_new_preserving_events((received, preserve)).await
+        ctx.continue_as_new_preserving_events((received, preserve))
+            .await
     } else {
         ctx.continue_as_new((received, preserve)).await
     }
 }
 
 async fn run_mailbox(app: &TestApp, preserve: bool) -> duractor::client::InstanceStatus {
-    let id = app.client.start(Mailbox, (Vec::new(), preserve)).await.unwrap();
+    let id = app
+        .client
+        .start(Mailbox, (Vec::new(), preserve))
+        .await
+        .unwrap();
     app.client.raise_event(&id, "message", "one").await.unwrap();
     eventually("the first message", WAIT, || async {
         let history = app.client.history(&id).await.ok()?;
@@ -101,7 +119,10 @@ async fn run_mailbox(app: &TestApp, preserve: bool) -> duractor::client::Instanc
     })
     .await;
     app.client.raise_event(&id, "message", "two").await.unwrap();
-    app.client.raise_event(&id, "message", "three").await.unwrap();
+    app.client
+        .raise_event(&id, "message", "three")
+        .await
+        .unwrap();
     app.client.raise_event(&id, "go", &()).await.unwrap();
     if preserve {
         app.client.wait_for_completion(&id, WAIT).await.unwrap()
@@ -116,8 +137,14 @@ async fn run_mailbox(app: &TestApp, preserve: bool) -> duractor::client::Instanc
         })
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(app.client.status(&id).await.unwrap().status, RuntimeStatus::Running);
-        app.client.raise_event(&id, "message", "four").await.unwrap();
+        assert_eq!(
+            app.client.status(&id).await.unwrap().status,
+            RuntimeStatus::Running
+        );
+        app.client
+            .raise_event(&id, "message", "four")
+            .await
+            .unwrap();
         eventually("the third execution", WAIT, || async {
             let history = app.client.history(&id).await.ok()?;
             history
@@ -126,7 +153,10 @@ async fn run_mailbox(app: &TestApp, preserve: bool) -> duractor::client::Instanc
                 .then_some(())
         })
         .await;
-        app.client.raise_event(&id, "message", "five").await.unwrap();
+        app.client
+            .raise_event(&id, "message", "five")
+            .await
+            .unwrap();
         app.client.wait_for_completion(&id, WAIT).await.unwrap()
     }
 }
@@ -135,9 +165,15 @@ async fn run_mailbox(app: &TestApp, preserve: bool) -> duractor::client::Instanc
 async fn continue_as_new_carries_unprocessed_events_only_when_asked() {
     let app = TestApp::start("carry-events").await;
     let kept = run_mailbox(&app, true).await;
-    assert_eq!(kept.output::<Vec<String>>().unwrap(), ["one", "two", "three"]);
+    assert_eq!(
+        kept.output::<Vec<String>>().unwrap(),
+        ["one", "two", "three"]
+    );
     let dropped = run_mailbox(&app, false).await;
-    assert_eq!(dropped.output::<Vec<String>>().unwrap(), ["one", "four", "five"]);
+    assert_eq!(
+        dropped.output::<Vec<String>>().unwrap(),
+        ["one", "four", "five"]
+    );
     app.stop().await;
 }
 
@@ -159,6 +195,9 @@ async fn timers_of_an_old_execution_do_not_fire_in_the_new_one() {
     let id = app.client.start(Tick, 0).await.unwrap();
     let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.output::<u32>().unwrap(), 3);
-    assert!(started.elapsed() >= Duration::from_millis(600), "the 600 ms timer was not cut short");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "the 600 ms timer was not cut short"
+    );
     app.stop().await;
 }

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use duractor::Event;
 use duractor::client::{ListQuery, PurgeQuery};
 use duractor::prelude::*;
-use duractor::Event;
 use duractor_tests::{TestApp, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,7 +35,11 @@ async fn terminate_with_a_reason_and_cascade_to_a_running_child() {
     let client = &app.client;
 
     // Plain terminate.
-    let id = client.start(Sleeper, ()).instance_id("lonely").await.unwrap();
+    let id = client
+        .start(Sleeper, ())
+        .instance_id("lonely")
+        .await
+        .unwrap();
     wait_until(client, &id, RuntimeStatus::Running).await;
     client.terminate(&id, "no longer needed").await.unwrap();
     wait_until(client, &id, RuntimeStatus::Terminated).await;
@@ -45,12 +49,24 @@ async fn terminate_with_a_reason_and_cascade_to_a_running_child() {
         Some(Event::ExecutionTerminated { reason, .. }) if reason == "no longer needed"
     ));
     let err = client.terminate(&id, "again").await.unwrap_err();
-    assert!(err.to_string().contains("is Terminated; only pending, running or suspended"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is Terminated; only pending, running or suspended"),
+        "{err}"
+    );
 
     // Cascade: the parent and its running child both end.
-    let parent = client.start(Supervisor, ()).instance_id("boss").await.unwrap();
+    let parent = client
+        .start(Supervisor, ())
+        .instance_id("boss")
+        .await
+        .unwrap();
     wait_until(client, "boss:0", RuntimeStatus::Running).await;
-    client.terminate(&parent, "shutting down").cascade(true).await.unwrap();
+    client
+        .terminate(&parent, "shutting down")
+        .cascade(true)
+        .await
+        .unwrap();
     wait_until(client, &parent, RuntimeStatus::Terminated).await;
     wait_until(client, "boss:0", RuntimeStatus::Terminated).await;
     let child_history = client.history("boss:0").await.unwrap();
@@ -61,11 +77,18 @@ async fn terminate_with_a_reason_and_cascade_to_a_running_child() {
     ));
 
     // Without cascade, the child keeps running.
-    let parent = client.start(Supervisor, ()).instance_id("boss2").await.unwrap();
+    let parent = client
+        .start(Supervisor, ())
+        .instance_id("boss2")
+        .await
+        .unwrap();
     wait_until(client, "boss2:0", RuntimeStatus::Running).await;
     client.terminate(&parent, "just the parent").await.unwrap();
     wait_until(client, &parent, RuntimeStatus::Terminated).await;
-    assert_eq!(client.status("boss2:0").await.unwrap().status, RuntimeStatus::Running);
+    assert_eq!(
+        client.status("boss2:0").await.unwrap().status,
+        RuntimeStatus::Running
+    );
     app.stop().await;
 }
 
@@ -75,7 +98,10 @@ async fn stamp(_ctx: ActivityContext, text: String) -> Result<String, duractor::
 }
 
 #[orchestrator]
-async fn collector(ctx: OrchestrationContext, count: usize) -> Result<Vec<String>, duractor::Error> {
+async fn collector(
+    ctx: OrchestrationContext,
+    count: usize,
+) -> Result<Vec<String>, duractor::Error> {
     let mut items = Vec::new();
     for _ in 0..count {
         let item: String = ctx.wait_for_event("item").await?;
@@ -106,17 +132,26 @@ async fn suspended_instances_queue_events_until_resumed() {
     client.raise_event(&id, "item", "c").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Nothing ran while suspended.
-    assert_eq!(client.status(&id).await.unwrap().status, RuntimeStatus::Suspended);
+    assert_eq!(
+        client.status(&id).await.unwrap().status,
+        RuntimeStatus::Suspended
+    );
     let history = client.history(&id).await.unwrap();
     assert_eq!(
-        history.iter().filter(|e| matches!(e, Event::EventRaised { .. })).count(),
+        history
+            .iter()
+            .filter(|e| matches!(e, Event::EventRaised { .. }))
+            .count(),
         1
     );
     assert!(client.suspend(&id, "twice").await.is_err());
 
     client.resume(&id, "done").await.unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.output::<Vec<String>>().unwrap(), ["[a]", "[b]", "[c]"]);
+    assert_eq!(
+        status.output::<Vec<String>>().unwrap(),
+        ["[a]", "[b]", "[c]"]
+    );
     let kinds: Vec<&str> = client
         .history(&id)
         .await
@@ -127,7 +162,12 @@ async fn suspended_instances_queue_events_until_resumed() {
         .collect();
     assert_eq!(
         kinds,
-        ["ExecutionStarted", "ExecutionSuspended", "ExecutionResumed", "ExecutionCompleted"]
+        [
+            "ExecutionStarted",
+            "ExecutionSuspended",
+            "ExecutionResumed",
+            "ExecutionCompleted"
+        ]
     );
     app.stop().await;
 }
@@ -162,18 +202,30 @@ async fn rewind_reruns_the_failed_step_after_the_fix() {
     let client = &app.client;
     FIXED.store(false, Ordering::SeqCst);
     let id = client.start(Pipeline, ()).await.unwrap();
-    let parent = client.start(PipelineParent, ()).instance_id("pp").await.unwrap();
+    let parent = client
+        .start(PipelineParent, ())
+        .instance_id("pp")
+        .await
+        .unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.status, RuntimeStatus::Failed);
     let parent_status = client.wait_for_completion(&parent, WAIT).await.unwrap();
     assert_eq!(parent_status.status, RuntimeStatus::Failed);
-    assert_eq!(client.status("pp:0").await.unwrap().status, RuntimeStatus::Failed);
+    assert_eq!(
+        client.status("pp:0").await.unwrap().status,
+        RuntimeStatus::Failed
+    );
 
     // Deploy the fix, then rewind: the failed step runs again, step 1 does not.
     FIXED.store(true, Ordering::SeqCst);
     client.rewind(&id, "fixed step 2").await.unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.status, RuntimeStatus::Completed, "{:?}", status.failure);
+    assert_eq!(
+        status.status,
+        RuntimeStatus::Completed,
+        "{:?}",
+        status.failure
+    );
     assert_eq!(status.output::<Vec<u32>>().unwrap(), [10, 20, 30]);
     assert!(status.failure.is_none());
     let history = client.history(&id).await.unwrap();
@@ -182,8 +234,16 @@ async fn rewind_reruns_the_failed_step_after_the_fix() {
         .filter(|e| matches!(e, Event::TaskScheduled { seq: 0, .. }))
         .count();
     assert_eq!(step1, 1);
-    assert!(!history.iter().any(|e| matches!(e, Event::TaskFailed { .. })));
-    assert!(history.iter().any(|e| matches!(e, Event::ExecutionRewound { reason } if reason == "fixed step 2")));
+    assert!(
+        !history
+            .iter()
+            .any(|e| matches!(e, Event::TaskFailed { .. }))
+    );
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e, Event::ExecutionRewound { reason } if reason == "fixed step 2"))
+    );
 
     // Rewinding a parent rewinds its failed child, and the parent completes with the result.
     client.rewind(&parent, "fixed").await.unwrap();
@@ -191,7 +251,11 @@ async fn rewind_reruns_the_failed_step_after_the_fix() {
     assert_eq!(status.output::<Vec<u32>>().unwrap(), [10, 20, 30]);
 
     let err = client.rewind(&id, "again").await.unwrap_err();
-    assert!(err.to_string().contains("only failed instances can be rewound"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("only failed instances can be rewound"),
+        "{err}"
+    );
     app.stop().await;
 }
 
@@ -212,7 +276,11 @@ async fn restart_purge_and_list_with_paging() {
             .unwrap();
         client.wait_for_completion(&id, WAIT).await.unwrap();
     }
-    client.start(Sleeper, ()).instance_id("other-1").await.unwrap();
+    client
+        .start(Sleeper, ())
+        .instance_id("other-1")
+        .await
+        .unwrap();
 
     // Restart under the same id and under a new one.
     client.restart("job-0", false).await.unwrap();
@@ -221,7 +289,12 @@ async fn restart_purge_and_list_with_paging() {
     let new_id = client.restart("job-1", true).await.unwrap();
     assert_ne!(new_id, "job-1");
     assert_eq!(
-        client.wait_for_completion(&new_id, WAIT).await.unwrap().output::<String>().unwrap(),
+        client
+            .wait_for_completion(&new_id, WAIT)
+            .await
+            .unwrap()
+            .output::<String>()
+            .unwrap(),
         "input 1"
     );
     assert!(client.restart("other-1", false).await.is_err());
@@ -274,7 +347,11 @@ async fn restart_purge_and_list_with_paging() {
     ));
     assert!(client.history("job-4").await.is_err());
     let err = client.purge("other-1").await.unwrap_err();
-    assert!(err.to_string().contains("only finished instances can be purged"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("only finished instances can be purged"),
+        "{err}"
+    );
     let purged = client
         .purge_instances(&PurgeQuery {
             statuses: vec![RuntimeStatus::Completed],

@@ -88,13 +88,30 @@ async fn waits(ctx: OrchestrationContext, _: ()) -> Result<(), duractor::Error> 
 #[tokio::test]
 async fn a_sub_orchestration_with_a_chosen_id_in_use_fails_the_call() {
     let app = TestApp::start("sub-orchestration-id").await;
-    app.client.start(Waits, ()).instance_id("busy").await.unwrap();
-    let ok = app.client.start(NamedChild, "free".to_string()).await.unwrap();
+    app.client
+        .start(Waits, ())
+        .instance_id("busy")
+        .await
+        .unwrap();
+    let ok = app
+        .client
+        .start(NamedChild, "free".to_string())
+        .await
+        .unwrap();
     assert_eq!(
-        app.client.wait_for_completion(&ok, WAIT).await.unwrap().output::<u64>().unwrap(),
+        app.client
+            .wait_for_completion(&ok, WAIT)
+            .await
+            .unwrap()
+            .output::<u64>()
+            .unwrap(),
         5
     );
-    let clash = app.client.start(NamedChild, "busy".to_string()).await.unwrap();
+    let clash = app
+        .client
+        .start(NamedChild, "busy".to_string())
+        .await
+        .unwrap();
     let status = app.client.wait_for_completion(&clash, WAIT).await.unwrap();
     assert_eq!(status.status, RuntimeStatus::Failed);
     let failure = status.failure.unwrap();
@@ -158,7 +175,8 @@ async fn retrying(ctx: OrchestrationContext, case: RetryCase) -> Result<String, 
                 .map(|call| call.to_string())
         }
         RetryCase::Timeout => {
-            let policy = RetryPolicy::new(100, Duration::from_millis(100)).timeout(Duration::from_millis(250));
+            let policy = RetryPolicy::new(100, Duration::from_millis(100))
+                .timeout(Duration::from_millis(250));
             ctx.call_activity_with_retry(Flaky, 1000, &policy)
                 .await
                 .map(|call| call.to_string())
@@ -190,7 +208,13 @@ async fn retry_policies() {
     // Succeeds on the third attempt after two durable backoff timers.
     FLAKY_CALLS.store(0, Ordering::SeqCst);
     let id = client
-        .start(Retrying, RetryCase::Flaky { fail_times: 2, max_attempts: 5 })
+        .start(
+            Retrying,
+            RetryCase::Flaky {
+                fail_times: 2,
+                max_attempts: 5,
+            },
+        )
         .await
         .unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
@@ -200,7 +224,13 @@ async fn retry_policies() {
     // Gives up after max attempts with the last error.
     FLAKY_CALLS.store(0, Ordering::SeqCst);
     let id = client
-        .start(Retrying, RetryCase::Flaky { fail_times: 10, max_attempts: 3 })
+        .start(
+            Retrying,
+            RetryCase::Flaky {
+                fail_times: 10,
+                max_attempts: 3,
+            },
+        )
         .await
         .unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
@@ -211,7 +241,10 @@ async fn retry_policies() {
     assert_eq!(attempts(&client.history(&id).await.unwrap()), (3, 2));
 
     // Non-retriable errors are not retried.
-    let id = client.start(Retrying, RetryCase::NonRetriable).await.unwrap();
+    let id = client
+        .start(Retrying, RetryCase::NonRetriable)
+        .await
+        .unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(
         status.output::<String>().unwrap(),
@@ -232,7 +265,10 @@ async fn retry_policies() {
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert!(status.output::<String>().unwrap().starts_with("gave up"));
     let (scheduled, _) = attempts(&client.history(&id).await.unwrap());
-    assert_eq!(scheduled, 3, "attempts at 0, 100 and 200 ms; a fourth would start after 250 ms");
+    assert_eq!(
+        scheduled, 3,
+        "attempts at 0, 100 and 200 ms; a fourth would start after 250 ms"
+    );
     assert!(started.elapsed() >= Duration::from_millis(200));
     app.stop().await;
 }
@@ -242,10 +278,16 @@ async fn retry_child(ctx: OrchestrationContext, _: ()) -> Result<u64, duractor::
     // The first child (13) fails; retrying calls it with the same input, so it fails again
     // and the policy gives up after 2 attempts: two child instances were created.
     let policy = RetryPolicy::new(2, Duration::from_millis(10));
-    match ctx.call_sub_orchestrator_with_retry(ChildSum, 13, &policy).await {
+    match ctx
+        .call_sub_orchestrator_with_retry(ChildSum, 13, &policy)
+        .await
+    {
         Ok(sum) => Ok(sum),
         Err(duractor::Error::SubOrchestrationFailed { failure, .. }) => {
-            Err(duractor::Error::Failed(Failure::application(format!("child failed twice: {}", failure.message))))
+            Err(duractor::Error::Failed(Failure::application(format!(
+                "child failed twice: {}",
+                failure.message
+            ))))
         }
         Err(other) => Err(other),
     }
@@ -254,11 +296,25 @@ async fn retry_child(ctx: OrchestrationContext, _: ()) -> Result<u64, duractor::
 #[tokio::test]
 async fn sub_orchestrator_retries_create_new_children() {
     let app = TestApp::start("sub-retry").await;
-    let id = app.client.start(RetryChild, ()).instance_id("rc").await.unwrap();
+    let id = app
+        .client
+        .start(RetryChild, ())
+        .instance_id("rc")
+        .await
+        .unwrap();
     let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.status, RuntimeStatus::Failed);
-    assert_eq!(status.failure.unwrap().message, "child failed twice: 13 is unlucky");
-    assert_eq!(app.client.status("rc:0").await.unwrap().status, RuntimeStatus::Failed);
-    assert_eq!(app.client.status("rc:2").await.unwrap().status, RuntimeStatus::Failed);
+    assert_eq!(
+        status.failure.unwrap().message,
+        "child failed twice: 13 is unlucky"
+    );
+    assert_eq!(
+        app.client.status("rc:0").await.unwrap().status,
+        RuntimeStatus::Failed
+    );
+    assert_eq!(
+        app.client.status("rc:2").await.unwrap().status,
+        RuntimeStatus::Failed
+    );
     app.stop().await;
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use duractor::prelude::*;
 use duractor_tests::TestApp;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 
 #[derive(Clone, Default)]
 struct Recorder {
@@ -39,7 +39,12 @@ impl<S: tracing::Subscriber> Layer<S> for Recorder {
         }
     }
 
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: Context<'_, S>,
+    ) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some((_, id)) = fields.0.iter().find(|(name, _)| name == "instance_id") {
@@ -69,23 +74,37 @@ async fn chatty(ctx: OrchestrationContext, steps: u32) -> Result<u32, duractor::
 async fn orchestrator_logs_are_emitted_once_despite_replays() {
     let recorder = Recorder::default();
     let subscriber = tracing_subscriber::registry().with(recorder.clone());
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this test binary");
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the only subscriber in this test binary");
 
     // Unloaded after every turn: each step replays all previous ones.
     let app = TestApp::start_with("tracing", |b| b.idle_unload_after(Duration::ZERO)).await;
-    let id = app.client.start(Chatty, 5).instance_id("chatty-1").await.unwrap();
-    let status = app.client.wait_for_completion(&id, Duration::from_secs(30)).await.unwrap();
+    let id = app
+        .client
+        .start(Chatty, 5)
+        .instance_id("chatty-1")
+        .await
+        .unwrap();
+    let status = app
+        .client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(status.output::<u32>().unwrap(), 5);
     app.stop().await;
 
     let messages = recorder.messages.lock().unwrap().clone();
-    let expected: Vec<String> = (0..5).map(|step| format!("orchestrator step {step}")).collect();
+    let expected: Vec<String> = (0..5)
+        .map(|step| format!("orchestrator step {step}"))
+        .collect();
     assert_eq!(messages, expected);
 
     let spans = recorder.spans.lock().unwrap().clone();
     for kind in ["turn", "replay", "activity"] {
         assert!(
-            spans.iter().any(|(name, id)| name == kind && id == "chatty-1"),
+            spans
+                .iter()
+                .any(|(name, id)| name == kind && id == "chatty-1"),
             "no `{kind}` span with the instance id: {spans:?}"
         );
     }

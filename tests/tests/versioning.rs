@@ -23,7 +23,10 @@ async fn new_step(_ctx: ActivityContext, order: String) -> Result<String, duract
 
 /// Version 1 of `fulfil`: reserve the old way, wait for payment, ship the old way.
 #[orchestrator(name = "fulfil", version = "1")]
-async fn fulfil_v1(ctx: OrchestrationContext, order: String) -> Result<Vec<String>, duractor::Error> {
+async fn fulfil_v1(
+    ctx: OrchestrationContext,
+    order: String,
+) -> Result<Vec<String>, duractor::Error> {
     let first = ctx.call_activity(LegacyStep, order.clone()).await?;
     ctx.wait_for_event::<()>("paid").await?;
     let second = ctx.call_activity(LegacyStep, order).await?;
@@ -35,7 +38,10 @@ async fn fulfil_v1(ctx: OrchestrationContext, order: String) -> Result<Vec<Strin
 ///   without the marker, so `is_patched` is false for it and the history still matches;
 /// * step 2 by the version stamped on the instance at start.
 #[orchestrator(name = "fulfil", version = "2")]
-async fn fulfil_v2(ctx: OrchestrationContext, order: String) -> Result<Vec<String>, duractor::Error> {
+async fn fulfil_v2(
+    ctx: OrchestrationContext,
+    order: String,
+) -> Result<Vec<String>, duractor::Error> {
     let first = if ctx.is_patched("new-reservation") {
         ctx.call_activity(NewStep, order.clone()).await?
     } else {
@@ -100,14 +106,26 @@ async fn an_old_instance_finishes_on_the_old_path_after_a_new_version_is_deploye
     client.raise_event(&new, "paid", &()).await.unwrap();
     let old_status = client.wait_for_completion(&old, WAIT).await.unwrap();
     let new_status = client.wait_for_completion(&new, WAIT).await.unwrap();
-    assert_eq!(old_status.output::<Vec<String>>().unwrap(), ["1", "legacy(A)", "legacy(A)"]);
-    assert_eq!(new_status.output::<Vec<String>>().unwrap(), ["2", "new(B)", "new(B)"]);
+    assert_eq!(
+        old_status.output::<Vec<String>>().unwrap(),
+        ["1", "legacy(A)", "legacy(A)"]
+    );
+    assert_eq!(
+        new_status.output::<Vec<String>>().unwrap(),
+        ["2", "new(B)", "new(B)"]
+    );
     let new_history = client.history(&new).await.unwrap();
-    assert!(new_history
-        .iter()
-        .any(|e| matches!(e, Event::PatchApplied { name } if name == "new-reservation")));
+    assert!(
+        new_history
+            .iter()
+            .any(|e| matches!(e, Event::PatchApplied { name } if name == "new-reservation"))
+    );
     let old_history = client.history(&old).await.unwrap();
-    assert!(!old_history.iter().any(|e| matches!(e, Event::PatchApplied { .. })));
+    assert!(
+        !old_history
+            .iter()
+            .any(|e| matches!(e, Event::PatchApplied { .. }))
+    );
     v2.shutdown().await.unwrap();
 }
 
@@ -137,7 +155,12 @@ async fn strict_version_policy_fails_or_leaves_other_versions() {
     let status = client.status(&rejected).await.unwrap();
     assert_eq!(status.status, RuntimeStatus::Running);
     let history = client.history(&rejected).await.unwrap();
-    assert!(!history.iter().any(|e| matches!(e, Event::EventRaised { .. })), "v2 ran a v1 instance");
+    assert!(
+        !history
+            .iter()
+            .any(|e| matches!(e, Event::EventRaised { .. })),
+        "v2 ran a v1 instance"
+    );
     v2.shutdown().await.unwrap();
 
     // A strict v2 worker that fails fails them with a clear error.
@@ -154,7 +177,9 @@ async fn strict_version_policy_fails_or_leaves_other_versions() {
     let failure = status.failure.unwrap();
     assert_eq!(failure.kind, "version_mismatch");
     assert!(
-        failure.message.contains("instance version `1` does not match this worker's orchestrator `fulfil` version `2`"),
+        failure.message.contains(
+            "instance version `1` does not match this worker's orchestrator `fulfil` version `2`"
+        ),
         "{}",
         failure.message
     );
@@ -163,7 +188,13 @@ async fn strict_version_policy_fails_or_leaves_other_versions() {
     // A v1 worker picks the rejected instance up and finishes it.
     let v1 = runtime(&path, false, strict_reject).await;
     let client = v1.client();
-    let status = client.wait_for_completion(&rejected, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(status.output::<Vec<String>>().unwrap(), ["1", "legacy(R)", "legacy(R)"]);
+    let status = client
+        .wait_for_completion(&rejected, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.output::<Vec<String>>().unwrap(),
+        ["1", "legacy(R)", "legacy(R)"]
+    );
     v1.shutdown().await.unwrap();
 }

@@ -18,7 +18,9 @@ static COUNTER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::n
 /// Appends a line to the counter file and returns how many lines it has.
 fn count_attempt() -> Result<usize, duractor::Error> {
     use std::io::Write;
-    let path = COUNTER.get().ok_or_else(|| duractor::Error::msg("no counter file"))?;
+    let path = COUNTER
+        .get()
+        .ok_or_else(|| duractor::Error::msg("no counter file"))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
