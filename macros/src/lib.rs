@@ -12,6 +12,7 @@ extern crate proc_macro;
 mod ast;
 mod attr;
 mod durable;
+mod entity;
 mod expand;
 
 use proc_macro::TokenStream;
@@ -30,4 +31,12 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn orchestrator(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::function(Kind::Orchestrator, args.into(), item.into()).into()
+}
+
+/// Declares an entity: on the state type (a struct or enum deriving `Default`, `Serialize`
+/// and `Deserialize`; `#[entity(name = "..")]` to rename) and on its `impl` block, whose
+/// methods with a `self` receiver are the operations. See `duractor::entity`.
+#[proc_macro_attribute]
+pub fn entity(args: TokenStream, item: TokenStream) -> TokenStream {
+    entity::expand(args.into(), item.into()).into()
 }

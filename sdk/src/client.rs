@@ -14,12 +14,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::entity::{Entity, EntityId, ProxyTarget, SignalFromClient};
 use crate::error::Error;
 use crate::history::{Event, Payload};
 use crate::registry::{Orchestrator, Registry};
 use crate::replay::Limits;
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
+pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus};
 use crate::store::{InstanceQuery, NewInstance, RuntimeStatus, Store};
 
 pub use crate::store::InstanceQuery as ListQuery;
@@ -168,7 +170,117 @@ impl Client {
             name: name.to_owned(),
             data,
         };
-        self.store.enqueue(instance_id, event).await
+        self.store.enqueue(instance_id, event, None).await
+    }
+
+    /// A proxy for signalling (one-way) operations of entity `E` with `key`: each method
+    /// returns a future that resolves once the signal is stored. The entity exists from its
+    /// first message on.
+    ///
+    /// ```no_run
+    /// # use duractor::prelude::*;
+    /// # #[entity]
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # struct Counter { value: i64 }
+    /// # #[entity]
+    /// # impl Counter { fn add(&mut self, n: i64) { self.value += n } }
+    /// # async fn run(client: Client) -> Result<(), duractor::Error> {
+    /// client.signal_entity::<Counter>("visits").add(1).await?;
+    /// let counter: Option<Counter> = client.entity_state::<Counter>("visits").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn signal_entity<E: Entity>(&self, key: impl Into<String>) -> E::Proxy<SignalFromClient> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender: self.clone(),
+            at: None,
+        })
+    }
+
+    /// Like [`signal_entity`](Self::signal_entity), delivered at `at` (a durable, scheduled
+    /// signal: it survives restarts).
+    pub fn signal_entity_at<E: Entity>(
+        &self,
+        key: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> E::Proxy<SignalFromClient> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender: self.clone(),
+            at: Some(at),
+        })
+    }
+
+    /// Signals operation `operation` of `entity` with JSON `input` (for CLIs and HTTP front
+    /// ends), optionally at a later time. When this program registers the entity type, the
+    /// name and the operation are checked first.
+    pub async fn signal_entity_raw(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Payload,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        validate_entity_id(entity)?;
+        if let Some(known) = self.registry.entities().find(|e| e.name == entity.name) {
+            let operations = (known.operations)();
+            if !operations.iter().any(|o| o.name == operation) {
+                let names: Vec<&str> = operations.iter().map(|o| o.name).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "entity `{}` has no operation `{operation}`; its operations are: {}",
+                    entity.name,
+                    names.join(", ")
+                )));
+            }
+        } else if self.registry.entities().next().is_some() {
+            self.registry.get_entity(&entity.name)?;
+        }
+        let what = format!("input of entity operation `{entity}.{operation}`");
+        self.limits.check_payload(&what, &input)?;
+        let event = Event::EntityOperation {
+            operation: operation.to_owned(),
+            input,
+            caller: None,
+            sender: None,
+        };
+        self.store.enqueue(&entity.instance_id(), event, at).await
+    }
+
+    /// The last committed state of entity `E` with `key` (`None` if it has none).
+    pub async fn entity_state<E: Entity>(
+        &self,
+        key: impl Into<String>,
+    ) -> Result<Option<E>, Error> {
+        let id = EntityId::of::<E>(key);
+        match self.store.load_entity(&id).await? {
+            Some(status) => status.state(),
+            None => Ok(None),
+        }
+    }
+
+    /// An entity's stored state and lock (`None` if nothing ever addressed it).
+    pub async fn entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        self.store.load_entity(id).await
+    }
+
+    /// Entities matching `query` (by name, key prefix; with or without state; paged).
+    pub async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
+        self.store.list_entities(query).await
+    }
+
+    /// Deletes an entity's state. The deletion is a message like any other: it runs after
+    /// the messages sent to the entity before it.
+    pub async fn delete_entity(&self, id: &EntityId) -> Result<(), Error> {
+        validate_entity_id(id)?;
+        self.store
+            .enqueue(&id.instance_id(), Event::EntityDelete {}, None)
+            .await
+    }
+
+    /// Removes entities without state and without pending messages, and releases entity
+    /// locks held by orchestrations that are finished or gone.
+    pub async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
+        self.store.clean_entities().await
     }
 
     /// Terminates a pending, running or suspended instance: it ends with status Terminated at
@@ -290,7 +402,7 @@ impl Client {
                 message: message.to_owned(),
             });
         }
-        self.store.enqueue(instance_id, event).await
+        self.store.enqueue(instance_id, event, None).await
     }
 
     /// The status of an instance; [`Error::InstanceNotFound`] if there is none.
@@ -386,6 +498,17 @@ impl Start<'_> {
         self.version = version.into();
         self
     }
+}
+
+/// Checks an entity id: a name without `@`, a key of reasonable length.
+fn validate_entity_id(id: &EntityId) -> Result<(), Error> {
+    if id.name.is_empty() || id.name.contains('@') {
+        return Err(Error::InvalidArgument(format!(
+            "`{}` is not a valid entity name: it must be non-empty and must not contain `@`",
+            id.name
+        )));
+    }
+    validate_instance_id(&id.key).map_err(|e| Error::InvalidArgument(format!("entity key: {e}")))
 }
 
 /// Checks an instance id chosen by a user.

@@ -16,12 +16,15 @@ use uuid::Uuid;
 
 use crate::durable::{
     ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, EventWait, EventWaitTimeout, Join,
-    JoinAll, Select, SubOrchestrationCall, Target, Timer, WhenAny,
+    JoinAll, LockRequest, Select, SubOrchestrationCall, Target, Timer, WhenAny,
+};
+use crate::entity::{
+    CallFromOrchestration, Entity, EntityId, ProxyTarget, SignalFromOrchestration,
 };
 use crate::error::Error;
 use crate::history::Payload;
 use crate::registry::{Activity, Orchestrator};
-use crate::replay::{Action, ContinueRequest, Limits, ReplayState};
+use crate::replay::{Action, ContinueRequest, CriticalSectionState, Limits, ReplayState};
 use crate::retry::RetryPolicy;
 
 /// The context of an orchestration: every durable call goes through it.
@@ -328,6 +331,221 @@ impl OrchestrationContext {
             tracing::debug!(instance_id = %self.instance_id, attempt = number, %error, "retrying after {wait:?}");
             self.sleep(wait).await;
             number += 1;
+        }
+    }
+
+    /// A proxy for calling operations of entity `E` with `key`: each method returns a durable
+    /// future of the operation's output (or `Error::EntityOperationFailed`).
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # #[entity]
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # struct Counter { value: i64 }
+    /// # #[entity]
+    /// # impl Counter {
+    /// #     fn add(&mut self, n: i64) { self.value += n }
+    /// #     fn get(&self) -> i64 { self.value }
+    /// # }
+    /// #[orchestrator]
+    /// async fn count(ctx: OrchestrationContext, key: String) -> Result<i64, duractor::Error> {
+    ///     ctx.signal_entity::<Counter>(key.clone()).add(1);      // one-way
+    ///     ctx.call_entity::<Counter>(key).get().await            // two-way
+    /// }
+    /// ```
+    pub fn call_entity<E: Entity>(
+        &self,
+        key: impl Into<String>,
+    ) -> E::Proxy<CallFromOrchestration> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender: self.clone(),
+            at: None,
+        })
+    }
+
+    /// A proxy for signalling (one-way) operations of entity `E` with `key`: each method
+    /// returns `()`; the signal is sent when the turn commits.
+    pub fn signal_entity<E: Entity>(
+        &self,
+        key: impl Into<String>,
+    ) -> E::Proxy<SignalFromOrchestration> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender: self.clone(),
+            at: None,
+        })
+    }
+
+    /// Like [`signal_entity`](Self::signal_entity), delivered at `at`.
+    pub fn signal_entity_at<E: Entity>(
+        &self,
+        key: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> E::Proxy<SignalFromOrchestration> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender: self.clone(),
+            at: Some(at),
+        })
+    }
+
+    /// Locks entities for this orchestration (a critical section): resolves when all are
+    /// locked. They are locked in one global order (sorted ids), so two orchestrations locking
+    /// overlapping sets cannot deadlock. While the returned guard lives, other callers'
+    /// operations on these entities wait; the orchestration may call only these entities, one
+    /// call at a time per entity. Critical sections do not nest.
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # use duractor::entity::EntityId;
+    /// # #[entity]
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # struct Account { balance: i64 }
+    /// # #[entity]
+    /// # impl Account {
+    /// #     fn deposit(&mut self, n: i64) { self.balance += n }
+    /// #     fn balance(&self) -> i64 { self.balance }
+    /// # }
+    /// #[orchestrator]
+    /// async fn transfer(ctx: OrchestrationContext, (from, to, amount): (String, String, i64)) -> Result<bool, duractor::Error> {
+    ///     let _section = ctx
+    ///         .lock(&[EntityId::of::<Account>(from.clone()), EntityId::of::<Account>(to.clone())])
+    ///         .await?;
+    ///     if ctx.call_entity::<Account>(from.clone()).balance().await? < amount {
+    ///         return Ok(false);
+    ///     }
+    ///     let debit = ctx.call_entity::<Account>(from).deposit(-amount);
+    ///     let credit = ctx.call_entity::<Account>(to).deposit(amount);
+    ///     let (debit, credit) = ctx.join(debit, credit).await;
+    ///     debit?;
+    ///     credit?;
+    ///     Ok(true)
+    /// }
+    /// ```
+    pub fn lock(&self, entities: &[EntityId]) -> LockRequest {
+        let mut sorted: Vec<EntityId> = entities.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut state = self.state();
+        if state.critical_section.is_some() {
+            drop(state);
+            return LockRequest::failed(
+                self.clone(),
+                Error::CriticalSection(
+                    "this orchestration already holds (or is acquiring) a critical section; \
+                     critical sections do not nest: lock every entity you need in one `ctx.lock(..)`"
+                        .to_owned(),
+                ),
+            );
+        }
+        if sorted.is_empty() {
+            drop(state);
+            return LockRequest::failed(
+                self.clone(),
+                Error::CriticalSection("`ctx.lock` needs at least one entity".to_owned()),
+            );
+        }
+        let entities = sorted.clone();
+        let seq = state.schedule(|seq| Action::LockEntities { seq, entities });
+        state.critical_section = Some(CriticalSectionState {
+            seq,
+            entities: sorted.clone(),
+            granted: false,
+            abandoned: false,
+        });
+        drop(state);
+        LockRequest::new(self.clone(), seq, sorted)
+    }
+
+    /// Schedules a two-way entity call (used by proxies).
+    pub(crate) fn entity_call<T>(
+        &self,
+        entity: &EntityId,
+        operation: &'static str,
+        input: Result<Payload, Error>,
+    ) -> Call<T> {
+        let target = Target::Entity {
+            entity: entity.clone(),
+            operation,
+        };
+        let input = match input.and_then(|payload| {
+            let what = format!("input of entity operation `{entity}.{operation}`");
+            self.state()
+                .limits
+                .check_payload(&what, &payload)
+                .map(|()| payload)
+        }) {
+            Ok(input) => input,
+            Err(error) => return Call::failed(self.clone(), target, error),
+        };
+        let mut state = self.state();
+        if let Some(section) = &state.critical_section
+            && section.granted
+        {
+            if !section.entities.contains(entity) {
+                drop(state);
+                return Call::failed(
+                    self.clone(),
+                    target,
+                    Error::CriticalSection(format!(
+                        "entity `{entity}` is not locked by this critical section; inside a critical \
+                         section an orchestration may call only the entities it locked"
+                    )),
+                );
+            }
+            if state.locked_calls.values().any(|e| e == entity) {
+                drop(state);
+                return Call::failed(
+                    self.clone(),
+                    target,
+                    Error::CriticalSection(format!(
+                        "a call to locked entity `{entity}` is already in flight; await it before \
+                         calling the same entity again"
+                    )),
+                );
+            }
+        }
+        let seq = state.schedule(|seq| Action::CallEntity {
+            seq,
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+            input,
+        });
+        if state
+            .critical_section
+            .as_ref()
+            .is_some_and(|section| section.granted)
+        {
+            state.locked_calls.insert(seq, entity.clone());
+        }
+        drop(state);
+        Call::new(self.clone(), seq, target)
+    }
+
+    /// Schedules a one-way entity signal (used by proxies). A signal whose input cannot be
+    /// serialized fails the orchestration.
+    pub(crate) fn entity_signal(
+        &self,
+        entity: &EntityId,
+        operation: &'static str,
+        input: Result<Payload, Error>,
+        at: Option<DateTime<Utc>>,
+    ) {
+        let mut state = self.state();
+        match input {
+            Ok(input) => {
+                state.schedule(|seq| Action::SignalEntity {
+                    seq,
+                    entity: entity.clone(),
+                    operation: operation.to_owned(),
+                    input,
+                    at,
+                });
+            }
+            Err(error) => {
+                state.fatal.get_or_insert(error.to_failure());
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 
 use crate::context::OrchestrationContext;
+use crate::entity::EntityId;
 use crate::error::Error;
 use crate::replay::Completion;
 
@@ -55,6 +56,10 @@ pub(crate) enum Target {
     SubOrchestration {
         name: &'static str,
         instance_id: String,
+    },
+    Entity {
+        entity: EntityId,
+        operation: &'static str,
     },
 }
 
@@ -112,8 +117,12 @@ impl<T: DeserializeOwned> Future for Call<T> {
         };
         let completion = self.ctx.state().take_result(seq);
         let result = match completion {
-            Some(Completion::Activity(result) | Completion::SubOrchestration(result)) => result,
-            Some(Completion::Timer) | None => return Poll::Pending,
+            Some(
+                Completion::Activity(result)
+                | Completion::SubOrchestration(result)
+                | Completion::Entity(result),
+            ) => result,
+            Some(Completion::Timer | Completion::Lock) | None => return Poll::Pending,
         };
         self.seq = None;
         Poll::Ready(match (&self.target, result) {
@@ -131,6 +140,16 @@ impl<T: DeserializeOwned> Future for Call<T> {
                 Err(Error::SubOrchestrationFailed {
                     name: (*name).to_owned(),
                     instance_id: instance_id.clone(),
+                    failure,
+                })
+            }
+            (Target::Entity { entity, operation }, Ok(output)) => output.decode_as(format_args!(
+                "output of entity operation `{entity}.{operation}`"
+            )),
+            (Target::Entity { entity, operation }, Err(failure)) => {
+                Err(Error::EntityOperationFailed {
+                    entity: entity.clone(),
+                    operation: (*operation).to_owned(),
                     failure,
                 })
             }
@@ -154,6 +173,129 @@ impl<T: DeserializeOwned> DurableFuture for Call<T> {
         }
         self.seq
             .and_then(|seq| self.ctx.state().result_ready_at(seq))
+    }
+}
+
+/// The future of [`OrchestrationContext::lock`]: resolves once every entity is locked for
+/// this orchestration, to the [`CriticalSection`] guard.
+#[must_use = "a lock request does nothing useful unless awaited"]
+pub struct LockRequest {
+    ctx: OrchestrationContext,
+    seq: Option<u64>,
+    entities: Vec<EntityId>,
+    early_error: Option<Error>,
+}
+
+impl LockRequest {
+    pub(crate) fn new(ctx: OrchestrationContext, seq: u64, entities: Vec<EntityId>) -> Self {
+        LockRequest {
+            ctx,
+            seq: Some(seq),
+            entities,
+            early_error: None,
+        }
+    }
+
+    pub(crate) fn failed(ctx: OrchestrationContext, error: Error) -> Self {
+        LockRequest {
+            ctx,
+            seq: None,
+            entities: Vec::new(),
+            early_error: Some(error),
+        }
+    }
+}
+
+impl Future for LockRequest {
+    type Output = Result<CriticalSection, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(error) = self.early_error.take() {
+            return Poll::Ready(Err(error));
+        }
+        let Some(seq) = self.seq else {
+            return Poll::Pending;
+        };
+        let granted = self.ctx.state().take_result(seq);
+        match granted {
+            Some(_) => {
+                self.seq = None;
+                Poll::Ready(Ok(CriticalSection {
+                    ctx: self.ctx.clone(),
+                    seq,
+                    entities: std::mem::take(&mut self.entities),
+                }))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for LockRequest {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            let mut state = self.ctx.state();
+            state.forget_result(seq);
+            if let Some(section) = state.critical_section.as_mut()
+                && section.seq == seq
+            {
+                section.abandoned = true;
+            }
+        }
+    }
+}
+
+impl sealed::Sealed for LockRequest {}
+impl DurableFuture for LockRequest {
+    fn __ready_at(&self) -> Option<u64> {
+        if self.early_error.is_some() {
+            return Some(0);
+        }
+        self.seq
+            .and_then(|seq| self.ctx.state().result_ready_at(seq))
+    }
+}
+
+/// A critical section: entities locked for one orchestration. While it is held, only this
+/// orchestration's operations reach them (others wait), so reading and writing several
+/// entities is atomic from their point of view. Released by [`release`](Self::release), when
+/// dropped, or when the orchestration ends.
+#[must_use = "dropping the critical section releases the entities at once"]
+pub struct CriticalSection {
+    ctx: OrchestrationContext,
+    seq: u64,
+    entities: Vec<EntityId>,
+}
+
+impl CriticalSection {
+    /// The locked entities, in lock order.
+    pub fn entities(&self) -> &[EntityId] {
+        &self.entities
+    }
+
+    /// Releases the entities.
+    pub fn release(self) {}
+}
+
+impl std::fmt::Debug for CriticalSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CriticalSection")
+            .field("seq", &self.seq)
+            .field("entities", &self.entities)
+            .finish()
+    }
+}
+
+impl Drop for CriticalSection {
+    fn drop(&mut self) {
+        let mut state = self.ctx.state();
+        if state
+            .critical_section
+            .as_ref()
+            .is_some_and(|section| section.seq == self.seq)
+        {
+            state.release_critical_section();
+        }
     }
 }
 

@@ -97,6 +97,23 @@ pub enum Error {
         failure: Failure,
     },
 
+    /// An entity operation called by the orchestrator failed; the entity's state is as it
+    /// was before the operation.
+    #[error("entity operation `{entity}.{operation}` failed: {failure}")]
+    EntityOperationFailed {
+        /// The entity.
+        entity: crate::entity::EntityId,
+        /// The operation.
+        operation: String,
+        /// What it failed with.
+        failure: Failure,
+    },
+
+    /// A rule of critical sections was broken (nesting, calling an entity that is not
+    /// locked, two calls at once to one locked entity).
+    #[error("critical section: {0}")]
+    CriticalSection(String),
+
     /// A guard rail (payload size, history length, calls per turn) was exceeded.
     #[error("{message}")]
     LimitExceeded {
@@ -169,6 +186,15 @@ pub enum Error {
         "no activity named `{name}` is registered on this worker; registered activities: {known}"
     )]
     UnknownActivity {
+        /// The name that was asked for.
+        name: String,
+        /// Comma-separated names that are registered.
+        known: String,
+    },
+
+    /// No entity with this name is registered in this program.
+    #[error("no entity named `{name}` is registered; registered entities: {known}")]
+    UnknownEntity {
         /// The name that was asked for.
         name: String,
         /// Comma-separated names that are registered.
@@ -275,7 +301,8 @@ impl Error {
         match self {
             Error::Failed(failure)
             | Error::ActivityFailed { failure, .. }
-            | Error::SubOrchestrationFailed { failure, .. } => !failure.non_retriable,
+            | Error::SubOrchestrationFailed { failure, .. }
+            | Error::EntityOperationFailed { failure, .. } => !failure.non_retriable,
             Error::NonDeterminism { .. }
             | Error::LimitExceeded { .. }
             | Error::InvalidPayload { .. } => false,
@@ -307,6 +334,11 @@ impl Error {
                     .with_cause(failure.clone())
             }
             Error::LimitExceeded { .. } => Failure::new("limit_exceeded", self.to_string()),
+            Error::EntityOperationFailed { failure, .. } => {
+                Failure::new("entity_operation_failed", self.to_string())
+                    .with_cause(failure.clone())
+            }
+            Error::CriticalSection(_) => Failure::new("critical_section", self.to_string()),
             _ => Failure::new("error", self.to_string()),
         }
     }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::entity::EntityId;
 use crate::error::{Error, Failure};
 
 /// A serialized value (JSON text): an input, output, event data or activity result.
@@ -207,6 +208,94 @@ pub enum Event {
         /// What it failed with.
         failure: Failure,
     },
+    /// The orchestrator called an entity operation (two-way).
+    EntityCalled {
+        /// Sequence number of the call.
+        seq: u64,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Payload,
+    },
+    /// The orchestrator signalled an entity operation (one-way).
+    EntitySignaled {
+        /// Sequence number of the signal.
+        seq: u64,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Payload,
+        /// When it is delivered (now if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
+    },
+    /// An entity operation called by the orchestrator returned a value.
+    EntityCompleted {
+        /// Sequence number of the call.
+        seq: u64,
+        /// The operation's output.
+        output: Payload,
+    },
+    /// An entity operation called by the orchestrator failed (its state is unchanged).
+    EntityFailed {
+        /// Sequence number of the call.
+        seq: u64,
+        /// What it failed with.
+        failure: Failure,
+    },
+    /// The orchestrator asked to lock entities (a critical section).
+    EntityLockRequested {
+        /// Sequence number of the request.
+        seq: u64,
+        /// The entities, in lock order.
+        entities: Vec<EntityId>,
+    },
+    /// All entities of a lock request are locked for the orchestrator.
+    EntityLockGranted {
+        /// Sequence number of the request.
+        seq: u64,
+    },
+    /// The orchestrator released the entities of its critical section.
+    EntityUnlockSent {
+        /// Sequence number of the release.
+        seq: u64,
+        /// The entities.
+        entities: Vec<EntityId>,
+    },
+    /// Message to an entity: run an operation (a signal when `caller` is absent).
+    EntityOperation {
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Payload,
+        /// The orchestration waiting for the result, for calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<ParentInstance>,
+        /// Who sent it (an instance id or an entity id), if known: the lock owner's
+        /// messages pass a locked entity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
+    },
+    /// Message to an entity: lock it for `owner`, then pass the request on.
+    EntityLockRequest {
+        /// The orchestration instance taking the lock.
+        owner: ParentInstance,
+        /// All entities to lock, in order.
+        entities: Vec<EntityId>,
+        /// Which of them this message is for.
+        position: usize,
+    },
+    /// Message to an entity: release the lock held by `owner`.
+    EntityUnlock {
+        /// The instance that held the lock.
+        owner: String,
+    },
+    /// Message to an entity: delete its state.
+    EntityDelete {},
     /// The orchestrator code took a patched path (`ctx.is_patched(name)` returned true).
     PatchApplied {
         /// The patch name.
@@ -273,6 +362,17 @@ impl Event {
             Event::SubOrchestrationCompleted { .. } => "SubOrchestrationCompleted",
             Event::SubOrchestrationFailed { .. } => "SubOrchestrationFailed",
             Event::PatchApplied { .. } => "PatchApplied",
+            Event::EntityCalled { .. } => "EntityCalled",
+            Event::EntitySignaled { .. } => "EntitySignaled",
+            Event::EntityCompleted { .. } => "EntityCompleted",
+            Event::EntityFailed { .. } => "EntityFailed",
+            Event::EntityLockRequested { .. } => "EntityLockRequested",
+            Event::EntityLockGranted { .. } => "EntityLockGranted",
+            Event::EntityUnlockSent { .. } => "EntityUnlockSent",
+            Event::EntityOperation { .. } => "EntityOperation",
+            Event::EntityLockRequest { .. } => "EntityLockRequest",
+            Event::EntityUnlock { .. } => "EntityUnlock",
+            Event::EntityDelete { .. } => "EntityDelete",
             Event::EventRaised { .. } => "EventRaised",
             Event::ExecutionSuspended { .. } => "ExecutionSuspended",
             Event::ExecutionResumed { .. } => "ExecutionResumed",
@@ -292,6 +392,10 @@ impl Event {
                 | Event::TimerCreated { .. }
                 | Event::SubOrchestrationScheduled { .. }
                 | Event::PatchApplied { .. }
+                | Event::EntityCalled { .. }
+                | Event::EntitySignaled { .. }
+                | Event::EntityLockRequested { .. }
+                | Event::EntityUnlockSent { .. }
         )
     }
 
@@ -352,6 +456,40 @@ impl Event {
                 format!("SubOrchestrationFailed #{seq}: {failure}")
             }
             Event::PatchApplied { name } => format!("the patched path `{name}` (PatchApplied)"),
+            Event::EntityCalled {
+                seq,
+                entity,
+                operation,
+                ..
+            } => format!("a call to entity operation `{entity}.{operation}` (EntityCalled #{seq})"),
+            Event::EntitySignaled {
+                seq,
+                entity,
+                operation,
+                ..
+            } => format!(
+                "a signal to entity operation `{entity}.{operation}` (EntitySignaled #{seq})"
+            ),
+            Event::EntityCompleted { seq, .. } => format!("EntityCompleted #{seq}"),
+            Event::EntityFailed { seq, failure } => format!("EntityFailed #{seq}: {failure}"),
+            Event::EntityLockRequested { seq, entities } => format!(
+                "a lock on {} (EntityLockRequested #{seq})",
+                entities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::EntityLockGranted { seq } => format!("EntityLockGranted #{seq}"),
+            Event::EntityUnlockSent { seq, .. } => {
+                format!("the release of a critical section (EntityUnlockSent #{seq})")
+            }
+            Event::EntityOperation { operation, .. } => format!("EntityOperation `{operation}`"),
+            Event::EntityLockRequest { owner, .. } => {
+                format!("EntityLockRequest from `{}`", owner.instance_id)
+            }
+            Event::EntityUnlock { owner } => format!("EntityUnlock from `{owner}`"),
+            Event::EntityDelete {} => "EntityDelete".to_owned(),
             Event::EventRaised { name, .. } => format!("EventRaised `{name}`"),
             Event::ExecutionSuspended { reason } => format!("ExecutionSuspended: {reason}"),
             Event::ExecutionResumed { reason } => format!("ExecutionResumed: {reason}"),

@@ -36,9 +36,14 @@
 //! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
 //! schedule turns and run activities) → [`store`] (the storage contract) → [`client`].
 
+// `Error` carries structured failures (entity ids, nested causes) that callers match on; it
+// is larger than clippy's default budget, and errors are not on any hot path.
+#![allow(clippy::result_large_err)]
+
 pub mod client;
 pub mod context;
 pub mod durable;
+pub mod entity;
 pub mod error;
 pub mod history;
 pub mod registry;
@@ -47,10 +52,13 @@ pub mod retry;
 pub mod runtime;
 pub mod store;
 
+/// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.
+pub use chrono;
 pub use client::{Client, InstanceStatus, Start};
 pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
-pub use durable::{DurableFuture, Either};
-pub use duractor_macros::{activity, orchestrator};
+pub use durable::{CriticalSection, DurableFuture, Either};
+pub use duractor_macros::{activity, entity, orchestrator};
+pub use entity::{Entity, EntityContext, EntityId};
 pub use error::{Error, Failure, Result};
 pub use history::{Event, ParentInstance, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
@@ -62,8 +70,9 @@ pub use store::{RuntimeStatus, Store};
 /// The names most programs need: `use duractor::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Client, DurableFuture, Either, Error, OrchestrationContext,
-        Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity, orchestrator,
+        Activity, ActivityContext, Client, DurableFuture, Either, Entity, EntityContext, EntityId,
+        Error, OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
+        entity, orchestrator,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -72,6 +81,10 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::durable::{__durable, Durable};
+    pub use crate::entity::{
+        __decode_input, __encode_output, __unknown_operation, EntityEntry, EntityType,
+        OperationInfo, ProxyMode, ProxyTarget,
+    };
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::{ActivityContext, OrchestrationContext};
+use crate::entity::{Entity, EntityEntry};
 use crate::error::{Error, Failure};
 use crate::history::Payload;
 
@@ -196,6 +197,7 @@ impl OrchestratorEntry {
 pub enum Registration {
     Activity(ActivityEntry),
     Orchestrator(OrchestratorEntry),
+    Entity(EntityEntry),
 }
 
 inventory::collect!(Registration);
@@ -208,6 +210,7 @@ inventory::collect!(Registration);
 pub struct Registry {
     activities: BTreeMap<&'static str, ActivityEntry>,
     orchestrators: BTreeMap<&'static str, OrchestratorEntry>,
+    entities: BTreeMap<&'static str, EntityEntry>,
 }
 
 impl Registry {
@@ -223,6 +226,7 @@ impl Registry {
             match registration {
                 Registration::Activity(entry) => registry.add_activity(*entry),
                 Registration::Orchestrator(entry) => registry.add_orchestrator(*entry),
+                Registration::Entity(entry) => registry.add_entity(*entry),
             }
         }
         registry
@@ -238,6 +242,30 @@ impl Registry {
     pub fn orchestrator<O: Orchestrator>(&mut self, _handle: O) -> &mut Self {
         self.add_orchestrator(OrchestratorEntry::of::<O>());
         self
+    }
+
+    /// Adds an entity type.
+    pub fn entity<E: Entity>(&mut self) -> &mut Self {
+        self.add_entity(EntityEntry::of::<E>());
+        self
+    }
+
+    /// Adds a type-erased entity entry.
+    pub fn add_entity(&mut self, entry: EntityEntry) {
+        self.entities.insert(entry.name, entry);
+    }
+
+    /// The entity type registered under `name`.
+    pub fn get_entity(&self, name: &str) -> Result<&EntityEntry, Error> {
+        self.entities.get(name).ok_or_else(|| Error::UnknownEntity {
+            name: name.to_owned(),
+            known: join_names(self.entities.keys()),
+        })
+    }
+
+    /// Registered entity types, by name.
+    pub fn entities(&self) -> impl Iterator<Item = &EntityEntry> {
+        self.entities.values()
     }
 
     /// Adds a type-erased activity entry.
@@ -256,6 +284,8 @@ impl Registry {
             .extend(other.activities.iter().map(|(k, v)| (*k, *v)));
         self.orchestrators
             .extend(other.orchestrators.iter().map(|(k, v)| (*k, *v)));
+        self.entities
+            .extend(other.entities.iter().map(|(k, v)| (*k, *v)));
     }
 
     /// The activity registered under `name`.

@@ -28,6 +28,7 @@ use std::task::{Context, Poll, Waker};
 use chrono::{DateTime, Utc};
 
 use crate::context::OrchestrationContext;
+use crate::entity::EntityId;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
 use crate::registry::{LocalBoxFuture, OrchestratorEntry};
@@ -94,6 +95,27 @@ pub(crate) enum Action {
     Patch {
         name: String,
     },
+    CallEntity {
+        seq: u64,
+        entity: EntityId,
+        operation: String,
+        input: Payload,
+    },
+    SignalEntity {
+        seq: u64,
+        entity: EntityId,
+        operation: String,
+        input: Payload,
+        at: Option<DateTime<Utc>>,
+    },
+    LockEntities {
+        seq: u64,
+        entities: Vec<EntityId>,
+    },
+    UnlockEntities {
+        seq: u64,
+        entities: Vec<EntityId>,
+    },
 }
 
 impl Action {
@@ -122,6 +144,38 @@ impl Action {
                 input: input.clone(),
             },
             Action::Patch { name } => Event::PatchApplied { name: name.clone() },
+            Action::CallEntity {
+                seq,
+                entity,
+                operation,
+                input,
+            } => Event::EntityCalled {
+                seq: *seq,
+                entity: entity.clone(),
+                operation: operation.clone(),
+                input: input.clone(),
+            },
+            Action::SignalEntity {
+                seq,
+                entity,
+                operation,
+                input,
+                at,
+            } => Event::EntitySignaled {
+                seq: *seq,
+                entity: entity.clone(),
+                operation: operation.clone(),
+                input: input.clone(),
+                at: *at,
+            },
+            Action::LockEntities { seq, entities } => Event::EntityLockRequested {
+                seq: *seq,
+                entities: entities.clone(),
+            },
+            Action::UnlockEntities { seq, entities } => Event::EntityUnlockSent {
+                seq: *seq,
+                entities: entities.clone(),
+            },
         }
     }
 
@@ -148,6 +202,48 @@ impl Action {
                 },
             ) => seq == rseq && name == rname,
             (Action::Patch { name }, Event::PatchApplied { name: rname }) => name == rname,
+            (
+                Action::CallEntity {
+                    seq,
+                    entity,
+                    operation,
+                    ..
+                },
+                Event::EntityCalled {
+                    seq: rseq,
+                    entity: rentity,
+                    operation: roperation,
+                    ..
+                },
+            )
+            | (
+                Action::SignalEntity {
+                    seq,
+                    entity,
+                    operation,
+                    ..
+                },
+                Event::EntitySignaled {
+                    seq: rseq,
+                    entity: rentity,
+                    operation: roperation,
+                    ..
+                },
+            ) => seq == rseq && entity == rentity && operation == roperation,
+            (
+                Action::LockEntities { seq, entities },
+                Event::EntityLockRequested {
+                    seq: rseq,
+                    entities: rentities,
+                },
+            )
+            | (
+                Action::UnlockEntities { seq, entities },
+                Event::EntityUnlockSent {
+                    seq: rseq,
+                    entities: rentities,
+                },
+            ) => seq == rseq && entities == rentities,
             _ => false,
         }
     }
@@ -165,6 +261,24 @@ impl Action {
                 format!("calls sub-orchestrator `{name}` as durable call #{seq}")
             }
             Action::Patch { name } => format!("takes the patched path `{name}`"),
+            Action::CallEntity {
+                seq,
+                entity,
+                operation,
+                ..
+            } => format!("calls entity operation `{entity}.{operation}` as durable call #{seq}"),
+            Action::SignalEntity {
+                seq,
+                entity,
+                operation,
+                ..
+            } => format!("signals entity operation `{entity}.{operation}` as durable call #{seq}"),
+            Action::LockEntities { seq, .. } => {
+                format!("locks entities as durable call #{seq}")
+            }
+            Action::UnlockEntities { seq, .. } => {
+                format!("releases a critical section as durable call #{seq}")
+            }
         }
     }
 
@@ -178,7 +292,11 @@ impl Action {
                 state.children.insert(*seq, instance_id.clone());
                 (*seq, CallKind::SubOrchestration)
             }
-            Action::Patch { .. } => return,
+            Action::CallEntity { seq, .. } => (*seq, CallKind::Entity),
+            Action::LockEntities { seq, .. } => (*seq, CallKind::Lock),
+            Action::Patch { .. } | Action::SignalEntity { .. } | Action::UnlockEntities { .. } => {
+                return;
+            }
         };
         let index = seq as usize;
         if state.calls.len() <= index {
@@ -199,6 +317,8 @@ pub(crate) enum CallKind {
     Activity,
     Timer,
     SubOrchestration,
+    Entity,
+    Lock,
 }
 
 /// The result a completion event delivers to the future of a durable call.
@@ -207,6 +327,8 @@ pub(crate) enum Completion {
     Activity(Result<Payload, Failure>),
     Timer,
     SubOrchestration(Result<Payload, Failure>),
+    Entity(Result<Payload, Failure>),
+    Lock,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +349,19 @@ pub(crate) enum Outcome {
         carried: Vec<(String, Payload)>,
         preserve_events: bool,
     },
+}
+
+/// The critical section of an execution.
+#[derive(Debug, Clone)]
+pub(crate) struct CriticalSectionState {
+    /// The lock request's sequence number.
+    pub(crate) seq: u64,
+    /// The entities, sorted.
+    pub(crate) entities: Vec<EntityId>,
+    /// All entities are locked.
+    pub(crate) granted: bool,
+    /// The lock future was dropped before the grant: release as soon as it comes.
+    pub(crate) abandoned: bool,
 }
 
 /// A pending `continue_as_new` request.
@@ -273,6 +408,10 @@ pub(crate) struct ReplayState {
     pub(crate) uuid_counter: u64,
     pub(crate) rng_state: u64,
     pub(crate) continue_as_new: Option<ContinueRequest>,
+    /// The critical section this execution holds or is acquiring.
+    pub(crate) critical_section: Option<CriticalSectionState>,
+    /// Calls in flight to entities of the critical section: seq -> entity.
+    pub(crate) locked_calls: HashMap<u64, EntityId>,
     /// A failure found outside any future (a `continue_as_new` input that cannot be
     /// serialized): it fails the execution after the current poll.
     pub(crate) fatal: Option<Failure>,
@@ -305,6 +444,8 @@ impl ReplayState {
             uuid_counter: 0,
             rng_state: seed_from(instance_id),
             continue_as_new: None,
+            critical_section: None,
+            locked_calls: HashMap::new(),
             fatal: None,
         }
     }
@@ -432,7 +573,28 @@ impl ReplayState {
         if let Some(call) = self.calls.get_mut(seq as usize) {
             call.done = true;
         }
+        self.locked_calls.remove(&seq);
+        if let Completion::Lock = completion
+            && let Some(section) = self.critical_section.as_mut()
+            && section.seq == seq
+        {
+            section.granted = true;
+            if section.abandoned {
+                // Nobody holds the guard any more (its future was dropped): release at once.
+                self.release_critical_section();
+                return;
+            }
+        }
         self.results.insert(seq, (self.position, completion));
+    }
+
+    /// Sends the release of the current critical section, if any.
+    pub(crate) fn release_critical_section(&mut self) {
+        if let Some(section) = self.critical_section.take() {
+            let entities = section.entities;
+            self.schedule(|seq| Action::UnlockEntities { seq, entities });
+            self.locked_calls.clear();
+        }
     }
 
     /// Sub-orchestrations called and not finished, by instance id.
@@ -662,6 +824,16 @@ impl Executor {
             }
             self.check_limits(&out);
         }
+        if self.outcome.is_some() {
+            // An execution never ends holding entities: release its critical section.
+            self.ctx.state().release_critical_section();
+        }
+        let produced: Vec<Action> = self.ctx.state().produced.drain(..).collect();
+        for action in produced {
+            action.record(&mut self.ctx.state());
+            self.record(&mut out, action.to_event());
+            out.actions.push(action);
+        }
         if let Some(outcome) = self.outcome.clone() {
             match &outcome {
                 Outcome::Completed(output) => self.record(
@@ -744,6 +916,10 @@ impl Executor {
             | Event::SubOrchestrationFailed { seq, .. } => {
                 state.expects(*seq, CallKind::SubOrchestration)
             }
+            Event::EntityCompleted { seq, .. } | Event::EntityFailed { seq, .. } => {
+                state.expects(*seq, CallKind::Entity)
+            }
+            Event::EntityLockGranted { seq } => state.expects(*seq, CallKind::Lock),
             Event::EventRaised { .. } => self.root.is_some(),
             Event::ExecutionSuspended { .. } => !self.suspended,
             Event::ExecutionResumed { .. } => self.suspended,
@@ -794,6 +970,15 @@ impl Executor {
                 .ctx
                 .state()
                 .complete(seq, Completion::SubOrchestration(Err(failure))),
+            Event::EntityCompleted { seq, output } => self
+                .ctx
+                .state()
+                .complete(seq, Completion::Entity(Ok(output))),
+            Event::EntityFailed { seq, failure } => self
+                .ctx
+                .state()
+                .complete(seq, Completion::Entity(Err(failure))),
+            Event::EntityLockGranted { seq } => self.ctx.state().complete(seq, Completion::Lock),
             Event::EventRaised { name, data } => self.ctx.state().raise(&name, data),
             Event::ExecutionSuspended { .. } => {
                 self.suspended = true;

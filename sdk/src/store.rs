@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::entity::EntityId;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
 
@@ -239,10 +240,70 @@ pub struct TurnCommit {
     pub failure: Option<Failure>,
     /// New custom status, if changed.
     pub custom_status: Option<Payload>,
+    /// For entities: the state and lock after the batch of operations this commit records.
+    pub entity: Option<EntityUpdate>,
     /// The lease expiry for enqueued activities and the instance.
     pub lease_until: DateTime<Utc>,
     /// Turn time (status `updated_at`).
     pub now: DateTime<Utc>,
+}
+
+/// An entity's state and critical-section lock after a batch of its operations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityUpdate {
+    /// The state (`None`: the entity has no state — new, or deleted).
+    pub state: Option<Payload>,
+    /// The orchestration instance holding the entity in a critical section.
+    pub lock_owner: Option<String>,
+}
+
+/// An entity as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityStatus {
+    /// The entity.
+    pub id: EntityId,
+    /// Its last committed state (`None`: no state).
+    pub state: Option<Payload>,
+    /// The orchestration instance holding it in a critical section.
+    pub lock_owner: Option<String>,
+    /// When it was first addressed.
+    pub created_at: DateTime<Utc>,
+    /// When its state last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EntityStatus {
+    /// The state deserialized as `T` (`None` when the entity has no state).
+    pub fn state<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        self.state
+            .as_ref()
+            .map(|p| p.decode_as(format_args!("the state of entity `{}`", self.id)))
+            .transpose()
+    }
+}
+
+/// Filters for [`Store::list_entities`].
+#[derive(Debug, Clone, Default)]
+pub struct EntityQuery {
+    /// Only entities of this name.
+    pub name: Option<String>,
+    /// Only keys starting with this prefix.
+    pub key_prefix: Option<String>,
+    /// Also entities without state (default: only those with state).
+    pub include_empty: bool,
+    /// At most this many (default 100).
+    pub limit: Option<u32>,
+    /// Continue after this entity (paging; results are ordered by name, then key).
+    pub after: Option<EntityId>,
+}
+
+/// What [`Store::clean_entities`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityCleanup {
+    /// Entities without state and without pending messages, removed.
+    pub removed_empty: u64,
+    /// Locks held by orchestrations that have finished (or no longer exist), released.
+    pub released_locks: u64,
 }
 
 /// What [`Store::commit_turn`] returns.
@@ -324,9 +385,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Enqueues a message for an instance (an `EventRaised`, or a control message such as
     /// `ExecutionTerminated`). Fails with [`Error::InstanceNotFound`] if the instance does not
-    /// exist. An `ExecutionRewound` also sets a Failed instance's status to Pending, so that
-    /// waiting for it does not return the failure being rewound.
-    async fn enqueue(&self, instance_id: &str, event: Event) -> Result<(), Error>;
+    /// exist — except for entities (`@name@key`), which exist from their first message on.
+    /// The message is visible from `visible_at` (now when `None`). An `ExecutionRewound` also
+    /// sets a Failed instance's status to Pending, so that waiting for it does not return the
+    /// failure being rewound.
+    async fn enqueue(
+        &self,
+        instance_id: &str,
+        event: Event,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error>;
 
     /// Gives claimed messages back, visible again from `visible_at` (a worker that must not
     /// run an instance, e.g. of another version, leaves it for others).
@@ -387,6 +455,16 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest time a message that nobody holds becomes visible, if it is in the future
     /// (the next timer): the dispatcher sleeps until then.
     async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error>;
+
+    /// An entity's stored state and lock; `None` if nothing ever addressed it.
+    async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error>;
+
+    /// Entities matching the query, ordered by name, then key.
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error>;
+
+    /// Removes entities without state and without pending messages, and releases locks
+    /// held by orchestrations that are finished or gone.
+    async fn clean_entities(&self) -> Result<EntityCleanup, Error>;
 
     /// In-process notifications about this store's commits.
     fn events(&self) -> &StoreEvents;

@@ -1,8 +1,10 @@
 -- duractor schema for SQLite. Times are Unix milliseconds (UTC).
 
--- One row per orchestration instance: its status, derived from its history.
+-- One row per orchestration instance (its status, derived from its history) and per entity
+-- (kind 'entity', instance_id '@name@key': its state and critical-section lock).
 CREATE TABLE instances (
     instance_id   TEXT PRIMARY KEY NOT NULL,
+    kind          TEXT NOT NULL DEFAULT 'orchestration',
     name          TEXT NOT NULL,
     version       TEXT NOT NULL DEFAULT '',
     status        TEXT NOT NULL,
@@ -14,10 +16,13 @@ CREATE TABLE instances (
     updated_at    INTEGER NOT NULL,
     completed_at  INTEGER,
     history_len   INTEGER NOT NULL DEFAULT 0,
+    entity_state  TEXT,
+    lock_owner    TEXT,
     locked_by     TEXT,
     locked_until  INTEGER
 );
-CREATE INDEX instances_by_status ON instances (status, instance_id);
+CREATE INDEX instances_by_status ON instances (kind, status, instance_id);
+CREATE INDEX instances_by_lock_owner ON instances (lock_owner) WHERE lock_owner IS NOT NULL;
 CREATE INDEX instances_by_created ON instances (created_at);
 CREATE INDEX instances_by_owner ON instances (locked_by) WHERE locked_by IS NOT NULL;
 

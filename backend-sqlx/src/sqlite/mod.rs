@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, InstanceQuery, InstanceStatus, NewInstance,
-    OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit,
+    TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::sqlite::{
@@ -240,6 +242,20 @@ fn status_row(row: &SqliteRow) -> Result<InstanceStatus, Error> {
     })
 }
 
+fn entity_row(row: &SqliteRow) -> Result<EntityStatus, Error> {
+    let get = |e: sqlx::Error| store_error("reading an entity row", e);
+    let instance_id: String = row.try_get(0).map_err(get)?;
+    let id = EntityId::from_instance_id(&instance_id)
+        .ok_or_else(|| Error::store(format!("`{instance_id}` is not an entity id")))?;
+    Ok(EntityStatus {
+        id,
+        state: decode_payload(row.try_get(1).map_err(get)?)?,
+        lock_owner: row.try_get(2).map_err(get)?,
+        created_at: from_millis(row.try_get(3).map_err(get)?),
+        updated_at: from_millis(row.try_get(4).map_err(get)?),
+    })
+}
+
 const INSTANCE_COLUMNS: &str = "instance_id, name, version, status, input, output, failure, \
      custom_status, created_at, updated_at, completed_at";
 
@@ -295,10 +311,16 @@ impl Store for SqliteStore {
         self.write(|reply| Op::Create { instance, reply }).await
     }
 
-    async fn enqueue(&self, instance_id: &str, event: Event) -> Result<(), Error> {
+    async fn enqueue(
+        &self,
+        instance_id: &str,
+        event: Event,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
         self.write(|reply| Op::Enqueue {
             instance_id: instance_id.to_owned(),
             event,
+            visible_at,
             reply,
         })
         .await
@@ -412,7 +434,8 @@ impl Store for SqliteStore {
         let statuses = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".into());
         let sql = format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances \
-             WHERE (?1 = '[]' OR status IN (SELECT value FROM json_each(?1))) \
+             WHERE kind = 'orchestration' \
+               AND (?1 = '[]' OR status IN (SELECT value FROM json_each(?1))) \
                AND (?2 IS NULL OR substr(instance_id, 1, length(?2)) = ?2) \
                AND (?3 IS NULL OR created_at >= ?3) \
                AND (?4 IS NULL OR created_at < ?4) \
@@ -441,6 +464,47 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| store_error("looking for the next timer", e))?;
         Ok(next.map(from_millis))
+    }
+
+    async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        let row = sqlx::query(
+            "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+             WHERE instance_id = ?1 AND kind = 'entity'",
+        )
+        .bind(id.instance_id())
+        .fetch_optional(&self.inner.reader)
+        .await
+        .map_err(|e| store_error("reading an entity", e))?;
+        row.as_ref().map(entity_row).transpose()
+    }
+
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
+        let prefix = query.name.as_ref().map(|name| {
+            format!(
+                "@{name}@{}",
+                query.key_prefix.as_deref().unwrap_or_default()
+            )
+        });
+        let rows = sqlx::query(
+            "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+             WHERE kind = 'entity' \
+               AND (?1 IS NULL OR substr(instance_id, 1, length(?1)) = ?1) \
+               AND (?2 OR entity_state IS NOT NULL) \
+               AND (?3 IS NULL OR instance_id > ?3) \
+             ORDER BY instance_id LIMIT ?4",
+        )
+        .bind(prefix)
+        .bind(query.include_empty)
+        .bind(query.after.as_ref().map(EntityId::instance_id))
+        .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+        .fetch_all(&self.inner.reader)
+        .await
+        .map_err(|e| store_error("listing entities", e))?;
+        rows.iter().map(entity_row).collect()
+    }
+
+    async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
+        self.write(|reply| Op::CleanEntities { reply }).await
     }
 
     fn events(&self) -> &StoreEvents {

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, NewInstance, OrchestrationMessage, PurgeQuery,
-    StoreEvents, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, NewInstance, OrchestrationMessage,
+    PurgeQuery, StoreEvents, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus};
 use serde::Serialize;
@@ -46,7 +47,11 @@ pub(super) enum Op {
     Enqueue {
         instance_id: String,
         event: Event,
+        visible_at: Option<DateTime<Utc>>,
         reply: Reply<()>,
+    },
+    CleanEntities {
+        reply: Reply<EntityCleanup>,
     },
     Abandon {
         owner: String,
@@ -105,6 +110,7 @@ enum Outcome {
     Messages(Result<Vec<OrchestrationMessage>, Error>),
     Items(Result<Vec<ActivityWorkItem>, Error>),
     Count(Result<u64, Error>),
+    Cleanup(Result<EntityCleanup, Error>),
 }
 
 impl Op {
@@ -155,6 +161,13 @@ impl Op {
                 reply,
                 outcome.and_then(|o| match o {
                     Outcome::Items(r) => r,
+                    _ => Err(mismatch()),
+                }),
+            ),
+            (Op::CleanEntities { reply }, outcome) => send(
+                reply,
+                outcome.and_then(|o| match o {
+                    Outcome::Cleanup(r) => r,
                     _ => Err(mismatch()),
                 }),
             ),
@@ -310,6 +323,10 @@ impl Writer {
                     let purged = self.purge(query).await?;
                     *outcome = Outcome::Count(Ok(purged));
                 }
+                Op::CleanEntities { .. } => {
+                    let cleanup = self.clean_entities(now).await?;
+                    *outcome = Outcome::Cleanup(Ok(cleanup));
+                }
                 _ => {}
             }
         }
@@ -330,6 +347,7 @@ impl Writer {
                 Op::Turn { turn, .. } => {
                     instance_ids.push(&turn.instance_id);
                     instance_ids.extend(turn.new_instances.iter().map(|i| i.instance_id.as_str()));
+                    instance_ids.extend(turn.messages.iter().map(|m| m.instance_id.as_str()));
                 }
                 Op::Complete { completion, .. } => {
                     instance_ids.push(&completion.instance_id);
@@ -419,6 +437,7 @@ impl Writer {
             };
             let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
             sqlx::query(sql)
+                .bind(json(&plan.new_entities))
                 .bind(json(&plan.reset_history))
                 .bind(json(&plan.history))
                 .bind(json(&plan.consumed))
@@ -430,6 +449,7 @@ impl Writer {
                 .bind(json(&plan.activities))
                 .bind(json(&plan.updates))
                 .bind(json(&plan.rewound))
+                .bind(json(&plan.entity_updates))
                 .execute(&mut self.conn)
                 .await?;
             if commit_inline && !plan.has_lease_writes() {
@@ -536,6 +556,36 @@ impl Writer {
         Ok(Ok(messages))
     }
 
+    /// Releases locks of finished (or gone) orchestrations, through an `EntityUnlock` message
+    /// so the entity runs what waited for the lock; removes entities with no state, no lock
+    /// and no pending message.
+    async fn clean_entities(&mut self, now: i64) -> Result<EntityCleanup, sqlx::Error> {
+        let released = sqlx::query(
+            "INSERT INTO orch_queue (instance_id, visible_at, message) \
+             SELECT e.instance_id, ?1, json_object('EntityUnlock', json_object('owner', e.lock_owner)) \
+             FROM instances e \
+             WHERE e.kind = 'entity' AND e.lock_owner IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.instance_id = e.lock_owner \
+                               AND o.status IN ('Pending', 'Running', 'Suspended'))",
+        )
+        .bind(now)
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM instances WHERE kind = 'entity' AND entity_state IS NULL \
+               AND lock_owner IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM orch_queue q WHERE q.instance_id = instances.instance_id)",
+        )
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected();
+        Ok(EntityCleanup {
+            removed_empty: removed,
+            released_locks: released,
+        })
+    }
+
     /// Deletes finished instances matching `query` with everything they own.
     async fn purge(&mut self, query: &PurgeQuery) -> Result<u64, sqlx::Error> {
         let statuses: Vec<&str> = RuntimeStatus::ALL
@@ -547,7 +597,7 @@ impl Writer {
             .collect();
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT instance_id FROM instances \
-             WHERE status IN (SELECT value FROM json_each(?1)) \
+             WHERE kind = 'orchestration' AND status IN (SELECT value FROM json_each(?1)) \
                AND (?2 IS NULL OR instance_id = ?2) \
                AND (?3 IS NULL OR created_at >= ?3) \
                AND (?4 IS NULL OR created_at < ?4)",
@@ -626,7 +676,9 @@ impl Writer {
 /// The merged writes of turns, activity results, messages and status updates.
 macro_rules! core_writes {
     () => {
-        "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
+        "INSERT OR IGNORE INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
+           SELECT value->>0, 'entity', value->>1, 'Running', 'null', value->>2, value->>2 FROM json_each(?); \
+         DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
          INSERT INTO history (instance_id, idx, event) \
            SELECT value->>0, value->>1, value->>2 FROM json_each(?); \
          DELETE FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)); \
@@ -653,7 +705,11 @@ macro_rules! core_writes {
                  FROM json_each(?)) AS u \
            WHERE instances.instance_id = u.id; \
          UPDATE instances SET status = 'Pending' \
-           WHERE instance_id IN (SELECT value FROM json_each(?)) AND status = 'Failed'"
+           WHERE instance_id IN (SELECT value FROM json_each(?)) AND status = 'Failed'; \
+         UPDATE instances SET entity_state = u.state, lock_owner = u.owner, updated_at = u.at \
+           FROM (SELECT value->>0 AS id, value->>1 AS state, value->>2 AS owner, value->>3 AS at \
+                 FROM json_each(?)) AS u \
+           WHERE instances.instance_id = u.id"
     };
 }
 
@@ -682,6 +738,7 @@ impl Op {
                 | Op::ClaimActivities { .. }
                 | Op::Abandon { .. }
                 | Op::Purge { .. }
+                | Op::CleanEntities { .. }
         )
     }
 }
@@ -735,6 +792,10 @@ struct Plan {
     /// Failed instances asked to rewind: Pending again at once, so nobody waiting for them
     /// takes the old failure for the outcome.
     rewound: Vec<String>,
+    /// Entities addressed for the first time: [instance_id, name, created_at].
+    new_entities: Vec<(String, String, i64)>,
+    /// [instance_id, state, lock_owner, updated_at]
+    entity_updates: Vec<(String, Option<String>, Option<String>, i64)>,
     /// Instances whose history a turn replaces (continue-as-new, rewind).
     reset_history: Vec<String>,
     /// [owner, until]
@@ -782,6 +843,8 @@ impl Plan {
         !(self.history.is_empty()
             && self.reset_history.is_empty()
             && self.rewound.is_empty()
+            && self.new_entities.is_empty()
+            && self.entity_updates.is_empty()
             && self.consumed.is_empty()
             && self.finished.is_empty()
             && self.done_items.is_empty()
@@ -825,13 +888,19 @@ impl Plan {
         match op {
             Op::Create { instance, .. } => Outcome::Unit(self.create(instance, state)),
             Op::Enqueue {
-                instance_id, event, ..
-            } => Outcome::Unit(if state.instances.contains_key(instance_id) {
-                self.add_message(state, instance_id, now, event, None, None);
+                instance_id,
+                event,
+                visible_at,
+                ..
+            } => Outcome::Unit(if self.ensure_target(state, instance_id, now) {
+                let visible_at = visible_at.map_or(now, |at| millis(at).max(now));
+                self.add_message(state, instance_id, visible_at, event, None, None);
                 if matches!(event, Event::ExecutionRewound { .. }) {
                     self.rewound.push(instance_id.clone());
                 }
-                self.effects.work = true;
+                if visible_at <= now {
+                    self.effects.work = true;
+                }
                 Ok(())
             } else {
                 Err(Error::InstanceNotFound(instance_id.clone()))
@@ -872,7 +941,31 @@ impl Plan {
             Op::ClaimActivities { .. } => Outcome::Items(Ok(Vec::new())),
             Op::Abandon { .. } => Outcome::Unit(Ok(())),
             Op::Purge { .. } => Outcome::Count(Ok(0)),
+            Op::CleanEntities { .. } => Outcome::Cleanup(Ok(EntityCleanup::default())),
         }
+    }
+
+    /// Whether a message may go to `instance_id`: an existing instance, or an entity, which
+    /// exists from its first message on (its row is created here).
+    fn ensure_target(&mut self, state: &mut State, instance_id: &str, now: i64) -> bool {
+        if state.instances.contains_key(instance_id) {
+            return true;
+        }
+        let Some(entity) = EntityId::from_instance_id(instance_id) else {
+            return false;
+        };
+        self.new_entities
+            .push((instance_id.to_owned(), entity.name, now));
+        state.instances.insert(
+            instance_id.to_owned(),
+            InstanceState {
+                status: RuntimeStatus::Running.as_str().to_owned(),
+                history_len: 0,
+                locked_by: None,
+                locked_until: None,
+            },
+        );
+        true
     }
 
     fn create(&mut self, instance: &NewInstance, state: &mut State) -> Result<(), Error> {
@@ -994,6 +1087,10 @@ impl Plan {
             if terminal && message.instance_id == turn.instance_id {
                 continue; // the instance is done: its own timers would only be dropped
             }
+            if !self.ensure_target(state, &message.instance_id, now) {
+                tracing::debug!(instance_id = %message.instance_id, "dropping a message to an instance that does not exist");
+                continue;
+            }
             let visible_at = millis(message.visible_at);
             self.add_message(
                 state,
@@ -1006,6 +1103,14 @@ impl Plan {
             if visible_at <= now {
                 self.effects.work = true;
             }
+        }
+        if let Some(entity) = &turn.entity {
+            self.entity_updates.push((
+                turn.instance_id.clone(),
+                entity.state.as_ref().map(|p| p.as_str().to_owned()),
+                entity.lock_owner.clone(),
+                millis(turn.now),
+            ));
         }
         let history_len = start + turn.new_events.len() as i64;
         let updated_at = millis(turn.now);

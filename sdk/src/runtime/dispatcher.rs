@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::activity::{ActivityWorker, Drain as DrainWorker};
+use super::entity::EntityActor;
 use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
 use super::{Inbound, Shared};
 use crate::client::now_millis;
+use crate::entity::EntityId;
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
@@ -73,9 +75,39 @@ pub(super) struct Unloaded {
 #[rtype(result = "()")]
 struct Shutdown;
 
-/// A loaded instance.
+/// The actor of a loaded instance or entity.
+#[derive(Clone)]
+enum ActorAddr {
+    Instance(Addr<InstanceActor>),
+    Entity(Addr<EntityActor>),
+}
+
+impl ActorAddr {
+    fn deliver(&self, messages: Vec<Inbound>) {
+        match self {
+            ActorAddr::Instance(addr) => addr.do_send(super::instance::Deliver(messages)),
+            ActorAddr::Entity(addr) => addr.do_send(super::instance::Deliver(messages)),
+        }
+    }
+
+    fn unload(&self) {
+        match self {
+            ActorAddr::Instance(addr) => addr.do_send(Unload),
+            ActorAddr::Entity(addr) => addr.do_send(Unload),
+        }
+    }
+
+    async fn drain(self) {
+        let _ = match self {
+            ActorAddr::Instance(addr) => addr.send(DrainInstance).await,
+            ActorAddr::Entity(addr) => addr.send(DrainInstance).await,
+        };
+    }
+}
+
+/// A loaded instance or entity.
 struct Slot {
-    addr: Addr<InstanceActor>,
+    addr: ActorAddr,
     /// The actor was asked to unload: hold its messages until it reports back.
     unloading: bool,
     queued: Vec<Inbound>,
@@ -171,17 +203,32 @@ impl Dispatcher {
     fn deliver(&mut self, instance_id: Arc<str>, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
         match self.instances.get_mut(&instance_id) {
             Some(slot) if slot.unloading => slot.queued.extend(messages),
-            Some(slot) => slot.addr.do_send(super::instance::Deliver(messages)),
+            Some(slot) => slot.addr.deliver(messages),
             None => {
-                let actor = InstanceActor::new(
-                    self.shared.clone(),
-                    instance_id.clone(),
-                    ctx.address(),
-                    self.worker.clone(),
-                    messages,
-                );
+                let addr = match EntityId::from_instance_id(&instance_id) {
+                    Some(entity) => ActorAddr::Entity(
+                        EntityActor::new(
+                            self.shared.clone(),
+                            instance_id.clone(),
+                            entity,
+                            ctx.address(),
+                            messages,
+                        )
+                        .start(),
+                    ),
+                    None => ActorAddr::Instance(
+                        InstanceActor::new(
+                            self.shared.clone(),
+                            instance_id.clone(),
+                            ctx.address(),
+                            self.worker.clone(),
+                            messages,
+                        )
+                        .start(),
+                    ),
+                };
                 let slot = Slot {
-                    addr: actor.start(),
+                    addr,
                     unloading: false,
                     queued: Vec::new(),
                 };
@@ -312,7 +359,7 @@ impl Handler<RequestUnload> for Dispatcher {
             && !slot.unloading
         {
             slot.unloading = true;
-            slot.addr.do_send(Unload);
+            slot.addr.unload();
         }
     }
 }
@@ -353,7 +400,7 @@ impl Handler<Shutdown> for Dispatcher {
         self.stopping = true;
         let grace = self.shared.options.shutdown_grace;
         let worker = self.worker.clone();
-        let instances: Vec<Addr<InstanceActor>> = self
+        let instances: Vec<ActorAddr> = self
             .instances
             .values()
             .map(|slot| slot.addr.clone())
@@ -363,7 +410,7 @@ impl Handler<Shutdown> for Dispatcher {
                 let drain = async move {
                     let _ = worker.send(DrainWorker).await;
                     for instance in instances {
-                        let _ = instance.send(DrainInstance).await;
+                        instance.drain().await;
                     }
                 };
                 if tokio::time::timeout(grace, drain).await.is_err() {

@@ -610,6 +610,71 @@ impl InstanceActor {
                     }),
                 }),
                 Action::Patch { .. } => {}
+                Action::CallEntity {
+                    seq,
+                    entity,
+                    operation,
+                    input,
+                } => outbound.push(NewMessage {
+                    instance_id: entity.instance_id(),
+                    visible_at: now,
+                    event: Event::EntityOperation {
+                        operation: operation.clone(),
+                        input: input.clone(),
+                        caller: Some(ParentInstance {
+                            instance_id: instance_id.clone(),
+                            seq: *seq,
+                            execution,
+                        }),
+                        sender: Some(instance_id.clone()),
+                    },
+                    execution: None,
+                }),
+                Action::SignalEntity {
+                    entity,
+                    operation,
+                    input,
+                    at,
+                    ..
+                } => outbound.push(NewMessage {
+                    instance_id: entity.instance_id(),
+                    visible_at: at.map_or(now, |at| at.max(now)),
+                    event: Event::EntityOperation {
+                        operation: operation.clone(),
+                        input: input.clone(),
+                        caller: None,
+                        sender: Some(instance_id.clone()),
+                    },
+                    execution: None,
+                }),
+                Action::LockEntities { seq, entities } => {
+                    if let Some(first) = entities.first() {
+                        outbound.push(NewMessage {
+                            instance_id: first.instance_id(),
+                            visible_at: now,
+                            event: Event::EntityLockRequest {
+                                owner: ParentInstance {
+                                    instance_id: instance_id.clone(),
+                                    seq: *seq,
+                                    execution,
+                                },
+                                entities: entities.clone(),
+                                position: 0,
+                            },
+                            execution: None,
+                        });
+                    }
+                }
+                Action::UnlockEntities { entities, .. } => {
+                    outbound.extend(entities.iter().map(|entity| NewMessage {
+                        instance_id: entity.instance_id(),
+                        visible_at: now,
+                        event: Event::EntityUnlock {
+                            owner: instance_id.clone(),
+                        },
+                        execution: None,
+                    }));
+                }
             }
         }
         if let Some(Outcome::Terminated(reason)) = &out.finished {
@@ -663,6 +728,7 @@ impl InstanceActor {
             output,
             failure,
             custom_status,
+            entity: None,
             lease_until: self.shared.lease_until(),
             now,
         };

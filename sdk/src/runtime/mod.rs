@@ -6,6 +6,9 @@
 //! * [`instance`] — one `InstanceActor` per loaded orchestration instance: it keeps the live
 //!   orchestrator future between turns (no replay per step), runs a turn when messages arrive,
 //!   commits it, and hands new activity work straight to the worker.
+//! * [`entity`] — one `EntityActor` per loaded entity: runs its operations one at a time in
+//!   arrival order, holds others' messages while a critical section locks it, and commits
+//!   each batch (state, lock, consumed messages, replies, signals) in one store call.
 //! * [`activity`] — the `ActivityWorker` actor, on its own thread: runs activities with a
 //!   concurrency limit and commits their results.
 //!
@@ -15,6 +18,7 @@
 
 mod activity;
 mod dispatcher;
+mod entity;
 mod instance;
 
 use std::any::Any;
