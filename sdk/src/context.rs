@@ -423,8 +423,15 @@ impl OrchestrationContext {
     ///     Ok(true)
     /// }
     /// ```
-    pub fn lock(&self, entities: &[EntityId]) -> LockRequest {
-        let mut sorted: Vec<EntityId> = entities.to_vec();
+    pub fn lock<I>(&self, entities: I) -> LockRequest
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<EntityId>,
+    {
+        let mut sorted: Vec<EntityId> = entities
+            .into_iter()
+            .map(|id| std::borrow::Borrow::<EntityId>::borrow(&id).clone())
+            .collect();
         sorted.sort();
         sorted.dedup();
         let mut state = self.state();

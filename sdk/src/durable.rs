@@ -148,7 +148,7 @@ impl<T: DeserializeOwned> Future for Call<T> {
             )),
             (Target::Entity { entity, operation }, Err(failure)) => {
                 Err(Error::EntityOperationFailed {
-                    entity: entity.clone(),
+                    entity: Box::new(entity.clone()),
                     operation: (*operation).to_owned(),
                     failure,
                 })

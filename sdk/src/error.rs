@@ -101,8 +101,8 @@ pub enum Error {
     /// was before the operation.
     #[error("entity operation `{entity}.{operation}` failed: {failure}")]
     EntityOperationFailed {
-        /// The entity.
-        entity: crate::entity::EntityId,
+        /// The entity (boxed to keep `Error` small).
+        entity: Box<crate::entity::EntityId>,
         /// The operation.
         operation: String,
         /// What it failed with.

@@ -36,10 +36,6 @@
 //! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
 //! schedule turns and run activities) → [`store`] (the storage contract) → [`client`].
 
-// `Error` carries structured failures (entity ids, nested causes) that callers match on; it
-// is larger than clippy's default budget, and errors are not on any hot path.
-#![allow(clippy::result_large_err)]
-
 pub mod client;
 pub mod context;
 pub mod durable;

@@ -201,9 +201,9 @@ async fn transfer(
 #[orchestrator]
 async fn rule_breaker(ctx: OrchestrationContext, case: u32) -> Result<String, duractor::Error> {
     let a = EntityId::of::<Account>("rb-a");
-    let _section = ctx.lock(&[a.clone()]).await?;
+    let _section = ctx.lock([a.clone()]).await?;
     let result = match case {
-        0 => ctx.lock(&[a]).await.map(|_| ()),
+        0 => ctx.lock([a]).await.map(|_| ()),
         1 => ctx
             .call_entity::<Account>("rb-b")
             .balance()
