@@ -60,13 +60,13 @@ async fn main() -> Result<(), duractor::Error> {
     let runtime = Runtime::builder(store).start().await?;
     let client = runtime.client();
     for i in 0..COUNT {
-        match client
-            .start(TenSteps, i)
-            .instance_id(format!("crash-{i}"))
-            .await
-        {
-            Ok(_) | Err(duractor::Error::InstanceExists { .. }) => {}
-            Err(e) => return Err(e),
+        // Start each instance once: a finished one with the same id would be replaced.
+        let id = format!("crash-{i}");
+        if client.status(&id).await.is_err() {
+            match client.start(TenSteps, i).instance_id(id).await {
+                Ok(_) | Err(duractor::Error::InstanceExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     for i in 0..COUNT {

@@ -76,17 +76,20 @@ async fn main() -> Result<(), duractor::Error> {
         .start()
         .await?;
     let client = runtime.client();
-    let started = match mode {
-        "retry" => client.start(Patient, ()).instance_id("the-instance").await,
-        "eternal" => client.start(Counter, 0).instance_id("the-instance").await,
-        other => {
-            eprintln!("unknown mode {other}");
-            std::process::exit(2);
+    // Start the instance once: a finished one with the same id would be replaced.
+    if client.status("the-instance").await.is_err() {
+        let started = match mode {
+            "retry" => client.start(Patient, ()).instance_id("the-instance").await,
+            "eternal" => client.start(Counter, 0).instance_id("the-instance").await,
+            other => {
+                eprintln!("unknown mode {other}");
+                std::process::exit(2);
+            }
+        };
+        match started {
+            Ok(_) | Err(duractor::Error::InstanceExists { .. }) => {}
+            Err(e) => return Err(e),
         }
-    };
-    match started {
-        Ok(_) | Err(duractor::Error::InstanceExists { .. }) => {}
-        Err(e) => return Err(e),
     }
     let status = client
         .wait_for_completion("the-instance", Duration::from_secs(120))
