@@ -50,6 +50,20 @@ async fn hello_sequence(ctx: OrchestrationContext, start: u64) -> Result<u64, du
     ctx.call_activity(NoopAdd, b).await
 }
 
+/// W4: a counter entity.
+#[entity]
+#[derive(Default, Serialize, Deserialize)]
+struct Tally {
+    value: u64,
+}
+
+#[entity]
+impl Tally {
+    fn add(&mut self, amount: u64) {
+        self.value += amount;
+    }
+}
+
 struct Options {
     workloads: Vec<String>,
     runs: usize,
@@ -58,7 +72,13 @@ struct Options {
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
-        workloads: vec!["W1".into(), "W2".into(), "W3".into(), "W6".into()],
+        workloads: vec![
+            "W1".into(),
+            "W2".into(),
+            "W3".into(),
+            "W4".into(),
+            "W6".into(),
+        ],
         runs: 1,
         synchronous: Synchronous::Normal,
     };
@@ -87,7 +107,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--help" | "-h" => {
                 println!(
-                    "usage: duractor-benches [--workload all|W1,W2,W3,W6] [--runs N] [--sync normal|full]"
+                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W6] [--runs N] [--sync normal|full]"
                 );
                 std::process::exit(0);
             }
@@ -199,6 +219,48 @@ async fn run_workload(
             }
             let wall = started.elapsed();
             json!({"n": m, "wall_ms": ms(wall), "per_sec": m as f64 / wall.as_secs_f64(), "ok": ok})
+        }
+        "W4" => {
+            // 10,000 signals to 100 counters, sent by 1,000 concurrent senders (10 per
+            // counter, each sending its 10 signals in order), then every counter read and
+            // checked.
+            let (signals, counters, senders) = (10_000u64, 100u64, 1_000u64);
+            let started = Instant::now();
+            let senders = (0..senders).map(|s| {
+                let client = client.clone();
+                let c = s % counters;
+                async move {
+                    for _ in 0..signals / senders {
+                        client
+                            .signal_entity::<Tally>(format!("c{c}"))
+                            .add(c + 1)
+                            .await?;
+                    }
+                    Ok::<_, duractor::Error>(())
+                }
+            });
+            futures_join_all(senders).await?;
+            let mut ok = true;
+            for c in 0..counters {
+                let expected = (c + 1) * (signals / counters);
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let value = client
+                        .entity_state::<Tally>(format!("c{c}"))
+                        .await?
+                        .map_or(0, |t| t.value);
+                    if value == expected {
+                        break;
+                    }
+                    if value > expected || Instant::now() > deadline {
+                        ok = false;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            let wall = started.elapsed();
+            json!({"n": signals, "wall_ms": ms(wall), "per_sec": signals as f64 / wall.as_secs_f64(), "ok": ok})
         }
         "W6" => {
             let count = 200usize;
