@@ -49,7 +49,7 @@ pub mod store;
 pub use client::{Client, InstanceStatus, Start};
 pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
 pub use durable::{DurableFuture, Either};
-pub use duractor_macros::{activity, orchestrator};
+pub use duractor_macros::{activity, allow_nondeterminism, orchestration_helper, orchestrator};
 pub use error::{Error, Failure, Result};
 pub use history::{Event, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
@@ -60,7 +60,7 @@ pub use store::{RuntimeStatus, Store};
 pub mod prelude {
     pub use crate::{
         Activity, ActivityContext, Client, DurableFuture, Either, Error, OrchestrationContext,
-        Orchestrator, Runtime, RuntimeStatus, activity, orchestrator,
+        Orchestrator, Runtime, RuntimeStatus, activity, orchestration_helper, orchestrator,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -72,6 +72,11 @@ pub mod __private {
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;
+
+    /// Lets an `#[orchestration_helper]`'s `impl Future` capture a lifetime of its parameters
+    /// without requiring the future to outlive it (needed in edition 2021, harmless in 2024).
+    pub trait Captures<'a> {}
+    impl<T: ?Sized> Captures<'_> for T {}
 
     use crate::error::{Error, Failure};
 
