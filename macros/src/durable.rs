@@ -112,8 +112,11 @@ impl Rewriter<'_> {
         }
         match expr {
             Expr::Await(await_expr) if wrap_await => {
+                // The check is spanned at `.await`, so the error reads "this future is not
+                // durable" under the awaited expression and "required by this call" under
+                // `await`.
                 let base = &await_expr.base;
-                let span = base.span();
+                let span = await_expr.await_token.span;
                 let wrapped: Expr = syn::parse_quote_spanned! {span=>
                     ::duractor::__private::__durable(#base)
                 };

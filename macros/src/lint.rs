@@ -577,7 +577,7 @@ fn hash_message(kind: HashKind, name: &str) -> String {
         ),
     };
     format!(
-        "{RULE_RANDOM}: iterating the `{ty}` `{name}` visits its entries in an order that is random per process (its hasher is seeded randomly): a replay can make its durable calls in another order than the run that wrote the history; use {fix}, or sort the entries before iterating"
+        "{RULE_RANDOM}: iterating the `{ty}` `{name}` visits its entries in an order that is random per process (its hasher is seeded randomly): a replay can make its durable calls in another order than the run that wrote the history; use {fix} instead"
     )
 }
 
