@@ -35,6 +35,18 @@ async fn first_of<T: Clone + 'static>(ctx: &OrchestrationContext, items: Vec<T>)
 }
 
 #[orchestration_helper]
+async fn first_name<'a>(ctx: &OrchestrationContext, names: &'a [String]) -> Option<&'a String> {
+    ctx.sleep(Duration::from_millis(1)).await;
+    names.first()
+}
+
+#[orchestration_helper]
+async fn show(ctx: &OrchestrationContext, item: impl std::fmt::Display) -> String {
+    ctx.sleep(Duration::from_millis(1)).await;
+    item.to_string()
+}
+
+#[orchestration_helper]
 async fn nested(ctx: &OrchestrationContext) -> Result<usize, duractor::Error> {
     let receipt = charge_with_retry(ctx, 1, 2).await?;
     Ok(receipt.len())
@@ -57,11 +69,17 @@ impl Cart {
             .await;
         receipts.into_iter().collect()
     }
+
+    #[orchestration_helper]
+    async fn largest(&self, ctx: &OrchestrationContext) -> &u64 {
+        ctx.sleep(Duration::from_millis(1)).await;
+        self.cents.iter().max().unwrap_or(&0)
+    }
 }
 
 #[orchestrator]
 async fn checkout(ctx: OrchestrationContext, cents: Vec<u64>) -> Result<String, duractor::Error> {
-    let first = charge_with_retry(&ctx, 100, 3).await?;
+    let receipt = charge_with_retry(&ctx, 100, 3).await?;
     let both = ctx
         .join(charge_with_retry(&ctx, 1, 1), charge_with_retry(&ctx, 2, 1))
         .await;
@@ -73,9 +91,13 @@ async fn checkout(ctx: OrchestrationContext, cents: Vec<u64>) -> Result<String, 
     let one = first_of(&ctx, cents.clone()).await;
     let count = nested(&ctx).await?;
     owned_context(ctx.clone()).await;
-    let receipts = Cart { cents }.pay(&ctx).await?;
-    let _ = (both, matches!(raced, Either::Left(_)), one, count);
-    Ok(format!("{first} {text} {}", receipts.len()))
+    let first = first_name(&ctx, &names).await.cloned();
+    let shown = show(&ctx, 5).await;
+    let cart = Cart { cents };
+    let largest = *cart.largest(&ctx).await;
+    let receipts = cart.pay(&ctx).await?;
+    let _ = (both, matches!(raced, Either::Left(_)), one, count, first, shown, largest);
+    Ok(format!("{receipt} {text} {}", receipts.len()))
 }
 
 fn main() {}
