@@ -32,7 +32,9 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Turns `async fn name(ctx: OrchestrationContext, input: I) -> Result<O, E>` into an
 /// orchestrator with a typed handle (`Name`), after checking its body against the orchestrator
-/// rules. See `duractor::orchestrator`.
+/// rules: no clocks, randomness or ambient state, no I/O or custom scheduling, no infinite
+/// loops, no `HashMap` iteration, and every `.await` on a durable future. Each violation is a
+/// compile error that names the `ctx` replacement; see `docs/orchestrator-rules.md`.
 #[proc_macro_attribute]
 pub fn orchestrator(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::function(Kind::Orchestrator, args.into(), item.into()).into()
