@@ -961,17 +961,17 @@ impl<'a> Linter<'a> {
 fn written_path(qself: Option<&QSelf>, path: &Path) -> Option<(Vec<String>, bool)> {
     let mut segments = Vec::new();
     let mut absolute = path.leading_colon.is_some();
-    if let Some(qself) = qself {
-        if qself.position == 0 {
-            let Type::Path(ty) = &*qself.ty else {
-                return None;
-            };
-            if ty.qself.is_some() {
-                return None;
-            }
-            absolute = ty.path.leading_colon.is_some();
-            segments.extend(ty.path.segments.iter().map(|s| unraw(&s.ident)));
+    if let Some(qself) = qself
+        && qself.position == 0
+    {
+        let Type::Path(ty) = &*qself.ty else {
+            return None;
+        };
+        if ty.qself.is_some() {
+            return None;
         }
+        absolute = ty.path.leading_colon.is_some();
+        segments.extend(ty.path.segments.iter().map(|s| unraw(&s.ident)));
     }
     segments.extend(path.segments.iter().map(|s| unraw(&s.ident)));
     (!segments.is_empty()).then_some((segments, absolute))

@@ -38,40 +38,47 @@ pub fn parse(tokens: TokenStream) -> Vec<Arg> {
     let pieces = split(tokens);
     let mut args = Vec::new();
     let mut i = 0;
-    'pieces: while i < pieces.len() {
-        for j in i..pieces.len().min(i + MAX_JOIN) {
-            // Only `,` may be part of an expression; `;` always ends one.
-            if j > i && pieces[j - 1].1.as_ref().is_some_and(|p| p.as_char() == ';') {
-                break;
-            }
-            let mut joined = TokenStream::new();
-            for (k, (tokens, separator)) in pieces[i..=j].iter().enumerate() {
-                joined.extend(tokens.iter().cloned());
-                if i + k < j
-                    && let Some(separator) = separator
-                {
-                    joined.extend([TokenTree::Punct(separator.clone())]);
-                }
-            }
-            if let Some((prefix, expr)) = parse_arg(joined) {
-                args.push(Arg {
-                    prefix,
-                    body: ArgBody::Expr(expr),
-                    separator: pieces[j].1.clone(),
-                });
-                i = j + 1;
-                continue 'pieces;
-            }
-        }
-        let (tokens, separator) = &pieces[i];
-        args.push(Arg {
-            prefix: TokenStream::new(),
-            body: ArgBody::Tokens(tokens.iter().cloned().collect()),
-            separator: separator.clone(),
-        });
-        i += 1;
+    while i < pieces.len() {
+        let (arg, next) = parse_from(&pieces, i);
+        args.push(arg);
+        i = next;
     }
     args
+}
+
+/// The argument starting at piece `i`, and the index of the next piece: the fewest pieces
+/// (joined with their `,`) that form an expression, or piece `i` alone as tokens.
+fn parse_from(pieces: &[(Vec<TokenTree>, Option<Punct>)], i: usize) -> (Arg, usize) {
+    for j in i..pieces.len().min(i + MAX_JOIN) {
+        // Only `,` may be part of an expression; `;` always ends one.
+        if j > i && pieces[j - 1].1.as_ref().is_some_and(|p| p.as_char() == ';') {
+            break;
+        }
+        let mut joined = TokenStream::new();
+        for (k, (tokens, separator)) in pieces[i..=j].iter().enumerate() {
+            joined.extend(tokens.iter().cloned());
+            if i + k < j
+                && let Some(separator) = separator
+            {
+                joined.extend([TokenTree::Punct(separator.clone())]);
+            }
+        }
+        if let Some((prefix, expr)) = parse_arg(joined) {
+            let arg = Arg {
+                prefix,
+                body: ArgBody::Expr(expr),
+                separator: pieces[j].1.clone(),
+            };
+            return (arg, j + 1);
+        }
+    }
+    let (tokens, separator) = &pieces[i];
+    let arg = Arg {
+        prefix: TokenStream::new(),
+        body: ArgBody::Tokens(tokens.iter().cloned().collect()),
+        separator: separator.clone(),
+    };
+    (arg, i + 1)
 }
 
 /// The arguments as tokens again.
