@@ -220,7 +220,9 @@ fn durable_helper(mut function: ItemFn) -> TokenStream {
     // Fixes the async block's output type before the body is checked, so `?` and `return`
     // infer as they do in an `async fn` (the same trick as async-trait).
     let ret = syn::Ident::new("__duractor_ret", Span::mixed_site());
-    let type_hint = (!contains_impl_trait(&output)).then(|| {
+    // (`impl Trait` cannot be named in a `let` or a turbofish: such outputs are inferred.)
+    let nameable = !contains_impl_trait(&output);
+    let type_hint = nameable.then(|| {
         quote! {
             if let ::core::option::Option::Some(#ret) = ::core::option::Option::None::<#output> {
                 #[allow(unreachable_code)]
@@ -228,12 +230,13 @@ fn durable_helper(mut function: ItemFn) -> TokenStream {
             }
         }
     });
+    let ret_type = nameable.then(|| quote!(: #output));
     let block = &function.block;
     let body = quote_spanned! {block_span(block)=>
         {
             ::duractor::__private::Durable::__new(async move {
                 #type_hint
-                let #ret: #output = #block;
+                let #ret #ret_type = #block;
                 #[allow(unreachable_code)]
                 #ret
             })

@@ -47,6 +47,12 @@ async fn show(ctx: &OrchestrationContext, item: impl std::fmt::Display) -> Strin
 }
 
 #[orchestration_helper]
+async fn describe(ctx: &OrchestrationContext, n: u32) -> impl std::fmt::Display {
+    ctx.sleep(Duration::from_millis(1)).await;
+    n * 2
+}
+
+#[orchestration_helper]
 async fn nested(ctx: &OrchestrationContext) -> Result<usize, duractor::Error> {
     let receipt = charge_with_retry(ctx, 1, 2).await?;
     Ok(receipt.len())
@@ -92,7 +98,7 @@ async fn checkout(ctx: OrchestrationContext, cents: Vec<u64>) -> Result<String, 
     let count = nested(&ctx).await?;
     owned_context(ctx.clone()).await;
     let first = first_name(&ctx, &names).await.cloned();
-    let shown = show(&ctx, 5).await;
+    let shown = format!("{} {}", show(&ctx, 5).await, describe(&ctx, 2).await);
     let cart = Cart { cents };
     let largest = *cart.largest(&ctx).await;
     let receipts = cart.pay(&ctx).await?;
