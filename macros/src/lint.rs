@@ -31,9 +31,10 @@
 //! leading segments name another module. `use … as …` (and `use …::*`) declared inside the
 //! body are resolved first, so `use std::time::Instant as Clock; Clock::now()` is flagged
 //! and `use crate::clock::Instant; Instant::now()` is not. Bare one-segment paths are flagged
-//! only when they are distinctive and called (`thread_rng()`, `rng()`, `spawn_blocking(..)`),
-//! never as values (a local variable named `rng` is fine). Method calls are never matched by
-//! name (`ctx.now()`, `my_clock.now()` are fine): the lint does not know their types.
+//! only when they are distinctive and called (`thread_rng()`, `rng()`, `spawn_blocking(..)`)
+//! or capitalized (`OsRng`), never as lowercase values (a local variable named `rng` is
+//! fine). Method calls are never matched by name (`ctx.now()`, `my_clock.now()` are fine):
+//! the lint does not know their types.
 //!
 //! # What a token-level lint cannot see
 //!
