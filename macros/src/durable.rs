@@ -9,8 +9,9 @@
 //! are rewritten too. Nested items (`fn`, `impl`, …) are left alone: they are not part of
 //! the orchestration.
 //!
-//! An awaited expression the lint already rejects (`tokio::time::sleep(d).await`) is left
-//! unwrapped, so the offence is reported once, by the lint. Inside a statement under
+//! When the lint has failed, an awaited expression it rejects (`tokio::time::sleep(d).await`)
+//! is left unwrapped, so the offence is reported once, by the lint; when the lint passes,
+//! every `.await` is wrapped, so no await can compile unchecked. Inside a statement under
 //! `#[duractor::allow_nondeterminism(..)]` every `.await` is wrapped: the escape hatch turns off
 //! the lint, never the type rule. The attribute itself is removed, since rustc does not accept
 //! unknown attributes on statements.
@@ -26,11 +27,13 @@ use crate::lint::{self, Aliases};
 use crate::macro_args::{self, ArgBody};
 
 /// Rewrites every `.await` and `async` block of `block`, and removes the escape hatches.
-pub fn rewrite_block(block: &mut Block, aliases: &Aliases) {
+/// `lint_failed`: the lint reported errors for this body (see the module docs).
+pub fn rewrite_block(block: &mut Block, aliases: &Aliases, lint_failed: bool) {
     Rewriter {
         aliases,
         allowed: 0,
         strip_only: false,
+        lint_failed,
     }
     .visit_block_mut(block);
 }
@@ -42,6 +45,7 @@ pub fn strip_allows(block: &mut Block) {
         aliases: &aliases,
         allowed: 0,
         strip_only: true,
+        lint_failed: false,
     }
     .visit_block_mut(block);
 }
@@ -51,6 +55,7 @@ struct Rewriter<'a> {
     /// How many escape hatches enclose the current node.
     allowed: usize,
     strip_only: bool,
+    lint_failed: bool,
 }
 
 impl Rewriter<'_> {
@@ -102,7 +107,9 @@ impl Rewriter<'_> {
         let wrap_await = !self.strip_only
             && match expr {
                 Expr::Await(await_expr) => {
-                    self.allowed > 0 || !lint::offends(&await_expr.base, self.aliases)
+                    !self.lint_failed
+                        || self.allowed > 0
+                        || !lint::offends(&await_expr.base, self.aliases)
                 }
                 _ => false,
             };

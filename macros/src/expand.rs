@@ -31,8 +31,8 @@ pub fn function(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream
     };
     match function {
         Ok(function) if errors.is_empty() => {
+            let expanded = expand(function, lint.is_err());
             let lint_errors = lint.err().map(|error| error.to_compile_error());
-            let expanded = expand(function);
             quote!(#lint_errors #expanded)
         }
         function => {
@@ -47,10 +47,10 @@ pub fn function(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream
     }
 }
 
-fn expand(mut function: Function) -> TokenStream {
+fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
     if function.kind == Kind::Orchestrator {
         let aliases = Aliases::collect(&function.item.block);
-        durable::rewrite_block(&mut function.item.block, &aliases);
+        durable::rewrite_block(&mut function.item.block, &aliases, lint_failed);
     }
     let Function {
         kind,
@@ -189,14 +189,14 @@ pub fn helper(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#errors #function);
         }
     };
+    let expanded = durable_helper(helper.item, lint.is_err());
     let lint_errors = lint.err().map(|error| error.to_compile_error());
-    let expanded = durable_helper(helper.item);
     quote!(#lint_errors #expanded)
 }
 
-fn durable_helper(mut function: ItemFn) -> TokenStream {
+fn durable_helper(mut function: ItemFn, lint_failed: bool) -> TokenStream {
     let aliases = Aliases::collect(&function.block);
-    durable::rewrite_block(&mut function.block, &aliases);
+    durable::rewrite_block(&mut function.block, &aliases, lint_failed);
 
     let output: Type = match &function.sig.output {
         ReturnType::Default => syn::parse_quote!(()),

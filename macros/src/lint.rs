@@ -57,7 +57,7 @@
 //! What it cannot see, replay still catches when it changes the sequence of durable calls:
 //! the NonDeterminism error (`duractor::Error::NonDeterminism`) fails the instance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::{ToTokens, quote};
@@ -78,11 +78,13 @@ pub fn check(sig: &Signature, block: &Block) -> syn::Result<()> {
     let aliases = Aliases::collect(block);
     let mut linter = Linter::new(&aliases);
     for input in &sig.inputs {
-        if let FnArg::Typed(typed) = input
-            && let Pat::Ident(pat) = &*typed.pat
-            && let Some(kind) = linter.hash_type(&typed.ty)
-        {
-            linter.hashes.insert(pat.ident.to_string(), kind);
+        if let FnArg::Typed(typed) = input {
+            linter.forget(&typed.pat);
+            if let Pat::Ident(pat) = &*typed.pat
+                && let Some(kind) = linter.hash_type(&typed.ty)
+            {
+                linter.hashes.insert(pat.ident.to_string(), kind);
+            }
         }
     }
     linter.visit_block(block);
@@ -632,6 +634,9 @@ struct Linter<'a> {
     errors: Errors,
     /// Bindings in scope that are visibly a `HashMap` or `HashSet`.
     hashes: HashMap<String, HashKind>,
+    /// Names bound in the body (parameters, `let`s, closure parameters, patterns): a call of
+    /// a local closure named `rng` is not a call of `rand::rng`.
+    locals: HashSet<String>,
 }
 
 impl<'a> Linter<'a> {
@@ -640,6 +645,7 @@ impl<'a> Linter<'a> {
             aliases,
             errors: Errors::default(),
             hashes: HashMap::new(),
+            locals: HashSet::new(),
         }
     }
 
@@ -656,6 +662,9 @@ impl<'a> Linter<'a> {
         let Some((written, absolute)) = written_path(qself, path) else {
             return;
         };
+        if qself.is_none() && !absolute && written.len() == 1 && self.locals.contains(&written[0]) {
+            return;
+        }
         for candidate in self.aliases.resolve(&written, absolute) {
             if candidate.len() == 1
                 && !call
@@ -797,8 +806,8 @@ impl<'a> Linter<'a> {
         self.hash_binding(&call.receiver)
     }
 
-    /// Records the bindings a `let` makes: hash maps and sets are remembered, every other
-    /// name they shadow is forgotten.
+    /// Records the bindings a `let` makes as locals; hash maps and sets are remembered as
+    /// such, and every other name they shadow is forgotten as one.
     fn bind(&mut self, pat: &Pat, init: Option<&Expr>) {
         let (ident, ty) = match pat {
             Pat::Ident(p) if p.subpat.is_none() => (&p.ident, None),
@@ -818,36 +827,44 @@ impl<'a> Linter<'a> {
             Some(ty) => self.hash_type(ty),
             None => init.and_then(|init| self.hash_init(init)),
         };
-        match kind {
-            Some(kind) => {
-                self.hashes.insert(ident.to_string(), kind);
-            }
-            None => {
-                self.hashes.remove(&ident.to_string());
-            }
+        self.forget(pat);
+        if let Some(kind) = kind {
+            self.hashes.insert(ident.to_string(), kind);
         }
     }
 
-    /// Forgets the names `pat` binds (they shadow any hash map of the same name).
+    /// Records the names `pat` binds as locals, which are not hash maps (they shadow any hash
+    /// map of the same name). Capitalized names (`None`, unit structs) are patterns, not locals.
     fn forget(&mut self, pat: &Pat) {
-        struct Names<'n>(&'n mut HashMap<String, HashKind>);
+        struct Names<'n> {
+            hashes: &'n mut HashMap<String, HashKind>,
+            locals: &'n mut HashSet<String>,
+        }
         impl<'ast> Visit<'ast> for Names<'_> {
             fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
-                self.0.remove(&p.ident.to_string());
+                let name = p.ident.to_string();
+                self.hashes.remove(&name);
+                if !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    self.locals.insert(name);
+                }
                 visit::visit_pat_ident(self, p);
             }
         }
-        Names(&mut self.hashes).visit_pat(pat);
+        Names {
+            hashes: &mut self.hashes,
+            locals: &mut self.locals,
+        }
+        .visit_pat(pat);
     }
 
-    /// Runs `f` with the names `pats` bind shadowing hash maps, then restores the scope.
+    /// Runs `f` with the names `pats` bind in scope, then restores the scope.
     fn scoped<'p>(&mut self, pats: impl IntoIterator<Item = &'p Pat>, f: impl FnOnce(&mut Self)) {
-        let saved = self.hashes.clone();
+        let saved = (self.hashes.clone(), self.locals.clone());
         for pat in pats {
             self.forget(pat);
         }
         f(self);
-        self.hashes = saved;
+        (self.hashes, self.locals) = saved;
     }
 
     fn check_loop_exits(
@@ -1000,9 +1017,9 @@ fn is_endless_range(expr: &Expr) -> bool {
 
 impl<'ast> Visit<'ast> for Linter<'_> {
     fn visit_block(&mut self, block: &'ast Block) {
-        let saved = self.hashes.clone();
+        let saved = (self.hashes.clone(), self.locals.clone());
         visit::visit_block(self, block);
-        self.hashes = saved;
+        (self.hashes, self.locals) = saved;
     }
 
     fn visit_stmt(&mut self, stmt: &'ast Stmt) {
@@ -1379,6 +1396,46 @@ mod tests {
         assert_eq!(
             count(parse_quote!({
                 ::std::time::SystemTime::now();
+            })),
+            1
+        );
+    }
+
+    #[test]
+    fn local_names_shadow_bare_functions() {
+        assert_eq!(
+            count(parse_quote!({
+                rng();
+            })),
+            1
+        );
+        assert_eq!(
+            count(parse_quote!({
+                let rng = || 4;
+                rng();
+            })),
+            0
+        );
+        assert_eq!(
+            count(parse_quote!({
+                {
+                    let rng = || 4;
+                }
+                rng();
+            })),
+            1
+        );
+        assert_eq!(
+            count(parse_quote!({
+                xs.iter().map(|thread_rng| thread_rng());
+            })),
+            0
+        );
+        assert_eq!(
+            count(parse_quote!({
+                let m = HashMap::new();
+                let m = m.clone();
+                m.iter();
             })),
             1
         );

@@ -1,6 +1,6 @@
 //! Names that look like banned APIs but are not: user types called `Instant`, `now()`
-//! methods, local variables named `rng` and `random`, constants of `std::env` and addresses
-//! of `std::net`.
+//! methods, a user function named `random`, a local closure named `thread_rng`, constants of
+//! `std::env` and addresses of `std::net`.
 use duractor::prelude::*;
 
 mod clock {
@@ -38,6 +38,8 @@ async fn lookalikes(ctx: OrchestrationContext, seed: u64) -> Result<u64, duracto
         let _mine = Instant::now();
     }
     let rng = random(seed);
+    let thread_rng = |n: u64| n + 1;
+    let rng = thread_rng(rng);
     let mut ctx_rng = ctx.rng();
     let os = std::env::consts::OS;
     let home = std::net::Ipv4Addr::new(127, 0, 0, 1);
