@@ -66,6 +66,23 @@ impl Errors {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
+    /// How many errors were collected.
+    pub fn len(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |all| all.clone().into_iter().count())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// All errors as one; call only after pushing at least one.
+    pub fn into_error(self) -> syn::Error {
+        self.0
+            .unwrap_or_else(|| syn::Error::new(Span::call_site(), "invalid input"))
+    }
+
     pub fn finish(self) -> syn::Result<()> {
         match self.0 {
             Some(e) => Err(e),
@@ -207,6 +224,63 @@ impl Function {
             output,
             item,
         })
+    }
+}
+
+/// A validated `#[orchestration_helper]` function: any `async fn` (free or a method, with
+/// any parameters and return type, possibly generic) whose body is part of an orchestration.
+pub struct Helper {
+    pub item: ItemFn,
+}
+
+impl Helper {
+    pub const ATTRIBUTE: &'static str = "#[orchestration_helper]";
+    const SIGNATURE: &'static str = "`async fn name(ctx: &OrchestrationContext, ..) -> T`";
+
+    pub fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Helper> {
+        let mut errors = Errors::default();
+        if !args.is_empty() {
+            errors.spanned(&args, format!("{} takes no arguments", Self::ATTRIBUTE));
+        }
+        let item: ItemFn = match syn::parse2(item) {
+            Ok(item) => item,
+            Err(e) => {
+                errors.push(syn::Error::new(
+                    e.span(),
+                    format!(
+                        "{} goes on an `async fn`: {}",
+                        Self::ATTRIBUTE,
+                        Self::SIGNATURE
+                    ),
+                ));
+                return Err(errors.into_error());
+            }
+        };
+        let sig = &item.sig;
+        if sig.asyncness.is_none() {
+            errors.spanned(
+                sig.fn_token,
+                format!(
+                    "{} functions must be `async`: write {}; the macro turns the function into one that returns a durable future",
+                    Self::ATTRIBUTE,
+                    Self::SIGNATURE
+                ),
+            );
+        }
+        if let Some(constness) = &sig.constness {
+            errors.spanned(
+                constness,
+                format!("{} functions cannot be `const`", Self::ATTRIBUTE),
+            );
+        }
+        if let Some(variadic) = &sig.variadic {
+            errors.spanned(
+                variadic,
+                format!("{} functions cannot be variadic", Self::ATTRIBUTE),
+            );
+        }
+        errors.finish()?;
+        Ok(Helper { item })
     }
 }
 

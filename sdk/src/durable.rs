@@ -31,8 +31,9 @@ mod sealed {
 /// Implemented only by duractor's own futures; it cannot be implemented outside this crate.
 #[diagnostic::on_unimplemented(
     message = "orchestrators may only await durable operations, and `{Self}` is not one",
-    label = "not a durable operation: its result is not recorded in history, so replay cannot reproduce it",
-    note = "do I/O and other work in an activity and await `ctx.call_activity(..)`; wait with `ctx.sleep(..)` or `ctx.timer_at(..)`; receive input with `ctx.wait_for_event(..)`; combine with `ctx.join_all(..)`, `ctx.join(..)`, `ctx.select(..)` or `ctx.when_any(..)`; factor code into `#[orchestration_helper]` functions"
+    label = "not a durable operation: its result is not recorded in the instance's history",
+    note = "an orchestrator is replayed from its history after every restart, and only durable operations are answered from that history: any other future would run again on every replay and could end differently, and its wake-ups are ignored, since an orchestrator runs only when its history grows",
+    note = "do I/O and other work in an activity and await `ctx.call_activity(Handle, input)`; wait with `ctx.sleep(duration)` or `ctx.timer_at(time)`; receive data with `ctx.wait_for_event(name)`; combine with `ctx.join_all(..)`, `ctx.join(a, b)`, `ctx.select(a, b)` or `ctx.when_any(..)`; move shared steps into an `async fn` marked `#[orchestration_helper]`"
 )]
 pub trait DurableFuture: Future + Unpin + sealed::Sealed {
     /// The history position at which this future became ready, if it is ready and knows it.

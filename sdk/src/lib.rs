@@ -55,6 +55,80 @@ pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, Share
 pub use durable::{CriticalSection, DurableFuture, Either};
 pub use duractor_macros::{activity, entity, orchestrator};
 pub use entity::{Entity, EntityContext, EntityId};
+
+/// Makes an `async fn` part of an orchestration: its body follows the orchestrator rules
+/// (checked by the same lint and the same durable-await rule as `#[orchestrator]`), and it
+/// returns a durable future that orchestrators can await, join and select.
+///
+/// It goes on any `async fn`: free or a method, with any parameters (borrowed ones too) and
+/// any return type, possibly generic. The function becomes
+/// `fn name(..) -> Durable<impl Future<Output = T>>`. See `docs/orchestrator-rules.md`.
+///
+/// ```
+/// use duractor::prelude::*;
+/// use std::time::Duration;
+///
+/// #[activity]
+/// async fn charge(_ctx: ActivityContext, cents: u64) -> Result<String, duractor::Error> {
+///     Ok(format!("receipt for {cents}"))
+/// }
+///
+/// /// Charges, retrying with a durable back-off.
+/// #[orchestration_helper]
+/// async fn charge_with_retry(
+///     ctx: &OrchestrationContext,
+///     cents: u64,
+///     attempts: u32,
+/// ) -> Result<String, duractor::Error> {
+///     for attempt in 1..attempts {
+///         if let Ok(receipt) = ctx.call_activity(Charge, cents).await {
+///             return Ok(receipt);
+///         }
+///         ctx.sleep(Duration::from_secs(u64::from(attempt))).await;
+///     }
+///     ctx.call_activity(Charge, cents).await
+/// }
+///
+/// #[orchestrator]
+/// async fn checkout(ctx: OrchestrationContext, carts: Vec<u64>) -> Result<Vec<String>, duractor::Error> {
+///     let receipts = ctx
+///         .join_all(carts.into_iter().map(|cents| charge_with_retry(&ctx, cents, 3)))
+///         .await;
+///     receipts.into_iter().collect()
+/// }
+/// ```
+pub use duractor_macros::orchestration_helper;
+
+/// The escape hatch for one statement of an orchestrator or helper:
+/// `#[duractor::allow_nondeterminism(reason = "..")]` turns the orchestrator lint off for that
+/// statement (a `let`, an expression statement or a match arm). The reason is required, so
+/// every exception can be found and reviewed by searching for `allow_nondeterminism`.
+///
+/// It never turns off the durable-await rule: `.await`s in the statement must still be on
+/// durable futures. `#[orchestrator]` and `#[orchestration_helper]` remove the attribute after
+/// linting; anywhere else it is a compile error.
+///
+/// ```
+/// use duractor::prelude::*;
+///
+/// #[activity]
+/// async fn step(_ctx: ActivityContext, n: u32) -> Result<u32, duractor::Error> {
+///     Ok(n + 1)
+/// }
+///
+/// #[orchestrator]
+/// async fn measured(ctx: OrchestrationContext, n: u32) -> Result<u32, duractor::Error> {
+///     #[duractor::allow_nondeterminism(reason = "wall-clock time only feeds a log line")]
+///     let started = std::time::Instant::now();
+///     let out = ctx.call_activity(Step, n).await?;
+///     if !ctx.is_replaying() {
+///         #[duractor::allow_nondeterminism(reason = "log only")]
+///         tracing::debug!(elapsed = ?started.elapsed(), "step done");
+///     }
+///     Ok(out)
+/// }
+/// ```
+pub use duractor_macros::allow_nondeterminism;
 pub use error::{Error, Failure, Result};
 pub use history::{Event, ParentInstance, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
@@ -68,7 +142,7 @@ pub mod prelude {
     pub use crate::{
         Activity, ActivityContext, Client, DurableFuture, Either, Entity, EntityContext, EntityId,
         Error, OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
-        entity, orchestrator,
+        entity, orchestration_helper, orchestrator,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -84,6 +158,11 @@ pub mod __private {
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;
+
+    /// Lets an `#[orchestration_helper]`'s `impl Future` capture a lifetime of its parameters
+    /// without requiring the future to outlive it (needed in edition 2021, harmless in 2024).
+    pub trait Captures<'a> {}
+    impl<T: ?Sized> Captures<'_> for T {}
 
     use crate::error::{Error, Failure};
 

@@ -71,17 +71,27 @@ async fn everything(
     }))
 }
 
-/// History without the times (turn timestamps, timer due times), which differ between runs.
-fn timeless(history: &[Event]) -> Vec<String> {
-    history
+/// History without the times (turn timestamps, timer due times), which differ between runs:
+/// the decisions in order, and the results as a sorted list — parallel activities may finish
+/// in another order from one run to the next, and history records them as they arrive.
+fn timeless(history: &[Event]) -> (Vec<String>, Vec<String>) {
+    let text = |e: &Event| match e {
+        Event::TimerCreated { seq, .. } => format!("TimerCreated {seq}"),
+        Event::TimerFired { seq, .. } => format!("TimerFired {seq}"),
+        other => serde_json::to_string(other).unwrap(),
+    };
+    let decisions = history
         .iter()
-        .filter(|e| !matches!(e, Event::OrchestratorStarted { .. }))
-        .map(|e| match e {
-            Event::TimerCreated { seq, .. } => format!("TimerCreated {seq}"),
-            Event::TimerFired { seq, .. } => format!("TimerFired {seq}"),
-            other => serde_json::to_string(other).unwrap(),
-        })
-        .collect()
+        .filter(|e| e.is_decision())
+        .map(text)
+        .collect();
+    let mut results: Vec<String> = history
+        .iter()
+        .filter(|e| !e.is_decision() && !matches!(e, Event::OrchestratorStarted { .. }))
+        .map(text)
+        .collect();
+    results.sort();
+    (decisions, results)
 }
 
 async fn run(app: &TestApp) -> (serde_json::Value, Vec<Event>) {

@@ -1,9 +1,11 @@
 //! Compile-time errors users can hit, pinned by trybuild: `ui/signature` (wrong function
-//! signatures) and `ui/pass` (what must compile).
+//! signatures), `ui/lint` (the orchestrator rules: the lint, the durable-await type rule,
+//! helpers and the escape hatch) and `ui/pass` (what must compile, with no false positives).
 
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("ui/signature/*.rs");
+    t.compile_fail("ui/lint/*.rs");
     t.pass("ui/pass/*.rs");
 }
