@@ -17,12 +17,8 @@ use crate::ast::Errors;
 /// Expands `#[entity]` on a struct, an enum or an impl block.
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let result = match syn::parse2::<Item>(item.clone()) {
-        Ok(Item::Struct(item)) => {
-            declare(args, &item.ident, &item.vis, &item.generics, quote!(#item))
-        }
-        Ok(Item::Enum(item)) => {
-            declare(args, &item.ident, &item.vis, &item.generics, quote!(#item))
-        }
+        Ok(Item::Struct(item)) => declare(args, &item.ident, &item.generics, quote!(#item)),
+        Ok(Item::Enum(item)) => declare(args, &item.ident, &item.generics, quote!(#item)),
         Ok(Item::Impl(item)) => operations(args, item),
         Ok(other) => Err(syn::Error::new_spanned(
             other,
