@@ -45,7 +45,10 @@ async fn transfer(
     (from, to, amount): (String, String, i64),
 ) -> Result<String, duractor::Error> {
     let _locked = ctx
-        .lock([EntityId::of::<Account>(from.clone()), EntityId::of::<Account>(to.clone())])
+        .lock([
+            EntityId::of::<Account>(from.clone()),
+            EntityId::of::<Account>(to.clone()),
+        ])
         .await?;
     let source = ctx.call_entity::<Account>(from.clone());
     let available = source.balance().await?;
@@ -53,7 +56,9 @@ async fn transfer(
         return Ok(format!("refused: {from} has {available}, needs {amount}"));
     }
     source.deposit(-amount).await?;
-    ctx.call_entity::<Account>(to.clone()).deposit(amount).await?;
+    ctx.call_entity::<Account>(to.clone())
+        .deposit(amount)
+        .await?;
     Ok(format!("moved {amount} from {from} to {to}"))
 }
 
@@ -68,21 +73,43 @@ async fn main() -> Result<(), duractor::Error> {
 
     let alice = format!("alice-{}", std::process::id());
     let bob = format!("bob-{}", std::process::id());
-    client.signal_entity::<Account>(alice.clone()).deposit(100).await?;
-    client.signal_entity::<Account>(bob.clone()).deposit(50).await?;
+    client
+        .signal_entity::<Account>(alice.clone())
+        .deposit(100)
+        .await?;
+    client
+        .signal_entity::<Account>(bob.clone())
+        .deposit(50)
+        .await?;
 
     // Ten concurrent transfers back and forth.
     let mut ids = Vec::new();
     for i in 0..10 {
-        let (from, to) = if i % 2 == 0 { (&alice, &bob) } else { (&bob, &alice) };
-        ids.push(client.start(Transfer, (from.clone(), to.clone(), 30)).await?);
+        let (from, to) = if i % 2 == 0 {
+            (&alice, &bob)
+        } else {
+            (&bob, &alice)
+        };
+        ids.push(
+            client
+                .start(Transfer, (from.clone(), to.clone(), 30))
+                .await?,
+        );
     }
     for id in ids {
-        let status = client.wait_for_completion(&id, Duration::from_secs(30)).await?;
+        let status = client
+            .wait_for_completion(&id, Duration::from_secs(30))
+            .await?;
         println!("{}", status.output::<String>()?);
     }
-    let a = client.entity_state::<Account>(alice.clone()).await?.map_or(0, |a| a.balance);
-    let b = client.entity_state::<Account>(bob.clone()).await?.map_or(0, |a| a.balance);
+    let a = client
+        .entity_state::<Account>(alice.clone())
+        .await?
+        .map_or(0, |a| a.balance);
+    let b = client
+        .entity_state::<Account>(bob.clone())
+        .await?
+        .map_or(0, |a| a.balance);
     println!("{alice}: {a}, {bob}: {b}, total {} (always 150)", a + b);
 
     runtime.shutdown().await

@@ -67,7 +67,9 @@ async fn main() -> Result<(), duractor::Error> {
     }
     // An orchestration adds more, then calls the entity for the total.
     let id = client.start(Tally, vec![100, 200]).await?;
-    let status = client.wait_for_completion(&id, Duration::from_secs(30)).await?;
+    let status = client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await?;
     let total: i64 = status.output()?;
     let counter = client.entity_state::<Counter>("totals").await?;
     println!("total {total} (expected 355); stored state {counter:?}");

@@ -18,6 +18,7 @@
 //! batch merged into a few multi-row statements over JSON arrays. A turn therefore costs a
 //! share of one commit, not one commit of its own.
 
+mod batch;
 mod common;
 pub mod sqlite;
 

@@ -35,8 +35,9 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::Op;
 use crate::common::{decode_event, decode_failure, decode_payload, from_millis, store_error};
-use writer::{Op, Writer};
+use writer::Writer;
 
 /// How durable each commit is on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
