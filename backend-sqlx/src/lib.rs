@@ -20,6 +20,8 @@
 
 mod batch;
 mod common;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};

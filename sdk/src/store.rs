@@ -539,3 +539,92 @@ impl StoreEvents {
         }
     }
 }
+
+/// A shared store is a store: `Runtime::builder(Arc<dyn Store>)` works (for instance with
+/// the store `duractor_sqlx::open(url)` returns).
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn register_worker(&self, owner: &str) -> Result<(), Error> {
+        (**self).register_worker(owner).await
+    }
+    async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
+        (**self).unregister_worker(owner).await
+    }
+    async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
+        (**self).create_instance(instance).await
+    }
+    async fn enqueue(
+        &self,
+        instance_id: &str,
+        event: Event,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        (**self).enqueue(instance_id, event, visible_at).await
+    }
+    async fn abandon_messages(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        visible_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        (**self).abandon_messages(owner, ids, visible_at).await
+    }
+    async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
+        (**self).purge_instances(query).await
+    }
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OrchestrationMessage>, Error> {
+        (**self).claim_messages(owner, limit, lease_until).await
+    }
+    async fn claim_activities(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        (**self).claim_activities(owner, limit, lease_until).await
+    }
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
+        (**self).commit_turn(turn).await
+    }
+    async fn complete_activity(
+        &self,
+        completion: ActivityCompletion,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        (**self).complete_activity(completion).await
+    }
+    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
+        (**self).renew_leases(owner, lease_until).await
+    }
+    async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
+        (**self).release_instance(instance_id, owner).await
+    }
+    async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
+        (**self).load_history(instance_id).await
+    }
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
+        (**self).get_instance(instance_id).await
+    }
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
+        (**self).list_instances(query).await
+    }
+    async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        (**self).next_visible_at().await
+    }
+    async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        (**self).load_entity(id).await
+    }
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
+        (**self).list_entities(query).await
+    }
+    async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
+        (**self).clean_entities().await
+    }
+    fn events(&self) -> &StoreEvents {
+        (**self).events()
+    }
+}

@@ -1,0 +1,610 @@
+//! The PostgreSQL store: many worker processes on many machines share one database.
+//!
+//! * **Competing workers.** Instances, their messages and activity work items are claimed
+//!   with `FOR UPDATE SKIP LOCKED` under a lease (owner + expiry) that each worker renews while
+//!   it lives. A worker that dies loses its leases when they lapse and another takes the work
+//!   over; a worker whose lease lapsed cannot commit over the new owner (every commit checks
+//!   the lease and the history length under a row lock, and fails cleanly otherwise).
+//! * **Group commit.** Each process batches its store calls into shared transactions, like the
+//!   SQLite store ([`writer`]).
+//! * **Wake-ups.** Commits that make work available `NOTIFY` a channel every worker `LISTEN`s
+//!   to; polling (which the runtime always keeps, backing off when idle) covers notifications
+//!   lost while a connection was down. Finished instances are notified too, so clients in
+//!   other processes waiting for them wake at once.
+//! * **Connection faults.** Every batch runs on a pooled connection; a dropped connection
+//!   fails the batch with a transient error, and the batch is retried with backoff on a new
+//!   connection. Nothing is committed twice: a batch is one transaction.
+//! * **Schemas.** All tables live in the store's schema (default `duractor`), so several apps
+//!   can share one database.
+//!
+//! All database I/O runs on the store's own thread and tokio runtime, so the store can be used
+//! from any runtime (the actix threads of the worker, a test's runtime, a CLI's).
+
+mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use duractor::entity::EntityId;
+use duractor::store::{
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit,
+    TurnCommitted,
+};
+use duractor::{Error, Event, Payload, RuntimeStatus, Store};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{Op, run_writer};
+use crate::common::{
+    decode_event, decode_failure, decode_payload, from_millis, millis, store_error,
+};
+use writer::Writer;
+
+/// Options for [`PostgresStore::connect_with`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreOptions {
+    /// The schema holding duractor's tables (created if missing; default `duractor`).
+    pub schema: String,
+    /// Connections in the pool (default 8).
+    pub max_connections: u32,
+    /// Most store calls committed in one transaction (default 1000).
+    pub max_batch: usize,
+}
+
+impl Default for PostgresStoreOptions {
+    fn default() -> Self {
+        PostgresStoreOptions {
+            schema: "duractor".to_owned(),
+            max_connections: 8,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone: clones share the pool, the writer and the
+/// notifications.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    writer: mpsc::UnboundedSender<Op>,
+    events: Arc<StoreEvents>,
+    runtime: tokio::runtime::Handle,
+    options: PostgresStoreOptions,
+    /// Dropping it stops the store's thread.
+    _stop: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.options.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`) with default options and brings
+    /// the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, PostgresStoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`.
+    pub async fn connect_with(url: &str, options: PostgresStoreOptions) -> Result<Self, Error> {
+        let schema = options.schema.clone();
+        if schema.is_empty()
+            || schema.len() > 63
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::InvalidArgument(format!(
+                "`{schema}` is not a valid schema name: use up to 63 letters, digits and `_`"
+            )));
+        }
+        let connect: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| Error::InvalidArgument(format!("`{url}` is not a PostgreSQL URL: {e}")))?
+            .options([("search_path", schema.as_str())])
+            .application_name(&format!("duractor:{schema}"))
+            .log_statements(tracing::log::LevelFilter::Trace);
+
+        // The store's own thread and runtime: all database I/O happens there.
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("duractor-postgres".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::store(format!(
+                            "starting the PostgreSQL thread: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                let handle = runtime.handle().clone();
+                let _ = ready_tx.send(Ok(handle));
+                runtime.block_on(async move {
+                    let _ = stop_rx.await;
+                });
+            })
+            .map_err(|e| Error::store(format!("starting the PostgreSQL thread: {e}")))?;
+        let runtime = ready_rx
+            .await
+            .map_err(|_| Error::store("the PostgreSQL thread did not start"))??;
+
+        let max_connections = options.max_connections.max(2);
+        let setup_connect = connect.clone();
+        let pool = spawn_on(&runtime, async move {
+            // Create the schema with a connection that does not depend on it.
+            let mut admin = setup_connect
+                .clone()
+                .options([("search_path", "public")])
+                .connect()
+                .await
+                .map_err(|e| store_error("connecting to PostgreSQL", e))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| store_error("creating the schema", e))?;
+            let _ = sqlx::Connection::close(admin).await;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(setup_connect)
+                .await
+                .map_err(|e| store_error("connecting to PostgreSQL", e))?;
+            migrator()
+                .run(&pool)
+                .await
+                .map_err(|e| Error::store(format!("migrating the PostgreSQL schema: {e}")))?;
+            Ok::<_, Error>(pool)
+        })
+        .await?;
+
+        let events = Arc::new(StoreEvents::default());
+        // Channel names are identifiers (at most 63 bytes): name them by a hash of the schema.
+        let tag = options
+            .schema
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let work_channel = format!("duractor_{tag:016x}_work");
+        let finished_channel = format!("duractor_{tag:016x}_finished");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            pool: pool.clone(),
+            work_channel: work_channel.clone(),
+            finished_channel: finished_channel.clone(),
+        };
+        runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
+        runtime.spawn(listen(
+            pool.clone(),
+            work_channel,
+            finished_channel,
+            events.clone(),
+        ));
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                writer: tx,
+                events,
+                runtime,
+                options,
+                _stop: stop_tx,
+            }),
+        })
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &PostgresStoreOptions {
+        &self.inner.options
+    }
+
+    /// Drops the store's schema with everything in it (for tests and tear-downs).
+    pub async fn drop_schema(&self) -> Result<(), Error> {
+        let pool = self.inner.pool.clone();
+        let schema = self.inner.options.schema.clone();
+        self.run(async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(|e| store_error("dropping the schema", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sends an operation to the writer and waits for its result.
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(make(tx))
+            .map_err(|_| Error::store("the PostgreSQL writer has stopped"))?;
+        rx.await
+            .map_err(|_| Error::store("the PostgreSQL writer has stopped"))?
+    }
+
+    /// Runs a read on the store's runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        read: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        spawn_on(&self.inner.runtime, read).await
+    }
+}
+
+async fn spawn_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    future: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    runtime
+        .spawn(future)
+        .await
+        .map_err(|e| Error::store(format!("the PostgreSQL thread failed: {e}")))?
+}
+
+/// The embedded migrations.
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/postgres/0001_init.sql")),
+        false,
+    )])
+}
+
+/// Listens for other workers' notifications; reconnects (with backoff) when the connection
+/// drops. Notifications sent meanwhile are lost: the runtime's polling finds that work.
+async fn listen(pool: PgPool, work: String, finished: String, events: Arc<StoreEvents>) {
+    let mut failures = 0u32;
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                failures += 1;
+                tracing::debug!(%error, "LISTEN connection failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50u64 << failures.min(7))).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener
+            .listen_all([work.as_str(), finished.as_str()])
+            .await
+        {
+            tracing::debug!(%error, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        failures = 0;
+        // Whatever happened while we were not listening: look for work.
+        events.notify_work();
+        loop {
+            match listener.recv().await {
+                Ok(notification) if notification.channel() == work => events.notify_work(),
+                Ok(notification) => events.notify_finished(notification.payload()),
+                Err(error) => {
+                    tracing::debug!(%error, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn status_row(row: &PgRow) -> Result<InstanceStatus, Error> {
+    let get = |e: sqlx::Error| store_error("reading an instance row", e);
+    let status: String = row.try_get("status").map_err(get)?;
+    let input: String = row.try_get("input").map_err(get)?;
+    Ok(InstanceStatus {
+        instance_id: row.try_get("instance_id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        status: status.parse::<RuntimeStatus>()?,
+        input: Payload::from_json(input)
+            .map_err(|e| Error::store(format!("a stored input is not valid JSON: {e}")))?,
+        output: decode_payload(row.try_get("output").map_err(get)?)?,
+        failure: decode_failure(row.try_get("failure").map_err(get)?)?,
+        custom_status: decode_payload(row.try_get("custom_status").map_err(get)?)?,
+        created_at: from_millis(row.try_get("created_at").map_err(get)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(get)?),
+        completed_at: row
+            .try_get::<Option<i64>, _>("completed_at")
+            .map_err(get)?
+            .map(from_millis),
+    })
+}
+
+fn entity_row(row: &PgRow) -> Result<EntityStatus, Error> {
+    let get = |e: sqlx::Error| store_error("reading an entity row", e);
+    let instance_id: String = row.try_get(0).map_err(get)?;
+    let id = EntityId::from_instance_id(&instance_id)
+        .ok_or_else(|| Error::store(format!("`{instance_id}` is not an entity id")))?;
+    Ok(EntityStatus {
+        id,
+        state: decode_payload(row.try_get(1).map_err(get)?)?,
+        lock_owner: row.try_get(2).map_err(get)?,
+        created_at: from_millis(row.try_get(3).map_err(get)?),
+        updated_at: from_millis(row.try_get(4).map_err(get)?),
+    })
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, name, version, status, input, output, failure, \
+     custom_status, created_at, updated_at, completed_at";
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn register_worker(&self, owner: &str) -> Result<(), Error> {
+        // Workers compete on leases; there is nothing to take exclusively.
+        tracing::debug!(owner, schema = %self.inner.options.schema, "worker registered");
+        Ok(())
+    }
+
+    async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
+        self.write(|reply| Op::ReleaseAll {
+            owner: owner.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
+        self.write(|reply| Op::Create { instance, reply }).await
+    }
+
+    async fn enqueue(
+        &self,
+        instance_id: &str,
+        event: Event,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        self.write(|reply| Op::Enqueue {
+            instance_id: instance_id.to_owned(),
+            event,
+            visible_at,
+            reply,
+        })
+        .await
+    }
+
+    async fn abandon_messages(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        visible_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        self.write(|reply| Op::Abandon {
+            owner: owner.to_owned(),
+            ids: ids.to_vec(),
+            visible_at,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
+        self.write(|reply| Op::Purge {
+            query: query.clone(),
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OrchestrationMessage>, Error> {
+        self.write(|reply| Op::ClaimMessages {
+            owner: owner.to_owned(),
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_activities(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        self.write(|reply| Op::ClaimActivities {
+            owner: owner.to_owned(),
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
+        self.write(|reply| Op::Turn { turn, reply }).await
+    }
+
+    async fn complete_activity(
+        &self,
+        completion: ActivityCompletion,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        self.write(|reply| Op::Complete { completion, reply }).await
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
+        self.write(|reply| Op::Renew {
+            owner: owner.to_owned(),
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
+        self.write(|reply| Op::Release {
+            instance_id: instance_id.to_owned(),
+            owner: owner.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
+        let pool = self.inner.pool.clone();
+        let instance_id = instance_id.to_owned();
+        self.run(async move {
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT event FROM history WHERE instance_id = $1 ORDER BY idx")
+                    .bind(instance_id)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("loading history", e))?;
+            rows.iter().map(|(json,)| decode_event(json)).collect()
+        })
+        .await
+    }
+
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let instance_id = instance_id.to_owned();
+        self.run(async move {
+            let row = sqlx::query(
+                "SELECT instance_id, name, version, status, input, output, failure, custom_status, \
+                 created_at, updated_at, completed_at FROM instances \
+                 WHERE instance_id = $1 AND kind = 'orchestration'",
+            )
+            .bind(instance_id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(|e| store_error("reading instance status", e))?;
+            row.as_ref().map(status_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let query = query.clone();
+        self.run(async move {
+            let statuses: Vec<String> = query
+                .statuses
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect();
+            let sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances \
+                 WHERE kind = 'orchestration' \
+                   AND (cardinality($1::text[]) = 0 OR status = ANY($1)) \
+                   AND ($2::text IS NULL OR starts_with(instance_id, $2)) \
+                   AND ($3::bigint IS NULL OR created_at >= $3) \
+                   AND ($4::bigint IS NULL OR created_at < $4) \
+                   AND ($5::text IS NULL OR instance_id > $5) \
+                 ORDER BY instance_id COLLATE \"C\" LIMIT $6"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&statuses)
+                .bind(query.instance_id_prefix.as_deref())
+                .bind(query.created_from.map(millis))
+                .bind(query.created_to.map(millis))
+                .bind(query.after.as_deref())
+                .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("listing instances", e))?;
+            rows.iter().map(status_row).collect()
+        })
+        .await
+    }
+
+    async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        let pool = self.inner.pool.clone();
+        self.run(async move {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(visible_at) FROM orch_queue WHERE locked_by IS NULL AND visible_at > $1",
+            )
+            .bind(crate::common::now_ms())
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| store_error("looking for the next timer", e))?;
+            Ok(next.map(from_millis))
+        })
+        .await
+    }
+
+    async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let instance_id = id.instance_id();
+        self.run(async move {
+            let row = sqlx::query(
+                "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+                 WHERE instance_id = $1 AND kind = 'entity'",
+            )
+            .bind(instance_id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(|e| store_error("reading an entity", e))?;
+            row.as_ref().map(entity_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let query = query.clone();
+        self.run(async move {
+            let prefix = query.name.as_ref().map(|name| {
+                format!("@{name}@{}", query.key_prefix.as_deref().unwrap_or_default())
+            });
+            let rows = sqlx::query(
+                "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+                 WHERE kind = 'entity' \
+                   AND ($1::text IS NULL OR starts_with(instance_id, $1)) \
+                   AND ($2 OR entity_state IS NOT NULL) \
+                   AND ($3::text IS NULL OR instance_id > $3) \
+                 ORDER BY instance_id COLLATE \"C\" LIMIT $4",
+            )
+            .bind(prefix)
+            .bind(query.include_empty)
+            .bind(query.after.as_ref().map(EntityId::instance_id))
+            .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| store_error("listing entities", e))?;
+            rows.iter().map(entity_row).collect()
+        })
+        .await
+    }
+
+    async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
+        self.write(|reply| Op::CleanEntities { reply }).await
+    }
+
+    fn events(&self) -> &StoreEvents {
+        &self.inner.events
+    }
+}

@@ -1,0 +1,498 @@
+//! The PostgreSQL writer: group commit for one worker process, sharing the database with
+//! others.
+//!
+//! Each batch is one transaction on a pooled connection (a dropped connection is replaced on
+//! the retry):
+//!
+//! 1. one read that locks the rows the batch touches (`SELECT … FOR UPDATE`, in id order so
+//!    two workers never wait on each other in a cycle) and reserves queue ids from the
+//!    sequences (`nextval`), so validation sees what no other worker can change meanwhile;
+//! 2. validation in Rust (the shared [`Plan`]);
+//! 3. the merged writes as one statement of data-modifying CTEs over JSON arrays
+//!    (`jsonb_array_elements($n::jsonb)`);
+//! 4. claims (`FOR UPDATE SKIP LOCKED`, so competing workers take different instances and work
+//!    items), then `pg_notify` for the work and finished instances the batch produced, then
+//!    `COMMIT`, which delivers the notifications to every listening worker.
+
+use std::collections::HashMap;
+
+use duractor::store::{ActivityWorkItem, EntityCleanup, OrchestrationMessage, PurgeQuery};
+use duractor::{Error, Payload, RuntimeStatus};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::batch::{
+    BatchExecutor, Effects, InstanceState, Op, Outcome, Plan, State, ids_needed, json, touched,
+};
+use crate::common::{decode_event, millis, now_ms};
+
+pub(super) struct Writer {
+    pub(super) pool: PgPool,
+    /// Notification channels: work available, instance finished.
+    pub(super) work_channel: String,
+    pub(super) finished_channel: String,
+}
+
+#[async_trait::async_trait]
+impl BatchExecutor for Writer {
+    const DATABASE: &'static str = "PostgreSQL";
+
+    async fn abort(&mut self) {
+        // The transaction rolls back when it is dropped.
+    }
+
+    async fn execute(&mut self, ops: &[Op]) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut state = read_state(&mut tx, ops).await?;
+        let mut plan = Plan::default();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(plan.apply(op, &mut state, now));
+        }
+        write(&mut tx, &plan).await?;
+        for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
+            match op {
+                Op::ClaimMessages {
+                    owner,
+                    limit,
+                    lease_until,
+                    ..
+                } => {
+                    *outcome = Outcome::Messages(
+                        claim_messages(&mut tx, owner, *limit, millis(*lease_until), now).await?,
+                    );
+                }
+                Op::ClaimActivities {
+                    owner,
+                    limit,
+                    lease_until,
+                    ..
+                } => {
+                    *outcome = Outcome::Items(
+                        claim_activities(&mut tx, owner, *limit, millis(*lease_until), now).await?,
+                    );
+                }
+                Op::Abandon {
+                    owner,
+                    ids,
+                    visible_at,
+                    ..
+                } => {
+                    sqlx::query(
+                        "UPDATE orch_queue SET locked_by = NULL, locked_until = NULL, visible_at = $1 \
+                         WHERE id = ANY($2) AND locked_by = $3",
+                    )
+                    .bind(millis(*visible_at))
+                    .bind(ids)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Op::Purge { query, .. } => {
+                    *outcome = Outcome::Count(Ok(purge(&mut tx, query).await?));
+                }
+                Op::CleanEntities { .. } => {
+                    let cleanup = clean_entities(&mut tx, now).await?;
+                    plan.effects.work |= cleanup.released_locks > 0;
+                    *outcome = Outcome::Cleanup(Ok(cleanup));
+                }
+                _ => {}
+            }
+        }
+        if plan.effects.work {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&self.work_channel)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !plan.effects.finished.is_empty() {
+            sqlx::query("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id")
+                .bind(&self.finished_channel)
+                .bind(&plan.effects.finished)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((outcomes, plan.effects))
+    }
+}
+
+/// Locks the rows the batch touches, reads their state, and reserves queue ids.
+async fn read_state(tx: &mut Transaction<'_, Postgres>, ops: &[Op]) -> Result<State, sqlx::Error> {
+    let (instance_ids, item_ids) = touched(ops);
+    let (messages, items) = ids_needed(ops);
+    let instance_ids: Vec<String> = instance_ids.into_iter().map(str::to_owned).collect();
+    const SQL: &str = "\
+        WITH i AS (SELECT instance_id, status, history_len, locked_by, locked_until FROM instances \
+                   WHERE instance_id = ANY($1) ORDER BY instance_id FOR UPDATE), \
+             a AS (SELECT id, locked_by FROM activity_queue WHERE id = ANY($2) ORDER BY id FOR UPDATE) \
+        SELECT 'i'::text AS kind, instance_id AS k, status AS s, history_len AS n, locked_by AS o, locked_until AS u FROM i \
+        UNION ALL SELECT 'a', NULL, NULL, id, locked_by, NULL FROM a \
+        UNION ALL SELECT 'm', NULL, NULL, nextval('orch_queue_id_seq'), NULL, NULL FROM generate_series(1, $3) \
+        UNION ALL SELECT 'q', NULL, NULL, nextval('activity_queue_id_seq'), NULL, NULL FROM generate_series(1, $4)";
+    let rows = sqlx::query(SQL)
+        .bind(&instance_ids)
+        .bind(&item_ids)
+        .bind(messages as i64)
+        .bind(items as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut state = State::default();
+    for row in rows {
+        let kind: String = row.try_get(0)?;
+        match kind.as_str() {
+            "i" => {
+                state.instances.insert(
+                    row.try_get(1)?,
+                    InstanceState {
+                        status: row.try_get(2)?,
+                        history_len: row.try_get(3)?,
+                        locked_by: row.try_get(4)?,
+                        locked_until: row.try_get(5)?,
+                    },
+                );
+            }
+            "a" => {
+                state.items.insert(row.try_get(3)?, row.try_get(4)?);
+            }
+            "m" => state.message_ids.push_back(row.try_get(3)?),
+            _ => state.item_ids.push_back(row.try_get(3)?),
+        }
+    }
+    state.message_ids.make_contiguous().sort_unstable();
+    state.item_ids.make_contiguous().sort_unstable();
+    state.last_message_id = state.message_ids.back().copied().unwrap_or(0);
+    state.last_item_id = state.item_ids.back().copied().unwrap_or(0);
+    Ok(state)
+}
+
+/// Writes a plan: the instance creations, then everything else in one statement.
+async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> Result<(), sqlx::Error> {
+    if !plan.new_instances.is_empty() {
+        sqlx::query(
+            "WITH h AS (DELETE FROM history WHERE instance_id = ANY($1)), \
+                  q AS (DELETE FROM orch_queue WHERE instance_id = ANY($1)), \
+                  a AS (DELETE FROM activity_queue WHERE instance_id = ANY($1)) \
+             INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len) \
+             SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0 \
+             FROM jsonb_array_elements($2::jsonb) e \
+             ON CONFLICT (instance_id) DO UPDATE SET name = excluded.name, version = excluded.version, \
+               status = 'Pending', input = excluded.input, output = NULL, failure = NULL, \
+               custom_status = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+               completed_at = NULL, history_len = 0, locked_by = NULL, locked_until = NULL",
+        )
+        .bind(&plan.replaced)
+        .bind(json(&plan.new_instances))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !plan.reset_history.is_empty() {
+        // Before the new history goes in: one statement cannot delete and re-insert a key.
+        sqlx::query("DELETE FROM history WHERE instance_id = ANY($1)")
+            .bind(&plan.reset_history)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if plan.has_core_writes() {
+        const SQL: &str = "\
+            WITH new_entities AS ( \
+                INSERT INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
+                SELECT e->>0, 'entity', e->>1, 'Running', 'null', (e->>2)::bigint, (e->>2)::bigint \
+                FROM jsonb_array_elements($1::jsonb) e ON CONFLICT (instance_id) DO NOTHING), \
+            hist AS ( \
+                INSERT INTO history (instance_id, idx, event) \
+                SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($2::jsonb) e), \
+            del_msgs AS ( \
+                DELETE FROM orch_queue WHERE id = ANY($3) OR instance_id = ANY($4) \
+                   OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
+            del_items AS ( \
+                DELETE FROM activity_queue WHERE id = ANY($6) OR instance_id = ANY($7)), \
+            new_msgs AS ( \
+                INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
+                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
+                FROM jsonb_array_elements($8::jsonb) e), \
+            new_items AS ( \
+                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until) \
+                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, 1, e->>6, (e->>7)::bigint \
+                FROM jsonb_array_elements($9::jsonb) e), \
+            upd AS ( \
+                UPDATE instances i SET \
+                    status = COALESCE(u.status, i.status), \
+                    output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, i.output) END, \
+                    failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, i.failure) END, \
+                    custom_status = COALESCE(u.custom_status, i.custom_status), \
+                    history_len = u.history_len, updated_at = u.updated_at, \
+                    completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, i.completed_at) END, \
+                    locked_by = u.locked_by, locked_until = u.locked_until, \
+                    entity_state = CASE WHEN u.is_entity THEN u.entity_state ELSE i.entity_state END, \
+                    lock_owner = CASE WHEN u.is_entity THEN u.lock_owner ELSE i.lock_owner END \
+                FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
+                             e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
+                             (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
+                             (e->>10)::boolean AS reset, (e->>11)::boolean AS is_entity, \
+                             e->>12 AS entity_state, e->>13 AS lock_owner \
+                      FROM jsonb_array_elements($10::jsonb) e) AS u \
+                WHERE i.instance_id = u.id) \
+            SELECT 1";
+        let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
+        sqlx::query(SQL)
+            .bind(json(&plan.new_entities))
+            .bind(json(&plan.history))
+            .bind(&plan.consumed)
+            .bind(&plan.finished)
+            .bind(&plan.reset_history)
+            .bind(&plan.done_items)
+            .bind(&cleared)
+            .bind(json(&plan.messages))
+            .bind(json(&plan.activities))
+            .bind(updates_with_entities(plan))
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !plan.rewound.is_empty() {
+        sqlx::query("UPDATE instances SET status = 'Pending' WHERE instance_id = ANY($1) AND status = 'Failed'")
+            .bind(&plan.rewound)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if plan.has_lease_writes() {
+        for (owner, until) in &plan.renewals {
+            sqlx::query(
+                "WITH i AS (UPDATE instances SET locked_until = $2 WHERE locked_by = $1), \
+                      q AS (UPDATE orch_queue SET locked_until = $2 WHERE locked_by = $1) \
+                 UPDATE activity_queue SET locked_until = $2 WHERE locked_by = $1",
+            )
+            .bind(owner)
+            .bind(until)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (instance_id, owner) in &plan.releases {
+            sqlx::query(
+                "UPDATE instances SET locked_by = NULL, locked_until = NULL \
+                 WHERE instance_id = $1 AND locked_by = $2",
+            )
+            .bind(instance_id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for owner in &plan.release_all {
+            sqlx::query(
+                "WITH i AS (UPDATE instances SET locked_by = NULL, locked_until = NULL WHERE locked_by = $1), \
+                      q AS (UPDATE orch_queue SET locked_by = NULL, locked_until = NULL WHERE locked_by = $1) \
+                 UPDATE activity_queue SET locked_until = 0 WHERE locked_by = $1",
+            )
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The status updates of a plan with each entity's state and lock folded in: one statement
+/// may update a row only once.
+fn updates_with_entities(plan: &Plan) -> String {
+    let entities: HashMap<&str, (&Option<String>, &Option<String>)> = plan
+        .entity_updates
+        .iter()
+        .map(|(id, state, owner, _)| (id.as_str(), (state, owner)))
+        .collect();
+    let rows: Vec<serde_json::Value> = plan
+        .updates
+        .iter()
+        .map(|update| {
+            let mut row = serde_json::to_value(update).unwrap_or_default();
+            if let Some(fields) = row.as_array_mut() {
+                let id = fields.first().and_then(|v| v.as_str()).unwrap_or_default();
+                match entities.get(id) {
+                    Some((state, owner)) => {
+                        fields.push(true.into());
+                        fields.push(serde_json::json!(state));
+                        fields.push(serde_json::json!(owner));
+                    }
+                    None => fields.extend([
+                        false.into(),
+                        serde_json::Value::Null,
+                        serde_json::Value::Null,
+                    ]),
+                }
+            }
+            row
+        })
+        .collect();
+    json(&rows)
+}
+
+/// Claims visible messages of instances no other worker holds. Instances are locked with
+/// `SKIP LOCKED`, so two workers claiming at once take different instances.
+async fn claim_messages(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    limit: u32,
+    lease_until: i64,
+    now: i64,
+) -> Result<Result<Vec<OrchestrationMessage>, Error>, sqlx::Error> {
+    const SQL: &str = "\
+        WITH ready AS ( \
+            SELECT q.instance_id, min(q.id) AS first FROM orch_queue q \
+            WHERE q.visible_at <= $3 AND (q.locked_until IS NULL OR q.locked_until < $3) \
+            GROUP BY q.instance_id ORDER BY first LIMIT $4), \
+        inst AS ( \
+            SELECT i.instance_id FROM instances i JOIN ready r ON r.instance_id = i.instance_id \
+            WHERE i.locked_by IS NULL OR i.locked_by = $1 OR i.locked_until < $3 \
+            FOR UPDATE OF i SKIP LOCKED), \
+        locked AS ( \
+            UPDATE instances i SET locked_by = $1, locked_until = $2 FROM inst \
+            WHERE i.instance_id = inst.instance_id RETURNING i.instance_id) \
+        UPDATE orch_queue q SET locked_by = $1, locked_until = $2 FROM locked \
+        WHERE q.instance_id = locked.instance_id AND q.visible_at <= $3 \
+          AND (q.locked_until IS NULL OR q.locked_until < $3) \
+        RETURNING q.id, q.instance_id, q.message, q.execution";
+    let rows = sqlx::query(SQL)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in rows {
+        let json: String = row.try_get(2)?;
+        let event = match decode_event(&json) {
+            Ok(event) => event,
+            Err(error) => return Ok(Err(error)),
+        };
+        let execution: Option<i64> = row.try_get(3)?;
+        messages.push(OrchestrationMessage {
+            id: row.try_get(0)?,
+            instance_id: row.try_get(1)?,
+            event,
+            execution: execution.and_then(|e| u32::try_from(e).ok()),
+        });
+    }
+    messages.sort_by_key(|m| m.id);
+    Ok(Ok(messages))
+}
+
+async fn claim_activities(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    limit: u32,
+    lease_until: i64,
+    now: i64,
+) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
+    const SQL: &str = "\
+        WITH cand AS ( \
+            SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < $3 \
+            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1 \
+        FROM cand WHERE a.id = cand.id \
+        RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution";
+    let rows = sqlx::query(SQL)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        match activity_item(&row)? {
+            Ok(item) => items.push(item),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    items.sort_by_key(|i| i.id);
+    Ok(Ok(items))
+}
+
+fn activity_item(row: &PgRow) -> Result<Result<ActivityWorkItem, Error>, sqlx::Error> {
+    let input: String = row.try_get(4)?;
+    let input = match Payload::from_json(input) {
+        Ok(input) => input,
+        Err(e) => {
+            return Ok(Err(Error::store(format!(
+                "a stored activity input is not valid JSON: {e}"
+            ))));
+        }
+    };
+    Ok(Ok(ActivityWorkItem {
+        id: row.try_get(0)?,
+        instance_id: row.try_get(1)?,
+        seq: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or_default(),
+        name: row.try_get(3)?,
+        input,
+        attempt: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
+        execution: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
+    }))
+}
+
+/// Deletes finished orchestration instances matching `query` with everything they own.
+async fn purge(tx: &mut Transaction<'_, Postgres>, query: &PurgeQuery) -> Result<u64, sqlx::Error> {
+    let statuses: Vec<&str> = RuntimeStatus::ALL
+        .iter()
+        .filter(|s| s.is_terminal() && (query.statuses.is_empty() || query.statuses.contains(s)))
+        .map(|s| s.as_str())
+        .collect();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT instance_id FROM instances \
+         WHERE kind = 'orchestration' AND status = ANY($1) \
+           AND ($2::text IS NULL OR instance_id = $2) \
+           AND ($3::bigint IS NULL OR created_at >= $3) \
+           AND ($4::bigint IS NULL OR created_at < $4) \
+         FOR UPDATE",
+    )
+    .bind(&statuses)
+    .bind(query.instance_id.as_deref())
+    .bind(query.created_from.map(millis))
+    .bind(query.created_to.map(millis))
+    .fetch_all(&mut **tx)
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    sqlx::query(
+        "WITH h AS (DELETE FROM history WHERE instance_id = ANY($1)), \
+              q AS (DELETE FROM orch_queue WHERE instance_id = ANY($1)), \
+              a AS (DELETE FROM activity_queue WHERE instance_id = ANY($1)) \
+         DELETE FROM instances WHERE instance_id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(ids.len() as u64)
+}
+
+/// Releases locks of finished (or gone) orchestrations through an `EntityUnlock` message, and
+/// removes entities with no state, no lock and no pending message.
+async fn clean_entities(
+    tx: &mut Transaction<'_, Postgres>,
+    now: i64,
+) -> Result<EntityCleanup, sqlx::Error> {
+    let released = sqlx::query(
+        "INSERT INTO orch_queue (instance_id, visible_at, message) \
+         SELECT e.instance_id, $1, json_build_object('EntityUnlock', json_build_object('owner', e.lock_owner))::text \
+         FROM instances e \
+         WHERE e.kind = 'entity' AND e.lock_owner IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.instance_id = e.lock_owner \
+                           AND o.status IN ('Pending', 'Running', 'Suspended'))",
+    )
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let removed = sqlx::query(
+        "DELETE FROM instances i WHERE kind = 'entity' AND entity_state IS NULL AND lock_owner IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM orch_queue q WHERE q.instance_id = i.instance_id)",
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(EntityCleanup {
+        removed_empty: removed,
+        released_locks: released,
+    })
+}

@@ -1,0 +1,774 @@
+//! The store conformance suite: every behaviour of the storage contract, run with the same
+//! test code against SQLite and PostgreSQL. PostgreSQL tests need `DURACTOR_TEST_POSTGRES_URL`
+//! (CI sets it); without it they print a notice and pass without running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duractor::chrono::{DateTime, Utc};
+use duractor::entity::EntityId;
+use duractor::prelude::*;
+use duractor::store::{
+    ActivityCompletion, EntityQuery, EntityUpdate, InstanceQuery, NewActivity, NewInstance,
+    NewMessage, PurgeQuery, TurnCommit,
+};
+use duractor::{Event, Payload, Store};
+use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
+use duractor_tests::TempDir;
+
+/// A fresh store of one backend.
+struct Backend {
+    store: Arc<dyn Store>,
+    postgres: Option<PostgresStore>,
+    _dir: TempDir,
+}
+
+impl Backend {
+    async fn sqlite(name: &str) -> Backend {
+        let dir = TempDir::new(name);
+        let store = SqliteStore::open(dir.file("store.db")).await.unwrap();
+        Backend {
+            store: Arc::new(store),
+            postgres: None,
+            _dir: dir,
+        }
+    }
+
+    async fn postgres(name: &str) -> Option<Backend> {
+        let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+            println!(
+                "DURACTOR_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run of `{name}`"
+            );
+            return None;
+        };
+        // Schema names are at most 63 bytes: a short unique one per test and process.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let schema = format!("t_{hash:016x}_{}", std::process::id());
+        let store = PostgresStore::connect_with(
+            &url,
+            PostgresStoreOptions {
+                schema,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        Some(Backend {
+            store: Arc::new(store.clone()),
+            postgres: Some(store),
+            _dir: TempDir::new(name),
+        })
+    }
+
+    async fn finish(self) {
+        if let Some(store) = &self.postgres {
+            store.drop_schema().await.unwrap();
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let backend = super::Backend::sqlite(stringify!($name)).await;
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    instances_are_created_once_while_running,
+    messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message,
+    a_turn_commits_history_work_and_status_together,
+    a_second_worker_cannot_take_or_commit_a_held_instance,
+    a_lapsed_lease_lets_another_worker_take_over,
+    a_stale_history_is_refused,
+    activity_results_are_committed_once_by_the_holder,
+    timers_stay_invisible_until_due,
+    finishing_drops_leftover_messages_and_is_announced,
+    continue_as_new_replaces_history_and_drops_old_work,
+    purge_deletes_only_finished_instances,
+    entities_store_state_and_locks_and_are_cleaned_up,
+    abandoned_messages_come_back_later,
+    instances_list_with_filters_and_paging,
+    end_to_end_orchestrations_and_entities,
+);
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
+fn lease() -> DateTime<Utc> {
+    now() + duractor::chrono::Duration::seconds(30)
+}
+
+fn new_instance(id: &str) -> NewInstance {
+    NewInstance {
+        instance_id: id.to_owned(),
+        name: "flow".to_owned(),
+        version: "1".to_owned(),
+        input: Payload::encode(&42).unwrap(),
+        created_at: now(),
+        parent: None,
+    }
+}
+
+/// A turn of `instance_id` by `owner` appending `events` at `start`, consuming `consumed`.
+fn turn(
+    instance_id: &str,
+    owner: &str,
+    start: u64,
+    events: Vec<Event>,
+    consumed: Vec<i64>,
+) -> TurnCommit {
+    TurnCommit {
+        instance_id: instance_id.to_owned(),
+        owner: owner.to_owned(),
+        history_start: start,
+        reset_history: false,
+        execution: 0,
+        new_events: events,
+        consumed,
+        completed_activities: Vec::new(),
+        activities: Vec::new(),
+        messages: Vec::new(),
+        new_instances: Vec::new(),
+        status: Some(RuntimeStatus::Running),
+        output: None,
+        failure: None,
+        custom_status: None,
+        entity: None,
+        lease_until: lease(),
+        now: now(),
+    }
+}
+
+fn started() -> Event {
+    Event::OrchestratorStarted { timestamp: now() }
+}
+
+async fn instances_are_created_once_while_running(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("a")).await.unwrap();
+    let err = store.create_instance(new_instance("a")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InstanceExists { ref status, .. } if status == "Pending"),
+        "{err:?}"
+    );
+    let status = store.get_instance("a").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Pending);
+    assert_eq!(status.version, "1");
+    assert_eq!(status.input.decode::<u32>().unwrap(), 42);
+    assert!(store.get_instance("b").await.unwrap().is_none());
+}
+
+async fn messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message(
+    b: &Backend,
+) {
+    let store = &b.store;
+    let event = Event::EventRaised {
+        name: "e".into(),
+        data: Payload::null(),
+    };
+    let err = store
+        .enqueue("ghost", event.clone(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::InstanceNotFound("ghost".into()));
+    let entity = EntityId::new("Counter", "k");
+    store
+        .enqueue(
+            &entity.instance_id(),
+            Event::EntityOperation {
+                operation: "add".into(),
+                input: Payload::encode(&1).unwrap(),
+                caller: None,
+                sender: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let status = store.load_entity(&entity).await.unwrap().unwrap();
+    assert_eq!(status.state, None);
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].instance_id, "@Counter@k");
+}
+
+async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("t")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(matches!(claimed[0].event, Event::ExecutionStarted { .. }));
+    let mut commit = turn(
+        "t",
+        "w1",
+        0,
+        vec![
+            started(),
+            claimed[0].event.clone(),
+            Event::TaskScheduled {
+                seq: 0,
+                name: "act".into(),
+                input: Payload::null(),
+            },
+        ],
+        vec![claimed[0].id],
+    );
+    commit.activities.push(NewActivity {
+        seq: 0,
+        name: "act".into(),
+        input: Payload::null(),
+    });
+    commit.custom_status = Some(Payload::encode(&"working").unwrap());
+    let committed = store.commit_turn(commit).await.unwrap();
+    assert_eq!(committed.activity_ids.len(), 1);
+    let history = store.load_history("t").await.unwrap();
+    assert_eq!(history.len(), 3);
+    let status = store.get_instance("t").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    assert_eq!(
+        status.custom_status.unwrap().decode::<String>().unwrap(),
+        "working"
+    );
+    // The consumed message is gone; the new work item is leased to the committer already.
+    assert!(
+        store
+            .claim_messages("w1", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_activities("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_second_worker_cannot_take_or_commit_a_held_instance(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("h")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .enqueue(
+            "h",
+            Event::EventRaised {
+                name: "e".into(),
+                data: Payload::null(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // w2 cannot claim messages of an instance w1 holds.
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = store
+        .commit_turn(turn("h", "w2", 0, vec![started()], vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // w1 can, and gets the event.
+    let more = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(more.len(), 1);
+    store
+        .commit_turn(turn(
+            "h",
+            "w1",
+            0,
+            vec![started()],
+            vec![claimed[0].id, more[0].id],
+        ))
+        .await
+        .unwrap();
+}
+
+async fn a_lapsed_lease_lets_another_worker_take_over(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("l")).await.unwrap();
+    let short = now() + duractor::chrono::Duration::milliseconds(200);
+    let claimed = store.claim_messages("w1", 10, short).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let taken = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert_eq!(taken.len(), 1, "the lapsed message is claimed again");
+    store
+        .commit_turn(turn("l", "w2", 0, vec![started()], vec![taken[0].id]))
+        .await
+        .unwrap();
+    // The stale worker's commit is refused.
+    let err = store
+        .commit_turn(turn("l", "w1", 1, vec![started()], vec![claimed[0].id]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // Renewing and releasing.
+    store.renew_leases("w2", lease()).await.unwrap();
+    store.release_instance("l", "w2").await.unwrap();
+    store.unregister_worker("w2").await.unwrap();
+}
+
+async fn a_stale_history_is_refused(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("s")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    store
+        .commit_turn(turn(
+            "s",
+            "w1",
+            0,
+            vec![started(), claimed[0].event.clone()],
+            vec![claimed[0].id],
+        ))
+        .await
+        .unwrap();
+    let err = store
+        .commit_turn(turn("s", "w1", 1, vec![started()], vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                transient: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.load_history("s").await.unwrap().len(),
+        2,
+        "nothing was written"
+    );
+}
+
+async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("r")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut commit = turn("r", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.activities.push(NewActivity {
+        seq: 0,
+        name: "act".into(),
+        input: Payload::null(),
+    });
+    let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
+    let completion = |owner: &str| ActivityCompletion {
+        item_id: item,
+        instance_id: "r".into(),
+        execution: 0,
+        event: Event::TaskCompleted {
+            seq: 0,
+            output: Payload::encode(&7).unwrap(),
+        },
+        owner: owner.into(),
+        lease_until: lease(),
+    };
+    // Another worker does not hold the item: its result is not committed.
+    assert!(
+        store
+            .complete_activity(completion("w2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The holder's result is committed and, since it holds the instance too, claimed for it.
+    let message = store
+        .complete_activity(completion("w1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(message.event, Event::TaskCompleted { seq: 0, .. }));
+    assert_eq!(message.execution, Some(0));
+    // A second completion (a duplicate delivery) commits nothing.
+    assert!(
+        store
+            .complete_activity(completion("w1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn timers_stay_invisible_until_due(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("timer")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let due = now() + duractor::chrono::Duration::milliseconds(300);
+    let mut commit = turn("timer", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.messages.push(NewMessage {
+        instance_id: "timer".into(),
+        visible_at: due,
+        event: Event::TimerFired {
+            seq: 0,
+            fire_at: due,
+        },
+        execution: Some(0),
+    });
+    store.commit_turn(commit).await.unwrap();
+    store.release_instance("timer", "w1").await.unwrap();
+    assert_eq!(store.next_visible_at().await.unwrap(), Some(due));
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fired = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert!(matches!(fired[0].event, Event::TimerFired { seq: 0, .. }));
+    assert_eq!(fired[0].execution, Some(0));
+}
+
+async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("f")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let due = now() + duractor::chrono::Duration::hours(1);
+    let mut commit = turn("f", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.messages.push(NewMessage {
+        instance_id: "f".into(),
+        visible_at: due,
+        event: Event::TimerFired {
+            seq: 0,
+            fire_at: due,
+        },
+        execution: Some(0),
+    });
+    store.commit_turn(commit).await.unwrap();
+    let watch = store.events().watch_finished("f");
+    let mut done = turn(
+        "f",
+        "w1",
+        1,
+        vec![Event::ExecutionCompleted {
+            output: Payload::encode(&"ok").unwrap(),
+        }],
+        vec![],
+    );
+    done.status = Some(RuntimeStatus::Completed);
+    done.output = Some(Payload::encode(&"ok").unwrap());
+    store.commit_turn(done).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.notified())
+        .await
+        .expect("the finish is announced");
+    let status = store.get_instance("f").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    assert!(status.completed_at.is_some());
+    assert_eq!(
+        store.next_visible_at().await.unwrap(),
+        None,
+        "the pending timer was dropped"
+    );
+    // The finished instance is free: a new start with its id replaces it.
+    store.create_instance(new_instance("f")).await.unwrap();
+    assert!(store.load_history("f").await.unwrap().is_empty());
+}
+
+async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("c")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut first = turn(
+        "c",
+        "w1",
+        0,
+        vec![started(), claimed[0].event.clone()],
+        vec![claimed[0].id],
+    );
+    first.activities.push(NewActivity {
+        seq: 0,
+        name: "act".into(),
+        input: Payload::null(),
+    });
+    store.commit_turn(first).await.unwrap();
+    store
+        .enqueue(
+            "c",
+            Event::EventRaised {
+                name: "keep".into(),
+                data: Payload::null(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let mut again = turn("c", "w1", 0, vec![], vec![]);
+    again.reset_history = true;
+    again.execution = 0;
+    again.messages.push(NewMessage {
+        instance_id: "c".into(),
+        visible_at: now(),
+        event: Event::ExecutionStarted {
+            name: "flow".into(),
+            version: "1".into(),
+            input: Payload::encode(&43).unwrap(),
+            execution: 1,
+            parent: None,
+        },
+        execution: None,
+    });
+    store.commit_turn(again).await.unwrap();
+    assert!(store.load_history("c").await.unwrap().is_empty());
+    // The old execution's work item is gone; the event and the new start are there.
+    store.unregister_worker("w1").await.unwrap();
+    assert!(
+        store
+            .claim_activities("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let messages = store.claim_messages("w2", 10, lease()).await.unwrap();
+    let kinds: Vec<&str> = messages.iter().map(|m| m.event.kind()).collect();
+    assert_eq!(kinds, ["EventRaised", "ExecutionStarted"]);
+}
+
+async fn purge_deletes_only_finished_instances(b: &Backend) {
+    let store = &b.store;
+    for id in ["p1", "p2"] {
+        store.create_instance(new_instance(id)).await.unwrap();
+    }
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let p1 = claimed.iter().find(|m| m.instance_id == "p1").unwrap();
+    let mut done = turn(
+        "p1",
+        "w1",
+        0,
+        vec![started(), p1.event.clone()],
+        vec![p1.id],
+    );
+    done.status = Some(RuntimeStatus::Failed);
+    done.failure = Some(duractor::Failure::application("no"));
+    store.commit_turn(done).await.unwrap();
+    let purged = store.purge_instances(&PurgeQuery::default()).await.unwrap();
+    assert_eq!(purged, 1);
+    assert!(store.get_instance("p1").await.unwrap().is_none());
+    assert!(store.load_history("p1").await.unwrap().is_empty());
+    assert!(store.get_instance("p2").await.unwrap().is_some());
+}
+
+async fn entities_store_state_and_locks_and_are_cleaned_up(b: &Backend) {
+    let store = &b.store;
+    let counter = EntityId::new("Counter", "a");
+    let empty = EntityId::new("Counter", "empty");
+    for id in [&counter, &empty] {
+        store
+            .enqueue(&id.instance_id(), Event::EntityDelete {}, None)
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    for message in &claimed {
+        let mut commit = turn(&message.instance_id, "w1", 0, vec![], vec![message.id]);
+        commit.status = None;
+        commit.entity = Some(EntityUpdate {
+            state: (message.instance_id == counter.instance_id())
+                .then(|| Payload::encode(&5).unwrap()),
+            lock_owner: (message.instance_id == counter.instance_id())
+                .then(|| "gone-orchestration".to_owned()),
+        });
+        store.commit_turn(commit).await.unwrap();
+    }
+    let loaded = store.load_entity(&counter).await.unwrap().unwrap();
+    assert_eq!(loaded.state.unwrap().decode::<u32>().unwrap(), 5);
+    assert_eq!(loaded.lock_owner.as_deref(), Some("gone-orchestration"));
+    let listed = store
+        .list_entities(&EntityQuery {
+            name: Some("Counter".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "entities without state are listed only on request"
+    );
+    let cleanup = store.clean_entities().await.unwrap();
+    assert_eq!(cleanup.removed_empty, 1);
+    assert_eq!(cleanup.released_locks, 1);
+    // The orphaned lock is released through a message to the entity.
+    store
+        .release_instance(&counter.instance_id(), "w1")
+        .await
+        .unwrap();
+    let unlock = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert!(
+        matches!(&unlock[0].event, Event::EntityUnlock { owner } if owner == "gone-orchestration")
+    );
+    // Instance queries do not list entities.
+    assert!(
+        store
+            .list_instances(&InstanceQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn abandoned_messages_come_back_later(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("ab")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let later = now() + duractor::chrono::Duration::milliseconds(300);
+    store
+        .abandon_messages("w1", &[claimed[0].id], later)
+        .await
+        .unwrap();
+    store.release_instance("ab", "w1").await.unwrap();
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        store.claim_messages("w2", 10, lease()).await.unwrap().len(),
+        1
+    );
+}
+
+async fn instances_list_with_filters_and_paging(b: &Backend) {
+    let store = &b.store;
+    for i in 0..5 {
+        store
+            .create_instance(new_instance(&format!("job-{i}")))
+            .await
+            .unwrap();
+    }
+    store.create_instance(new_instance("other")).await.unwrap();
+    let page = store
+        .list_instances(&InstanceQuery {
+            instance_id_prefix: Some("job-".into()),
+            limit: Some(2),
+            after: Some("job-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.iter().map(|s| s.instance_id.as_str()).collect();
+    assert_eq!(ids, ["job-2", "job-3"]);
+    let pending = store
+        .list_instances(&InstanceQuery {
+            statuses: vec![RuntimeStatus::Pending],
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 6);
+}
+
+#[activity]
+async fn conformance_double(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    Ok(x * 2)
+}
+
+#[entity]
+#[derive(Default, Serialize, Deserialize)]
+struct ConformanceCounter {
+    value: u64,
+}
+
+#[entity]
+impl ConformanceCounter {
+    fn add(&mut self, n: u64) -> u64 {
+        self.value += n;
+        self.value
+    }
+}
+
+#[orchestrator]
+async fn conformance_flow(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
+    let doubled = ctx.call_activity(ConformanceDouble, n).await?;
+    ctx.sleep(Duration::from_millis(50)).await;
+    let total = ctx
+        .call_entity::<ConformanceCounter>("total")
+        .add(doubled)
+        .await?;
+    let event: u64 = ctx.wait_for_event("bonus").await?;
+    Ok(total + event)
+}
+
+async fn end_to_end_orchestrations_and_entities(b: &Backend) {
+    let runtime = Runtime::builder(b.store.clone())
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(client.start(ConformanceFlow, n).await.unwrap());
+    }
+    for id in &ids {
+        client.raise_event(id, "bonus", &1000u64).await.unwrap();
+    }
+    let mut outputs = Vec::new();
+    for id in &ids {
+        let status = client
+            .wait_for_completion(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            status.status,
+            RuntimeStatus::Completed,
+            "{:?}",
+            status.failure
+        );
+        outputs.push(status.output::<u64>().unwrap());
+    }
+    let counter = client
+        .entity_state::<ConformanceCounter>("total")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter.value, 30, "2+4+6+8+10, each added once");
+    assert!(outputs.iter().all(|o| *o > 1000 && *o <= 1030));
+    runtime.shutdown().await.unwrap();
+}
