@@ -1,5 +1,7 @@
 //! Helpers for duractor's whole-system tests: fresh SQLite files, runtimes, polling.
 
+pub mod scale;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -121,5 +123,24 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test does
+/// not leave workers running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// SIGKILLs the process now and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

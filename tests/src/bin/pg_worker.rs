@@ -1,0 +1,42 @@
+//! A worker process for the PostgreSQL scale-out tests: runs until killed.
+//!
+//! `pg_worker URL SCHEMA LEASE_MS`
+//!
+//! It runs the functions of `duractor_tests::scale` (linked in, so registered): 5 sequential
+//! activities per orchestration, then a signal to an entity.
+
+use std::time::Duration;
+
+use duractor::prelude::*;
+use duractor_sqlx::{PostgresStore, PostgresStoreOptions};
+#[allow(unused_imports)]
+use duractor_tests::scale as _;
+
+#[tokio::main]
+async fn main() -> Result<(), duractor::Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, schema, lease_ms] = args.as_slice() else {
+        eprintln!("usage: pg_worker URL SCHEMA LEASE_MS");
+        std::process::exit(2);
+    };
+    let lease_ms: u64 = lease_ms
+        .parse()
+        .map_err(|e| duractor::Error::InvalidArgument(format!("LEASE_MS: {e}")))?;
+    let store = PostgresStore::connect_with(
+        url,
+        PostgresStoreOptions {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let _runtime = Runtime::builder(store)
+        .lease_duration(Duration::from_millis(lease_ms))
+        .poll_interval(Duration::from_millis(200))
+        .start()
+        .await?;
+    println!("worker started");
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}

@@ -1,0 +1,275 @@
+//! Scale-out on PostgreSQL with real processes: several workers share one database, one is
+//! SIGKILLed mid-run and another joins later; every instance completes exactly, every entity
+//! ends exact, no history has a duplicated step. Also: dropped connections are survived.
+//! Needs `DURACTOR_TEST_POSTGRES_URL` (CI sets it); without it the tests print a notice.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use duractor::client::{EntityQuery, ListQuery};
+use duractor::prelude::*;
+use duractor::{Event, Store};
+use duractor_sqlx::{PostgresStore, PostgresStoreOptions};
+use duractor_tests::ChildGuard;
+use duractor_tests::scale::{FiveSteps, Hits, five_steps_output};
+
+fn postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping `{test}`");
+    }
+    url
+}
+
+fn spawn_worker(url: &str, schema: &str, lease_ms: u64) -> ChildGuard {
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_pg_worker"))
+            .args([url, schema, &lease_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pg_worker"),
+    )
+}
+
+#[tokio::test]
+async fn three_workers_one_killed_one_joining_later_lose_and_duplicate_nothing() {
+    let Some(url) = postgres_url("three_workers_one_killed") else {
+        return;
+    };
+    let schema = format!("scale_{}", std::process::id());
+    let store = PostgresStore::connect_with(
+        &url,
+        PostgresStoreOptions {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = Client::new(store.clone());
+    let lease_ms = 2_000;
+    let mut workers: Vec<ChildGuard> = (0..3)
+        .map(|_| spawn_worker(&url, &schema, lease_ms))
+        .collect();
+
+    const COUNT: u64 = 2_000;
+    let started = Instant::now();
+    let starts = (0..COUNT).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .start(FiveSteps, i)
+                .instance_id(format!("scale-{i}"))
+                .await
+        })
+    });
+    for start in starts.collect::<Vec<_>>() {
+        start.await.unwrap().expect("start");
+    }
+
+    // Kill one worker once a fifth of the instances completed; start another later.
+    let wait_for = |done: u64| {
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(240);
+            loop {
+                let completed = count_completed(&client).await;
+                if completed >= done {
+                    return completed;
+                }
+                assert!(Instant::now() < deadline, "stuck at {completed} completed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(COUNT / 5).await;
+    workers.remove(0).kill();
+    wait_for(COUNT / 2).await;
+    workers.push(spawn_worker(&url, &schema, lease_ms));
+    wait_for(COUNT).await;
+    println!(
+        "{COUNT} orchestrations on 3 workers (one killed, one added) in {:?}",
+        started.elapsed()
+    );
+
+    // Exact outputs, whole histories, exact entities.
+    for i in 0..COUNT {
+        let id = format!("scale-{i}");
+        let status = client.status(&id).await.unwrap();
+        assert_eq!(
+            status.status,
+            RuntimeStatus::Completed,
+            "{id}: {:?}",
+            status.failure
+        );
+        assert_eq!(
+            status.output::<u64>().unwrap(),
+            five_steps_output(i),
+            "{id}"
+        );
+        let history = store.load_history(&id).await.unwrap();
+        let scheduled: Vec<u64> = history
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskScheduled { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let mut completed: Vec<u64> = history
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskCompleted { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        completed.sort_unstable();
+        assert_eq!(scheduled, [0, 1, 2, 3, 4], "{id}");
+        assert_eq!(completed, [0, 1, 2, 3, 4], "{id}");
+        assert_eq!(
+            history.iter().filter(|e| e.is_terminal()).count(),
+            1,
+            "{id}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hits = client
+            .list_entities(&EntityQuery {
+                name: Some("Hits".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let counts: Vec<u64> = hits
+            .iter()
+            .map(|e| e.state::<Hits>().unwrap().map_or(0, |h| h.count))
+            .collect();
+        if counts.len() == 20 && counts.iter().all(|c| *c == COUNT / 20) {
+            break;
+        }
+        assert!(
+            counts.iter().all(|c| *c <= COUNT / 20),
+            "an entity signal was applied twice: {counts:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "entities did not catch up: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(workers);
+    store.drop_schema().await.unwrap();
+}
+
+async fn count_completed(client: &Client) -> u64 {
+    let mut done = 0;
+    let mut after = None;
+    loop {
+        let page = client
+            .list(ListQuery {
+                statuses: vec![RuntimeStatus::Completed],
+                limit: Some(10_000),
+                after: after.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return done;
+        }
+        done += page.len() as u64;
+        after = page.last().map(|s| s.instance_id.clone());
+    }
+}
+
+#[activity]
+async fn drop_step(_ctx: ActivityContext, x: u64) -> Result<u64, duractor::Error> {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    Ok(x + 1)
+}
+
+#[orchestrator]
+async fn drop_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
+    let mut value = 0;
+    for _ in 0..steps {
+        value = ctx.call_activity(DropStep, value).await?;
+    }
+    Ok(value)
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried_and_nothing_is_lost_or_doubled() {
+    let Some(url) = postgres_url("dropped_connections") else {
+        return;
+    };
+    let schema = format!("drops_{}", std::process::id());
+    let store = PostgresStore::connect_with(
+        &url,
+        PostgresStoreOptions {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let runtime = Runtime::builder(store.clone())
+        .poll_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            client
+                .start(DropChain, 10)
+                .instance_id(format!("drop-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    // Terminate every connection of this store several times while it works.
+    let mut terminated = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        terminated += terminate_connections(&url, &format!("duractor:{schema}")).await;
+    }
+    assert!(terminated > 0, "no connection was terminated");
+    for id in &ids {
+        let status = client
+            .wait_for_completion(id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(
+            status.status,
+            RuntimeStatus::Completed,
+            "{id}: {:?}",
+            status.failure
+        );
+        assert_eq!(status.output::<u64>().unwrap(), 10);
+        let history = client.history(id).await.unwrap();
+        let steps = history
+            .iter()
+            .filter(|e| matches!(e, Event::TaskCompleted { .. }))
+            .count();
+        assert_eq!(steps, 10, "{id}: a step is missing or doubled");
+    }
+    runtime.shutdown().await.unwrap();
+    store.drop_schema().await.unwrap();
+}
+
+/// Terminates the backends of connections named `application_name`; returns how many.
+async fn terminate_connections(url: &str, application_name: &str) -> u64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(application_name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    terminated.len() as u64
+}
