@@ -34,29 +34,52 @@
 //!
 //! The modules follow the flow of an orchestration: [`history`] (the events) → [`replay`]
 //! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
-//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`].
+//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`] →
+//! [`http`] and [`cli`], the two faces of the app that [`main`] generates.
+//!
+//! # The generated main
+//!
+//! ```no_run
+//! use duractor::prelude::*;
+//!
+//! #[activity]
+//! async fn say_hello(_ctx: ActivityContext, city: String) -> Result<String, duractor::Error> {
+//!     Ok(format!("Hello {city}!"))
+//! }
+//!
+//! #[duractor::main] // CLI + workers + HTTP API on ./<program>.db
+//! async fn main() {}
+//! ```
+//!
+//! The app depends on `duractor` and `duractor-sqlx` (the generated code opens the store with
+//! `duractor_sqlx::open`; `#[duractor::main(store = my::open)]` names another function).
+//! `myapp serve` runs the workers and the HTTP API, `myapp run NAME` runs one orchestration,
+//! and the other commands are clients: see [`cli`] and [`http`].
 
+pub mod cli;
 pub mod client;
 pub mod context;
 pub mod durable;
 pub mod error;
 pub mod history;
+pub mod http;
 pub mod registry;
 pub mod replay;
 pub mod retry;
 pub mod runtime;
 pub mod store;
 
+pub use cli::App;
 pub use client::{Client, InstanceStatus, Start};
 pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
 pub use durable::{DurableFuture, Either};
-pub use duractor_macros::{activity, orchestrator};
+pub use duractor_macros::{activity, main, orchestrator};
 pub use error::{Error, Failure, Result};
 pub use history::{Event, ParentInstance, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
 pub use replay::Limits;
 pub use retry::RetryPolicy;
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{MetricsSnapshot, Runtime, RuntimeBuilder};
 pub use store::{RuntimeStatus, Store};
 
 /// The names most programs need: `use duractor::prelude::*;`.
@@ -75,8 +98,44 @@ pub mod __private {
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;
+    use std::process::ExitCode;
+    use std::sync::Arc;
 
+    use crate::cli::App;
     use crate::error::{Error, Failure};
+    use crate::store::Store;
+
+    /// The generated `fn main`: parses the command line, runs the body of the user's `main`
+    /// (its setup), opens the store with `open`, runs the command.
+    pub fn run_main(
+        bin_name: Option<&'static str>,
+        open: fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>,
+        setup: for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>,
+    ) -> ExitCode {
+        crate::cli::run_main(bin_name, open, setup)
+    }
+
+    /// What the body of `#[duractor::main] async fn main` may return.
+    #[diagnostic::on_unimplemented(
+        message = "`#[duractor::main]` functions return `()` or `Result<(), E>` where `E: Display`, found `{Self}`",
+        label = "return `()` or a `Result<(), E>`",
+        note = "an error returned by `main` is printed and the program exits with code 1"
+    )]
+    pub trait MainOutput {
+        fn into_main_result(self) -> Result<(), String>;
+    }
+
+    impl MainOutput for () {
+        fn into_main_result(self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl<E: Display> MainOutput for Result<(), E> {
+        fn into_main_result(self) -> Result<(), String> {
+            self.map_err(|e| format!("{e:#}"))
+        }
+    }
 
     /// Names the `Ok` type of a function's `Result` return type, whatever alias spells it.
     #[diagnostic::on_unimplemented(
