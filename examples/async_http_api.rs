@@ -78,7 +78,8 @@ async fn export_part(_ctx: ActivityContext, part: PartRequest) -> Result<Part, d
         .customer
         .bytes()
         .fold(u64::from(part.index) + 1, |sum, byte| {
-            sum.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(byte))
+            sum.wrapping_mul(1_099_511_628_211)
+                .wrapping_add(u64::from(byte))
         });
     Ok(Part {
         rows: 100 + u64::from(part.index) * 7,

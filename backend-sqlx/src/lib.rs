@@ -117,7 +117,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("PostgreSQL support is not available yet"), "{err}");
+        assert!(
+            err.contains("PostgreSQL support is not available yet"),
+            "{err}"
+        );
         assert!(!err.contains("secret"), "{err}");
         let err = open("mysql://localhost/app")
             .await

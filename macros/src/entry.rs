@@ -158,8 +158,9 @@ fn expand(main: Main) -> TokenStream {
             #user_fn()
         }},
     };
+    // Spanned at the return type, so a type that is not `()` or a `Result` is reported there.
     let into_result = quote_spanned! {output_span=>
-        ::duractor::__private::MainOutput::into_main_result
+        ::duractor::__private::MainOutput::into_main_result((#call).await)
     };
     let store = match &args.store {
         Some(path) => quote_spanned! {path.span()=> #path },
@@ -176,7 +177,7 @@ fn expand(main: Main) -> TokenStream {
                 'a,
                 ::core::result::Result<(), ::std::string::String>,
             > {
-                ::std::boxed::Box::pin(async move { #into_result(#call.await) })
+                ::std::boxed::Box::pin(async move { #into_result })
             }
 
             fn __duractor_open_store(

@@ -105,13 +105,15 @@ pub mod __private {
     use crate::error::{Error, Failure};
     use crate::store::Store;
 
+    /// Opens the store a database URL names.
+    pub type OpenStoreFn = fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>;
+
+    /// The body of the user's `main`, boxed.
+    pub type SetupFn = for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>;
+
     /// The generated `fn main`: parses the command line, runs the body of the user's `main`
     /// (its setup), opens the store with `open`, runs the command.
-    pub fn run_main(
-        bin_name: Option<&'static str>,
-        open: fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>,
-        setup: for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>,
-    ) -> ExitCode {
+    pub fn run_main(bin_name: Option<&'static str>, open: OpenStoreFn, setup: SetupFn) -> ExitCode {
         crate::cli::run_main(bin_name, open, setup)
     }
 

@@ -61,18 +61,22 @@ fn chaining_runs_from_the_command_line_and_over_http() {
 
     let functions = cli(CHAINING, &db, &["functions"]).expect_code(0);
     assert!(
-        functions
-            .stdout
-            .lines()
-            .any(|l| l.split_whitespace().eq(["orchestrator", "hello_cities", "()", "Vec<String>"])),
+        functions.stdout.lines().any(|l| l.split_whitespace().eq([
+            "orchestrator",
+            "hello_cities",
+            "()",
+            "Vec<String>"
+        ])),
         "{}",
         functions.stdout
     );
     assert!(
-        functions
-            .stdout
-            .lines()
-            .any(|l| l.split_whitespace().eq(["activity", "say_hello", "String", "String"])),
+        functions.stdout.lines().any(|l| l.split_whitespace().eq([
+            "activity",
+            "say_hello",
+            "String",
+            "String"
+        ])),
         "{}",
         functions.stdout
     );
@@ -93,13 +97,16 @@ fn chaining_runs_from_the_command_line_and_over_http() {
         "resumePostUri",
     ] {
         assert!(
-            links[key]
-                .as_str()
-                .is_some_and(|url| url.starts_with(&format!("http://{}/instances/{id}", server.addr))),
+            links[key].as_str().is_some_and(
+                |url| url.starts_with(&format!("http://{}/instances/{id}", server.addr))
+            ),
             "{key}: {links}"
         );
     }
-    assert_eq!(started.header("location"), links["statusQueryGetUri"].as_str());
+    assert_eq!(
+        started.header("location"),
+        links["statusQueryGetUri"].as_str()
+    );
     let status = wait_until("the greeting to finish", WAIT, || {
         let response = server.get(&path_of(&links["statusQueryGetUri"]));
         (response.status == 200).then(|| response.json())
@@ -116,8 +123,17 @@ fn chaining_runs_from_the_command_line_and_over_http() {
     assert_eq!(cli_status["output"], status["output"]);
     let history = cli(CHAINING, &db, &["history", &id]).expect_code(0);
     assert!(history.stdout.starts_with('#'), "{}", history.stdout);
-    assert_eq!(history.stdout.matches("TaskCompleted").count(), 2, "{}", history.stdout);
-    assert!(history.stdout.contains("ExecutionCompleted"), "{}", history.stdout);
+    assert_eq!(
+        history.stdout.matches("TaskCompleted").count(),
+        2,
+        "{}",
+        history.stdout
+    );
+    assert!(
+        history.stdout.contains("ExecutionCompleted"),
+        "{}",
+        history.stdout
+    );
     let history_json = cli(CHAINING, &db, &["history", &id, "--json"])
         .expect_code(0)
         .json();
@@ -131,25 +147,57 @@ fn chaining_runs_from_the_command_line_and_over_http() {
     let waited = cli(
         CHAINING,
         &db,
-        &["start", "greet_all", "--input", r#"["Rome"]"#, "--wait", "--timeout", "30"],
+        &[
+            "start",
+            "greet_all",
+            "--input",
+            r#"["Rome"]"#,
+            "--wait",
+            "--timeout",
+            "30",
+        ],
     )
     .expect_code(0);
     assert_eq!(waited.stdout.trim(), r#"["Hello Rome!"]"#);
 
     // `run` needs the worker lock, which the server holds: a clear error and a hint.
     let refused = cli(CHAINING, &db, &["run", "hello_cities"]).expect_code(1);
-    assert!(refused.stderr.contains("already running"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("start hello_cities --wait"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("already running"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("start hello_cities --wait"),
+        "{}",
+        refused.stderr
+    );
 
     // Usage errors exit 2, failures 1.
     let unknown = cli(CHAINING, &db, &["start", "nope"]).expect_code(2);
-    assert!(unknown.stderr.contains("no orchestrator named `nope`"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no orchestrator named `nope`"),
+        "{}",
+        unknown.stderr
+    );
     let bad_json = cli(CHAINING, &db, &["start", "greet_all", "--input", "{oops"]).expect_code(2);
-    assert!(bad_json.stderr.contains("not valid JSON"), "{}", bad_json.stderr);
+    assert!(
+        bad_json.stderr.contains("not valid JSON"),
+        "{}",
+        bad_json.stderr
+    );
     let wrong_type = cli(CHAINING, &db, &["start", "greet_all", "--input", "42"]).expect_code(2);
-    assert!(wrong_type.stderr.contains("invalid input"), "{}", wrong_type.stderr);
+    assert!(
+        wrong_type.stderr.contains("invalid input"),
+        "{}",
+        wrong_type.stderr
+    );
     let missing = cli(CHAINING, &db, &["status", "no-such-instance"]).expect_code(1);
-    assert!(missing.stderr.contains("no instance `no-such-instance`"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no instance `no-such-instance`"),
+        "{}",
+        missing.stderr
+    );
     cli(CHAINING, &db, &["frobnicate"]).expect_code(2);
     let help = cli(CHAINING, &db, &["--help"]).expect_code(0);
     assert!(help.stdout.contains("Usage: chaining"), "{}", help.stdout);
@@ -165,22 +213,37 @@ fn fan_out_fan_in_sums_activities_run_in_parallel() {
     let dir = TempDir::new("app-fan-out");
     let db = database(&dir);
 
-    let run = cli(FAN_OUT_FAN_IN, &db, &["run", "total_size", "--input", "200"]).expect_code(0);
-    assert_eq!(run.stdout.trim(), (0..200u64).map(|f| f * 10).sum::<u64>().to_string());
+    let run = cli(
+        FAN_OUT_FAN_IN,
+        &db,
+        &["run", "total_size", "--input", "200"],
+    )
+    .expect_code(0);
+    assert_eq!(
+        run.stdout.trim(),
+        (0..200u64).map(|f| f * 10).sum::<u64>().to_string()
+    );
 
     let server = Server::start(FAN_OUT_FAN_IN, &db, &[], &[]);
     let started = server.post("/orchestrators/total_size/sum-500", "500");
     assert_eq!(started.status, 202, "{}", started.body);
     let status = wait_finished(&server, "sum-500");
-    assert_eq!(status["output"], json!((0..500u64).map(|f| f * 10).sum::<u64>()));
+    assert_eq!(
+        status["output"],
+        json!((0..500u64).map(|f| f * 10).sum::<u64>())
+    );
 
-    let history = server
-        .get("/instances/sum-500?showHistory=true")
-        .json();
+    let history = server.get("/instances/sum-500?showHistory=true").json();
     let events = history["historyEvents"].as_array().expect("history events");
-    let scheduled = events.iter().filter(|e| e["eventType"] == "TaskScheduled").count();
+    let scheduled = events
+        .iter()
+        .filter(|e| e["eventType"] == "TaskScheduled")
+        .count();
     assert_eq!(scheduled, 500);
-    assert!(events.iter().all(|e| e.get("input").is_none()), "payloads only with showHistoryOutput");
+    assert!(
+        events.iter().all(|e| e.get("input").is_none()),
+        "payloads only with showHistoryOutput"
+    );
 
     let metrics = server.get("/metrics");
     assert_eq!(metrics.status, 200);
@@ -191,9 +254,27 @@ fn fan_out_fan_in_sums_activities_run_in_parallel() {
         "{}",
         metrics.body
     );
-    assert!(metrics.body.contains("duractor_queue_depth{queue=\"activities\"} 0\n"), "{}", metrics.body);
-    assert!(metrics.body.contains("duractor_instances{status=\"Completed\"} 2\n"), "{}", metrics.body);
-    assert!(metrics.body.contains("duractor_turn_duration_seconds_count"), "{}", metrics.body);
+    assert!(
+        metrics
+            .body
+            .contains("duractor_queue_depth{queue=\"activities\"} 0\n"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("duractor_instances{status=\"Completed\"} 2\n"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("duractor_turn_duration_seconds_count"),
+        "{}",
+        metrics.body
+    );
 }
 
 /// What `export_report` computes for a customer and a number of parts.
@@ -203,7 +284,8 @@ fn expected_report(customer: &str, parts: u32) -> Value {
     for index in 0..parts {
         rows += 100 + u64::from(index) * 7;
         let part = customer.bytes().fold(u64::from(index) + 1, |sum, byte| {
-            sum.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(byte))
+            sum.wrapping_mul(1_099_511_628_211)
+                .wrapping_add(u64::from(byte))
         });
         checksum = checksum.wrapping_mul(31).wrapping_add(part);
     }
@@ -230,12 +312,18 @@ fn async_http_api_survives_sigkill_of_the_server_mid_run() {
     let running: HttpResponse = wait_until("some parts to be exported", WAIT, || {
         let response = server.get(&status_path);
         assert!(matches!(response.status, 200 | 202), "{}", response.body);
-        let done = response.json()["customStatus"]["parts_done"].as_u64().unwrap_or(0);
+        let done = response.json()["customStatus"]["parts_done"]
+            .as_u64()
+            .unwrap_or(0);
         (done >= 3).then_some(response)
     });
     assert_eq!(running.status, 202, "{}", running.body);
     assert_eq!(running.json()["runtimeStatus"], "Running");
-    assert!(running.header("location").is_some_and(|l| l.ends_with(&status_path)));
+    assert!(
+        running
+            .header("location")
+            .is_some_and(|l| l.ends_with(&status_path))
+    );
 
     // SIGKILL in the middle of the export; a new server on the same file carries on.
     server.kill();
@@ -243,7 +331,10 @@ fn async_http_api_survives_sigkill_of_the_server_mid_run() {
     let status = wait_finished(&server, &id);
     assert_eq!(status["runtimeStatus"], "Completed", "{status}");
     assert_eq!(status["output"], expected_report("acme", 8));
-    assert_eq!(status["customStatus"], json!({ "parts_done": 8, "parts": 8 }));
+    assert_eq!(
+        status["customStatus"],
+        json!({ "parts_done": 8, "parts": 8 })
+    );
 
     // Every part was scheduled once and completed once, despite the crash.
     let history = cli(ASYNC_HTTP_API, &db, &["history", &id, "--json"])
@@ -280,10 +371,20 @@ fn async_http_api_survives_sigkill_of_the_server_mid_run() {
     let failed = cli(
         ASYNC_HTTP_API,
         &db,
-        &["start", "export_report", "--input", r#"{"customer": "x", "parts": 0}"#, "--wait"],
+        &[
+            "start",
+            "export_report",
+            "--input",
+            r#"{"customer": "x", "parts": 0}"#,
+            "--wait",
+        ],
     )
     .expect_code(1);
-    assert!(failed.stderr.contains("parts must be between 1 and 1000"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("parts must be between 1 and 1000"),
+        "{}",
+        failed.stderr
+    );
 }
 
 #[test]
@@ -294,8 +395,19 @@ fn monitor_polls_with_timers_and_continue_as_new_until_the_file_appears() {
     let server = Server::start(MONITOR, &db, &[], &[]);
 
     let input = json!({ "path": flag.display().to_string(), "interval_ms": 100 }).to_string();
-    cli(MONITOR, &db, &["start", "monitor", "--id", "watch-report", "--input", &input])
-        .expect_code(0);
+    cli(
+        MONITOR,
+        &db,
+        &[
+            "start",
+            "monitor",
+            "--id",
+            "watch-report",
+            "--input",
+            &input,
+        ],
+    )
+    .expect_code(0);
 
     // It keeps checking; each check is a new execution, so the history stays short.
     let status = wait_status(&server, "watch-report", "three checks", |s| {
@@ -306,9 +418,14 @@ fn monitor_polls_with_timers_and_continue_as_new_until_the_file_appears() {
         .get("/instances/watch-report?showHistory=true")
         .json();
     let events = history["historyEvents"].as_array().expect("history events");
-    assert!(events.len() < 12, "continue_as_new keeps the history short: {history}");
     assert!(
-        events.iter().any(|e| e["eventType"] == "ExecutionStarted" && e["execution"].as_u64() >= Some(2)),
+        events.len() < 12,
+        "continue_as_new keeps the history short: {history}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventType"] == "ExecutionStarted" && e["execution"].as_u64() >= Some(2)),
         "{history}"
     );
 
@@ -342,8 +459,12 @@ fn human_interaction_approves_escalates_and_times_out() {
     };
 
     // Approved by the approver, through the CLI.
-    cli(HUMAN_INTERACTION, &db, &["start", "approval", "--id", "po-1", "--input", &request(60)])
-        .expect_code(0);
+    cli(
+        HUMAN_INTERACTION,
+        &db,
+        &["start", "approval", "--id", "po-1", "--input", &request(60)],
+    )
+    .expect_code(0);
     wait_status(&server, "po-1", "po-1 to wait for ana", |s| {
         s["customStatus"] == "waiting for ana"
     });
@@ -354,10 +475,20 @@ fn human_interaction_approves_escalates_and_times_out() {
     let raised = cli(
         HUMAN_INTERACTION,
         &db,
-        &["raise", "po-1", "approval", "--data", r#"{"approved": true, "by": "ana"}"#],
+        &[
+            "raise",
+            "po-1",
+            "approval",
+            "--data",
+            r#"{"approved": true, "by": "ana"}"#,
+        ],
     )
     .expect_code(0);
-    assert!(raised.stdout.contains("raised event `approval`"), "{}", raised.stdout);
+    assert!(
+        raised.stdout.contains("raised event `approval`"),
+        "{}",
+        raised.stdout
+    );
     let status = wait_finished(&server, "po-1");
     assert_eq!(
         status["output"],
@@ -370,7 +501,12 @@ fn human_interaction_approves_escalates_and_times_out() {
     cli(HUMAN_INTERACTION, &db, &["raise", "po-1", "approval"]).expect_code(1);
 
     // No answer in time: escalated to the manager, who decides over HTTP.
-    assert_eq!(server.post("/orchestrators/approval/po-2", &request(1)).status, 202);
+    assert_eq!(
+        server
+            .post("/orchestrators/approval/po-2", &request(1))
+            .status,
+        202
+    );
     wait_status(&server, "po-2", "po-2 to be escalated", |s| {
         s["customStatus"] == "escalated to ben"
     });
@@ -386,7 +522,12 @@ fn human_interaction_approves_escalates_and_times_out() {
     );
 
     // Nobody answers: rejected after the second timeout.
-    assert_eq!(server.post("/orchestrators/approval/po-3", &request(1)).status, 202);
+    assert_eq!(
+        server
+            .post("/orchestrators/approval/po-3", &request(1))
+            .status,
+        202
+    );
     let status = wait_finished(&server, "po-3");
     assert_eq!(
         status["output"],
@@ -394,26 +535,51 @@ fn human_interaction_approves_escalates_and_times_out() {
     );
 
     // Suspend (CLI), resume (HTTP), terminate (HTTP), purge (HTTP).
-    assert_eq!(server.post("/orchestrators/approval/po-4", &request(600)).status, 202);
-    wait_status(&server, "po-4", "po-4 to wait", |s| s["customStatus"] == "waiting for ana");
+    assert_eq!(
+        server
+            .post("/orchestrators/approval/po-4", &request(600))
+            .status,
+        202
+    );
+    wait_status(&server, "po-4", "po-4 to wait", |s| {
+        s["customStatus"] == "waiting for ana"
+    });
     cli(HUMAN_INTERACTION, &db, &["suspend", "po-4"]).expect_code(0);
-    wait_status(&server, "po-4", "po-4 to be suspended", |s| s["runtimeStatus"] == "Suspended");
-    assert_eq!(server.post("/instances/po-4/resume?reason=back", "").status, 202);
-    wait_status(&server, "po-4", "po-4 to run again", |s| s["runtimeStatus"] == "Running");
+    wait_status(&server, "po-4", "po-4 to be suspended", |s| {
+        s["runtimeStatus"] == "Suspended"
+    });
+    assert_eq!(
+        server.post("/instances/po-4/resume?reason=back", "").status,
+        202
+    );
+    wait_status(&server, "po-4", "po-4 to run again", |s| {
+        s["runtimeStatus"] == "Running"
+    });
     server
         .request("DELETE", "/instances/po-4", &[], None)
         .expect_error(409, "invalid_state");
-    assert_eq!(server.post("/instances/po-4/terminate?reason=cancelled", "").status, 202);
+    assert_eq!(
+        server
+            .post("/instances/po-4/terminate?reason=cancelled", "")
+            .status,
+        202
+    );
     let status = wait_finished(&server, "po-4");
     assert_eq!(status["runtimeStatus"], "Terminated");
     let purged = server.request("DELETE", "/instances/po-4", &[], None);
     assert_eq!(purged.status, 200, "{}", purged.body);
     assert_eq!(purged.json()["instancesDeleted"], 1);
-    server.get("/instances/po-4").expect_error(404, "instance_not_found");
+    server
+        .get("/instances/po-4")
+        .expect_error(404, "instance_not_found");
 
-    let listed = cli(HUMAN_INTERACTION, &db, &["list", "--prefix", "po-", "--json"])
-        .expect_code(0)
-        .json();
+    let listed = cli(
+        HUMAN_INTERACTION,
+        &db,
+        &["list", "--prefix", "po-", "--json"],
+    )
+    .expect_code(0)
+    .json();
     let ids: Vec<&str> = listed
         .as_array()
         .expect("a list")

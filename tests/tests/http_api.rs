@@ -21,9 +21,11 @@ fn assert_healthy(server: &Server) {
 }
 
 fn wait_completed(server: &Server, id: &str) {
-    wait_until(&format!("{id} to complete"), std::time::Duration::from_secs(30), || {
-        (server.get(&format!("/instances/{id}")).status == 200).then_some(())
-    });
+    wait_until(
+        &format!("{id} to complete"),
+        std::time::Duration::from_secs(30),
+        || (server.get(&format!("/instances/{id}")).status == 200).then_some(()),
+    );
 }
 
 #[test]
@@ -37,7 +39,11 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     assert_healthy(&server);
     let wrong = server.post("/orchestrators/greet_all", r#"{"cities": 3}"#);
     wrong.expect_error(400, "invalid_payload");
-    assert!(wrong.json()["error"]["message"].as_str().is_some_and(|m| m.contains("greet_all")));
+    assert!(
+        wrong.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("greet_all"))
+    );
     server
         .post("/instances/x/raiseEvent/go", "[1, 2")
         .expect_error(400, "invalid_payload");
@@ -52,7 +58,9 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         "the message lists what is registered: {}",
         unknown.body
     );
-    server.get("/instances/nobody").expect_error(404, "instance_not_found");
+    server
+        .get("/instances/nobody")
+        .expect_error(404, "instance_not_found");
     server
         .post("/instances/nobody/raiseEvent/go", "1")
         .expect_error(404, "instance_not_found");
@@ -84,8 +92,12 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         .expect_error(405, "method_not_allowed");
 
     // Bad query strings.
-    server.get("/instances?top=many").expect_error(400, "invalid_query");
-    server.get("/instances?top=0").expect_error(400, "invalid_query");
+    server
+        .get("/instances?top=many")
+        .expect_error(400, "invalid_query");
+    server
+        .get("/instances?top=0")
+        .expect_error(400, "invalid_query");
     server
         .get("/instances?runtimeStatus=Sleeping")
         .expect_error(400, "invalid_query");
@@ -104,7 +116,10 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     assert_eq!(started.status, 202, "{}", started.body);
     wait_completed(&server, "after-errors");
     let status = server.get("/instances/after-errors?showInput=false").json();
-    assert_eq!(status["output"], json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"]));
+    assert_eq!(
+        status["output"],
+        json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"])
+    );
     assert!(status.get("input").is_none(), "{status}");
 }
 
@@ -117,10 +132,20 @@ fn a_configured_token_is_required_on_everything_but_health() {
     missing.expect_error(401, "unauthorized");
     assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
     server
-        .request("GET", "/instances", &[("Authorization", "Bearer wrong")], None)
+        .request(
+            "GET",
+            "/instances",
+            &[("Authorization", "Bearer wrong")],
+            None,
+        )
         .expect_error(401, "unauthorized");
     server
-        .request("GET", "/instances", &[("Authorization", "Basic czNjcmV0")], None)
+        .request(
+            "GET",
+            "/instances",
+            &[("Authorization", "Basic czNjcmV0")],
+            None,
+        )
         .expect_error(401, "unauthorized");
     server
         .post("/orchestrators/hello_cities", "")
@@ -159,7 +184,9 @@ fn instances_list_in_pages_and_purge_by_filter() {
     let mut pages = 0;
     loop {
         let path = match &token {
-            Some(token) => format!("/instances?instanceIdPrefix=page-&top=2&continuationToken={token}"),
+            Some(token) => {
+                format!("/instances?instanceIdPrefix=page-&top=2&continuationToken={token}")
+            }
             None => "/instances?instanceIdPrefix=page-&top=2".to_owned(),
         };
         let page = server.get(&path);
@@ -167,7 +194,11 @@ fn instances_list_in_pages_and_purge_by_filter() {
         let json = page.json();
         let instances = json["instances"].as_array().expect("instances");
         assert!(instances.len() <= 2);
-        ids.extend(instances.iter().filter_map(|i| i["instanceId"].as_str().map(str::to_owned)));
+        ids.extend(
+            instances
+                .iter()
+                .filter_map(|i| i["instanceId"].as_str().map(str::to_owned)),
+        );
         pages += 1;
         match json["continuationToken"].as_str() {
             Some(next) => {
@@ -194,14 +225,29 @@ fn instances_list_in_pages_and_purge_by_filter() {
         .filter_map(|f| f["name"].as_str())
         .collect();
     assert_eq!(orchestrators, ["greet_all", "hello_cities"]);
-    assert_eq!(functions["activities"][0]["inputType"], "alloc::string::String");
+    assert_eq!(
+        functions["activities"][0]["inputType"],
+        "alloc::string::String"
+    );
 
     let purged = server.request("DELETE", "/instances?runtimeStatus=Completed", &[], None);
     assert_eq!(purged.status, 200, "{}", purged.body);
     assert_eq!(purged.json()["instancesDeleted"], 5);
     assert_eq!(server.get("/instances").json()["instances"], json!([]));
     let metrics = server.get("/metrics");
-    assert!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
-    assert!(metrics.body.contains("# TYPE duractor_turns_total counter"), "{}", metrics.body);
-    assert!(metrics.body.contains("duractor_store_up 1"), "{}", metrics.body);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    assert!(
+        metrics.body.contains("# TYPE duractor_turns_total counter"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("duractor_store_up 1"),
+        "{}",
+        metrics.body
+    );
 }

@@ -166,8 +166,9 @@ impl WaitArgs {
     pub(crate) fn timeout(&self) -> Result<Option<Duration>, String> {
         self.timeout
             .map(|secs| {
-                Duration::try_from_secs_f64(secs)
-                    .map_err(|_| format!("--timeout must be a positive number of seconds, not {secs}"))
+                Duration::try_from_secs_f64(secs).map_err(|_| {
+                    format!("--timeout must be a positive number of seconds, not {secs}")
+                })
             })
             .transpose()
     }
@@ -354,8 +355,15 @@ mod tests {
 
     #[test]
     fn statuses_can_be_repeated_or_comma_separated() {
-        let cli = Cli::try_parse_from(["app", "list", "--status", "running,Failed", "--status", "completed"])
-            .map_err(|e| e.to_string());
+        let cli = Cli::try_parse_from([
+            "app",
+            "list",
+            "--status",
+            "running,Failed",
+            "--status",
+            "completed",
+        ])
+        .map_err(|e| e.to_string());
         let Ok(Cli {
             command: Command::List(list),
             ..
@@ -365,7 +373,11 @@ mod tests {
         };
         assert_eq!(
             list.statuses,
-            [RuntimeStatus::Running, RuntimeStatus::Failed, RuntimeStatus::Completed]
+            [
+                RuntimeStatus::Running,
+                RuntimeStatus::Failed,
+                RuntimeStatus::Completed
+            ]
         );
     }
 }

@@ -295,7 +295,10 @@ async fn wait_with_progress(
                     });
                 }
                 let hint = if status.status == RuntimeStatus::Pending && !worker_here {
-                    format!("no worker has picked it up yet: is `{} serve` running on this database?", app.bin_name)
+                    format!(
+                        "no worker has picked it up yet: is `{} serve` running on this database?",
+                        app.bin_name
+                    )
                 } else {
                     String::new()
                 };
@@ -413,7 +416,10 @@ async fn terminate(args: TerminateArgs, client: Client) -> CliResult {
         .terminate(&args.id, &args.reason)
         .cascade(args.cascade)
         .await?;
-    println!("terminating instance {} (it ends at its next turn)", args.id);
+    println!(
+        "terminating instance {} (it ends at its next turn)",
+        args.id
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -437,7 +443,10 @@ async fn rewind(args: ReasonArgs, client: Client) -> CliResult {
 
 async fn purge(args: PurgeArgs, client: Client) -> CliResult {
     if let Some(id) = &args.id {
-        if !args.statuses.is_empty() || args.created_after.is_some() || args.created_before.is_some() {
+        if !args.statuses.is_empty()
+            || args.created_after.is_some()
+            || args.created_before.is_some()
+        {
             return Err(CliError::usage(
                 "give either an instance id or filters (--status, --created-after, --created-before), not both",
             ));

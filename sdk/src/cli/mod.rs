@@ -35,14 +35,10 @@ mod output;
 use std::any::Any;
 use std::fmt;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::error::Error;
-use crate::registry::LocalBoxFuture;
 use crate::runtime::RuntimeBuilder;
-use crate::store::Store;
 
 /// Exit code: the command failed, or the instance ended Failed or Terminated.
 pub const EXIT_FAILURE: u8 = 1;
@@ -171,11 +167,7 @@ impl App {
     }
 }
 
-/// Opens the store a database URL names (`duractor_sqlx::open` by default).
-pub(crate) type OpenStore = fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>;
-
-/// The body of the user's `main`, boxed.
-pub(crate) type Setup = for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>;
+pub(crate) use crate::__private::{OpenStoreFn as OpenStore, SetupFn as Setup};
 
 /// The generated `main`: parses the command line, runs the user's setup, runs the command.
 pub(crate) fn run_main(bin_name: Option<&'static str>, open: OpenStore, setup: Setup) -> ExitCode {

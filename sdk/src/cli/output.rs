@@ -165,7 +165,10 @@ impl Progress {
             waited.as_secs()
         );
         if let Some(custom) = &status.custom_status {
-            line.push_str(&format!(", custom status {}", preview_payload(custom.as_str())));
+            line.push_str(&format!(
+                ", custom status {}",
+                preview_payload(custom.as_str())
+            ));
         }
         if !hint.is_empty() {
             line.push_str(" (");

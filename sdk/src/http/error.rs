@@ -45,7 +45,11 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
+    pub(crate) fn with_header(
+        mut self,
+        name: header::HeaderName,
+        value: impl Into<String>,
+    ) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -54,7 +58,9 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no API route matches `{path}`; see the HTTP API section of the README for the routes"),
+            format!(
+                "no API route matches `{path}`; see the HTTP API section of the README for the routes"
+            ),
         )
     }
 

@@ -221,10 +221,16 @@ async fn authorize<B: MessageBody + 'static>(
         .app_data::<web::Data<State>>()
         .and_then(|state| state.api_token.clone());
     let Some(expected) = expected else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
     };
     if req.path() == "/health" && req.method() == actix_web::http::Method::GET {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
     }
     let given = req
         .headers()
@@ -246,7 +252,10 @@ async fn authorize<B: MessageBody + 'static>(
              DURACTOR_API_TOKEN on the server)",
         ),
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
-            return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
         }
         Some(_) => ApiError::new(
             actix_web::http::StatusCode::UNAUTHORIZED,

@@ -184,12 +184,7 @@ mod tests {
             turns: 7,
             ..Default::default()
         };
-        let stats = StoreStats::new(
-            1,
-            2,
-            3,
-            vec![(crate::RuntimeStatus::Running, 4)],
-        );
+        let stats = StoreStats::new(1, 2, 3, vec![(crate::RuntimeStatus::Running, 4)]);
         let text = render(&snapshot, Ok(Some(stats)));
         assert!(text.contains("# TYPE duractor_turns_total counter\nduractor_turns_total 7\n"));
         assert!(text.contains("duractor_queue_depth{queue=\"timers\"} 2\n"));
