@@ -573,6 +573,44 @@ fn human_interaction_approves_escalates_and_times_out() {
         .get("/instances/po-4")
         .expect_error(404, "instance_not_found");
 
+    // A wait that gives up: exit code 3, and the instance goes on.
+    let timed_out = cli(
+        HUMAN_INTERACTION,
+        &db,
+        &[
+            "start",
+            "approval",
+            "--id",
+            "po-5",
+            "--input",
+            &request(600),
+            "--wait",
+            "--timeout",
+            "0.5",
+        ],
+    )
+    .expect_code(3);
+    assert!(
+        timed_out.stderr.contains("timed out"),
+        "{}",
+        timed_out.stderr
+    );
+    cli(
+        HUMAN_INTERACTION,
+        &db,
+        &["terminate", "po-5", "--reason", "done testing"],
+    )
+    .expect_code(0);
+    wait_finished(&server, "po-5");
+    let purged = cli(HUMAN_INTERACTION, &db, &["purge", "po-5"]).expect_code(0);
+    assert!(
+        purged.stdout.contains("purged instance po-5"),
+        "{}",
+        purged.stdout
+    );
+    cli(HUMAN_INTERACTION, &db, &["purge"]).expect_code(2);
+    cli(HUMAN_INTERACTION, &db, &["purge", "--status", "Running"]).expect_code(2);
+
     let listed = cli(
         HUMAN_INTERACTION,
         &db,

@@ -121,6 +121,27 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"])
     );
     assert!(status.get("input").is_none(), "{status}");
+
+    // Rewind needs a failed instance; restart starts a finished one again.
+    server
+        .post("/instances/after-errors/rewind?reason=why", "")
+        .expect_error(409, "invalid_state");
+    let restarted = server.post(
+        "/instances/after-errors/restart?restartWithNewInstanceId=true",
+        "",
+    );
+    assert_eq!(restarted.status, 202, "{}", restarted.body);
+    let new_id = restarted.json()["id"]
+        .as_str()
+        .expect("a new id")
+        .to_owned();
+    assert_ne!(new_id, "after-errors");
+    wait_completed(&server, &new_id);
+    assert_eq!(
+        server.get(&format!("/instances/{new_id}")).json()["output"],
+        json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"])
+    );
+    assert_healthy(&server);
 }
 
 #[test]
