@@ -67,7 +67,7 @@ pub(super) async fn run(command: Command, mut app: App, open: OpenStore) -> Exit
         Ok(store) => dispatch(command, &mut app, store).await,
         Err(error) => Err(CliError::failure(format!(
             "cannot open the database `{}`: {error}",
-            app.database_url
+            redact_password(&app.database_url)
         ))),
     };
     match result {
@@ -114,7 +114,7 @@ async fn start_worker(builder: RuntimeBuilder, app: &App, hint: &str) -> Result<
         };
         CliError::failure(format!(
             "cannot start a worker on `{}`: {error}{hint}",
-            app.database_url
+            redact_password(&app.database_url)
         ))
     })
 }
@@ -146,7 +146,7 @@ async fn serve(args: ServeArgs, app: &mut App, store: Arc<dyn Store>) -> CliResu
     }
     tracing::info!(
         worker = runtime.worker_id(),
-        database = %app.database_url,
+        database = %redact_password(&app.database_url),
         "serving; stop with Ctrl-C or SIGTERM"
     );
     shutdown_signal().await;
@@ -519,9 +519,38 @@ fn functions(args: FunctionsArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The URL with any password replaced, for messages and logs.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::failure(format!("cannot print JSON: {e}")))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn database_passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact_password("postgres://me:pw@db/app"),
+            "postgres://me:***@db/app"
+        );
+        assert_eq!(redact_password("sqlite://app.db"), "sqlite://app.db");
+    }
 }
