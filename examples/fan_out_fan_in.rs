@@ -1,13 +1,10 @@
 //! Fan-out/fan-in: an orchestration runs many activities in parallel and sums their results.
 //!
 //! ```text
-//! cargo run --example fan_out_fan_in -- 100
+//! cargo run --example fan_out_fan_in -- run total_size --input 1000
 //! ```
 
-use std::time::Duration;
-
 use duractor::prelude::*;
-use duractor_sqlx::SqliteStore;
 
 /// Pretends to measure the size of one file.
 #[activity]
@@ -28,29 +25,5 @@ async fn total_size(ctx: OrchestrationContext, count: u64) -> Result<u64, duract
     Ok(total)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), duractor::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
-    let count: u64 = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .map_err(|e| {
-            duractor::Error::InvalidArgument(format!("the file count must be a number: {e}"))
-        })?
-        .unwrap_or(100);
-    let store = SqliteStore::open("fan_out_fan_in.db").await?;
-    let runtime = Runtime::builder(store).start().await?;
-    let client = runtime.client();
-
-    let id = client.start(TotalSize, count).await?;
-    let status = client
-        .wait_for_completion(&id, Duration::from_secs(60))
-        .await?;
-    let total: u64 = status.output()?;
-    println!("{count} files, {total} bytes in total ({})", status.status);
-
-    runtime.shutdown().await
-}
+#[duractor::main]
+async fn main() {}

@@ -8,7 +8,8 @@
 //! helper bodies against the orchestrator rules (reading macro arguments with
 //! [`macro_args`]), [`durable`] rewrites those bodies so every `.await` must be on a durable
 //! future, and [`expand`] generates the typed handle and its registration, or a helper's
-//! durable future. The generated code calls only `::duractor::…` paths.
+//! durable future. [`entity`] expands `#[entity]` and [`entry`] `#[duractor::main]`. The
+//! generated code calls only `::duractor::…` paths.
 
 extern crate proc_macro;
 
@@ -16,6 +17,7 @@ mod ast;
 mod attr;
 mod durable;
 mod entity;
+mod entry;
 mod expand;
 mod lint;
 mod macro_args;
@@ -62,4 +64,48 @@ pub fn orchestration_helper(args: TokenStream, item: TokenStream) -> TokenStream
 #[proc_macro_attribute]
 pub fn allow_nondeterminism(_args: TokenStream, item: TokenStream) -> TokenStream {
     expand::stray_allow(item.into()).into()
+}
+
+/// Makes `async fn main` the entry point of a duractor app: a command line (`serve`, `run`,
+/// `start`, `status`, `history`, `list`, `raise`, `terminate`, `suspend`, `resume`, `rewind`,
+/// `purge`, `functions`), the workers and the HTTP management API, on a store chosen by
+/// `--database-url` / `DURACTOR_DATABASE_URL` (default: a SQLite file named after the program
+/// in the working directory). Every `#[activity]` and `#[orchestrator]` of the program is
+/// registered.
+///
+/// ```ignore
+/// use duractor::prelude::*;
+///
+/// #[activity]
+/// async fn say_hello(_ctx: ActivityContext, city: String) -> Result<String, duractor::Error> {
+///     Ok(format!("Hello {city}!"))
+/// }
+///
+/// #[duractor::main]
+/// async fn main() {}
+/// ```
+///
+/// The body runs after the command line is parsed and before the command; with a parameter
+/// it gets the app's setup (`&mut duractor::App`) to share clients with activities, adjust the
+/// runtime builder or choose a tracing subscriber. It may return `()` or `Result<(), E>`
+/// (an error is printed and the program exits with code 1):
+///
+/// ```ignore
+/// struct Mailer;
+///
+/// #[duractor::main]
+/// async fn main(app: &mut duractor::App) -> Result<(), duractor::Error> {
+///     if app.runs_worker() {
+///         app.with_shared(Mailer);
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// The generated code opens the store with `::duractor_sqlx::open`, so the app depends on
+/// both `duractor` and `duractor-sqlx`; `#[duractor::main(store = path::to::open)]` uses
+/// another `async fn(&str) -> Result<Arc<dyn duractor::Store>, duractor::Error>`.
+#[proc_macro_attribute]
+pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry::main(args.into(), item.into()).into()
 }

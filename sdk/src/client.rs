@@ -80,6 +80,12 @@ impl Client {
         )
     }
 
+    /// A client on a store that is already shared, e.g. the one `duractor_sqlx::open(url)`
+    /// returns.
+    pub fn new_dyn(store: Arc<dyn Store>) -> Self {
+        Client::from_parts(store, Arc::new(Registry::global()), Limits::default())
+    }
+
     pub(crate) fn from_parts(
         store: Arc<dyn Store>,
         registry: Arc<Registry>,

@@ -34,14 +34,36 @@
 //!
 //! The modules follow the flow of an orchestration: [`history`] (the events) → [`replay`]
 //! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
-//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`].
+//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`] →
+//! [`http`] and [`cli`], the two faces of the app that [`main`] generates.
+//!
+//! # The generated main
+//!
+//! ```no_run
+//! use duractor::prelude::*;
+//!
+//! #[activity]
+//! async fn say_hello(_ctx: ActivityContext, city: String) -> Result<String, duractor::Error> {
+//!     Ok(format!("Hello {city}!"))
+//! }
+//!
+//! #[duractor::main] // CLI + workers + HTTP API on ./<program>.db
+//! async fn main() {}
+//! ```
+//!
+//! The app depends on `duractor` and `duractor-sqlx` (the generated code opens the store with
+//! `duractor_sqlx::open`; `#[duractor::main(store = my::open)]` names another function).
+//! `myapp serve` runs the workers and the HTTP API, `myapp run NAME` runs one orchestration,
+//! and the other commands are clients: see [`cli`] and [`http`].
 
+pub mod cli;
 pub mod client;
 pub mod context;
 pub mod durable;
 pub mod entity;
 pub mod error;
 pub mod history;
+pub mod http;
 pub mod registry;
 pub mod replay;
 pub mod retry;
@@ -50,10 +72,11 @@ pub mod store;
 
 /// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.
 pub use chrono;
+pub use cli::App;
 pub use client::{Client, InstanceStatus, Start};
 pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
 pub use durable::{CriticalSection, DurableFuture, Either};
-pub use duractor_macros::{activity, entity, orchestrator};
+pub use duractor_macros::{activity, entity, main, orchestrator};
 pub use entity::{Entity, EntityContext, EntityId};
 
 /// Makes an `async fn` part of an orchestration: its body follows the orchestrator rules
@@ -134,7 +157,7 @@ pub use history::{Event, ParentInstance, Payload};
 pub use registry::{Activity, Orchestrator, Registry};
 pub use replay::Limits;
 pub use retry::RetryPolicy;
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{MetricsSnapshot, Runtime, RuntimeBuilder};
 pub use store::{RuntimeStatus, Store};
 
 /// The names most programs need: `use duractor::prelude::*;`.
@@ -158,13 +181,51 @@ pub mod __private {
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;
     use std::fmt::Display;
+    use std::process::ExitCode;
+    use std::sync::Arc;
 
     /// Lets an `#[orchestration_helper]`'s `impl Future` capture a lifetime of its parameters
     /// without requiring the future to outlive it (needed in edition 2021, harmless in 2024).
     pub trait Captures<'a> {}
     impl<T: ?Sized> Captures<'_> for T {}
 
+    use crate::cli::App;
     use crate::error::{Error, Failure};
+    use crate::store::Store;
+
+    /// Opens the store a database URL names.
+    pub type OpenStoreFn = fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>;
+
+    /// The body of the user's `main`, boxed.
+    pub type SetupFn = for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>;
+
+    /// The generated `fn main`: parses the command line, runs the body of the user's `main`
+    /// (its setup), opens the store with `open`, runs the command.
+    pub fn run_main(bin_name: Option<&'static str>, open: OpenStoreFn, setup: SetupFn) -> ExitCode {
+        crate::cli::run_main(bin_name, open, setup)
+    }
+
+    /// What the body of `#[duractor::main] async fn main` may return.
+    #[diagnostic::on_unimplemented(
+        message = "`#[duractor::main]` functions return `()` or `Result<(), E>` where `E: Display`, found `{Self}`",
+        label = "return `()` or a `Result<(), E>`",
+        note = "an error returned by `main` is printed and the program exits with code 1"
+    )]
+    pub trait MainOutput {
+        fn into_main_result(self) -> Result<(), String>;
+    }
+
+    impl MainOutput for () {
+        fn into_main_result(self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl<E: Display> MainOutput for Result<(), E> {
+        fn into_main_result(self) -> Result<(), String> {
+            self.map_err(|e| format!("{e:#}"))
+        }
+    }
 
     /// Names the `Ok` type of a function's `Result` return type, whatever alias spells it.
     #[diagnostic::on_unimplemented(

@@ -468,6 +468,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// In-process notifications about this store's commits.
     fn events(&self) -> &StoreEvents;
+
+    /// Queue depths and instance counts for monitoring (the HTTP API's `/metrics`).
+    /// `Ok(None)` when the backend does not count them (the default).
+    async fn stats(&self) -> Result<Option<StoreStats>, Error> {
+        Ok(None)
+    }
+}
+
+/// Queue depths and instance counts of a store, for monitoring ([`Store::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Orchestration messages visible now: work waiting for a turn.
+    pub messages_ready: u64,
+    /// Orchestration messages visible later: durable timers not yet due.
+    pub messages_delayed: u64,
+    /// Activity work items, queued or running.
+    pub activity_items: u64,
+    /// How many instances have each status (statuses with none may be missing).
+    pub instances: Vec<(RuntimeStatus, u64)>,
+}
+
+impl StoreStats {
+    /// Counts assembled by a backend.
+    pub fn new(
+        messages_ready: u64,
+        messages_delayed: u64,
+        activity_items: u64,
+        instances: Vec<(RuntimeStatus, u64)>,
+    ) -> Self {
+        StoreStats {
+            messages_ready,
+            messages_delayed,
+            activity_items,
+            instances,
+        }
+    }
 }
 
 /// In-process notifications from a store: work became available, an instance finished.

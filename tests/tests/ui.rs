@@ -1,7 +1,8 @@
 //! Compile-time errors users can hit, pinned by trybuild: `ui/signature` (wrong function
 //! signatures), `ui/lint` (the orchestrator rules: the lint, the durable-await type rule,
-//! helpers and the escape hatch), `ui/entity` (wrong `#[entity]` declarations) and `ui/pass`
-//! (what must compile, with no false positives).
+//! helpers and the escape hatch), `ui/entity` (wrong `#[entity]` declarations), `ui/main`
+//! (misuses of `#[duractor::main]`) and `ui/pass` (what must compile, with no false
+//! positives).
 
 #[test]
 fn ui() {
@@ -9,5 +10,6 @@ fn ui() {
     t.compile_fail("ui/signature/*.rs");
     t.compile_fail("ui/lint/*.rs");
     t.compile_fail("ui/entity/*.rs");
+    t.compile_fail("ui/main/*.rs");
     t.pass("ui/pass/*.rs");
 }

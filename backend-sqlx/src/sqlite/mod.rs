@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
     ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit,
-    TurnCommitted,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
+    TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::sqlite::{
@@ -510,5 +510,29 @@ impl Store for SqliteStore {
 
     fn events(&self) -> &StoreEvents {
         &self.inner.events
+    }
+
+    async fn stats(&self) -> Result<Option<StoreStats>, Error> {
+        const SQL: &str = "SELECT 'ready', COUNT(*) FROM orch_queue WHERE visible_at <= ?1 \
+             UNION ALL SELECT 'delayed', COUNT(*) FROM orch_queue WHERE visible_at > ?1 \
+             UNION ALL SELECT 'activities', COUNT(*) FROM activity_queue \
+             UNION ALL SELECT status, COUNT(*) FROM instances GROUP BY status";
+        let rows: Vec<(String, i64)> = sqlx::query_as(SQL)
+            .bind(crate::common::now_ms())
+            .fetch_all(&self.inner.reader)
+            .await
+            .map_err(|e| store_error("counting queued work", e))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let (mut ready, mut delayed, mut activities) = (0, 0, 0);
+        let mut instances = Vec::new();
+        for (what, n) in rows {
+            match what.as_str() {
+                "ready" => ready = count(n),
+                "delayed" => delayed = count(n),
+                "activities" => activities = count(n),
+                status => instances.push((RuntimeStatus::from_str(status)?, count(n))),
+            }
+        }
+        Ok(Some(StoreStats::new(ready, delayed, activities, instances)))
     }
 }

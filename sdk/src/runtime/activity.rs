@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
@@ -80,6 +82,11 @@ impl ActivityWorker {
                 act.pump(ctx);
             }));
         }
+        let metrics = &self.shared.metrics;
+        let running = i64::try_from(self.running).unwrap_or(i64::MAX);
+        let queued = i64::try_from(self.queue.len()).unwrap_or(i64::MAX);
+        metrics.activities_running.store(running, Ordering::Relaxed);
+        metrics.activities_queued.store(queued, Ordering::Relaxed);
         if self.running == 0 {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -122,7 +129,14 @@ impl ActivityWorker {
 /// otherwise committed first (and returned when the message was claimed for this worker).
 async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Option<Inbound> {
     let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
+    let started = Instant::now();
     let event = execute(&shared, &item).instrument(span).await;
+    shared.metrics.activity_latency.observe(started.elapsed());
+    let outcome = match event {
+        Event::TaskCompleted { .. } => &shared.metrics.activities_completed,
+        _ => &shared.metrics.activities_failed,
+    };
+    outcome.fetch_add(1, Ordering::Relaxed);
     if origin == Origin::Local {
         return Some(Inbound::Local {
             item_id: item.id,

@@ -1,6 +1,8 @@
 //! The instance actor: one loaded orchestration instance, its live future and its turns.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -78,6 +80,8 @@ pub(super) struct InstanceActor {
     unload_requested: bool,
     failures: u32,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// When the turn being run or committed started (for the turn latency metric).
+    turn_started: Option<Instant>,
 }
 
 impl InstanceActor {
@@ -103,6 +107,7 @@ impl InstanceActor {
             unload_requested: false,
             failures: 0,
             drain_waiters: Vec::new(),
+            turn_started: None,
         }
     }
 
@@ -150,6 +155,7 @@ impl InstanceActor {
             Admission::Reject(why) => return self.reject(why, ctx),
             Admission::Fail(failure) => return self.fail(failure, ctx),
         };
+        self.shared.metrics.replays.fetch_add(1, Ordering::Relaxed);
         if let Err(failure) = executor.replay(&history) {
             return self.fail(failure, ctx);
         }
@@ -328,6 +334,7 @@ impl InstanceActor {
 
     /// Runs one turn over all pending messages and commits it.
     fn turn(&mut self, ctx: &mut Context<Self>) {
+        self.turn_started = Some(Instant::now());
         let mut messages = std::mem::take(&mut self.pending);
         // Arrival order, except that the start comes first.
         messages.sort_by_key(|m| !matches!(m.event(), Event::ExecutionStarted { .. }));
@@ -733,6 +740,8 @@ impl InstanceActor {
             now,
         };
         self.phase = Phase::Committing;
+        let turn_started = self.turn_started.take().unwrap_or_else(Instant::now);
+        let finished_as = status.filter(|status| finishes && status.is_terminal());
         let store = self.shared.store.clone();
         let commit_fut = async move {
             let activities = commit.activities.clone();
@@ -745,6 +754,18 @@ impl InstanceActor {
             act.phase = Phase::Ready;
             match result {
                 Ok((committed, activities)) => {
+                    let metrics = &act.shared.metrics;
+                    metrics.turns.fetch_add(1, Ordering::Relaxed);
+                    metrics.turn_latency.observe(turn_started.elapsed());
+                    let finished_counter = match finished_as {
+                        Some(RuntimeStatus::Completed) => Some(&metrics.instances_completed),
+                        Some(RuntimeStatus::Failed) => Some(&metrics.instances_failed),
+                        Some(RuntimeStatus::Terminated) => Some(&metrics.instances_terminated),
+                        _ => None,
+                    };
+                    if let Some(counter) = finished_counter {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                     act.failures = 0;
                     act.history_len = new_len;
                     if finishes {
@@ -759,6 +780,10 @@ impl InstanceActor {
                     act.after_phase_change(ctx);
                 }
                 Err(error) => {
+                    act.shared
+                        .metrics
+                        .turn_commit_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     // The executor ran ahead of what is stored: rebuild it from history and
                     // run these messages again.
                     let mut pending = messages;
@@ -881,7 +906,18 @@ impl Actor for InstanceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.shared
+            .metrics
+            .instances_loaded
+            .fetch_add(1, Ordering::Relaxed);
         self.load(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.shared
+            .metrics
+            .instances_loaded
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

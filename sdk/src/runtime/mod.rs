@@ -11,6 +11,8 @@
 //!   each batch (state, lock, consumed messages, replies, signals) in one store call.
 //! * [`activity`] — the `ActivityWorker` actor, on its own thread: runs activities with a
 //!   concurrency limit and commits their results.
+//! * [`metrics`] — the counters and latency histograms the actors update
+//!   ([`Runtime::metrics`]).
 //!
 //! The actors run on a dedicated thread (an actix `System`), the activity worker on a second
 //! (an `Arbiter`). Nothing actix appears in this module's public API: [`Runtime`] and
@@ -20,6 +22,9 @@ mod activity;
 mod dispatcher;
 mod entity;
 mod instance;
+pub(crate) mod metrics;
+
+pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 
 use std::any::Any;
 use std::fmt;
@@ -158,6 +163,7 @@ pub(crate) struct Shared {
     pub(crate) owner: String,
     pub(crate) options: Options,
     pub(crate) shared_state: SharedState,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 impl Shared {
@@ -305,6 +311,7 @@ impl RuntimeBuilder {
             owner,
             options: self.options,
             shared_state: self.shared_state,
+            metrics: Arc::default(),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -351,8 +358,14 @@ impl fmt::Debug for Runtime {
 impl Runtime {
     /// A builder for a runtime on `store`.
     pub fn builder(store: impl Store) -> RuntimeBuilder {
+        Self::builder_dyn(Arc::new(store))
+    }
+
+    /// A builder for a runtime on a store that is already shared, e.g. the one
+    /// `duractor_sqlx::open(url)` returns.
+    pub fn builder_dyn(store: Arc<dyn Store>) -> RuntimeBuilder {
         RuntimeBuilder {
-            store: Arc::new(store),
+            store,
             registry: Registry::new(),
             auto_register: true,
             options: Options::default(),
@@ -373,6 +386,23 @@ impl Runtime {
     /// This worker's lease owner id.
     pub fn worker_id(&self) -> &str {
         &self.shared.owner
+    }
+
+    /// The runtime's counters, gauges and latencies, as of now.
+    ///
+    /// ```no_run
+    /// # fn show(runtime: &duractor::Runtime) {
+    /// let metrics = runtime.metrics();
+    /// println!("{} turns, {} activities", metrics.turns, metrics.activities_completed);
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The live metrics, for the HTTP API.
+    pub(crate) fn live_metrics(&self) -> Arc<metrics::Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// Stops claiming work, waits (up to the shutdown grace) for running activities and

@@ -1,0 +1,383 @@
+//! The command line, declared with clap: global options, one struct per command.
+//!
+//! Orchestration commands are the variants of [`Command`]; entity commands (`signal`,
+//! `entity`) belong next to them, as variants with their own argument structs.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::store::RuntimeStatus;
+
+/// The app's command line (the binary's name and help are set at run time).
+#[derive(Debug, Parser)]
+#[command(
+    about = "A duractor app: durable orchestrations and activities, with their workers, HTTP \
+             management API and command-line client.",
+    long_about = None,
+    after_help = "Every command but `serve` and `run` is a client: it works next to a running \
+                  `serve` on the same database.\n\
+                  Exit codes: 0 success; 1 the command failed, or the instance ended Failed or \
+                  Terminated; 2 usage error (bad arguments, invalid JSON, unknown orchestrator); \
+                  3 timed out waiting (the instance is still running).",
+    disable_version_flag = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    /// The database: `sqlite://path/to/file.db` (or a plain file path). Default: a SQLite
+    /// file named after the program in the working directory.
+    #[arg(long, global = true, env = "DURACTOR_DATABASE_URL", value_name = "URL")]
+    pub(crate) database_url: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the workers and the HTTP management API until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Run one orchestration to the end in this process and print its output (JSON).
+    Run(RunArgs),
+    /// Start an orchestration instance; prints its id (or its output with --wait).
+    Start(StartArgs),
+    /// Show an instance's status.
+    Status(StatusArgs),
+    /// Show an instance's history, one event per line.
+    History(HistoryArgs),
+    /// List instances, optionally filtered.
+    List(ListArgs),
+    /// Raise an external event to an instance (`ctx.wait_for_event(EVENT)` receives it).
+    Raise(RaiseArgs),
+    /// Terminate a pending, running or suspended instance.
+    Terminate(TerminateArgs),
+    /// Suspend a running instance: it runs nothing until resumed.
+    Suspend(ReasonArgs),
+    /// Resume a suspended instance.
+    Resume(ReasonArgs),
+    /// Rewind a failed instance: its failed calls run again.
+    Rewind(ReasonArgs),
+    /// Delete finished instances (status and history).
+    Purge(PurgeArgs),
+    /// List the registered orchestrators and activities with their input and output types.
+    Functions(FunctionsArgs),
+}
+
+impl Command {
+    /// The command's name as typed.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "serve",
+            Command::Run(_) => "run",
+            Command::Start(_) => "start",
+            Command::Status(_) => "status",
+            Command::History(_) => "history",
+            Command::List(_) => "list",
+            Command::Raise(_) => "raise",
+            Command::Terminate(_) => "terminate",
+            Command::Suspend(_) => "suspend",
+            Command::Resume(_) => "resume",
+            Command::Rewind(_) => "rewind",
+            Command::Purge(_) => "purge",
+            Command::Functions(_) => "functions",
+        }
+    }
+
+    /// Whether the command runs a worker in this process.
+    pub(crate) fn runs_worker(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Run(_))
+    }
+}
+
+/// Settings of the worker that `serve` and `run` start.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// How many activities may run at once.
+    #[arg(
+        long,
+        env = "DURACTOR_ACTIVITY_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub(crate) activity_concurrency: usize,
+
+    /// How often the worker looks for work from other processes (e.g. a CLI raising an
+    /// event), in milliseconds.
+    #[arg(
+        long,
+        env = "DURACTOR_POLL_INTERVAL_MS",
+        value_name = "MS",
+        default_value_t = 1000
+    )]
+    pub(crate) poll_interval_ms: u64,
+}
+
+impl WorkerArgs {
+    pub(crate) fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+
+    /// The address the HTTP API listens on (port 0 picks a free port; the address is printed
+    /// as `listening on http://…`).
+    #[arg(
+        long,
+        env = "DURACTOR_HTTP_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7071"
+    )]
+    pub(crate) bind: String,
+
+    /// Require `Authorization: Bearer TOKEN` on every HTTP request except `GET /health`.
+    #[arg(
+        long,
+        env = "DURACTOR_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) api_token: Option<String>,
+
+    /// The largest HTTP request body accepted, in bytes.
+    #[arg(
+        long,
+        env = "DURACTOR_MAX_BODY_BYTES",
+        value_name = "BYTES",
+        default_value_t = 1 << 20
+    )]
+    pub(crate) max_body_bytes: usize,
+}
+
+/// How long to wait, shared by `run` and `start --wait`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    /// Give up waiting after this many seconds (exit code 3; the instance goes on).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timeout: Option<f64>,
+}
+
+impl WaitArgs {
+    pub(crate) fn timeout(&self) -> Result<Option<Duration>, String> {
+        self.timeout
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs).map_err(|_| {
+                    format!("--timeout must be a positive number of seconds, not {secs}")
+                })
+            })
+            .transpose()
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The orchestrator's registered name (see `functions`).
+    pub(crate) name: String,
+
+    /// The input, as JSON (default `null`, which `()` accepts).
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) input: String,
+
+    /// The instance id (default: a new random id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// The orchestrator's registered name (see `functions`).
+    pub(crate) name: String,
+
+    /// The input, as JSON (default `null`, which `()` accepts).
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) input: String,
+
+    /// The instance id (default: a new random id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// Wait until the instance finishes and print its output (a worker must be serving).
+    #[arg(long)]
+    pub(crate) wait: bool,
+
+    #[command(flatten)]
+    pub(crate) wait_args: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// Print JSON (the HTTP API's status format).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// Print JSON, one array of events (the HTTP API's history format).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only instances with these statuses (repeat the flag or separate with commas):
+    /// Pending, Running, Completed, Failed, Terminated, Suspended.
+    #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
+    pub(crate) statuses: Vec<RuntimeStatus>,
+
+    /// Only instance ids starting with this prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) prefix: Option<String>,
+
+    /// Only instances created at or after this time (RFC 3339, e.g. 2025-01-31T12:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) created_after: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Only instances created before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) created_before: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// At most this many (ordered by instance id).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) limit: u32,
+
+    /// Continue after this instance id (the next page).
+    #[arg(long, value_name = "ID")]
+    pub(crate) after: Option<String>,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RaiseArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// The event name.
+    pub(crate) event: String,
+
+    /// The event data, as JSON.
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) data: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TerminateArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// Why (recorded in history).
+    #[arg(long, default_value = "terminated from the command line")]
+    pub(crate) reason: String,
+
+    /// Also terminate its running sub-orchestrations.
+    #[arg(long)]
+    pub(crate) cascade: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReasonArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// Why (recorded in history).
+    #[arg(long, default_value = "from the command line")]
+    pub(crate) reason: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The instance to delete (it must be finished). Without it, the filters choose.
+    pub(crate) id: Option<String>,
+
+    /// Only instances with these statuses: Completed, Failed, Terminated.
+    #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
+    pub(crate) statuses: Vec<RuntimeStatus>,
+
+    /// Only instances created at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) created_after: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Only instances created before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) created_before: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Delete every finished instance (required when no ID or filter is given).
+    #[arg(long, conflicts_with = "id")]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FunctionsArgs {
+    /// Print JSON (full Rust type names).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_status(s: &str) -> Result<RuntimeStatus, String> {
+    s.parse::<RuntimeStatus>().map_err(|e| e.to_string())
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 time such as 2025-01-31T12:00:00Z ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn statuses_can_be_repeated_or_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "app",
+            "list",
+            "--status",
+            "running,Failed",
+            "--status",
+            "completed",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::List(list),
+            ..
+        }) = cli
+        else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(
+            list.statuses,
+            [
+                RuntimeStatus::Running,
+                RuntimeStatus::Failed,
+                RuntimeStatus::Completed
+            ]
+        );
+    }
+}

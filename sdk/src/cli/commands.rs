@@ -1,0 +1,556 @@
+//! Runs a parsed command: `serve` and `run` start a worker, the others act as clients.
+
+use std::fmt;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::args::{
+    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, RunArgs,
+    ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+};
+use super::output::{self, Progress};
+use super::{App, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE, OpenStore};
+use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
+use crate::error::Error;
+use crate::history::Payload;
+use crate::http::view::{self, FunctionsView, StatusView};
+use crate::http::{HttpApi, HttpOptions};
+use crate::registry::Registry;
+use crate::runtime::{Runtime, RuntimeBuilder};
+use crate::store::{RuntimeStatus, Store};
+
+/// Why a command failed, with its exit code.
+struct CliError {
+    code: u8,
+    message: String,
+}
+
+impl CliError {
+    fn failure(message: impl fmt::Display) -> Self {
+        CliError {
+            code: EXIT_FAILURE,
+            message: message.to_string(),
+        }
+    }
+
+    fn usage(message: impl fmt::Display) -> Self {
+        CliError {
+            code: EXIT_USAGE,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(error: Error) -> Self {
+        let code = match error {
+            // What the user typed: a name that is not registered, JSON that does not parse
+            // or does not fit the input type.
+            Error::UnknownOrchestrator { .. } | Error::InvalidPayload { .. } => EXIT_USAGE,
+            Error::Timeout { .. } => EXIT_TIMEOUT,
+            _ => EXIT_FAILURE,
+        };
+        CliError {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, CliError>;
+
+/// Runs `command` and prints what went wrong, if anything.
+pub(super) async fn run(command: Command, mut app: App, open: OpenStore) -> ExitCode {
+    let result = match open(app.database_url.clone()).await {
+        Ok(store) => dispatch(command, &mut app, store).await,
+        Err(error) => Err(CliError::failure(format!(
+            "cannot open the database `{}`: {error}",
+            redact_password(&app.database_url)
+        ))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {}", error.message);
+            ExitCode::from(error.code)
+        }
+    }
+}
+
+async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> CliResult {
+    match command {
+        Command::Serve(args) => serve(args, app, store).await,
+        Command::Run(args) => run_one(args, app, store).await,
+        Command::Start(args) => start(args, app, Client::new_dyn(store)).await,
+        Command::Status(args) => status(args, Client::new_dyn(store)).await,
+        Command::History(args) => history(args, Client::new_dyn(store)).await,
+        Command::List(args) => list(args, Client::new_dyn(store)).await,
+        Command::Raise(args) => raise(args, Client::new_dyn(store)).await,
+        Command::Terminate(args) => terminate(args, Client::new_dyn(store)).await,
+        Command::Suspend(args) => suspend(args, Client::new_dyn(store)).await,
+        Command::Resume(args) => resume(args, Client::new_dyn(store)).await,
+        Command::Rewind(args) => rewind(args, Client::new_dyn(store)).await,
+        Command::Purge(args) => purge(args, Client::new_dyn(store)).await,
+        Command::Functions(args) => functions(args),
+    }
+}
+
+/// The runtime builder for `serve` and `run`: flags first, then the user's setup.
+fn worker(args: &WorkerArgs, app: &mut App, store: Arc<dyn Store>) -> RuntimeBuilder {
+    let builder = Runtime::builder_dyn(store)
+        .activity_concurrency(args.activity_concurrency)
+        .poll_interval(args.poll_interval());
+    app.apply(builder)
+}
+
+async fn start_worker(builder: RuntimeBuilder, app: &App, hint: &str) -> Result<Runtime, CliError> {
+    builder.start().await.map_err(|error| {
+        let hint = match error {
+            Error::InvalidArgument(_) => hint,
+            _ => "",
+        };
+        CliError::failure(format!(
+            "cannot start a worker on `{}`: {error}{hint}",
+            redact_password(&app.database_url)
+        ))
+    })
+}
+
+async fn serve(args: ServeArgs, app: &mut App, store: Arc<dyn Store>) -> CliResult {
+    let builder = worker(&args.worker, app, store);
+    let runtime = start_worker(builder, app, "").await?;
+    let options = HttpOptions {
+        bind: args.bind,
+        api_token: args.api_token,
+        max_body_bytes: args.max_body_bytes,
+        ..HttpOptions::default()
+    };
+    let api = match HttpApi::start(&runtime, options).await {
+        Ok(api) => api,
+        Err(error) => {
+            let _ = runtime.shutdown().await;
+            return Err(CliError::failure(format!(
+                "{error}; choose another address with --bind or DURACTOR_HTTP_BIND"
+            )));
+        }
+    };
+    {
+        let mut stdout = std::io::stdout().lock();
+        for addr in api.local_addrs() {
+            let _ = writeln!(stdout, "listening on http://{addr}");
+        }
+        let _ = stdout.flush();
+    }
+    tracing::info!(
+        worker = runtime.worker_id(),
+        database = %redact_password(&app.database_url),
+        "serving; stop with Ctrl-C or SIGTERM"
+    );
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing requests and running activities");
+    api.stop().await;
+    runtime.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => {
+                    if result.is_err() {
+                        let _ = terminate.recv().await;
+                    }
+                }
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run_one(args: RunArgs, app: &mut App, store: Arc<dyn Store>) -> CliResult {
+    let timeout = args.wait.timeout().map_err(CliError::usage)?;
+    let builder = worker(&args.worker, app, store);
+    let hint = format!(
+        " (to run `{}` on the worker that holds this database, use `{} start {} --wait`)",
+        args.name, app.bin_name, args.name
+    );
+    let runtime = start_worker(builder, app, &hint).await?;
+    let client = runtime.client();
+    let outcome = async {
+        let mut start = client.start_by_name(&args.name, &args.input);
+        if let Some(id) = &args.id {
+            start = start.instance_id(id.clone());
+        }
+        let id = start.await?;
+        eprintln!("started instance {id} of `{}`", args.name);
+        report_outcome(&client, &id, timeout, app, true).await
+    }
+    .await;
+    if let Err(error) = runtime.shutdown().await {
+        tracing::warn!(%error, "stopping the worker failed");
+    }
+    outcome
+}
+
+async fn start(args: StartArgs, app: &App, client: Client) -> CliResult {
+    let timeout = args.wait_args.timeout().map_err(CliError::usage)?;
+    let mut start = client.start_by_name(&args.name, &args.input);
+    if let Some(id) = &args.id {
+        start = start.instance_id(id.clone());
+    }
+    let id = start.await?;
+    if !args.wait {
+        println!("{id}");
+        eprintln!(
+            "started instance {id} of `{}`; follow it with `{} status {id}`",
+            args.name, app.bin_name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("started instance {id} of `{}`", args.name);
+    report_outcome(&client, &id, timeout, app, false).await
+}
+
+/// Waits for the instance to finish (showing progress), prints its output on stdout, and
+/// turns how it ended into the exit code.
+async fn report_outcome(
+    client: &Client,
+    id: &str,
+    timeout: Option<Duration>,
+    app: &App,
+    worker_here: bool,
+) -> CliResult {
+    let started = Instant::now();
+    let status = wait_with_progress(client, id, timeout, app, worker_here).await?;
+    let took = started.elapsed();
+    match status.status {
+        RuntimeStatus::Completed => {
+            let output = status.output.as_ref().map_or("null", Payload::as_str);
+            println!("{output}");
+            eprintln!("instance {id} Completed in {}", human(took));
+            Ok(ExitCode::SUCCESS)
+        }
+        RuntimeStatus::Failed => {
+            let why = status
+                .failure
+                .as_ref()
+                .map(output::failure_chain)
+                .unwrap_or_default();
+            Err(CliError::failure(format!("instance {id} Failed: {why}")))
+        }
+        other => Err(CliError::failure(format!("instance {id} ended {other}"))),
+    }
+}
+
+/// Waits for the instance to finish, reporting progress on stderr.
+async fn wait_with_progress(
+    client: &Client,
+    id: &str,
+    timeout: Option<Duration>,
+    app: &App,
+    worker_here: bool,
+) -> Result<InstanceStatus, CliError> {
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let mut next_report = Duration::from_secs(2);
+    loop {
+        let elapsed = started.elapsed();
+        let mut step = next_report.saturating_sub(elapsed);
+        if let Some(timeout) = timeout {
+            step = step.min(timeout.saturating_sub(elapsed));
+        }
+        match client
+            .wait_for_completion(id, step.max(Duration::from_millis(1)))
+            .await
+        {
+            Ok(status) => {
+                progress.finish();
+                return Ok(status);
+            }
+            Err(Error::Timeout { .. }) => {
+                let status = client.status(id).await?;
+                let waited = started.elapsed();
+                if timeout.is_some_and(|timeout| waited >= timeout) {
+                    progress.finish();
+                    return Err(CliError {
+                        code: EXIT_TIMEOUT,
+                        message: format!(
+                            "timed out after {} waiting for instance {id}; it is still {} \
+                             (check it later with `{} status {id}`)",
+                            human(waited),
+                            status.status,
+                            app.bin_name
+                        ),
+                    });
+                }
+                let hint = if status.status == RuntimeStatus::Pending && !worker_here {
+                    format!(
+                        "no worker has picked it up yet: is `{} serve` running on this database?",
+                        app.bin_name
+                    )
+                } else {
+                    String::new()
+                };
+                progress.report(&status, waited, &hint);
+                next_report = waited + progress.every();
+            }
+            Err(error) => {
+                progress.finish();
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+async fn status(args: StatusArgs, client: Client) -> CliResult {
+    let status = client.status(&args.id).await?;
+    if args.json {
+        print_json(&StatusView::new(status, true))?;
+    } else {
+        print!("{}", output::status(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history(args: HistoryArgs, client: Client) -> CliResult {
+    let events = client.history(&args.id).await?;
+    let events = view::history(&events, true);
+    if args.json {
+        print_json(&events)?;
+    } else {
+        print!("{}", output::history(&events));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(args: ListArgs, client: Client) -> CliResult {
+    let limit = args.limit.clamp(1, 10_000);
+    let mut instances = client
+        .list(ListQuery {
+            statuses: args.statuses,
+            instance_id_prefix: args.prefix,
+            created_from: args.created_after,
+            created_to: args.created_before,
+            limit: Some(limit + 1),
+            after: args.after,
+        })
+        .await?;
+    let more = instances.len() > limit as usize;
+    instances.truncate(limit as usize);
+    let next = more
+        .then(|| instances.last().map(|i| i.instance_id.clone()))
+        .flatten();
+    if args.json {
+        let views: Vec<StatusView> = instances
+            .into_iter()
+            .map(|status| StatusView::new(status, false))
+            .collect();
+        print_json(&views)?;
+    } else if instances.is_empty() {
+        eprintln!("no instances");
+    } else {
+        let mut rows = vec![vec![
+            "INSTANCE".to_owned(),
+            "NAME".to_owned(),
+            "STATUS".to_owned(),
+            "CREATED".to_owned(),
+            "UPDATED".to_owned(),
+        ]];
+        rows.extend(instances.iter().map(|i| {
+            vec![
+                i.instance_id.clone(),
+                i.name.clone(),
+                i.status.to_string(),
+                output::time(i.created_at),
+                output::time(i.updated_at),
+            ]
+        }));
+        print!("{}", output::table(&rows));
+    }
+    if let Some(next) = next {
+        eprintln!("more instances: list the next page with --after {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn raise(args: RaiseArgs, client: Client) -> CliResult {
+    let data = Payload::from_json(args.data.as_str()).map_err(|e| {
+        Error::invalid_payload(
+            format!("data of event `{}` (not valid JSON)", args.event),
+            e,
+        )
+    })?;
+    let status = client.status(&args.id).await?;
+    if status.is_finished() {
+        return Err(CliError::failure(format!(
+            "instance {} is {}: it can no longer receive events",
+            args.id, status.status
+        )));
+    }
+    client.raise_event(&args.id, &args.event, &data).await?;
+    println!("raised event `{}` to instance {}", args.event, args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn terminate(args: TerminateArgs, client: Client) -> CliResult {
+    client
+        .terminate(&args.id, &args.reason)
+        .cascade(args.cascade)
+        .await?;
+    println!(
+        "terminating instance {} (it ends at its next turn)",
+        args.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn suspend(args: ReasonArgs, client: Client) -> CliResult {
+    client.suspend(&args.id, &args.reason).await?;
+    println!("suspending instance {}", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resume(args: ReasonArgs, client: Client) -> CliResult {
+    client.resume(&args.id, &args.reason).await?;
+    println!("resuming instance {}", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rewind(args: ReasonArgs, client: Client) -> CliResult {
+    client.rewind(&args.id, &args.reason).await?;
+    println!("rewinding instance {}: its failed calls run again", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn purge(args: PurgeArgs, client: Client) -> CliResult {
+    if let Some(id) = &args.id {
+        if !args.statuses.is_empty()
+            || args.created_after.is_some()
+            || args.created_before.is_some()
+        {
+            return Err(CliError::usage(
+                "give either an instance id or filters (--status, --created-after, --created-before), not both",
+            ));
+        }
+        if !client.purge(id).await? {
+            return Err(Error::InstanceNotFound(id.clone()).into());
+        }
+        println!("purged instance {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(status) = args.statuses.iter().find(|s| !s.is_terminal()) {
+        return Err(CliError::usage(format!(
+            "only finished instances can be purged, so --status cannot be {status}; use Completed, Failed or Terminated"
+        )));
+    }
+    let filtered =
+        !args.statuses.is_empty() || args.created_after.is_some() || args.created_before.is_some();
+    if !filtered && !args.all {
+        return Err(CliError::usage(
+            "say what to purge: an instance id, --status, --created-after/--created-before, or --all for every finished instance",
+        ));
+    }
+    let purged = client
+        .purge_instances(&PurgeQuery {
+            instance_id: None,
+            statuses: args.statuses,
+            created_from: args.created_after,
+            created_to: args.created_before,
+        })
+        .await?;
+    println!(
+        "purged {purged} instance{}",
+        if purged == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn functions(args: FunctionsArgs) -> CliResult {
+    let registry = Registry::global();
+    let functions = FunctionsView::new(&registry);
+    if args.json {
+        print_json(&functions)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "KIND".to_owned(),
+        "NAME".to_owned(),
+        "INPUT".to_owned(),
+        "OUTPUT".to_owned(),
+    ]];
+    for (kind, list) in [
+        ("orchestrator", &functions.orchestrators),
+        ("activity", &functions.activities),
+    ] {
+        rows.extend(list.iter().map(|f| {
+            let name = if f.version.is_empty() {
+                f.name.to_owned()
+            } else {
+                format!("{} (version {})", f.name, f.version)
+            };
+            vec![
+                kind.to_owned(),
+                name,
+                view::short_type_name(f.input_type),
+                view::short_type_name(f.output_type),
+            ]
+        }));
+    }
+    print!("{}", output::table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The URL with any password replaced, for messages and logs.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::failure(format!("cannot print JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn database_passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact_password("postgres://me:pw@db/app"),
+            "postgres://me:***@db/app"
+        );
+        assert_eq!(redact_password("sqlite://app.db"), "sqlite://app.db");
+    }
+}

@@ -1,0 +1,227 @@
+//! What the CLI prints: aligned tables, status blocks, history rows, progress on stderr.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::InstanceStatus;
+use crate::error::Failure;
+use crate::http::view;
+
+/// Prints rows as columns separated by two spaces, the first row being the header.
+pub(super) fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|row| row.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                let pad = widths[c].saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A time as the CLI shows it (RFC 3339, milliseconds, UTC).
+pub(super) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    view::time(t)
+}
+
+/// The status of an instance as `key  value` lines.
+pub(super) fn status(status: &InstanceStatus) -> String {
+    let mut rows = vec![
+        vec!["instance".to_owned(), status.instance_id.clone()],
+        vec![
+            "name".to_owned(),
+            if status.version.is_empty() {
+                status.name.clone()
+            } else {
+                format!("{} (version {})", status.name, status.version)
+            },
+        ],
+        vec!["status".to_owned(), status.status.to_string()],
+        vec!["created".to_owned(), time(status.created_at)],
+        vec!["updated".to_owned(), time(status.updated_at)],
+    ];
+    if let Some(completed) = status.completed_at {
+        rows.push(vec!["completed".to_owned(), time(completed)]);
+    }
+    rows.push(vec!["input".to_owned(), status.input.to_string()]);
+    if let Some(output) = &status.output {
+        rows.push(vec!["output".to_owned(), output.to_string()]);
+    }
+    if let Some(custom) = &status.custom_status {
+        rows.push(vec!["custom status".to_owned(), custom.to_string()]);
+    }
+    if let Some(failure) = &status.failure {
+        rows.push(vec!["failure".to_owned(), failure_chain(failure)]);
+    }
+    table(&rows)
+}
+
+/// A failure and its causes: `activity `x` failed: boom; caused by: boom`.
+pub(super) fn failure_chain(failure: &Failure) -> String {
+    let mut text = failure.message.clone();
+    let mut cause = failure.cause.as_deref();
+    while let Some(inner) = cause {
+        if !text.contains(&inner.message) {
+            text.push_str("; caused by: ");
+            text.push_str(&inner.message);
+        }
+        cause = inner.cause.as_deref();
+    }
+    text
+}
+
+/// History as a table: position, turn time, event type, the event's fields.
+pub(super) fn history(events: &[Value]) -> String {
+    let mut rows = vec![vec![
+        "#".to_owned(),
+        "TIME".to_owned(),
+        "EVENT".to_owned(),
+        "DETAILS".to_owned(),
+    ]];
+    for (index, event) in events.iter().enumerate() {
+        let get = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or("");
+        let details = match event {
+            Value::Object(fields) => fields
+                .iter()
+                .filter(|(key, _)| !matches!(key.as_str(), "eventType" | "timestamp"))
+                .map(|(key, value)| format!("{key}={}", preview(value)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            index.to_string(),
+            get("timestamp").to_owned(),
+            get("eventType").to_owned(),
+            details,
+        ]);
+    }
+    table(&rows)
+}
+
+/// Compact JSON, cut to 80 characters.
+fn preview(value: &Value) -> String {
+    const MAX: usize = 80;
+    let text = value.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let cut: String = text.chars().take(MAX).collect();
+    format!("{cut}…")
+}
+
+/// Progress of a long wait, on stderr: one line rewritten in place on a terminal, a line
+/// every few seconds otherwise.
+pub(super) struct Progress {
+    terminal: bool,
+    dirty: bool,
+    every: Duration,
+}
+
+impl Progress {
+    pub(super) fn new() -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        Progress {
+            terminal,
+            dirty: false,
+            every: if terminal {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            },
+        }
+    }
+
+    /// How often to report.
+    pub(super) fn every(&self) -> Duration {
+        self.every
+    }
+
+    pub(super) fn report(&mut self, status: &InstanceStatus, waited: Duration, hint: &str) {
+        let mut line = format!(
+            "waiting for instance {}: {} for {} s",
+            status.instance_id,
+            status.status,
+            waited.as_secs()
+        );
+        if let Some(custom) = &status.custom_status {
+            line.push_str(&format!(
+                ", custom status {}",
+                preview_payload(custom.as_str())
+            ));
+        }
+        if !hint.is_empty() {
+            line.push_str(" (");
+            line.push_str(hint);
+            line.push(')');
+        }
+        let mut stderr = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(stderr, "\r\x1b[2K{line}");
+            self.dirty = true;
+        } else {
+            let _ = writeln!(stderr, "{line}");
+        }
+        let _ = stderr.flush();
+    }
+
+    /// Ends the progress line.
+    pub(super) fn finish(&mut self) {
+        if self.dirty {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+            self.dirty = false;
+        }
+    }
+}
+
+fn preview_payload(json: &str) -> String {
+    serde_json::from_str::<Value>(json)
+        .map(|value| preview(&value))
+        .unwrap_or_else(|_| json.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["A".to_owned(), "BB".to_owned(), "C".to_owned()],
+            vec!["long".to_owned(), "x".to_owned(), "y".to_owned()],
+        ];
+        assert_eq!(table(&rows), "A     BB  C\nlong  x   y\n");
+    }
+
+    #[test]
+    fn failures_show_their_causes_once() {
+        let failure = Failure::application("activity `x` failed: boom")
+            .with_cause(Failure::application("boom").with_cause(Failure::panic("deep")));
+        assert_eq!(
+            failure_chain(&failure),
+            "activity `x` failed: boom; caused by: deep"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP management API, shaped like Durable Functions' HTTP API so its users feel at home.
+//!
+//! [`HttpApi::start`] serves it for a [`Runtime`] on its own thread (an actix-web server in an
+//! actix system, like the runtime's actors: nothing actix appears in this module's public
+//! API). `serve` in the generated main starts it; a program that builds its runtime by hand can
+//! start it too.
+//!
+//! | route | what | success |
+//! |---|---|---|
+//! | `POST /orchestrators/{name}[/{instanceId}]` | start an instance; the body is its JSON input | 202 + check-status links |
+//! | `GET /instances/{id}?showInput&showHistory&showHistoryOutput` | status | 200 finished, 202 still running |
+//! | `GET /instances?runtimeStatus&instanceIdPrefix&createdTimeFrom&createdTimeTo&top&continuationToken` | list, paged | 200 |
+//! | `POST /instances/{id}/raiseEvent/{event}` | raise an event; the body is its JSON data | 202 |
+//! | `POST /instances/{id}/terminate?reason&cascade` | terminate | 202 |
+//! | `POST /instances/{id}/suspend?reason`, `/resume?reason`, `/rewind?reason` | suspend, resume, rewind | 202 |
+//! | `POST /instances/{id}/restart?restartWithNewInstanceId` | start a finished instance again | 202 + links |
+//! | `DELETE /instances/{id}` | purge one finished instance | 200 |
+//! | `DELETE /instances?runtimeStatus&createdTimeFrom&createdTimeTo&all` | purge many | 200 |
+//! | `GET /functions` | registered orchestrators and activities | 200 |
+//! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
+//! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
+//!
+//! Errors are JSON, `{"error": {"code": "...", "message": "..."}}` (see [`error`] for the
+//! status codes). Request bodies above [`HttpOptions::max_body_bytes`] get 413. With
+//! [`HttpOptions::api_token`] set, every request but `GET /health` needs
+//! `Authorization: Bearer <token>` (401 otherwise).
+//!
+//! Where things live: [`orchestrations`] has the instance routes, [`ops`] health, metrics and
+//! functions, [`view`] the JSON shapes. Entity routes (signal an entity, read its state) get a
+//! module of their own beside [`orchestrations`], added to [`routes`].
+
+mod error;
+mod ops;
+mod orchestrations;
+pub(crate) mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::runtime::metrics::Metrics;
+pub(crate) use error::ApiError;
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The address to listen on, e.g. `127.0.0.1:7071` (port 0 picks a free port; see
+    /// [`HttpApi::local_addrs`]).
+    pub bind: String,
+    /// When set, every request but `GET /health` must send `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// The largest request body accepted, in bytes (default 1 MiB, the default payload limit).
+    pub max_body_bytes: usize,
+    /// HTTP worker threads (default 2).
+    pub workers: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            bind: "127.0.0.1:7071".to_owned(),
+            api_token: None,
+            max_body_bytes: 1 << 20,
+            workers: 2,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub(crate) client: Client,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) worker_id: String,
+    pub(crate) api_token: Option<String>,
+    pub(crate) max_body_bytes: usize,
+}
+
+/// A running HTTP API. Stop it with [`HttpApi::stop`]; dropping it leaves it running until the
+/// process exits.
+///
+/// ```no_run
+/// # async fn run(runtime: duractor::Runtime) -> Result<(), duractor::Error> {
+/// use duractor::http::{HttpApi, HttpOptions};
+/// let api = HttpApi::start(&runtime, HttpOptions::default()).await?;
+/// println!("listening on http://{}", api.local_addrs()[0]);
+/// // … until it is time to stop:
+/// api.stop().await;
+/// runtime.shutdown().await
+/// # }
+/// ```
+pub struct HttpApi {
+    addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for HttpApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpApi")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpApi {
+    /// Binds [`HttpOptions::bind`] and serves the API for `runtime` on a thread of its own.
+    /// Fails if the address cannot be bound.
+    pub async fn start(runtime: &Runtime, options: HttpOptions) -> Result<HttpApi, Error> {
+        let state = web::Data::new(State {
+            client: runtime.client(),
+            registry: Arc::new(runtime.registry().clone()),
+            metrics: runtime.live_metrics(),
+            worker_id: runtime.worker_id().to_owned(),
+            api_token: options.api_token.filter(|token| !token.is_empty()),
+            max_body_bytes: options.max_body_bytes,
+        });
+        let bind = options.bind;
+        let workers = options.workers.max(1);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("duractor-http".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let server = actix_web::HttpServer::new(move || {
+                        actix_web::App::new()
+                            .app_data(state.clone())
+                            .wrap(from_fn(authorize))
+                            .configure(routes)
+                            .default_service(web::to(not_found))
+                    })
+                    .workers(workers)
+                    .disable_signals()
+                    .shutdown_timeout(5);
+                    let server = match server.bind(&bind) {
+                        Ok(server) => server,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("cannot listen on {bind}: {e}")));
+                            return;
+                        }
+                    };
+                    let addrs = server.addrs();
+                    let server = server.run();
+                    let _ = ready_tx.send(Ok((addrs, server.handle())));
+                    if let Err(error) = server.await {
+                        tracing::error!(%error, "the HTTP server stopped with an error");
+                    }
+                });
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the HTTP thread: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok((addrs, handle))) => Ok(HttpApi {
+                addrs,
+                handle,
+                stopped: Some(stopped_rx),
+            }),
+            Ok(Err(message)) => Err(Error::InvalidArgument(message)),
+            Err(_) => Err(Error::InvalidArgument(
+                "the HTTP server thread stopped while starting".into(),
+            )),
+        }
+    }
+
+    /// The addresses the API listens on (with the real port when port 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (up to 5 s), and returns
+    /// when the server has stopped.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Every route of the API.
+fn routes(cfg: &mut web::ServiceConfig) {
+    ops::routes(cfg);
+    orchestrations::routes(cfg);
+}
+
+/// A resource at `path` that answers 405 (with `Allow`) to methods it has no route for.
+pub(crate) fn resource(path: &str, allowed: &'static [&'static str]) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(
+            req.method().as_str(),
+            req.path(),
+            allowed,
+        ))
+    }))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(req.path()))
+}
+
+/// Checks the bearer token (when one is configured) on everything but `GET /health`.
+async fn authorize<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let expected = req
+        .app_data::<web::Data<State>>()
+        .and_then(|state| state.api_token.clone());
+    let Some(expected) = expected else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    if req.path() == "/health" && req.method() == actix_web::http::Method::GET {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        });
+    let error = match given {
+        None => ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this API requires a token: send `Authorization: Bearer <token>` (the value of \
+             DURACTOR_API_TOKEN on the server)",
+        ),
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
+        }
+        Some(_) => ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not valid for this server; check DURACTOR_API_TOKEN",
+        ),
+    };
+    let response = error
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+        .error_response();
+    Ok(req.into_response(response))
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Reads a request body up to `limit` bytes. A larger body is read on (and dropped) up to a
+/// bound before the 413 is sent, so the client sees the response rather than a reset
+/// connection.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let drain_limit = limit.saturating_mul(4).max(4 << 20);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > drain_limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut body = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        total = total.saturating_add(chunk.len());
+        if total > drain_limit {
+            break;
+        }
+        if total <= limit {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    if total > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(body.freeze())
+}
+
+/// A request body as JSON text; an empty body is `null`.
+pub(crate) fn body_json(body: &Bytes) -> Result<&str, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("null");
+    }
+    std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "the request body is not UTF-8 text; send JSON",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

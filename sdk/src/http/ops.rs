@@ -1,0 +1,194 @@
+//! Operations routes: `GET /health`, `GET /metrics` (Prometheus text format), `GET /functions`.
+
+use std::fmt::Write as _;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::view::FunctionsView;
+use super::{ApiError, State, resource};
+use crate::runtime::{HistogramSnapshot, MetricsSnapshot};
+use crate::store::StoreStats;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health", &["GET"]).route(web::get().to(health)))
+        .service(resource("/metrics", &["GET"]).route(web::get().to(metrics)))
+        .service(resource("/functions", &["GET"]).route(web::get().to(functions)));
+}
+
+/// 200 while the store answers, 503 when it does not.
+async fn health(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    state.client.store().get_instance("").await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ok", "worker": state.worker_id })))
+}
+
+async fn functions(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(FunctionsView::new(&state.registry))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    let stats = state.client.store().stats().await;
+    let text = render(&state.metrics.snapshot(), stats);
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .body(text)
+}
+
+/// The Prometheus text exposition of a runtime's metrics and its store's counts.
+pub(crate) fn render(
+    m: &MetricsSnapshot,
+    stats: Result<Option<StoreStats>, crate::Error>,
+) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "duractor_turns_total",
+        "counter",
+        "Orchestration turns committed.",
+        &[("", m.turns)],
+    );
+    metric(
+        "duractor_turn_commit_failures_total",
+        "counter",
+        "Turn commits that failed and were retried or handed over.",
+        &[("", m.turn_commit_failures)],
+    );
+    metric(
+        "duractor_replays_total",
+        "counter",
+        "Instances loaded from history and replayed.",
+        &[("", m.replays)],
+    );
+    metric(
+        "duractor_instances_finished_total",
+        "counter",
+        "Instances this worker finished, by final status.",
+        &[
+            ("{status=\"Completed\"}", m.instances_completed),
+            ("{status=\"Failed\"}", m.instances_failed),
+            ("{status=\"Terminated\"}", m.instances_terminated),
+        ],
+    );
+    metric(
+        "duractor_activity_executions_total",
+        "counter",
+        "Activity executions, by outcome.",
+        &[
+            ("{outcome=\"completed\"}", m.activities_completed),
+            ("{outcome=\"failed\"}", m.activities_failed),
+        ],
+    );
+    metric(
+        "duractor_instances_loaded",
+        "gauge",
+        "Instances held in memory by this worker.",
+        &[("", m.instances_loaded)],
+    );
+    metric(
+        "duractor_activities_running",
+        "gauge",
+        "Activities running in this worker.",
+        &[("", m.activities_running)],
+    );
+    metric(
+        "duractor_activities_waiting",
+        "gauge",
+        "Activities waiting in this worker for a free slot.",
+        &[("", m.activities_queued)],
+    );
+    match stats {
+        Ok(Some(stats)) => {
+            metric(
+                "duractor_queue_depth",
+                "gauge",
+                "Items in the store's queues: orchestration messages ready now, timers not yet due, activity work items.",
+                &[
+                    ("{queue=\"orchestration\"}", stats.messages_ready),
+                    ("{queue=\"timers\"}", stats.messages_delayed),
+                    ("{queue=\"activities\"}", stats.activity_items),
+                ],
+            );
+            let labels: Vec<(String, u64)> = stats
+                .instances
+                .iter()
+                .map(|(status, n)| (format!("{{status=\"{status}\"}}"), *n))
+                .collect();
+            let samples: Vec<(&str, u64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+            metric(
+                "duractor_instances",
+                "gauge",
+                "Instances in the store, by status.",
+                &samples,
+            );
+            metric(
+                "duractor_store_up",
+                "gauge",
+                "1 if the store answered the metrics query.",
+                &[("", 1)],
+            );
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "reading store counts for /metrics failed");
+            metric(
+                "duractor_store_up",
+                "gauge",
+                "1 if the store answered the metrics query.",
+                &[("", 0)],
+            );
+        }
+    }
+    histogram(
+        &mut out,
+        "duractor_turn_duration_seconds",
+        "From the start of an orchestration turn to its commit.",
+        &m.turn_latency,
+    );
+    histogram(
+        &mut out,
+        "duractor_activity_duration_seconds",
+        "How long activity functions ran.",
+        &m.activity_latency,
+    );
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, count) in &h.buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_prometheus_text_format() {
+        let snapshot = MetricsSnapshot {
+            turns: 7,
+            ..Default::default()
+        };
+        let stats = StoreStats::new(1, 2, 3, vec![(crate::RuntimeStatus::Running, 4)]);
+        let text = render(&snapshot, Ok(Some(stats)));
+        assert!(text.contains("# TYPE duractor_turns_total counter\nduractor_turns_total 7\n"));
+        assert!(text.contains("duractor_queue_depth{queue=\"timers\"} 2\n"));
+        assert!(text.contains("duractor_instances{status=\"Running\"} 4\n"));
+        assert!(text.contains("duractor_turn_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
+    }
+}

@@ -1,0 +1,393 @@
+//! Orchestration routes: start, status, list, raise event, terminate, suspend, resume,
+//! rewind, restart, purge.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::view::{self, StatusView};
+use super::{ApiError, State, body_json, read_body, resource};
+use crate::client::{ListQuery, PurgeQuery};
+use crate::history::Payload;
+use crate::store::RuntimeStatus;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/orchestrators/{name}", &["POST"]).route(web::post().to(start)))
+        .service(
+            resource("/orchestrators/{name}/{instance_id}", &["POST"]).route(web::post().to(start)),
+        )
+        .service(
+            resource("/instances", &["GET", "DELETE"])
+                .route(web::get().to(list))
+                .route(web::delete().to(purge_many)),
+        )
+        .service(
+            resource("/instances/{id}", &["GET", "DELETE"])
+                .route(web::get().to(status))
+                .route(web::delete().to(purge_one)),
+        )
+        .service(
+            resource("/instances/{id}/raiseEvent/{event}", &["POST"])
+                .route(web::post().to(raise_event)),
+        )
+        .service(resource("/instances/{id}/terminate", &["POST"]).route(web::post().to(terminate)))
+        .service(resource("/instances/{id}/suspend", &["POST"]).route(web::post().to(suspend)))
+        .service(resource("/instances/{id}/resume", &["POST"]).route(web::post().to(resume)))
+        .service(resource("/instances/{id}/rewind", &["POST"]).route(web::post().to(rewind)))
+        .service(resource("/instances/{id}/restart", &["POST"]).route(web::post().to(restart)));
+}
+
+/// Parses the query string into `T`, or a 400 `invalid_query`.
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(ApiError::invalid_query)
+}
+
+/// `POST /orchestrators/{name}[/{instance_id}]`: the body is the input (empty = `null`).
+async fn start(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let input = body_json(&body)?;
+    let name = req.match_info().query("name");
+    let mut start = state.client.start_by_name(name, input);
+    if let Some(id) = req.match_info().get("instance_id") {
+        start = start.instance_id(id);
+    }
+    let id = start.await?;
+    Ok(check_status_response(&req, &id))
+}
+
+/// 202 Accepted with `Location` and the URLs to manage the instance (the async HTTP API
+/// pattern's check-status payload).
+fn check_status_response(req: &HttpRequest, id: &str) -> HttpResponse {
+    let info = req.connection_info();
+    let instance = format!(
+        "{}://{}/instances/{}",
+        info.scheme(),
+        info.host(),
+        encode_segment(id)
+    );
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, instance.clone()))
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(json!({
+            "id": id,
+            "statusQueryGetUri": instance,
+            "sendEventPostUri": format!("{instance}/raiseEvent/{{eventName}}"),
+            "terminatePostUri": format!("{instance}/terminate?reason={{text}}"),
+            "suspendPostUri": format!("{instance}/suspend?reason={{text}}"),
+            "resumePostUri": format!("{instance}/resume?reason={{text}}"),
+            "rewindPostUri": format!("{instance}/rewind?reason={{text}}"),
+            "purgeHistoryDeleteUri": instance,
+        }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusParams {
+    show_input: Option<bool>,
+    show_history: Option<bool>,
+    show_history_output: Option<bool>,
+}
+
+/// `GET /instances/{id}`: 200 when finished, 202 while pending, running or suspended.
+async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: StatusParams = query(&req)?;
+    let id = req.match_info().query("id");
+    let status = state.client.status(id).await?;
+    let finished = status.is_finished();
+    let mut view = StatusView::new(status, params.show_input.unwrap_or(true));
+    if params.show_history.unwrap_or(false) {
+        let history = state.client.history(id).await?;
+        view.history_events = Some(view::history(
+            &history,
+            params.show_history_output.unwrap_or(false),
+        ));
+    }
+    if finished {
+        return Ok(HttpResponse::Ok().json(view));
+    }
+    let info = req.connection_info();
+    let location = format!(
+        "{}://{}/instances/{}",
+        info.scheme(),
+        info.host(),
+        encode_segment(id)
+    );
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    runtime_status: Option<String>,
+    instance_id_prefix: Option<String>,
+    created_time_from: Option<String>,
+    created_time_to: Option<String>,
+    top: Option<u32>,
+    continuation_token: Option<String>,
+    show_input: Option<bool>,
+}
+
+const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
+
+/// `GET /instances`: `{"instances": [...], "continuationToken": "..." | null}`; the token
+/// (also in the `x-ms-continuation-token` header) fetches the next page.
+async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: ListParams = query(&req)?;
+    let top = params.top.unwrap_or(100);
+    if !(1..=1000).contains(&top) {
+        return Err(ApiError::invalid_query(format!(
+            "top must be between 1 and 1000, not {top}"
+        )));
+    }
+    let after = params.continuation_token.or_else(|| {
+        req.headers()
+            .get(CONTINUATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    });
+    let mut instances = state
+        .client
+        .list(ListQuery {
+            statuses: statuses(params.runtime_status.as_deref())?,
+            instance_id_prefix: params.instance_id_prefix,
+            created_from: time_param("createdTimeFrom", params.created_time_from)?,
+            created_to: time_param("createdTimeTo", params.created_time_to)?,
+            limit: Some(top + 1),
+            after,
+        })
+        .await?;
+    let more = instances.len() > top as usize;
+    instances.truncate(top as usize);
+    let token = more
+        .then(|| instances.last().map(|i| i.instance_id.clone()))
+        .flatten();
+    let show_input = params.show_input.unwrap_or(false);
+    let views: Vec<StatusView> = instances
+        .into_iter()
+        .map(|status| StatusView::new(status, show_input))
+        .collect();
+    let mut response = HttpResponse::Ok();
+    if let Some(token) = &token {
+        response.insert_header((CONTINUATION_HEADER, token.clone()));
+    }
+    Ok(response.json(json!({ "instances": views, "continuationToken": token })))
+}
+
+fn statuses(param: Option<&str>) -> Result<Vec<RuntimeStatus>, ApiError> {
+    param
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<RuntimeStatus>().map_err(ApiError::invalid_query))
+        .collect()
+}
+
+fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|value| {
+            DateTime::parse_from_rfc3339(&value)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::invalid_query(format!(
+                        "{name} must be an RFC 3339 time such as 2025-01-31T12:00:00Z, not `{value}` ({e})"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeParams {
+    runtime_status: Option<String>,
+    created_time_from: Option<String>,
+    created_time_to: Option<String>,
+    all: Option<bool>,
+}
+
+/// `DELETE /instances`: purges finished instances matching the filters.
+async fn purge_many(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: PurgeParams = query(&req)?;
+    let statuses = statuses(params.runtime_status.as_deref())?;
+    if let Some(status) = statuses.iter().find(|s| !s.is_terminal()) {
+        return Err(ApiError::invalid_query(format!(
+            "only finished instances can be purged, so runtimeStatus cannot be {status}; use Completed, Failed or Terminated"
+        )));
+    }
+    let query = PurgeQuery {
+        instance_id: None,
+        statuses,
+        created_from: time_param("createdTimeFrom", params.created_time_from)?,
+        created_to: time_param("createdTimeTo", params.created_time_to)?,
+    };
+    let filtered =
+        !query.statuses.is_empty() || query.created_from.is_some() || query.created_to.is_some();
+    if !filtered && !params.all.unwrap_or(false) {
+        return Err(ApiError::invalid_query(
+            "give runtimeStatus, createdTimeFrom or createdTimeTo, or all=true to purge every finished instance",
+        ));
+    }
+    let deleted = state.client.purge_instances(&query).await?;
+    Ok(HttpResponse::Ok().json(json!({ "instancesDeleted": deleted })))
+}
+
+/// `DELETE /instances/{id}`: purges one finished instance.
+async fn purge_one(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let id = req.match_info().query("id");
+    if !state.client.purge(id).await? {
+        return Err(crate::Error::InstanceNotFound(id.to_owned()).into());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "instancesDeleted": 1 })))
+}
+
+/// `POST /instances/{id}/raiseEvent/{event}`: the body is the event data (empty = `null`).
+/// 410 if the instance has finished (nothing would receive the event).
+async fn raise_event(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let id = req.match_info().query("id");
+    let event = req.match_info().query("event");
+    let data = Payload::from_json(body_json(&body)?).map_err(|e| {
+        crate::Error::invalid_payload(format!("data of event `{event}` (not valid JSON)"), e)
+    })?;
+    let status = state.client.status(id).await?;
+    if status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "instance_finished",
+            format!(
+                "instance `{id}` is {}: it can no longer receive events",
+                status.status
+            ),
+        ));
+    }
+    state.client.raise_event(id, event, &data).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+#[derive(Deserialize)]
+struct ReasonParams {
+    reason: Option<String>,
+    cascade: Option<bool>,
+}
+
+fn reason(params: &ReasonParams, default: &str) -> String {
+    params
+        .reason
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// `POST /instances/{id}/terminate?reason=..&cascade=true`.
+async fn terminate(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: ReasonParams = query(&req)?;
+    let id = req.match_info().query("id");
+    state
+        .client
+        .terminate(id, &reason(&params, "terminated over HTTP"))
+        .cascade(params.cascade.unwrap_or(false))
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// `POST /instances/{id}/suspend?reason=..`.
+async fn suspend(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: ReasonParams = query(&req)?;
+    let id = req.match_info().query("id");
+    state
+        .client
+        .suspend(id, &reason(&params, "suspended over HTTP"))
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// `POST /instances/{id}/resume?reason=..`.
+async fn resume(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: ReasonParams = query(&req)?;
+    let id = req.match_info().query("id");
+    state
+        .client
+        .resume(id, &reason(&params, "resumed over HTTP"))
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// `POST /instances/{id}/rewind?reason=..`.
+async fn rewind(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: ReasonParams = query(&req)?;
+    let id = req.match_info().query("id");
+    state
+        .client
+        .rewind(id, &reason(&params, "rewound over HTTP"))
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestartParams {
+    restart_with_new_instance_id: Option<bool>,
+}
+
+/// `POST /instances/{id}/restart?restartWithNewInstanceId=true`: 202 with the new run's links.
+async fn restart(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let params: RestartParams = query(&req)?;
+    let id = req.match_info().query("id");
+    let new_id = state
+        .client
+        .restart(id, params.restart_with_new_instance_id.unwrap_or(false))
+        .await?;
+    Ok(check_status_response(&req, &new_id))
+}
+
+/// Percent-encodes an instance id for a URL path segment.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b':' | b'@') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_encoded_for_paths() {
+        assert_eq!(encode_segment("order-42:1"), "order-42:1");
+        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn status_filters_parse_case_insensitively() {
+        assert_eq!(
+            statuses(Some("running, Completed")).ok(),
+            Some(vec![RuntimeStatus::Running, RuntimeStatus::Completed])
+        );
+        assert!(statuses(Some("Sleeping")).is_err());
+        assert_eq!(statuses(None).ok(), Some(vec![]));
+    }
+}

@@ -1,0 +1,2 @@
+#[duractor::main]
+async fn main<T>() {}

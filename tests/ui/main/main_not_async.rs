@@ -1,0 +1,2 @@
+#[duractor::main]
+fn main() {}

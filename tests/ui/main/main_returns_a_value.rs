@@ -1,0 +1,4 @@
+#[duractor::main]
+async fn main() -> u32 {
+    7
+}

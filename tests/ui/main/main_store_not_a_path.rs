@@ -1,0 +1,2 @@
+#[duractor::main(store = "duractor_sqlx::open")]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[duractor::main(port = 8080)]
+async fn main() {}

@@ -1,0 +1,4 @@
+#[duractor::main]
+async fn start() {}
+
+fn main() {}
