@@ -45,7 +45,10 @@ async fn transfer(
     (from, to, amount): (String, String, i64),
 ) -> Result<String, duractor::Error> {
     let _locked = ctx
-        .lock([EntityId::of::<Account>(from.clone()), EntityId::of::<Account>(to.clone())])
+        .lock([
+            EntityId::of::<Account>(from.clone()),
+            EntityId::of::<Account>(to.clone()),
+        ])
         .await?;
     let source = ctx.call_entity::<Account>(from.clone());
     let available = source.balance().await?;
@@ -53,7 +56,9 @@ async fn transfer(
         return Ok(format!("refused: {from} has {available}, needs {amount}"));
     }
     source.deposit(-amount).await?;
-    ctx.call_entity::<Account>(to.clone()).deposit(amount).await?;
+    ctx.call_entity::<Account>(to.clone())
+        .deposit(amount)
+        .await?;
     Ok(format!("moved {amount} from {from} to {to}"))
 }
 

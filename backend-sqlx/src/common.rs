@@ -83,3 +83,40 @@ pub(crate) fn decode_failure(json: Option<String>) -> Result<Option<Failure>, Er
     })
     .transpose()
 }
+
+/// The key prefix of an entity listing that names no entity type (with a name, the prefix
+/// is part of the `@Name@key` id prefix instead).
+pub(crate) fn key_prefix_of_any_name(query: &duractor::store::EntityQuery) -> Option<String> {
+    match query.name {
+        Some(_) => None,
+        None => query.key_prefix.clone().filter(|p| !p.is_empty()),
+    }
+}
+
+/// Queue depths and orchestration counts by status for [`duractor::Store::stats`]; `$1` is
+/// now in milliseconds. Rows are `(what, count)`, folded by [`stats_from_rows`].
+pub(crate) const STATS_SQL: &str = "\
+    SELECT 'ready', COUNT(*) FROM orch_queue WHERE visible_at <= $1 \
+    UNION ALL SELECT 'delayed', COUNT(*) FROM orch_queue WHERE visible_at > $1 \
+    UNION ALL SELECT 'activities', COUNT(*) FROM activity_queue \
+    UNION ALL SELECT status, COUNT(*) FROM instances WHERE kind = 'orchestration' GROUP BY status";
+
+/// Folds the rows of [`STATS_SQL`].
+pub(crate) fn stats_from_rows(
+    rows: Vec<(String, i64)>,
+) -> Result<duractor::store::StoreStats, Error> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let (mut ready, mut delayed, mut activities) = (0, 0, 0);
+    let mut instances = Vec::new();
+    for (what, n) in rows {
+        match what.as_str() {
+            "ready" => ready = count(n),
+            "delayed" => delayed = count(n),
+            "activities" => activities = count(n),
+            status => instances.push((status.parse::<duractor::RuntimeStatus>()?, count(n))),
+        }
+    }
+    Ok(duractor::store::StoreStats::new(
+        ready, delayed, activities, instances,
+    ))
+}

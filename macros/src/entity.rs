@@ -239,6 +239,9 @@ fn operations(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
                 name: #name,
                 input_type: ::core::stringify!(#input_ty),
                 output_type: ::core::stringify!(#out_ty),
+                check_input: |entity, input| {
+                    ::duractor::__private::__check_input::<#input_ty>(entity, #name, input)
+                },
             }
         });
     }
@@ -256,6 +259,8 @@ fn operations(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
             ::duractor::__private::ProxyTarget<M>,
         );
 
+        // The proxy is `pub` whatever the entity's visibility; operation types may be private.
+        #[allow(private_interfaces)]
         impl<M: ::duractor::__private::ProxyMode> #proxy<M> {
             /// The entity this proxy addresses.
             #[allow(dead_code)]

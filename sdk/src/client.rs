@@ -230,17 +230,17 @@ impl Client {
         validate_entity_id(entity)?;
         if let Some(known) = self.registry.entities().find(|e| e.name == entity.name) {
             let operations = (known.operations)();
-            if !operations.iter().any(|o| o.name == operation) {
+            let Some(info) = operations.iter().find(|o| o.name == operation) else {
                 let names: Vec<&str> = operations.iter().map(|o| o.name).collect();
-                return Err(Error::InvalidArgument(format!(
-                    "entity `{}` has no operation `{operation}`; its operations are: {}",
-                    entity.name,
-                    names.join(", ")
-                )));
-            }
-        } else if self.registry.entities().next().is_some() {
-            self.registry.get_entity(&entity.name)?;
+                return Err(Error::UnknownOperation {
+                    entity: entity.name.clone(),
+                    operation: operation.to_owned(),
+                    known: names.join(", "),
+                });
+            };
+            (info.check_input)(&entity.name, &input)?;
         }
+        self.check_entity_name(&entity.name)?;
         let what = format!("input of entity operation `{entity}.{operation}`");
         self.limits.check_payload(&what, &input)?;
         let event = Event::EntityOperation {
@@ -266,11 +266,15 @@ impl Client {
 
     /// An entity's stored state and lock (`None` if nothing ever addressed it).
     pub async fn entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        self.check_entity_name(&id.name)?;
         self.store.load_entity(id).await
     }
 
     /// Entities matching `query` (by name, key prefix; with or without state; paged).
     pub async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
+        if let Some(name) = &query.name {
+            self.check_entity_name(name)?;
+        }
         self.store.list_entities(query).await
     }
 
@@ -278,9 +282,19 @@ impl Client {
     /// the messages sent to the entity before it.
     pub async fn delete_entity(&self, id: &EntityId) -> Result<(), Error> {
         validate_entity_id(id)?;
+        self.check_entity_name(&id.name)?;
         self.store
             .enqueue(&id.instance_id(), Event::EntityDelete {}, None)
             .await
+    }
+
+    /// [`Error::UnknownEntity`] when this program registers entity types but none named
+    /// `name` (a typo); a client that registers none may address any name.
+    fn check_entity_name(&self, name: &str) -> Result<(), Error> {
+        if self.registry.entities().next().is_some() {
+            self.registry.get_entity(name)?;
+        }
+        Ok(())
     }
 
     /// Removes entities without state and without pending messages, and releases entity

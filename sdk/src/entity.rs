@@ -125,6 +125,9 @@ pub struct OperationInfo {
     pub input_type: &'static str,
     /// The output type's name.
     pub output_type: &'static str,
+    /// Checks that a JSON input fits the operation (`null` when it takes none), so clients
+    /// can refuse a bad signal before it is stored. Arguments: entity name, input.
+    pub check_input: fn(&str, &Payload) -> Result<(), Error>,
 }
 
 mod sealed {
@@ -528,6 +531,21 @@ pub fn __decode_input<T: DeserializeOwned>(
             failure.non_retriable = true;
             failure
         })
+}
+
+/// Checks an operation's input against its type `T` (`()`: the operation takes none), for
+/// [`OperationInfo::check_input`].
+#[doc(hidden)]
+pub fn __check_input<T: DeserializeOwned>(
+    entity: &str,
+    operation: &'static str,
+    input: &Payload,
+) -> Result<(), Error> {
+    input
+        .decode_as::<T>(format_args!(
+            "input of entity operation `{entity}.{operation}`"
+        ))
+        .map(drop)
 }
 
 /// Encodes an operation's output, for generated dispatch code.

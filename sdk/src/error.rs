@@ -201,6 +201,17 @@ pub enum Error {
         known: String,
     },
 
+    /// The entity type has no operation with this name.
+    #[error("entity `{entity}` has no operation `{operation}`; its operations are: {known}")]
+    UnknownOperation {
+        /// The entity type's name.
+        entity: String,
+        /// The operation that was asked for.
+        operation: String,
+        /// Comma-separated operations it has.
+        known: String,
+    },
+
     /// A payload (input, output, event data) could not be serialized or deserialized.
     #[error("invalid {what}: {message}")]
     InvalidPayload {

@@ -175,8 +175,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::durable::{__durable, Durable};
     pub use crate::entity::{
-        __decode_input, __encode_output, __unknown_operation, EntityEntry, EntityType,
-        OperationInfo, ProxyMode, ProxyTarget,
+        __check_input, __decode_input, __encode_output, __unknown_operation, EntityEntry,
+        EntityType, OperationInfo, ProxyMode, ProxyTarget,
     };
     pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
     pub use inventory;

@@ -664,4 +664,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn events(&self) -> &StoreEvents {
         (**self).events()
     }
+    async fn stats(&self) -> Result<Option<StoreStats>, Error> {
+        (**self).stats().await
+    }
 }

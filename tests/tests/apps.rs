@@ -628,3 +628,200 @@ fn human_interaction_approves_escalates_and_times_out() {
         .collect();
     assert_eq!(ids, ["po-1", "po-2", "po-3"]);
 }
+
+const AGGREGATOR: &str = env!("CARGO_BIN_EXE_aggregator");
+const BANK_TRANSFER: &str = env!("CARGO_BIN_EXE_bank_transfer");
+
+/// Polls `GET /entities/{name}/{key}` until its state satisfies `check`.
+fn wait_entity(server: &Server, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_until(
+        &format!("entity {path} to reach the expected state"),
+        WAIT,
+        || {
+            let response = server.get(path);
+            (response.status == 200 && check(&response.json()["state"])).then(|| response.json())
+        },
+    )
+}
+
+#[test]
+fn aggregator_entity_is_signalled_and_read_over_http_and_the_command_line() {
+    let dir = TempDir::new("app-aggregator");
+    let db = database(&dir);
+
+    // Signals from the command line wait in the database until a worker runs.
+    cli(
+        AGGREGATOR,
+        &db,
+        &["signal", "Counter", "visits", "add", "--input", "5"],
+    )
+    .expect_code(0);
+    cli(
+        AGGREGATOR,
+        &db,
+        &["signal", "Counter", "visits", "add", "--input", "7"],
+    )
+    .expect_code(0);
+
+    // Bad input is refused before anything is stored, with what to do.
+    let unknown = cli(AGGREGATOR, &db, &["signal", "Countr", "visits", "add"]).expect_code(2);
+    assert!(
+        unknown.stderr.contains("no entity named `Countr`"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(unknown.stderr.contains("Counter"), "{}", unknown.stderr);
+    let no_op = cli(AGGREGATOR, &db, &["signal", "Counter", "visits", "ad"]).expect_code(2);
+    assert!(no_op.stderr.contains("add, get, reset"), "{}", no_op.stderr);
+    let wrong_type = cli(
+        AGGREGATOR,
+        &db,
+        &["signal", "Counter", "visits", "add", "--input", r#""a""#],
+    )
+    .expect_code(2);
+    assert!(
+        wrong_type.stderr.contains("Counter.add"),
+        "{}",
+        wrong_type.stderr
+    );
+    let functions = cli(AGGREGATOR, &db, &["functions"]).expect_code(0);
+    assert!(
+        functions.stdout.lines().any(|l| l.split_whitespace().eq([
+            "entity",
+            "operation",
+            "Counter.add",
+            "i64",
+            "()"
+        ])),
+        "{}",
+        functions.stdout
+    );
+
+    let server = Server::start(AGGREGATOR, &db, &[], &[]);
+    let visits = wait_entity(&server, "/entities/Counter/visits", |s| s["value"] == 12);
+    assert_eq!(visits["name"], "Counter");
+    assert_eq!(visits["key"], "visits");
+    assert_eq!(visits["state"], json!({"value": 12, "updates": 2}));
+    assert!(visits["lockOwner"].is_null(), "{visits}");
+
+    // 50 signals over HTTP, each applied exactly once.
+    for n in 1..=50 {
+        let response = server.post("/entities/Counter/http?op=add", &n.to_string());
+        assert_eq!(response.status, 202, "{}", response.body);
+    }
+    wait_entity(&server, "/entities/Counter/http", |s| {
+        s["value"] == 1275 && s["updates"] == 50
+    });
+
+    // An orchestration signals and then calls the entity.
+    let started = server.post("/orchestrators/tally", "[1, 2, 3]");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.json()["id"].as_str().expect("an id").to_owned();
+    assert_eq!(wait_finished(&server, &id)["output"], 6);
+
+    // The command line reads what the server wrote.
+    let state = cli(AGGREGATOR, &db, &["entity", "Counter", "totals", "--json"]).expect_code(0);
+    assert_eq!(state.json()["state"], json!({"value": 6, "updates": 3}));
+    let listed = cli(AGGREGATOR, &db, &["entities", "--json"])
+        .expect_code(0)
+        .json();
+    let keys: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["key"].as_str().expect("a key"))
+        .collect();
+    assert_eq!(keys, ["http", "totals", "visits"]);
+
+    // Listing pages through entities in key order.
+    let first = server.get("/entities/Counter?top=2");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    assert_eq!(first["entities"].as_array().map(Vec::len), Some(2));
+    let token = first["continuationToken"].as_str().expect("a token");
+    let rest = server
+        .get(&format!(
+            "/entities/Counter?top=2&continuationToken={token}"
+        ))
+        .json();
+    assert_eq!(rest["entities"][0]["key"], "visits");
+    assert!(rest["continuationToken"].is_null(), "{rest}");
+    let prefixed = server.get("/entities?keyPrefix=to").json();
+    assert_eq!(prefixed["entities"].as_array().map(Vec::len), Some(1));
+
+    // Errors name what was wrong.
+    server
+        .get("/entities/Counter/nobody")
+        .expect_error(404, "entity_not_found");
+    server
+        .get("/entities/Countr/visits")
+        .expect_error(404, "unknown_entity");
+    server
+        .post("/entities/Counter/visits", "1")
+        .expect_error(400, "invalid_query");
+    server
+        .post("/entities/Counter/visits?op=add", "{not json")
+        .expect_error(400, "invalid_payload");
+    server
+        .post("/entities/Counter/visits?op=add", r#""seven""#)
+        .expect_error(400, "invalid_payload");
+    server
+        .post("/entities/Counter/visits?op=nope", "1")
+        .expect_error(400, "unknown_operation");
+    let unchanged = server.get("/entities/Counter/visits").json();
+    assert_eq!(unchanged["state"], json!({"value": 12, "updates": 2}));
+
+    // Delete runs in order after earlier messages; clean then removes the empty entity.
+    let deleted = server.request("DELETE", "/entities/Counter/visits", &[], None);
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    wait_until("the entity to lose its state", WAIT, || {
+        let response = server.get("/entities/Counter/visits");
+        (response.status == 404 || response.json()["state"].is_null()).then_some(())
+    });
+    let cleaned = server.post("/entities/clean", "");
+    assert_eq!(cleaned.status, 200, "{}", cleaned.body);
+    assert_eq!(cleaned.json()["releasedLocks"], 0);
+    server
+        .get("/entities/Counter/visits")
+        .expect_error(404, "entity_not_found");
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[test]
+fn bank_transfer_moves_money_between_locked_accounts() {
+    let dir = TempDir::new("app-bank-transfer");
+    let db = database(&dir);
+    cli(
+        BANK_TRANSFER,
+        &db,
+        &["signal", "Account", "alice", "deposit", "--input", "100"],
+    )
+    .expect_code(0);
+
+    let moved = cli(
+        BANK_TRANSFER,
+        &db,
+        &["run", "transfer", "--input", r#"["alice", "bob", 30]"#],
+    )
+    .expect_code(0);
+    assert_eq!(moved.stdout.trim(), r#""moved 30 from alice to bob""#);
+    let refused = cli(
+        BANK_TRANSFER,
+        &db,
+        &["run", "transfer", "--input", r#"["bob", "alice", 31]"#],
+    )
+    .expect_code(0);
+    assert_eq!(refused.stdout.trim(), r#""refused: bob has 30, needs 31""#);
+
+    for (account, balance) in [("alice", 70), ("bob", 30)] {
+        let shown = cli(
+            BANK_TRANSFER,
+            &db,
+            &["entity", "Account", account, "--json"],
+        )
+        .expect_code(0)
+        .json();
+        assert_eq!(shown["state"]["balance"], balance, "{shown}");
+        assert!(shown["lockOwner"].is_null(), "{shown}");
+    }
+}

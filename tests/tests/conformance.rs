@@ -447,6 +447,9 @@ async fn timers_stay_invisible_until_due(b: &Backend) {
     store.commit_turn(commit).await.unwrap();
     store.release_instance("timer", "w1").await.unwrap();
     assert_eq!(store.next_visible_at().await.unwrap(), Some(due));
+    let stats = store.stats().await.unwrap().expect("both backends count");
+    assert_eq!((stats.messages_ready, stats.messages_delayed), (0, 1));
+    assert_eq!(stats.instances, vec![(RuntimeStatus::Running, 1)]);
     assert!(
         store
             .claim_messages("w2", 10, lease())
@@ -627,6 +630,31 @@ async fn entities_store_state_and_locks_and_are_cleaned_up(b: &Backend) {
         1,
         "entities without state are listed only on request"
     );
+    let keys = |listed: Vec<duractor::store::EntityStatus>| -> Vec<String> {
+        listed.into_iter().map(|e| e.id.key).collect()
+    };
+    for (name, prefix, expected) in [
+        (None, "em", vec!["empty"]),
+        (None, "", vec!["a", "empty"]),
+        (Some("Counter"), "a", vec!["a"]),
+        (Some("Other"), "", vec![]),
+        (None, "zz", vec![]),
+    ] {
+        let listed = store
+            .list_entities(&EntityQuery {
+                name: name.map(str::to_owned),
+                key_prefix: Some(prefix.to_owned()),
+                include_empty: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            keys(listed),
+            expected,
+            "name {name:?}, key prefix {prefix:?}"
+        );
+    }
     let cleanup = store.clean_entities().await.unwrap();
     assert_eq!(cleanup.removed_empty, 1);
     assert_eq!(cleanup.released_locks, 1);
@@ -639,7 +667,9 @@ async fn entities_store_state_and_locks_and_are_cleaned_up(b: &Backend) {
     assert!(
         matches!(&unlock[0].event, Event::EntityUnlock { owner } if owner == "gone-orchestration")
     );
-    // Instance queries do not list entities.
+    // Instance queries and counts do not include entities.
+    let stats = store.stats().await.unwrap().expect("both backends count");
+    assert!(stats.instances.is_empty(), "{stats:?}");
     assert!(
         store
             .list_instances(&InstanceQuery::default())

@@ -31,8 +31,8 @@ use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
     ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit,
-    TurnCommitted,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
+    TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -586,12 +586,15 @@ impl Store for PostgresStore {
                    AND ($1::text IS NULL OR starts_with(instance_id, $1)) \
                    AND ($2 OR entity_state IS NOT NULL) \
                    AND ($3::text IS NULL OR instance_id > $3) \
+                   AND ($5::text IS NULL OR starts_with( \
+                        substr(instance_id, strpos(substr(instance_id, 2), '@') + 2), $5)) \
                  ORDER BY instance_id COLLATE \"C\" LIMIT $4",
             )
             .bind(prefix)
             .bind(query.include_empty)
             .bind(query.after.as_ref().map(EntityId::instance_id))
             .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+            .bind(crate::common::key_prefix_of_any_name(&query))
             .fetch_all(&pool)
             .await
             .map_err(|e| store_error("listing entities", e))?;
@@ -606,5 +609,18 @@ impl Store for PostgresStore {
 
     fn events(&self) -> &StoreEvents {
         &self.inner.events
+    }
+
+    async fn stats(&self) -> Result<Option<StoreStats>, Error> {
+        let pool = self.inner.pool.clone();
+        self.run(async move {
+            let rows: Vec<(String, i64)> = sqlx::query_as(crate::common::STATS_SQL)
+                .bind(crate::common::now_ms())
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("counting queued work", e))?;
+            crate::common::stats_from_rows(rows).map(Some)
+        })
+        .await
     }
 }

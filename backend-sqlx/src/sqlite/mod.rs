@@ -492,12 +492,15 @@ impl Store for SqliteStore {
                AND (?1 IS NULL OR substr(instance_id, 1, length(?1)) = ?1) \
                AND (?2 OR entity_state IS NOT NULL) \
                AND (?3 IS NULL OR instance_id > ?3) \
+               AND (?5 IS NULL OR substr(instance_id, instr(substr(instance_id, 2), '@') + 2, \
+                                        length(?5)) = ?5) \
              ORDER BY instance_id LIMIT ?4",
         )
         .bind(prefix)
         .bind(query.include_empty)
         .bind(query.after.as_ref().map(EntityId::instance_id))
         .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+        .bind(crate::common::key_prefix_of_any_name(query))
         .fetch_all(&self.inner.reader)
         .await
         .map_err(|e| store_error("listing entities", e))?;
@@ -513,26 +516,12 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
-        const SQL: &str = "SELECT 'ready', COUNT(*) FROM orch_queue WHERE visible_at <= ?1 \
-             UNION ALL SELECT 'delayed', COUNT(*) FROM orch_queue WHERE visible_at > ?1 \
-             UNION ALL SELECT 'activities', COUNT(*) FROM activity_queue \
-             UNION ALL SELECT status, COUNT(*) FROM instances GROUP BY status";
-        let rows: Vec<(String, i64)> = sqlx::query_as(SQL)
+        // `$1` is a named parameter to SQLite: both uses take the one bound value.
+        let rows: Vec<(String, i64)> = sqlx::query_as(crate::common::STATS_SQL)
             .bind(crate::common::now_ms())
             .fetch_all(&self.inner.reader)
             .await
             .map_err(|e| store_error("counting queued work", e))?;
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let (mut ready, mut delayed, mut activities) = (0, 0, 0);
-        let mut instances = Vec::new();
-        for (what, n) in rows {
-            match what.as_str() {
-                "ready" => ready = count(n),
-                "delayed" => delayed = count(n),
-                "activities" => activities = count(n),
-                status => instances.push((RuntimeStatus::from_str(status)?, count(n))),
-            }
-        }
-        Ok(Some(StoreStats::new(ready, delayed, activities, instances)))
+        crate::common::stats_from_rows(rows).map(Some)
     }
 }

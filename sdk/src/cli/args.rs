@@ -1,7 +1,6 @@
 //! The command line, declared with clap: global options, one struct per command.
 //!
-//! Orchestration commands are the variants of [`Command`]; entity commands (`signal`,
-//! `entity`) belong next to them, as variants with their own argument structs.
+//! The commands are the variants of [`Command`], each with its own argument struct.
 
 use std::time::Duration;
 
@@ -61,8 +60,14 @@ pub(crate) enum Command {
     Rewind(ReasonArgs),
     /// Delete finished instances (status and history).
     Purge(PurgeArgs),
-    /// List the registered orchestrators and activities with their input and output types.
+    /// List the registered orchestrators, activities and entities with their types.
     Functions(FunctionsArgs),
+    /// Signal an entity: run operation OP with the input, one-way (the entity is created if new).
+    Signal(SignalArgs),
+    /// Show an entity's state.
+    Entity(EntityArgs),
+    /// List entities (by name and key prefix).
+    Entities(EntitiesArgs),
 }
 
 impl Command {
@@ -82,6 +87,9 @@ impl Command {
             Command::Rewind(_) => "rewind",
             Command::Purge(_) => "purge",
             Command::Functions(_) => "functions",
+            Command::Signal(_) => "signal",
+            Command::Entity(_) => "entity",
+            Command::Entities(_) => "entities",
         }
     }
 
@@ -329,6 +337,62 @@ pub(crate) struct PurgeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct FunctionsArgs {
     /// Print JSON (full Rust type names).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignalArgs {
+    /// The entity's name (its type's registered name, e.g. `Counter`).
+    pub(crate) entity: String,
+
+    /// The entity's key.
+    pub(crate) key: String,
+
+    /// The operation (a method of the entity).
+    pub(crate) operation: String,
+
+    /// The operation's input, as JSON.
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) input: String,
+
+    /// Deliver at this time (RFC 3339, e.g. `2030-01-01T09:00:00Z`) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EntityArgs {
+    /// The entity's name.
+    pub(crate) entity: String,
+
+    /// The entity's key.
+    pub(crate) key: String,
+
+    /// Print JSON (the state with its lock and timestamps).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EntitiesArgs {
+    /// Only entities of this name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+
+    /// Only keys starting with this (needs --name).
+    #[arg(long, requires = "name")]
+    pub(crate) prefix: Option<String>,
+
+    /// Also entities without state.
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
+
+    /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
 }

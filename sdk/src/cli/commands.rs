@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, RunArgs,
-    ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+    Command, EntitiesArgs, EntityArgs, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs,
+    ReasonArgs, RunArgs, ServeArgs, SignalArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
 };
 use super::output::{self, Progress};
 use super::{App, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE, OpenStore};
-use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
+use crate::client::{Client, EntityQuery, InstanceStatus, ListQuery, PurgeQuery};
+use crate::entity::EntityId;
 use crate::error::Error;
 use crate::history::Payload;
-use crate::http::view::{self, FunctionsView, StatusView};
+use crate::http::view::{self, EntityView, FunctionsView, StatusView};
 use crate::http::{HttpApi, HttpOptions};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeBuilder};
@@ -48,7 +49,10 @@ impl From<Error> for CliError {
         let code = match error {
             // What the user typed: a name that is not registered, JSON that does not parse
             // or does not fit the input type.
-            Error::UnknownOrchestrator { .. } | Error::InvalidPayload { .. } => EXIT_USAGE,
+            Error::UnknownOrchestrator { .. }
+            | Error::UnknownEntity { .. }
+            | Error::UnknownOperation { .. }
+            | Error::InvalidPayload { .. } => EXIT_USAGE,
             Error::Timeout { .. } => EXIT_TIMEOUT,
             _ => EXIT_FAILURE,
         };
@@ -95,6 +99,9 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Rewind(args) => rewind(args, Client::new_dyn(store)).await,
         Command::Purge(args) => purge(args, Client::new_dyn(store)).await,
         Command::Functions(args) => functions(args),
+        Command::Signal(args) => signal(args, Client::new_dyn(store)).await,
+        Command::Entity(args) => entity(args, Client::new_dyn(store)).await,
+        Command::Entities(args) => entities(args, Client::new_dyn(store)).await,
     }
 }
 
@@ -180,7 +187,7 @@ async fn shutdown_signal() {
 
 async fn run_one(args: RunArgs, app: &mut App, store: Arc<dyn Store>) -> CliResult {
     let timeout = args.wait.timeout().map_err(CliError::usage)?;
-    let builder = worker(&args.worker, app, store);
+    let builder = worker(&args.worker, app, store.clone());
     let hint = format!(
         " (to run `{}` on the worker that holds this database, use `{} start {} --wait`)",
         args.name, app.bin_name, args.name
@@ -197,10 +204,39 @@ async fn run_one(args: RunArgs, app: &mut App, store: Arc<dyn Store>) -> CliResu
         report_outcome(&client, &id, timeout, app, true).await
     }
     .await;
+    settle(&store, SETTLE_TIMEOUT).await;
     if let Err(error) = runtime.shutdown().await {
         tracing::warn!(%error, "stopping the worker failed");
     }
     outcome
+}
+
+/// How long `run` waits, after its instance finished, for the messages it left behind.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits (up to `limit`) until no message is ready and no activity is queued: what a
+/// finished instance sent last (entity signals, lock releases, a parent's completion) is
+/// delivered before `run` stops its worker, so the next command sees a settled database.
+/// Work that is still there at the limit stays queued for the next worker.
+async fn settle(store: &Arc<dyn Store>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.stats().await {
+            Ok(Some(stats)) if stats.messages_ready == 0 && stats.activity_items == 0 => return,
+            Ok(Some(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Some(stats)) => {
+                tracing::info!(
+                    ready = stats.messages_ready,
+                    activities = stats.activity_items,
+                    "stopping with work queued; the next worker on this database runs it"
+                );
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 async fn start(args: StartArgs, app: &App, client: Client) -> CliResult {
@@ -500,6 +536,7 @@ fn functions(args: FunctionsArgs) -> CliResult {
     for (kind, list) in [
         ("orchestrator", &functions.orchestrators),
         ("activity", &functions.activities),
+        ("entity operation", &functions.entity_operations),
     ] {
         rows.extend(list.iter().map(|f| {
             let name = if f.version.is_empty() {
@@ -517,6 +554,103 @@ fn functions(args: FunctionsArgs) -> CliResult {
     }
     print!("{}", output::table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+async fn signal(args: SignalArgs, client: Client) -> CliResult {
+    let input = Payload::from_json(args.input.as_str()).map_err(|e| {
+        Error::invalid_payload(
+            format!(
+                "input of entity operation `{}.{}` (not valid JSON)",
+                args.entity, args.operation
+            ),
+            e,
+        )
+    })?;
+    let at = args
+        .at
+        .as_deref()
+        .map(|at| {
+            chrono::DateTime::parse_from_rfc3339(at)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| CliError::usage(format!("--at `{at}` is not an RFC 3339 time: {e}")))
+        })
+        .transpose()?;
+    let id = EntityId::new(args.entity, args.key);
+    client
+        .signal_entity_raw(&id, &args.operation, input, at)
+        .await?;
+    match at {
+        Some(at) => println!("signalled {id}.{} for {at}", args.operation),
+        None => println!("signalled {id}.{}", args.operation),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn entity(args: EntityArgs, client: Client) -> CliResult {
+    let id = EntityId::new(args.entity, args.key);
+    let Some(status) = client.entity(&id).await? else {
+        return Err(CliError::failure(format!(
+            "entity {id} does not exist: nothing has signalled or called it"
+        )));
+    };
+    if args.json {
+        print_json(&EntityView::new(status))?;
+    } else {
+        match &status.state {
+            Some(state) => println!("{}", pretty_json(state.as_str())),
+            None => println!(
+                "entity {id} has no state: no operation has changed it yet (signals wait for a \
+                 worker: `serve`), or it was deleted"
+            ),
+        }
+        if let Some(owner) = &status.lock_owner {
+            eprintln!("locked by orchestration {owner}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn entities(args: EntitiesArgs, client: Client) -> CliResult {
+    let found = client
+        .list_entities(&EntityQuery {
+            name: args.name,
+            key_prefix: args.prefix,
+            include_empty: args.all,
+            limit: Some(args.limit),
+            after: None,
+        })
+        .await?;
+    if args.json {
+        let views: Vec<EntityView> = found.into_iter().map(EntityView::new).collect();
+        print_json(&views)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "KEY".to_owned(),
+        "LOCKED BY".to_owned(),
+        "STATE".to_owned(),
+    ]];
+    rows.extend(found.iter().map(|e| {
+        vec![
+            e.id.name.clone(),
+            e.id.key.clone(),
+            e.lock_owner.clone().unwrap_or_default(),
+            e.state
+                .as_ref()
+                .map_or_else(|| "(none)".to_owned(), |s| s.preview()),
+        ]
+    }));
+    print!("{}", output::table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON text indented for people (as it is, if it does not parse).
+fn pretty_json(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| json.to_owned())
 }
 
 /// The URL with any password replaced, for messages and logs.

@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | `InstanceNotFound` | 404 | `instance_not_found` |
 //! | `UnknownOrchestrator` | 404 | `unknown_orchestrator` (the URL names no orchestrator) |
+//! | `UnknownEntity` | 404 | `unknown_entity` (the URL names no entity type) |
+//! | `UnknownOperation` | 400 | `unknown_operation` (`?op=` names no operation) |
 //! | `InstanceExists` | 409 | `instance_exists` |
 //! | `InvalidState` | 409 | `invalid_state` |
 //! | `InvalidPayload` | 400 | `invalid_payload` |
@@ -16,7 +18,7 @@
 //! | anything else | 500 | `internal_error` |
 //!
 //! The API's own checks add 400 `invalid_query`, 401 `unauthorized`, 404 `not_found` (no such
-//! route), 405 `method_not_allowed`, 410 `instance_finished` and 413 `payload_too_large`.
+//! route), 404 `entity_not_found`, 405 `method_not_allowed`, 410 `instance_finished` and 413 `payload_too_large`.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -101,6 +103,8 @@ impl From<Error> for ApiError {
         let (status, code) = match &error {
             Error::InstanceNotFound(_) => (StatusCode::NOT_FOUND, "instance_not_found"),
             Error::UnknownOrchestrator { .. } => (StatusCode::NOT_FOUND, "unknown_orchestrator"),
+            Error::UnknownEntity { .. } => (StatusCode::NOT_FOUND, "unknown_entity"),
+            Error::UnknownOperation { .. } => (StatusCode::BAD_REQUEST, "unknown_operation"),
             Error::InstanceExists { .. } => (StatusCode::CONFLICT, "instance_exists"),
             Error::InvalidState { .. } => (StatusCode::CONFLICT, "invalid_state"),
             Error::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),

@@ -16,7 +16,12 @@
 //! | `POST /instances/{id}/restart?restartWithNewInstanceId` | start a finished instance again | 202 + links |
 //! | `DELETE /instances/{id}` | purge one finished instance | 200 |
 //! | `DELETE /instances?runtimeStatus&createdTimeFrom&createdTimeTo&all` | purge many | 200 |
-//! | `GET /functions` | registered orchestrators and activities | 200 |
+//! | `POST /entities/{name}/{key}?op&at` | signal an entity operation; the body is its JSON input | 202 |
+//! | `GET /entities/{name}/{key}` | an entity's state and lock | 200 / 404 |
+//! | `DELETE /entities/{name}/{key}` | delete an entity's state (in order with its messages) | 202 |
+//! | `GET /entities[/{name}]?keyPrefix&includeEmpty&top&continuationToken` | list entities, paged | 200 |
+//! | `POST /entities/clean` | remove empty entities, release orphaned locks | 200 |
+//! | `GET /functions` | registered orchestrators, activities and entity operations | 200 |
 //! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
 //! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
 //!
@@ -25,10 +30,10 @@
 //! [`HttpOptions::api_token`] set, every request but `GET /health` needs
 //! `Authorization: Bearer <token>` (401 otherwise).
 //!
-//! Where things live: [`orchestrations`] has the instance routes, [`ops`] health, metrics and
-//! functions, [`view`] the JSON shapes. Entity routes (signal an entity, read its state) get a
-//! module of their own beside [`orchestrations`], added to [`routes`].
+//! Where things live: [`orchestrations`] has the instance routes, [`entities`] the entity
+//! routes, [`ops`] health, metrics and functions, [`view`] the JSON shapes.
 
+mod entities;
 mod error;
 mod ops;
 mod orchestrations;
@@ -195,6 +200,7 @@ impl HttpApi {
 fn routes(cfg: &mut web::ServiceConfig) {
     ops::routes(cfg);
     orchestrations::routes(cfg);
+    entities::routes(cfg);
 }
 
 /// A resource at `path` that answers 405 (with `Allow`) to methods it has no route for.

@@ -40,7 +40,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Parses the query string into `T`, or a 400 `invalid_query`.
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(ApiError::invalid_query)
@@ -138,7 +138,7 @@ struct ListParams {
     show_input: Option<bool>,
 }
 
-const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
+pub(super) const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
 /// `GET /instances`: `{"instances": [...], "continuationToken": "..." | null}`; the token
 /// (also in the `x-ms-continuation-token` header) fetches the next page.
@@ -195,7 +195,10 @@ fn statuses(param: Option<&str>) -> Result<Vec<RuntimeStatus>, ApiError> {
         .collect()
 }
 
-fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(super) fn time_param(
+    name: &str,
+    value: Option<String>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
         .map(|value| {
             DateTime::parse_from_rfc3339(&value)

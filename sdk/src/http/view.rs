@@ -109,7 +109,7 @@ fn camel_case(snake: &str) -> String {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FunctionView {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub(crate) version: &'static str,
     pub(crate) input_type: &'static str,
@@ -121,6 +121,9 @@ pub(crate) struct FunctionView {
 pub(crate) struct FunctionsView {
     pub(crate) orchestrators: Vec<FunctionView>,
     pub(crate) activities: Vec<FunctionView>,
+    /// One row per operation, named `Entity.operation`.
+    #[serde(rename = "entityOperations")]
+    pub(crate) entity_operations: Vec<FunctionView>,
 }
 
 impl FunctionsView {
@@ -129,7 +132,7 @@ impl FunctionsView {
             orchestrators: registry
                 .orchestrators()
                 .map(|o| FunctionView {
-                    name: o.name,
+                    name: o.name.to_owned(),
                     version: o.version,
                     input_type: (o.input_type)(),
                     output_type: (o.output_type)(),
@@ -138,10 +141,21 @@ impl FunctionsView {
             activities: registry
                 .activities()
                 .map(|a| FunctionView {
-                    name: a.name,
+                    name: a.name.to_owned(),
                     version: "",
                     input_type: (a.input_type)(),
                     output_type: (a.output_type)(),
+                })
+                .collect(),
+            entity_operations: registry
+                .entities()
+                .flat_map(|e| {
+                    (e.operations)().iter().map(move |op| FunctionView {
+                        name: format!("{}.{}", e.name, op.name),
+                        version: "",
+                        input_type: op.input_type,
+                        output_type: op.output_type,
+                    })
                 })
                 .collect(),
         }
@@ -200,5 +214,34 @@ mod tests {
         assert_eq!(json[1]["output"], "hi");
         assert_eq!(json[1]["timestamp"], "1970-01-01T00:00:01.000Z");
         assert!(history(&events, false)[1].get("output").is_none());
+    }
+}
+
+/// An entity as the HTTP API and `entity --json` show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EntityView {
+    pub(crate) name: String,
+    pub(crate) key: String,
+    /// The stored JSON as it is (field order kept).
+    pub(crate) state: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) lock_owner: Option<String>,
+    pub(crate) created_time: String,
+    pub(crate) last_modified_time: String,
+}
+
+impl EntityView {
+    pub(crate) fn new(status: crate::client::EntityStatus) -> Self {
+        EntityView {
+            state: status
+                .state
+                .as_ref()
+                .and_then(|s| serde_json::value::RawValue::from_string(s.as_str().to_owned()).ok()),
+            name: status.id.name,
+            key: status.id.key,
+            lock_owner: status.lock_owner,
+            created_time: status.created_at.to_rfc3339(),
+            last_modified_time: status.updated_at.to_rfc3339(),
+        }
     }
 }
