@@ -67,6 +67,9 @@ pub struct Client {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     limits: Limits,
+    /// The registry lists every entity type of the app (a worker's client, the generated
+    /// main's commands): an unregistered entity name is a typo, not another program's type.
+    registry_complete: bool,
 }
 
 impl Client {
@@ -95,7 +98,15 @@ impl Client {
             store,
             registry,
             limits,
+            registry_complete: false,
         }
+    }
+
+    /// The same client, treating its registry as the whole app's: entity names it does not
+    /// register are refused with [`Error::UnknownEntity`].
+    pub(crate) fn with_complete_registry(mut self) -> Self {
+        self.registry_complete = true;
+        self
     }
 
     /// The same client with other payload limits (checked before anything is sent).
@@ -219,7 +230,9 @@ impl Client {
 
     /// Signals operation `operation` of `entity` with JSON `input` (for CLIs and HTTP front
     /// ends), optionally at a later time. When this program registers the entity type, the
-    /// name and the operation are checked first.
+    /// operation and the input are checked against it first ([`Error::UnknownOperation`],
+    /// [`Error::InvalidPayload`]); the client of a worker or of the generated main also
+    /// refuses entity names the app does not register ([`Error::UnknownEntity`]).
     pub async fn signal_entity_raw(
         &self,
         entity: &EntityId,
@@ -288,10 +301,11 @@ impl Client {
             .await
     }
 
-    /// [`Error::UnknownEntity`] when this program registers entity types but none named
-    /// `name` (a typo); a client that registers none may address any name.
+    /// [`Error::UnknownEntity`] for a name the app does not register, when this client knows
+    /// the whole app (a worker's client; the generated main's commands and HTTP API). A client
+    /// made with [`Client::new`] may address entity types that only other programs link in.
     fn check_entity_name(&self, name: &str) -> Result<(), Error> {
-        if self.registry.entities().next().is_some() {
+        if self.registry_complete {
             self.registry.get_entity(name)?;
         }
         Ok(())

@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use duractor::Client;
-use duractor::client::EntityQuery;
+use duractor::RuntimeStatus;
+use duractor::client::{EntityQuery, ListQuery};
 use duractor_sqlx::SqliteStore;
 use duractor_tests::TempDir;
 use serde::Deserialize;
@@ -127,25 +128,53 @@ struct Account {
 async fn fifty_transfers_in_critical_sections_survive_crashes() {
     let dir = TempDir::new("crash-bank");
     let db = dir.file("app.db");
-    let mut kills = 0;
+    // Kill the worker when 5, 20 and 35 of the 50 transfers have completed (a progress
+    // count, not a clock, so each kill lands in the middle of the run however fast it is).
+    let observer = Client::new(SqliteStore::open(&db).await.unwrap());
+    let completed = async || {
+        observer
+            .list(ListQuery {
+                statuses: vec![RuntimeStatus::Completed],
+                instance_id_prefix: Some("transfer-".into()),
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut delay = 200;
-    loop {
-        assert!(Instant::now() < deadline, "the transfers did not finish");
+    let mut kills = 0;
+    for threshold in [5, 20, 35] {
         let mut worker = spawn("bank", &db);
-        if kills < 3 {
-            std::thread::sleep(Duration::from_millis(delay));
-            delay += 100;
-            if worker.try_wait().unwrap().is_none() {
-                kill(worker);
-                kills += 1;
-                continue;
+        loop {
+            assert!(Instant::now() < deadline, "the transfers did not progress");
+            if let Some(status) = worker.try_wait().unwrap() {
+                panic!("the worker exited ({status}) before {threshold} transfers completed");
             }
+            let done = completed().await;
+            if done >= threshold {
+                assert!(
+                    done < 50,
+                    "the run finished before the kill; nothing was interrupted"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let status = worker.wait().unwrap();
-        assert!(status.success(), "worker failed: {status}");
-        break;
+        kill(worker);
+        kills += 1;
     }
+    let mut worker = spawn("bank", &db);
+    let status = loop {
+        assert!(Instant::now() < deadline, "the transfers did not finish");
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker failed: {status}");
+    assert_eq!(completed().await, 50);
     assert_eq!(kills, 3);
     let client = Client::new(SqliteStore::open(&db).await.unwrap());
     let accounts = client

@@ -99,9 +99,9 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Rewind(args) => rewind(args, Client::new_dyn(store)).await,
         Command::Purge(args) => purge(args, Client::new_dyn(store)).await,
         Command::Functions(args) => functions(args),
-        Command::Signal(args) => signal(args, Client::new_dyn(store)).await,
-        Command::Entity(args) => entity(args, Client::new_dyn(store)).await,
-        Command::Entities(args) => entities(args, Client::new_dyn(store)).await,
+        Command::Signal(args) => signal(args, app_client(store)).await,
+        Command::Entity(args) => entity(args, app_client(store)).await,
+        Command::Entities(args) => entities(args, app_client(store)).await,
     }
 }
 
@@ -187,7 +187,7 @@ async fn shutdown_signal() {
 
 async fn run_one(args: RunArgs, app: &mut App, store: Arc<dyn Store>) -> CliResult {
     let timeout = args.wait.timeout().map_err(CliError::usage)?;
-    let builder = worker(&args.worker, app, store.clone());
+    let builder = worker(&args.worker, app, store);
     let hint = format!(
         " (to run `{}` on the worker that holds this database, use `{} start {} --wait`)",
         args.name, app.bin_name, args.name
@@ -204,40 +204,23 @@ async fn run_one(args: RunArgs, app: &mut App, store: Arc<dyn Store>) -> CliResu
         report_outcome(&client, &id, timeout, app, true).await
     }
     .await;
-    settle(&store, SETTLE_TIMEOUT).await;
+    if !runtime.wait_idle(SETTLE_TIMEOUT).await {
+        tracing::info!("stopping with work queued; the next worker on this database runs it");
+    }
     if let Err(error) = runtime.shutdown().await {
         tracing::warn!(%error, "stopping the worker failed");
     }
     outcome
 }
 
-/// How long `run` waits, after its instance finished, for the messages it left behind.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Waits (up to `limit`) until no message is ready and no activity is queued: what a
-/// finished instance sent last (entity signals, lock releases, a parent's completion) is
-/// delivered before `run` stops its worker, so the next command sees a settled database.
-/// Work that is still there at the limit stays queued for the next worker.
-async fn settle(store: &Arc<dyn Store>, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match store.stats().await {
-            Ok(Some(stats)) if stats.messages_ready == 0 && stats.activity_items == 0 => return,
-            Ok(Some(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Ok(Some(stats)) => {
-                tracing::info!(
-                    ready = stats.messages_ready,
-                    activities = stats.activity_items,
-                    "stopping with work queued; the next worker on this database runs it"
-                );
-                return;
-            }
-            Ok(None) | Err(_) => return,
-        }
-    }
+/// A client of the app's database that knows all of the app's functions.
+fn app_client(store: Arc<dyn Store>) -> Client {
+    Client::new_dyn(store).with_complete_registry()
 }
+
+/// How long `run` waits, after its instance finished, for the messages it left behind
+/// (entity signals, lock releases), so the next command sees them applied.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn start(args: StartArgs, app: &App, client: Client) -> CliResult {
     let timeout = args.wait_args.timeout().map_err(CliError::usage)?;

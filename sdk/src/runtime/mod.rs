@@ -328,7 +328,8 @@ impl RuntimeBuilder {
         ready_rx.await.map_err(|_| Error::Shutdown)?;
         tracing::info!(owner = %shared.owner, "duractor runtime started");
         Ok(Runtime {
-            client: Client::from_parts(self.store, registry, shared.options.limits),
+            client: Client::from_parts(self.store, registry, shared.options.limits)
+                .with_complete_registry(),
             shared,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
@@ -403,6 +404,43 @@ impl Runtime {
     /// The live metrics, for the HTTP API.
     pub(crate) fn live_metrics(&self) -> Arc<metrics::Metrics> {
         self.shared.metrics.clone()
+    }
+
+    /// Waits until the store has no message ready and no activity queued (durable timers
+    /// that are not due yet do not count), up to `limit`. `true` when it got there; `false`
+    /// at the limit, or at once if the store does not count its queues ([`Store::stats`]).
+    ///
+    /// For batch programs and tests: after the instances they care about finished, the
+    /// messages those sent last (entity signals, lock releases) are applied before
+    /// [`shutdown`](Self::shutdown); without it they wait for the next worker.
+    ///
+    /// ```no_run
+    /// # async fn run(runtime: duractor::Runtime) -> Result<(), duractor::Error> {
+    /// runtime.wait_idle(std::time::Duration::from_secs(5)).await;
+    /// runtime.shutdown().await
+    /// # }
+    /// ```
+    pub async fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.shared.store.stats().await {
+                Ok(Some(stats)) if stats.messages_ready == 0 && stats.activity_items == 0 => {
+                    return true;
+                }
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Ok(Some(stats)) => {
+                    tracing::debug!(
+                        ready = stats.messages_ready,
+                        activities = stats.activity_items,
+                        "still busy at the wait_idle limit"
+                    );
+                    return false;
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
     }
 
     /// Stops claiming work, waits (up to the shutdown grace) for running activities and

@@ -141,6 +141,8 @@ async fn main() -> Result<(), duractor::Error> {
                     std::process::exit(1);
                 }
             }
+            // Apply the lock releases the last transfers sent before stopping.
+            assert!(runtime.wait_idle(Duration::from_secs(30)).await, "not idle");
             runtime.shutdown().await
         }
         other => {
