@@ -34,29 +34,32 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions, Synchronous};
 /// * `sqlite://path/to/file.db`, `sqlite:file.db` or a plain file path: a [`SqliteStore`]
 ///   (relative paths are relative to the working directory; `sqlite:///abs/file.db` is
 ///   absolute). Query parameters (`?mode=rwc`) are ignored.
-/// * `postgres://…` / `postgresql://…`: not supported yet; the error says so.
+/// * `postgres://user:password@host:port/database` (or `postgresql://`): a
+///   [`PostgresStore`], with [`PostgresStoreOptions`] from these query parameters (the others
+///   go to the driver, e.g. `sslmode`):
+///   `schema` (default `duractor`; one schema per app or environment on a shared database),
+///   `max_connections` (pool size, default 8), `max_batch` (most store calls per
+///   transaction, default 1000).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), duractor::Error> {
 /// let store = duractor_sqlx::open("sqlite://orders.db").await?;
+/// // or: duractor_sqlx::open("postgres://app@db.internal/orders?schema=prod").await?;
 /// let runtime = duractor::Runtime::builder_dyn(store).start().await?;
 /// # runtime.shutdown().await }
 /// ```
 pub async fn open(url: &str) -> Result<Arc<dyn duractor::Store>, duractor::Error> {
     let url = url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(duractor::Error::InvalidArgument(format!(
-            "`{}`: PostgreSQL support is not available yet in duractor-sqlx; use a SQLite URL \
-             such as `sqlite://app.db` for now",
-            redact_password(url)
-        )));
+        let (url, options) = postgres_options(url)?;
+        return Ok(Arc::new(PostgresStore::connect_with(&url, options).await?));
     }
     let path = if url.starts_with("sqlite:") {
         sqlite_path(url)
     } else if let Some((scheme, _)) = url.split_once("://") {
         return Err(duractor::Error::InvalidArgument(format!(
             "unsupported database URL scheme `{scheme}://`; use `sqlite://path/to/file.db` \
-             (or a plain file path)"
+             (or a plain file path) or `postgres://user@host/database`"
         )));
     } else {
         url
@@ -67,6 +70,36 @@ pub async fn open(url: &str) -> Result<Arc<dyn duractor::Store>, duractor::Error
         )));
     }
     Ok(Arc::new(SqliteStore::open(path).await?))
+}
+
+/// Splits duractor's own query parameters off a PostgreSQL URL: the URL for the driver and
+/// the store options.
+fn postgres_options(url: &str) -> Result<(String, PostgresStoreOptions), duractor::Error> {
+    let mut options = PostgresStoreOptions::default();
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |what: &str| {
+            value.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                duractor::Error::InvalidArgument(format!(
+                    "`{key}={value}` in the database URL: {what} must be a positive number"
+                ))
+            })
+        };
+        match key {
+            "schema" => options.schema = value.to_owned(),
+            "max_connections" => options.max_connections = number("the pool size")?,
+            "max_batch" => options.max_batch = number("the batch size")? as usize,
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, options))
 }
 
 /// The file path of a `sqlite:` URL, without query parameters.
@@ -98,6 +131,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn postgres_urls_carry_store_options() {
+        let (url, options) =
+            postgres_options("postgres://me@db/app?sslmode=disable&schema=prod&max_connections=4")
+                .unwrap();
+        assert_eq!(url, "postgres://me@db/app?sslmode=disable");
+        assert_eq!(options.schema, "prod");
+        assert_eq!(options.max_connections, 4);
+        assert_eq!(options.max_batch, 1000);
+        let (url, options) = postgres_options("postgres://me@db/app").unwrap();
+        assert_eq!(
+            (url.as_str(), options.schema.as_str()),
+            ("postgres://me@db/app", "duractor")
+        );
+        let error = postgres_options("postgres://db/app?max_batch=0").unwrap_err();
+        assert!(error.to_string().contains("max_batch=0"), "{error}");
+    }
+
+    #[test]
     fn sqlite_urls_name_files() {
         assert_eq!(sqlite_path("sqlite://app.db"), "app.db");
         assert_eq!(sqlite_path("sqlite:app.db"), "app.db");
@@ -114,22 +165,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn postgres_urls_say_they_are_not_supported_yet() {
-        let err = open("postgres://me:secret@localhost/app")
-            .await
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+    async fn bad_urls_are_explained_without_echoing_passwords() {
+        let error = async |url: &str| {
+            open(url)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        // Nothing listens on port 1: the connection is refused.
+        let refused = error("postgres://me:secret@127.0.0.1:1/app").await;
+        assert!(refused.contains("connecting to PostgreSQL"), "{refused}");
+        assert!(!refused.contains("secret"), "{refused}");
+        let malformed = error("postgres://me:secret@localhost:notaport/app").await;
+        assert!(malformed.contains("is not a PostgreSQL URL"), "{malformed}");
+        assert!(!malformed.contains("secret"), "{malformed}");
+        let unsupported = error("mysql://localhost/app").await;
         assert!(
-            err.contains("PostgreSQL support is not available yet"),
-            "{err}"
+            unsupported.contains("unsupported database URL scheme"),
+            "{unsupported}"
         );
-        assert!(!err.contains("secret"), "{err}");
-        let err = open("mysql://localhost/app")
-            .await
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("unsupported database URL scheme"), "{err}");
     }
 }

@@ -2,16 +2,23 @@
 //!
 //! ```text
 //! cargo run --release -p duractor-benches -- --workload all --runs 5
+//! cargo run --release -p duractor-benches -- --backend postgres --workers 2 --workload W3,W4
 //! ```
 //!
-//! Every run uses a fresh SQLite file (WAL, `synchronous=NORMAL` unless `--sync full`) in a
-//! temp directory. `ok` is true only when the result was checked. With `--runs N > 1`, a line
-//! with `"stat":"median"` follows each workload's runs.
+//! SQLite: every run uses a fresh file (WAL, `synchronous=NORMAL` unless `--sync full`) in a
+//! temp directory, with the worker in this process. PostgreSQL (`--postgres-url`, default
+//! `$DURACTOR_BENCH_POSTGRES_URL`, then `$DURACTOR_TEST_POSTGRES_URL`): every run uses a fresh
+//! schema, served by `--workers N` worker processes (this program, started as `worker`);
+//! this process only starts instances and checks results, as a client. `ok` is true only when
+//! the result was checked. With `--runs N > 1`, a line with `"stat":"median"` follows each
+//! workload's runs.
 
 use std::time::{Duration, Instant};
 
 use duractor::prelude::*;
-use duractor_sqlx::{SqliteStore, SqliteStoreOptions, Synchronous};
+use duractor_sqlx::{
+    PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions, Synchronous,
+};
 use serde_json::json;
 
 #[activity]
@@ -50,6 +57,13 @@ async fn hello_sequence(ctx: OrchestrationContext, start: u64) -> Result<u64, du
     ctx.call_activity(NoopAdd, b).await
 }
 
+/// W5: a durable timer of one second, then done.
+#[orchestrator]
+async fn sleep_one_second(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor::Error> {
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok(n)
+}
+
 /// W4: a counter entity.
 #[entity]
 #[derive(Default, Serialize, Deserialize)]
@@ -68,6 +82,16 @@ struct Options {
     workloads: Vec<String>,
     runs: usize,
     synchronous: Synchronous,
+    backend: Backend,
+}
+
+/// Where the workloads run.
+#[derive(Clone)]
+enum Backend {
+    /// A fresh SQLite file per run; the worker in this process.
+    Sqlite,
+    /// A fresh schema per run on this server, served by `workers` worker processes.
+    Postgres { url: String, workers: usize },
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -77,11 +101,18 @@ fn parse_args() -> Result<Options, String> {
             "W2".into(),
             "W3".into(),
             "W4".into(),
+            "W5".into(),
             "W6".into(),
         ],
         runs: 1,
         synchronous: Synchronous::Normal,
+        backend: Backend::Sqlite,
     };
+    let mut postgres = false;
+    let mut workers = 1;
+    let mut url = std::env::var("DURACTOR_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("DURACTOR_TEST_POSTGRES_URL"))
+        .ok();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -105,21 +136,56 @@ fn parse_args() -> Result<Options, String> {
                     other => return Err(format!("--sync takes normal or full, not {other:?}")),
                 }
             }
+            "--backend" => {
+                postgres = match args.next().as_deref() {
+                    Some("sqlite") => false,
+                    Some("postgres") => true,
+                    other => {
+                        return Err(format!("--backend takes sqlite or postgres, not {other:?}"));
+                    }
+                }
+            }
+            "--postgres-url" => url = Some(args.next().ok_or("--postgres-url needs a value")?),
+            "--workers" => {
+                workers = args
+                    .next()
+                    .ok_or("--workers needs a value")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--workers takes a positive number")?;
+            }
             "--help" | "-h" => {
                 println!(
-                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W6] [--runs N] [--sync normal|full]"
+                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6] [--runs N] \
+                     [--sync normal|full] [--backend sqlite|postgres] [--postgres-url URL] \
+                     [--workers N]"
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
+    if postgres {
+        let url =
+            url.ok_or("--backend postgres needs --postgres-url (or DURACTOR_BENCH_POSTGRES_URL)")?;
+        options.backend = Backend::Postgres { url, workers };
+    } else if workers != 1 {
+        return Err(
+            "--workers is for --backend postgres (SQLite takes one worker per file)".into(),
+        );
+    }
     Ok(options)
 }
 
 /// Peak resident set size of this process in MiB.
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("/proc/self/status")
+}
+
+/// Peak resident set size (`VmHWM`) from a `/proc/PID/status` file, in MiB.
+fn peak_rss_mb_of(status_file: &str) -> f64 {
+    std::fs::read_to_string(status_file)
         .ok()
         .and_then(|status| {
             status
@@ -133,8 +199,12 @@ fn peak_rss_mb() -> f64 {
 }
 
 struct Env {
-    _dir: TempDir,
-    runtime: Runtime,
+    _dir: Option<TempDir>,
+    /// The in-process worker (SQLite).
+    runtime: Option<Runtime>,
+    /// The worker processes and the schema (PostgreSQL).
+    workers: Vec<Worker>,
+    schema: Option<PostgresStore>,
     client: Client,
 }
 
@@ -145,7 +215,91 @@ impl Drop for TempDir {
     }
 }
 
-async fn env(synchronous: Synchronous) -> Result<Env, duractor::Error> {
+/// A worker process serving a PostgreSQL schema until its stdin closes.
+struct Worker(std::process::Child);
+
+impl Worker {
+    fn start(url: &str, schema: &str) -> Result<Worker, duractor::Error> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(duractor::Error::msg)?;
+        let mut child = std::process::Command::new(exe)
+            .args(["worker", url, schema])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(duractor::Error::msg)?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| duractor::Error::msg("no stdout"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(duractor::Error::msg)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            return Err(duractor::Error::msg("a worker process did not start"));
+        }
+        Ok(Worker(child))
+    }
+
+    /// Peak RSS in MiB (read before it stops).
+    fn peak_rss_mb(&self) -> f64 {
+        peak_rss_mb_of(&format!("/proc/{}/status", self.0.id()))
+    }
+
+    /// Closes its stdin (it shuts down) and reaps it.
+    fn stop(mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// `duractor-benches worker URL SCHEMA`: serves the schema until stdin closes.
+async fn serve_worker(url: &str, schema: &str) -> Result<(), duractor::Error> {
+    let store = PostgresStore::connect_with(
+        url,
+        PostgresStoreOptions {
+            schema: schema.to_owned(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let runtime = Runtime::builder(store).start().await?;
+    println!("ready");
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .map_err(duractor::Error::msg)?;
+    runtime.shutdown().await
+}
+
+async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duractor::Error> {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Backend::Postgres { url, workers } = backend {
+        let schema = format!("bench_{}_{run}", std::process::id());
+        let store = PostgresStore::connect_with(
+            url,
+            PostgresStoreOptions {
+                schema: schema.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let workers = (0..*workers)
+            .map(|_| Worker::start(url, &schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Env {
+            _dir: None,
+            runtime: None,
+            workers,
+            client: Client::new(store.clone()),
+            schema: Some(store),
+        });
+    }
     let dir = std::env::temp_dir().join(format!(
         "duractor-bench-{}-{}",
         std::process::id(),
@@ -166,10 +320,33 @@ async fn env(synchronous: Synchronous) -> Result<Env, duractor::Error> {
     let runtime = Runtime::builder(store).start().await?;
     let client = runtime.client();
     Ok(Env {
-        _dir: TempDir(dir),
-        runtime,
+        _dir: Some(TempDir(dir)),
+        runtime: Some(runtime),
+        workers: Vec::new(),
+        schema: None,
         client,
     })
+}
+
+impl Env {
+    /// Stops the workers; returns the largest peak RSS of the worker processes (PostgreSQL).
+    async fn stop(self) -> Result<Option<f64>, duractor::Error> {
+        if let Some(runtime) = self.runtime {
+            runtime.shutdown().await?;
+        }
+        let rss = self
+            .workers
+            .iter()
+            .map(Worker::peak_rss_mb)
+            .reduce(f64::max);
+        for worker in self.workers {
+            worker.stop();
+        }
+        if let Some(store) = self.schema {
+            store.drop_schema().await?;
+        }
+        Ok(rss)
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(600);
@@ -177,8 +354,9 @@ const WAIT: Duration = Duration::from_secs(600);
 async fn run_workload(
     name: &str,
     synchronous: Synchronous,
+    backend: &Backend,
 ) -> Result<serde_json::Value, duractor::Error> {
-    let env = env(synchronous).await?;
+    let env = env(synchronous, backend).await?;
     let client = &env.client;
     let result = match name {
         "W1" => {
@@ -262,6 +440,27 @@ async fn run_workload(
             let wall = started.elapsed();
             json!({"n": signals, "wall_ms": ms(wall), "per_sec": signals as f64 / wall.as_secs_f64(), "ok": ok})
         }
+        "W5" => {
+            let m = 10_000u64;
+            let started = Instant::now();
+            let starts = (0..m).map(|i| {
+                let client = client.clone();
+                async move {
+                    client
+                        .start(SleepOneSecond, i)
+                        .instance_id(format!("w5-{i}"))
+                        .await
+                }
+            });
+            let ids = futures_join_all(starts).await?;
+            let mut ok = true;
+            for (i, id) in ids.iter().enumerate() {
+                let status = client.wait_for_completion(id, WAIT).await?;
+                ok &= status.output::<u64>().ok() == Some(i as u64);
+            }
+            let wall = started.elapsed();
+            json!({"n": m, "wall_ms": ms(wall), "per_sec": m as f64 / wall.as_secs_f64(), "ok": ok})
+        }
         "W6" => {
             let count = 200usize;
             let mut latencies = Vec::with_capacity(count);
@@ -287,7 +486,11 @@ async fn run_workload(
             )));
         }
     };
-    env.runtime.shutdown().await?;
+    let worker_rss = env.stop().await?;
+    let mut result = result;
+    if let (Some(rss), Some(fields)) = (worker_rss, result.as_object_mut()) {
+        fields.insert("worker_rss_mb".into(), json!((rss * 10.0).round() / 10.0));
+    }
     Ok(result)
 }
 
@@ -325,6 +528,18 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("worker") {
+        let (Some(url), Some(schema)) = (args.get(2), args.get(3)) else {
+            eprintln!("usage: duractor-benches worker POSTGRES_URL SCHEMA");
+            std::process::exit(2);
+        };
+        if let Err(error) = serve_worker(url, schema).await {
+            eprintln!("worker failed: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
@@ -332,9 +547,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let durability = match options.synchronous {
-        Synchronous::Normal => "wal+synchronous=normal",
-        Synchronous::Full => "wal+synchronous=full",
+    let (backend, durability, workers) = match (&options.backend, options.synchronous) {
+        (Backend::Postgres { workers, .. }, _) => ("postgres", "synchronous_commit=on", *workers),
+        (Backend::Sqlite, Synchronous::Normal) => ("sqlite", "wal+synchronous=normal", 1),
+        (Backend::Sqlite, Synchronous::Full) => ("sqlite", "wal+synchronous=full", 1),
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -342,7 +558,7 @@ async fn main() {
     for workload in &options.workloads {
         let mut runs = Vec::new();
         for _ in 0..options.runs {
-            let result = match run_workload(workload, options.synchronous).await {
+            let result = match run_workload(workload, options.synchronous, &options.backend).await {
                 Ok(result) => result,
                 Err(error) => {
                     eprintln!("{workload} failed: {error}");
@@ -350,8 +566,8 @@ async fn main() {
                 }
             };
             let mut line = json!({
-                "system": "duractor", "backend": "sqlite", "durability": durability,
-                "workload": workload, "cores": cores,
+                "system": "duractor", "backend": backend, "durability": durability,
+                "workload": workload, "cores": cores, "workers": workers,
             });
             if let (Some(line), Some(result)) = (line.as_object_mut(), result.as_object()) {
                 line.extend(result.clone());

@@ -825,3 +825,78 @@ fn bank_transfer_moves_money_between_locked_accounts() {
         assert!(shown["lockOwner"].is_null(), "{shown}");
     }
 }
+
+/// The database URL of a fresh PostgreSQL schema (`None`, with a notice, without
+/// `DURACTOR_TEST_POSTGRES_URL`).
+fn postgres_app_url(test: &str, schema: &str) -> Option<String> {
+    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+        println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping `{test}`");
+        return None;
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}schema={schema}"))
+}
+
+/// Drops the schema the test's apps created.
+fn drop_schema(url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let base = url.split_once('?').map_or(url, |(base, _)| base);
+        let schema = url.rsplit_once("schema=").expect("a schema").1;
+        let store = duractor_sqlx::PostgresStore::connect_with(
+            base,
+            duractor_sqlx::PostgresStoreOptions {
+                schema: schema.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect to drop the schema");
+        store.drop_schema().await.expect("drop the schema");
+    });
+}
+
+#[test]
+fn chaining_app_runs_on_postgresql_with_two_serving_processes() {
+    let schema = format!("app_chaining_{}", std::process::id());
+    let Some(db) = postgres_app_url("chaining_app_runs_on_postgresql", &schema) else {
+        return;
+    };
+
+    // README's first command, on PostgreSQL instead of the SQLite default.
+    let run = cli(CHAINING, &db, &["run", "hello_cities"]).expect_code(0);
+    assert_eq!(
+        run.stdout.trim(),
+        r#"["Hello Tokyo!","Hello Seattle!","Hello London!"]"#
+    );
+
+    // Two worker processes share the schema; either may run any instance.
+    let first = Server::start(CHAINING, &db, &[], &[]);
+    let second = Server::start(CHAINING, &db, &[], &[]);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let server = if n % 2 == 0 { &first } else { &second };
+        let started = server.post("/orchestrators/greet_all", &format!(r#"["a{n}", "b{n}"]"#));
+        assert_eq!(started.status, 202, "{}", started.body);
+        ids.push(started.json()["id"].as_str().expect("an id").to_owned());
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let status = wait_finished(&second, id);
+        assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+        assert_eq!(
+            status["output"],
+            json!([format!("Hello a{n}!"), format!("Hello b{n}!")])
+        );
+    }
+    // The command line is one more client of the same schema.
+    let listed = cli(CHAINING, &db, &["list", "--status", "Completed", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(21), "{listed}");
+    assert_eq!(first.terminate(), Some(0));
+    assert_eq!(second.terminate(), Some(0));
+    drop_schema(&db);
+}

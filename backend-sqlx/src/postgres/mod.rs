@@ -113,7 +113,12 @@ impl PostgresStore {
         }
         let connect: PgConnectOptions = url
             .parse::<PgConnectOptions>()
-            .map_err(|e| Error::InvalidArgument(format!("`{url}` is not a PostgreSQL URL: {e}")))?
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "`{}` is not a PostgreSQL URL: {e}",
+                    crate::redact_password(url)
+                ))
+            })?
             .options([("search_path", schema.as_str())])
             .application_name(&format!("duractor:{schema}"))
             .log_statements(tracing::log::LevelFilter::Trace);
