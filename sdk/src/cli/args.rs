@@ -120,11 +120,22 @@ pub(crate) struct WorkerArgs {
         default_value_t = 1000
     )]
     pub(crate) poll_interval_ms: u64,
+
+    /// How long work a worker claimed stays locked to it without renewal, in seconds: when
+    /// a worker dies, other workers on a PostgreSQL database take its instances over after
+    /// this long (a restarted SQLite worker takes its own back at once).
+    #[arg(long, env = "DURACTOR_LEASE_SECS", value_name = "S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) lease_secs: u64,
 }
 
 impl WorkerArgs {
     pub(crate) fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
     }
 }
 

@@ -7,36 +7,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    Command, EntitiesArgs, EntityArgs, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs,
-    ReasonArgs, RunArgs, ServeArgs, SignalArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, RunArgs,
+    ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
 };
+use super::entities;
 use super::output::{self, Progress};
 use super::{App, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE, OpenStore};
-use crate::client::{Client, EntityQuery, InstanceStatus, ListQuery, PurgeQuery};
-use crate::entity::EntityId;
+use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
 use crate::error::Error;
 use crate::history::Payload;
-use crate::http::view::{self, EntityView, FunctionsView, StatusView};
+use crate::http::view::{self, FunctionsView, StatusView};
 use crate::http::{HttpApi, HttpOptions};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeBuilder};
 use crate::store::{RuntimeStatus, Store};
 
 /// Why a command failed, with its exit code.
-struct CliError {
+pub(super) struct CliError {
     code: u8,
     message: String,
 }
 
 impl CliError {
-    fn failure(message: impl fmt::Display) -> Self {
+    pub(super) fn failure(message: impl fmt::Display) -> Self {
         CliError {
             code: EXIT_FAILURE,
             message: message.to_string(),
         }
     }
 
-    fn usage(message: impl fmt::Display) -> Self {
+    pub(super) fn usage(message: impl fmt::Display) -> Self {
         CliError {
             code: EXIT_USAGE,
             message: message.to_string(),
@@ -63,7 +63,7 @@ impl From<Error> for CliError {
     }
 }
 
-type CliResult = Result<ExitCode, CliError>;
+pub(super) type CliResult = Result<ExitCode, CliError>;
 
 /// Runs `command` and prints what went wrong, if anything.
 pub(super) async fn run(command: Command, mut app: App, open: OpenStore) -> ExitCode {
@@ -99,9 +99,9 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Rewind(args) => rewind(args, Client::new_dyn(store)).await,
         Command::Purge(args) => purge(args, Client::new_dyn(store)).await,
         Command::Functions(args) => functions(args),
-        Command::Signal(args) => signal(args, app_client(store)).await,
-        Command::Entity(args) => entity(args, app_client(store)).await,
-        Command::Entities(args) => entities(args, app_client(store)).await,
+        Command::Signal(args) => entities::signal(args, app_client(store)).await,
+        Command::Entity(args) => entities::entity(args, app_client(store)).await,
+        Command::Entities(args) => entities::list(args, app_client(store)).await,
     }
 }
 
@@ -109,7 +109,8 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
 fn worker(args: &WorkerArgs, app: &mut App, store: Arc<dyn Store>) -> RuntimeBuilder {
     let builder = Runtime::builder_dyn(store)
         .activity_concurrency(args.activity_concurrency)
-        .poll_interval(args.poll_interval());
+        .poll_interval(args.poll_interval())
+        .lease_duration(args.lease());
     app.apply(builder)
 }
 
@@ -539,103 +540,6 @@ fn functions(args: FunctionsArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn signal(args: SignalArgs, client: Client) -> CliResult {
-    let input = Payload::from_json(args.input.as_str()).map_err(|e| {
-        Error::invalid_payload(
-            format!(
-                "input of entity operation `{}.{}` (not valid JSON)",
-                args.entity, args.operation
-            ),
-            e,
-        )
-    })?;
-    let at = args
-        .at
-        .as_deref()
-        .map(|at| {
-            chrono::DateTime::parse_from_rfc3339(at)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| CliError::usage(format!("--at `{at}` is not an RFC 3339 time: {e}")))
-        })
-        .transpose()?;
-    let id = EntityId::new(args.entity, args.key);
-    client
-        .signal_entity_raw(&id, &args.operation, input, at)
-        .await?;
-    match at {
-        Some(at) => println!("signalled {id}.{} for {at}", args.operation),
-        None => println!("signalled {id}.{}", args.operation),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn entity(args: EntityArgs, client: Client) -> CliResult {
-    let id = EntityId::new(args.entity, args.key);
-    let Some(status) = client.entity(&id).await? else {
-        return Err(CliError::failure(format!(
-            "entity {id} does not exist: nothing has signalled or called it"
-        )));
-    };
-    if args.json {
-        print_json(&EntityView::new(status))?;
-    } else {
-        match &status.state {
-            Some(state) => println!("{}", pretty_json(state.as_str())),
-            None => println!(
-                "entity {id} has no state: no operation has changed it yet (signals wait for a \
-                 worker: `serve`), or it was deleted"
-            ),
-        }
-        if let Some(owner) = &status.lock_owner {
-            eprintln!("locked by orchestration {owner}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn entities(args: EntitiesArgs, client: Client) -> CliResult {
-    let found = client
-        .list_entities(&EntityQuery {
-            name: args.name,
-            key_prefix: args.prefix,
-            include_empty: args.all,
-            limit: Some(args.limit),
-            after: None,
-        })
-        .await?;
-    if args.json {
-        let views: Vec<EntityView> = found.into_iter().map(EntityView::new).collect();
-        print_json(&views)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![vec![
-        "NAME".to_owned(),
-        "KEY".to_owned(),
-        "LOCKED BY".to_owned(),
-        "STATE".to_owned(),
-    ]];
-    rows.extend(found.iter().map(|e| {
-        vec![
-            e.id.name.clone(),
-            e.id.key.clone(),
-            e.lock_owner.clone().unwrap_or_default(),
-            e.state
-                .as_ref()
-                .map_or_else(|| "(none)".to_owned(), |s| s.preview()),
-        ]
-    }));
-    print!("{}", output::table(&rows));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// JSON text indented for people (as it is, if it does not parse).
-fn pretty_json(json: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok())
-        .unwrap_or_else(|| json.to_owned())
-}
-
 /// The URL with any password replaced, for messages and logs.
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -651,7 +555,7 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
+pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::failure(format!("cannot print JSON: {e}")))?;
     println!("{text}");

@@ -1,6 +1,6 @@
 //! The command line of an app made with `#[duractor::main]`: `serve`, `run`, `start`,
 //! `status`, `history`, `list`, `raise`, `terminate`, `suspend`, `resume`, `rewind`, `purge`,
-//! `functions`.
+//! `functions`, and for entities `signal`, `entity`, `entities`.
 //!
 //! ```text
 //! myapp serve                              # workers + HTTP API on ./myapp.db
@@ -8,28 +8,30 @@
 //! myapp start approval --input '{"amount": 1200}' --id order-42
 //! myapp raise order-42 approval --data '{"approved": true}'
 //! myapp status order-42
+//! myapp signal Counter visits add --input 5
+//! myapp entity Counter visits
 //! ```
 //!
 //! `serve` and `run` start a worker in this process; every other command is a client of the
 //! store, and works while a `serve` runs on the same database (a SQLite file allows one worker
-//! process and any number of clients).
+//! process and any number of clients; a PostgreSQL database any number of both).
 //!
 //! Configuration comes from flags, then the environment: `--database-url` /
 //! `DURACTOR_DATABASE_URL` (default: `sqlite://<program name>.db` in the working directory),
 //! `--activity-concurrency` / `DURACTOR_ACTIVITY_CONCURRENCY`, `--poll-interval-ms` /
-//! `DURACTOR_POLL_INTERVAL_MS`, `--bind` / `DURACTOR_HTTP_BIND` (default `127.0.0.1:7071`),
+//! `DURACTOR_POLL_INTERVAL_MS`, `--lease-secs` / `DURACTOR_LEASE_SECS`, `--bind` / `DURACTOR_HTTP_BIND` (default `127.0.0.1:7071`),
 //! `--api-token` / `DURACTOR_API_TOKEN`, `--max-body-bytes` / `DURACTOR_MAX_BODY_BYTES`.
 //!
 //! Exit codes: 0 success; 1 the command failed, or the instance ended Failed or Terminated;
-//! 2 usage error (bad arguments, invalid JSON, unknown orchestrator); 3 timed out waiting (the
-//! instance is still running).
+//! 2 usage error (bad arguments, invalid JSON or JSON that does not fit, unknown orchestrator,
+//! entity or operation); 3 timed out waiting (the instance is still running).
 //!
-//! Where things live: [`args`] declares the command line, [`commands`] runs it, [`output`]
-//! prints tables and progress. Entity commands (`signal`, `entity`) belong in a module of
-//! their own beside [`commands`], with their variants in [`args::Command`].
+//! Where things live: [`args`] declares the command line, [`commands`] runs it, with the
+//! entity commands in [`entities`]; [`output`] prints tables and progress.
 
 mod args;
 mod commands;
+mod entities;
 mod output;
 
 use std::any::Any;
@@ -42,7 +44,7 @@ use crate::runtime::RuntimeBuilder;
 
 /// Exit code: the command failed, or the instance ended Failed or Terminated.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code: bad arguments, invalid JSON input, unknown orchestrator.
+/// Exit code: bad arguments, invalid JSON input, unknown orchestrator, entity or operation.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: a wait timed out; the instance is still running.
 pub const EXIT_TIMEOUT: u8 = 3;
