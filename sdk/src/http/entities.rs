@@ -13,7 +13,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::orchestrations::{CONTINUATION_HEADER, query, time_param};
+use super::orchestrations::{query, time_param};
+use super::paging::Page;
 use super::view::EntityView;
 use super::{ApiError, State, body_json, read_body, resource};
 use crate::client::EntityQuery;
@@ -109,22 +110,12 @@ struct ListParams {
 /// next page.
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ListParams = query(&req)?;
-    let top = params.top.unwrap_or(100);
-    if !(1..=1000).contains(&top) {
-        return Err(ApiError::invalid_query(format!(
-            "top must be between 1 and 1000, not {top}"
-        )));
-    }
-    let token = params.continuation_token.or_else(|| {
-        req.headers()
-            .get(CONTINUATION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    });
-    let after = token
+    let page = Page::new(&req, params.top, params.continuation_token)?;
+    let after = page
+        .token
+        .as_deref()
         .map(|token| {
-            EntityId::from_instance_id(&token).ok_or_else(|| {
+            EntityId::from_instance_id(token).ok_or_else(|| {
                 ApiError::invalid_query(format!(
                     "continuationToken `{token}` did not come from this API; pass the \
                      continuationToken of the previous page"
@@ -132,27 +123,17 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
             })
         })
         .transpose()?;
-    let mut found = state
+    let found = state
         .client
         .list_entities(&EntityQuery {
             name: req.match_info().get("name").map(str::to_owned),
             key_prefix: params.key_prefix,
             include_empty: params.include_empty.unwrap_or(false),
-            limit: Some(top + 1),
+            limit: Some(page.fetch()),
             after,
         })
         .await?;
-    let more = found.len() > top as usize;
-    found.truncate(top as usize);
-    let token = more
-        .then(|| found.last().map(|e| e.id.instance_id()))
-        .flatten();
-    let views: Vec<EntityView> = found.into_iter().map(EntityView::new).collect();
-    let mut response = HttpResponse::Ok();
-    if let Some(token) = &token {
-        response.insert_header((CONTINUATION_HEADER, token.clone()));
-    }
-    Ok(response.json(json!({ "entities": views, "continuationToken": token })))
+    Ok(page.respond(found, "entities", |e| e.id.instance_id(), EntityView::new))
 }
 
 /// `POST /entities/clean`: `{"removedEmpty": n, "releasedLocks": n}`.

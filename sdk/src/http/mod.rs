@@ -37,6 +37,7 @@ mod entities;
 mod error;
 mod ops;
 mod orchestrations;
+mod paging;
 pub(crate) mod view;
 
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::paging::Page;
 use super::view::{self, StatusView};
 use super::{ApiError, State, body_json, read_body, resource};
 use crate::client::{ListQuery, PurgeQuery};
@@ -138,51 +139,29 @@ struct ListParams {
     show_input: Option<bool>,
 }
 
-pub(super) const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
-
 /// `GET /instances`: `{"instances": [...], "continuationToken": "..." | null}`; the token
 /// (also in the `x-ms-continuation-token` header) fetches the next page.
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ListParams = query(&req)?;
-    let top = params.top.unwrap_or(100);
-    if !(1..=1000).contains(&top) {
-        return Err(ApiError::invalid_query(format!(
-            "top must be between 1 and 1000, not {top}"
-        )));
-    }
-    let after = params.continuation_token.or_else(|| {
-        req.headers()
-            .get(CONTINUATION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    });
-    let mut instances = state
+    let page = Page::new(&req, params.top, params.continuation_token)?;
+    let instances = state
         .client
         .list(ListQuery {
             statuses: statuses(params.runtime_status.as_deref())?,
             instance_id_prefix: params.instance_id_prefix,
             created_from: time_param("createdTimeFrom", params.created_time_from)?,
             created_to: time_param("createdTimeTo", params.created_time_to)?,
-            limit: Some(top + 1),
-            after,
+            limit: Some(page.fetch()),
+            after: page.token.clone(),
         })
         .await?;
-    let more = instances.len() > top as usize;
-    instances.truncate(top as usize);
-    let token = more
-        .then(|| instances.last().map(|i| i.instance_id.clone()))
-        .flatten();
     let show_input = params.show_input.unwrap_or(false);
-    let views: Vec<StatusView> = instances
-        .into_iter()
-        .map(|status| StatusView::new(status, show_input))
-        .collect();
-    let mut response = HttpResponse::Ok();
-    if let Some(token) = &token {
-        response.insert_header((CONTINUATION_HEADER, token.clone()));
-    }
-    Ok(response.json(json!({ "instances": views, "continuationToken": token })))
+    Ok(page.respond(
+        instances,
+        "instances",
+        |i| i.instance_id.clone(),
+        |status| StatusView::new(status, show_input),
+    ))
 }
 
 fn statuses(param: Option<&str>) -> Result<Vec<RuntimeStatus>, ApiError> {
