@@ -178,6 +178,24 @@ fn parse_args() -> Result<Options, String> {
     Ok(options)
 }
 
+/// The machine's CPU time so far (all cores, in clock ticks), busy and in all, from
+/// `/proc/stat`: how busy the cores were during a workload tells whether more worker
+/// processes could have helped.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    let total: u64 = ticks.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
 /// Peak resident set size of this process in MiB.
 fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("/proc/self/status")
@@ -216,11 +234,13 @@ impl Drop for TempDir {
 }
 
 /// A worker process serving a PostgreSQL schema until its stdin closes.
-struct Worker(std::process::Child);
+struct Worker {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
 
 impl Worker {
     fn start(url: &str, schema: &str) -> Result<Worker, duractor::Error> {
-        use std::io::BufRead;
         let exe = std::env::current_exe().map_err(duractor::Error::msg)?;
         let mut child = std::process::Command::new(exe)
             .args(["worker", url, schema])
@@ -232,26 +252,35 @@ impl Worker {
             .stdout
             .take()
             .ok_or_else(|| duractor::Error::msg("no stdout"))?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(duractor::Error::msg)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
+        let mut worker = Worker {
+            child,
+            stdout: std::io::BufReader::new(stdout),
+        };
+        if worker.read_line().as_deref() != Some("ready") {
+            let _ = worker.child.kill();
             return Err(duractor::Error::msg("a worker process did not start"));
         }
-        Ok(Worker(child))
+        Ok(worker)
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        Some(line.trim().to_owned())
     }
 
     /// Peak RSS in MiB (read before it stops).
     fn peak_rss_mb(&self) -> f64 {
-        peak_rss_mb_of(&format!("/proc/{}/status", self.0.id()))
+        peak_rss_mb_of(&format!("/proc/{}/status", self.child.id()))
     }
 
-    /// Closes its stdin (it shuts down) and reaps it.
-    fn stop(mut self) {
-        drop(self.0.stdin.take());
-        let _ = self.0.wait();
+    /// Closes its stdin (it shuts down), reads the number of turns it committed, reaps it.
+    fn stop(mut self) -> Option<u64> {
+        drop(self.child.stdin.take());
+        let turns = self.read_line().and_then(|line| line.parse().ok());
+        let _ = self.child.wait();
+        turns
     }
 }
 
@@ -273,7 +302,10 @@ async fn serve_worker(url: &str, schema: &str) -> Result<(), duractor::Error> {
     })
     .await
     .map_err(duractor::Error::msg)?;
-    runtime.shutdown().await
+    let turns = runtime.metrics().turns;
+    runtime.shutdown().await?;
+    println!("{turns}");
+    Ok(())
 }
 
 async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duractor::Error> {
@@ -329,8 +361,9 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
 }
 
 impl Env {
-    /// Stops the workers; returns the largest peak RSS of the worker processes (PostgreSQL).
-    async fn stop(self) -> Result<Option<f64>, duractor::Error> {
+    /// Stops the workers; returns the largest peak RSS of the worker processes and the turns
+    /// each committed (PostgreSQL).
+    async fn stop(self) -> Result<(Option<f64>, Vec<u64>), duractor::Error> {
         if let Some(runtime) = self.runtime {
             runtime.shutdown().await?;
         }
@@ -339,13 +372,15 @@ impl Env {
             .iter()
             .map(Worker::peak_rss_mb)
             .reduce(f64::max);
-        for worker in self.workers {
-            worker.stop();
-        }
+        let turns = self
+            .workers
+            .into_iter()
+            .map(|worker| worker.stop().unwrap_or(0))
+            .collect();
         if let Some(store) = self.schema {
             store.drop_schema().await?;
         }
-        Ok(rss)
+        Ok((rss, turns))
     }
 }
 
@@ -358,6 +393,7 @@ async fn run_workload(
 ) -> Result<serde_json::Value, duractor::Error> {
     let env = env(synchronous, backend).await?;
     let client = &env.client;
+    let cpu_before = cpu_times();
     let result = match name {
         "W1" => {
             let n = 100u64;
@@ -486,10 +522,21 @@ async fn run_workload(
             )));
         }
     };
-    let worker_rss = env.stop().await?;
+    let cpu_busy = cpu_before
+        .zip(cpu_times())
+        .map(|((busy0, total0), (busy1, total1))| {
+            100.0 * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
+        });
+    let (worker_rss, worker_turns) = env.stop().await?;
     let mut result = result;
+    if let (Some(busy), Some(fields)) = (cpu_busy, result.as_object_mut()) {
+        fields.insert("cpu_busy_pct".into(), json!(busy.round()));
+    }
     if let (Some(rss), Some(fields)) = (worker_rss, result.as_object_mut()) {
         fields.insert("worker_rss_mb".into(), json!((rss * 10.0).round() / 10.0));
+    }
+    if let (false, Some(fields)) = (worker_turns.is_empty(), result.as_object_mut()) {
+        fields.insert("worker_turns".into(), json!(worker_turns));
     }
     Ok(result)
 }

@@ -101,6 +101,7 @@ conformance!(
     messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message,
     a_turn_commits_history_work_and_status_together,
     a_second_worker_cannot_take_or_commit_a_held_instance,
+    instances_held_by_another_worker_do_not_crowd_out_free_ones,
     a_lapsed_lease_lets_another_worker_take_over,
     a_stale_history_is_refused,
     activity_results_are_committed_once_by_the_holder,
@@ -312,6 +313,42 @@ async fn a_second_worker_cannot_take_or_commit_a_held_instance(b: &Backend) {
         ))
         .await
         .unwrap();
+}
+
+async fn instances_held_by_another_worker_do_not_crowd_out_free_ones(b: &Backend) {
+    let store = &b.store;
+    let held: Vec<String> = (0..10).map(|i| format!("held-{i}")).collect();
+    for id in &held {
+        store.create_instance(new_instance(id)).await.unwrap();
+    }
+    assert_eq!(
+        store.claim_messages("w1", 10, lease()).await.unwrap().len(),
+        10
+    );
+    // New messages for w1's instances, older than the free instances' first messages.
+    for id in &held {
+        let event = Event::EventRaised {
+            name: "e".into(),
+            data: Payload::null(),
+        };
+        store.enqueue(id, event, None).await.unwrap();
+    }
+    for i in 0..5 {
+        store
+            .create_instance(new_instance(&format!("free-{i}")))
+            .await
+            .unwrap();
+    }
+    // w2 asks for 5: it gets the 5 free instances, not nothing because the 10 oldest
+    // messages belong to instances w1 holds.
+    let claimed = store.claim_messages("w2", 5, lease()).await.unwrap();
+    let mut ids: Vec<&str> = claimed.iter().map(|m| m.instance_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["free-0", "free-1", "free-2", "free-3", "free-4"]);
+    // And w1 still gets its own instances' new messages.
+    let mine = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(mine.len(), 10);
+    assert!(mine.iter().all(|m| m.instance_id.starts_with("held-")));
 }
 
 async fn a_lapsed_lease_lets_another_worker_take_over(b: &Backend) {

@@ -259,6 +259,61 @@ async fn dropped_connections_are_retried_and_nothing_is_lost_or_doubled() {
     store.drop_schema().await.unwrap();
 }
 
+/// Two workers claiming at the same moment: while one worker's claim transaction holds the
+/// oldest instances, the other's claim takes the next ones instead of finding its candidates
+/// locked and coming back empty (which left a second worker idle while the first took all).
+#[tokio::test]
+async fn a_claim_skips_instances_another_claim_is_locking_and_takes_the_next() {
+    use sqlx::{Connection, Executor};
+    let Some(url) = postgres_url("concurrent_claims") else {
+        return;
+    };
+    let schema = format!("claims_{}", std::process::id());
+    let store = PostgresStore::connect_with(
+        &url,
+        PostgresStoreOptions {
+            schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = Client::new(store.clone());
+    for i in 0..20 {
+        client
+            .start(DropChain, 1)
+            .instance_id(format!("c{i:02}"))
+            .await
+            .unwrap();
+    }
+    // Another worker's claim, caught in the middle: it has locked the 10 oldest instances.
+    let mut other = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(&schema)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other.execute("BEGIN").await.unwrap();
+    let locked: Vec<String> = sqlx::query_scalar(
+        "SELECT instance_id FROM instances ORDER BY instance_id LIMIT 10 FOR UPDATE",
+    )
+    .fetch_all(&mut other)
+    .await
+    .unwrap();
+    assert_eq!(locked.len(), 10);
+
+    let lease = duractor::chrono::Utc::now() + duractor::chrono::Duration::seconds(30);
+    let claimed = store.claim_messages("w2", 10, lease).await.unwrap();
+    let mut ids: Vec<String> = claimed.into_iter().map(|m| m.instance_id).collect();
+    ids.sort();
+    let expected: Vec<String> = (10..20).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(ids, expected);
+
+    other.execute("ROLLBACK").await.unwrap();
+    drop(other);
+    store.drop_schema().await.unwrap();
+}
+
 /// Terminates the backends of connections named `application_name`; returns how many.
 async fn terminate_connections(url: &str, application_name: &str) -> u64 {
     use sqlx::Connection;

@@ -327,7 +327,9 @@ fn updates_with_entities(plan: &Plan) -> String {
 }
 
 /// Claims visible messages of instances no other worker holds. Instances are locked with
-/// `SKIP LOCKED`, so two workers claiming at once take different instances.
+/// `SKIP LOCKED` before the limit applies, among a window of candidates four times the limit
+/// (oldest message first), so two workers claiming at once each take up to `limit` different
+/// instances instead of the second finding the first's candidates locked and taking none.
 async fn claim_messages(
     tx: &mut Transaction<'_, Postgres>,
     owner: &str,
@@ -338,11 +340,14 @@ async fn claim_messages(
     const SQL: &str = "\
         WITH ready AS ( \
             SELECT q.instance_id, min(q.id) AS first FROM orch_queue q \
+            JOIN instances i ON i.instance_id = q.instance_id \
             WHERE q.visible_at <= $3 AND (q.locked_until IS NULL OR q.locked_until < $3) \
-            GROUP BY q.instance_id ORDER BY first LIMIT $4), \
+              AND (i.locked_by IS NULL OR i.locked_by = $1 OR i.locked_until < $3) \
+            GROUP BY q.instance_id ORDER BY first LIMIT $4 * 4), \
         inst AS ( \
             SELECT i.instance_id FROM instances i JOIN ready r ON r.instance_id = i.instance_id \
             WHERE i.locked_by IS NULL OR i.locked_by = $1 OR i.locked_until < $3 \
+            ORDER BY r.first LIMIT $4 \
             FOR UPDATE OF i SKIP LOCKED), \
         locked AS ( \
             UPDATE instances i SET locked_by = $1, locked_until = $2 FROM inst \

@@ -111,8 +111,8 @@ pub(crate) struct WorkerArgs {
     )]
     pub(crate) activity_concurrency: usize,
 
-    /// How often the worker looks for work from other processes (e.g. a CLI raising an
-    /// event), in milliseconds.
+    /// The longest wait between looks for work from other processes (e.g. a CLI raising an
+    /// event on SQLite), in milliseconds; looks back off up to it while they find nothing.
     #[arg(
         long,
         env = "DURACTOR_POLL_INTERVAL_MS",

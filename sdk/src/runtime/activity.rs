@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::dispatcher::{Deliver, Dispatcher, backoff};
+use super::poll::Poller;
 use super::{Inbound, Shared};
 use crate::context::ActivityContext;
 use crate::error::Failure;
@@ -47,6 +48,7 @@ pub(super) struct ActivityWorker {
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
     claiming: bool,
+    poller: Poller,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -54,6 +56,7 @@ pub(super) struct ActivityWorker {
 impl ActivityWorker {
     pub(super) fn new(shared: Arc<Shared>, dispatcher: Addr<Dispatcher>) -> Self {
         ActivityWorker {
+            poller: Poller::new(shared.options.poll_interval),
             shared,
             dispatcher,
             queue: VecDeque::new(),
@@ -94,6 +97,12 @@ impl ActivityWorker {
         }
     }
 
+    /// The fallback poll: claims and arms the next poll.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.claim(ctx);
+        self.poller.arm(ctx, Self::poll);
+    }
+
     /// Claims work items nobody holds (after a crash, or whose lease lapsed).
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
@@ -115,6 +124,9 @@ impl ActivityWorker {
             act.claiming = false;
             match result {
                 Ok(items) => {
+                    if !items.is_empty() && act.poller.found_work() {
+                        act.poller.arm(ctx, Self::poll);
+                    }
                     act.queue
                         .extend(items.into_iter().map(|item| (item, Origin::Claimed)));
                     act.pump(ctx);
@@ -229,8 +241,7 @@ impl Actor for ActivityWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.shared.options.poll_interval, |act, ctx| act.claim(ctx));
-        self.claim(ctx);
+        self.poll(ctx);
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::activity::{ActivityWorker, Drain as DrainWorker};
 use super::entity::EntityActor;
 use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
+use super::poll::Poller;
 use super::{Inbound, Shared};
 use crate::client::now_millis;
 use crate::entity::EntityId;
@@ -123,12 +124,14 @@ pub(super) struct Dispatcher {
     /// Due times of timers this worker armed, earliest first.
     timers: BinaryHeap<Reverse<DateTime<Utc>>>,
     timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
+    poller: Poller,
     stopping: bool,
 }
 
 impl Dispatcher {
     fn new(shared: Arc<Shared>, worker: Addr<ActivityWorker>) -> Self {
         Dispatcher {
+            poller: Poller::new(shared.options.poll_interval),
             shared,
             worker,
             instances: HashMap::new(),
@@ -168,6 +171,9 @@ impl Dispatcher {
                 Ok(messages) => {
                     act.claim_failures = 0;
                     let full = messages.len() >= limit as usize;
+                    if !messages.is_empty() && act.poller.found_work() {
+                        act.poller.arm(ctx, Self::poll);
+                    }
                     act.route(messages.into_iter().map(Inbound::Queued).collect(), ctx);
                     if full || act.claim_again {
                         act.claim(ctx);
@@ -237,6 +243,13 @@ impl Dispatcher {
         }
     }
 
+    /// The fallback poll: claims, looks for timers armed elsewhere, and arms the next poll.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.claim(ctx);
+        self.look_for_timers(ctx);
+        self.poller.arm(ctx, Self::poll);
+    }
+
     /// Sleeps until the earliest armed timer is due, then claims.
     fn arm_timer_wakeup(&mut self, ctx: &mut Context<Self>) {
         let Some(Reverse(due)) = self.timers.peek().copied() else {
@@ -301,12 +314,9 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let options = &self.shared.options;
-        ctx.run_interval(options.poll_interval, |act, ctx| {
-            act.claim(ctx);
-            act.look_for_timers(ctx);
+        ctx.run_interval(self.shared.options.lease / 3, |act, ctx| {
+            act.renew_leases(ctx)
         });
-        ctx.run_interval(options.lease / 3, |act, ctx| act.renew_leases(ctx));
 
         // Wake up whenever the store says work arrived (commits by this process).
         let store = self.shared.store.clone();
@@ -321,8 +331,7 @@ impl Actor for Dispatcher {
             }
         });
 
-        self.claim(ctx);
-        self.look_for_timers(ctx);
+        self.poll(ctx);
     }
 }
 
