@@ -40,6 +40,16 @@ pub(super) fn run_system(
         let _ = dispatcher.send(Shutdown).await;
         activity_thread.stop();
     });
+    // Store calls still in flight (a poll's read) are dropped with the system, outside its
+    // runtime; a pooled connection dropped there returns itself to its pool by spawning a
+    // task, which needs a Tokio context: lend it one that goes away with them.
+    match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(context) => {
+            let _enter = context.enter();
+            drop(system);
+        }
+        Err(_) => drop(system),
+    }
 }
 
 /// Work for instances, to route (claimed from the store or delivered in memory).
