@@ -362,8 +362,8 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
 
 impl Env {
     /// Stops the workers; returns the largest peak RSS of the worker processes and the turns
-    /// each committed (PostgreSQL).
-    async fn stop(self) -> Result<(Option<f64>, Vec<u64>), duractor::Error> {
+    /// each committed (PostgreSQL; `None` for a worker that did not report, e.g. crashed).
+    async fn stop(self) -> Result<(Option<f64>, Vec<Option<u64>>), duractor::Error> {
         if let Some(runtime) = self.runtime {
             runtime.shutdown().await?;
         }
@@ -372,11 +372,7 @@ impl Env {
             .iter()
             .map(Worker::peak_rss_mb)
             .reduce(f64::max);
-        let turns = self
-            .workers
-            .into_iter()
-            .map(|worker| worker.stop().unwrap_or(0))
-            .collect();
+        let turns = self.workers.into_iter().map(Worker::stop).collect();
         if let Some(store) = self.schema {
             store.drop_schema().await?;
         }

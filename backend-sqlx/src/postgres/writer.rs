@@ -9,10 +9,13 @@
 //!    sequences (`nextval`), so validation sees what no other worker can change meanwhile;
 //! 2. validation in Rust (the shared [`Plan`]);
 //! 3. the merged writes as one statement of data-modifying CTEs over JSON arrays
-//!    (`jsonb_array_elements($n::jsonb)`);
+//!    (`jsonb_array_elements($n::jsonb)`), whose final `SELECT` also queues the `pg_notify`s
+//!    for the work and finished instances the batch produced;
 //! 4. claims (`FOR UPDATE SKIP LOCKED`, so competing workers take different instances and work
-//!    items), then `pg_notify` for the work and finished instances the batch produced, then
-//!    `COMMIT`, which delivers the notifications to every listening worker.
+//!    items), a separate `pg_notify` only for batches without that statement (starts, cleanups),
+//!    then `COMMIT`, which delivers the notifications to every listening worker.
+//!
+//! So a turn batch is `BEGIN`, the read, the write, its claims if any, and `COMMIT`.
 
 use std::collections::HashMap;
 
@@ -50,7 +53,7 @@ impl BatchExecutor for Writer {
         for op in ops {
             outcomes.push(plan.apply(op, &mut state, now));
         }
-        write(&mut tx, &plan).await?;
+        let announced = write(&mut tx, &plan, self).await?;
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
             match op {
                 Op::ClaimMessages {
@@ -100,13 +103,13 @@ impl BatchExecutor for Writer {
                 _ => {}
             }
         }
-        if plan.effects.work {
+        if plan.effects.work && !announced.work {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(&self.work_channel)
                 .execute(&mut *tx)
                 .await?;
         }
-        if !plan.effects.finished.is_empty() {
+        if !plan.effects.finished.is_empty() && !announced.finished {
             sqlx::query("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id")
                 .bind(&self.finished_channel)
                 .bind(&plan.effects.finished)
@@ -167,8 +170,21 @@ async fn read_state(tx: &mut Transaction<'_, Postgres>, ops: &[Op]) -> Result<St
     Ok(state)
 }
 
-/// Writes a plan: the instance creations, then everything else in one statement.
-async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> Result<(), sqlx::Error> {
+/// The notifications a write already queued (they are delivered at `COMMIT`).
+#[derive(Default)]
+struct Announced {
+    work: bool,
+    finished: bool,
+}
+
+/// Writes a plan: the instance creations, then everything else in one statement, which also
+/// queues the batch's notifications (saving a round trip per batch).
+async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    channels: &Writer,
+) -> Result<Announced, sqlx::Error> {
+    let mut announced = Announced::default();
     if !plan.new_instances.is_empty() {
         sqlx::query(
             "WITH h AS (DELETE FROM history WHERE instance_id = ANY($1)), \
@@ -234,7 +250,8 @@ async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> Result<(), sq
                              e->>12 AS entity_state, e->>13 AS lock_owner \
                       FROM jsonb_array_elements($10::jsonb) e) AS u \
                 WHERE i.instance_id = u.id) \
-            SELECT 1";
+            SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
+                   (SELECT count(pg_notify($13, id)) FROM unnest($14::text[]) AS id)";
         let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
         sqlx::query(SQL)
             .bind(json(&plan.new_entities))
@@ -247,8 +264,16 @@ async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> Result<(), sq
             .bind(json(&plan.messages))
             .bind(json(&plan.activities))
             .bind(updates_with_entities(plan))
+            .bind(&channels.work_channel)
+            .bind(plan.effects.work)
+            .bind(&channels.finished_channel)
+            .bind(&plan.effects.finished)
             .execute(&mut **tx)
             .await?;
+        announced = Announced {
+            work: plan.effects.work,
+            finished: true,
+        };
     }
     if !plan.rewound.is_empty() {
         sqlx::query("UPDATE instances SET status = 'Pending' WHERE instance_id = ANY($1) AND status = 'Failed'")
@@ -289,7 +314,7 @@ async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> Result<(), sq
             .await?;
         }
     }
-    Ok(())
+    Ok(announced)
 }
 
 /// The status updates of a plan with each entity's state and lock folded in: one statement

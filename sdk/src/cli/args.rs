@@ -112,7 +112,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) activity_concurrency: usize,
 
     /// The longest wait between looks for work from other processes (e.g. a CLI raising an
-    /// event on SQLite), in milliseconds; looks back off up to it while they find nothing.
+    /// event on SQLite), in milliseconds (after a look finds such work, the next come sooner).
     #[arg(
         long,
         env = "DURACTOR_POLL_INTERVAL_MS",

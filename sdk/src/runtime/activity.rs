@@ -49,6 +49,8 @@ pub(super) struct ActivityWorker {
     running: usize,
     claiming: bool,
     poller: Poller,
+    /// The claim in flight was started by the fallback poll.
+    polled: bool,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -57,6 +59,7 @@ impl ActivityWorker {
     pub(super) fn new(shared: Arc<Shared>, dispatcher: Addr<Dispatcher>) -> Self {
         ActivityWorker {
             poller: Poller::new(shared.options.poll_interval),
+            polled: false,
             shared,
             dispatcher,
             queue: VecDeque::new(),
@@ -99,7 +102,10 @@ impl ActivityWorker {
 
     /// The fallback poll: claims and arms the next poll.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        self.claim(ctx);
+        if !self.claiming {
+            self.claim(ctx);
+            self.polled = self.claiming;
+        }
         self.poller.arm(ctx, Self::poll);
     }
 
@@ -124,14 +130,21 @@ impl ActivityWorker {
             act.claiming = false;
             match result {
                 Ok(items) => {
-                    if !items.is_empty() && act.poller.found_work() {
+                    // Work only a poll found (nothing handed it over): poll often for a while.
+                    if std::mem::take(&mut act.polled)
+                        && !items.is_empty()
+                        && act.poller.found_work()
+                    {
                         act.poller.arm(ctx, Self::poll);
                     }
                     act.queue
                         .extend(items.into_iter().map(|item| (item, Origin::Claimed)));
                     act.pump(ctx);
                 }
-                Err(error) => tracing::warn!(%error, "claiming activity work failed"),
+                Err(error) => {
+                    act.polled = false;
+                    tracing::warn!(%error, "claiming activity work failed");
+                }
             }
         }));
     }

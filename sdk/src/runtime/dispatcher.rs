@@ -1,7 +1,6 @@
 //! The dispatcher actor: claims orchestration messages and routes them to instance actors.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,10 +130,12 @@ pub(super) struct Dispatcher {
     claiming: bool,
     claim_again: bool,
     claim_failures: u32,
-    /// Due times of timers this worker armed, earliest first.
-    timers: BinaryHeap<Reverse<DateTime<Utc>>>,
+    /// Due times to wake up at (timers this worker armed or found), each once, earliest first.
+    timers: BTreeSet<DateTime<Utc>>,
     timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
     poller: Poller,
+    /// The claim in flight was started by the fallback poll.
+    polled: bool,
     stopping: bool,
 }
 
@@ -148,8 +149,9 @@ impl Dispatcher {
             claiming: false,
             claim_again: false,
             claim_failures: 0,
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             timer_wakeup: None,
+            polled: false,
             stopping: false,
         }
     }
@@ -181,7 +183,11 @@ impl Dispatcher {
                 Ok(messages) => {
                     act.claim_failures = 0;
                     let full = messages.len() >= limit as usize;
-                    if !messages.is_empty() && act.poller.found_work() {
+                    // Work only a poll found (no wake-up brought it): poll often for a while.
+                    if std::mem::take(&mut act.polled)
+                        && !messages.is_empty()
+                        && act.poller.found_work()
+                    {
                         act.poller.arm(ctx, Self::poll);
                     }
                     act.route(messages.into_iter().map(Inbound::Queued).collect(), ctx);
@@ -190,6 +196,7 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
+                    act.polled = false;
                     act.claim_failures += 1;
                     let backoff = backoff(act.claim_failures);
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "claiming messages failed");
@@ -253,16 +260,20 @@ impl Dispatcher {
         }
     }
 
-    /// The fallback poll: claims, looks for timers armed elsewhere, and arms the next poll.
+    /// The fallback poll: claims (unless a claim is running anyway), looks for timers armed
+    /// elsewhere, and arms the next poll.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        self.claim(ctx);
+        if !self.claiming {
+            self.claim(ctx);
+            self.polled = self.claiming;
+        }
         self.look_for_timers(ctx);
         self.poller.arm(ctx, Self::poll);
     }
 
     /// Sleeps until the earliest armed timer is due, then claims.
     fn arm_timer_wakeup(&mut self, ctx: &mut Context<Self>) {
-        let Some(Reverse(due)) = self.timers.peek().copied() else {
+        let Some(due) = self.timers.first().copied() else {
             return;
         };
         if let Some((armed, handle)) = self.timer_wakeup {
@@ -276,8 +287,8 @@ impl Dispatcher {
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer_wakeup = None;
             let now = now_millis();
-            while act.timers.peek().is_some_and(|Reverse(due)| *due <= now) {
-                act.timers.pop();
+            while act.timers.first().is_some_and(|due| *due <= now) {
+                act.timers.pop_first();
             }
             act.claim(ctx);
             act.arm_timer_wakeup(ctx);
@@ -292,7 +303,7 @@ impl Dispatcher {
         let next = async move { shared.store.next_visible_at().await };
         ctx.spawn(next.into_actor(self).map(|result, act, ctx| match result {
             Ok(Some(due)) => {
-                act.timers.push(Reverse(due));
+                act.timers.insert(due);
                 act.arm_timer_wakeup(ctx);
             }
             Ok(None) => {}
@@ -365,7 +376,7 @@ impl Handler<TimersArmed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: TimersArmed, ctx: &mut Context<Self>) {
-        self.timers.extend(msg.0.into_iter().map(Reverse));
+        self.timers.extend(msg.0);
         self.arm_timer_wakeup(ctx);
     }
 }

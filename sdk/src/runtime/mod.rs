@@ -1,7 +1,7 @@
 //! The runtime: actix actors that claim work, run orchestration turns and activities.
 //!
 //! * [`dispatcher`] — one `Dispatcher` actor per runtime: claims messages from the store
-//!   (when woken, at timer due times, and by a fallback poll that backs off while idle), routes them to instance
+//!   (when woken, at timer due times, and by a fallback poll), routes them to instance
 //!   actors, loads and unloads those, renews leases.
 //! * [`instance`] — one `InstanceActor` per loaded orchestration instance: it keeps the live
 //!   orchestrator future between turns (no replay per step), runs a turn when messages arrive,
@@ -248,8 +248,8 @@ impl RuntimeBuilder {
     /// The longest wait between polls of the store for work nothing woke the worker for
     /// (default 1 s): bounds how late work written by another process is noticed when no
     /// notification arrives (SQLite files shared by processes, PostgreSQL notifications lost
-    /// while a connection was down). Polls back off while they find nothing, from a
-    /// thirty-second of this (at least 10 ms) up to it.
+    /// while a connection was down). After a poll finds work, polls come at a thirty-second
+    /// of this (at least 10 ms) and back off to it again while they find nothing.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.options.poll_interval = interval.max(Duration::from_millis(1));
         self

@@ -2,10 +2,11 @@
 //!
 //! Wake-ups (commits in this process, PostgreSQL notifications) bring most work at once;
 //! polling is there for what they miss: work written by another process on SQLite, or
-//! notifications lost while a connection was down. A worker that keeps finding work polls
-//! at the floor (a thirty-second of the configured interval, at least 10 ms); each poll that
-//! follows doubles the wait, up to the configured interval, so an idle worker costs the
-//! database one query per interval and a busy one notices stray work quickly.
+//! notifications lost while a connection was down. When a poll finds work (so wake-ups are
+//! missing some), the next polls come at the floor (a thirty-second of the configured
+//! interval, at least 10 ms); each poll after that doubles the wait, up to the configured
+//! interval. A worker whose work all comes by wake-ups, busy or idle, costs the database one
+//! poll per interval.
 
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ impl Poller {
             ctx.cancel_future(handle);
         }
         self.armed = self.next;
-        self.next = (self.next * 2).min(self.ceiling);
+        self.next = self.next.saturating_mul(2).min(self.ceiling);
         self.handle = Some(ctx.run_later(self.armed, tick));
     }
 
@@ -62,7 +63,7 @@ impl Poller {
         (0..polls)
             .map(|_| {
                 self.armed = self.next;
-                self.next = (self.next * 2).min(self.ceiling);
+                self.next = self.next.saturating_mul(2).min(self.ceiling);
                 self.armed
             })
             .collect()
@@ -92,6 +93,13 @@ mod tests {
         poller.found_work();
         poller.waits(1);
         assert!(!poller.found_work(), "already at the floor");
+    }
+
+    #[test]
+    fn a_huge_interval_does_not_overflow() {
+        let mut poller = Poller::new(Duration::MAX);
+        let waits = poller.waits(80);
+        assert_eq!(waits.last(), Some(&Duration::MAX));
     }
 
     #[test]
