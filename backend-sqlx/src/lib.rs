@@ -17,6 +17,7 @@
 //! waiting at that moment in one transaction (group commit), with the statements of the whole
 //! batch merged into a few multi-row statements over JSON arrays. A turn therefore costs a
 //! share of one commit, not one commit of its own.
+#![warn(missing_docs)]
 
 mod batch;
 mod common;

@@ -2,14 +2,15 @@
 //! (`duractor::activity`, `duractor::orchestrator`, `duractor::orchestration_helper`,
 //! `duractor::allow_nondeterminism`), which documents them.
 //!
-//! Each macro goes parse → model → lint → expand, one module each: [`ast`] turns the
+//! Each macro goes parse → model → lint → expand, one module each: `ast` turns the
 //! annotated item into a small model and checks the signature (every problem is reported at
-//! its token, all at once), [`attr`] parses the attributes, [`lint`] checks orchestrator and
+//! its token, all at once), `attr` parses the attributes, `lint` checks orchestrator and
 //! helper bodies against the orchestrator rules (reading macro arguments with
-//! [`macro_args`]), [`durable`] rewrites those bodies so every `.await` must be on a durable
-//! future, and [`expand`] generates the typed handle and its registration, or a helper's
-//! durable future. [`entity`] expands `#[entity]` and [`entry`] `#[duractor::main]`. The
+//! `macro_args`), `durable` rewrites those bodies so every `.await` must be on a durable
+//! future, and `expand` generates the typed handle and its registration, or a helper's
+//! durable future. [`entity`] expands `#[entity]` and `entry` `#[duractor::main]`. The
 //! generated code calls only `::duractor::…` paths.
+#![warn(missing_docs)]
 
 extern crate proc_macro;
 

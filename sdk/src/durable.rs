@@ -1,6 +1,6 @@
 //! Durable futures: the only futures an orchestrator may await.
 //!
-//! Every future the [`OrchestrationContext`](crate::OrchestrationContext) returns implements
+//! Every future the [`OrchestrationContext`] returns implements
 //! the sealed [`DurableFuture`] trait, and so do the combinators here ([`JoinAll`], [`Select`],
 //! …) and the futures of `#[orchestration_helper]` functions. `#[orchestrator]` makes every
 //! `.await` in its body require `DurableFuture`, so awaiting anything else (an HTTP request,

@@ -55,6 +55,7 @@
 //! `duractor_sqlx::open`; `#[duractor::main(store = my::open)]` names another function).
 //! `myapp serve` runs the workers and the HTTP API, `myapp run NAME` runs one orchestration,
 //! and the other commands are clients: see [`cli`] and [`http`].
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;

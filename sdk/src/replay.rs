@@ -1,13 +1,13 @@
 //! The orchestration executor: feeds history into the orchestrator future event by event.
 //!
-//! An [`Executor`] owns one instance's live orchestrator future and the state its
+//! An `Executor` owns one instance's live orchestrator future and the state its
 //! [`OrchestrationContext`] reads. It is driven in two ways:
 //!
-//! * [`Executor::replay`] rebuilds an instance from recorded history (after a restart or an
+//! * `Executor::replay` rebuilds an instance from recorded history (after a restart or an
 //!   unload). Every recorded decision (a `TaskScheduled`, `TimerCreated`,
 //!   `SubOrchestrationScheduled`, `PatchApplied`) must match what the code does now at the same
 //!   point, else the instance fails with [`Error::NonDeterminism`].
-//! * [`Executor::run_turn`] applies new messages (activity results, fired timers, raised
+//! * `Executor::run_turn` applies new messages (activity results, fired timers, raised
 //!   events, control messages) one at a time, polling the future after each, and returns the
 //!   events to append to history and the work to send out.
 //!

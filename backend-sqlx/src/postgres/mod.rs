@@ -6,7 +6,7 @@
 //!   over; a worker whose lease lapsed cannot commit over the new owner (every commit checks
 //!   the lease and the history length under a row lock, and fails cleanly otherwise).
 //! * **Group commit.** Each process batches its store calls into shared transactions, like the
-//!   SQLite store ([`writer`]).
+//!   SQLite store (`writer`).
 //! * **Wake-ups.** Commits that make work available `NOTIFY` a channel every worker `LISTEN`s
 //!   to; polling (which the runtime always keeps, backing off when idle) covers notifications
 //!   lost while a connection was down. Finished instances are notified too, so clients in

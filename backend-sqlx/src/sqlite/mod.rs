@@ -2,7 +2,7 @@
 //!
 //! * **Writes** go to one writer thread that owns the only write connection: there is never
 //!   write contention inside the process (no `SQLITE_BUSY`), and every call waiting when a
-//!   transaction starts shares it ([`writer`]). Contention with other processes on the same
+//!   transaction starts shares it (`writer`). Contention with other processes on the same
 //!   file (a CLI raising an event) is absorbed by SQLite's busy timeout plus retries with
 //!   backoff.
 //! * **Reads** (history, status, lists) use a small pool of read-only connections, which WAL

@@ -26,8 +26,8 @@
 //! 2 usage error (bad arguments, invalid JSON or JSON that does not fit, unknown orchestrator,
 //! entity or operation); 3 timed out waiting (the instance is still running).
 //!
-//! Where things live: [`args`] declares the command line, [`commands`] runs it, with the
-//! entity commands in [`entities`]; [`output`] prints tables and progress.
+//! Where things live: `args` declares the command line, `commands` runs it, with the
+//! entity commands in `entities`; `output` prints tables and progress.
 
 mod args;
 mod commands;

@@ -25,13 +25,13 @@
 //! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
 //! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
 //!
-//! Errors are JSON, `{"error": {"code": "...", "message": "..."}}` (see [`error`] for the
+//! Errors are JSON, `{"error": {"code": "...", "message": "..."}}` (see `error` for the
 //! status codes). Request bodies above [`HttpOptions::max_body_bytes`] get 413. With
 //! [`HttpOptions::api_token`] set, every request but `GET /health` needs
 //! `Authorization: Bearer <token>` (401 otherwise).
 //!
-//! Where things live: [`orchestrations`] has the instance routes, [`entities`] the entity
-//! routes, [`ops`] health, metrics and functions, [`view`] the JSON shapes.
+//! Where things live: `orchestrations` has the instance routes, `entities` the entity
+//! routes, `ops` health, metrics and functions, `view` the JSON shapes.
 
 mod entities;
 mod error;

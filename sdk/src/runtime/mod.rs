@@ -1,17 +1,17 @@
 //! The runtime: actix actors that claim work, run orchestration turns and activities.
 //!
-//! * [`dispatcher`] — one `Dispatcher` actor per runtime: claims messages from the store
+//! * `dispatcher` — one `Dispatcher` actor per runtime: claims messages from the store
 //!   (when woken, at timer due times, and by a fallback poll), routes them to instance
 //!   actors, loads and unloads those, renews leases.
-//! * [`instance`] — one `InstanceActor` per loaded orchestration instance: it keeps the live
+//! * `instance` — one `InstanceActor` per loaded orchestration instance: it keeps the live
 //!   orchestrator future between turns (no replay per step), runs a turn when messages arrive,
 //!   commits it, and hands new activity work straight to the worker.
-//! * [`entity`] — one `EntityActor` per loaded entity: runs its operations one at a time in
+//! * `entity` — one `EntityActor` per loaded entity: runs its operations one at a time in
 //!   arrival order, holds others' messages while a critical section locks it, and commits
 //!   each batch (state, lock, consumed messages, replies, signals) in one store call.
-//! * [`activity`] — the `ActivityWorker` actor, on its own thread: runs activities with a
+//! * `activity` — the `ActivityWorker` actor, on its own thread: runs activities with a
 //!   concurrency limit and commits their results.
-//! * [`metrics`] — the counters and latency histograms the actors update
+//! * `metrics` — the counters and latency histograms the actors update
 //!   ([`Runtime::metrics`]).
 //!
 //! The actors run on a dedicated thread (an actix `System`), the activity worker on a second
