@@ -275,13 +275,27 @@ async fn spawn_on<T: Send + 'static>(
 /// The embedded migrations.
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/postgres/0001_init.sql")),
-        false,
-    )])
+    let migration = |version, description: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.to_owned().into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "fillfactor",
+            include_str!("../../migrations/postgres/0002_fillfactor.sql"),
+        ),
+    ])
 }
 
 /// Listens for other workers' notifications; reconnects (with backoff) when the connection
