@@ -102,6 +102,11 @@ pub(crate) enum Outcome {
 }
 
 impl Op {
+    /// Whether this op only claims work (it reads and leases rows, writes nothing else).
+    pub(crate) fn is_claim(&self) -> bool {
+        matches!(self, Op::ClaimMessages { .. } | Op::ClaimActivities { .. })
+    }
+
     pub(crate) fn reply(self, outcome: Result<Outcome, Error>) {
         fn send<T>(reply: Reply<T>, result: Result<T, Error>) {
             let _ = reply.send(result);

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use duractor::store::{ActivityWorkItem, EntityCleanup, OrchestrationMessage, PurgeQuery};
 use duractor::{Error, Payload, RuntimeStatus};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::batch::{
@@ -36,6 +36,42 @@ pub(super) struct Writer {
     pub(super) finished_channel: String,
 }
 
+impl Writer {
+    /// A batch of claims only: each claim is one statement, atomic on its own, so they run
+    /// without `BEGIN`, the locking read and `COMMIT` (one round trip per claim instead of
+    /// four or more). Claims change no state another op of the batch reads and notify nobody.
+    async fn claim_only(
+        &mut self,
+        ops: &[Op],
+        now: i64,
+    ) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(match op {
+                Op::ClaimMessages {
+                    owner,
+                    limit,
+                    lease_until,
+                    ..
+                } => Outcome::Messages(
+                    claim_messages(&mut conn, owner, *limit, millis(*lease_until), now).await?,
+                ),
+                Op::ClaimActivities {
+                    owner,
+                    limit,
+                    lease_until,
+                    ..
+                } => Outcome::Items(
+                    claim_activities(&mut conn, owner, *limit, millis(*lease_until), now).await?,
+                ),
+                _ => unreachable!("claim_only is called with claims only"),
+            });
+        }
+        Ok((outcomes, Effects::default()))
+    }
+}
+
 #[async_trait::async_trait]
 impl BatchExecutor for Writer {
     const DATABASE: &'static str = "PostgreSQL";
@@ -46,6 +82,9 @@ impl BatchExecutor for Writer {
 
     async fn execute(&mut self, ops: &[Op]) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
         let now = now_ms();
+        if ops.iter().all(Op::is_claim) {
+            return self.claim_only(ops, now).await;
+        }
         let mut tx = self.pool.begin().await?;
         let mut state = read_state(&mut tx, ops).await?;
         let mut plan = Plan::default();
@@ -356,7 +395,7 @@ fn updates_with_entities(plan: &Plan) -> String {
 /// (oldest message first), so two workers claiming at once each take up to `limit` different
 /// instances instead of the second finding the first's candidates locked and taking none.
 async fn claim_messages(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     owner: &str,
     limit: u32,
     lease_until: i64,
@@ -386,7 +425,7 @@ async fn claim_messages(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     let mut messages = Vec::with_capacity(rows.len());
     for row in rows {
@@ -408,7 +447,7 @@ async fn claim_messages(
 }
 
 async fn claim_activities(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     owner: &str,
     limit: u32,
     lease_until: i64,
@@ -426,7 +465,7 @@ async fn claim_activities(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
