@@ -21,6 +21,15 @@ fn postgres_url(test: &str) -> Option<String> {
     url
 }
 
+/// A store on a schema of its own (created and migrated).
+async fn store_in(url: &str, schema: &str) -> PostgresStore {
+    let options = PostgresStoreOptions {
+        schema: schema.to_owned(),
+        ..Default::default()
+    };
+    PostgresStore::connect_with(url, options).await.unwrap()
+}
+
 fn spawn_worker(url: &str, schema: &str, lease_ms: u64) -> ChildGuard {
     ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_pg_worker"))
@@ -38,15 +47,7 @@ async fn three_workers_one_killed_one_joining_later_lose_and_duplicate_nothing()
         return;
     };
     let schema = format!("scale_{}", std::process::id());
-    let store = PostgresStore::connect_with(
-        &url,
-        PostgresStoreOptions {
-            schema: schema.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let store = store_in(&url, &schema).await;
     let client = Client::new(store.clone());
     let lease_ms = 2_000;
     let mut workers: Vec<ChildGuard> = (0..3)
@@ -204,15 +205,7 @@ async fn dropped_connections_are_retried_and_nothing_is_lost_or_doubled() {
         return;
     };
     let schema = format!("drops_{}", std::process::id());
-    let store = PostgresStore::connect_with(
-        &url,
-        PostgresStoreOptions {
-            schema: schema.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let store = store_in(&url, &schema).await;
     let runtime = Runtime::builder(store.clone())
         .poll_interval(Duration::from_millis(100))
         .start()
@@ -269,15 +262,7 @@ async fn a_claim_skips_instances_another_claim_is_locking_and_takes_the_next() {
         return;
     };
     let schema = format!("claims_{}", std::process::id());
-    let store = PostgresStore::connect_with(
-        &url,
-        PostgresStoreOptions {
-            schema: schema.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let store = store_in(&url, &schema).await;
     let client = Client::new(store.clone());
     for i in 0..20 {
         client

@@ -48,28 +48,34 @@ impl Writer {
         let mut conn = self.pool.acquire().await?;
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
-            outcomes.push(match op {
-                Op::ClaimMessages {
-                    owner,
-                    limit,
-                    lease_until,
-                    ..
-                } => Outcome::Messages(
-                    claim_messages(&mut conn, owner, *limit, millis(*lease_until), now).await?,
-                ),
-                Op::ClaimActivities {
-                    owner,
-                    limit,
-                    lease_until,
-                    ..
-                } => Outcome::Items(
-                    claim_activities(&mut conn, owner, *limit, millis(*lease_until), now).await?,
-                ),
-                _ => unreachable!("claim_only is called with claims only"),
-            });
+            let outcome = claim(&mut conn, op, now).await?;
+            outcomes.push(outcome.expect("claim_only is called with claims only"));
         }
         Ok((outcomes, Effects::default()))
     }
+}
+
+/// Runs a claim op; `None` for any other op.
+async fn claim(conn: &mut PgConnection, op: &Op, now: i64) -> Result<Option<Outcome>, sqlx::Error> {
+    Ok(match op {
+        Op::ClaimMessages {
+            owner,
+            limit,
+            lease_until,
+            ..
+        } => Some(Outcome::Messages(
+            claim_messages(conn, owner, *limit, millis(*lease_until), now).await?,
+        )),
+        Op::ClaimActivities {
+            owner,
+            limit,
+            lease_until,
+            ..
+        } => Some(Outcome::Items(
+            claim_activities(conn, owner, *limit, millis(*lease_until), now).await?,
+        )),
+        _ => None,
+    })
 }
 
 #[async_trait::async_trait]
@@ -94,27 +100,11 @@ impl BatchExecutor for Writer {
         }
         let announced = write(&mut tx, &plan, self).await?;
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
+            if let Some(claimed) = claim(&mut tx, op, now).await? {
+                *outcome = claimed;
+                continue;
+            }
             match op {
-                Op::ClaimMessages {
-                    owner,
-                    limit,
-                    lease_until,
-                    ..
-                } => {
-                    *outcome = Outcome::Messages(
-                        claim_messages(&mut tx, owner, *limit, millis(*lease_until), now).await?,
-                    );
-                }
-                Op::ClaimActivities {
-                    owner,
-                    limit,
-                    lease_until,
-                    ..
-                } => {
-                    *outcome = Outcome::Items(
-                        claim_activities(&mut tx, owner, *limit, millis(*lease_until), now).await?,
-                    );
-                }
                 Op::Abandon {
                     owner,
                     ids,
