@@ -299,6 +299,46 @@ async fn a_claim_skips_instances_another_claim_is_locking_and_takes_the_next() {
     store.drop_schema().await.unwrap();
 }
 
+/// A rolling upgrade: a schema migrated by a newer release (a migration this build does not
+/// know) still opens, and work still runs on it.
+#[tokio::test]
+async fn a_schema_migrated_by_a_newer_release_still_opens() {
+    let Some(url) = postgres_url("newer_schema") else {
+        return;
+    };
+    let schema = format!("newer_{}", std::process::id());
+    let store = store_in(&url, &schema).await;
+    let mut conn = {
+        use sqlx::Connection;
+        sqlx::postgres::PgConnection::connect(&url).await.unwrap()
+    };
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(&schema)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let recorded = sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (999, 'from a newer release', true, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await;
+    recorded.expect("record a migration from a newer release");
+    drop(store);
+
+    let store = store_in(&url, &schema).await;
+    let runtime = Runtime::builder(store.clone()).start().await.unwrap();
+    let client = runtime.client();
+    let id = client.start(DropChain, 2).await.unwrap();
+    let status = client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    runtime.shutdown().await.unwrap();
+    store.drop_schema().await.unwrap();
+}
+
 /// Terminates the backends of connections named `application_name`; returns how many.
 async fn terminate_connections(url: &str, application_name: &str) -> u64 {
     use sqlx::Connection;

@@ -272,7 +272,10 @@ async fn spawn_on<T: Send + 'static>(
         .map_err(|e| Error::store(format!("the PostgreSQL thread failed: {e}")))?
 }
 
-/// The embedded migrations.
+/// The embedded migrations. Migrations only add (columns, indexes, storage settings), so a
+/// worker of the previous release keeps running on a schema a newer release has migrated: a
+/// rolling upgrade of many processes needs no stop. Hence migrations this build does not know
+/// are not an error.
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     let migration = |version, description: &str, sql: &'static str| {
@@ -284,7 +287,7 @@ fn migrator() -> sqlx::migrate::Migrator {
             false,
         )
     };
-    Migrator::with_migrations(vec![
+    let mut migrator = Migrator::with_migrations(vec![
         migration(
             1,
             "init",
@@ -295,7 +298,9 @@ fn migrator() -> sqlx::migrate::Migrator {
             "fillfactor",
             include_str!("../../migrations/postgres/0002_fillfactor.sql"),
         ),
-    ])
+    ]);
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// Listens for other workers' notifications; reconnects (with backoff) when the connection

@@ -208,16 +208,19 @@ impl SqliteStore {
     }
 }
 
-/// The embedded migrations.
+/// The embedded migrations. As on PostgreSQL, migrations only add, so a command-line client
+/// of the previous release still opens a file a newer release migrated.
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
         1,
         "init".into(),
         MigrationType::Simple,
         sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/sqlite/0001_init.sql")),
         false,
-    )])
+    )]);
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 fn status_row(row: &SqliteRow) -> Result<InstanceStatus, Error> {
