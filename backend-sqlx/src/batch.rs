@@ -90,6 +90,155 @@ pub(crate) enum Op {
     },
 }
 
+/// The sending side of a writer: every write of the [`duractor::Store`] contract as an
+/// [`Op`] for the writer, awaiting its reply. Both backends' stores forward to it.
+#[derive(Clone)]
+pub(crate) struct Writes {
+    ops: mpsc::UnboundedSender<Op>,
+    /// Which writer, for the error when it has stopped.
+    database: &'static str,
+}
+
+impl Writes {
+    pub(crate) fn new(ops: mpsc::UnboundedSender<Op>, database: &'static str) -> Self {
+        Writes { ops, database }
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, Error> {
+        let stopped = || Error::store(format!("the {} writer has stopped", self.database));
+        let (reply, answer) = oneshot::channel();
+        self.ops.send(make(reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
+        self.write(|reply| Op::Create { instance, reply }).await
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        instance_id: &str,
+        event: Event,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        let instance_id = instance_id.to_owned();
+        self.write(|reply| Op::Enqueue {
+            instance_id,
+            event,
+            visible_at,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn abandon_messages(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        visible_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let (owner, ids) = (owner.to_owned(), ids.to_vec());
+        self.write(|reply| Op::Abandon {
+            owner,
+            ids,
+            visible_at,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
+        let query = query.clone();
+        self.write(|reply| Op::Purge { query, reply }).await
+    }
+
+    pub(crate) async fn claim_messages(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<OrchestrationMessage>, Error> {
+        let owner = owner.to_owned();
+        self.write(|reply| Op::ClaimMessages {
+            owner,
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn claim_activities(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        let owner = owner.to_owned();
+        self.write(|reply| Op::ClaimActivities {
+            owner,
+            limit,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
+        self.write(|reply| Op::Turn { turn, reply }).await
+    }
+
+    pub(crate) async fn complete_activity(
+        &self,
+        completion: ActivityCompletion,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        self.write(|reply| Op::Complete { completion, reply }).await
+    }
+
+    pub(crate) async fn renew_leases(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let owner = owner.to_owned();
+        self.write(|reply| Op::Renew {
+            owner,
+            lease_until,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn release_instance(
+        &self,
+        instance_id: &str,
+        owner: &str,
+    ) -> Result<(), Error> {
+        let (instance_id, owner) = (instance_id.to_owned(), owner.to_owned());
+        self.write(|reply| Op::Release {
+            instance_id,
+            owner,
+            reply,
+        })
+        .await
+    }
+
+    /// Releases everything `owner` holds (a worker stopping).
+    pub(crate) async fn release_all(&self, owner: &str) -> Result<(), Error> {
+        let owner = owner.to_owned();
+        self.write(|reply| Op::ReleaseAll { owner, reply }).await
+    }
+
+    /// Voids every lease (the only worker of a file starting).
+    pub(crate) async fn reset_leases(&self) -> Result<(), Error> {
+        self.write(|reply| Op::ResetLeases { reply }).await
+    }
+
+    pub(crate) async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
+        self.write(|reply| Op::CleanEntities { reply }).await
+    }
+}
+
 /// The result of one op, sent to its caller after the commit.
 pub(crate) enum Outcome {
     Unit(Result<(), Error>),

@@ -39,7 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{Op, run_writer};
+use crate::batch::{Writes, run_writer};
 use crate::common::{
     decode_event, decode_failure, decode_payload, from_millis, millis, store_error,
 };
@@ -75,7 +75,7 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
-    writer: mpsc::UnboundedSender<Op>,
+    writer: Writes,
     events: Arc<StoreEvents>,
     runtime: tokio::runtime::Handle,
     options: PostgresStoreOptions,
@@ -209,7 +209,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                writer: tx,
+                writer: Writes::new(tx, "PostgreSQL"),
                 events,
                 runtime,
                 options,
@@ -237,20 +237,6 @@ impl PostgresStore {
             Ok(())
         })
         .await
-    }
-
-    /// Sends an operation to the writer and waits for its result.
-    async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
-    ) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(make(tx))
-            .map_err(|_| Error::store("the PostgreSQL writer has stopped"))?;
-        rx.await
-            .map_err(|_| Error::store("the PostgreSQL writer has stopped"))?
     }
 
     /// Runs a read on the store's runtime.
@@ -390,15 +376,11 @@ impl Store for PostgresStore {
     }
 
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
-        self.write(|reply| Op::ReleaseAll {
-            owner: owner.to_owned(),
-            reply,
-        })
-        .await
+        self.inner.writer.release_all(owner).await
     }
 
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
-        self.write(|reply| Op::Create { instance, reply }).await
+        self.inner.writer.create_instance(instance).await
     }
 
     async fn enqueue(
@@ -407,13 +389,10 @@ impl Store for PostgresStore {
         event: Event,
         visible_at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
-        self.write(|reply| Op::Enqueue {
-            instance_id: instance_id.to_owned(),
-            event,
-            visible_at,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .enqueue(instance_id, event, visible_at)
+            .await
     }
 
     async fn abandon_messages(
@@ -422,21 +401,14 @@ impl Store for PostgresStore {
         ids: &[i64],
         visible_at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        self.write(|reply| Op::Abandon {
-            owner: owner.to_owned(),
-            ids: ids.to_vec(),
-            visible_at,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .abandon_messages(owner, ids, visible_at)
+            .await
     }
 
     async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
-        self.write(|reply| Op::Purge {
-            query: query.clone(),
-            reply,
-        })
-        .await
+        self.inner.writer.purge_instances(query).await
     }
 
     async fn claim_messages(
@@ -445,13 +417,10 @@ impl Store for PostgresStore {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error> {
-        self.write(|reply| Op::ClaimMessages {
-            owner: owner.to_owned(),
-            limit,
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .claim_messages(owner, limit, lease_until)
+            .await
     }
 
     async fn claim_activities(
@@ -460,42 +429,29 @@ impl Store for PostgresStore {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        self.write(|reply| Op::ClaimActivities {
-            owner: owner.to_owned(),
-            limit,
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .claim_activities(owner, limit, lease_until)
+            .await
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
-        self.write(|reply| Op::Turn { turn, reply }).await
+        self.inner.writer.commit_turn(turn).await
     }
 
     async fn complete_activity(
         &self,
         completion: ActivityCompletion,
     ) -> Result<Option<OrchestrationMessage>, Error> {
-        self.write(|reply| Op::Complete { completion, reply }).await
+        self.inner.writer.complete_activity(completion).await
     }
 
     async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
-        self.write(|reply| Op::Renew {
-            owner: owner.to_owned(),
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner.writer.renew_leases(owner, lease_until).await
     }
 
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
-        self.write(|reply| Op::Release {
-            instance_id: instance_id.to_owned(),
-            owner: owner.to_owned(),
-            reply,
-        })
-        .await
+        self.inner.writer.release_instance(instance_id, owner).await
     }
 
     async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
@@ -628,7 +584,7 @@ impl Store for PostgresStore {
     }
 
     async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
-        self.write(|reply| Op::CleanEntities { reply }).await
+        self.inner.writer.clean_entities().await
     }
 
     fn events(&self) -> &StoreEvents {

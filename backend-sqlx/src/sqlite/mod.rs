@@ -33,9 +33,9 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::batch::Op;
+use crate::batch::Writes;
 use crate::common::{decode_event, decode_failure, decode_payload, from_millis, store_error};
 use writer::Writer;
 
@@ -83,7 +83,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     reader: SqlitePool,
-    writer: mpsc::UnboundedSender<Op>,
+    writer: Writes,
     events: Arc<StoreEvents>,
     worker_lock: Mutex<Option<File>>,
     options: SqliteStoreOptions,
@@ -169,7 +169,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 reader,
-                writer: tx,
+                writer: Writes::new(tx, "SQLite"),
                 events,
                 worker_lock: Mutex::new(None),
                 options,
@@ -185,20 +185,6 @@ impl SqliteStore {
     /// The options the store was opened with.
     pub fn options(&self) -> &SqliteStoreOptions {
         &self.inner.options
-    }
-
-    /// Sends an operation to the writer and waits for its result.
-    async fn write<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Op,
-    ) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(make(tx))
-            .map_err(|_| Error::store("the SQLite writer thread has stopped"))?;
-        rx.await
-            .map_err(|_| Error::store("the SQLite writer thread has stopped"))?
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -288,7 +274,7 @@ impl Store for SqliteStore {
             }
         }
         // We are the only worker on this file: leases left by a previous one are void.
-        self.write(|reply| Op::ResetLeases { reply }).await?;
+        self.inner.writer.reset_leases().await?;
         *self
             .inner
             .worker_lock
@@ -299,12 +285,7 @@ impl Store for SqliteStore {
     }
 
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
-        let result = self
-            .write(|reply| Op::ReleaseAll {
-                owner: owner.to_owned(),
-                reply,
-            })
-            .await;
+        let result = self.inner.writer.release_all(owner).await;
         if let Ok(mut lock) = self.inner.worker_lock.lock() {
             lock.take();
         }
@@ -312,7 +293,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
-        self.write(|reply| Op::Create { instance, reply }).await
+        self.inner.writer.create_instance(instance).await
     }
 
     async fn enqueue(
@@ -321,13 +302,10 @@ impl Store for SqliteStore {
         event: Event,
         visible_at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
-        self.write(|reply| Op::Enqueue {
-            instance_id: instance_id.to_owned(),
-            event,
-            visible_at,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .enqueue(instance_id, event, visible_at)
+            .await
     }
 
     async fn abandon_messages(
@@ -336,21 +314,14 @@ impl Store for SqliteStore {
         ids: &[i64],
         visible_at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        self.write(|reply| Op::Abandon {
-            owner: owner.to_owned(),
-            ids: ids.to_vec(),
-            visible_at,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .abandon_messages(owner, ids, visible_at)
+            .await
     }
 
     async fn purge_instances(&self, query: &PurgeQuery) -> Result<u64, Error> {
-        self.write(|reply| Op::Purge {
-            query: query.clone(),
-            reply,
-        })
-        .await
+        self.inner.writer.purge_instances(query).await
     }
 
     async fn claim_messages(
@@ -359,13 +330,10 @@ impl Store for SqliteStore {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error> {
-        self.write(|reply| Op::ClaimMessages {
-            owner: owner.to_owned(),
-            limit,
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .claim_messages(owner, limit, lease_until)
+            .await
     }
 
     async fn claim_activities(
@@ -374,42 +342,29 @@ impl Store for SqliteStore {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        self.write(|reply| Op::ClaimActivities {
-            owner: owner.to_owned(),
-            limit,
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner
+            .writer
+            .claim_activities(owner, limit, lease_until)
+            .await
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
-        self.write(|reply| Op::Turn { turn, reply }).await
+        self.inner.writer.commit_turn(turn).await
     }
 
     async fn complete_activity(
         &self,
         completion: ActivityCompletion,
     ) -> Result<Option<OrchestrationMessage>, Error> {
-        self.write(|reply| Op::Complete { completion, reply }).await
+        self.inner.writer.complete_activity(completion).await
     }
 
     async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
-        self.write(|reply| Op::Renew {
-            owner: owner.to_owned(),
-            lease_until,
-            reply,
-        })
-        .await
+        self.inner.writer.renew_leases(owner, lease_until).await
     }
 
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
-        self.write(|reply| Op::Release {
-            instance_id: instance_id.to_owned(),
-            owner: owner.to_owned(),
-            reply,
-        })
-        .await
+        self.inner.writer.release_instance(instance_id, owner).await
     }
 
     async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
@@ -511,7 +466,7 @@ impl Store for SqliteStore {
     }
 
     async fn clean_entities(&self) -> Result<EntityCleanup, Error> {
-        self.write(|reply| Op::CleanEntities { reply }).await
+        self.inner.writer.clean_entities().await
     }
 
     fn events(&self) -> &StoreEvents {
