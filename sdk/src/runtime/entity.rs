@@ -8,7 +8,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::{Dispatcher, RequestUnload, Unloaded, backoff};
-use super::instance::{Deliver, Drain, Unload};
+use super::instance::{Deliver, Drain, Unload, drained};
 use super::{Inbound, Shared};
 use crate::client::now_millis;
 use crate::entity::{EntityContext, EntityEffect, EntityId, ErasedState};
@@ -457,14 +457,6 @@ impl Handler<Drain> for EntityActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if self.phase == Phase::Ready {
-            let _ = tx.send(());
-        } else {
-            self.drain_waiters.push(tx);
-        }
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        drained(self.phase == Phase::Ready, &mut self.drain_waiters)
     }
 }

@@ -950,16 +950,22 @@ impl Handler<Drain> for InstanceActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if self.phase == Phase::Ready {
-            let _ = tx.send(());
-        } else {
-            self.drain_waiters.push(tx);
-        }
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        drained(self.phase == Phase::Ready, &mut self.drain_waiters)
     }
+}
+
+/// The answer to [`Drain`]: at once when the actor is between turns (`ready`), otherwise
+/// when it next is (it answers `waiters` then).
+pub(super) fn drained(ready: bool, waiters: &mut Vec<oneshot::Sender<()>>) -> ResponseFuture<()> {
+    let (tx, rx) = oneshot::channel();
+    if ready {
+        let _ = tx.send(());
+    } else {
+        waiters.push(tx);
+    }
+    Box::pin(async move {
+        let _ = rx.await;
+    })
 }
 
 #[cfg(test)]
