@@ -207,11 +207,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn signal_entity<E: Entity>(&self, key: impl Into<String>) -> E::Proxy<SignalFromClient> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: None,
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, None)
     }
 
     /// Like [`signal_entity`](Self::signal_entity), delivered at `at` (a durable, scheduled
@@ -221,11 +217,7 @@ impl Client {
         key: impl Into<String>,
         at: DateTime<Utc>,
     ) -> E::Proxy<SignalFromClient> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: Some(at),
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, Some(at))
     }
 
     /// Signals operation `operation` of `entity` with JSON `input` (for CLIs and HTTP front

@@ -357,11 +357,7 @@ impl OrchestrationContext {
         &self,
         key: impl Into<String>,
     ) -> E::Proxy<CallFromOrchestration> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: None,
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, None)
     }
 
     /// A proxy for signalling (one-way) operations of entity `E` with `key`: each method
@@ -370,11 +366,7 @@ impl OrchestrationContext {
         &self,
         key: impl Into<String>,
     ) -> E::Proxy<SignalFromOrchestration> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: None,
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, None)
     }
 
     /// Like [`signal_entity`](Self::signal_entity), delivered at `at`.
@@ -383,11 +375,7 @@ impl OrchestrationContext {
         key: impl Into<String>,
         at: DateTime<Utc>,
     ) -> E::Proxy<SignalFromOrchestration> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: Some(at),
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, Some(at))
     }
 
     /// Locks entities for this orchestration (a critical section): resolves when all are

@@ -157,6 +157,19 @@ pub struct ProxyTarget<M: ProxyMode> {
 }
 
 impl<M: ProxyMode> ProxyTarget<M> {
+    /// The proxy of entity `E` with `key`, sending through `sender` (at `at`, when given).
+    pub(crate) fn proxy<E: Entity>(
+        sender: M::Sender,
+        key: impl Into<String>,
+        at: Option<DateTime<Utc>>,
+    ) -> E::Proxy<M> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender,
+            at,
+        })
+    }
+
     /// Sends `operation` with `input`; called by generated proxy methods.
     #[doc(hidden)]
     pub fn __send<I: Serialize, T: DeserializeOwned + 'static>(
@@ -323,11 +336,7 @@ impl EntityContext {
 
     /// A proxy for signalling entity `E` with `key` (which may be this entity).
     pub fn signal_entity<E: Entity>(&self, key: impl Into<String>) -> E::Proxy<SignalFromEntity> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: None,
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, None)
     }
 
     /// A proxy for signalling entity `E` with `key` at a later time, e.g. a reminder to
@@ -337,11 +346,7 @@ impl EntityContext {
         key: impl Into<String>,
         at: DateTime<Utc>,
     ) -> E::Proxy<SignalFromEntity> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender: self.clone(),
-            at: Some(at),
-        })
+        ProxyTarget::proxy::<E>(self.clone(), key, Some(at))
     }
 
     /// Starts an orchestration (with a new random instance id unless `instance_id` is given)
