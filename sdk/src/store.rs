@@ -668,3 +668,19 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).stats().await
     }
 }
+
+/// `url` with any password replaced by `***`, for messages and logs: what the command line
+/// and the stores print of a database URL.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        None => url.to_owned(),
+    }
+}

@@ -116,7 +116,7 @@ impl PostgresStore {
             .map_err(|e| {
                 Error::InvalidArgument(format!(
                     "`{}` is not a PostgreSQL URL: {e}",
-                    crate::redact_password(url)
+                    duractor::store::redact_password(url)
                 ))
             })?
             .options([("search_path", schema.as_str())])

@@ -20,6 +20,7 @@ use crate::http::view::{self, FunctionsView, StatusView};
 use crate::http::{HttpApi, HttpOptions};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeBuilder};
+use crate::store::redact_password;
 use crate::store::{RuntimeStatus, Store};
 
 /// Why a command failed, with its exit code.
@@ -538,21 +539,6 @@ fn functions(args: FunctionsArgs) -> CliResult {
     }
     print!("{}", output::table(&rows));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The URL with any password replaced, for messages and logs.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}/{path}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
