@@ -45,9 +45,15 @@ impl Poller {
         if let Some(handle) = self.handle.take() {
             ctx.cancel_future(handle);
         }
+        let wait = self.advance();
+        self.handle = Some(ctx.run_later(wait, tick));
+    }
+
+    /// Takes the next wait (now the armed one) and doubles the one after, up to the interval.
+    fn advance(&mut self) -> Duration {
         self.armed = self.next;
         self.next = self.next.saturating_mul(2).min(self.ceiling);
-        self.handle = Some(ctx.run_later(self.armed, tick));
+        self.armed
     }
 
     /// Work was found: polls start again from the floor. Returns whether the poll armed
@@ -60,13 +66,7 @@ impl Poller {
     /// The waits this poller would use, for tests.
     #[cfg(test)]
     fn waits(&mut self, polls: usize) -> Vec<Duration> {
-        (0..polls)
-            .map(|_| {
-                self.armed = self.next;
-                self.next = self.next.saturating_mul(2).min(self.ceiling);
-                self.armed
-            })
-            .collect()
+        (0..polls).map(|_| self.advance()).collect()
     }
 }
 
