@@ -49,8 +49,6 @@ pub(super) struct ActivityWorker {
     running: usize,
     claiming: bool,
     poller: Poller,
-    /// The claim in flight was started by the fallback poll.
-    polled: bool,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -59,7 +57,6 @@ impl ActivityWorker {
     pub(super) fn new(shared: Arc<Shared>, dispatcher: Addr<Dispatcher>) -> Self {
         ActivityWorker {
             poller: Poller::new(shared.options.poll_interval),
-            polled: false,
             shared,
             dispatcher,
             queue: VecDeque::new(),
@@ -104,7 +101,7 @@ impl ActivityWorker {
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if !self.claiming {
             self.claim(ctx);
-            self.polled = self.claiming;
+            self.poller.claim_started(self.claiming);
         }
         self.poller.arm(ctx, Self::poll);
     }
@@ -130,11 +127,7 @@ impl ActivityWorker {
             act.claiming = false;
             match result {
                 Ok(items) => {
-                    // Work only a poll found (nothing handed it over): poll often for a while.
-                    if std::mem::take(&mut act.polled)
-                        && !items.is_empty()
-                        && act.poller.found_work()
-                    {
+                    if act.poller.claim_finished(!items.is_empty()) {
                         act.poller.arm(ctx, Self::poll);
                     }
                     act.queue
@@ -142,7 +135,7 @@ impl ActivityWorker {
                     act.pump(ctx);
                 }
                 Err(error) => {
-                    act.polled = false;
+                    act.poller.claim_finished(false);
                     tracing::warn!(%error, "claiming activity work failed");
                 }
             }

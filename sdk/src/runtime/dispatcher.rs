@@ -134,8 +134,6 @@ pub(super) struct Dispatcher {
     timers: BTreeSet<DateTime<Utc>>,
     timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
     poller: Poller,
-    /// The claim in flight was started by the fallback poll.
-    polled: bool,
     stopping: bool,
 }
 
@@ -151,7 +149,6 @@ impl Dispatcher {
             claim_failures: 0,
             timers: BTreeSet::new(),
             timer_wakeup: None,
-            polled: false,
             stopping: false,
         }
     }
@@ -183,11 +180,7 @@ impl Dispatcher {
                 Ok(messages) => {
                     act.claim_failures = 0;
                     let full = messages.len() >= limit as usize;
-                    // Work only a poll found (no wake-up brought it): poll often for a while.
-                    if std::mem::take(&mut act.polled)
-                        && !messages.is_empty()
-                        && act.poller.found_work()
-                    {
+                    if act.poller.claim_finished(!messages.is_empty()) {
                         act.poller.arm(ctx, Self::poll);
                     }
                     act.route(messages.into_iter().map(Inbound::Queued).collect(), ctx);
@@ -196,7 +189,7 @@ impl Dispatcher {
                     }
                 }
                 Err(error) => {
-                    act.polled = false;
+                    act.poller.claim_finished(false);
                     act.claim_failures += 1;
                     let backoff = backoff(act.claim_failures);
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "claiming messages failed");
@@ -265,7 +258,7 @@ impl Dispatcher {
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if !self.claiming {
             self.claim(ctx);
-            self.polled = self.claiming;
+            self.poller.claim_started(self.claiming);
         }
         self.look_for_timers(ctx);
         self.poller.arm(ctx, Self::poll);

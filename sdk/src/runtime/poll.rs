@@ -21,6 +21,8 @@ pub(super) struct Poller {
     /// The wait of the next poll to arm.
     next: Duration,
     handle: Option<SpawnHandle>,
+    /// A claim started by the poll is running.
+    polling: bool,
 }
 
 impl Poller {
@@ -33,6 +35,7 @@ impl Poller {
             armed: floor,
             next: floor,
             handle: None,
+            polling: false,
         }
     }
 
@@ -56,9 +59,21 @@ impl Poller {
         self.armed
     }
 
+    /// The poll started a claim (`started`), or found one running and left it.
+    pub(super) fn claim_started(&mut self, started: bool) {
+        self.polling = started;
+    }
+
+    /// A claim finished, having found work or not. When it was the poll's and found work
+    /// (no wake-up brought that work), polls start again from the floor; returns whether the
+    /// poll armed now waits longer than that (the caller re-arms it with [`Poller::arm`]).
+    pub(super) fn claim_finished(&mut self, found_work: bool) -> bool {
+        std::mem::take(&mut self.polling) && found_work && self.found_work()
+    }
+
     /// Work was found: polls start again from the floor. Returns whether the poll armed
-    /// now waits longer than that (the caller re-arms it with [`Poller::arm`]).
-    pub(super) fn found_work(&mut self) -> bool {
+    /// now waits longer than that.
+    fn found_work(&mut self) -> bool {
         self.next = self.floor;
         self.armed > self.floor
     }
