@@ -356,6 +356,19 @@ pub(crate) struct State {
     pub(crate) extra_ids: i64,
 }
 
+impl State {
+    /// The status of an orchestration instance that has finished (Completed, Failed,
+    /// Terminated); `None` for one that has not, and for entities and unknown ids.
+    fn finished_status(&self, instance_id: &str) -> Option<String> {
+        let instance = self.instances.get(instance_id)?;
+        instance
+            .status
+            .parse::<RuntimeStatus>()
+            .is_ok_and(RuntimeStatus::is_terminal)
+            .then(|| instance.status.clone())
+    }
+}
+
 pub(crate) struct InstanceState {
     pub(crate) status: String,
     pub(crate) history_len: i64,
@@ -420,8 +433,9 @@ pub(crate) type MessageRow = (
 pub(crate) type ActivityRow = (i64, String, i64, String, String, u32, String, i64);
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
-///  completed_at, locked_by, locked_until, reset]; with `reset`, output, failure and
-/// completed_at are set as given (a rewound instance loses its failure).
+///  completed_at, locked_by, locked_until, reset, input]; with `reset`, output, failure and
+/// completed_at are set as given (a rewound instance loses its failure); `input` replaces
+/// the input when set (continue-as-new).
 #[derive(Serialize)]
 pub(crate) struct Update(
     String,
@@ -435,6 +449,7 @@ pub(crate) struct Update(
     Option<String>,
     Option<i64>,
     bool,
+    Option<String>,
 );
 
 impl Plan {
@@ -491,6 +506,17 @@ impl Plan {
                 visible_at,
                 ..
             } => Outcome::Unit(if self.ensure_target(state, instance_id, now) {
+                if let Event::EventRaised { name, .. } = event
+                    && let Some(status) = state.finished_status(instance_id)
+                {
+                    return Outcome::Unit(Err(Error::InstanceFinished {
+                        instance_id: instance_id.clone(),
+                        status,
+                        message: format!(
+                            "it can no longer receive events (event `{name}` was not stored)"
+                        ),
+                    }));
+                }
                 let visible_at = visible_at.map_or(now, |at| millis(at).max(now));
                 self.add_message(state, instance_id, visible_at, event, None, None);
                 if matches!(event, Event::ExecutionRewound { .. }) {
@@ -731,6 +757,7 @@ impl Plan {
             locked_by.clone(),
             locked_until,
             turn.reset_history,
+            turn.input.as_ref().map(|p| p.as_str().to_owned()),
         ));
         if let Some(instance) = state.instances.get_mut(&turn.instance_id) {
             instance.history_len = history_len;

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::entity::{Entity, EntityId, ProxyTarget, SignalFromClient};
 use crate::error::Error;
 use crate::history::{Event, Payload};
+use crate::id::{self, is_entity_instance_id, validate_instance_id};
 use crate::registry::{Orchestrator, Registry};
 use crate::replay::Limits;
 pub use crate::store::InstanceStatus;
@@ -174,12 +175,20 @@ impl Client {
 
     /// Raises the external event `name` with `data` to an instance. The event is delivered
     /// to the orchestrator's `wait_for_event(name)`, or buffered until it waits.
+    ///
+    /// Fails with [`Error::InstanceNotFound`] if there is no such instance and with
+    /// [`Error::InstanceFinished`] if it has finished (nothing would ever read the event);
+    /// event names follow the rule in [`id`](crate::id).
     pub async fn raise_event<T: Serialize + ?Sized>(
         &self,
         instance_id: &str,
         name: &str,
         data: &T,
     ) -> Result<(), Error> {
+        id::validate_event_name(name)?;
+        if is_entity_instance_id(instance_id) {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
         let what = format!("data of event `{name}`");
         let data = Payload::encode(data).map_err(|e| Error::invalid_payload(what.clone(), e))?;
         self.limits.check_payload(&what, &data)?;
@@ -232,7 +241,15 @@ impl Client {
         input: Payload,
         at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
-        validate_entity_id(entity)?;
+        id::validate_entity_id(&entity.name, &entity.key)?;
+        if let Some(at) = at
+            && at > crate::clock::latest_timer_time()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a signal cannot be scheduled at {at}: the latest time is {}",
+                crate::clock::latest_timer_time()
+            )));
+        }
         if let Some(known) = self.registry.entities().find(|e| e.name == entity.name) {
             let operations = (known.operations)();
             let Some(info) = operations.iter().find(|o| o.name == operation) else {
@@ -286,7 +303,7 @@ impl Client {
     /// Deletes an entity's state. The deletion is a message like any other: it runs after
     /// the messages sent to the entity before it.
     pub async fn delete_entity(&self, id: &EntityId) -> Result<(), Error> {
-        validate_entity_id(id)?;
+        id::validate_entity_id(&id.name, &id.key)?;
         self.check_entity_name(&id.name)?;
         self.store
             .enqueue(&id.instance_id(), Event::EntityDelete {}, None)
@@ -387,9 +404,14 @@ impl Client {
     }
 
     /// Deletes a finished instance (status, history, queued messages). Returns `false` if
-    /// there was nothing to delete; fails if the instance is still running.
+    /// there was nothing to delete (no such instance); fails with [`Error::InvalidState`] if
+    /// the instance is still pending, running or suspended.
     pub async fn purge(&self, instance_id: &str) -> Result<bool, Error> {
-        let status = self.status(instance_id).await?;
+        let status = match self.status(instance_id).await {
+            Ok(status) => status,
+            Err(Error::InstanceNotFound(_)) => return Ok(false),
+            Err(error) => return Err(error),
+        };
         if !status.status.is_terminal() {
             return Err(Error::InvalidState {
                 instance_id: instance_id.to_owned(),
@@ -421,6 +443,13 @@ impl Client {
         message: &str,
     ) -> Result<(), Error> {
         let status = self.status(instance_id).await?;
+        if status.status.is_terminal() && !allowed.contains(&status.status) {
+            return Err(Error::InstanceFinished {
+                instance_id: instance_id.to_owned(),
+                status: status.status.to_string(),
+                message: message.to_owned(),
+            });
+        }
         if !allowed.contains(&status.status) {
             return Err(Error::InvalidState {
                 instance_id: instance_id.to_owned(),
@@ -431,8 +460,12 @@ impl Client {
         self.store.enqueue(instance_id, event, None).await
     }
 
-    /// The status of an instance; [`Error::InstanceNotFound`] if there is none.
+    /// The status of an instance; [`Error::InstanceNotFound`] if there is none (entity ids,
+    /// `@name@key`, never name an instance: read entities with [`entity`](Self::entity)).
     pub async fn status(&self, instance_id: &str) -> Result<InstanceStatus, Error> {
+        if is_entity_instance_id(instance_id) {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
         self.store
             .get_instance(instance_id)
             .await?
@@ -446,7 +479,8 @@ impl Client {
         instance_id: &str,
         timeout: Duration,
     ) -> Result<InstanceStatus, Error> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to represent waits without a deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let events = self.store.events();
         let mut poll = Duration::from_millis(5);
         loop {
@@ -460,7 +494,7 @@ impl Client {
                 }
             };
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|deadline| now >= deadline) {
                 events.unwatch_finished(instance_id, &notify);
                 return Err(Error::Timeout {
                     what: format!(
@@ -470,7 +504,7 @@ impl Client {
                     timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
             }
-            let wait = poll.min(deadline - now);
+            let wait = deadline.map_or(poll, |deadline| poll.min(deadline - now));
             let _ = tokio::time::timeout(wait, notify.notified()).await;
             events.unwatch_finished(instance_id, &notify);
             poll = (poll * 2).min(Duration::from_millis(250));
@@ -479,6 +513,9 @@ impl Client {
 
     /// The instance's history, oldest event first.
     pub async fn history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
+        if is_entity_instance_id(instance_id) {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
         let history = self.store.load_history(instance_id).await?;
         if history.is_empty() && self.store.get_instance(instance_id).await?.is_none() {
             return Err(Error::InstanceNotFound(instance_id.to_owned()));
@@ -513,7 +550,8 @@ pub struct Start<'a> {
 
 impl Start<'_> {
     /// Uses this instance id instead of a new random one. Starting an id that is pending or
-    /// running fails with [`Error::InstanceExists`]; a finished one is replaced.
+    /// running fails with [`Error::InstanceExists`]; a finished one is replaced. The id must
+    /// follow the rule in [`id`](crate::id) ([`Error::InvalidArgument`] otherwise).
     pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
         self.instance_id = Some(instance_id.into());
         self
@@ -524,38 +562,6 @@ impl Start<'_> {
         self.version = version.into();
         self
     }
-}
-
-/// Checks an entity id: a name without `@`, a key of reasonable length.
-fn validate_entity_id(id: &EntityId) -> Result<(), Error> {
-    if id.name.is_empty() || id.name.contains('@') {
-        return Err(Error::InvalidArgument(format!(
-            "`{}` is not a valid entity name: it must be non-empty and must not contain `@`",
-            id.name
-        )));
-    }
-    validate_instance_id(&id.key).map_err(|e| Error::InvalidArgument(format!("entity key: {e}")))
-}
-
-/// Checks an instance id chosen by a user.
-pub(crate) fn validate_instance_id(id: &str) -> Result<(), Error> {
-    if id.is_empty() {
-        return Err(Error::InvalidArgument(
-            "an instance id must not be empty".into(),
-        ));
-    }
-    if id.len() > 256 {
-        return Err(Error::InvalidArgument(format!(
-            "instance id is {} bytes long; the limit is 256",
-            id.len()
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::InvalidArgument(
-            "an instance id must not contain control characters".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A pending terminate request; `.await` it (optionally after [`Terminate::cascade`]).
@@ -625,17 +631,11 @@ impl<'a> IntoFuture for Start<'a> {
                     name: self.name,
                     version: self.version,
                     input,
-                    created_at: now_millis(),
+                    created_at: crate::clock::now_millis(),
                     parent: None,
                 })
                 .await?;
             Ok(instance_id)
         })
     }
-}
-
-/// The current time, truncated to milliseconds (the precision stores keep).
-pub(crate) fn now_millis() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }

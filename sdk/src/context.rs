@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use crate::clock::checked_after;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -204,7 +206,9 @@ impl OrchestrationContext {
     }
 
     /// Like [`call_sub_orchestrator`](Self::call_sub_orchestrator), with a chosen instance id
-    /// for the child. If an instance with that id is running, the call fails.
+    /// for the child. If an instance with that id is running, the call fails; so does an id
+    /// that breaks the rule in [`id`](crate::id) (e.g. one starting with `@`), with
+    /// [`Error::InvalidArgument`], before anything is scheduled.
     pub fn call_sub_orchestrator_with_id<O: Orchestrator>(
         &self,
         _orchestrator: O,
@@ -245,7 +249,16 @@ impl OrchestrationContext {
         input: O::Input,
         instance_id: Option<String>,
     ) -> SubOrchestrationCall<O::Output> {
-        match self.encode_input(&input, format_args!("input for orchestrator `{}`", O::NAME)) {
+        let checked = match &instance_id {
+            Some(id) => crate::id::validate_instance_id(id).map_err(|e| {
+                Error::InvalidArgument(format!("sub-orchestration `{}`: {e}", O::NAME))
+            }),
+            None => Ok(()),
+        };
+        let encoded = checked.and_then(|()| {
+            self.encode_input(&input, format_args!("input for orchestrator `{}`", O::NAME))
+        });
+        match encoded {
             Ok(payload) => {
                 self.schedule_sub_orchestrator(O::NAME, O::VERSION, payload, instance_id)
             }
@@ -622,18 +635,42 @@ impl OrchestrationContext {
 
     /// A durable timer that fires after `duration` of orchestration time. It survives
     /// restarts: the wake-up is stored, not held in memory.
+    ///
+    /// A duration that ends after [`latest_timer_time`](crate::clock::latest_timer_time) (the year 9999) fails the
+    /// orchestration with an error saying so; to wait without a time limit, wait for an event.
     pub fn sleep(&self, duration: Duration) -> Timer {
-        let fire_at =
-            self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
-        self.timer_at(fire_at)
+        match checked_after(self.now(), duration) {
+            Some(fire_at) => self.timer_at(fire_at),
+            None => self.fail_timer(format!(
+                "ctx.sleep({duration:?}) would fire after {}, the latest time a durable timer \
+                 can have; use a shorter duration (to wait with no time limit, wait for an event)",
+                crate::clock::latest_timer_time()
+            )),
+        }
     }
 
-    /// A durable timer that fires at `fire_at` (at once if that is in the past).
+    /// A durable timer that fires at `fire_at` (at once if that is in the past). A time after
+    /// [`latest_timer_time`](crate::clock::latest_timer_time) fails the orchestration with an error saying so.
     pub fn timer_at(&self, fire_at: DateTime<Utc>) -> Timer {
+        if fire_at > crate::clock::latest_timer_time() {
+            return self.fail_timer(format!(
+                "ctx.timer_at({fire_at}) is after {}, the latest time a durable timer can have",
+                crate::clock::latest_timer_time()
+            ));
+        }
         let seq = self
             .state()
             .schedule(|seq| Action::CreateTimer { seq, fire_at });
         Timer::new(self.clone(), seq)
+    }
+
+    /// A timer that cannot exist: the execution fails with `message` after this poll, and the
+    /// timer never fires (the code after it never runs).
+    fn fail_timer(&self, message: String) -> Timer {
+        let mut failure = Error::InvalidArgument(message).to_failure();
+        failure.non_retriable = true;
+        self.state().fatal.get_or_insert(failure);
+        Timer::never(self.clone())
     }
 
     /// Waits for the external event `name` (raised with `Client::raise_event`) and
@@ -647,11 +684,22 @@ impl OrchestrationContext {
 
     /// Waits for the external event `name` for at most `timeout` of orchestration time:
     /// `Ok(Some(data))` if it arrived first, `Ok(None)` if the timeout fired first.
+    ///
+    /// A timeout that ends after [`latest_timer_time`](crate::clock::latest_timer_time) (the year 9999) resolves to
+    /// `Err(Error::InvalidArgument)` at once, without waiting.
     pub fn wait_for_event_timeout<T: DeserializeOwned>(
         &self,
         name: &str,
         timeout: Duration,
     ) -> EventWaitTimeout<T> {
+        if checked_after(self.now(), timeout).is_none() {
+            return EventWaitTimeout::failed(Error::InvalidArgument(format!(
+                "the timeout of ctx.wait_for_event_timeout(\"{name}\", {timeout:?}) would end after \
+                 {}, the latest time a durable timer can have; use a shorter timeout, or \
+                 ctx.wait_for_event to wait with no time limit",
+                crate::clock::latest_timer_time()
+            )));
+        }
         let timer = self.sleep(timeout);
         EventWaitTimeout::new(self.wait_for_event(name), timer)
     }

@@ -338,6 +338,9 @@ impl<T> DurableFuture for ContinueAsNew<T> {
 pub struct Timer {
     ctx: OrchestrationContext,
     seq: Option<u64>,
+    /// A timer that was never created (its time could not be represented): the execution
+    /// fails with the reason, and the timer never fires.
+    never: bool,
 }
 
 impl Timer {
@@ -345,6 +348,16 @@ impl Timer {
         Timer {
             ctx,
             seq: Some(seq),
+            never: false,
+        }
+    }
+
+    /// A timer that never fires (the context has already failed the execution).
+    pub(crate) fn never(ctx: OrchestrationContext) -> Self {
+        Timer {
+            ctx,
+            seq: None,
+            never: true,
         }
     }
 }
@@ -353,6 +366,9 @@ impl Future for Timer {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.never {
+            return Poll::Pending;
+        }
         let Some(seq) = self.seq else {
             return Poll::Ready(());
         };
@@ -445,6 +461,8 @@ impl<T: DeserializeOwned> DurableFuture for EventWait<T> {
 #[must_use = "waiting for an event does nothing unless awaited"]
 pub struct EventWaitTimeout<T> {
     inner: Select<EventWait<T>, Timer>,
+    /// The call failed before it waited (a timeout too long to represent).
+    early_error: Option<Error>,
 }
 
 impl<T> EventWaitTimeout<T> {
@@ -454,6 +472,15 @@ impl<T> EventWaitTimeout<T> {
                 a: Some(event),
                 b: Some(timer),
             },
+            early_error: None,
+        }
+    }
+
+    /// A wait that resolves to `Err(error)` at once, without waiting.
+    pub(crate) fn failed(error: Error) -> Self {
+        EventWaitTimeout {
+            inner: Select { a: None, b: None },
+            early_error: Some(error),
         }
     }
 }
@@ -462,6 +489,9 @@ impl<T: DeserializeOwned> Future for EventWaitTimeout<T> {
     type Output = Result<Option<T>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(error) = self.early_error.take() {
+            return Poll::Ready(Err(error));
+        }
         Pin::new(&mut self.inner)
             .poll(cx)
             .map(|winner| match winner {
@@ -474,6 +504,9 @@ impl<T: DeserializeOwned> Future for EventWaitTimeout<T> {
 impl<T> sealed::Sealed for EventWaitTimeout<T> {}
 impl<T: DeserializeOwned> DurableFuture for EventWaitTimeout<T> {
     fn __ready_at(&self) -> Option<u64> {
+        if self.early_error.is_some() {
+            return Some(0);
+        }
         self.inner.__ready_at()
     }
 }

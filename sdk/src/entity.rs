@@ -350,13 +350,19 @@ impl EntityContext {
     }
 
     /// Starts an orchestration (with a new random instance id unless `instance_id` is given)
-    /// when the operation succeeds.
+    /// when the operation succeeds. An `instance_id` that breaks the rule in
+    /// [`id`](crate::id) (e.g. one starting with `@`) fails the operation.
     pub fn start_orchestration<O: crate::Orchestrator>(
         &self,
         _orchestrator: O,
         input: O::Input,
         instance_id: Option<String>,
     ) {
+        if let Some(id) = &instance_id
+            && let Err(error) = crate::id::validate_instance_id(id)
+        {
+            return self.fail(error);
+        }
         match Payload::encode(&input) {
             Ok(input) => self
                 .effects
@@ -474,7 +480,7 @@ impl<E: Entity> ErasedState for Typed<E> {
             Error::invalid_payload(format!("the state of entity `{}`", E::NAME), e).to_failure()
         })?;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.0.__dispatch(ctx, operation, input)
+            crate::panics::caught(|| self.0.__dispatch(ctx, operation, input))
         }));
         let result = match outcome {
             Ok(Ok(output)) => match ctx.error.borrow_mut().take() {
@@ -482,11 +488,19 @@ impl<E: Entity> ErasedState for Typed<E> {
                 None => Ok(output),
             },
             Ok(Err(failure)) => Err(failure),
-            Err(panic) => Err(Failure::panic(format!(
-                "entity operation `{}.{operation}` panicked: {}",
-                E::NAME,
-                crate::replay::panic_message(&*panic)
-            ))),
+            Err(panic) => {
+                let message = crate::replay::panic_message(&*panic);
+                tracing::error!(
+                    entity = %ctx.id(),
+                    operation,
+                    at = crate::panics::take_location().as_deref().unwrap_or("?"),
+                    "entity operation panicked: {message}"
+                );
+                Err(Failure::panic(format!(
+                    "entity operation `{}.{operation}` panicked: {message}",
+                    E::NAME
+                )))
+            }
         };
         if result.is_err() {
             if let Ok(previous) = serde_json::from_slice(&snapshot) {

@@ -134,6 +134,19 @@ pub enum Error {
         message: String,
     },
 
+    /// The operation needs an instance that has not finished, but this one is Completed,
+    /// Failed or Terminated (raising an event to it, terminating or suspending it, rewinding
+    /// one that did not fail). The HTTP API answers 410 Gone, as Durable Functions does.
+    #[error("instance `{instance_id}` has finished ({status}); {message}")]
+    InstanceFinished {
+        /// The instance.
+        instance_id: String,
+        /// Its final status.
+        status: String,
+        /// What the operation needed, and what to do instead.
+        message: String,
+    },
+
     /// Replaying the instance's history with the current code produced a different sequence
     /// of durable calls: the orchestrator's code changed in a way that breaks running instances,
     /// or it depends on something nondeterministic the compile-time lint cannot see.

@@ -67,6 +67,34 @@ impl Payload {
         self.0.is_empty()
     }
 
+    /// How deeply arrays and objects nest in the JSON text (`0` for a scalar, `1` for
+    /// `[1, 2]`, `2` for `{"a": []}`).
+    pub fn nesting_depth(&self) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for byte in self.0.bytes() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
     /// The first characters of the JSON text, for error messages.
     pub fn preview(&self) -> String {
         const MAX: usize = 80;

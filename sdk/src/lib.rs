@@ -59,12 +59,15 @@
 
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod context;
 pub mod durable;
 pub mod entity;
 pub mod error;
 pub mod history;
 pub mod http;
+pub mod id;
+mod panics;
 pub mod registry;
 pub mod replay;
 pub mod retry;

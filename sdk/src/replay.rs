@@ -55,9 +55,24 @@ impl Default for Limits {
     }
 }
 
+/// How deeply a payload's arrays and objects may nest: serde_json's recursion limit, beyond
+/// which no payload can be decoded, so deeper ones are refused where they enter.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
 impl Limits {
-    /// Checks a payload against `max_payload_bytes`.
+    /// Checks a payload against `max_payload_bytes`, and that it nests at most
+    /// [`MAX_PAYLOAD_DEPTH`] levels deep ([`Error::InvalidPayload`] otherwise).
     pub fn check_payload(&self, what: &str, payload: &Payload) -> Result<(), Error> {
+        let depth = payload.nesting_depth();
+        if depth > MAX_PAYLOAD_DEPTH {
+            return Err(Error::InvalidPayload {
+                what: what.to_owned(),
+                message: format!(
+                    "its arrays and objects nest {depth} levels deep; the limit is \
+                     {MAX_PAYLOAD_DEPTH} (deeper JSON cannot be decoded)"
+                ),
+            });
+        }
         if payload.len() > self.max_payload_bytes {
             return Err(Error::LimitExceeded {
                 limit: "max_payload_bytes",
@@ -415,7 +430,15 @@ pub(crate) struct ReplayState {
     /// A failure found outside any future (a `continue_as_new` input that cannot be
     /// serialized): it fails the execution after the current poll.
     pub(crate) fatal: Option<Failure>,
+    /// Durable calls made since the current turn began (not counting replayed ones).
+    turn_actions: usize,
 }
+
+/// The unwind payload that stops orchestrator code at once when it breaks a limit while it
+/// runs (e.g. a loop making a million calls in one turn): the failure is in
+/// [`ReplayState::fatal`]; unwinding frees what the code built so far. It is raised with
+/// `resume_unwind`, so no panic hook prints it.
+struct LimitReached;
 
 impl ReplayState {
     pub(crate) fn new(instance_id: &str, limits: Limits) -> Self {
@@ -447,11 +470,35 @@ impl ReplayState {
             critical_section: None,
             locked_calls: HashMap::new(),
             fatal: None,
+            turn_actions: 0,
         }
     }
 
     /// Records a new durable call made by the code and returns its sequence number.
+    ///
+    /// The call that would exceed [`Limits::max_actions_per_turn`] fails the execution on the
+    /// spot: it unwinds out of the orchestrator code (caught by the executor's poll), so a
+    /// loop that makes calls without end cannot exhaust the worker's memory first.
     pub(crate) fn schedule(&mut self, make: impl FnOnce(u64) -> Action) -> u64 {
+        if !self.replaying {
+            self.turn_actions += 1;
+            if self.turn_actions > self.limits.max_actions_per_turn {
+                let error = Error::LimitExceeded {
+                    limit: "max_actions_per_turn",
+                    message: format!(
+                        "one turn made {} durable calls; the limit is {} \
+                         (Limits::max_actions_per_turn), and the orchestrator was stopped at \
+                         the call that went over. Split the fan-out into batches or \
+                         sub-orchestrations",
+                        self.turn_actions, self.limits.max_actions_per_turn
+                    ),
+                };
+                let mut failure = error.to_failure();
+                failure.non_retriable = true;
+                self.fatal.get_or_insert(failure);
+                std::panic::resume_unwind(Box::new(LimitReached));
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.produced.push_back(make(seq));
@@ -672,6 +719,14 @@ impl Executor {
         (state.name.clone(), state.version.clone())
     }
 
+    /// `true` when the orchestrator has ended (returned, failed, continued as new) but no
+    /// turn has recorded it yet: after a replay of a history that stops short of the end,
+    /// such as a rewound one whose failure came from the orchestrator code itself. A turn
+    /// with no messages records the outcome.
+    pub(crate) fn has_unrecorded_outcome(&self) -> bool {
+        self.outcome.is_some()
+    }
+
     /// `true` while suspended.
     pub(crate) fn is_suspended(&self) -> bool {
         self.suspended
@@ -777,6 +832,7 @@ impl Executor {
             let mut state = self.ctx.state();
             state.replaying = false;
             state.decisions_seen = usize::MAX;
+            state.turn_actions = 0;
         }
         self.record(&mut out, Event::OrchestratorStarted { timestamp: now });
         for (index, message) in messages.into_iter().enumerate() {
@@ -1002,7 +1058,11 @@ impl Executor {
         };
         let mut cx = Context::from_waker(Waker::noop());
         let replaying = self.ctx.state().replaying;
-        let mut poll = || catch_unwind(AssertUnwindSafe(|| root.as_mut().poll(&mut cx)));
+        let mut poll = || {
+            catch_unwind(AssertUnwindSafe(|| {
+                crate::panics::caught(|| root.as_mut().poll(&mut cx))
+            }))
+        };
         let result = if replaying {
             // Orchestrator code logged these events when the step first ran.
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), poll)
@@ -1011,6 +1071,8 @@ impl Executor {
         };
         let fatal = self.ctx.state().fatal.take();
         if let Some(failure) = fatal {
+            // The execution fails here: calls made in this poll are not carried out.
+            self.ctx.state().produced.clear();
             self.outcome = Some(Outcome::Failed(failure));
             self.root = None;
             return;
@@ -1046,6 +1108,12 @@ impl Executor {
             Ok(Poll::Ready(Err(failure))) => self.outcome = Some(Outcome::Failed(failure)),
             Err(panic) => {
                 let message = panic_message(&*panic);
+                tracing::error!(
+                    instance_id = %self.ctx.instance_id(),
+                    orchestrator = self.entry.name,
+                    at = crate::panics::take_location().as_deref().unwrap_or("?"),
+                    "orchestrator panicked: {message}"
+                );
                 self.outcome = Some(Outcome::Failed(Failure::panic(format!(
                     "orchestrator `{}` panicked: {message}",
                     self.entry.name

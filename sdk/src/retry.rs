@@ -108,7 +108,7 @@ impl RetryPolicy {
         if !delay.is_finite() || delay >= self.max_interval.as_secs_f64() {
             self.max_interval
         } else {
-            Duration::from_secs_f64(delay)
+            Duration::try_from_secs_f64(delay).unwrap_or(self.max_interval)
         }
     }
 

@@ -112,7 +112,7 @@ pub struct InstanceStatus {
     pub status: RuntimeStatus,
     /// The input.
     pub input: Payload,
-    /// The output, once Completed.
+    /// The output, once Completed; the reason (a JSON string), once Terminated.
     pub output: Option<Payload>,
     /// The failure, once Failed.
     pub failure: Option<Failure>,
@@ -240,6 +240,9 @@ pub struct TurnCommit {
     pub failure: Option<Failure>,
     /// New custom status, if changed.
     pub custom_status: Option<Payload>,
+    /// New input for the status row: the next execution's, when the turn continues as new
+    /// (the status shows the current execution's input).
+    pub input: Option<Payload>,
     /// For entities: the state and lock after the batch of operations this commit records.
     pub entity: Option<EntityUpdate>,
     /// The lease expiry for enqueued activities and the instance.
@@ -385,8 +388,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Enqueues a message for an instance (an `EventRaised`, or a control message such as
     /// `ExecutionTerminated`). Fails with [`Error::InstanceNotFound`] if the instance does not
-    /// exist — except for entities (`@name@key`), which exist from their first message on.
-    /// The message is visible from `visible_at` (now when `None`). An `ExecutionRewound` also
+    /// exist — except for entities (`@name@key`), which exist from their first message on —
+    /// and an `EventRaised` with [`Error::InstanceFinished`] if the instance has finished
+    /// (checked in the same transaction, so an event is never stored for an instance that
+    /// can no longer read it). The message is visible from `visible_at` (now when `None`). An `ExecutionRewound` also
     /// sets a Failed instance's status to Pending, so that waiting for it does not return the
     /// failure being rewound.
     async fn enqueue(
@@ -446,7 +451,7 @@ pub trait Store: Send + Sync + 'static {
     /// The instance's history, in order.
     async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error>;
 
-    /// The instance's status row.
+    /// The orchestration instance's status row (`None` for entities and unknown ids).
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error>;
 
     /// Instances matching the query, ordered by instance id.

@@ -158,6 +158,7 @@ fn turn(
         output: None,
         failure: None,
         custom_status: None,
+        input: None,
         entity: None,
         lease_until: lease(),
         now: now(),

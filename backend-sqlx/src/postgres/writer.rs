@@ -267,6 +267,7 @@ async fn write(
                     output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, i.output) END, \
                     failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, i.failure) END, \
                     custom_status = COALESCE(u.custom_status, i.custom_status), \
+                    input = COALESCE(u.input, i.input), \
                     history_len = u.history_len, updated_at = u.updated_at, \
                     completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, i.completed_at) END, \
                     locked_by = u.locked_by, locked_until = u.locked_until, \
@@ -275,8 +276,9 @@ async fn write(
                 FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
                              e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
                              (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
-                             (e->>10)::boolean AS reset, (e->>11)::boolean AS is_entity, \
-                             e->>12 AS entity_state, e->>13 AS lock_owner \
+                             (e->>10)::boolean AS reset, e->>11 AS input, \
+                             (e->>12)::boolean AS is_entity, e->>13 AS entity_state, \
+                             e->>14 AS lock_owner \
                       FROM jsonb_array_elements($10::jsonb) e) AS u \
                 WHERE i.instance_id = u.id) \
             SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \

@@ -379,7 +379,8 @@ impl Store for SqliteStore {
 
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
         const SQL: &str = "SELECT instance_id, name, version, status, input, output, failure, \
-             custom_status, created_at, updated_at, completed_at FROM instances WHERE instance_id = ?1";
+             custom_status, created_at, updated_at, completed_at FROM instances \
+             WHERE instance_id = ?1 AND kind = 'orchestration'";
         let row = sqlx::query(SQL)
             .bind(instance_id)
             .fetch_optional(&self.inner.reader)

@@ -484,13 +484,14 @@ macro_rules! core_writes {
              output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, instances.output) END, \
              failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, instances.failure) END, \
              custom_status = COALESCE(u.custom_status, instances.custom_status), \
+             input = COALESCE(u.input, instances.input), \
              history_len = u.history_len, updated_at = u.updated_at, \
              completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, instances.completed_at) END, \
              locked_by = u.locked_by, locked_until = u.locked_until \
            FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
                    value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
                    value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until, \
-                   value->>10 AS reset \
+                   value->>10 AS reset, value->>11 AS input \
                  FROM json_each(?)) AS u \
            WHERE instances.instance_id = u.id; \
          UPDATE instances SET status = 'Pending' \

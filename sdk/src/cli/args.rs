@@ -154,14 +154,26 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) bind: String,
 
-    /// Require `Authorization: Bearer TOKEN` on every HTTP request except `GET /health`.
+    /// Require `Authorization: Bearer TOKEN` on every HTTP request except `GET /health`
+    /// (an empty token is refused).
     #[arg(
         long,
         env = "DURACTOR_API_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = parse_token
     )]
     pub(crate) api_token: Option<String>,
+
+    /// The URL clients reach the API at (e.g. `https://api.example.com/durable`): the links
+    /// in responses start with it. Default: `http://` and the request's Host header.
+    #[arg(long, env = "DURACTOR_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub(crate) public_url: Option<String>,
+
+    /// Build the links in responses from a reverse proxy's Forwarded / X-Forwarded-Host /
+    /// X-Forwarded-Proto headers (only behind a proxy that sets them on every request).
+    #[arg(long, env = "DURACTOR_TRUST_FORWARDED_HEADERS")]
+    pub(crate) trust_forwarded_headers: bool,
 
     /// The largest HTTP request body accepted, in bytes.
     #[arg(
@@ -202,8 +214,9 @@ pub(crate) struct RunArgs {
     #[arg(long, short, value_name = "JSON", default_value = "null")]
     pub(crate) input: String,
 
-    /// The instance id (default: a new random id).
-    #[arg(long, value_name = "ID")]
+    /// The instance id (default: a new random id). 1-256 bytes; no control characters, no
+    /// `/ \ ? # %`, not `.` or `..`, not starting with `@`.
+    #[arg(long, value_name = "ID", value_parser = parse_instance_id)]
     pub(crate) id: Option<String>,
 
     #[command(flatten)]
@@ -222,8 +235,9 @@ pub(crate) struct StartArgs {
     #[arg(long, short, value_name = "JSON", default_value = "null")]
     pub(crate) input: String,
 
-    /// The instance id (default: a new random id).
-    #[arg(long, value_name = "ID")]
+    /// The instance id (default: a new random id). 1-256 bytes; no control characters, no
+    /// `/ \ ? # %`, not `.` or `..`, not starting with `@`.
+    #[arg(long, value_name = "ID", value_parser = parse_instance_id)]
     pub(crate) id: Option<String>,
 
     /// Wait until the instance finishes and print its output (a worker must be serving).
@@ -406,6 +420,30 @@ pub(crate) struct EntitiesArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// An instance id that follows the rule in [`crate::id`]: a bad one is a usage error.
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    crate::id::validate_instance_id(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// An API token: an empty one would look like protection and give none.
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the API token is empty; give a token, or leave --api-token and \
+                    DURACTOR_API_TOKEN unset to serve without authentication"
+                .to_owned(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
+/// A public URL: `http(s)://host[:port][/path]`.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    crate::http::normalize_public_url(s)
 }
 
 fn parse_status(s: &str) -> Result<RuntimeStatus, String> {

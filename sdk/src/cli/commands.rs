@@ -135,6 +135,8 @@ async fn serve(args: ServeArgs, app: &mut App, store: Arc<dyn Store>) -> CliResu
         bind: args.bind,
         api_token: args.api_token,
         max_body_bytes: args.max_body_bytes,
+        public_url: args.public_url,
+        trust_forwarded_headers: args.trust_forwarded_headers,
         ..HttpOptions::default()
     };
     let api = match HttpApi::start(&runtime, options).await {

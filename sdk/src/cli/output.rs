@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::client::InstanceStatus;
 use crate::error::Failure;
-use crate::http::view;
+use crate::http::view::{self, EventView};
 
 /// Prints rows as columns separated by two spaces, the first row being the header.
 pub(super) fn table(rows: &[Vec<String>]) -> String {
@@ -91,7 +91,7 @@ pub(super) fn failure_chain(failure: &Failure) -> String {
 }
 
 /// History as a table: position, turn time, event type, the event's fields.
-pub(super) fn history(events: &[Value]) -> String {
+pub(super) fn history(events: &[EventView]) -> String {
     let mut rows = vec![vec![
         "#".to_owned(),
         "TIME".to_owned(),
@@ -99,20 +99,16 @@ pub(super) fn history(events: &[Value]) -> String {
         "DETAILS".to_owned(),
     ]];
     for (index, event) in events.iter().enumerate() {
-        let get = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or("");
-        let details = match event {
-            Value::Object(fields) => fields
-                .iter()
-                .filter(|(key, _)| !matches!(key.as_str(), "eventType" | "timestamp"))
-                .map(|(key, value)| format!("{key}={}", preview(value)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => String::new(),
-        };
+        let details = event
+            .details()
+            .into_iter()
+            .map(|(key, value)| format!("{key}={}", cut(&value)))
+            .collect::<Vec<_>>()
+            .join(" ");
         rows.push(vec![
             index.to_string(),
-            get("timestamp").to_owned(),
-            get("eventType").to_owned(),
+            event.text("timestamp").unwrap_or_default(),
+            event.text("eventType").unwrap_or_default(),
             details,
         ]);
     }
@@ -121,10 +117,14 @@ pub(super) fn history(events: &[Value]) -> String {
 
 /// Compact JSON, cut to 80 characters.
 fn preview(value: &Value) -> String {
+    cut(&value.to_string())
+}
+
+/// Text cut to 80 characters.
+fn cut(text: &str) -> String {
     const MAX: usize = 80;
-    let text = value.to_string();
     if text.chars().count() <= MAX {
-        return text;
+        return text.to_owned();
     }
     let cut: String = text.chars().take(MAX).collect();
     format!("{cut}…")

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::links::path_param;
 use super::orchestrations::{query, time_param};
 use super::paging::Page;
 use super::view::EntityView;
@@ -33,11 +34,11 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn entity_id(req: &HttpRequest) -> EntityId {
-    EntityId::new(
-        req.match_info().query("name"),
-        req.match_info().query("key"),
-    )
+fn entity_id(req: &HttpRequest) -> Result<EntityId, ApiError> {
+    Ok(EntityId::new(
+        path_param(req, "name")?,
+        path_param(req, "key")?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -62,7 +63,7 @@ async fn signal(
     };
     let at = time_param("at", params.at)?;
     let body = read_body(&req, body, state.max_body_bytes).await?;
-    let id = entity_id(&req);
+    let id = entity_id(&req)?;
     let input = Payload::from_json(body_json(&body)?).map_err(|e| {
         crate::Error::invalid_payload(
             format!("input of entity operation `{id}.{operation}` (not valid JSON)"),
@@ -78,7 +79,7 @@ async fn signal(
 
 /// `GET /entities/{name}/{key}`: the entity as [`EntityView`].
 async fn get(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let id = entity_id(&req);
+    let id = entity_id(&req)?;
     match state.client.entity(&id).await? {
         Some(status) => Ok(HttpResponse::Ok().json(EntityView::new(status))),
         None => Err(ApiError::new(
@@ -92,7 +93,7 @@ async fn get(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, 
 /// `DELETE /entities/{name}/{key}`: 202; the state is deleted after the messages sent to the
 /// entity before this request.
 async fn delete(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    state.client.delete_entity(&entity_id(&req)).await?;
+    state.client.delete_entity(&entity_id(&req)?).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -126,7 +127,10 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     let found = state
         .client
         .list_entities(&EntityQuery {
-            name: req.match_info().get("name").map(str::to_owned),
+            name: match req.match_info().get("name") {
+                Some(_) => Some(path_param(&req, "name")?),
+                None => None,
+            },
             key_prefix: params.key_prefix,
             include_empty: params.include_empty.unwrap_or(false),
             limit: Some(page.fetch()),

@@ -8,6 +8,7 @@
 //! | `UnknownOperation` | 400 | `unknown_operation` (`?op=` names no operation) |
 //! | `InstanceExists` | 409 | `instance_exists` |
 //! | `InvalidState` | 409 | `invalid_state` |
+//! | `InstanceFinished` | 410 | `instance_finished` |
 //! | `InvalidPayload` | 400 | `invalid_payload` |
 //! | `InvalidArgument` | 400 | `invalid_argument` |
 //! | `LimitExceeded` | 413 | `limit_exceeded` |
@@ -18,7 +19,7 @@
 //! | anything else | 500 | `internal_error` |
 //!
 //! The API's own checks add 400 `invalid_query`, 401 `unauthorized`, 404 `not_found` (no such
-//! route), 404 `entity_not_found`, 405 `method_not_allowed`, 410 `instance_finished` and 413 `payload_too_large`.
+//! route), 404 `entity_not_found`, 405 `method_not_allowed` and 413 `payload_too_large`.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -107,6 +108,7 @@ impl From<Error> for ApiError {
             Error::UnknownOperation { .. } => (StatusCode::BAD_REQUEST, "unknown_operation"),
             Error::InstanceExists { .. } => (StatusCode::CONFLICT, "instance_exists"),
             Error::InvalidState { .. } => (StatusCode::CONFLICT, "invalid_state"),
+            Error::InstanceFinished { .. } => (StatusCode::GONE, "instance_finished"),
             Error::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),
             Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Error::LimitExceeded { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),

@@ -28,13 +28,19 @@
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}` (see `error` for the
 //! status codes). Request bodies above [`HttpOptions::max_body_bytes`] get 413. With
 //! [`HttpOptions::api_token`] set, every request but `GET /health` needs
-//! `Authorization: Bearer <token>` (401 otherwise).
+//! `Authorization: Bearer <token>` (the scheme in any case; 401 otherwise). Every route also
+//! answers under Durable Functions' base path, `/runtime/webhooks/durabletask`. The links in
+//! responses (check-status payloads, `Location`) are built from [`HttpOptions::public_url`]
+//! when set, never from proxy headers unless [`HttpOptions::trust_forwarded_headers`] says so
+//! (see `links`).
 //!
 //! Where things live: `orchestrations` has the instance routes, `entities` the entity
-//! routes, `ops` health, metrics and functions, `view` the JSON shapes.
+//! routes, `ops` health, metrics and functions, `view` the JSON shapes, `links` the URLs in
+//! and out.
 
 mod entities;
 mod error;
+mod links;
 mod ops;
 mod orchestrations;
 mod paging;
@@ -58,6 +64,7 @@ use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::runtime::metrics::Metrics;
 pub(crate) use error::ApiError;
+pub(crate) use links::normalize_public_url;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -66,11 +73,21 @@ pub struct HttpOptions {
     /// [`HttpApi::local_addrs`]).
     pub bind: String,
     /// When set, every request but `GET /health` must send `Authorization: Bearer <token>`.
+    /// An empty token is refused by [`HttpApi::start`] (it would look like protection and
+    /// give none); leave it `None` to serve without authentication.
     pub api_token: Option<String>,
     /// The largest request body accepted, in bytes (default 1 MiB, the default payload limit).
     pub max_body_bytes: usize,
     /// HTTP worker threads (default 2).
     pub workers: usize,
+    /// The URL clients reach the API at, e.g. `https://api.example.com/durable`: the links the
+    /// API returns (check-status payloads, `Location`) start with it. Default: `http://` and
+    /// the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Build links from the `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` headers of
+    /// a reverse proxy (default `false`: they are ignored, since any client can send them).
+    /// Only set this when a proxy you run sets those headers on every request.
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for HttpOptions {
@@ -80,6 +97,8 @@ impl Default for HttpOptions {
             api_token: None,
             max_body_bytes: 1 << 20,
             workers: 2,
+            public_url: None,
+            trust_forwarded_headers: false,
         }
     }
 }
@@ -92,6 +111,9 @@ pub(crate) struct State {
     pub(crate) worker_id: String,
     pub(crate) api_token: Option<String>,
     pub(crate) max_body_bytes: usize,
+    /// The checked [`HttpOptions::public_url`], without a trailing slash.
+    pub(crate) public_url: Option<String>,
+    pub(crate) trust_forwarded_headers: bool,
 }
 
 /// A running HTTP API. Stop it with [`HttpApi::stop`]; dropping it leaves it running until the
@@ -123,15 +145,43 @@ impl std::fmt::Debug for HttpApi {
 
 impl HttpApi {
     /// Binds [`HttpOptions::bind`] and serves the API for `runtime` on a thread of its own.
-    /// Fails if the address cannot be bound.
+    /// Fails if the address cannot be bound, the API token is empty or the public URL is not
+    /// an `http(s)://host[:port][/path]` URL.
     pub async fn start(runtime: &Runtime, options: HttpOptions) -> Result<HttpApi, Error> {
+        if options
+            .api_token
+            .as_ref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
+            return Err(Error::InvalidArgument(
+                "the API token is empty: give a token, or leave it unset to serve without \
+                 authentication"
+                    .into(),
+            ));
+        }
+        let public_url = options
+            .public_url
+            .as_deref()
+            .map(links::normalize_public_url)
+            .transpose()
+            .map_err(Error::InvalidArgument)?;
+        if options.api_token.is_none() && !binds_loopback_only(&options.bind) {
+            tracing::warn!(
+                bind = %options.bind,
+                "the HTTP API listens beyond this machine WITHOUT authentication: anyone who \
+                 reaches it can start, terminate and purge instances; set an API token \
+                 (--api-token / DURACTOR_API_TOKEN)"
+            );
+        }
         let state = web::Data::new(State {
             client: runtime.client(),
             registry: Arc::new(runtime.registry().clone()),
             metrics: runtime.live_metrics(),
             worker_id: runtime.worker_id().to_owned(),
-            api_token: options.api_token.filter(|token| !token.is_empty()),
+            api_token: options.api_token,
             max_body_bytes: options.max_body_bytes,
+            public_url,
+            trust_forwarded_headers: options.trust_forwarded_headers,
         });
         let bind = options.bind;
         let workers = options.workers.max(1);
@@ -146,6 +196,8 @@ impl HttpApi {
                         actix_web::App::new()
                             .app_data(state.clone())
                             .wrap(from_fn(authorize))
+                            .wrap(from_fn(check_host))
+                            .service(web::scope(links::DF_PREFIX).configure(routes))
                             .configure(routes)
                             .default_service(web::to(not_found))
                     })
@@ -219,6 +271,42 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(req.path()))
 }
 
+/// Whether `bind` listens on loopback addresses only (`127.0.0.1:…`, `[::1]:…`,
+/// `localhost:…`).
+fn binds_loopback_only(bind: &str) -> bool {
+    let host = bind.rsplit_once(':').map_or(bind, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses requests whose `Host` header is not a host name or address with an optional port
+/// (400 `invalid_host`), before anything else looks at them.
+async fn check_host<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    if let Some(Err(error)) = host.map(links::check_host) {
+        return Ok(req.into_response(error.error_response()));
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme is matched in
+/// any case (RFC 7235). `None` when the header is missing or uses another scheme.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Checks the bearer token (when one is configured) on everything but `GET /health`.
 async fn authorize<B: MessageBody + 'static>(
     req: ServiceRequest,
@@ -233,7 +321,9 @@ async fn authorize<B: MessageBody + 'static>(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    if req.path() == "/health" && req.method() == actix_web::http::Method::GET {
+    let path = req.path();
+    let health = path == "/health" || path.strip_prefix(links::DF_PREFIX) == Some("/health");
+    if health && req.method() == actix_web::http::Method::GET {
         return next
             .call(req)
             .await
@@ -243,14 +333,7 @@ async fn authorize<B: MessageBody + 'static>(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .unwrap_or("")
-                .trim()
-                .to_owned()
-        });
+        .map(|value| bearer_token(value).unwrap_or("").to_owned());
     let error = match given {
         None => ApiError::new(
             actix_web::http::StatusCode::UNAUTHORIZED,
@@ -341,7 +424,26 @@ pub(crate) fn body_json(body: &Bytes) -> Result<&str, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer_token, binds_loopback_only, constant_time_eq};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn loopback_binds_are_recognized() {
+        assert!(binds_loopback_only("127.0.0.1:7071"));
+        assert!(binds_loopback_only("[::1]:7071"));
+        assert!(binds_loopback_only("localhost:0"));
+        assert!(!binds_loopback_only("0.0.0.0:7071"));
+        assert!(!binds_loopback_only("[::]:7071"));
+        assert!(!binds_loopback_only("10.0.0.5:80"));
+    }
 
     #[test]
     fn tokens_compare_exactly() {

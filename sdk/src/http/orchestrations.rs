@@ -1,12 +1,13 @@
 //! Orchestration routes: start, status, list, raise event, terminate, suspend, resume,
 //! rewind, restart, purge.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::links::{instance_url, path_param};
 use super::paging::Page;
 use super::view::{self, StatusView};
 use super::{ApiError, State, body_json, read_body, resource};
@@ -55,26 +56,24 @@ async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, body, state.max_body_bytes).await?;
     let input = body_json(&body)?;
-    let name = req.match_info().query("name");
-    let mut start = state.client.start_by_name(name, input);
-    if let Some(id) = req.match_info().get("instance_id") {
-        start = start.instance_id(id);
+    let name = path_param(&req, "name")?;
+    let mut start = state.client.start_by_name(&name, input);
+    if req.match_info().get("instance_id").is_some() {
+        start = start.instance_id(path_param(&req, "instance_id")?);
     }
     let id = start.await?;
-    Ok(check_status_response(&req, &id))
+    check_status_response(&req, &state, &id)
 }
 
 /// 202 Accepted with `Location` and the URLs to manage the instance (the async HTTP API
-/// pattern's check-status payload).
-fn check_status_response(req: &HttpRequest, id: &str) -> HttpResponse {
-    let info = req.connection_info();
-    let instance = format!(
-        "{}://{}/instances/{}",
-        info.scheme(),
-        info.host(),
-        encode_segment(id)
-    );
-    HttpResponse::Accepted()
+/// pattern's check-status payload, with Durable Functions' field names).
+fn check_status_response(
+    req: &HttpRequest,
+    state: &State,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let instance = instance_url(req, state, id)?;
+    Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, instance.clone()))
         .insert_header((header::RETRY_AFTER, "1"))
         .json(json!({
@@ -85,8 +84,9 @@ fn check_status_response(req: &HttpRequest, id: &str) -> HttpResponse {
             "suspendPostUri": format!("{instance}/suspend?reason={{text}}"),
             "resumePostUri": format!("{instance}/resume?reason={{text}}"),
             "rewindPostUri": format!("{instance}/rewind?reason={{text}}"),
+            "restartPostUri": format!("{instance}/restart"),
             "purgeHistoryDeleteUri": instance,
-        }))
+        })))
 }
 
 #[derive(Deserialize)]
@@ -95,14 +95,17 @@ struct StatusParams {
     show_input: Option<bool>,
     show_history: Option<bool>,
     show_history_output: Option<bool>,
+    return_internal_server_error_on_failure: Option<bool>,
 }
 
-/// `GET /instances/{id}`: 200 when finished, 202 while pending, running or suspended.
+/// `GET /instances/{id}`: 200 when finished, 202 while pending, running or suspended; with
+/// `returnInternalServerErrorOnFailure=true`, 500 when Failed (as Durable Functions does).
 async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: StatusParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     let status = state.client.status(id).await?;
     let finished = status.is_finished();
+    let failed = status.status == RuntimeStatus::Failed;
     let mut view = StatusView::new(status, params.show_input.unwrap_or(true));
     if params.show_history.unwrap_or(false) {
         let history = state.client.history(id).await?;
@@ -111,18 +114,18 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
             params.show_history_output.unwrap_or(false),
         ));
     }
+    if failed
+        && params
+            .return_internal_server_error_on_failure
+            .unwrap_or(false)
+    {
+        return Ok(HttpResponse::InternalServerError().json(view));
+    }
     if finished {
         return Ok(HttpResponse::Ok().json(view));
     }
-    let info = req.connection_info();
-    let location = format!(
-        "{}://{}/instances/{}",
-        info.scheme(),
-        info.host(),
-        encode_segment(id)
-    );
     Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, location))
+        .insert_header((header::LOCATION, instance_url(&req, &state, id)?))
         .insert_header((header::RETRY_AFTER, "1"))
         .json(view))
 }
@@ -144,10 +147,19 @@ struct ListParams {
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ListParams = query(&req)?;
     let page = Page::new(&req, params.top, params.continuation_token)?;
+    let Some(statuses) = statuses(params.runtime_status.as_deref())? else {
+        let none: Vec<crate::client::InstanceStatus> = Vec::new();
+        return Ok(page.respond(
+            none,
+            "instances",
+            |i| i.instance_id.clone(),
+            |s| StatusView::new(s, false),
+        ));
+    };
     let instances = state
         .client
         .list(ListQuery {
-            statuses: statuses(params.runtime_status.as_deref())?,
+            statuses,
             instance_id_prefix: params.instance_id_prefix,
             created_from: time_param("createdTimeFrom", params.created_time_from)?,
             created_to: time_param("createdTimeTo", params.created_time_to)?,
@@ -155,7 +167,7 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
             after: page.token.clone(),
         })
         .await?;
-    let show_input = params.show_input.unwrap_or(false);
+    let show_input = params.show_input.unwrap_or(true);
     Ok(page.respond(
         instances,
         "instances",
@@ -164,14 +176,32 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     ))
 }
 
-fn statuses(param: Option<&str>) -> Result<Vec<RuntimeStatus>, ApiError> {
-    param
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<RuntimeStatus>().map_err(ApiError::invalid_query))
-        .collect()
+/// The `runtimeStatus` filter: the statuses to match (empty: all), or `None` when it names
+/// only Durable Functions statuses duractor never reports (`ContinuedAsNew`: an instance that
+/// continues as new stays Running; `Canceled`: unused in DF too), which match nothing.
+fn statuses(param: Option<&str>) -> Result<Option<Vec<RuntimeStatus>>, ApiError> {
+    let mut statuses = Vec::new();
+    let mut never_reported = false;
+    for name in param.unwrap_or("").split(',').map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("ContinuedAsNew") || name.eq_ignore_ascii_case("Canceled") {
+            never_reported = true;
+            continue;
+        }
+        statuses.push(name.parse::<RuntimeStatus>().map_err(|_| {
+            ApiError::invalid_query(format!(
+                "unknown runtimeStatus `{name}`; expected Pending, Running, Completed, Failed, \
+                 Terminated, Suspended (ContinuedAsNew and Canceled are accepted and match nothing)"
+            ))
+        })?);
+    }
+    if statuses.is_empty() && never_reported {
+        Ok(None)
+    } else {
+        Ok(Some(statuses))
+    }
 }
 
 pub(super) fn time_param(
@@ -203,7 +233,9 @@ struct PurgeParams {
 /// `DELETE /instances`: purges finished instances matching the filters.
 async fn purge_many(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: PurgeParams = query(&req)?;
-    let statuses = statuses(params.runtime_status.as_deref())?;
+    let Some(statuses) = statuses(params.runtime_status.as_deref())? else {
+        return Ok(HttpResponse::Ok().json(json!({ "instancesDeleted": 0 })));
+    };
     if let Some(status) = statuses.iter().find(|s| !s.is_terminal()) {
         return Err(ApiError::invalid_query(format!(
             "only finished instances can be purged, so runtimeStatus cannot be {status}; use Completed, Failed or Terminated"
@@ -228,7 +260,7 @@ async fn purge_many(req: HttpRequest, state: web::Data<State>) -> Result<HttpRes
 
 /// `DELETE /instances/{id}`: purges one finished instance.
 async fn purge_one(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     if !state.client.purge(id).await? {
         return Err(crate::Error::InstanceNotFound(id.to_owned()).into());
     }
@@ -243,22 +275,11 @@ async fn raise_event(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, body, state.max_body_bytes).await?;
-    let id = req.match_info().query("id");
-    let event = req.match_info().query("event");
+    let id = &path_param(&req, "id")?;
+    let event = &path_param(&req, "event")?;
     let data = Payload::from_json(body_json(&body)?).map_err(|e| {
         crate::Error::invalid_payload(format!("data of event `{event}` (not valid JSON)"), e)
     })?;
-    let status = state.client.status(id).await?;
-    if status.is_finished() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "instance_finished",
-            format!(
-                "instance `{id}` is {}: it can no longer receive events",
-                status.status
-            ),
-        ));
-    }
     state.client.raise_event(id, event, &data).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -280,7 +301,7 @@ fn reason(params: &ReasonParams, default: &str) -> String {
 /// `POST /instances/{id}/terminate?reason=..&cascade=true`.
 async fn terminate(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ReasonParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     state
         .client
         .terminate(id, &reason(&params, "terminated over HTTP"))
@@ -292,7 +313,7 @@ async fn terminate(req: HttpRequest, state: web::Data<State>) -> Result<HttpResp
 /// `POST /instances/{id}/suspend?reason=..`.
 async fn suspend(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ReasonParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     state
         .client
         .suspend(id, &reason(&params, "suspended over HTTP"))
@@ -303,7 +324,7 @@ async fn suspend(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
 /// `POST /instances/{id}/resume?reason=..`.
 async fn resume(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ReasonParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     state
         .client
         .resume(id, &reason(&params, "resumed over HTTP"))
@@ -314,7 +335,7 @@ async fn resume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
 /// `POST /instances/{id}/rewind?reason=..`.
 async fn rewind(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: ReasonParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     state
         .client
         .rewind(id, &reason(&params, "rewound over HTTP"))
@@ -331,25 +352,12 @@ struct RestartParams {
 /// `POST /instances/{id}/restart?restartWithNewInstanceId=true`: 202 with the new run's links.
 async fn restart(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let params: RestartParams = query(&req)?;
-    let id = req.match_info().query("id");
+    let id = &path_param(&req, "id")?;
     let new_id = state
         .client
         .restart(id, params.restart_with_new_instance_id.unwrap_or(false))
         .await?;
-    Ok(check_status_response(&req, &new_id))
-}
-
-/// Percent-encodes an instance id for a URL path segment.
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b':' | b'@') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    check_status_response(&req, &state, &new_id)
 }
 
 #[cfg(test)]
@@ -357,19 +365,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_encoded_for_paths() {
-        assert_eq!(encode_segment("order-42:1"), "order-42:1");
-        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
-        assert_eq!(encode_segment("é"), "%C3%A9");
-    }
-
-    #[test]
     fn status_filters_parse_case_insensitively() {
         assert_eq!(
             statuses(Some("running, Completed")).ok(),
-            Some(vec![RuntimeStatus::Running, RuntimeStatus::Completed])
+            Some(Some(vec![RuntimeStatus::Running, RuntimeStatus::Completed]))
         );
         assert!(statuses(Some("Sleeping")).is_err());
-        assert_eq!(statuses(None).ok(), Some(vec![]));
+        assert_eq!(statuses(None).ok(), Some(Some(vec![])));
+    }
+
+    #[test]
+    fn durable_functions_statuses_duractor_never_reports_match_nothing() {
+        assert_eq!(statuses(Some("ContinuedAsNew")).ok(), Some(None));
+        assert_eq!(statuses(Some("Canceled,continuedasnew")).ok(), Some(None));
+        assert_eq!(
+            statuses(Some("Canceled,Failed")).ok(),
+            Some(Some(vec![RuntimeStatus::Failed]))
+        );
     }
 }

@@ -1,16 +1,23 @@
 //! The JSON shapes of the HTTP API (also printed by the CLI's `--json`): camelCase field names
 //! as in Durable Functions' HTTP API, times in RFC 3339 with milliseconds.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::entity::EntityId;
 use crate::error::Failure;
 use crate::history::{Event, Payload};
 use crate::registry::Registry;
-use crate::store::InstanceStatus;
+use crate::store::{InstanceStatus, RuntimeStatus};
 
 /// An instance's status: `GET /instances/{id}`, `status --json`.
+///
+/// As in Durable Functions: `input` is `null` when not asked for, a Failed instance's
+/// `output` is its error message and a Terminated instance's `output` its reason
+/// (`failureDetails` keeps the whole failure).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusView {
@@ -19,29 +26,32 @@ pub(crate) struct StatusView {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub(crate) version: String,
     pub(crate) runtime_status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) input: Option<Payload>,
     pub(crate) output: Option<Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) failure_details: Option<Failure>,
+    pub(crate) failure_details: Option<FailureView>,
     pub(crate) custom_status: Option<Payload>,
     pub(crate) created_time: String,
     pub(crate) last_updated_time: String,
     pub(crate) completed_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) history_events: Option<Vec<Value>>,
+    pub(crate) history_events: Option<Vec<EventView>>,
 }
 
 impl StatusView {
     pub(crate) fn new(status: InstanceStatus, show_input: bool) -> Self {
+        let output = match (status.status, &status.failure) {
+            (RuntimeStatus::Failed, Some(failure)) => Payload::encode(&failure.message).ok(),
+            _ => status.output,
+        };
         StatusView {
             instance_id: status.instance_id,
             name: status.name,
             version: status.version,
             runtime_status: status.status.to_string(),
             input: show_input.then_some(status.input),
-            output: status.output,
-            failure_details: status.failure,
+            output,
+            failure_details: status.failure.as_ref().map(FailureView::new),
             custom_status: status.custom_status,
             created_time: time(status.created_at),
             last_updated_time: time(status.updated_at),
@@ -51,58 +61,323 @@ impl StatusView {
     }
 }
 
+/// A [`Failure`] as the API shows it: camelCase keys, the cause nested the same way.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FailureView {
+    message: String,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<Box<FailureView>>,
+    non_retriable: bool,
+}
+
+impl FailureView {
+    pub(crate) fn new(failure: &Failure) -> Self {
+        FailureView {
+            message: failure.message.clone(),
+            kind: failure.kind.clone(),
+            cause: failure
+                .cause
+                .as_deref()
+                .map(|c| Box::new(FailureView::new(c))),
+            non_retriable: failure.non_retriable,
+        }
+    }
+}
+
 /// A time as the API shows it.
 pub(crate) fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// History events as JSON objects: `{"eventType": "TaskCompleted", "timestamp": …, "seq": 3,
-/// "output": …}`. `timestamp` is the time of the turn that recorded the event. Without
-/// `with_payloads`, inputs, outputs and event data are left out.
-pub(crate) fn history(events: &[Event], with_payloads: bool) -> Vec<Value> {
-    let mut turn_time: Option<String> = None;
-    events
-        .iter()
-        .map(|event| {
-            if let Event::OrchestratorStarted { timestamp } = event {
-                turn_time = Some(time(*timestamp));
-            }
-            let mut object = Map::new();
-            object.insert("eventType".into(), Value::from(event.kind()));
-            if let Some(t) = &turn_time {
-                object.insert("timestamp".into(), Value::from(t.clone()));
-            }
-            // `{"Kind": {fields}}` → the fields, camelCased, beside eventType.
-            if let Ok(Value::Object(outer)) = serde_json::to_value(event)
-                && let Some(Value::Object(fields)) = outer.into_iter().next().map(|(_, v)| v)
-            {
-                for (key, value) in fields {
-                    if !with_payloads && matches!(key.as_str(), "input" | "output" | "data") {
-                        continue;
-                    }
-                    object.insert(camel_case(&key), value);
-                }
-            }
-            Value::Object(object)
-        })
-        .collect()
+/// One history event as a flat JSON object: `eventType`, `timestamp` (the time of the turn
+/// that recorded it), its own fields in camelCase, and the fields a Durable Functions client
+/// reads (`functionName`, `result`, `scheduledTime`, `orchestrationStatus`). Payloads are
+/// written as stored, never re-parsed, so any payload the store holds can be shown.
+#[derive(Debug)]
+pub(crate) struct EventView {
+    fields: Vec<(&'static str, Field)>,
 }
 
-/// `fire_at` → `fireAt`.
-fn camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
+#[derive(Debug)]
+enum Field {
+    Json(Value),
+    Payload(Payload),
+}
+
+impl Field {
+    fn text(&self) -> String {
+        match self {
+            Field::Json(Value::String(text)) => text.clone(),
+            Field::Json(value) => value.to_string(),
+            Field::Payload(payload) => payload.as_str().to_owned(),
         }
     }
-    out
+}
+
+impl Serialize for EventView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
+        for (key, value) in &self.fields {
+            match value {
+                Field::Json(value) => map.serialize_entry(key, value)?,
+                Field::Payload(payload) => map.serialize_entry(key, payload)?,
+            }
+        }
+        map.end()
+    }
+}
+
+impl EventView {
+    /// The field `key` as text (a string as it is, anything else as compact JSON).
+    pub(crate) fn text(&self, key: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.text())
+    }
+
+    /// The event's own fields for people, `(key, compact value)`: without `eventType` and
+    /// `timestamp`, and without the fields that repeat another under Durable Functions' name
+    /// (`result` beside `output`, `functionName` beside `name`, …).
+    pub(crate) fn details(&self) -> Vec<(&'static str, String)> {
+        let has = |key: &str| self.fields.iter().any(|(k, _)| *k == key);
+        self.fields
+            .iter()
+            .filter(|(key, _)| match *key {
+                "eventType" | "timestamp" | "result" | "timerId" => false,
+                "functionName" => !has("name"),
+                "input" => !has("data"),
+                _ => true,
+            })
+            .map(|(key, value)| (*key, value.text()))
+            .collect()
+    }
+
+    fn json(&mut self, key: &'static str, value: impl Into<Value>) {
+        self.fields.push((key, Field::Json(value.into())));
+    }
+
+    fn payload(&mut self, key: &'static str, payload: &Payload) {
+        self.fields.push((key, Field::Payload(payload.clone())));
+    }
+
+    fn failure(&mut self, failure: &Failure) {
+        self.json("reason", failure.message.clone());
+        let view = serde_json::to_value(FailureView::new(failure)).unwrap_or(Value::Null);
+        self.json("failure", view);
+    }
+
+    fn entity(&mut self, key: &'static str, entity: &EntityId) {
+        self.json(
+            key,
+            serde_json::json!({ "name": entity.name, "key": entity.key }),
+        );
+    }
+
+    fn entities(&mut self, entities: &[EntityId]) {
+        let list: Vec<Value> = entities
+            .iter()
+            .map(|e| serde_json::json!({ "name": e.name, "key": e.key }))
+            .collect();
+        self.json("entities", list);
+    }
+}
+
+/// History events as [`EventView`]s. Without `with_payloads`, inputs, outputs, results and
+/// event data are left out.
+pub(crate) fn history(events: &[Event], with_payloads: bool) -> Vec<EventView> {
+    // seq → (function name, time of the turn that scheduled it), for the completions.
+    let mut calls: HashMap<u64, (String, Option<String>)> = HashMap::new();
+    let mut turn_time: Option<String> = None;
+    let mut views = Vec::with_capacity(events.len());
+    for event in events {
+        if let Event::OrchestratorStarted { timestamp } = event {
+            turn_time = Some(time(*timestamp));
+        }
+        let mut view = EventView {
+            fields: Vec::with_capacity(8),
+        };
+        view.json("eventType", event.kind());
+        if let Some(t) = &turn_time {
+            view.json("timestamp", t.clone());
+        }
+        let payload = |view: &mut EventView, keys: &[&'static str], payload: &Payload| {
+            if with_payloads {
+                for key in keys {
+                    view.payload(key, payload);
+                }
+            }
+        };
+        let completion = |view: &mut EventView, seq: u64| {
+            view.json("seq", seq);
+            if let Some((name, scheduled)) = calls.get(&seq) {
+                view.json("functionName", name.clone());
+                if let Some(scheduled) = scheduled {
+                    view.json("scheduledTime", scheduled.clone());
+                }
+            }
+        };
+        match event {
+            Event::OrchestratorStarted { .. } | Event::EntityDelete {} => {}
+            Event::ExecutionStarted {
+                name,
+                version,
+                input,
+                execution,
+                parent,
+            } => {
+                view.json("name", name.clone());
+                view.json("functionName", name.clone());
+                if !version.is_empty() {
+                    view.json("version", version.clone());
+                }
+                if *execution > 0 {
+                    view.json("execution", *execution);
+                }
+                if let Some(parent) = parent {
+                    view.json(
+                        "parent",
+                        serde_json::json!({
+                            "instanceId": parent.instance_id,
+                            "seq": parent.seq,
+                            "execution": parent.execution,
+                        }),
+                    );
+                }
+                payload(&mut view, &["input"], input);
+            }
+            Event::TaskScheduled { seq, name, input } => {
+                calls.insert(*seq, (name.clone(), turn_time.clone()));
+                view.json("seq", *seq);
+                view.json("name", name.clone());
+                view.json("functionName", name.clone());
+                payload(&mut view, &["input"], input);
+            }
+            Event::TaskCompleted { seq, output }
+            | Event::SubOrchestrationCompleted { seq, output }
+            | Event::EntityCompleted { seq, output } => {
+                completion(&mut view, *seq);
+                payload(&mut view, &["output", "result"], output);
+            }
+            Event::TaskFailed { seq, failure }
+            | Event::SubOrchestrationFailed { seq, failure }
+            | Event::EntityFailed { seq, failure } => {
+                completion(&mut view, *seq);
+                view.failure(failure);
+            }
+            Event::TimerCreated { seq, fire_at } => {
+                view.json("seq", *seq);
+                view.json("fireAt", time(*fire_at));
+            }
+            Event::TimerFired { seq, fire_at } => {
+                view.json("seq", *seq);
+                view.json("timerId", *seq);
+                view.json("fireAt", time(*fire_at));
+            }
+            Event::SubOrchestrationScheduled {
+                seq,
+                name,
+                instance_id,
+                input,
+            } => {
+                calls.insert(*seq, (name.clone(), turn_time.clone()));
+                view.json("seq", *seq);
+                view.json("name", name.clone());
+                view.json("functionName", name.clone());
+                view.json("instanceId", instance_id.clone());
+                payload(&mut view, &["input"], input);
+            }
+            Event::EntityCalled {
+                seq,
+                entity,
+                operation,
+                input,
+            } => {
+                calls.insert(
+                    *seq,
+                    (format!("{}.{operation}", entity.name), turn_time.clone()),
+                );
+                view.json("seq", *seq);
+                view.entity("entity", entity);
+                view.json("operation", operation.clone());
+                payload(&mut view, &["input"], input);
+            }
+            Event::EntitySignaled {
+                seq,
+                entity,
+                operation,
+                input,
+                at,
+            } => {
+                view.json("seq", *seq);
+                view.entity("entity", entity);
+                view.json("operation", operation.clone());
+                if let Some(at) = at {
+                    view.json("at", time(*at));
+                }
+                payload(&mut view, &["input"], input);
+            }
+            Event::EntityLockRequested { seq, entities }
+            | Event::EntityUnlockSent { seq, entities } => {
+                view.json("seq", *seq);
+                view.entities(entities);
+            }
+            Event::EntityLockGranted { seq } => view.json("seq", *seq),
+            Event::EntityOperation {
+                operation,
+                input,
+                caller,
+                sender,
+            } => {
+                view.json("operation", operation.clone());
+                if let Some(caller) = caller {
+                    view.json("caller", caller.instance_id.clone());
+                }
+                if let Some(sender) = sender {
+                    view.json("sender", sender.clone());
+                }
+                payload(&mut view, &["input"], input);
+            }
+            Event::EntityLockRequest {
+                owner,
+                entities,
+                position,
+            } => {
+                view.json("owner", owner.instance_id.clone());
+                view.entities(entities);
+                view.json("position", *position);
+            }
+            Event::EntityUnlock { owner } => view.json("owner", owner.clone()),
+            Event::PatchApplied { name } => view.json("name", name.clone()),
+            Event::EventRaised { name, data } => {
+                view.json("name", name.clone());
+                payload(&mut view, &["data", "input"], data);
+            }
+            Event::ExecutionSuspended { reason }
+            | Event::ExecutionResumed { reason }
+            | Event::ExecutionRewound { reason } => view.json("reason", reason.clone()),
+            Event::ExecutionCompleted { output } => {
+                view.json("orchestrationStatus", "Completed");
+                payload(&mut view, &["output", "result"], output);
+            }
+            Event::ExecutionFailed { failure } => {
+                view.json("orchestrationStatus", "Failed");
+                view.failure(failure);
+            }
+            Event::ExecutionTerminated { reason, cascade } => {
+                view.json("orchestrationStatus", "Terminated");
+                view.json("reason", reason.clone());
+                if *cascade {
+                    view.json("cascade", true);
+                }
+            }
+        }
+        views.push(view);
+    }
+    views
 }
 
 /// One registered function: `GET /functions`, `functions --json`.
@@ -197,23 +472,68 @@ mod tests {
         assert_eq!(short_type_name("()"), "()");
     }
 
+    fn at(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(millis).unwrap_or_default()
+    }
+
+    fn payload(json: &str) -> Payload {
+        Payload::from_json(json).unwrap_or_else(|_| Payload::null())
+    }
+
     #[test]
-    fn history_events_are_flat_objects() {
+    fn history_events_are_flat_objects_with_durable_functions_fields() {
         let events = [
             Event::OrchestratorStarted {
-                timestamp: DateTime::from_timestamp_millis(1_000).unwrap_or_default(),
+                timestamp: at(1_000),
+            },
+            Event::TaskScheduled {
+                seq: 2,
+                name: "say_hello".into(),
+                input: payload(r#""Oslo""#),
+            },
+            Event::OrchestratorStarted {
+                timestamp: at(2_000),
             },
             Event::TaskCompleted {
                 seq: 2,
-                output: Payload::encode("hi").unwrap_or_else(|_| Payload::null()),
+                output: payload(r#""hi""#),
+            },
+            Event::ExecutionFailed {
+                failure: Failure {
+                    non_retriable: true,
+                    ..Failure::application("boom")
+                },
             },
         ];
-        let json = history(&events, true);
-        assert_eq!(json[1]["eventType"], "TaskCompleted");
-        assert_eq!(json[1]["seq"], 2);
-        assert_eq!(json[1]["output"], "hi");
-        assert_eq!(json[1]["timestamp"], "1970-01-01T00:00:01.000Z");
-        assert!(history(&events, false)[1].get("output").is_none());
+        let json = serde_json::to_value(history(&events, true)).unwrap_or_default();
+        let completed = &json[3];
+        assert_eq!(completed["eventType"], "TaskCompleted");
+        assert_eq!(completed["seq"], 2);
+        assert_eq!(completed["functionName"], "say_hello");
+        assert_eq!(completed["scheduledTime"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(completed["timestamp"], "1970-01-01T00:00:02.000Z");
+        assert_eq!(completed["output"], "hi");
+        assert_eq!(completed["result"], "hi");
+        let failed = &json[4];
+        assert_eq!(failed["orchestrationStatus"], "Failed");
+        assert_eq!(failed["failure"]["nonRetriable"], true);
+        assert!(failed["failure"].get("non_retriable").is_none());
+        let without = serde_json::to_value(history(&events, false)).unwrap_or_default();
+        assert!(without[3].get("output").is_none());
+        assert!(without[3].get("result").is_none());
+        assert_eq!(without[3]["functionName"], "say_hello");
+    }
+
+    #[test]
+    fn deeply_nested_payloads_keep_their_event() {
+        let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+        let events = [Event::EventRaised {
+            name: "deep".into(),
+            data: payload(&deep),
+        }];
+        let text = serde_json::to_string(&history(&events, true)).unwrap_or_default();
+        assert!(text.contains(r#""name":"deep""#), "{}", &text[..100]);
+        assert!(text.contains(&deep));
     }
 }
 

@@ -17,6 +17,7 @@ use super::{Inbound, Shared};
 use crate::context::ActivityContext;
 use crate::error::Failure;
 use crate::history::Event;
+use crate::panics::{Caught, take_location};
 use crate::replay::panic_message;
 use crate::store::{ActivityCompletion, ActivityWorkItem};
 
@@ -210,7 +211,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
         shared.shared_state.clone(),
     );
     let future = (entry.invoke)(ctx, item.input.clone());
-    match AssertUnwindSafe(future).catch_unwind().await {
+    match AssertUnwindSafe(Caught(future)).catch_unwind().await {
         Ok(Ok(output)) => {
             let what = format!("the output of activity `{}`", item.name);
             match shared.options.limits.check_payload(&what, &output) {
@@ -232,14 +233,20 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
             seq: item.seq,
             failure,
         },
-        Err(panic) => Event::TaskFailed {
-            seq: item.seq,
-            failure: Failure::panic(format!(
-                "activity `{}` panicked: {}",
-                item.name,
-                panic_message(&*panic)
-            )),
-        },
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                activity = %item.name,
+                instance_id = %item.instance_id,
+                attempt = item.attempt,
+                at = take_location().as_deref().unwrap_or("?"),
+                "activity panicked: {message}"
+            );
+            Event::TaskFailed {
+                seq: item.seq,
+                failure: Failure::panic(format!("activity `{}` panicked: {message}", item.name)),
+            }
+        }
     }
 }
 

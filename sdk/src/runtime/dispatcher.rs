@@ -13,16 +13,18 @@ use super::entity::EntityActor;
 use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
 use super::poll::Poller;
 use super::{Inbound, Shared};
-use crate::client::now_millis;
+use crate::clock::now_millis;
 use crate::entity::EntityId;
+use crate::error::Error;
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
     shared: Arc<Shared>,
     ready: oneshot::Sender<()>,
-    shutdown: oneshot::Receiver<()>,
-) {
+    shutdown: oneshot::Receiver<Duration>,
+) -> Result<(), Error> {
     let system = actix_rt::System::new();
+    let worker = shared.clone();
     system.block_on(async move {
         let activity_thread = actix_rt::Arbiter::new();
         let worker_thread = activity_thread.handle();
@@ -35,20 +37,25 @@ pub(super) fn run_system(
             Dispatcher::new(shared, worker)
         });
         let _ = ready.send(());
-        let _ = shutdown.await;
-        let _ = dispatcher.send(Shutdown).await;
+        // A dropped `Runtime` (sender gone) stops at once, like a zero grace.
+        let grace = shutdown.await.unwrap_or(Duration::ZERO);
+        let _ = dispatcher.send(Shutdown { grace }).await;
         activity_thread.stop();
     });
     // Store calls still in flight (a poll's read) are dropped with the system, outside its
     // runtime; a pooled connection dropped there returns itself to its pool by spawning a
-    // task, which needs a Tokio context: lend it one that goes away with them.
-    match tokio::runtime::Builder::new_current_thread().build() {
-        Ok(context) => {
-            let _enter = context.enter();
-            drop(system);
-        }
-        Err(_) => drop(system),
+    // task, which needs a Tokio context: lend it one that goes away with them. Then give up
+    // what `register_worker` took (the SQLite worker lock, this worker's leases), whether
+    // the runtime was shut down or dropped.
+    let context = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::store(format!("cannot release the worker: {e}")))?;
+    {
+        let _enter = context.enter();
+        drop(system);
     }
+    context.block_on(worker.store.unregister_worker(&worker.owner))
 }
 
 /// Work for instances, to route (claimed from the store or delivered in memory).
@@ -80,10 +87,12 @@ pub(super) struct Unloaded {
     pub(super) finished: bool,
 }
 
-/// Stop claiming, drain the workers, return when done.
+/// Stop claiming, drain the workers (for at most `grace`), return when done.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Shutdown;
+struct Shutdown {
+    grace: Duration,
+}
 
 /// The actor of a loaded instance or entity.
 #[derive(Clone)]
@@ -419,9 +428,8 @@ impl Handler<Unloaded> for Dispatcher {
 impl Handler<Shutdown> for Dispatcher {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Shutdown { grace }: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        let grace = self.shared.options.shutdown_grace;
         let worker = self.worker.clone();
         let instances: Vec<ActorAddr> = self
             .instances

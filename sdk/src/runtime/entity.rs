@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::dispatcher::{Dispatcher, RequestUnload, Unloaded, backoff};
 use super::instance::{Deliver, Drain, Unload, drained};
 use super::{Inbound, Shared};
-use crate::client::now_millis;
+use crate::clock::now_millis;
 use crate::entity::{EntityContext, EntityEffect, EntityId, ErasedState};
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
@@ -347,6 +347,7 @@ impl EntityActor {
             output: None,
             failure: None,
             custom_status: None,
+            input: None,
             entity: Some(update),
             lease_until: self.shared.lease_until(),
             now: now_millis(),

@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 use super::activity::{ActivityWorker, RunActivities};
 use super::dispatcher::{Dispatcher, RequestUnload, TimersArmed, Unloaded, backoff};
 use super::{Inbound, Shared, VersionMatch, VersionMismatch};
-use crate::client::now_millis;
+use crate::clock::now_millis;
 use crate::error::{Error, Failure};
-use crate::history::{Event, ParentInstance};
+use crate::history::{Event, ParentInstance, Payload};
 use crate::replay::{Action, Executor, Outcome, TurnOutput};
 use crate::store::{
     ActivityCompletion, ActivityWorkItem, NewActivity, NewInstance, NewMessage, RuntimeStatus,
@@ -222,9 +222,10 @@ impl InstanceActor {
             })
             .collect();
         let shared = self.shared.clone();
-        let again_at = now_millis()
-            + chrono::Duration::from_std(self.shared.options.versioning.retry_rejected_after)
-                .unwrap_or(chrono::TimeDelta::MAX);
+        let again_at = crate::clock::saturating_after(
+            now_millis(),
+            self.shared.options.versioning.retry_rejected_after,
+        );
         let abandon = async move {
             shared
                 .store
@@ -295,7 +296,11 @@ impl InstanceActor {
             resumed.append(&mut self.pending);
             self.pending = resumed;
         }
-        if !self.pending.is_empty() {
+        let unrecorded = self
+            .executor
+            .as_ref()
+            .is_some_and(Executor::has_unrecorded_outcome);
+        if !self.pending.is_empty() || unrecorded {
             self.turn(ctx);
         } else if self.finished || (self.unload_requested && self.deferred.is_empty()) {
             self.stop(ctx);
@@ -441,6 +446,7 @@ impl InstanceActor {
             Event::ExecutionStarted { parent, .. } => parent.clone(),
             _ => None,
         });
+        let history_len = history.len() as u64;
         match history.last() {
             Some(Event::ExecutionFailed { .. }) => {}
             Some(Event::ExecutionCompleted { output }) => {
@@ -470,13 +476,13 @@ impl InstanceActor {
         let mut executor = match self.admit(&rewound) {
             Admission::Run(executor) => executor,
             Admission::Reject(why) | Admission::Fail(Failure { message: why, .. }) => {
-                tracing::warn!(instance_id = %self.instance_id, %why, "cannot rewind");
-                return self.commit(TurnOutput::default(), messages, Extra::default(), ctx);
+                let why = format!("this worker cannot run the instance: {why}");
+                return self.refuse_rewind(history_len, parent, why, messages, ctx);
             }
         };
         if let Err(failure) = executor.replay(&rewound) {
-            tracing::warn!(instance_id = %self.instance_id, %failure, "rewinding failed: the code does not replay the history");
-            return self.commit(TurnOutput::default(), messages, Extra::default(), ctx);
+            let why = format!("the orchestrator code does not replay the history: {failure}");
+            return self.refuse_rewind(history_len, parent, why, messages, ctx);
         }
         let mut out = TurnOutput::default();
         let mut extra = Extra {
@@ -511,6 +517,38 @@ impl InstanceActor {
         self.commit(out, messages, extra, ctx);
     }
 
+    /// A rewind that cannot run fails the instance again, saying why (instead of leaving it
+    /// Pending with nothing to run): its history keeps the original failure, then a new one.
+    fn refuse_rewind(
+        &mut self,
+        history_len: u64,
+        parent: Option<ParentInstance>,
+        why: String,
+        messages: Vec<Inbound>,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::warn!(instance_id = %self.instance_id, %why, "cannot rewind");
+        let mut failure = Failure::new("rewind_failed", format!("the rewind could not run: {why}"));
+        failure.non_retriable = true;
+        let outcome = Outcome::Failed(failure.clone());
+        let mut extra = Extra::default();
+        if let Some(parent) = &parent {
+            extra.messages = report_to_parent(parent, &outcome);
+        }
+        let out = TurnOutput {
+            new_events: vec![
+                Event::OrchestratorStarted {
+                    timestamp: now_millis(),
+                },
+                Event::ExecutionFailed { failure },
+            ],
+            finished: Some(outcome),
+            ..TurnOutput::default()
+        };
+        self.history_len = history_len;
+        self.commit(out, messages, extra, ctx);
+    }
+
     fn commit(
         &mut self,
         out: TurnOutput,
@@ -531,6 +569,7 @@ impl InstanceActor {
         let parent = self.executor.as_ref().and_then(|e| e.parent().cloned());
         let suspended = self.executor.as_ref().is_some_and(Executor::is_suspended);
         let mut reset_history = extra.reset_history;
+        let mut new_input = None;
         let mut new_events = out.new_events;
         let mut outbound = extra.messages;
         let (status, output, failure) = match &out.finished {
@@ -540,11 +579,17 @@ impl InstanceActor {
             Some(Outcome::Failed(failure)) => {
                 (Some(RuntimeStatus::Failed), None, Some(failure.clone()))
             }
-            Some(Outcome::Terminated(_)) => (Some(RuntimeStatus::Terminated), None, None),
+            // The reason is the output, as Durable Functions shows it.
+            Some(Outcome::Terminated(reason)) => (
+                Some(RuntimeStatus::Terminated),
+                Payload::encode(reason).ok(),
+                None,
+            ),
             Some(Outcome::ContinuedAsNew { input, carried, .. }) => {
                 // A new execution with an empty history; its start message is queued.
                 reset_history = true;
                 new_events.clear();
+                new_input = Some(input.clone());
                 let (name, version) = self
                     .executor
                     .as_ref()
@@ -735,6 +780,7 @@ impl InstanceActor {
             output,
             failure,
             custom_status,
+            input: new_input,
             entity: None,
             lease_until: self.shared.lease_until(),
             now,

@@ -35,7 +35,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use crate::client::{Client, now_millis};
+use crate::client::Client;
+use crate::clock::{now_millis, saturating_after};
 use crate::context::SharedState;
 use crate::error::Error;
 use crate::history::Event;
@@ -170,8 +171,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The lease expiry for work claimed now.
     pub(crate) fn lease_until(&self) -> DateTime<Utc> {
-        now_millis()
-            + chrono::Duration::from_std(self.options.lease).unwrap_or(chrono::TimeDelta::MAX)
+        saturating_after(now_millis(), self.options.lease)
     }
 }
 
@@ -296,6 +296,7 @@ impl RuntimeBuilder {
 
     /// Starts the runtime: registers the worker with the store and starts claiming work.
     pub async fn start(self) -> Result<Runtime, Error> {
+        crate::panics::install_hook();
         let mut registry = if self.auto_register {
             Registry::global()
         } else {
@@ -321,12 +322,14 @@ impl RuntimeBuilder {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (released_tx, released_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("duractor-runtime".into())
             .spawn(move || {
-                dispatcher::run_system(thread_shared, ready_tx, shutdown_rx);
-                let _ = stopped_tx.send(());
+                let result = dispatcher::run_system(thread_shared, ready_tx, shutdown_rx);
+                let _ = released_tx.send(());
+                let _ = stopped_tx.send(result);
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the runtime thread: {e}")))?;
         ready_rx.await.map_err(|_| Error::Shutdown)?;
@@ -337,20 +340,33 @@ impl RuntimeBuilder {
             shared,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
+            released: Some(released_rx),
+            thread: thread.thread().id(),
         })
     }
 }
 
 /// A running duractor worker: it runs the orchestrations and activities of its store.
 ///
-/// Build one with [`Runtime::builder`]; stop it with [`Runtime::shutdown`] (dropping it stops
-/// it too, without waiting).
+/// Build one with [`Runtime::builder`]; stop it with [`Runtime::shutdown`]. Dropping it
+/// stops it too, without waiting for running activities (they run again elsewhere: they are
+/// at-least-once), and releases what the worker holds just as `shutdown` does — the SQLite
+/// worker lock, its leases on PostgreSQL — before `drop` returns (waiting at most
+/// [`DROP_RELEASE_WAIT`]), so a new runtime can start on the store at once.
 pub struct Runtime {
     client: Client,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    stopped: Option<oneshot::Receiver<()>>,
+    /// Tells the runtime thread to stop, draining for at most the given grace.
+    shutdown: Option<oneshot::Sender<Duration>>,
+    /// The runtime thread's result once it stopped and released the worker.
+    stopped: Option<oneshot::Receiver<Result<(), Error>>>,
+    /// The same moment, for `drop`, which cannot await.
+    released: Option<std::sync::mpsc::Receiver<()>>,
+    thread: std::thread::ThreadId,
 }
+
+/// How long dropping a [`Runtime`] waits for it to stop and release its worker.
+pub const DROP_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -425,7 +441,10 @@ impl Runtime {
     /// # }
     /// ```
     pub async fn wait_idle(&self, limit: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         loop {
             match self.shared.store.stats().await {
                 Ok(Some(stats)) if stats.messages_ready == 0 && stats.activity_items == 0 => {
@@ -450,23 +469,33 @@ impl Runtime {
     /// Stops claiming work, waits (up to the shutdown grace) for running activities and
     /// commits, and releases this worker's leases so other workers can take over at once.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.released = None;
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(self.shared.options.shutdown_grace);
         }
-        if let Some(stopped) = self.stopped.take() {
-            let _ = stopped.await;
+        match self.stopped.take() {
+            Some(stopped) => stopped.await.unwrap_or(Err(Error::Shutdown)),
+            None => Ok(()),
         }
-        self.shared
-            .store
-            .unregister_worker(&self.shared.owner)
-            .await
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(Duration::ZERO);
+        }
+        // Wait for the release, unless this is the runtime's own thread (it would wait for
+        // itself). The runtime thread needs nothing from this one, so this cannot deadlock.
+        if let Some(released) = self.released.take()
+            && std::thread::current().id() != self.thread
+            && released.recv_timeout(DROP_RELEASE_WAIT).is_err()
+        {
+            tracing::warn!(
+                owner = %self.shared.owner,
+                "the dropped runtime did not release its worker within {DROP_RELEASE_WAIT:?}; \
+                 its leases lapse on their own"
+            );
         }
     }
 }
