@@ -137,7 +137,7 @@ pub enum Error {
     /// The operation needs an instance that has not finished, but this one is Completed,
     /// Failed or Terminated (raising an event to it, terminating or suspending it, rewinding
     /// one that did not fail). The HTTP API answers 410 Gone, as Durable Functions does.
-    #[error("instance `{instance_id}` has finished ({status}); {message}")]
+    #[error("instance `{instance_id}` is {status}; {message}")]
     InstanceFinished {
         /// The instance.
         instance_id: String,

@@ -405,6 +405,7 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`), with a 30 s timeout.
+/// `Host` is the address unless `headers` name one.
 pub fn http(
     addr: &str,
     method: &str,
@@ -417,7 +418,13 @@ pub fn http(
     let mut stream = std::net::TcpStream::connect(addr)
         .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

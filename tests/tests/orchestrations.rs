@@ -202,8 +202,9 @@ async fn event_with_timeout_times_out() {
     assert_eq!(status.output::<String>().unwrap(), "escalated");
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    // An event raised after the timeout finds the instance finished: accepted, ignored.
-    app.client
+    // An event raised after the timeout finds the instance finished: refused, not stored.
+    let err = app
+        .client
         .raise_event(
             &id,
             "approval",
@@ -213,7 +214,11 @@ async fn event_with_timeout_times_out() {
             },
         )
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(err, duractor::Error::InstanceFinished { .. }),
+        "{err:?}"
+    );
     let status = app.client.status(&id).await.unwrap();
     assert_eq!(status.output::<String>().unwrap(), "escalated");
     app.stop().await;

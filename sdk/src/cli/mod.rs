@@ -20,11 +20,14 @@
 //! `DURACTOR_DATABASE_URL` (default: `sqlite://<program name>.db` in the working directory),
 //! `--activity-concurrency` / `DURACTOR_ACTIVITY_CONCURRENCY`, `--poll-interval-ms` /
 //! `DURACTOR_POLL_INTERVAL_MS`, `--lease-secs` / `DURACTOR_LEASE_SECS`, `--bind` / `DURACTOR_HTTP_BIND` (default `127.0.0.1:7071`),
-//! `--api-token` / `DURACTOR_API_TOKEN`, `--max-body-bytes` / `DURACTOR_MAX_BODY_BYTES`.
+//! `--api-token` / `DURACTOR_API_TOKEN` (an empty one is a usage error), `--public-url` /
+//! `DURACTOR_PUBLIC_URL`, `--trust-forwarded-headers` / `DURACTOR_TRUST_FORWARDED_HEADERS`,
+//! `--max-body-bytes` / `DURACTOR_MAX_BODY_BYTES`.
 //!
 //! Exit codes: 0 success; 1 the command failed, or the instance ended Failed or Terminated;
-//! 2 usage error (bad arguments, invalid JSON or JSON that does not fit, unknown orchestrator,
-//! entity or operation); 3 timed out waiting (the instance is still running).
+//! 2 usage error (bad arguments such as an `--id` that breaks the rules of [`crate::id`],
+//! invalid JSON or JSON that does not fit, unknown orchestrator, entity or operation); 3 timed
+//! out waiting (the instance is still running).
 //!
 //! Where things live: `args` declares the command line, `commands` runs it, with the
 //! entity commands in `entities`; `output` prints tables and progress.

@@ -8,11 +8,11 @@
 //! | route | what | success |
 //! |---|---|---|
 //! | `POST /orchestrators/{name}[/{instanceId}]` | start an instance; the body is its JSON input | 202 + check-status links |
-//! | `GET /instances/{id}?showInput&showHistory&showHistoryOutput` | status | 200 finished, 202 still running |
+//! | `GET /instances/{id}?showInput&showHistory&showHistoryOutput&returnInternalServerErrorOnFailure` | status | 200 finished (500 Failed, if asked), 202 still running |
 //! | `GET /instances?runtimeStatus&instanceIdPrefix&createdTimeFrom&createdTimeTo&top&continuationToken` | list, paged | 200 |
-//! | `POST /instances/{id}/raiseEvent/{event}` | raise an event; the body is its JSON data | 202 |
-//! | `POST /instances/{id}/terminate?reason&cascade` | terminate | 202 |
-//! | `POST /instances/{id}/suspend?reason`, `/resume?reason`, `/rewind?reason` | suspend, resume, rewind | 202 |
+//! | `POST /instances/{id}/raiseEvent/{event}` | raise an event; the body is its JSON data | 202 (410 finished) |
+//! | `POST /instances/{id}/terminate?reason&cascade` | terminate | 202 (410 finished) |
+//! | `POST /instances/{id}/suspend?reason`, `/resume?reason`, `/rewind?reason` | suspend, resume, rewind | 202 (410 finished) |
 //! | `POST /instances/{id}/restart?restartWithNewInstanceId` | start a finished instance again | 202 + links |
 //! | `DELETE /instances/{id}` | purge one finished instance | 200 |
 //! | `DELETE /instances?runtimeStatus&createdTimeFrom&createdTimeTo&all` | purge many | 200 |
