@@ -216,6 +216,8 @@ async fn messages_to_unknown_instances_are_refused_but_entities_exist_on_first_m
     let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].instance_id, "@Counter@k");
+    // An entity's row is not an orchestration instance's status.
+    assert_eq!(store.get_instance("@Counter@k").await.unwrap(), None);
 }
 
 async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
@@ -542,6 +544,30 @@ async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {
         None,
         "the pending timer was dropped"
     );
+    // An event for the finished instance is refused, not stored.
+    let err = store
+        .enqueue(
+            "f",
+            Event::EventRaised {
+                name: "late".into(),
+                data: Payload::null(),
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InstanceFinished { instance_id, status, .. }
+            if instance_id == "f" && status == "Completed"),
+        "{err:?}"
+    );
+    assert!(
+        store
+            .claim_messages("w1", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The finished instance is free: a new start with its id replaces it.
     store.create_instance(new_instance("f")).await.unwrap();
     assert!(store.load_history("f").await.unwrap().is_empty());
@@ -578,6 +604,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
     let mut again = turn("c", "w1", 0, vec![], vec![]);
     again.reset_history = true;
     again.execution = 0;
+    again.input = Some(Payload::encode(&43).unwrap());
     again.messages.push(NewMessage {
         instance_id: "c".into(),
         visible_at: now(),
@@ -592,6 +619,9 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
     });
     store.commit_turn(again).await.unwrap();
     assert!(store.load_history("c").await.unwrap().is_empty());
+    // The status shows the new execution's input.
+    let status = store.get_instance("c").await.unwrap().unwrap();
+    assert_eq!(status.input.decode::<u64>().unwrap(), 43);
     // The old execution's work item is gone; the event and the new start are there.
     store.unregister_worker("w1").await.unwrap();
     assert!(

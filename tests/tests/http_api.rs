@@ -123,10 +123,11 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     // As in Durable Functions: the field is there, null.
     assert!(status.get("input").is_some_and(|i| i.is_null()), "{status}");
 
-    // Rewind needs a failed instance; restart starts a finished one again.
+    // Rewind needs a failed instance (a finished one that did not fail is 410 Gone, as in
+    // Durable Functions); restart starts a finished one again.
     server
         .post("/instances/after-errors/rewind?reason=why", "")
-        .expect_error(409, "invalid_state");
+        .expect_error(410, "instance_finished");
     let restarted = server.post(
         "/instances/after-errors/restart?restartWithNewInstanceId=true",
         "",
