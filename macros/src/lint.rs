@@ -13,7 +13,9 @@
 //!    `Instant::now`, `Utc::now`, `rand::random`, `thread_rng`, `Uuid::new_v4`,
 //!    `std::env::var`, `std::process::*`; `static mut` / `thread_local!` declared in the body;
 //!    and `unsafe` blocks and `unsafe fn`s, the only way to read a `static mut` declared
-//!    anywhere (or memory behind a raw pointer).
+//!    anywhere (or memory behind a raw pointer). Whether a global declared outside the body
+//!    has interior mutability (an atomic, a `Mutex`, a `thread_local!` key) is a question of
+//!    types: [`crate::globals`] adds a check the compiler answers.
 //! 2. **No I/O or custom scheduling**: `std::fs`, `tokio::fs`, sockets of `std::net` and
 //!    `tokio::net`, `std::thread::{spawn, sleep}`, `tokio::spawn`, `spawn_blocking`,
 //!    `tokio::time::sleep`, `select!`/`join!` macros and the `futures` combinators. Awaiting
@@ -48,6 +50,8 @@
 //!   `Utc::now()`), and in methods (`instant.elapsed()`, `addr.to_socket_addrs()`); items
 //!   declared inside the body are linted, except those another duractor macro expands
 //!   (`#[activity]`, `#[orchestration_helper]`, …);
+//! - the type of a global: that `COUNTER` is an `AtomicU32` is checked by the compiler instead
+//!   (see [`crate::globals`]), for the types of `std` and `tokio` it knows;
 //! - `use` declarations and aliases outside the body: `use std::thread::sleep;` at the top of
 //!   the file makes a bare `sleep(d)` invisible (the path-ending rule still catches
 //!   `Instant::now` and `thread::sleep`), and a user type named `Instant` with a `now`
