@@ -386,8 +386,10 @@ fn check(paths: &[ExprPath]) -> Stmt {
             #function __check(#probe.__verdict());
         }
     });
+    // `deprecated`: a use of a deprecated constant is the user's to allow, on its statement;
+    // its copy here must not warn again. (One of the two traits is always unused.)
     syn::parse_quote! {
-        #[allow(deprecated, clippy::all, clippy::pedantic, clippy::nursery, clippy::restriction)]
+        #[allow(deprecated)]
         let _ = || {
             #[allow(unused_imports)]
             use ::duractor::__private::{ViaInteriorMutable as _, ViaPlain as _};
