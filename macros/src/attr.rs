@@ -216,25 +216,53 @@ pub fn stmt_attrs(stmt: &Stmt) -> &[Attribute] {
         Stmt::Local(local) => &local.attrs,
         Stmt::Macro(mac) => &mac.attrs,
         Stmt::Expr(expr, _) => expr_attrs(stmt_attr_target(expr)),
-        Stmt::Item(item) => match item {
-            Item::Const(i) => &i.attrs,
-            Item::Enum(i) => &i.attrs,
-            Item::ExternCrate(i) => &i.attrs,
-            Item::Fn(i) => &i.attrs,
-            Item::ForeignMod(i) => &i.attrs,
-            Item::Impl(i) => &i.attrs,
-            Item::Macro(i) => &i.attrs,
-            Item::Mod(i) => &i.attrs,
-            Item::Static(i) => &i.attrs,
-            Item::Struct(i) => &i.attrs,
-            Item::Trait(i) => &i.attrs,
-            Item::TraitAlias(i) => &i.attrs,
-            Item::Type(i) => &i.attrs,
-            Item::Union(i) => &i.attrs,
-            Item::Use(i) => &i.attrs,
-            _ => &[],
-        },
+        Stmt::Item(item) => item_attrs(item),
     }
+}
+
+/// The attributes of an item.
+pub fn item_attrs(item: &Item) -> &[Attribute] {
+    match item {
+        Item::Const(i) => &i.attrs,
+        Item::Enum(i) => &i.attrs,
+        Item::ExternCrate(i) => &i.attrs,
+        Item::Fn(i) => &i.attrs,
+        Item::ForeignMod(i) => &i.attrs,
+        Item::Impl(i) => &i.attrs,
+        Item::Macro(i) => &i.attrs,
+        Item::Mod(i) => &i.attrs,
+        Item::Static(i) => &i.attrs,
+        Item::Struct(i) => &i.attrs,
+        Item::Trait(i) => &i.attrs,
+        Item::TraitAlias(i) => &i.attrs,
+        Item::Type(i) => &i.attrs,
+        Item::Union(i) => &i.attrs,
+        Item::Use(i) => &i.attrs,
+        _ => &[],
+    }
+}
+
+/// duractor's attributes that expand an item on their own.
+const ITEM_MACROS: &[&str] = &["activity", "orchestrator", "orchestration_helper", "entity"];
+
+/// `true` if `attrs` hold one of duractor's item macros (`#[activity]`, `#[orchestrator]`,
+/// `#[orchestration_helper]`, `#[entity]`, bare or as `duractor::..`). An item nested in an
+/// orchestrator body and marked so is left to its own macro: orchestrators and helpers lint
+/// themselves, and activities and entities may do what orchestrators must not.
+pub fn has_item_macro(attrs: &[Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        let segments: Vec<String> = attr
+            .path()
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        match segments.as_slice() {
+            [name] => ITEM_MACROS.contains(&name.as_str()),
+            [krate, name] => krate == "duractor" && ITEM_MACROS.contains(&name.as_str()),
+            _ => false,
+        }
+    })
 }
 
 /// The attributes written on a statement, mutably.

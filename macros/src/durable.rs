@@ -6,8 +6,10 @@
 //! `async { .. }` blocks become `Durable::__new(async { .. })`: their own awaits are checked
 //! the same way, so the block is durable too and can be awaited, joined or selected. Awaits
 //! and `async` blocks in macro arguments that parse as expressions (`format!`, `info!`, …)
-//! are rewritten too. Nested items (`fn`, `impl`, …) are left alone: they are not part of
-//! the orchestration.
+//! are rewritten too. Nested items (`fn`, `impl`, …) are not part of the orchestration: their
+//! `.await`s are left alone (awaiting a nested `async fn` from the body is rejected by the type
+//! rule, like any plain `async fn`), and only the escape hatches the lint read in them are
+//! removed.
 //!
 //! When the lint has failed, an awaited expression it rejects (`tokio::time::sleep(d).await`)
 //! is left unwrapped, so the offence is reported once, by the lint; when the lint passes,
@@ -99,7 +101,24 @@ impl VisitMut for Rewriter<'_> {
         mac.tokens = macro_args::to_tokens(&args);
     }
 
-    fn visit_item_mut(&mut self, _item: &mut Item) {}
+    fn visit_item_mut(&mut self, item: &mut Item) {
+        // Nested items are linted like the body but are not part of the orchestration: their
+        // `.await`s are not rewritten (awaiting a nested `async fn` in the body is rejected by
+        // the type rule anyway). Only their escape hatches are removed. Items another duractor
+        // macro expands keep theirs: that macro reads them.
+        if attr::has_item_macro(attr::item_attrs(item)) {
+            return;
+        }
+        let strip_only = std::mem::replace(&mut self.strip_only, true);
+        visit_mut::visit_item_mut(self, item);
+        self.strip_only = strip_only;
+    }
+
+    fn visit_impl_item_fn_mut(&mut self, item: &mut syn::ImplItemFn) {
+        if !attr::has_item_macro(&item.attrs) {
+            visit_mut::visit_impl_item_fn_mut(self, item);
+        }
+    }
 }
 
 impl Rewriter<'_> {

@@ -8,7 +8,7 @@ use syn::{FnArg, GenericParam, ItemFn, Lifetime, LifetimeParam, ReturnType, Sign
 
 use crate::ast::{Errors, Function, Helper, Kind, camel_case};
 use crate::lint::{self, Aliases};
-use crate::{attr, durable};
+use crate::{attr, durable, globals};
 
 /// Expands `#[activity]` / `#[orchestrator]`. Argument and signature errors are reported
 /// with a fallback that keeps the function and its handle name, so the user sees the real
@@ -49,6 +49,7 @@ pub fn function(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream
 
 fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
     if function.kind == Kind::Orchestrator {
+        globals::add_checks(&function.item.sig, &mut function.item.block);
         let aliases = Aliases::collect(&function.item.block);
         durable::rewrite_block(&mut function.item.block, &aliases, lint_failed);
     }
@@ -195,6 +196,7 @@ pub fn helper(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn durable_helper(mut function: ItemFn, lint_failed: bool) -> TokenStream {
+    globals::add_checks(&function.sig, &mut function.block);
     let aliases = Aliases::collect(&function.block);
     durable::rewrite_block(&mut function.block, &aliases, lint_failed);
 

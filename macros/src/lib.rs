@@ -6,8 +6,9 @@
 //! annotated item into a small model and checks the signature (every problem is reported at
 //! its token, all at once), `attr` parses the attributes, `lint` checks orchestrator and
 //! helper bodies against the orchestrator rules (reading macro arguments with
-//! `macro_args`), `durable` rewrites those bodies so every `.await` must be on a durable
-//! future, and `expand` generates the typed handle and its registration, or a helper's
+//! `macro_args`), `globals` adds to those bodies the type-level check of the globals they read,
+//! `durable` rewrites them so every `.await` must be on a durable future, and `expand`
+//! generates the typed handle and its registration, or a helper's
 //! durable future. [`entity`] expands `#[entity]` and `entry` `#[duractor::main]`. The
 //! generated code calls only `::duractor::…` paths.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ mod durable;
 mod entity;
 mod entry;
 mod expand;
+mod globals;
 mod lint;
 mod macro_args;
 

@@ -3,13 +3,19 @@
 //!
 //! An orchestrator is replayed from its history after every restart, so everything it does
 //! must come out the same on every run. The lint walks the whole body — nested blocks,
-//! closures, `async` blocks, match arms, and the arguments of macro calls (see
-//! [`crate::macro_args`]) — and reports every offence at once, each at the offending tokens,
-//! each naming the rule, why it breaks replay and the `ctx` replacement:
+//! closures, `async` blocks, match arms, the arguments of macro calls (see
+//! [`crate::macro_args`]), and the items declared in the body (nested `fn`s, the methods of
+//! nested `impl`s and `trait`s, nested `mod`s, the initializers of `static`s), which run when
+//! the body uses them — and reports every offence at once, each at the offending tokens, each
+//! naming the rule, why it breaks replay and the `ctx` replacement:
 //!
 //! 1. **No clocks, randomness or ambient state**: paths such as `SystemTime::now`,
 //!    `Instant::now`, `Utc::now`, `rand::random`, `thread_rng`, `Uuid::new_v4`,
-//!    `std::env::var`, `std::process::*`, and `static mut` / `thread_local!` declared in the body.
+//!    `std::env::var`, `std::process::*`; `static mut` / `thread_local!` declared in the body;
+//!    and `unsafe` blocks and `unsafe fn`s, the only way to read a `static mut` declared
+//!    anywhere (or memory behind a raw pointer). Whether a global declared outside the body
+//!    has interior mutability (an atomic, a `Mutex`, a `thread_local!` key) is a question of
+//!    types: [`crate::globals`] adds a check the compiler answers.
 //! 2. **No I/O or custom scheduling**: `std::fs`, `tokio::fs`, sockets of `std::net` and
 //!    `tokio::net`, `std::thread::{spawn, sleep}`, `tokio::spawn`, `spawn_blocking`,
 //!    `tokio::time::sleep`, `select!`/`join!` macros and the `futures` combinators. Awaiting
@@ -40,8 +46,12 @@
 //!
 //! The lint runs inside the macro, before name resolution and type checking, so it sees only
 //! the tokens of the annotated function:
-//! - calls hidden in other functions (a plain `fn` that calls `Utc::now()`), in nested `fn`
-//!   items, and in methods (`instant.elapsed()`, `addr.to_socket_addrs()`);
+//! - calls hidden in functions declared outside the body (a plain `fn` that calls
+//!   `Utc::now()`), and in methods (`instant.elapsed()`, `addr.to_socket_addrs()`); items
+//!   declared inside the body are linted, except those another duractor macro expands
+//!   (`#[activity]`, `#[orchestration_helper]`, …);
+//! - the type of a global: that `COUNTER` is an `AtomicU32` is checked by the compiler instead
+//!   (see [`crate::globals`]), for the types of `std` and `tokio` it knows;
 //! - `use` declarations and aliases outside the body: `use std::thread::sleep;` at the top of
 //!   the file makes a bare `sleep(d)` invisible (the path-ending rule still catches
 //!   `Instant::now` and `thread::sleep`), and a user type named `Instant` with a `now`
@@ -65,7 +75,7 @@ use syn::visit::{self, Visit};
 use syn::{
     Arm, Block, Expr, ExprCall, ExprClosure, ExprForLoop, ExprIf, ExprLoop, ExprMethodCall,
     ExprPath, ExprWhile, FnArg, GenericArgument, Item, ItemUse, Lifetime, Local, Macro, Pat, Path,
-    PathArguments, QSelf, RangeLimits, Signature, Stmt, Type, UseTree,
+    PathArguments, QSelf, RangeLimits, Signature, StaticMutability, Stmt, Type, UseTree,
 };
 
 use crate::ast::Errors;
@@ -77,17 +87,7 @@ use crate::macro_args::{self, ArgBody};
 pub fn check(sig: &Signature, block: &Block) -> syn::Result<()> {
     let aliases = Aliases::collect(block);
     let mut linter = Linter::new(&aliases);
-    for input in &sig.inputs {
-        if let FnArg::Typed(typed) = input {
-            linter.forget(&typed.pat);
-            if let Pat::Ident(pat) = &*typed.pat
-                && let Some(kind) = linter.hash_type(&typed.ty)
-            {
-                linter.hashes.insert(pat.ident.to_string(), kind);
-            }
-        }
-    }
-    linter.visit_block(block);
+    linter.lint_fn(sig, block);
     linter.errors.finish()
 }
 
@@ -104,7 +104,8 @@ pub fn offends(expr: &Expr, aliases: &Aliases) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// The names `use` declarations inside a body bring into scope: `Clock` → `std::time::Instant`.
-/// Scopes are not tracked: a `use` anywhere in the body applies to all of it.
+/// Scopes are not tracked: a `use` anywhere in the body (nested items included) applies to all
+/// of it.
 #[derive(Default, Debug)]
 pub struct Aliases {
     names: HashMap<String, Vec<String>>,
@@ -112,13 +113,16 @@ pub struct Aliases {
 }
 
 impl Aliases {
-    /// The `use` declarations in `block` and its nested blocks (not in nested items).
+    /// The `use` declarations in `block`, its nested blocks and its nested items (those the
+    /// lint checks: not the items another duractor macro expands).
     pub fn collect(block: &Block) -> Aliases {
         struct Collector(Aliases);
         impl<'ast> Visit<'ast> for Collector {
             fn visit_item(&mut self, item: &'ast Item) {
-                if let Item::Use(ItemUse { tree, .. }) = item {
-                    self.0.add(Vec::new(), tree);
+                match item {
+                    Item::Use(ItemUse { tree, .. }) => self.0.add(Vec::new(), tree),
+                    _ if attr::has_item_macro(attr::item_attrs(item)) => {}
+                    _ => visit::visit_item(self, item),
                 }
             }
             fn visit_macro(&mut self, mac: &'ast Macro) {
@@ -557,6 +561,12 @@ fn static_mut_message() -> String {
     )
 }
 
+fn unsafe_message() -> String {
+    format!(
+        "{RULE_AMBIENT}: `unsafe` code reaches what the compiler cannot check, such as a `static mut` or memory behind a raw pointer, which every instance in the process can share: what it reads depends on what other instances and earlier runs did, not on this instance's history; keep state in local variables of the orchestrator or pass it in the input, read shared values in an activity (`ctx.call_activity(..)`), and keep state that instances share in an entity (if this code touches no shared state, say why with `#[duractor::allow_nondeterminism(reason = \"..\")]` on its statement)"
+    )
+}
+
 fn loop_message(what: &str, has_try: bool) -> String {
     let try_note = if has_try {
         " (`?` does not count: a loop that ends only on an error runs forever when all goes well)"
@@ -646,6 +656,44 @@ impl<'a> Linter<'a> {
             errors: Errors::default(),
             hashes: HashMap::new(),
             locals: HashSet::new(),
+        }
+    }
+
+    /// Lints a function: its parameters (a `HashMap` input is tracked) and its body.
+    fn lint_fn(&mut self, sig: &Signature, block: &Block) {
+        for input in &sig.inputs {
+            if let FnArg::Typed(typed) = input {
+                self.forget(&typed.pat);
+                if let Pat::Ident(pat) = &*typed.pat
+                    && let Some(kind) = self.hash_type(&typed.ty)
+                {
+                    self.hashes.insert(pat.ident.to_string(), kind);
+                }
+            }
+        }
+        self.visit_block(block);
+    }
+
+    /// Lints a function declared inside the body (a nested `fn`, or a method of a nested
+    /// `impl` or `trait`) like the body: what it does runs when the body calls it. It sees
+    /// none of the body's local variables.
+    fn lint_nested_fn(&mut self, sig: &Signature, block: &Block) {
+        if let Some(unsafety) = &sig.unsafety {
+            self.errors.spanned(unsafety, unsafe_message());
+        }
+        let saved = (
+            std::mem::take(&mut self.hashes),
+            std::mem::take(&mut self.locals),
+        );
+        self.lint_fn(sig, block);
+        (self.hashes, self.locals) = saved;
+    }
+
+    /// Reports a `static mut` declared in the body.
+    fn check_static(&mut self, static_token: &syn::Token![static], mutability: &StaticMutability) {
+        if !matches!(mutability, StaticMutability::None) {
+            self.errors
+                .spanned(quote!(#static_token #mutability), static_mut_message());
         }
     }
 
@@ -899,6 +947,13 @@ impl<'a> Linter<'a> {
                     self.scan_tokens(group.stream());
                     i += 1;
                 }
+                TokenTree::Ident(ident) if ident == "unsafe" => {
+                    if matches!(trees.get(i + 1), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Brace)
+                    {
+                        self.errors.spanned(ident, unsafe_message());
+                    }
+                    i += 1;
+                }
                 TokenTree::Ident(_) => {
                     let after_dot = i > 0 && punct(i - 1, '.');
                     let lifetime = i > 0 && punct(i - 1, '\'');
@@ -1044,20 +1099,50 @@ impl<'ast> Visit<'ast> for Linter<'_> {
     }
 
     fn visit_item(&mut self, item: &'ast Item) {
-        // Nested items are not part of the orchestration, except what they declare here.
+        // Nested items are linted like the body: the body calls them, so what they do runs in
+        // the orchestration. Not those another duractor macro expands: orchestrators and
+        // helpers lint themselves, and activities and entities may do I/O.
+        if attr::has_item_macro(attr::item_attrs(item)) {
+            return;
+        }
         match item {
-            Item::Static(s) if !matches!(s.mutability, syn::StaticMutability::None) => {
-                let static_token = &s.static_token;
-                let mutability = &s.mutability;
-                self.errors
-                    .spanned(quote!(#static_token #mutability), static_mut_message());
+            Item::Static(s) => {
+                self.check_static(&s.static_token, &s.mutability);
+                self.visit_expr(&s.expr);
             }
             Item::Macro(m) if m.ident.is_none() => {
                 let path = &m.mac.path;
                 self.lint_macro(&m.mac, path);
             }
-            _ => {}
+            // `macro_rules!`: its body is patterns and templates, not code.
+            Item::Macro(_) => {}
+            _ => visit::visit_item(self, item),
         }
+    }
+
+    fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
+        self.lint_nested_fn(&item.sig, &item.block);
+    }
+
+    fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+        if !attr::has_item_macro(&item.attrs) {
+            self.lint_nested_fn(&item.sig, &item.block);
+        }
+    }
+
+    fn visit_trait_item_fn(&mut self, item: &'ast syn::TraitItemFn) {
+        if let Some(block) = &item.default {
+            self.lint_nested_fn(&item.sig, block);
+        }
+    }
+
+    fn visit_foreign_item_static(&mut self, item: &'ast syn::ForeignItemStatic) {
+        self.check_static(&item.static_token, &item.mutability);
+    }
+
+    fn visit_expr_unsafe(&mut self, expr: &'ast syn::ExprUnsafe) {
+        self.errors.spanned(expr.unsafe_token, unsafe_message());
+        visit::visit_expr_unsafe(self, expr);
     }
 
     fn visit_expr(&mut self, expr: &'ast Expr) {
@@ -1686,6 +1771,110 @@ mod tests {
                 format!("{}", ctx.now());
             })),
             0
+        );
+    }
+
+    #[test]
+    fn unsafe_is_rejected() {
+        assert_eq!(
+            count(parse_quote!({
+                let runs = unsafe { RUNS };
+            })),
+            1
+        );
+        assert_eq!(
+            count(parse_quote!({
+                println!("{}", unsafe { RUNS });
+                my_dsl!(key => unsafe { RUNS });
+            })),
+            2
+        );
+        assert_eq!(
+            count(parse_quote!({
+                unsafe fn bump() {}
+            })),
+            1
+        );
+        assert_eq!(
+            count(parse_quote!({
+                #[duractor::allow_nondeterminism(reason = "reads no shared state")]
+                let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+                unsafe impl Send for Wrapper {}
+            })),
+            0
+        );
+    }
+
+    #[test]
+    fn nested_items_are_linted_like_the_body() {
+        assert_eq!(
+            count(parse_quote!({
+                fn started() -> Instant {
+                    Instant::now()
+                }
+                impl Sampler {
+                    fn draw(&self) -> u8 {
+                        rand::random()
+                    }
+                }
+                trait Load {
+                    fn load() -> Vec<u8> {
+                        std::fs::read("x").unwrap()
+                    }
+                }
+                mod inner {
+                    fn roll() -> u8 {
+                        thread_rng().next()
+                    }
+                }
+                static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+                extern "C" {
+                    static mut ERRNO: i32;
+                }
+            })),
+            6
+        );
+        assert_eq!(
+            count(parse_quote!({
+                #[activity]
+                async fn read(_ctx: ActivityContext, path: String) -> Result<Vec<u8>, Error> {
+                    Ok(std::fs::read(path)?)
+                }
+                #[duractor::orchestration_helper]
+                async fn helper() {
+                    Instant::now();
+                }
+                #[duractor::allow_nondeterminism(reason = "logs only")]
+                fn started() -> Instant {
+                    Instant::now()
+                }
+                macro_rules! now {
+                    () => {
+                        Instant::now()
+                    };
+                }
+            })),
+            0
+        );
+        // A nested function sees none of the body's locals: `rng()` there is `rand::rng`.
+        assert_eq!(
+            count(parse_quote!({
+                let rng = || 4;
+                fn roll() -> u8 {
+                    rng()
+                }
+            })),
+            1
+        );
+        // `use` in a nested function is resolved.
+        assert_eq!(
+            count(parse_quote!({
+                fn nap() {
+                    use std::thread::sleep;
+                    sleep(d);
+                }
+            })),
+            1
         );
     }
 

@@ -57,6 +57,7 @@
 //! and the other commands are clients: see [`cli`] and [`http`].
 #![warn(missing_docs)]
 
+mod ambient;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -177,6 +178,9 @@ pub mod prelude {
 /// What the macros expand to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::ambient::{
+        AmbientProbe, Deterministic, InteriorMutable, NotAmbientState, ViaInteriorMutable, ViaPlain,
+    };
     pub use crate::durable::{__durable, Durable};
     pub use crate::entity::{
         __check_input, __decode_input, __encode_output, __unknown_operation, EntityEntry,
