@@ -178,7 +178,7 @@ impl Client {
     ///
     /// Fails with [`Error::InstanceNotFound`] if there is no such instance and with
     /// [`Error::InstanceFinished`] if it has finished (nothing would ever read the event);
-    /// event names follow the rule in [`id`](crate::id).
+    /// event names follow [the rules of `duractor::id`](crate::id).
     pub async fn raise_event<T: Serialize + ?Sized>(
         &self,
         instance_id: &str,
@@ -551,7 +551,7 @@ pub struct Start<'a> {
 impl Start<'_> {
     /// Uses this instance id instead of a new random one. Starting an id that is pending or
     /// running fails with [`Error::InstanceExists`]; a finished one is replaced. The id must
-    /// follow the rule in [`id`](crate::id) ([`Error::InvalidArgument`] otherwise).
+    /// follow [the rules of `duractor::id`](crate::id) ([`Error::InvalidArgument`] otherwise).
     pub fn instance_id(mut self, instance_id: impl Into<String>) -> Self {
         self.instance_id = Some(instance_id.into());
         self

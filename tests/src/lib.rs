@@ -307,6 +307,11 @@ impl Server {
         self.request("GET", path, &[], None)
     }
 
+    /// `GET path` with an `Authorization` header.
+    pub fn get_authorized(&self, path: &str, authorization: &str) -> HttpResponse {
+        self.request("GET", path, &[("Authorization", authorization)], None)
+    }
+
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, json: &str) -> HttpResponse {
         self.request(

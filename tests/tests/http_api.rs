@@ -155,20 +155,10 @@ fn a_configured_token_is_required_on_everything_but_health() {
     missing.expect_error(401, "unauthorized");
     assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
     server
-        .request(
-            "GET",
-            "/instances",
-            &[("Authorization", "Bearer wrong")],
-            None,
-        )
+        .get_authorized("/instances", "Bearer wrong")
         .expect_error(401, "unauthorized");
     server
-        .request(
-            "GET",
-            "/instances",
-            &[("Authorization", "Basic czNjcmV0")],
-            None,
-        )
+        .get_authorized("/instances", "Basic czNjcmV0")
         .expect_error(401, "unauthorized");
     server
         .post("/orchestrators/hello_cities", "")
