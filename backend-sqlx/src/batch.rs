@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, NewInstance, OrchestrationMessage,
-    PurgeQuery, StoreEvents, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, HeldWork, NewInstance,
+    OrchestrationMessage, PurgeQuery, StoreEvents, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, RuntimeStatus};
 use serde::Serialize;
@@ -53,28 +53,32 @@ pub(crate) enum Op {
     },
     Turn {
         turn: TurnCommit,
+        /// How long the instance and the new work items stay leased, from when it runs.
+        lease: Lease,
         reply: Reply<TurnCommitted>,
     },
     Complete {
         completion: ActivityCompletion,
+        lease: Lease,
         reply: Reply<Option<OrchestrationMessage>>,
     },
     ClaimMessages {
         owner: String,
         limit: u32,
-        lease_until: DateTime<Utc>,
+        lease: Lease,
         reply: Reply<Vec<OrchestrationMessage>>,
     },
     ClaimActivities {
         owner: String,
         limit: u32,
-        lease_until: DateTime<Utc>,
+        lease: Lease,
         reply: Reply<Vec<ActivityWorkItem>>,
     },
     Renew {
         owner: String,
-        lease_until: DateTime<Utc>,
-        reply: Reply<()>,
+        held: HeldWork,
+        lease: Lease,
+        reply: Reply<Vec<String>>,
     },
     Release {
         instance_id: String,
@@ -88,6 +92,23 @@ pub(crate) enum Op {
     ResetLeases {
         reply: Reply<()>,
     },
+}
+
+/// A lease length, measured from when the op runs (not from when it was queued: a call that
+/// waits behind a slow batch, or for a connection, still gets its whole lease).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lease(i64);
+
+impl Lease {
+    /// The length of a lease that the caller, now, asked to last until `until`.
+    pub(crate) fn until(until: DateTime<Utc>) -> Lease {
+        Lease((millis(until) - crate::common::now_ms()).max(0))
+    }
+
+    /// The lease's deadline for an op running at `now` (Unix ms).
+    pub(crate) fn from(self, now: i64) -> i64 {
+        now.saturating_add(self.0)
+    }
 }
 
 /// The sending side of a writer: every write of the [`duractor::Store`] contract as an
@@ -159,10 +180,11 @@ impl Writes {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error> {
         let owner = owner.to_owned();
+        let lease = Lease::until(lease_until);
         self.write(|reply| Op::ClaimMessages {
             owner,
             limit,
-            lease_until,
+            lease,
             reply,
         })
         .await
@@ -175,35 +197,46 @@ impl Writes {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         let owner = owner.to_owned();
+        let lease = Lease::until(lease_until);
         self.write(|reply| Op::ClaimActivities {
             owner,
             limit,
-            lease_until,
+            lease,
             reply,
         })
         .await
     }
 
     pub(crate) async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
-        self.write(|reply| Op::Turn { turn, reply }).await
+        let lease = Lease::until(turn.lease_until);
+        self.write(|reply| Op::Turn { turn, lease, reply }).await
     }
 
     pub(crate) async fn complete_activity(
         &self,
         completion: ActivityCompletion,
     ) -> Result<Option<OrchestrationMessage>, Error> {
-        self.write(|reply| Op::Complete { completion, reply }).await
+        let lease = Lease::until(completion.lease_until);
+        self.write(|reply| Op::Complete {
+            completion,
+            lease,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn renew_leases(
         &self,
         owner: &str,
+        held: &HeldWork,
         lease_until: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let owner = owner.to_owned();
+    ) -> Result<Vec<String>, Error> {
+        let (owner, held) = (owner.to_owned(), held.clone());
+        let lease = Lease::until(lease_until);
         self.write(|reply| Op::Renew {
             owner,
-            lease_until,
+            held,
+            lease,
             reply,
         })
         .await
@@ -248,6 +281,8 @@ pub(crate) enum Outcome {
     Items(Result<Vec<ActivityWorkItem>, Error>),
     Count(Result<u64, Error>),
     Cleanup(Result<EntityCleanup, Error>),
+    /// Instances a renewal found no longer held.
+    Lost(Result<Vec<String>, Error>),
 }
 
 impl Op {
@@ -266,7 +301,6 @@ impl Op {
                 Op::Create { reply, .. }
                 | Op::Enqueue { reply, .. }
                 | Op::Abandon { reply, .. }
-                | Op::Renew { reply, .. }
                 | Op::Release { reply, .. }
                 | Op::ReleaseAll { reply, .. }
                 | Op::ResetLeases { reply },
@@ -320,6 +354,13 @@ impl Op {
                     _ => Err(mismatch()),
                 }),
             ),
+            (Op::Renew { reply, .. }, outcome) => send(
+                reply,
+                outcome.and_then(|o| match o {
+                    Outcome::Lost(r) => r,
+                    _ => Err(mismatch()),
+                }),
+            ),
         }
     }
 }
@@ -334,6 +375,7 @@ impl Op {
                 | Op::Abandon { .. }
                 | Op::Purge { .. }
                 | Op::CleanEntities { .. }
+                | Op::Renew { .. }
         )
     }
 }
@@ -348,6 +390,8 @@ pub(crate) struct State {
     pub(crate) instances: HashMap<String, InstanceState>,
     /// Work item id -> lease owner.
     pub(crate) items: HashMap<i64, Option<String>>,
+    /// Queue message id -> lease owner, for the messages turns consume.
+    pub(crate) messages: HashMap<i64, Option<String>>,
     /// Queue ids reserved for this batch (see [`ids_needed`]), taken in order.
     pub(crate) message_ids: VecDeque<i64>,
     pub(crate) item_ids: VecDeque<i64>,
@@ -410,8 +454,6 @@ pub(crate) struct Plan {
     pub(crate) entity_updates: Vec<(String, Option<String>, Option<String>, i64)>,
     /// Instances whose history a turn replaces (continue-as-new, rewind).
     pub(crate) reset_history: Vec<String>,
-    /// [owner, until]
-    pub(crate) renewals: Vec<(String, i64)>,
     /// [instance_id, owner]
     pub(crate) releases: Vec<(String, String)>,
     pub(crate) release_all: Vec<String>,
@@ -468,10 +510,7 @@ impl Plan {
     }
 
     pub(crate) fn has_lease_writes(&self) -> bool {
-        self.reset_leases
-            || !self.renewals.is_empty()
-            || !self.releases.is_empty()
-            || !self.release_all.is_empty()
+        self.reset_leases || !self.releases.is_empty() || !self.release_all.is_empty()
     }
 
     fn add_message(
@@ -529,16 +568,10 @@ impl Plan {
             } else {
                 Err(Error::InstanceNotFound(instance_id.clone()))
             }),
-            Op::Turn { turn, .. } => Outcome::Turn(self.turn(turn, state, now)),
-            Op::Complete { completion, .. } => {
-                Outcome::Delivered(Ok(self.complete(completion, state, now)))
-            }
-            Op::Renew {
-                owner, lease_until, ..
-            } => {
-                self.renewals.push((owner.clone(), millis(*lease_until)));
-                Outcome::Unit(Ok(()))
-            }
+            Op::Turn { turn, lease, .. } => Outcome::Turn(self.turn(turn, *lease, state, now)),
+            Op::Complete {
+                completion, lease, ..
+            } => Outcome::Delivered(Ok(self.complete(completion, *lease, state, now))),
             Op::Release {
                 instance_id, owner, ..
             } => {
@@ -566,6 +599,7 @@ impl Plan {
             Op::Abandon { .. } => Outcome::Unit(Ok(())),
             Op::Purge { .. } => Outcome::Count(Ok(0)),
             Op::CleanEntities { .. } => Outcome::Cleanup(Ok(EntityCleanup::default())),
+            Op::Renew { .. } => Outcome::Lost(Ok(Vec::new())),
         }
     }
 
@@ -638,19 +672,44 @@ impl Plan {
     fn turn(
         &mut self,
         turn: &TurnCommit,
+        lease: Lease,
         state: &mut State,
         now: i64,
     ) -> Result<TurnCommitted, Error> {
         let Some(instance) = state.instances.get(&turn.instance_id) else {
             return Err(Error::InstanceNotFound(turn.instance_id.clone()));
         };
+        let conflict = || Error::Conflict {
+            instance_id: turn.instance_id.clone(),
+        };
         let lease_ok = instance.locked_by.is_none()
             || instance.locked_by.as_deref() == Some(turn.owner.as_str())
             || instance.locked_until.is_some_and(|until| until < now);
         if !lease_ok {
-            return Err(Error::Conflict {
-                instance_id: turn.instance_id.clone(),
-            });
+            return Err(conflict());
+        }
+        // Exactly once: what the turn consumed must still be there and leased to this worker
+        // (its lease may have lapsed, but nobody else took it: the rows are locked now), and
+        // consumed only once. Otherwise another worker has it, or this one held it twice.
+        let mut seen = std::collections::HashSet::with_capacity(turn.consumed.len());
+        let mut seen_items = std::collections::HashSet::new();
+        for id in &turn.consumed {
+            let held = state
+                .messages
+                .get(id)
+                .is_some_and(|owner| owner.as_deref() == Some(turn.owner.as_str()));
+            if !held || !seen.insert(*id) {
+                return Err(conflict());
+            }
+        }
+        for id in &turn.completed_activities {
+            let held = state
+                .items
+                .get(id)
+                .is_some_and(|owner| owner.as_deref() == Some(turn.owner.as_str()));
+            if !held || !seen_items.insert(*id) {
+                return Err(conflict());
+            }
         }
         let start = i64::try_from(turn.history_start).unwrap_or(i64::MAX);
         if turn.reset_history {
@@ -670,7 +729,13 @@ impl Plan {
         }
         self.consumed.extend(&turn.consumed);
         self.done_items.extend(&turn.completed_activities);
-        let lease_until = millis(turn.lease_until);
+        for id in &turn.consumed {
+            state.messages.remove(id);
+        }
+        for id in &turn.completed_activities {
+            state.items.remove(id);
+        }
+        let lease_until = lease.from(now);
         let mut activity_ids = Vec::with_capacity(turn.activities.len());
         for activity in &turn.activities {
             let id = state.take_item_id();
@@ -773,6 +838,7 @@ impl Plan {
     fn complete(
         &mut self,
         completion: &ActivityCompletion,
+        lease: Lease,
         state: &mut State,
         now: i64,
     ) -> Option<OrchestrationMessage> {
@@ -790,7 +856,7 @@ impl Plan {
         let instance = state.instances.get(&completion.instance_id)?;
         let claimed = instance.locked_by.as_deref() == Some(completion.owner.as_str())
             && instance.locked_until.is_some_and(|until| until >= now);
-        let lease_until = millis(completion.lease_until);
+        let lease_until = lease.from(now);
         let id = self.add_message(
             state,
             &completion.instance_id,
@@ -813,17 +879,53 @@ impl Plan {
     }
 }
 
+/// What a committed batch produced: each op's outcome, and the notifications to send.
+pub(crate) type Done = (Vec<Outcome>, Effects);
+
+/// Why an attempt at a batch failed, and whether its commit may have happened anyway.
+pub(crate) struct AttemptError {
+    pub(crate) error: sqlx::Error,
+    /// Set when the error came while the commit was on its way (the `COMMIT`, or a statement
+    /// that commits on its own): the attempt's number and what it would have produced. The
+    /// answer may have been lost after the database committed.
+    pub(crate) in_commit: Option<(i64, Done)>,
+}
+
+impl From<sqlx::Error> for AttemptError {
+    /// An error before the commit: the database rolls the transaction back.
+    fn from(error: sqlx::Error) -> Self {
+        AttemptError {
+            error,
+            in_commit: None,
+        }
+    }
+}
+
 /// One backend's way of running a batch of ops in one transaction.
+///
+/// **Commit fences.** Every transaction a writer runs records its attempt number in the
+/// writer's row of the `writers` table (`writer`, `batch`), in its first statement. When an
+/// attempt fails while its commit is on its way, the commit may have happened with the answer
+/// lost (a connection cut after the server ran `COMMIT`): [`committed`](Self::committed)
+/// reads the row — waiting for any transaction that still holds it — and the batch is either
+/// answered as committed or run again, never both and never neither.
 #[async_trait::async_trait]
 pub(crate) trait BatchExecutor: Send + 'static {
     /// A name for logs and errors ("SQLite", "PostgreSQL").
     const DATABASE: &'static str;
 
     /// One attempt at the batch inside one transaction, committed when it returns `Ok`.
-    async fn execute(&mut self, ops: &[Op]) -> Result<(Vec<Outcome>, Effects), sqlx::Error>;
+    async fn execute(&mut self, ops: &[Op]) -> Result<Done, AttemptError>;
 
     /// Ends a failed attempt (rolls back whatever is open).
     async fn abort(&mut self);
+
+    /// Whether attempt `attempt` committed, once no transaction can still be deciding it.
+    async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error>;
+
+    /// Whether `error`, met while a commit was on its way, leaves its outcome unknown (the
+    /// connection failed) rather than saying it failed (the database answered).
+    fn outcome_unknown(error: &sqlx::Error) -> bool;
 }
 
 /// Runs the writer loop until every sender is dropped: takes the ops waiting (up to
@@ -843,34 +945,78 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
                 Err(_) => break,
             }
         }
-        commit(&mut executor, std::mem::take(&mut batch), &events).await;
+        let result = commit(&mut executor, &batch).await;
+        reply(std::mem::take(&mut batch), result, &events);
     }
 }
 
-/// Commits a batch (retrying transient failures: a busy database, a dropped connection) and
-/// replies to every op.
-async fn commit<B: BatchExecutor>(executor: &mut B, ops: Vec<Op>, events: &StoreEvents) {
-    let mut attempt = 0u32;
-    let result = loop {
-        match executor.execute(&ops).await {
-            Ok(done) => break Ok(done),
+/// Commits a batch, retrying transient failures (a busy database, a dropped connection). A
+/// failure while the commit was on its way is settled first: if the attempt committed, that
+/// is the result; only if it did not is the batch run again.
+pub(crate) async fn commit<B: BatchExecutor>(executor: &mut B, ops: &[Op]) -> Result<Done, Error> {
+    let mut failures = 0u32;
+    loop {
+        let AttemptError { error, in_commit } = match executor.execute(ops).await {
+            Ok(done) => return Ok(done),
+            Err(failed) => failed,
+        };
+        executor.abort().await;
+        if let Some((attempt, done)) = in_commit
+            && B::outcome_unknown(&error)
+        {
+            tracing::warn!(%error, attempt, database = B::DATABASE, "the answer to a commit was lost; finding out whether it happened");
+            if settle(executor, attempt).await {
+                tracing::info!(
+                    attempt,
+                    database = B::DATABASE,
+                    "the commit whose answer was lost had happened"
+                );
+                return Ok(done);
+            }
+            tracing::info!(
+                attempt,
+                database = B::DATABASE,
+                "the commit whose answer was lost had not happened; running the batch again"
+            );
+        }
+        if is_transient(&error) && failures < 10 {
+            failures += 1;
+            let delay = Duration::from_millis(5u64 << failures.min(8));
+            tracing::debug!(%error, failures, database = B::DATABASE, "retrying a write batch");
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        tracing::warn!(%error, ops = ops.len(), database = B::DATABASE, "a write batch failed");
+        return Err(store_error(
+            &format!("committing to {}", B::DATABASE),
+            error,
+        ));
+    }
+}
+
+/// Whether `attempt` committed, asking until the database answers: its callers must not be
+/// told anything else, so they wait (the database is down meanwhile anyway).
+pub(crate) async fn settle<B: BatchExecutor>(executor: &mut B, attempt: i64) -> bool {
+    let mut failures = 0u32;
+    loop {
+        match executor.committed(attempt).await {
+            Ok(committed) => return committed,
             Err(error) => {
-                executor.abort().await;
-                if is_transient(&error) && attempt < 10 {
-                    attempt += 1;
-                    let delay = Duration::from_millis(5u64 << attempt.min(8));
-                    tracing::debug!(%error, attempt, database = B::DATABASE, "retrying a write batch");
-                    tokio::time::sleep(delay).await;
-                    continue;
+                failures += 1;
+                let delay =
+                    Duration::from_millis(10u64 << failures.min(9)).min(Duration::from_secs(5));
+                if failures.is_power_of_two() {
+                    tracing::warn!(%error, attempt, failures, database = B::DATABASE, "cannot find out whether a commit happened yet; asking again");
                 }
-                tracing::warn!(%error, ops = ops.len(), database = B::DATABASE, "a write batch failed");
-                break Err(store_error(
-                    &format!("committing to {}", B::DATABASE),
-                    error,
-                ));
+                executor.abort().await;
+                tokio::time::sleep(delay).await;
             }
         }
-    };
+    }
+}
+
+/// Answers every op of a batch.
+fn reply(ops: Vec<Op>, result: Result<Done, Error>, events: &StoreEvents) {
     match result {
         Ok((outcomes, effects)) => {
             for (op, outcome) in ops.into_iter().zip(outcomes) {
@@ -891,31 +1037,75 @@ async fn commit<B: BatchExecutor>(executor: &mut B, ops: Vec<Op>, events: &Store
     }
 }
 
-/// The instances and work items a batch touches: what its read must look at (and lock).
-pub(crate) fn touched(ops: &[Op]) -> (Vec<&str>, Vec<i64>) {
-    let mut instance_ids: Vec<&str> = Vec::new();
-    let mut item_ids: Vec<i64> = Vec::new();
+/// Numbers attempts of one writer: distinct from other writers' (a random start), so a
+/// number also marks the rows a claim took.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    /// The writer's id in the `writers` table.
+    pub(crate) writer: String,
+    next: i64,
+}
+
+impl Attempts {
+    pub(crate) fn new() -> Self {
+        let random = uuid::Uuid::new_v4().as_u64_pair().0;
+        Attempts {
+            writer: uuid::Uuid::new_v4().simple().to_string(),
+            // Positive, with room for 2^40 attempts.
+            next: i64::try_from(random >> 24).unwrap_or(1).max(1),
+        }
+    }
+
+    /// The next attempt's number.
+    pub(crate) fn next(&mut self) -> i64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+/// The rows a batch touches: what its read must look at (and lock).
+pub(crate) struct Touched<'a> {
+    pub(crate) instances: Vec<&'a str>,
+    pub(crate) items: Vec<i64>,
+    /// Queue messages that turns consume.
+    pub(crate) messages: Vec<i64>,
+}
+
+/// The instances, work items and consumed messages a batch touches, each sorted (rows are
+/// locked in id order, so two writers never wait on each other in a cycle).
+pub(crate) fn touched(ops: &[Op]) -> Touched<'_> {
+    let mut instances: Vec<&str> = Vec::new();
+    let mut items: Vec<i64> = Vec::new();
+    let mut messages: Vec<i64> = Vec::new();
     for op in ops {
         match op {
-            Op::Create { instance, .. } => instance_ids.push(&instance.instance_id),
-            Op::Enqueue { instance_id, .. } => instance_ids.push(instance_id),
+            Op::Create { instance, .. } => instances.push(&instance.instance_id),
+            Op::Enqueue { instance_id, .. } => instances.push(instance_id),
             Op::Turn { turn, .. } => {
-                instance_ids.push(&turn.instance_id);
-                instance_ids.extend(turn.new_instances.iter().map(|i| i.instance_id.as_str()));
-                instance_ids.extend(turn.messages.iter().map(|m| m.instance_id.as_str()));
+                instances.push(&turn.instance_id);
+                instances.extend(turn.new_instances.iter().map(|i| i.instance_id.as_str()));
+                instances.extend(turn.messages.iter().map(|m| m.instance_id.as_str()));
+                items.extend(&turn.completed_activities);
+                messages.extend(&turn.consumed);
             }
             Op::Complete { completion, .. } => {
-                instance_ids.push(&completion.instance_id);
-                item_ids.push(completion.item_id);
+                instances.push(&completion.instance_id);
+                items.push(completion.item_id);
             }
             _ => {}
         }
     }
-    instance_ids.sort_unstable();
-    instance_ids.dedup();
-    item_ids.sort_unstable();
-    item_ids.dedup();
-    (instance_ids, item_ids)
+    instances.sort_unstable();
+    instances.dedup();
+    items.sort_unstable();
+    items.dedup();
+    messages.sort_unstable();
+    messages.dedup();
+    Touched {
+        instances,
+        items,
+        messages,
+    }
 }
 
 /// How many message ids and work item ids a batch can use at most.
@@ -966,5 +1156,141 @@ impl State {
         self.item_ids = (1..=items as i64).map(|i| last_item + i).collect();
         self.last_message_id = last_message + messages as i64;
         self.last_item_id = last_item + items as i64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one attempt does.
+    enum Step {
+        Commits,
+        /// Fails before its commit was sent.
+        FailsBefore(fn() -> sqlx::Error),
+        /// Fails while its commit was on its way.
+        FailsInCommit(fn() -> sqlx::Error),
+    }
+
+    /// An executor whose attempts fail as scripted, and whose commits the test decides.
+    struct Scripted {
+        attempts: VecDeque<Step>,
+        /// Whether the attempt whose answer was lost had committed.
+        committed: bool,
+        executed: u32,
+        asked: u32,
+    }
+
+    fn lost() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    fn done(marker: u64) -> Done {
+        (vec![Outcome::Count(Ok(marker))], Effects::default())
+    }
+
+    #[async_trait::async_trait]
+    impl BatchExecutor for Scripted {
+        const DATABASE: &'static str = "scripted";
+
+        async fn execute(&mut self, _: &[Op]) -> Result<Done, AttemptError> {
+            self.executed += 1;
+            let attempt = i64::from(self.executed);
+            let (error, in_commit) = match self.attempts.pop_front() {
+                Some(Step::Commits) | None => return Ok(done(u64::from(self.executed))),
+                Some(Step::FailsBefore(error)) => (error, false),
+                Some(Step::FailsInCommit(error)) => (error, true),
+            };
+            Err(AttemptError {
+                error: error(),
+                in_commit: in_commit.then(|| (attempt, done(u64::from(self.executed)))),
+            })
+        }
+
+        async fn abort(&mut self) {}
+
+        async fn committed(&mut self, _: i64) -> Result<bool, sqlx::Error> {
+            self.asked += 1;
+            Ok(self.committed)
+        }
+
+        fn outcome_unknown(error: &sqlx::Error) -> bool {
+            matches!(error, sqlx::Error::Io(_))
+        }
+    }
+
+    fn marker(result: Result<Done, Error>) -> u64 {
+        match result {
+            Ok((outcomes, _)) => match outcomes.first() {
+                Some(Outcome::Count(Ok(n))) => *n,
+                _ => panic!("unexpected outcome"),
+            },
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_after_it_happened_is_answered_once() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(lost)]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        // The first attempt's outcome, not a second run.
+        assert_eq!(marker(commit(&mut executor, &[]).await), 1);
+        assert_eq!((executor.executed, executor.asked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_before_it_happened_runs_again() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(lost), Step::Commits]),
+            committed: false,
+            executed: 0,
+            asked: 0,
+        };
+        assert_eq!(marker(commit(&mut executor, &[]).await), 2);
+        assert_eq!((executor.executed, executor.asked), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn failures_before_the_commit_are_retried_without_asking() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsBefore(lost), Step::Commits]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        assert_eq!(marker(commit(&mut executor, &[]).await), 2);
+        assert_eq!((executor.executed, executor.asked), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn an_answered_failure_in_the_commit_is_not_settled() {
+        // The database answered (here: a protocol error, not a lost connection): the commit
+        // did not happen, and the error is not one that passes.
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(|| sqlx::Error::Protocol("no".into()))]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        assert!(commit(&mut executor, &[]).await.is_err());
+        assert_eq!((executor.executed, executor.asked), (1, 0));
+    }
+
+    #[test]
+    fn leases_are_measured_from_when_the_op_runs() {
+        let lease = Lease::until(
+            DateTime::from_timestamp_millis(crate::common::now_ms() + 30_000).unwrap_or_default(),
+        );
+        // Run 10 s later, the lease still has (about) its 30 s.
+        let later = crate::common::now_ms() + 10_000;
+        let until = lease.from(later);
+        assert!((until - later - 30_000).abs() < 1_000, "{}", until - later);
+        // A deadline in the past is a lease of zero, never negative.
+        let past = Lease::until(DateTime::from_timestamp_millis(0).unwrap_or_default());
+        assert_eq!(past.from(later), later);
     }
 }

@@ -309,6 +309,16 @@ pub struct EntityCleanup {
     pub released_locks: u64,
 }
 
+/// What a worker holds in memory and keeps leased ([`Store::renew_leases`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldWork {
+    /// Loaded instances and entities: their rows, and the messages and activity work items
+    /// leased to the worker for them.
+    pub instances: Vec<String>,
+    /// Activity work items queued or running on the worker (whatever their instance).
+    pub activity_items: Vec<i64>,
+}
+
 /// What [`Store::commit_turn`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct TurnCommitted {
@@ -417,6 +427,12 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` visible orchestration messages whose instances are free (or
     /// already held by `owner`), and leases those instances to `owner` until `lease_until`.
     /// Messages are returned in queue order.
+    ///
+    /// Every lease deadline a caller passes (here, in [`TurnCommit::lease_until`],
+    /// [`ActivityCompletion::lease_until`], [`renew_leases`](Self::renew_leases)) is what the
+    /// caller wants as of the call; a backend that runs the call later (queued behind a slow
+    /// batch, waiting for a connection) moves it by that wait, so a lease is never shorter
+    /// than asked from when the work is leased.
     async fn claim_messages(
         &self,
         owner: &str,
@@ -442,8 +458,19 @@ pub trait Store: Send + Sync + 'static {
         completion: ActivityCompletion,
     ) -> Result<Option<OrchestrationMessage>, Error>;
 
-    /// Extends every lease `owner` holds to `lease_until`.
-    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error>;
+    /// Extends `owner`'s leases on what it holds — the instances in `held` (their rows and
+    /// the messages claimed for them) and the activity work items in `held` — to
+    /// `lease_until`, and returns the instances of `held` that `owner` no longer holds (its
+    /// lease lapsed and another worker took them): the worker gives up their in-memory state.
+    ///
+    /// Leases on anything else `owner` holds are left to lapse, so work a worker lost track of
+    /// (a claim whose answer was lost) is claimed again within a lease period.
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &HeldWork,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error>;
 
     /// Releases `owner`'s lease on an instance (it was unloaded from memory).
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error>;
@@ -639,8 +666,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     ) -> Result<Option<OrchestrationMessage>, Error> {
         (**self).complete_activity(completion).await
     }
-    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
-        (**self).renew_leases(owner, lease_until).await
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &HeldWork,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        (**self).renew_leases(owner, held, lease_until).await
     }
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         (**self).release_instance(instance_id, owner).await
@@ -682,10 +714,31 @@ pub fn redact_password(url: &str) -> String {
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
+        // Only a password is hidden: `user@host` has none and is shown as it is.
+        Some((user_info, host)) if user_info.contains(':') => {
             let user = user_info.split(':').next().unwrap_or("");
             format!("{scheme}://{user}:***@{host}/{path}")
         }
-        None => url.to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn only_passwords_are_redacted() {
+        assert_eq!(
+            redact_password("postgres://app:secret@db:5432/orders?schema=x"),
+            "postgres://app:***@db:5432/orders?schema=x"
+        );
+        assert_eq!(
+            redact_password("postgres://postgres@127.0.0.1:5432/test"),
+            "postgres://postgres@127.0.0.1:5432/test"
+        );
+        assert_eq!(redact_password("postgres://db/test"), "postgres://db/test");
+        assert_eq!(redact_password("sqlite://app.db"), "sqlite://app.db");
+        assert_eq!(redact_password("postgres://u:@h/d"), "postgres://u:***@h/d");
     }
 }

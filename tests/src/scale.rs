@@ -42,3 +42,18 @@ pub async fn five_steps(ctx: OrchestrationContext, seed: u64) -> Result<u64, dur
 pub fn five_steps_output(seed: u64) -> u64 {
     (0..5).fold(seed, |value, k| value.wrapping_mul(31).wrapping_add(k + 1))
 }
+
+/// 3 sequential activities: the orchestration of the fault tests.
+#[orchestrator]
+pub async fn three_steps(ctx: OrchestrationContext, seed: u64) -> Result<u64, duractor::Error> {
+    let mut value = seed;
+    for k in 0..3 {
+        value = ctx.call_activity(ScaleStep, (value, k)).await?;
+    }
+    Ok(value)
+}
+
+/// What `three_steps(seed)` returns.
+pub fn three_steps_output(seed: u64) -> u64 {
+    (0..3).fold(seed, |value, k| value.wrapping_mul(31).wrapping_add(k + 1))
+}

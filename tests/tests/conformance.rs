@@ -9,8 +9,8 @@ use duractor::chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::prelude::*;
 use duractor::store::{
-    ActivityCompletion, EntityQuery, EntityUpdate, InstanceQuery, NewActivity, NewInstance,
-    NewMessage, PurgeQuery, TurnCommit,
+    ActivityCompletion, EntityQuery, EntityUpdate, HeldWork, InstanceQuery, NewActivity,
+    NewInstance, NewMessage, PurgeQuery, TurnCommit,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
@@ -103,6 +103,8 @@ conformance!(
     a_second_worker_cannot_take_or_commit_a_held_instance,
     instances_held_by_another_worker_do_not_crowd_out_free_ones,
     a_lapsed_lease_lets_another_worker_take_over,
+    renewals_keep_only_what_a_worker_holds,
+    a_turn_commits_only_messages_its_worker_holds_once,
     a_stale_history_is_refused,
     activity_results_are_committed_once_by_the_holder,
     timers_stay_invisible_until_due,
@@ -380,10 +382,100 @@ async fn a_lapsed_lease_lets_another_worker_take_over(b: &Backend) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
-    // Renewing and releasing.
-    store.renew_leases("w2", lease()).await.unwrap();
+    // Renewing and releasing: the old holder's renewal says it lost the instance.
+    let held = HeldWork {
+        instances: vec!["l".into()],
+        activity_items: Vec::new(),
+    };
+    assert!(
+        store
+            .renew_leases("w2", &held, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.renew_leases("w1", &held, lease()).await.unwrap(),
+        ["l"]
+    );
     store.release_instance("l", "w2").await.unwrap();
     store.unregister_worker("w2").await.unwrap();
+}
+
+async fn renewals_keep_only_what_a_worker_holds(b: &Backend) {
+    let store = &b.store;
+    for id in ["kept", "forgotten"] {
+        store.create_instance(new_instance(id)).await.unwrap();
+    }
+    let short = now() + duractor::chrono::Duration::milliseconds(400);
+    let claimed = store.claim_messages("w1", 10, short).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // w1 renews only the instance it holds in memory: the other one (say its claim's answer
+    // was lost) lapses and is claimed again, here by w2.
+    let held = HeldWork {
+        instances: vec!["kept".into()],
+        activity_items: Vec::new(),
+    };
+    assert!(
+        store
+            .renew_leases("w1", &held, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = store.claim_messages("w2", 10, lease()).await.unwrap();
+    let ids: Vec<&str> = taken.iter().map(|m| m.instance_id.as_str()).collect();
+    assert_eq!(ids, ["forgotten"]);
+}
+
+async fn a_turn_commits_only_messages_its_worker_holds_once(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("x")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let start = claimed[0].id;
+    // The same message twice in one turn (a worker holding two copies) is refused.
+    let err = store
+        .commit_turn(turn("x", "w1", 0, vec![started()], vec![start, start]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    store
+        .commit_turn(turn(
+            "x",
+            "w1",
+            0,
+            vec![started(), claimed[0].event.clone()],
+            vec![start],
+        ))
+        .await
+        .unwrap();
+    // A message consumed already (a second copy of it) is refused: applied once, not twice.
+    let err = store
+        .commit_turn(turn("x", "w1", 2, vec![started()], vec![start]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // So is a message leased to nobody (or to another worker), and a work item not held.
+    store
+        .enqueue(
+            "x",
+            Event::EventRaised {
+                name: "e".into(),
+                data: Payload::null(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let unclaimed = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert!(unclaimed.is_empty(), "w1 holds the instance");
+    let history = store.load_history("x").await.unwrap().len() as u64;
+    let mut stray = turn("x", "w1", history, vec![started()], vec![]);
+    stray.completed_activities = vec![123_456];
+    let err = store.commit_turn(stray).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(store.load_history("x").await.unwrap().len() as u64, history);
 }
 
 async fn a_stale_history_is_refused(b: &Backend) {

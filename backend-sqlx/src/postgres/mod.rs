@@ -30,16 +30,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
-    TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, HeldWork,
+    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
+    StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{Writes, run_writer};
+use crate::batch::{Attempts, Writes, run_writer};
 use crate::common::{
     decode_event, decode_failure, decode_payload, from_millis, millis, store_error,
 };
@@ -119,7 +119,13 @@ impl PostgresStore {
                     duractor::store::redact_password(url)
                 ))
             })?
-            .options([("search_path", schema.as_str())])
+            // A transaction left open by a connection the server cannot see is dead (a
+            // network partition) ends after a minute, so a writer settling a commit whose
+            // answer was lost never waits longer than that for the row it locked.
+            .options([
+                ("search_path", schema.as_str()),
+                ("idle_in_transaction_session_timeout", "60000"),
+            ])
             .application_name(&format!("duractor:{schema}"))
             .log_statements(tracing::log::LevelFilter::Trace);
 
@@ -179,6 +185,7 @@ impl PostgresStore {
                 .run(&pool)
                 .await
                 .map_err(|e| Error::store(format!("migrating the PostgreSQL schema: {e}")))?;
+            forget_old_writers(&pool).await;
             Ok::<_, Error>(pool)
         })
         .await?;
@@ -198,6 +205,7 @@ impl PostgresStore {
             pool: pool.clone(),
             work_channel: work_channel.clone(),
             finished_channel: finished_channel.clone(),
+            attempts: Attempts::new(),
         };
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
@@ -258,6 +266,19 @@ async fn spawn_on<T: Send + 'static>(
         .map_err(|e| Error::store(format!("the PostgreSQL thread failed: {e}")))?
 }
 
+/// Deletes the fence rows of writers that have not written for a week (every open store
+/// adds one): the row only matters while its writer settles a commit whose answer was lost.
+async fn forget_old_writers(pool: &PgPool) {
+    let week_ago = crate::common::now_ms() - 7 * 24 * 3600 * 1000;
+    if let Err(error) = sqlx::query("DELETE FROM writers WHERE updated_at < $1")
+        .bind(week_ago)
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(%error, "forgetting old writers failed");
+    }
+}
+
 /// The embedded migrations. Migrations only add (columns, indexes, storage settings), so a
 /// worker of the previous release keeps running on a schema a newer release has migrated: a
 /// rolling upgrade of many processes needs no stop. Hence migrations this build does not know
@@ -283,6 +304,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             2,
             "fillfactor",
             include_str!("../../migrations/postgres/0002_fillfactor.sql"),
+        ),
+        migration(
+            3,
+            "writers",
+            include_str!("../../migrations/postgres/0003_writers.sql"),
         ),
     ]);
     migrator.set_ignore_missing(true);
@@ -446,8 +472,16 @@ impl Store for PostgresStore {
         self.inner.writer.complete_activity(completion).await
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
-        self.inner.writer.renew_leases(owner, lease_until).await
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &HeldWork,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        self.inner
+            .writer
+            .renew_leases(owner, held, lease_until)
+            .await
     }
 
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {

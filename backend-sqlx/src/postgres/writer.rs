@@ -19,61 +19,147 @@
 
 use std::collections::HashMap;
 
-use duractor::store::{ActivityWorkItem, EntityCleanup, OrchestrationMessage, PurgeQuery};
+use duractor::store::{
+    ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery,
+};
 use duractor::{Error, Payload, RuntimeStatus};
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::batch::{
-    BatchExecutor, Effects, InstanceState, Op, Outcome, Plan, State, ids_needed, json, touched,
+    AttemptError, Attempts, BatchExecutor, Done, Effects, InstanceState, Op, Outcome, Plan, State,
+    ids_needed, json, settle, touched,
 };
-use crate::common::{decode_event, millis, now_ms};
+use crate::common::{decode_event, millis, now_ms, store_error};
 
 pub(super) struct Writer {
     pub(super) pool: PgPool,
     /// Notification channels: work available, instance finished.
     pub(super) work_channel: String,
     pub(super) finished_channel: String,
+    /// This writer's fence row and attempt numbers.
+    pub(super) attempts: Attempts,
 }
 
 impl Writer {
-    /// A batch of claims only: each claim is one statement, atomic on its own, so they run
-    /// without `BEGIN`, the locking read and `COMMIT` (one round trip per claim instead of
-    /// four or more). Claims change no state another op of the batch reads and notify nobody.
-    async fn claim_only(
-        &mut self,
-        ops: &[Op],
-        now: i64,
-    ) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+    /// A batch of claims only: each claim is one statement, atomic on its own (it records its
+    /// attempt in the fence row and marks the rows it takes with the attempt's number), so
+    /// they run without `BEGIN`, the locking read and `COMMIT` (one round trip per claim
+    /// instead of four or more). Claims change no state another op of the batch reads and
+    /// notify nobody. A claim whose answer is lost is settled like a commit: if it happened,
+    /// the rows it took are read back by their mark.
+    async fn claim_only(&mut self, ops: &[Op], now: i64) -> Result<Done, AttemptError> {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
-            let outcome = claim(&mut conn, op, now).await?;
-            outcomes.push(outcome.expect("claim_only is called with claims only"));
+            let attempt = self.attempts.next();
+            let fence = Fence {
+                writer: &self.attempts.writer,
+                attempt,
+                record: true,
+            };
+            let mut conn = match self.pool.acquire().await {
+                Ok(conn) => conn,
+                // No statement ran: nothing to settle.
+                Err(error) => {
+                    outcomes.push(failed_claim(op, error));
+                    continue;
+                }
+            };
+            let claimed = claim(&mut conn, op, &fence, now).await;
+            drop(conn);
+            let outcome = match claimed {
+                Ok(outcome) => outcome,
+                Err(error) if Self::outcome_unknown(&error) && settle(self, attempt).await => {
+                    match self.pool.acquire().await {
+                        Ok(mut conn) => reclaimed(&mut conn, op, attempt).await,
+                        Err(error) => Err(error),
+                    }
+                    .unwrap_or_else(|error| Some(failed_claim(op, error)))
+                }
+                Err(error) => Some(failed_claim(op, error)),
+            };
+            outcomes.push(outcome.unwrap_or(Outcome::Unit(Ok(()))));
         }
         Ok((outcomes, Effects::default()))
     }
 }
 
+/// Where a claim records itself: the writer's fence row and the attempt that marks the rows.
+struct Fence<'a> {
+    writer: &'a str,
+    attempt: i64,
+    /// Record the attempt in the fence row too (a claim that commits on its own; inside a
+    /// transaction the first statement did).
+    record: bool,
+}
+
+/// The outcome of a claim that did not happen: the caller claims again later.
+fn failed_claim(op: &Op, error: sqlx::Error) -> Outcome {
+    let error = store_error("claiming work", error);
+    match op {
+        Op::ClaimActivities { .. } => Outcome::Items(Err(error)),
+        _ => Outcome::Messages(Err(error)),
+    }
+}
+
 /// Runs a claim op; `None` for any other op.
-async fn claim(conn: &mut PgConnection, op: &Op, now: i64) -> Result<Option<Outcome>, sqlx::Error> {
+async fn claim(
+    conn: &mut PgConnection,
+    op: &Op,
+    fence: &Fence<'_>,
+    now: i64,
+) -> Result<Option<Outcome>, sqlx::Error> {
     Ok(match op {
         Op::ClaimMessages {
             owner,
             limit,
-            lease_until,
+            lease,
             ..
         } => Some(Outcome::Messages(
-            claim_messages(conn, owner, *limit, millis(*lease_until), now).await?,
+            claim_messages(conn, owner, *limit, lease.from(now), now, fence).await?,
         )),
         Op::ClaimActivities {
             owner,
             limit,
-            lease_until,
+            lease,
             ..
         } => Some(Outcome::Items(
-            claim_activities(conn, owner, *limit, millis(*lease_until), now).await?,
+            claim_activities(conn, owner, *limit, lease.from(now), now, fence).await?,
         )),
+        _ => None,
+    })
+}
+
+/// What a claim of attempt `attempt` took, read back by the mark it left on the rows (its
+/// answer was lost after it committed).
+async fn reclaimed(
+    conn: &mut PgConnection,
+    op: &Op,
+    attempt: i64,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    Ok(match op {
+        Op::ClaimMessages { owner, .. } => {
+            let rows = sqlx::query(
+                "SELECT id, instance_id, message, execution FROM orch_queue \
+                 WHERE locked_by = $1 AND claim_token = $2 ORDER BY id",
+            )
+            .bind(owner)
+            .bind(attempt)
+            .fetch_all(&mut *conn)
+            .await?;
+            Some(Outcome::Messages(messages_from(&rows)?))
+        }
+        Op::ClaimActivities { owner, .. } => {
+            let rows = sqlx::query(
+                "SELECT id, instance_id, seq, name, input, attempt, execution FROM activity_queue \
+                 WHERE locked_by = $1 AND claim_token = $2 ORDER BY id",
+            )
+            .bind(owner)
+            .bind(attempt)
+            .fetch_all(&mut *conn)
+            .await?;
+            Some(Outcome::Items(items_from(&rows)?))
+        }
         _ => None,
     })
 }
@@ -86,25 +172,59 @@ impl BatchExecutor for Writer {
         // The transaction rolls back when it is dropped.
     }
 
-    async fn execute(&mut self, ops: &[Op]) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
+    /// The server answered (an error response): it did not commit. Anything else (the
+    /// connection broke, timed out) leaves the outcome unknown.
+    fn outcome_unknown(error: &sqlx::Error) -> bool {
+        !matches!(error, sqlx::Error::Database(_))
+    }
+
+    async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
+        // Upserting the fence row waits for a transaction that still holds it (one whose
+        // connection broke after `COMMIT` was sent) to end either way, then reads what
+        // committed.
+        let batch: i64 = sqlx::query_scalar(
+            "INSERT INTO writers (writer, batch, updated_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (writer) DO UPDATE SET updated_at = writers.updated_at \
+             RETURNING batch",
+        )
+        .bind(&self.attempts.writer)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(batch == attempt)
+    }
+
+    async fn execute(&mut self, ops: &[Op]) -> Result<Done, AttemptError> {
         let now = now_ms();
         if ops.iter().all(Op::is_claim) {
             return self.claim_only(ops, now).await;
         }
+        let attempt = self.attempts.next();
         let mut tx = self.pool.begin().await?;
-        let mut state = read_state(&mut tx, ops).await?;
+        let mut state = read_state(&mut tx, ops, &self.attempts.writer, attempt, now).await?;
         let mut plan = Plan::default();
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             outcomes.push(plan.apply(op, &mut state, now));
         }
         let announced = write(&mut tx, &plan, self).await?;
+        let fence = Fence {
+            writer: &self.attempts.writer,
+            attempt,
+            record: false,
+        };
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
-            if let Some(claimed) = claim(&mut tx, op, now).await? {
+            if let Some(claimed) = claim(&mut tx, op, &fence, now).await? {
                 *outcome = claimed;
                 continue;
             }
             match op {
+                Op::Renew {
+                    owner, held, lease, ..
+                } => {
+                    let lost = renew(&mut tx, owner, held, lease.from(now)).await?;
+                    *outcome = Outcome::Lost(Ok(lost));
+                }
                 Op::Abandon {
                     owner,
                     ids,
@@ -145,29 +265,50 @@ impl BatchExecutor for Writer {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        Ok((outcomes, plan.effects))
+        let done = (outcomes, plan.effects);
+        match tx.commit().await {
+            Ok(()) => Ok(done),
+            Err(error) => Err(AttemptError {
+                error,
+                in_commit: Some((attempt, done)),
+            }),
+        }
     }
 }
 
-/// Locks the rows the batch touches, reads their state, and reserves queue ids.
-async fn read_state(tx: &mut Transaction<'_, Postgres>, ops: &[Op]) -> Result<State, sqlx::Error> {
-    let (instance_ids, item_ids) = touched(ops);
+/// Records the attempt in the writer's fence row, locks the rows the batch touches, reads
+/// their state, and reserves queue ids: one statement.
+async fn read_state(
+    tx: &mut Transaction<'_, Postgres>,
+    ops: &[Op],
+    writer: &str,
+    attempt: i64,
+    now: i64,
+) -> Result<State, sqlx::Error> {
+    let touched = touched(ops);
     let (messages, items) = ids_needed(ops);
-    let instance_ids: Vec<String> = instance_ids.into_iter().map(str::to_owned).collect();
+    let instance_ids: Vec<String> = touched.instances.into_iter().map(str::to_owned).collect();
     const SQL: &str = "\
-        WITH i AS (SELECT instance_id, status, history_len, locked_by, locked_until FROM instances \
+        WITH fence AS (INSERT INTO writers (writer, batch, updated_at) VALUES ($5, $6, $7) \
+                       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
+             i AS (SELECT instance_id, status, history_len, locked_by, locked_until FROM instances \
                    WHERE instance_id = ANY($1) ORDER BY instance_id FOR UPDATE), \
-             a AS (SELECT id, locked_by FROM activity_queue WHERE id = ANY($2) ORDER BY id FOR UPDATE) \
+             a AS (SELECT id, locked_by FROM activity_queue WHERE id = ANY($2) ORDER BY id FOR UPDATE), \
+             c AS (SELECT id, locked_by FROM orch_queue WHERE id = ANY($8) ORDER BY id FOR UPDATE) \
         SELECT 'i'::text AS kind, instance_id AS k, status AS s, history_len AS n, locked_by AS o, locked_until AS u FROM i \
         UNION ALL SELECT 'a', NULL, NULL, id, locked_by, NULL FROM a \
+        UNION ALL SELECT 'c', NULL, NULL, id, locked_by, NULL FROM c \
         UNION ALL SELECT 'm', NULL, NULL, nextval('orch_queue_id_seq'), NULL, NULL FROM generate_series(1, $3) \
         UNION ALL SELECT 'q', NULL, NULL, nextval('activity_queue_id_seq'), NULL, NULL FROM generate_series(1, $4)";
     let rows = sqlx::query(SQL)
         .bind(&instance_ids)
-        .bind(&item_ids)
+        .bind(&touched.items)
         .bind(messages as i64)
         .bind(items as i64)
+        .bind(writer)
+        .bind(attempt)
+        .bind(now)
+        .bind(&touched.messages)
         .fetch_all(&mut **tx)
         .await?;
     let mut state = State::default();
@@ -187,6 +328,9 @@ async fn read_state(tx: &mut Transaction<'_, Postgres>, ops: &[Op]) -> Result<St
             }
             "a" => {
                 state.items.insert(row.try_get(3)?, row.try_get(4)?);
+            }
+            "c" => {
+                state.messages.insert(row.try_get(3)?, row.try_get(4)?);
             }
             "m" => state.message_ids.push_back(row.try_get(3)?),
             _ => state.item_ids.push_back(row.try_get(3)?),
@@ -313,17 +457,6 @@ async fn write(
             .await?;
     }
     if plan.has_lease_writes() {
-        for (owner, until) in &plan.renewals {
-            sqlx::query(
-                "WITH i AS (UPDATE instances SET locked_until = $2 WHERE locked_by = $1), \
-                      q AS (UPDATE orch_queue SET locked_until = $2 WHERE locked_by = $1) \
-                 UPDATE activity_queue SET locked_until = $2 WHERE locked_by = $1",
-            )
-            .bind(owner)
-            .bind(until)
-            .execute(&mut **tx)
-            .await?;
-        }
         for (instance_id, owner) in &plan.releases {
             sqlx::query(
                 "UPDATE instances SET locked_by = NULL, locked_until = NULL \
@@ -346,6 +479,36 @@ async fn write(
         }
     }
     Ok(announced)
+}
+
+/// Extends `owner`'s leases on what it holds; returns the held instances it no longer holds.
+async fn renew(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    held: &HeldWork,
+    lease_until: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let renewed: Vec<String> = sqlx::query_scalar(
+        "WITH q AS (UPDATE orch_queue SET locked_until = $2 \
+                    WHERE locked_by = $1 AND instance_id = ANY($3)), \
+              a AS (UPDATE activity_queue SET locked_until = $2 \
+                    WHERE locked_by = $1 AND (id = ANY($4) OR instance_id = ANY($3))) \
+         UPDATE instances SET locked_until = $2 WHERE locked_by = $1 AND instance_id = ANY($3) \
+         RETURNING instance_id",
+    )
+    .bind(owner)
+    .bind(lease_until)
+    .bind(&held.instances)
+    .bind(&held.activity_items)
+    .fetch_all(&mut **tx)
+    .await?;
+    let renewed: std::collections::HashSet<&str> = renewed.iter().map(String::as_str).collect();
+    Ok(held
+        .instances
+        .iter()
+        .filter(|id| !renewed.contains(id.as_str()))
+        .cloned()
+        .collect())
 }
 
 /// The status updates of a plan with each entity's state and lock folded in: one statement
@@ -392,9 +555,12 @@ async fn claim_messages(
     limit: u32,
     lease_until: i64,
     now: i64,
+    fence: &Fence<'_>,
 ) -> Result<Result<Vec<OrchestrationMessage>, Error>, sqlx::Error> {
     const SQL: &str = "\
-        WITH ready AS ( \
+        WITH fence AS (INSERT INTO writers (writer, batch, updated_at) SELECT $6, $5, $3 WHERE $7 \
+                       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
+        ready AS ( \
             SELECT q.instance_id, min(q.id) AS first FROM orch_queue q \
             JOIN instances i ON i.instance_id = q.instance_id \
             WHERE q.visible_at <= $3 AND (q.locked_until IS NULL OR q.locked_until < $3) \
@@ -408,7 +574,7 @@ async fn claim_messages(
         locked AS ( \
             UPDATE instances i SET locked_by = $1, locked_until = $2 FROM inst \
             WHERE i.instance_id = inst.instance_id RETURNING i.instance_id) \
-        UPDATE orch_queue q SET locked_by = $1, locked_until = $2 FROM locked \
+        UPDATE orch_queue q SET locked_by = $1, locked_until = $2, claim_token = $5 FROM locked \
         WHERE q.instance_id = locked.instance_id AND q.visible_at <= $3 \
           AND (q.locked_until IS NULL OR q.locked_until < $3) \
         RETURNING q.id, q.instance_id, q.message, q.execution";
@@ -417,8 +583,16 @@ async fn claim_messages(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(fence.attempt)
+        .bind(fence.writer)
+        .bind(fence.record)
         .fetch_all(&mut *conn)
         .await?;
+    messages_from(&rows)
+}
+
+/// Claimed messages from rows of `id, instance_id, message, execution`, in queue order.
+fn messages_from(rows: &[PgRow]) -> Result<Result<Vec<OrchestrationMessage>, Error>, sqlx::Error> {
     let mut messages = Vec::with_capacity(rows.len());
     for row in rows {
         let json: String = row.try_get(2)?;
@@ -444,12 +618,16 @@ async fn claim_activities(
     limit: u32,
     lease_until: i64,
     now: i64,
+    fence: &Fence<'_>,
 ) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
     const SQL: &str = "\
-        WITH cand AS ( \
+        WITH fence AS (INSERT INTO writers (writer, batch, updated_at) SELECT $6, $5, $3 WHERE $7 \
+                       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
+        cand AS ( \
             SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < $3 \
             ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-        UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1 \
+        UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1, \
+            claim_token = $5 \
         FROM cand WHERE a.id = cand.id \
         RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution";
     let rows = sqlx::query(SQL)
@@ -457,11 +635,19 @@ async fn claim_activities(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(fence.attempt)
+        .bind(fence.writer)
+        .bind(fence.record)
         .fetch_all(&mut *conn)
         .await?;
+    items_from(&rows)
+}
+
+/// Claimed work items from rows of `id, instance_id, seq, name, input, attempt, execution`.
+fn items_from(rows: &[PgRow]) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        match activity_item(&row)? {
+        match activity_item(row)? {
             Ok(item) => items.push(item),
             Err(error) => return Ok(Err(error)),
         }

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
-    TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, HeldWork,
+    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
+    StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Payload, RuntimeStatus, Store};
 use sqlx::sqlite::{
@@ -152,6 +152,15 @@ impl SqliteStore {
             .run(&mut conn)
             .await
             .map_err(|e| Error::store(format!("migrating {}: {e}", path.display())))?;
+        // Fence rows of writers that have not written for a week (every open store adds one).
+        let week_ago = crate::common::now_ms() - 7 * 24 * 3600 * 1000;
+        if let Err(error) = sqlx::query("DELETE FROM writers WHERE updated_at < ?1")
+            .bind(week_ago)
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(%error, "forgetting old writers failed");
+        }
 
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
@@ -198,13 +207,27 @@ impl SqliteStore {
 /// of the previous release still opens a file a newer release migrated.
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/sqlite/0001_init.sql")),
-        false,
-    )]);
+    let migration = |version, description: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.to_owned().into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "writers",
+            include_str!("../../migrations/sqlite/0002_writers.sql"),
+        ),
+    ]);
     migrator.set_ignore_missing(true);
     migrator
 }
@@ -359,8 +382,16 @@ impl Store for SqliteStore {
         self.inner.writer.complete_activity(completion).await
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<(), Error> {
-        self.inner.writer.renew_leases(owner, lease_until).await
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        held: &HeldWork,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<String>, Error> {
+        self.inner
+            .writer
+            .renew_leases(owner, held, lease_until)
+            .await
     }
 
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {

@@ -19,7 +19,7 @@
 //! ones, shifting every later statement's arguments.
 
 use duractor::store::{
-    ActivityWorkItem, EntityCleanup, OrchestrationMessage, PurgeQuery, StoreEvents,
+    ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery, StoreEvents,
 };
 use duractor::{Error, Payload, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
@@ -29,13 +29,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::batch::{
-    BatchExecutor, Effects, InstanceState, Op, Outcome, Plan, State, ids_needed, json, run_writer,
-    touched,
+    AttemptError, Attempts, BatchExecutor, Done, InstanceState, Op, Outcome, Plan, State,
+    ids_needed, json, run_writer, touched,
 };
 use crate::common::{decode_event, millis, now_ms};
 
 pub(super) struct Writer {
     conn: SqliteConnection,
+    attempts: Attempts,
 }
 
 impl Writer {
@@ -55,7 +56,11 @@ impl Writer {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(checkpoint(checkpointer));
-                    run_writer(Writer { conn }, rx, events, max_batch).await;
+                    let writer = Writer {
+                        conn,
+                        attempts: Attempts::new(),
+                    };
+                    run_writer(writer, rx, events, max_batch).await;
                 });
             })?;
         Ok(())
@@ -70,41 +75,79 @@ impl BatchExecutor for Writer {
         let _ = self.conn.execute("ROLLBACK").await;
     }
 
+    /// Any error on the way to the commit leaves its outcome to be checked: SQLite reports
+    /// disk errors during `COMMIT` without saying whether the transaction survived.
+    fn outcome_unknown(_: &sqlx::Error) -> bool {
+        true
+    }
+
+    async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
+        // This connection is the only writer of the process: nothing else can be deciding it.
+        let _ = self.conn.execute("ROLLBACK").await;
+        let batch: Option<i64> = sqlx::query_scalar("SELECT batch FROM writers WHERE writer = ?1")
+            .bind(&self.attempts.writer)
+            .fetch_optional(&mut self.conn)
+            .await?;
+        Ok(batch == Some(attempt))
+    }
+
     /// One attempt at the batch inside one transaction.
-    async fn execute(&mut self, ops: &[Op]) -> Result<(Vec<Outcome>, Effects), sqlx::Error> {
+    async fn execute(&mut self, ops: &[Op]) -> Result<Done, AttemptError> {
         let now = now_ms();
-        let mut state = self.read_state(ops).await?;
+        let attempt = self.attempts.next();
+        let mut state = self.read_state(ops, attempt, now).await?;
         let mut plan = Plan::default();
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             outcomes.push(plan.apply(op, &mut state, now));
         }
         let has_special = ops.iter().any(Op::runs_after_writes);
-        let committed = self.write(&plan, !has_special).await?;
+        if !plan.new_instances.is_empty() {
+            self.write_new_instances(&plan).await?;
+        }
+        if !has_special && !plan.has_lease_writes() {
+            // With nothing after them, the writes carry the commit: one round trip less.
+            let sent = self.write(&plan, true).await;
+            let done = (outcomes, plan.effects);
+            return match sent {
+                Ok(()) => Ok(done),
+                Err(error) => Err(AttemptError {
+                    error,
+                    in_commit: Some((attempt, done)),
+                }),
+            };
+        }
+        self.write(&plan, false).await?;
         // Claims, purges and abandons run last, so that claims see this batch's new messages.
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
             match op {
                 Op::ClaimMessages {
                     owner,
                     limit,
-                    lease_until,
+                    lease,
                     ..
                 } => {
                     let claimed = self
-                        .claim_messages(owner, *limit, millis(*lease_until), now)
+                        .claim_messages(owner, *limit, lease.from(now), now)
                         .await?;
                     *outcome = Outcome::Messages(claimed);
                 }
                 Op::ClaimActivities {
                     owner,
                     limit,
-                    lease_until,
+                    lease,
                     ..
                 } => {
                     let claimed = self
-                        .claim_activities(owner, *limit, millis(*lease_until), now)
+                        .claim_activities(owner, *limit, lease.from(now), now)
                         .await?;
                     *outcome = Outcome::Items(claimed);
+                }
+                Op::Renew {
+                    owner, held, lease, ..
+                } => {
+                    let lost = self.renew(owner, held, lease.from(now)).await?;
+                    *outcome = Outcome::Lost(Ok(lost));
                 }
                 Op::Abandon {
                     owner,
@@ -133,29 +176,49 @@ impl BatchExecutor for Writer {
                 _ => {}
             }
         }
-        if !committed {
-            self.conn.execute("COMMIT").await?;
+        let sent = self.conn.execute("COMMIT").await;
+        let done = (outcomes, plan.effects);
+        match sent {
+            Ok(_) => Ok(done),
+            Err(error) => Err(AttemptError {
+                error,
+                in_commit: Some((attempt, done)),
+            }),
         }
-        Ok((outcomes, plan.effects))
     }
 }
 
 impl Writer {
-    /// Begins the transaction and reads what validation needs, in one round trip.
-    async fn read_state(&mut self, ops: &[Op]) -> Result<State, sqlx::Error> {
-        let (instance_ids, item_ids) = touched(ops);
+    /// Begins the transaction, records the attempt in the writer's fence row, and reads what
+    /// validation needs, in one round trip.
+    async fn read_state(
+        &mut self,
+        ops: &[Op],
+        attempt: i64,
+        now: i64,
+    ) -> Result<State, sqlx::Error> {
+        let touched = touched(ops);
         const SQL: &str = "BEGIN IMMEDIATE; \
+            INSERT INTO writers (writer, batch, updated_at) VALUES (?, ?, ?) \
+              ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at; \
             SELECT 'i' AS kind, instance_id AS k, status AS s, history_len AS n, locked_by AS o, locked_until AS u \
-              FROM instances WHERE instance_id IN (SELECT value FROM json_each(?1)) \
+              FROM instances WHERE instance_id IN (SELECT value FROM json_each(?)) \
             UNION ALL \
             SELECT 'a', CAST(id AS TEXT), NULL, id, locked_by, locked_until \
-              FROM activity_queue WHERE id IN (SELECT value FROM json_each(?2)) \
+              FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)) \
+            UNION ALL \
+            SELECT 'm', CAST(id AS TEXT), NULL, id, locked_by, locked_until \
+              FROM orch_queue WHERE id IN (SELECT value FROM json_each(?)) \
             UNION ALL \
             SELECT 's', name, NULL, seq, NULL, NULL FROM sqlite_sequence \
               WHERE name IN ('orch_queue', 'activity_queue')";
         let rows = sqlx::query(SQL)
-            .bind(json(&instance_ids))
-            .bind(json(&item_ids))
+            .bind(&self.attempts.writer)
+            .bind(attempt)
+            .bind(now)
+            .bind(json(&touched.instances))
+            .bind(json(&touched.items))
+            .bind(json(&touched.messages))
             .fetch_all(&mut self.conn)
             .await?;
         let mut state = State::default();
@@ -177,6 +240,9 @@ impl Writer {
                 "a" => {
                     state.items.insert(row.try_get(3)?, row.try_get(4)?);
                 }
+                "m" => {
+                    state.messages.insert(row.try_get(3)?, row.try_get(4)?);
+                }
                 _ => {
                     let name: String = row.try_get(1)?;
                     let seq: i64 = row.try_get(3)?;
@@ -193,10 +259,9 @@ impl Writer {
         Ok(state)
     }
 
-    /// Sends the merged writes of the batch; with `commit_inline`, commits too if it can do
-    /// so in the same round trip, and says whether it did.
-    async fn write(&mut self, plan: &Plan, commit_inline: bool) -> Result<bool, sqlx::Error> {
-        if !plan.new_instances.is_empty() {
+    /// Creates the batch's new instances (replacing finished ones with their ids).
+    async fn write_new_instances(&mut self, plan: &Plan) -> Result<(), sqlx::Error> {
+        {
             const SQL: &str = "\
                 DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
                 DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
@@ -217,9 +282,18 @@ impl Writer {
                 .execute(&mut self.conn)
                 .await?;
         }
-        if plan.has_core_writes() {
-            // With nothing after it in this batch, the commit rides along: one round trip less.
-            let sql = if commit_inline && !plan.has_lease_writes() {
+        Ok(())
+    }
+
+    /// Sends the merged writes of the batch; with `commit`, `COMMIT` rides along in the same
+    /// round trip (then nothing may follow).
+    async fn write(&mut self, plan: &Plan, commit: bool) -> Result<(), sqlx::Error> {
+        if !plan.has_core_writes() {
+            if commit {
+                self.conn.execute("COMMIT").await?;
+            }
+        } else {
+            let sql = if commit {
                 CORE_WRITES_AND_COMMIT
             } else {
                 CORE_WRITES
@@ -241,24 +315,12 @@ impl Writer {
                 .bind(json(&plan.entity_updates))
                 .execute(&mut self.conn)
                 .await?;
-            if commit_inline && !plan.has_lease_writes() {
-                return Ok(true);
-            }
         }
-        if plan.has_lease_writes() {
+        if plan.has_lease_writes() && !commit {
             const SQL: &str = "\
                 UPDATE instances SET locked_by = NULL, locked_until = NULL WHERE ? AND locked_by IS NOT NULL; \
                 UPDATE orch_queue SET locked_by = NULL, locked_until = NULL WHERE ? AND locked_by IS NOT NULL; \
                 UPDATE activity_queue SET locked_until = 0 WHERE ? AND locked_by IS NOT NULL; \
-                UPDATE instances SET locked_until = r.until \
-                  FROM (SELECT value->>0 AS owner, value->>1 AS until FROM json_each(?)) AS r \
-                  WHERE instances.locked_by = r.owner; \
-                UPDATE orch_queue SET locked_until = r.until \
-                  FROM (SELECT value->>0 AS owner, value->>1 AS until FROM json_each(?)) AS r \
-                  WHERE orch_queue.locked_by = r.owner; \
-                UPDATE activity_queue SET locked_until = r.until \
-                  FROM (SELECT value->>0 AS owner, value->>1 AS until FROM json_each(?)) AS r \
-                  WHERE activity_queue.locked_by = r.owner; \
                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                   FROM (SELECT value->>0 AS id, value->>1 AS owner FROM json_each(?)) AS r \
                   WHERE instances.instance_id = r.id AND instances.locked_by = r.owner; \
@@ -268,15 +330,11 @@ impl Writer {
                   WHERE locked_by IN (SELECT value FROM json_each(?)); \
                 UPDATE activity_queue SET locked_until = 0 \
                   WHERE locked_by IN (SELECT value FROM json_each(?))";
-            let renewals = json(&plan.renewals);
             let release_all = json(&plan.release_all);
             sqlx::query(SQL)
                 .bind(plan.reset_leases)
                 .bind(plan.reset_leases)
                 .bind(plan.reset_leases)
-                .bind(&renewals)
-                .bind(&renewals)
-                .bind(&renewals)
                 .bind(json(&plan.releases))
                 .bind(&release_all)
                 .bind(&release_all)
@@ -284,7 +342,47 @@ impl Writer {
                 .execute(&mut self.conn)
                 .await?;
         }
-        Ok(false)
+        Ok(())
+    }
+
+    /// Extends `owner`'s leases on the held instances (with their claimed messages) and work
+    /// items; returns the held instances `owner` no longer holds.
+    async fn renew(
+        &mut self,
+        owner: &str,
+        held: &HeldWork,
+        lease_until: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        const SQL: &str = "\
+            UPDATE orch_queue SET locked_until = ? \
+              WHERE locked_by = ? AND instance_id IN (SELECT value FROM json_each(?)); \
+            UPDATE activity_queue SET locked_until = ? \
+              WHERE locked_by = ? AND (id IN (SELECT value FROM json_each(?)) \
+                OR instance_id IN (SELECT value FROM json_each(?))); \
+            UPDATE instances SET locked_until = ? \
+              WHERE locked_by = ? AND instance_id IN (SELECT value FROM json_each(?)) \
+              RETURNING instance_id";
+        let instances = json(&held.instances);
+        let renewed: Vec<String> = sqlx::query_scalar(SQL)
+            .bind(lease_until)
+            .bind(owner)
+            .bind(&instances)
+            .bind(lease_until)
+            .bind(owner)
+            .bind(json(&held.activity_items))
+            .bind(&instances)
+            .bind(lease_until)
+            .bind(owner)
+            .bind(&instances)
+            .fetch_all(&mut self.conn)
+            .await?;
+        let renewed: std::collections::HashSet<&str> = renewed.iter().map(String::as_str).collect();
+        Ok(held
+            .instances
+            .iter()
+            .filter(|id| !renewed.contains(id.as_str()))
+            .cloned()
+            .collect())
     }
 
     async fn claim_messages(

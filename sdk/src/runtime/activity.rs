@@ -1,6 +1,6 @@
 //! The activity worker actor: runs activities with a concurrency limit and commits results.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ use crate::error::Failure;
 use crate::history::Event;
 use crate::panics::{Caught, take_location};
 use crate::replay::panic_message;
-use crate::store::{ActivityCompletion, ActivityWorkItem};
+use crate::store::{ActivityCompletion, ActivityWorkItem, HeldWork};
 
 /// Work items a turn of a loaded instance just scheduled (claimed by this worker): their
 /// results go back to the instance in memory.
@@ -48,6 +48,8 @@ pub(super) struct ActivityWorker {
     dispatcher: Addr<Dispatcher>,
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
+    /// The work items running now (their leases are renewed with the queued ones).
+    running_ids: HashSet<i64>,
     claiming: bool,
     poller: Poller,
     stopping: bool,
@@ -62,6 +64,7 @@ impl ActivityWorker {
             dispatcher,
             queue: VecDeque::new(),
             running: 0,
+            running_ids: HashSet::new(),
             claiming: false,
             stopping: false,
             drain_waiters: Vec::new(),
@@ -76,10 +79,13 @@ impl ActivityWorker {
                 break;
             };
             self.running += 1;
+            self.running_ids.insert(item.id);
+            let item_id = item.id;
             let shared = self.shared.clone();
             let run = run(shared, item, origin).into_actor(self);
-            ctx.spawn(run.map(|delivered, act, ctx| {
+            ctx.spawn(run.map(move |delivered, act, ctx| {
                 act.running -= 1;
+                act.running_ids.remove(&item_id);
                 if let Some(inbound) = delivered {
                     act.dispatcher.do_send(Deliver(vec![inbound]));
                 }
@@ -96,6 +102,36 @@ impl ActivityWorker {
                 let _ = waiter.send(());
             }
         }
+    }
+
+    /// Renews the leases of the work items queued and running here (those whose results went
+    /// to a loaded instance are renewed with it, by the dispatcher).
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let held = HeldWork {
+            instances: Vec::new(),
+            activity_items: self
+                .running_ids
+                .iter()
+                .copied()
+                .chain(self.queue.iter().map(|(item, _)| item.id))
+                .collect(),
+        };
+        if held.activity_items.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let renew = async move {
+            let lease_until = shared.lease_until();
+            shared
+                .store
+                .renew_leases(&shared.owner, &held, lease_until)
+                .await
+        };
+        ctx.spawn(renew.into_actor(self).map(|result, _, _| {
+            if let Err(error) = result {
+                tracing::warn!(%error, "renewing activity leases failed; will retry");
+            }
+        }));
     }
 
     /// The fallback poll: claims and arms the next poll.
@@ -254,6 +290,9 @@ impl Actor for ActivityWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.shared.options.lease / 3, |act, ctx| {
+            act.renew_leases(ctx)
+        });
         self.poll(ctx);
     }
 }

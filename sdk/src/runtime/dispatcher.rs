@@ -10,12 +10,13 @@ use tokio::sync::oneshot;
 
 use super::activity::{ActivityWorker, Drain as DrainWorker};
 use super::entity::EntityActor;
-use super::instance::{Drain as DrainInstance, InstanceActor, Unload};
+use super::instance::{Drain as DrainInstance, GiveUp, InstanceActor, Unload};
 use super::poll::Poller;
 use super::{Inbound, Shared};
 use crate::clock::now_millis;
 use crate::entity::EntityId;
 use crate::error::Error;
+use crate::store::HeldWork;
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
@@ -113,6 +114,13 @@ impl ActorAddr {
         match self {
             ActorAddr::Instance(addr) => addr.do_send(Unload),
             ActorAddr::Entity(addr) => addr.do_send(Unload),
+        }
+    }
+
+    fn give_up(&self) {
+        match self {
+            ActorAddr::Instance(addr) => addr.do_send(GiveUp),
+            ActorAddr::Entity(addr) => addr.do_send(GiveUp),
         }
     }
 
@@ -313,16 +321,34 @@ impl Dispatcher {
         }));
     }
 
+    /// Renews the leases of the loaded instances and entities (and what was claimed for
+    /// them); those another worker took over meanwhile give their in-memory state up.
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
         let shared = self.shared.clone();
+        let held = HeldWork {
+            instances: self.instances.keys().map(|id| id.to_string()).collect(),
+            activity_items: Vec::new(),
+        };
+        if held.instances.is_empty() {
+            return;
+        }
         let renew = async move {
             let lease_until = shared.lease_until();
-            shared.store.renew_leases(&shared.owner, lease_until).await
+            shared
+                .store
+                .renew_leases(&shared.owner, &held, lease_until)
+                .await
         };
-        ctx.spawn(renew.into_actor(self).map(|result, _, _| {
-            if let Err(error) = result {
-                tracing::warn!(%error, "renewing leases failed; will retry");
+        ctx.spawn(renew.into_actor(self).map(|result, act, _| match result {
+            Ok(lost) => {
+                for instance_id in lost {
+                    if let Some(slot) = act.instances.get(instance_id.as_str()) {
+                        tracing::warn!(%instance_id, "another worker holds the instance now; giving up its in-memory state");
+                        slot.addr.give_up();
+                    }
+                }
             }
+            Err(error) => tracing::warn!(%error, "renewing leases failed; will retry"),
         }));
     }
 }

@@ -8,8 +8,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::{Dispatcher, RequestUnload, Unloaded, backoff};
-use super::instance::{Deliver, Drain, Unload, drained};
-use super::{Inbound, Shared};
+use super::instance::{Deliver, Drain, GiveUp, Unload, drained};
+use super::{Inbound, MessageIds, Shared, queued_ids};
 use crate::clock::now_millis;
 use crate::entity::{EntityContext, EntityEffect, EntityId, ErasedState};
 use crate::error::{Error, Failure};
@@ -40,6 +40,10 @@ pub(super) struct EntityActor {
     unload_requested: bool,
     failures: u32,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// The queue messages held or recently consumed: none is applied twice.
+    message_ids: MessageIds,
+    /// Give up once the commit in flight returns.
+    give_up_requested: bool,
 }
 
 /// What a batch of operations produced.
@@ -59,6 +63,8 @@ impl EntityActor {
         dispatcher: Addr<Dispatcher>,
         pending: Vec<Inbound>,
     ) -> Self {
+        let mut message_ids = MessageIds::default();
+        let pending = message_ids.admit(pending);
         EntityActor {
             shared,
             instance_id,
@@ -73,6 +79,8 @@ impl EntityActor {
             unload_requested: false,
             failures: 0,
             drain_waiters: Vec::new(),
+            message_ids,
+            give_up_requested: false,
         }
     }
 
@@ -129,6 +137,30 @@ impl EntityActor {
                     .do_send(RequestUnload(act.instance_id.clone()));
             }));
         }
+    }
+
+    /// Gives the entity up to the worker that holds it now: the messages claimed here go back
+    /// to the store (visible at once) and the actor stops, handing nothing to the dispatcher.
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        self.give_up_requested = false;
+        let mut held = std::mem::take(&mut self.deferred);
+        held.append(&mut self.pending);
+        let ids = queued_ids(&held);
+        if !ids.is_empty() {
+            let shared = self.shared.clone();
+            let abandon = async move {
+                shared
+                    .store
+                    .abandon_messages(&shared.owner, &ids, now_millis())
+                    .await
+            };
+            ctx.spawn(abandon.into_actor(self).map(|result, _, _| {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "giving messages back failed; they return when their lease lapses");
+                }
+            }));
+        }
+        self.stop(ctx);
     }
 
     fn stop(&mut self, ctx: &mut Context<Self>) {
@@ -359,21 +391,25 @@ impl EntityActor {
             act.phase = Phase::Ready;
             match result {
                 Ok(_) => {
+                    act.message_ids.consumed(&consumed);
                     act.failures = 0;
                     act.state = new_state;
                     act.lock_owner = lock_owner;
+                    if act.give_up_requested {
+                        return act.give_up(ctx);
+                    }
                     act.after_phase_change(ctx);
                 }
                 Err(error) => {
-                    // Nothing of the batch is stored: run it again from the stored state.
+                    // Nothing of the batch is stored (a commit whose answer was lost is settled
+                    // by the store before it answers): run it again from the stored state.
                     let mut pending = consumed;
                     pending.append(&mut act.deferred);
                     pending.append(&mut act.pending);
                     act.pending = pending;
-                    if let Error::Conflict { .. } = error {
-                        tracing::warn!(entity = %act.id, %error, "unloading the entity");
-                        act.pending.clear();
-                        return act.stop(ctx);
+                    if act.give_up_requested || matches!(error, Error::Conflict { .. }) {
+                        tracing::warn!(entity = %act.id, %error, "giving the entity up");
+                        return act.give_up(ctx);
                     }
                     act.retry_later(error, ctx);
                 }
@@ -436,9 +472,25 @@ impl Handler<Deliver> for EntityActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.pending.extend(msg.0);
+        let fresh = self.message_ids.admit(msg.0);
+        if fresh.is_empty() {
+            return;
+        }
+        self.pending.extend(fresh);
         if self.phase == Phase::Ready {
             self.process(ctx);
+        }
+    }
+}
+
+impl Handler<GiveUp> for EntityActor {
+    type Result = ();
+
+    fn handle(&mut self, _: GiveUp, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Committing {
+            self.give_up_requested = true;
+        } else {
+            self.give_up(ctx);
         }
     }
 }

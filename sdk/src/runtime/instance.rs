@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::activity::{ActivityWorker, RunActivities};
 use super::dispatcher::{Dispatcher, RequestUnload, TimersArmed, Unloaded, backoff};
-use super::{Inbound, Shared, VersionMatch, VersionMismatch};
+use super::{Inbound, MessageIds, Shared, VersionMatch, VersionMismatch, queued_ids};
 use crate::clock::now_millis;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
@@ -34,6 +34,12 @@ pub(super) struct Unload;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Drain;
+
+/// Another worker holds the instance now (this worker's lease lapsed and it was taken over):
+/// drop its in-memory state and the messages claimed for it, and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct GiveUp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -82,6 +88,10 @@ pub(super) struct InstanceActor {
     drain_waiters: Vec<oneshot::Sender<()>>,
     /// When the turn being run or committed started (for the turn latency metric).
     turn_started: Option<Instant>,
+    /// The queue messages held or recently consumed: none is taken twice.
+    message_ids: MessageIds,
+    /// Give up once the commit in flight returns.
+    give_up_requested: bool,
 }
 
 impl InstanceActor {
@@ -92,6 +102,8 @@ impl InstanceActor {
         worker: Addr<ActivityWorker>,
         pending: Vec<Inbound>,
     ) -> Self {
+        let mut message_ids = MessageIds::default();
+        let pending = message_ids.admit(pending);
         InstanceActor {
             shared,
             instance_id,
@@ -108,6 +120,8 @@ impl InstanceActor {
             failures: 0,
             drain_waiters: Vec::new(),
             turn_started: None,
+            message_ids,
+            give_up_requested: false,
         }
     }
 
@@ -324,6 +338,36 @@ impl InstanceActor {
             act.dispatcher
                 .do_send(RequestUnload(act.instance_id.clone()));
         }));
+    }
+
+    /// Gives the instance up to the worker that holds it now: the activity results this
+    /// worker delivered in memory are committed for it, the messages claimed here are given
+    /// back to the store (visible at once; they are the other worker's to claim), and the
+    /// actor stops without handing anything back to the dispatcher.
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        self.give_up_requested = false;
+        let mut held = std::mem::take(&mut self.deferred);
+        held.append(&mut self.pending);
+        let ids = queued_ids(&held);
+        self.pending = held;
+        self.hand_over_local_results(ctx);
+        self.pending.clear();
+        if !ids.is_empty() {
+            let shared = self.shared.clone();
+            let abandon = async move {
+                shared
+                    .store
+                    .abandon_messages(&shared.owner, &ids, now_millis())
+                    .await
+            };
+            ctx.spawn(abandon.into_actor(self).map(|result, _, _| {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "giving messages back failed; they return when their lease lapses");
+                }
+            }));
+        }
+        self.executor = None;
+        self.stop(ctx);
     }
 
     fn stop(&mut self, ctx: &mut Context<Self>) {
@@ -800,6 +844,7 @@ impl InstanceActor {
             act.phase = Phase::Ready;
             match result {
                 Ok((committed, activities)) => {
+                    act.message_ids.consumed(&messages);
                     let metrics = &act.shared.metrics;
                     metrics.turns.fetch_add(1, Ordering::Relaxed);
                     metrics.turn_latency.observe(turn_started.elapsed());
@@ -823,6 +868,9 @@ impl InstanceActor {
                         act.history_len = 0;
                     }
                     act.dispatch(committed.activity_ids, activities, execution, timer_due);
+                    if act.give_up_requested {
+                        return act.give_up(ctx);
+                    }
                     act.after_phase_change(ctx);
                 }
                 Err(error) => {
@@ -835,10 +883,9 @@ impl InstanceActor {
                     let mut pending = messages;
                     pending.append(&mut act.pending);
                     act.pending = pending;
-                    if let Error::Conflict { .. } = error {
-                        tracing::warn!(instance_id = %act.instance_id, %error, "unloading the instance");
-                        act.hand_over_local_results(ctx);
-                        return act.stop(ctx);
+                    if act.give_up_requested || matches!(error, Error::Conflict { .. }) {
+                        tracing::warn!(instance_id = %act.instance_id, %error, "giving the instance up");
+                        return act.give_up(ctx);
                     }
                     act.retry_later(error, ctx);
                 }
@@ -974,9 +1021,25 @@ impl Handler<Deliver> for InstanceActor {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
         }
-        self.pending.extend(msg.0);
+        let fresh = self.message_ids.admit(msg.0);
+        if fresh.is_empty() {
+            return self.after_phase_change(ctx);
+        }
+        self.pending.extend(fresh);
         if self.phase == Phase::Ready {
             self.turn(ctx);
+        }
+    }
+}
+
+impl Handler<GiveUp> for InstanceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: GiveUp, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Committing {
+            self.give_up_requested = true;
+        } else {
+            self.give_up(ctx);
         }
     }
 }

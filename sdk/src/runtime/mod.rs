@@ -28,6 +28,7 @@ mod poll;
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 
 use std::any::Any;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,67 @@ impl Inbound {
             Inbound::Local { event, .. } => event,
         }
     }
+}
+
+/// The queue messages an actor holds or has recently consumed, by id, so that it never takes
+/// one twice: a message whose lease lapsed while its turn was slow can be claimed again by
+/// this same worker and delivered a second time.
+#[derive(Debug, Default)]
+pub(crate) struct MessageIds {
+    held: HashSet<i64>,
+    consumed: VecDeque<i64>,
+    consumed_set: HashSet<i64>,
+}
+
+impl MessageIds {
+    /// How many consumed ids are remembered.
+    const REMEMBERED: usize = 4096;
+
+    /// `messages` without those already held or consumed; the rest are held from now on.
+    pub(crate) fn admit(&mut self, messages: Vec<Inbound>) -> Vec<Inbound> {
+        messages
+            .into_iter()
+            .filter(|message| match message {
+                Inbound::Queued(queued) => {
+                    let fresh = !self.consumed_set.contains(&queued.id)
+                        && self.held.insert(queued.id);
+                    if !fresh {
+                        tracing::debug!(instance_id = %queued.instance_id, id = queued.id, "dropping a message delivered twice");
+                    }
+                    fresh
+                }
+                Inbound::Local { .. } => true,
+            })
+            .collect()
+    }
+
+    /// Records the queue messages of a committed turn as consumed.
+    pub(crate) fn consumed(&mut self, messages: &[Inbound]) {
+        for message in messages {
+            if let Inbound::Queued(queued) = message {
+                self.held.remove(&queued.id);
+                if self.consumed_set.insert(queued.id) {
+                    self.consumed.push_back(queued.id);
+                }
+            }
+        }
+        while self.consumed.len() > Self::REMEMBERED {
+            if let Some(old) = self.consumed.pop_front() {
+                self.consumed_set.remove(&old);
+            }
+        }
+    }
+}
+
+/// The ids of the queue messages among `messages`.
+pub(crate) fn queued_ids(messages: &[Inbound]) -> Vec<i64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Inbound::Queued(message) => Some(message.id),
+            Inbound::Local { .. } => None,
+        })
+        .collect()
 }
 
 /// Tunable settings of a runtime; see the [`RuntimeBuilder`] methods.

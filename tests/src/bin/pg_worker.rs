@@ -19,6 +19,12 @@ async fn main() -> Result<(), duractor::Error> {
         eprintln!("usage: pg_worker URL SCHEMA LEASE_MS");
         std::process::exit(2);
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let lease_ms: u64 = lease_ms
         .parse()
         .map_err(|e| duractor::Error::InvalidArgument(format!("LEASE_MS: {e}")))?;

@@ -1,0 +1,373 @@
+//! A TCP proxy in front of PostgreSQL that makes the network misbehave on purpose, for the
+//! fault tests: it can lose the server's answer to a `COMMIT` (after the server received and
+//! ran it), delay all traffic, and cut every connection and refuse new ones for a while (the
+//! server "going away"). Workers and clients connect to [`PgProxy::url`] instead of the
+//! server.
+//!
+//! It reads just enough of PostgreSQL's wire protocol to find `COMMIT`s: the client's first
+//! message (an `SSLRequest`, answered by the server with one byte, or the startup message)
+//! has no type byte; every later one is a type byte and a length. A `COMMIT` is a simple
+//! query (`Q`) or a `Parse` (`P`) whose text is `COMMIT`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the proxy does to traffic, changeable while it runs.
+#[derive(Default)]
+struct Faults {
+    /// Lose the answer to one `COMMIT` in this many (0: never).
+    drop_commit_answer_one_in: AtomicU32,
+    /// How many answers to lose at most.
+    drop_commit_answer_budget: AtomicU64,
+    /// Delay every chunk in both directions by this many milliseconds.
+    delay_ms: AtomicU64,
+    /// Refuse and cut connections until then.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Counts of what the proxy did.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// `COMMIT`s seen.
+    pub commits: AtomicU64,
+    /// `COMMIT` answers lost on purpose.
+    pub commit_answers_dropped: AtomicU64,
+    /// Connections cut by an outage.
+    pub connections_cut: AtomicU64,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    faults: Faults,
+    stats: ProxyStats,
+    /// Open connection pairs, to cut them in an outage.
+    open: Mutex<Vec<(TcpStream, TcpStream)>>,
+    rng: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn is_down(&self) -> bool {
+        let down = self
+            .faults
+            .down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        down.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// A pseudo-random number (xorshift), good enough for "one in N".
+    fn random(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// Whether to lose the answer to the `COMMIT` just seen.
+    fn lose_this_answer(&self) -> bool {
+        let one_in = self
+            .faults
+            .drop_commit_answer_one_in
+            .load(Ordering::Relaxed);
+        if one_in == 0 || !self.random().is_multiple_of(u64::from(one_in)) {
+            return false;
+        }
+        self.faults
+            .drop_commit_answer_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+}
+
+/// A running proxy; it stops accepting when dropped (open connections end with the test).
+pub struct PgProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl PgProxy {
+    /// Starts a proxy on a free local port in front of `upstream` (e.g. `127.0.0.1:5432`).
+    pub fn start(upstream: SocketAddr) -> PgProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+            | 1;
+        let shared = Arc::new(Shared {
+            upstream,
+            faults: Faults::default(),
+            stats: ProxyStats::default(),
+            open: Mutex::new(Vec::new()),
+            rng: AtomicU64::new(seed),
+            stopped: AtomicBool::new(false),
+        });
+        let accepting = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if accepting.is_down() {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(accepting.upstream) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                accepting.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                spawn_pair(accepting.clone(), client, server);
+            }
+        });
+        PgProxy { addr, shared }
+    }
+
+    /// A PostgreSQL URL like `url`, with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let user = authority
+            .rsplit_once('@')
+            .map(|(user, _)| format!("{user}@"));
+        format!(
+            "{scheme}://{}{}/{path}",
+            user.unwrap_or_default(),
+            self.addr
+        )
+    }
+
+    /// Loses the server's answer to one `COMMIT` in `one_in` (after the server received it),
+    /// then closes that connection; at most `budget` times.
+    pub fn drop_commit_answers(&self, one_in: u32, budget: u64) {
+        let faults = &self.shared.faults;
+        faults
+            .drop_commit_answer_budget
+            .store(budget, Ordering::Relaxed);
+        faults
+            .drop_commit_answer_one_in
+            .store(one_in, Ordering::Relaxed);
+    }
+
+    /// Delays every message with a statement, and every chunk of its answer, by `delay`
+    /// (`Duration::ZERO`: none); setting a connection up is not delayed.
+    pub fn delay(&self, delay: Duration) {
+        self.shared
+            .faults
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Cuts every open connection now and refuses new ones for `duration`: to the workers
+    /// and clients, the database went away.
+    pub fn outage(&self, duration: Duration) {
+        *self
+            .shared
+            .faults
+            .down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + duration);
+        let open = std::mem::take(&mut *self.shared.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for (client, server) in open {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            self.shared
+                .stats
+                .connections_cut
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What the proxy did so far.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.shared.stats
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        let open = std::mem::take(&mut *self.shared.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for (client, server) in open {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Pumps one connection both ways on two threads.
+fn spawn_pair(shared: Arc<Shared>, client: TcpStream, server: TcpStream) {
+    let (Ok(client_write), Ok(server_read), Ok(client_keep), Ok(server_keep)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
+        return;
+    };
+    shared
+        .open
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((client_keep, server_keep));
+    // Set by the client side when a COMMIT's answer must be lost.
+    let lose_answer = Arc::new(AtomicBool::new(false));
+    // Set once the client sends its first query: delays apply to statements, not to setting
+    // the connection up.
+    let querying = Arc::new(AtomicBool::new(false));
+    let upstream = {
+        let shared = shared.clone();
+        let lose_answer = lose_answer.clone();
+        let querying = querying.clone();
+        move || client_to_server(&shared, client, server, &lose_answer, &querying)
+    };
+    let downstream =
+        move || server_to_client(&shared, server_read, client_write, &lose_answer, &querying);
+    std::thread::spawn(upstream);
+    std::thread::spawn(downstream);
+}
+
+/// Waits the configured delay, on connections that carry statements.
+fn pause(shared: &Shared, querying: &AtomicBool) {
+    let delay = shared.faults.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 && querying.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+}
+
+/// Forwards the client's messages, one whole message at a time, watching for `COMMIT`.
+fn client_to_server(
+    shared: &Shared,
+    mut client: TcpStream,
+    mut server: TcpStream,
+    lose_answer: &AtomicBool,
+    querying: &AtomicBool,
+) {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let mut started = false;
+    loop {
+        let n = match client.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buffer.extend_from_slice(&chunk[..n]);
+        // Forward every complete message in the buffer.
+        loop {
+            let (len, commit) = if !started {
+                // SSLRequest / startup: length first, no type byte.
+                let Some(len) = read_len(&buffer, 0) else {
+                    break;
+                };
+                let code = read_len(&buffer, 4);
+                if code != Some(80_877_103) {
+                    started = true; // a startup message; an SSLRequest is followed by one
+                }
+                (len, false)
+            } else {
+                let Some(len) = read_len(&buffer, 1).map(|l| l + 1) else {
+                    break;
+                };
+                (len, buffer.len() >= len && is_commit(&buffer[..len]))
+            };
+            if buffer.len() < len {
+                break;
+            }
+            let message: Vec<u8> = buffer.drain(..len).collect();
+            if started && matches!(message.first(), Some(b'Q' | b'P' | b'B' | b'E')) {
+                querying.store(true, Ordering::Relaxed);
+            }
+            if commit {
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                if shared.lose_this_answer() {
+                    // Before the server can answer: the answer is the one to lose.
+                    lose_answer.store(true, Ordering::SeqCst);
+                }
+            }
+            pause(shared, querying);
+            if server.write_all(&message).is_err() {
+                return close(&client, &server);
+            }
+        }
+    }
+    close(&client, &server);
+}
+
+/// Forwards the server's answers; after a `COMMIT` chosen to lose its answer, swallows it and
+/// closes the connection.
+fn server_to_client(
+    shared: &Shared,
+    mut server: TcpStream,
+    mut client: TcpStream,
+    lose_answer: &AtomicBool,
+    querying: &AtomicBool,
+) {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = match server.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if lose_answer.load(Ordering::SeqCst) {
+            // The server ran the COMMIT; its answer never arrives.
+            shared
+                .stats
+                .commit_answers_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        pause(shared, querying);
+        if client.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+    }
+    close(&client, &server);
+}
+
+fn close(client: &TcpStream, server: &TcpStream) {
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+}
+
+fn read_len(buffer: &[u8], at: usize) -> Option<usize> {
+    let bytes: [u8; 4] = buffer.get(at..at + 4)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(bytes)).ok()
+}
+
+/// Whether a typed message is a `COMMIT`: a simple query, or a `Parse` of it.
+fn is_commit(message: &[u8]) -> bool {
+    let body = &message[5..];
+    let text = match message[0] {
+        b'Q' => body,
+        // Parse: the statement name (a C string), then the query.
+        b'P' => match body.iter().position(|b| *b == 0) {
+            Some(end) => &body[end + 1..],
+            None => return false,
+        },
+        _ => return false,
+    };
+    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
+    std::str::from_utf8(&text[..end])
+        .map(|q| {
+            q.trim()
+                .trim_end_matches(';')
+                .eq_ignore_ascii_case("COMMIT")
+        })
+        .unwrap_or(false)
+}
