@@ -12,6 +12,13 @@
 //! this process only starts instances and checks results, as a client. `ok` is true only when
 //! the result was checked. With `--runs N > 1`, a line with `"stat":"median"` follows each
 //! workload's runs.
+//!
+//! Every run also measures FLOOR (the raw sqlx cost of a step's writes on the same database,
+//! see `floor`) just before its workload, and its line carries `floor_ms` and the workload's
+//! cost in floors: `unit_floors` (ms per unit of `per_sec` ÷ `floor_ms`) and, for W6,
+//! `p50_floors` and `p99_floors`. `--workload FLOOR` prints the floor's own lines.
+
+mod floor;
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +110,7 @@ fn parse_args() -> Result<Options, String> {
             "W4".into(),
             "W5".into(),
             "W6".into(),
+            "FLOOR".into(),
         ],
         runs: 1,
         synchronous: Synchronous::Normal,
@@ -157,7 +165,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--help" | "-h" => {
                 println!(
-                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6] [--runs N] \
+                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6,FLOOR] [--runs N] \
                      [--sync normal|full] [--backend sqlite|postgres] [--postgres-url URL] \
                      [--workers N]"
                 );
@@ -382,7 +390,67 @@ impl Env {
 
 const WAIT: Duration = Duration::from_secs(600);
 
+/// Measures FLOOR on the backend's database with its settings.
+async fn measure_floor(
+    synchronous: Synchronous,
+    backend: &Backend,
+) -> Result<floor::Floor, duractor::Error> {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let measured = match backend {
+        Backend::Postgres { url, .. } => {
+            floor::postgres(url, &format!("floor_{}_{run}", std::process::id())).await
+        }
+        Backend::Sqlite => {
+            let dir =
+                std::env::temp_dir().join(format!("duractor-floor-{}-{run}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(duractor::Error::msg)?;
+            let _cleanup = TempDir(dir.clone());
+            let options = SqliteStoreOptions {
+                synchronous,
+                ..Default::default()
+            };
+            floor::sqlite(&dir, options).await
+        }
+    };
+    measured.map_err(|e| duractor::Error::msg(format!("FLOOR: {e}")))
+}
+
 async fn run_workload(
+    name: &str,
+    synchronous: Synchronous,
+    backend: &Backend,
+) -> Result<serde_json::Value, duractor::Error> {
+    let floor = measure_floor(synchronous, backend).await?;
+    if name == "FLOOR" {
+        return Ok(floor.to_json());
+    }
+    let result = run_measured(name, synchronous, backend).await?;
+    Ok(in_floors(result, floor.single_ms))
+}
+
+/// Adds `floor_ms` and the workload's cost in floors to its result.
+fn in_floors(mut result: serde_json::Value, floor_ms: f64) -> serde_json::Value {
+    let Some(fields) = result.as_object_mut() else {
+        return result;
+    };
+    let floors = |ms: f64| json!(((ms / floor_ms) * 10.0).round() / 10.0);
+    if let Some(per_sec) = fields.get("per_sec").and_then(serde_json::Value::as_f64) {
+        fields.insert("unit_floors".into(), floors(1000.0 / per_sec));
+    }
+    for (key, out) in [("p50_ms", "p50_floors"), ("p99_ms", "p99_floors")] {
+        if let Some(ms) = fields.get(key).and_then(serde_json::Value::as_f64) {
+            fields.insert(out.into(), floors(ms));
+        }
+    }
+    fields.insert(
+        "floor_ms".into(),
+        json!((floor_ms * 1000.0).round() / 1000.0),
+    );
+    result
+}
+
+async fn run_measured(
     name: &str,
     synchronous: Synchronous,
     backend: &Backend,
@@ -676,7 +744,17 @@ async fn main() {
         }
         if runs.len() > 1 {
             let mut summary = runs[0].clone();
-            for key in ["wall_ms", "per_sec", "p50_ms", "p99_ms"] {
+            for key in [
+                "wall_ms",
+                "per_sec",
+                "p50_ms",
+                "p99_ms",
+                "floor_ms",
+                "unit_floors",
+                "p50_floors",
+                "p99_floors",
+                "batched_per_sec",
+            ] {
                 let mut values: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
                 if values.len() == runs.len() {
                     summary[key] = json!((median(&mut values) * 1000.0).round() / 1000.0);
