@@ -28,7 +28,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use crate::batch::{
     AttemptError, Attempts, BatchExecutor, Done, Effects, InstanceState, Op, Outcome, Plan, State,
-    ids_needed, json, settle, touched,
+    ids_needed, json, touched,
 };
 use crate::common::{decode_event, millis, now_ms, store_error};
 
@@ -42,34 +42,33 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A batch of claims only: each claim is one statement, atomic on its own (it records its
-    /// attempt in the fence row and marks the rows it takes with the attempt's number), so
-    /// they run without `BEGIN`, the locking read and `COMMIT` (one round trip per claim
-    /// instead of four or more). Claims change no state another op of the batch reads and
-    /// notify nobody. A claim whose answer is lost is settled like a commit: if it happened,
-    /// the rows it took are read back by their mark.
+    /// A batch of claims only: each claim is one statement, atomic on its own, so they run
+    /// without `BEGIN`, the locking read and `COMMIT` (one round trip per claim instead of
+    /// four or more). Claims change no state another op of the batch reads and notify nobody.
+    ///
+    /// A claim whose answer is lost is not fenced (that would make every claim, even one that
+    /// finds nothing, a write the server must flush): the rows it took are read back by the
+    /// attempt number it marked them with, and whatever it took that cannot be read back yet
+    /// (its transaction still deciding) is leased to this worker but held by nobody, so it is
+    /// not renewed and is claimed again within a lease period.
     async fn claim_only(&mut self, ops: &[Op], now: i64) -> Result<Done, AttemptError> {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let attempt = self.attempts.next();
-            let fence = Fence {
-                writer: &self.attempts.writer,
-                attempt,
-                record: true,
-            };
             let mut conn = match self.pool.acquire().await {
                 Ok(conn) => conn,
-                // No statement ran: nothing to settle.
+                // No statement ran.
                 Err(error) => {
                     outcomes.push(failed_claim(op, error));
                     continue;
                 }
             };
-            let claimed = claim(&mut conn, op, &fence, now).await;
+            let claimed = claim(&mut conn, op, attempt, now).await;
             drop(conn);
             let outcome = match claimed {
                 Ok(outcome) => outcome,
-                Err(error) if Self::outcome_unknown(&error) && settle(self, attempt).await => {
+                Err(error) if Self::outcome_unknown(&error) => {
+                    tracing::warn!(%error, attempt, "the answer to a claim was lost; reading back what it took");
                     match self.pool.acquire().await {
                         Ok(mut conn) => reclaimed(&mut conn, op, attempt).await,
                         Err(error) => Err(error),
@@ -84,15 +83,6 @@ impl Writer {
     }
 }
 
-/// Where a claim records itself: the writer's fence row and the attempt that marks the rows.
-struct Fence<'a> {
-    writer: &'a str,
-    attempt: i64,
-    /// Record the attempt in the fence row too (a claim that commits on its own; inside a
-    /// transaction the first statement did).
-    record: bool,
-}
-
 /// The outcome of a claim that did not happen: the caller claims again later.
 fn failed_claim(op: &Op, error: sqlx::Error) -> Outcome {
     let error = store_error("claiming work", error);
@@ -102,11 +92,11 @@ fn failed_claim(op: &Op, error: sqlx::Error) -> Outcome {
     }
 }
 
-/// Runs a claim op; `None` for any other op.
+/// Runs a claim op, marking the rows it takes with `attempt`; `None` for any other op.
 async fn claim(
     conn: &mut PgConnection,
     op: &Op,
-    fence: &Fence<'_>,
+    attempt: i64,
     now: i64,
 ) -> Result<Option<Outcome>, sqlx::Error> {
     Ok(match op {
@@ -116,7 +106,7 @@ async fn claim(
             lease,
             ..
         } => Some(Outcome::Messages(
-            claim_messages(conn, owner, *limit, lease.from(now), now, fence).await?,
+            claim_messages(conn, owner, *limit, lease.from(now), now, attempt).await?,
         )),
         Op::ClaimActivities {
             owner,
@@ -124,7 +114,7 @@ async fn claim(
             lease,
             ..
         } => Some(Outcome::Items(
-            claim_activities(conn, owner, *limit, lease.from(now), now, fence).await?,
+            claim_activities(conn, owner, *limit, lease.from(now), now, attempt).await?,
         )),
         _ => None,
     })
@@ -208,13 +198,8 @@ impl BatchExecutor for Writer {
             outcomes.push(plan.apply(op, &mut state, now));
         }
         let announced = write(&mut tx, &plan, self).await?;
-        let fence = Fence {
-            writer: &self.attempts.writer,
-            attempt,
-            record: false,
-        };
         for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
-            if let Some(claimed) = claim(&mut tx, op, &fence, now).await? {
+            if let Some(claimed) = claim(&mut tx, op, attempt, now).await? {
                 *outcome = claimed;
                 continue;
             }
@@ -555,12 +540,10 @@ async fn claim_messages(
     limit: u32,
     lease_until: i64,
     now: i64,
-    fence: &Fence<'_>,
+    attempt: i64,
 ) -> Result<Result<Vec<OrchestrationMessage>, Error>, sqlx::Error> {
     const SQL: &str = "\
-        WITH fence AS (INSERT INTO writers (writer, batch, updated_at) SELECT $6, $5, $3 WHERE $7 \
-                       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
-        ready AS ( \
+        WITH ready AS ( \
             SELECT q.instance_id, min(q.id) AS first FROM orch_queue q \
             JOIN instances i ON i.instance_id = q.instance_id \
             WHERE q.visible_at <= $3 AND (q.locked_until IS NULL OR q.locked_until < $3) \
@@ -583,9 +566,7 @@ async fn claim_messages(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
-        .bind(fence.attempt)
-        .bind(fence.writer)
-        .bind(fence.record)
+        .bind(attempt)
         .fetch_all(&mut *conn)
         .await?;
     messages_from(&rows)
@@ -618,12 +599,10 @@ async fn claim_activities(
     limit: u32,
     lease_until: i64,
     now: i64,
-    fence: &Fence<'_>,
+    attempt: i64,
 ) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
     const SQL: &str = "\
-        WITH fence AS (INSERT INTO writers (writer, batch, updated_at) SELECT $6, $5, $3 WHERE $7 \
-                       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
-        cand AS ( \
+        WITH cand AS ( \
             SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < $3 \
             ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
         UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1, \
@@ -635,9 +614,7 @@ async fn claim_activities(
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
-        .bind(fence.attempt)
-        .bind(fence.writer)
-        .bind(fence.record)
+        .bind(attempt)
         .fetch_all(&mut *conn)
         .await?;
     items_from(&rows)

@@ -190,7 +190,10 @@ impl BatchExecutor for Writer {
 
 impl Writer {
     /// Begins the transaction, records the attempt in the writer's fence row, and reads what
-    /// validation needs, in one round trip.
+    /// validation needs, in one round trip. A batch of claims only records nothing (a claim
+    /// that finds nothing stays a read): if its `COMMIT` fails, it counts as not committed and
+    /// runs again, and what it may have leased anyway is held by nobody, so it is not renewed
+    /// and is claimed again within a lease period.
     async fn read_state(
         &mut self,
         ops: &[Op],
@@ -198,8 +201,9 @@ impl Writer {
         now: i64,
     ) -> Result<State, sqlx::Error> {
         let touched = touched(ops);
+        let fenced = !ops.iter().all(Op::is_claim);
         const SQL: &str = "BEGIN IMMEDIATE; \
-            INSERT INTO writers (writer, batch, updated_at) VALUES (?, ?, ?) \
+            INSERT INTO writers (writer, batch, updated_at) SELECT ?, ?, ? WHERE ? \
               ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at; \
             SELECT 'i' AS kind, instance_id AS k, status AS s, history_len AS n, locked_by AS o, locked_until AS u \
               FROM instances WHERE instance_id IN (SELECT value FROM json_each(?)) \
@@ -216,6 +220,7 @@ impl Writer {
             .bind(&self.attempts.writer)
             .bind(attempt)
             .bind(now)
+            .bind(fenced)
             .bind(json(&touched.instances))
             .bind(json(&touched.items))
             .bind(json(&touched.messages))
