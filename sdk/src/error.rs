@@ -252,6 +252,9 @@ pub enum Error {
         message: String,
         /// `true` when retrying later may succeed (connection lost, database busy).
         transient: bool,
+        /// The driver's own error, when there is one (`std::error::Error::source`).
+        #[source]
+        source: Option<StoreSource>,
     },
 
     /// Another worker holds the instance now (this worker's lease lapsed); this worker's
@@ -292,6 +295,7 @@ impl Error {
         Error::Store {
             message: message.to_string(),
             transient: true,
+            source: None,
         }
     }
 
@@ -300,6 +304,21 @@ impl Error {
         Error::Store {
             message: message.to_string(),
             transient: false,
+            source: None,
+        }
+    }
+
+    /// A store error caused by a driver's error, which stays reachable through
+    /// `std::error::Error::source` (and its own message is part of `message`).
+    pub fn store_caused_by(
+        message: impl fmt::Display,
+        transient: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Store {
+            message: message.to_string(),
+            transient,
+            source: Some(StoreSource(std::sync::Arc::new(source))),
         }
     }
 
@@ -371,6 +390,42 @@ impl Error {
 impl From<Failure> for Error {
     fn from(failure: Failure) -> Self {
         Error::Failed(failure)
+    }
+}
+
+/// The driver error behind an [`Error::Store`]: shared (so `Error` stays `Clone`), shown as
+/// the driver shows it, and equal to another only when it is the same error object.
+#[derive(Clone)]
+pub struct StoreSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl StoreSource {
+    /// The driver's error.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for StoreSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for StoreSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for StoreSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for StoreSource {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
