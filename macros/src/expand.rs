@@ -84,9 +84,10 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             }
         }
     };
-    let (trait_path, ctx_type, entry, variant, extra) = match kind {
+    let (trait_path, body_path, ctx_type, entry, variant, extra) = match kind {
         Kind::Activity => (
             quote!(::duractor::Activity),
+            quote!(::duractor::__private::ActivityBody),
             quote!(::duractor::ActivityContext),
             quote!(::duractor::__private::ActivityEntry),
             quote!(Activity),
@@ -94,6 +95,7 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
         ),
         Kind::Orchestrator => (
             quote!(::duractor::Orchestrator),
+            quote!(::duractor::__private::OrchestratorBody),
             quote!(::duractor::OrchestrationContext),
             quote!(::duractor::__private::OrchestratorEntry),
             quote!(Orchestrator),
@@ -120,7 +122,9 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             #extra
             type Input = #input;
             type Output = #ok_type;
+        }
 
+        impl #body_path for #handle {
             fn __invoke(
                 ctx: #ctx_type,
                 input: Self::Input,

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::entity::{Entity, EntityId, ProxyTarget, SignalFromClient};
+use crate::entity::{Entity, ProxyMode, ProxyTarget, SignalFromClient};
 use crate::error::Error;
 use crate::history::{Event, Payload};
+use crate::id::EntityId;
 use crate::id::{self, is_entity_instance_id, validate_instance_id};
 use crate::registry::{Orchestrator, Registry};
 use crate::replay::Limits;
@@ -636,6 +637,29 @@ impl<'a> IntoFuture for Start<'a> {
                 })
                 .await?;
             Ok(instance_id)
+        })
+    }
+}
+
+/// The future a client signal returns.
+pub type ClientSignal = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'static>>;
+
+impl ProxyMode for SignalFromClient {
+    type Sender = Client;
+    type Output<T: DeserializeOwned + 'static> = ClientSignal;
+
+    fn send<T: DeserializeOwned + 'static>(
+        target: &ProxyTarget<Self>,
+        operation: &'static str,
+        input: Result<Payload, Error>,
+    ) -> ClientSignal {
+        let client = target.sender.clone();
+        let entity = target.entity.clone();
+        let at = target.at;
+        Box::pin(async move {
+            client
+                .signal_entity_raw(&entity, operation, input?, at)
+                .await
         })
     }
 }

@@ -102,7 +102,7 @@ pub enum Error {
     #[error("entity operation `{entity}.{operation}` failed: {failure}")]
     EntityOperationFailed {
         /// The entity (boxed to keep `Error` small).
-        entity: Box<crate::entity::EntityId>,
+        entity: Box<crate::id::EntityId>,
         /// The operation.
         operation: String,
         /// What it failed with.
@@ -384,6 +384,12 @@ impl Error {
             Error::CriticalSection(_) => Failure::new("critical_section", self.to_string()),
             _ => Failure::new("error", self.to_string()),
         }
+    }
+}
+
+impl From<crate::id::InvalidId> for Error {
+    fn from(invalid: crate::id::InvalidId) -> Self {
+        Error::InvalidArgument(invalid.to_string())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The rules for the names users choose: instance ids, entity names and keys, event names.
+//! Ids and the rules for the names users choose: [`EntityId`] (an entity's address), and the
+//! checks of instance ids, entity names and keys, and event names.
 //!
 //! Every way an id enters duractor (the client, the HTTP API, the command line, a
 //! sub-orchestration id, [`EntityContext::start_orchestration`](crate::EntityContext::start_orchestration))
@@ -19,7 +20,58 @@
 //! `:`, `@` after the first character, any Unicode) is allowed and percent-encoded in the links
 //! the API returns.
 
-use crate::error::Error;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The address of an entity: its name (the type's registered name) and a key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntityId {
+    /// The entity's registered name, e.g. `Counter`.
+    pub name: String,
+    /// The key that tells apart entities of one name, e.g. a user id.
+    pub key: String,
+}
+
+impl EntityId {
+    /// An entity id from a name and a key.
+    pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
+        EntityId {
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The instance id the store and runtime use for this entity: `@name@key`.
+    pub fn instance_id(&self) -> String {
+        format!("@{}@{}", self.name, self.key)
+    }
+
+    /// The entity an instance id of the form `@name@key` stands for.
+    pub fn from_instance_id(instance_id: &str) -> Option<EntityId> {
+        let (name, key) = instance_id.strip_prefix('@')?.split_once('@')?;
+        Some(EntityId::new(name, key))
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.key)
+    }
+}
+
+/// An id, key or name that breaks the rules above; it converts into
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument), and its message says which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidId(String);
+
+impl fmt::Display for InvalidId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidId {}
 
 /// The longest id, key or name, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -33,16 +85,16 @@ pub const MAX_ID_BYTES: usize = 256;
 /// assert!(validate_instance_id("@Counter@visits").is_err()); // an entity's id
 /// assert!(validate_instance_id("a/b").is_err());
 /// ```
-pub fn validate_instance_id(id: &str) -> Result<(), Error> {
+pub fn validate_instance_id(id: &str) -> Result<(), InvalidId> {
     check_text("an instance id", id)?;
     if id.starts_with('@') {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "instance id `{id}` starts with `@`, which is reserved for entity ids (`@name@key`); \
              choose an id that does not start with `@`"
         )));
     }
     if id == "." || id == ".." {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "`{id}` cannot be an instance id: HTTP clients rewrite it out of URLs"
         )));
     }
@@ -50,7 +102,7 @@ pub fn validate_instance_id(id: &str) -> Result<(), Error> {
         .chars()
         .find(|c| matches!(c, '/' | '\\' | '?' | '#' | '%'))
     {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "instance id `{id}` contains `{c}`; instance ids must not contain any of / \\ ? # % \
              (they change the meaning of the instance's URLs)"
         )));
@@ -59,10 +111,10 @@ pub fn validate_instance_id(id: &str) -> Result<(), Error> {
 }
 
 /// Checks an entity's name and key (see the [module docs](self) for the rule).
-pub fn validate_entity_id(name: &str, key: &str) -> Result<(), Error> {
+pub fn validate_entity_id(name: &str, key: &str) -> Result<(), InvalidId> {
     check_text("an entity name", name)?;
     if name.contains('@') {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "`{name}` is not a valid entity name: it must not contain `@`"
         )));
     }
@@ -70,7 +122,7 @@ pub fn validate_entity_id(name: &str, key: &str) -> Result<(), Error> {
 }
 
 /// Checks the name of an external event (see the [module docs](self) for the rule).
-pub fn validate_event_name(name: &str) -> Result<(), Error> {
+pub fn validate_event_name(name: &str) -> Result<(), InvalidId> {
     check_text("an event name", name)
 }
 
@@ -81,18 +133,18 @@ pub(crate) fn is_entity_instance_id(id: &str) -> bool {
 }
 
 /// The rule every id, key and name shares: not empty, not too long, no control characters.
-fn check_text(what: &str, text: &str) -> Result<(), Error> {
+fn check_text(what: &str, text: &str) -> Result<(), InvalidId> {
     if text.is_empty() {
-        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
+        return Err(InvalidId(format!("{what} must not be empty")));
     }
     if text.len() > MAX_ID_BYTES {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "{what} is {} bytes long; the limit is {MAX_ID_BYTES}",
             text.len()
         )));
     }
     if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(InvalidId(format!(
             "{what} must not contain control characters (found U+{:04X} in {text:?})",
             u32::from(c)
         )));

@@ -32,10 +32,13 @@
 //! }
 //! ```
 //!
-//! The modules follow the flow of an orchestration: [`history`] (the events) → [`replay`]
-//! (the executor that feeds history into the orchestrator) → [`runtime`] (the actors that
-//! schedule turns and run activities) → [`store`] (the storage contract) → [`client`] →
-//! [`http`] and [`cli`], the two faces of the app that [`main`] generates.
+//! The modules come in layers, each written only in terms of the ones before it:
+//! the vocabulary ([`id`], [`error`], [`payload`], [`history`], [`limits`], [`retry`],
+//! [`clock`]) → [`store`] (the storage contract) → the user functions and their contexts
+//! ([`activity`](mod@activity), [`entity`](mod@entity), [`orchestration`], whose executor replays history into an
+//! orchestrator) → [`registry`] (what a worker can run) → [`client`] → [`runtime`] (the actors
+//! that schedule turns and run activities) → [`http`] and [`cli`], the two faces of the app
+//! that [`main`] generates. `docs/architecture.md` gives each module's job.
 //!
 //! # The generated main
 //!
@@ -57,32 +60,48 @@
 //! and the other commands are clients: see [`cli`] and [`http`].
 #![warn(missing_docs)]
 
+// The modules in layers, lowest first: each imports only from the layers below it (and from
+// its own layer's modules), which `tests/tests/architecture.rs` checks; `docs/architecture.md`
+// gives each module's job.
+//
+// vocabulary — the words everything else is written in
 mod ambient;
-pub mod cli;
-pub mod client;
 pub mod clock;
-pub mod context;
-pub mod durable;
-pub mod entity;
 pub mod error;
 pub mod history;
-pub mod http;
 pub mod id;
+pub mod limits;
 mod panics;
-pub mod registry;
-pub mod replay;
+pub mod payload;
 pub mod retry;
-pub mod runtime;
+// the storage contract
 pub mod store;
+// typed handles of functions
+mod handles;
+// the three kinds of user functions and their contexts
+pub mod activity;
+pub mod entity;
+pub mod orchestration;
+// what a worker can run
+pub mod registry;
+// talking to the store from anywhere
+pub mod client;
+// the workers
+pub mod runtime;
+// the generated main's faces
+pub mod cli;
+pub mod http;
 
+pub use activity::{ActivityContext, SharedState};
 /// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.
 pub use chrono;
 pub use cli::App;
 pub use client::{Client, InstanceStatus, Start};
-pub use context::{ActivityContext, OrchestrationContext, OrchestrationRng, SharedState};
-pub use durable::{CriticalSection, DurableFuture, Either};
 pub use duractor_macros::{activity, entity, main, orchestrator};
 pub use entity::{Entity, EntityContext, EntityId};
+pub use orchestration::{
+    CriticalSection, DurableFuture, Either, OrchestrationContext, OrchestrationRng,
+};
 
 /// Makes an `async fn` part of an orchestration: its body follows the orchestrator rules
 /// (checked by the same lint and the same durable-await rule as `#[orchestrator]`), and it
@@ -158,9 +177,10 @@ pub use duractor_macros::orchestration_helper;
 /// ```
 pub use duractor_macros::allow_nondeterminism;
 pub use error::{Error, Failure, Result};
+pub use handles::{Activity, Orchestrator};
 pub use history::{Event, ParentInstance, Payload};
-pub use registry::{Activity, Orchestrator, Registry};
-pub use replay::Limits;
+pub use limits::Limits;
+pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use runtime::{MetricsSnapshot, Runtime, RuntimeBuilder};
 pub use store::{RuntimeStatus, Store};
@@ -175,121 +195,46 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
+/// Where the contexts lived before the orchestration engine got its own module: these paths
+/// keep working.
+pub mod context {
+    pub use crate::activity::{ActivityContext, SharedState};
+    pub use crate::orchestration::{OrchestrationContext, OrchestrationRng};
+}
+
+/// The durable futures (now in [`orchestration`]), at their former
+/// path.
+pub mod durable {
+    pub use crate::orchestration::{
+        ActivityCall, Call, ContinueAsNew, CriticalSection, Durable, DurableFuture, Either,
+        EntityCall, EventWait, EventWaitTimeout, Join, JoinAll, LockRequest, Select,
+        SubOrchestrationCall, Timer, WhenAny,
+    };
+}
+
+/// Replaying histories (now in [`orchestration`] and
+/// [`limits`]), at its former path.
+pub mod replay {
+    pub use crate::limits::{Limits, MAX_PAYLOAD_DEPTH};
+    pub use crate::orchestration::check_history;
+}
+
 /// What the macros expand to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::activity::ActivityBody;
     pub use crate::ambient::{
         AmbientProbe, Deterministic, InteriorMutable, NotAmbientState, ViaInteriorMutable, ViaPlain,
     };
-    pub use crate::durable::{__durable, Durable};
+    pub use crate::cli::{MainOutput, OpenStoreFn, SetupFn, run_main};
     pub use crate::entity::{
         __check_input, __decode_input, __encode_output, __unknown_operation, EntityEntry,
         EntityType, OperationInfo, ProxyMode, ProxyTarget,
     };
-    pub use crate::registry::{ActivityEntry, LocalBoxFuture, OrchestratorEntry, Registration};
+    pub use crate::handles::{
+        Captures, ErrorWrap, LocalBoxFuture, ResultParts, ViaDisplay, ViaDuractorError, ViaStdError,
+    };
+    pub use crate::orchestration::{__durable, Durable, OrchestratorBody};
+    pub use crate::registry::{ActivityEntry, OrchestratorEntry, Registration};
     pub use inventory;
-    use std::fmt::Display;
-    use std::process::ExitCode;
-    use std::sync::Arc;
-
-    /// Lets an `#[orchestration_helper]`'s `impl Future` capture a lifetime of its parameters
-    /// without requiring the future to outlive it (needed in edition 2021, harmless in 2024).
-    pub trait Captures<'a> {}
-    impl<T: ?Sized> Captures<'_> for T {}
-
-    use crate::cli::App;
-    use crate::error::{Error, Failure};
-    use crate::store::Store;
-
-    /// Opens the store a database URL names.
-    pub type OpenStoreFn = fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>;
-
-    /// The body of the user's `main`, boxed.
-    pub type SetupFn = for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>;
-
-    /// The generated `fn main`: parses the command line, runs the body of the user's `main`
-    /// (its setup), opens the store with `open`, runs the command.
-    pub fn run_main(bin_name: Option<&'static str>, open: OpenStoreFn, setup: SetupFn) -> ExitCode {
-        crate::cli::run_main(bin_name, open, setup)
-    }
-
-    /// What the body of `#[duractor::main] async fn main` may return.
-    #[diagnostic::on_unimplemented(
-        message = "`#[duractor::main]` functions return `()` or `Result<(), E>` where `E: Display`, found `{Self}`",
-        label = "return `()` or a `Result<(), E>`",
-        note = "an error returned by `main` is printed and the program exits with code 1"
-    )]
-    pub trait MainOutput {
-        fn into_main_result(self) -> Result<(), String>;
-    }
-
-    impl MainOutput for () {
-        fn into_main_result(self) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
-    impl<E: Display> MainOutput for Result<(), E> {
-        fn into_main_result(self) -> Result<(), String> {
-            self.map_err(|e| format!("{e:#}"))
-        }
-    }
-
-    /// Names the `Ok` type of a function's `Result` return type, whatever alias spells it.
-    #[diagnostic::on_unimplemented(
-        message = "duractor functions must return `Result<T, E>`, found `{Self}`",
-        label = "the return type must be a `Result`",
-        note = "write the signature as `async fn name(ctx: .., input: I) -> Result<O, E>`; `duractor::Error` works as `E`"
-    )]
-    pub trait ResultParts {
-        type Ok;
-        type Err;
-        fn into_result(self) -> Result<Self::Ok, Self::Err>;
-    }
-
-    impl<T, E> ResultParts for Result<T, E> {
-        type Ok = T;
-        type Err = E;
-        fn into_result(self) -> Result<T, E> {
-            self
-        }
-    }
-
-    /// Wrapper for autoref specialization: a `duractor::Error` keeps its structure, other
-    /// errors become an application failure carrying their message (and source chain).
-    pub struct ErrorWrap<E>(pub E);
-
-    pub trait ViaDuractorError {
-        fn __into_failure(&self) -> Failure;
-    }
-    impl ViaDuractorError for &&ErrorWrap<Error> {
-        fn __into_failure(&self) -> Failure {
-            self.0.to_failure()
-        }
-    }
-
-    pub trait ViaStdError {
-        fn __into_failure(&self) -> Failure;
-    }
-    impl<E: std::error::Error> ViaStdError for &ErrorWrap<E> {
-        fn __into_failure(&self) -> Failure {
-            let mut message = self.0.to_string();
-            let mut source = self.0.source();
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            Failure::application(message)
-        }
-    }
-
-    pub trait ViaDisplay {
-        fn __into_failure(&self) -> Failure;
-    }
-    impl<E: Display> ViaDisplay for ErrorWrap<E> {
-        fn __into_failure(&self) -> Failure {
-            Failure::application(format!("{:#}", self.0))
-        }
-    }
 }

@@ -68,6 +68,17 @@ impl<F: Future + Unpin> Future for Caught<F> {
     }
 }
 
+/// The message of a caught panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

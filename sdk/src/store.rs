@@ -25,9 +25,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::entity::EntityId;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
+use crate::id::EntityId;
 
 /// The status of an orchestration instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,10 +6,10 @@ use super::args::{EntitiesArgs, EntityArgs, SignalArgs};
 use super::commands::{CliError, CliResult, print_json};
 use super::output;
 use crate::client::{Client, EntityQuery};
-use crate::entity::EntityId;
 use crate::error::Error;
 use crate::history::Payload;
 use crate::http::view::EntityView;
+use crate::id::EntityId;
 
 pub(super) async fn signal(args: SignalArgs, client: Client) -> CliResult {
     let input = Payload::from_json(args.input.as_str()).map_err(|e| {

@@ -43,7 +43,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::handles::LocalBoxFuture;
 use crate::runtime::RuntimeBuilder;
+use crate::store::Store;
 
 /// Exit code: the command failed, or the instance ended Failed or Terminated.
 pub const EXIT_FAILURE: u8 = 1;
@@ -172,10 +177,44 @@ impl App {
     }
 }
 
-pub(crate) use crate::__private::{OpenStoreFn as OpenStore, SetupFn as Setup};
+/// Opens the store a database URL names (the generated main's `store = ..` function).
+#[doc(hidden)]
+pub type OpenStoreFn = fn(String) -> LocalBoxFuture<'static, Result<Arc<dyn Store>, Error>>;
 
-/// The generated `main`: parses the command line, runs the user's setup, runs the command.
-pub(crate) fn run_main(bin_name: Option<&'static str>, open: OpenStore, setup: Setup) -> ExitCode {
+/// The body of the user's `main`, boxed.
+#[doc(hidden)]
+pub type SetupFn = for<'a> fn(&'a mut App) -> LocalBoxFuture<'a, Result<(), String>>;
+
+pub(crate) use OpenStoreFn as OpenStore;
+
+/// What the body of `#[duractor::main] async fn main` may return.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`#[duractor::main]` functions return `()` or `Result<(), E>` where `E: Display`, found `{Self}`",
+    label = "return `()` or a `Result<(), E>`",
+    note = "an error returned by `main` is printed and the program exits with code 1"
+)]
+pub trait MainOutput {
+    /// The result as the generated main reports it.
+    fn into_main_result(self) -> Result<(), String>;
+}
+
+impl MainOutput for () {
+    fn into_main_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display> MainOutput for Result<(), E> {
+    fn into_main_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// The generated `fn main`: parses the command line, runs the body of the user's `main` (its
+/// setup), opens the store with `open`, runs the command.
+#[doc(hidden)]
+pub fn run_main(bin_name: Option<&'static str>, open: OpenStoreFn, setup: SetupFn) -> ExitCode {
     let bin_name = bin_name
         .map(str::to_owned)
         .or_else(|| {

@@ -7,9 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::entity::EntityId;
 use crate::error::Failure;
 use crate::history::{Event, Payload};
+use crate::id::EntityId;
 use crate::registry::Registry;
 use crate::store::{InstanceStatus, RuntimeStatus};
 

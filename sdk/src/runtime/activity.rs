@@ -17,8 +17,8 @@ use super::{Inbound, Shared};
 use crate::context::ActivityContext;
 use crate::error::Failure;
 use crate::history::Event;
+use crate::panics::panic_message;
 use crate::panics::{Caught, take_location};
-use crate::replay::panic_message;
 use crate::store::{ActivityCompletion, ActivityWorkItem, HeldWork};
 
 /// Work items a turn of a loaded instance just scheduled (claimed by this worker): their

@@ -14,8 +14,8 @@ use super::instance::{Drain as DrainInstance, GiveUp, InstanceActor, Unload};
 use super::poll::Poller;
 use super::{Inbound, Shared};
 use crate::clock::now_millis;
-use crate::entity::EntityId;
 use crate::error::Error;
+use crate::id::EntityId;
 use crate::store::HeldWork;
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.

@@ -14,7 +14,7 @@ use super::{Inbound, MessageIds, Shared, VersionMatch, VersionMismatch, queued_i
 use crate::clock::now_millis;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
-use crate::replay::{Action, Executor, Outcome, TurnOutput};
+use crate::orchestration::{Action, Executor, Outcome, TurnOutput};
 use crate::store::{
     ActivityCompletion, ActivityWorkItem, NewActivity, NewInstance, NewMessage, RuntimeStatus,
     TurnCommit,

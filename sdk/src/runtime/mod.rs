@@ -36,12 +36,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use crate::activity::ActivityBody;
 use crate::client::Client;
 use crate::clock::{now_millis, saturating_after};
 use crate::context::SharedState;
 use crate::error::Error;
 use crate::history::Event;
-use crate::registry::{Activity, Orchestrator, Registry};
+use crate::orchestration::OrchestratorBody;
+use crate::registry::Registry;
 use crate::replay::Limits;
 use crate::store::{OrchestrationMessage, Store};
 
@@ -268,13 +270,13 @@ impl fmt::Debug for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Also registers this activity (useful with [`auto_register(false)`](Self::auto_register)).
-    pub fn activity<A: Activity>(mut self, activity: A) -> Self {
+    pub fn activity<A: ActivityBody>(mut self, activity: A) -> Self {
         self.registry.activity(activity);
         self
     }
 
     /// Also registers this orchestrator.
-    pub fn orchestrator<O: Orchestrator>(mut self, orchestrator: O) -> Self {
+    pub fn orchestrator<O: OrchestratorBody>(mut self, orchestrator: O) -> Self {
         self.registry.orchestrator(orchestrator);
         self
     }

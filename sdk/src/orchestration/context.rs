@@ -1,33 +1,46 @@
-//! The contexts user functions receive: [`OrchestrationContext`] (durable calls and the
-//! deterministic replacements for clocks, randomness and ids) and [`ActivityContext`].
+//! [`OrchestrationContext`]: what an orchestrator does through — durable calls (activities,
+//! sub-orchestrations, entities, timers, events), the deterministic replacements for clocks,
+//! randomness and ids, continue-as-new — and `OrchestratorBody`, how generated code runs an
+//! orchestrator with it. Also the proxy modes of entity calls and signals sent from here.
 
-use std::any::{Any, TypeId};
-use std::cell::{RefCell, RefMut};
-use std::collections::HashMap;
+use std::cell::RefMut;
 use std::fmt;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-
-use crate::clock::checked_after;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::durable::{
-    ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, EventWait, EventWaitTimeout, Join,
-    JoinAll, LockRequest, Select, SubOrchestrationCall, Target, Timer, WhenAny,
+use super::actions::Action;
+use super::combinators::{EventWaitTimeout, Join, JoinAll, Select, WhenAny};
+use super::futures::{
+    ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, EventWait, LockRequest,
+    SubOrchestrationCall, Target, Timer,
 };
+use super::state::{State, StateHandle};
+use crate::clock::checked_after;
 use crate::entity::{
-    CallFromOrchestration, Entity, EntityId, ProxyTarget, SignalFromOrchestration,
+    CallFromOrchestration, Entity, ProxyMode, ProxyTarget, SignalFromOrchestration,
 };
-use crate::error::Error;
-use crate::history::Payload;
-use crate::registry::{Activity, Orchestrator};
-use crate::replay::{Action, ContinueRequest, CriticalSectionState, Limits, ReplayState};
+use crate::error::{Error, Failure};
+use crate::handles::{Activity, LocalBoxFuture, Orchestrator};
+use crate::id::EntityId;
+use crate::limits::Limits;
+use crate::payload::Payload;
 use crate::retry::RetryPolicy;
+
+/// How an orchestrator's function runs: implemented by `#[orchestrator]` beside
+/// [`Orchestrator`].
+#[doc(hidden)]
+pub trait OrchestratorBody: Orchestrator {
+    /// Runs the function.
+    fn __invoke(
+        ctx: OrchestrationContext,
+        input: Self::Input,
+    ) -> LocalBoxFuture<'static, Result<Self::Output, Failure>>;
+}
 
 /// The context of an orchestration: every durable call goes through it.
 ///
@@ -60,7 +73,7 @@ use crate::retry::RetryPolicy;
 #[derive(Clone)]
 pub struct OrchestrationContext {
     instance_id: Arc<str>,
-    state: Rc<RefCell<ReplayState>>,
+    state: StateHandle,
 }
 
 impl fmt::Debug for OrchestrationContext {
@@ -77,13 +90,14 @@ const UUID_NAMESPACE: Uuid = Uuid::from_u128(0x6475_7261_6374_6f72_8000_0000_000
 impl OrchestrationContext {
     pub(crate) fn new(instance_id: Arc<str>, limits: Limits) -> Self {
         OrchestrationContext {
-            state: Rc::new(RefCell::new(ReplayState::new(&instance_id, limits))),
+            state: StateHandle::new(&instance_id, limits),
             instance_id,
         }
     }
 
-    pub(crate) fn state(&self) -> RefMut<'_, ReplayState> {
-        self.state.borrow_mut()
+    /// The execution's state (for the executor).
+    pub(crate) fn state(&self) -> RefMut<'_, State> {
+        self.state.borrow()
     }
 
     /// The instance id of this orchestration.
@@ -93,28 +107,27 @@ impl OrchestrationContext {
 
     /// The orchestrator version stamped on this instance when it started ("" if unversioned).
     pub fn version(&self) -> String {
-        self.state().version.clone()
+        self.state().version().to_owned()
     }
 
     /// The current time of the orchestration: the time at which the current turn started, as
     /// recorded in history. Use it instead of `SystemTime::now()` or `Utc::now()`, which would
     /// differ on replay.
     pub fn now(&self) -> DateTime<Utc> {
-        self.state().now
+        self.state().now()
     }
 
     /// `true` while the orchestrator is replaying recorded history (its side effects already
     /// happened once); `false` while it runs new steps. Useful to skip logging on replay.
     pub fn is_replaying(&self) -> bool {
-        self.state().replaying
+        self.state().is_replaying()
     }
 
     /// A new UUID that is the same on every replay: name-based (v5) from the instance id and a
     /// per-instance counter. Use it instead of `Uuid::new_v4()`.
     pub fn new_uuid(&self) -> Uuid {
-        let mut state = self.state();
-        let name = format!("{}/{}", self.instance_id, state.uuid_counter);
-        state.uuid_counter += 1;
+        let number = self.state().next_uuid_number();
+        let name = format!("{}/{number}", self.instance_id);
         Uuid::new_v5(&UUID_NAMESPACE, name.as_bytes())
     }
 
@@ -136,14 +149,11 @@ impl OrchestrationContext {
                 .unwrap_or_else(|_| Payload::null())
         });
         let mut state = self.state();
-        let payload = match state.limits.check_payload("the custom status", &payload) {
+        let payload = match state.limits().check_payload("the custom status", &payload) {
             Ok(()) => payload,
             Err(error) => Payload::encode(&error.to_string()).unwrap_or_else(|_| Payload::null()),
         };
-        if state.custom_status.as_ref() != Some(&payload) {
-            state.custom_status = Some(payload);
-            state.custom_status_changed = true;
-        }
+        state.set_custom_status(payload);
     }
 
     /// Calls an activity and returns a future for its result.
@@ -158,7 +168,7 @@ impl OrchestrationContext {
     ) -> ActivityCall<A::Output> {
         match self.encode_input(&input, format_args!("input for activity `{}`", A::NAME)) {
             Ok(payload) => self.schedule_activity(A::NAME, payload),
-            Err(error) => Call::failed(self.clone(), Target::Activity(A::NAME), error),
+            Err(error) => Call::failed(self.state.clone(), Target::Activity(A::NAME), error),
         }
     }
 
@@ -263,7 +273,7 @@ impl OrchestrationContext {
                 self.schedule_sub_orchestrator(O::NAME, O::VERSION, payload, instance_id)
             }
             Err(error) => Call::failed(
-                self.clone(),
+                self.state.clone(),
                 Target::SubOrchestration {
                     name: O::NAME,
                     instance_id: instance_id.unwrap_or_default(),
@@ -281,7 +291,7 @@ impl OrchestrationContext {
     ) -> Result<Payload, Error> {
         let payload =
             Payload::encode(input).map_err(|e| Error::invalid_payload(what.to_string(), e))?;
-        let limits = self.state().limits;
+        let limits = self.state().limits();
         limits.check_payload(&what.to_string(), &payload)?;
         Ok(payload)
     }
@@ -292,7 +302,7 @@ impl OrchestrationContext {
             name: name.to_owned(),
             input,
         });
-        Call::new(self.clone(), seq, Target::Activity(name))
+        Call::new(self.state.clone(), seq, Target::Activity(name))
     }
 
     fn schedule_sub_orchestrator<T>(
@@ -314,7 +324,7 @@ impl OrchestrationContext {
             }
         });
         Call::new(
-            self.clone(),
+            self.state.clone(),
             seq,
             Target::SubOrchestration {
                 name,
@@ -435,35 +445,11 @@ impl OrchestrationContext {
             .collect();
         sorted.sort();
         sorted.dedup();
-        let mut state = self.state();
-        if state.critical_section.is_some() {
-            drop(state);
-            return LockRequest::failed(
-                self.clone(),
-                Error::CriticalSection(
-                    "this orchestration already holds (or is acquiring) a critical section; \
-                     critical sections do not nest: lock every entity you need in one `ctx.lock(..)`"
-                        .to_owned(),
-                ),
-            );
+        let locked = self.state().lock(sorted.clone());
+        match locked {
+            Ok(seq) => LockRequest::new(self.state.clone(), seq, sorted),
+            Err(error) => LockRequest::failed(self.state.clone(), error),
         }
-        if sorted.is_empty() {
-            drop(state);
-            return LockRequest::failed(
-                self.clone(),
-                Error::CriticalSection("`ctx.lock` needs at least one entity".to_owned()),
-            );
-        }
-        let entities = sorted.clone();
-        let seq = state.schedule(|seq| Action::LockEntities { seq, entities });
-        state.critical_section = Some(CriticalSectionState {
-            seq,
-            entities: sorted.clone(),
-            granted: false,
-            abandoned: false,
-        });
-        drop(state);
-        LockRequest::new(self.clone(), seq, sorted)
     }
 
     /// Schedules a two-way entity call (used by proxies).
@@ -477,58 +463,16 @@ impl OrchestrationContext {
             entity: entity.clone(),
             operation,
         };
-        let input = match input.and_then(|payload| {
+        let scheduled = input.and_then(|payload| {
             let what = format!("input of entity operation `{entity}.{operation}`");
-            self.state()
-                .limits
-                .check_payload(&what, &payload)
-                .map(|()| payload)
-        }) {
-            Ok(input) => input,
-            Err(error) => return Call::failed(self.clone(), target, error),
-        };
-        let mut state = self.state();
-        if let Some(section) = &state.critical_section
-            && section.granted
-        {
-            if !section.entities.contains(entity) {
-                drop(state);
-                return Call::failed(
-                    self.clone(),
-                    target,
-                    Error::CriticalSection(format!(
-                        "entity `{entity}` is not locked by this critical section; inside a critical \
-                         section an orchestration may call only the entities it locked"
-                    )),
-                );
-            }
-            if state.locked_calls.values().any(|e| e == entity) {
-                drop(state);
-                return Call::failed(
-                    self.clone(),
-                    target,
-                    Error::CriticalSection(format!(
-                        "a call to locked entity `{entity}` is already in flight; await it before \
-                         calling the same entity again"
-                    )),
-                );
-            }
-        }
-        let seq = state.schedule(|seq| Action::CallEntity {
-            seq,
-            entity: entity.clone(),
-            operation: operation.to_owned(),
-            input,
+            let mut state = self.state();
+            state.limits().check_payload(&what, &payload)?;
+            state.call_entity(entity, operation, payload)
         });
-        if state
-            .critical_section
-            .as_ref()
-            .is_some_and(|section| section.granted)
-        {
-            state.locked_calls.insert(seq, entity.clone());
+        match scheduled {
+            Ok(seq) => Call::new(self.state.clone(), seq, target),
+            Err(error) => Call::failed(self.state.clone(), target, error),
         }
-        drop(state);
-        Call::new(self.clone(), seq, target)
     }
 
     /// Schedules a one-way entity signal (used by proxies). A signal whose input cannot be
@@ -551,9 +495,7 @@ impl OrchestrationContext {
                     at,
                 });
             }
-            Err(error) => {
-                state.fatal.get_or_insert(error.to_failure());
-            }
+            Err(error) => state.fail(error.to_failure()),
         }
     }
 
@@ -591,16 +533,14 @@ impl OrchestrationContext {
         let what = "the input of continue_as_new";
         let encoded = Payload::encode(input).map_err(|e| Error::invalid_payload(what, e));
         let mut state = self.state();
-        match encoded
-            .and_then(|payload| state.limits.check_payload(what, &payload).map(|()| payload))
-        {
-            Ok(input) => {
-                state.continue_as_new = Some(ContinueRequest {
-                    input,
-                    preserve_events,
-                })
-            }
-            Err(error) => state.fatal = Some(error.to_failure()),
+        match encoded.and_then(|payload| {
+            state
+                .limits()
+                .check_payload(what, &payload)
+                .map(|()| payload)
+        }) {
+            Ok(input) => state.continue_as_new(input, preserve_events),
+            Err(error) => state.fail(error.to_failure()),
         }
         ContinueAsNew::new()
     }
@@ -661,7 +601,7 @@ impl OrchestrationContext {
         let seq = self
             .state()
             .schedule(|seq| Action::CreateTimer { seq, fire_at });
-        Timer::new(self.clone(), seq)
+        Timer::new(self.state.clone(), seq)
     }
 
     /// A timer that cannot exist: the execution fails with `message` after this poll, and the
@@ -669,8 +609,8 @@ impl OrchestrationContext {
     fn fail_timer(&self, message: String) -> Timer {
         let mut failure = Error::InvalidArgument(message).to_failure();
         failure.non_retriable = true;
-        self.state().fatal.get_or_insert(failure);
-        Timer::never(self.clone())
+        self.state().fail(failure);
+        Timer::never(self.state.clone())
     }
 
     /// Waits for the external event `name` (raised with `Client::raise_event`) and
@@ -679,7 +619,7 @@ impl OrchestrationContext {
     /// Events raised before anyone waits are buffered and delivered in the order they were
     /// raised, one per waiter.
     pub fn wait_for_event<T: DeserializeOwned>(&self, name: &str) -> EventWait<T> {
-        EventWait::new(self.clone(), name)
+        EventWait::new(self.state.clone(), name)
     }
 
     /// Waits for the external event `name` for at most `timeout` of orchestration time:
@@ -732,18 +672,13 @@ impl OrchestrationContext {
 /// ([`OrchestrationContext::rng`]). It is a SplitMix64 stream shared by all handles of one
 /// instance, so the numbers depend only on the order in which the code asks for them.
 pub struct OrchestrationRng {
-    state: Rc<RefCell<ReplayState>>,
+    state: StateHandle,
 }
 
 impl OrchestrationRng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let mut state = self.state.borrow_mut();
-        state.rng_state = state.rng_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state.rng_state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.state.borrow().next_random()
     }
 
     /// The next 32 random bits.
@@ -776,108 +711,33 @@ impl OrchestrationRng {
     }
 }
 
-/// The context of an activity execution.
-///
-/// Activities may do anything (I/O, clocks, randomness): they run at least once per call, so
-/// make their side effects idempotent, for instance with [`idempotency_key`](Self::idempotency_key).
-#[derive(Clone)]
-pub struct ActivityContext {
-    info: Arc<ActivityInfo>,
-}
+/// The future of an entity call from an orchestration.
+pub type EntityCall<T> = Call<T>;
 
-struct ActivityInfo {
-    instance_id: String,
-    name: String,
-    seq: u64,
-    attempt: u32,
-    shared: SharedState,
-}
+impl ProxyMode for CallFromOrchestration {
+    type Sender = OrchestrationContext;
+    type Output<T: DeserializeOwned + 'static> = EntityCall<T>;
 
-impl fmt::Debug for ActivityContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ActivityContext")
-            .field("instance_id", &self.info.instance_id)
-            .field("name", &self.info.name)
-            .field("seq", &self.info.seq)
-            .field("attempt", &self.info.attempt)
-            .finish_non_exhaustive()
+    fn send<T: DeserializeOwned + 'static>(
+        target: &ProxyTarget<Self>,
+        operation: &'static str,
+        input: Result<Payload, Error>,
+    ) -> EntityCall<T> {
+        target.sender.entity_call(&target.entity, operation, input)
     }
 }
 
-impl ActivityContext {
-    pub(crate) fn new(
-        instance_id: String,
-        name: String,
-        seq: u64,
-        attempt: u32,
-        shared: SharedState,
-    ) -> Self {
-        ActivityContext {
-            info: Arc::new(ActivityInfo {
-                instance_id,
-                name,
-                seq,
-                attempt,
-                shared,
-            }),
-        }
-    }
+impl ProxyMode for SignalFromOrchestration {
+    type Sender = OrchestrationContext;
+    type Output<T: DeserializeOwned + 'static> = ();
 
-    /// A context for calling an activity function directly, e.g. in a unit test.
-    pub fn for_test(instance_id: &str) -> Self {
-        Self::new(
-            instance_id.to_owned(),
-            "test".to_owned(),
-            0,
-            1,
-            SharedState::default(),
-        )
-    }
-
-    /// The instance id of the orchestration that called this activity.
-    pub fn instance_id(&self) -> &str {
-        &self.info.instance_id
-    }
-
-    /// The activity's registered name.
-    pub fn activity_name(&self) -> &str {
-        &self.info.name
-    }
-
-    /// A key that is the same for every execution of this one call (instance id and call
-    /// number): pass it to external systems to make retried side effects idempotent.
-    pub fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.info.instance_id, self.info.seq)
-    }
-
-    /// Which delivery of this call this is, starting at 1 (higher after a crash).
-    pub fn attempt(&self) -> u32 {
-        self.info.attempt
-    }
-
-    /// A shared value registered on the runtime with `RuntimeBuilder::with_shared`
-    /// (an HTTP client, a connection pool, configuration).
-    pub fn shared<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.info.shared.get::<T>()
-    }
-}
-
-/// Values shared with every activity, by type.
-#[derive(Clone, Default)]
-pub struct SharedState {
-    values: Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl SharedState {
-    /// Adds (or replaces) the value of type `T`.
-    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
-        Arc::make_mut(&mut self.values).insert(TypeId::of::<T>(), Arc::new(value));
-    }
-
-    /// The value of type `T`, if one was added.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.values
-            .get(&TypeId::of::<T>())
-            .and_then(|value| value.clone().downcast::<T>().ok())
+    fn send<T: DeserializeOwned + 'static>(
+        target: &ProxyTarget<Self>,
+        operation: &'static str,
+        input: Result<Payload, Error>,
+    ) {
+        target
+            .sender
+            .entity_signal(&target.entity, operation, input, target.at);
     }
 }
