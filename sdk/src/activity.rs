@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::Failure;
-use crate::handles::{Activity, LocalBoxFuture};
+use crate::error::{Error, Failure};
+use crate::handles::{Activity, LocalBoxFuture, decode_input, encode_output};
+use crate::payload::Payload;
 
 /// How an activity's function runs: implemented by `#[activity]` beside [`Activity`].
 #[doc(hidden)]
@@ -124,4 +125,58 @@ impl SharedState {
             .get(&TypeId::of::<T>())
             .and_then(|value| value.clone().downcast::<T>().ok())
     }
+}
+
+type ErasedActivityFn =
+    fn(ActivityContext, Payload) -> LocalBoxFuture<'static, Result<Payload, Failure>>;
+
+/// A registered activity, type-erased: name, type names and how to run it on JSON.
+#[derive(Clone, Copy)]
+pub struct ActivityEntry {
+    /// Registered name.
+    pub name: &'static str,
+    /// The Rust input type's name.
+    pub input_type: fn() -> &'static str,
+    /// The Rust output type's name.
+    pub output_type: fn() -> &'static str,
+    pub(crate) invoke: ErasedActivityFn,
+    pub(crate) check_input: fn(&Payload) -> Result<(), Error>,
+}
+
+impl ActivityEntry {
+    /// The entry for a typed handle.
+    pub const fn of<A: ActivityBody>() -> Self {
+        ActivityEntry {
+            name: A::NAME,
+            input_type: std::any::type_name::<A::Input>,
+            output_type: std::any::type_name::<A::Output>,
+            invoke: invoke_activity::<A>,
+            check_input: check_activity_input::<A>,
+        }
+    }
+}
+
+impl ActivityEntry {
+    /// Checks that `input` deserializes into the activity's input type.
+    pub fn check_input(&self, input: &Payload) -> Result<(), Error> {
+        (self.check_input)(input)
+    }
+}
+
+fn invoke_activity<A: ActivityBody>(
+    ctx: ActivityContext,
+    input: Payload,
+) -> LocalBoxFuture<'static, Result<Payload, Failure>> {
+    Box::pin(async move {
+        let input: A::Input =
+            decode_input(&input, format_args!("input for activity `{}`", A::NAME))?;
+        let output = A::__invoke(ctx, input).await?;
+        encode_output(&output, format_args!("output of activity `{}`", A::NAME))
+    })
+}
+
+fn check_activity_input<A: Activity>(input: &Payload) -> Result<(), Error> {
+    input
+        .decode_as::<A::Input>(format_args!("input for activity `{}`", A::NAME))
+        .map(drop)
 }

@@ -16,11 +16,12 @@ use serde::de::DeserializeOwned;
 
 use crate::entity::{Entity, ProxyMode, ProxyTarget, SignalFromClient};
 use crate::error::Error;
+use crate::handles::Orchestrator;
 use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::id::{self, is_entity_instance_id, validate_instance_id};
-use crate::registry::{Orchestrator, Registry};
-use crate::replay::Limits;
+use crate::limits::Limits;
+use crate::registry::Registry;
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
 pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus};

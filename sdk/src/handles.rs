@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Failure};
+use crate::payload::Payload;
 
 /// A boxed future that need not be `Send`: orchestrations and activities run on their
 /// worker's thread.
@@ -128,4 +129,26 @@ impl<E: Display> ViaDisplay for ErrorWrap<E> {
     fn __into_failure(&self) -> Failure {
         Failure::application(format!("{:#}", self.0))
     }
+}
+
+/// Decodes a function's input, for the erased entries of activities, orchestrators and entity
+/// operations: input that does not decode fails the call for good (a retry would decode the
+/// same JSON again).
+pub(crate) fn decode_input<T: DeserializeOwned>(
+    input: &Payload,
+    what: impl Display,
+) -> Result<T, Failure> {
+    input.decode_as::<T>(what).map_err(|e| {
+        let mut failure = e.to_failure();
+        failure.non_retriable = true;
+        failure
+    })
+}
+
+/// Encodes a function's output; `what` names it in the error.
+pub(crate) fn encode_output<T: Serialize>(
+    output: &T,
+    what: impl Display,
+) -> Result<Payload, Failure> {
+    Payload::encode(output).map_err(|e| Error::invalid_payload(what.to_string(), e).to_failure())
 }

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use super::context::EntityContext;
 use super::proxy::{ProxyMode, ProxyTarget};
 use crate::error::{Error, Failure};
+use crate::handles::{decode_input, encode_output};
 use crate::id::EntityId;
 use crate::payload::Payload;
 
@@ -79,15 +80,10 @@ pub fn __decode_input<T: DeserializeOwned>(
     operation: &str,
     input: &Payload,
 ) -> Result<T, Failure> {
-    input
-        .decode_as(format_args!(
-            "input of entity operation `{entity}.{operation}`"
-        ))
-        .map_err(|e| {
-            let mut failure = e.to_failure();
-            failure.non_retriable = true;
-            failure
-        })
+    decode_input(
+        input,
+        format_args!("input of entity operation `{entity}.{operation}`"),
+    )
 }
 
 /// Checks an operation's input against its type `T` (`()`: the operation takes none), for
@@ -112,13 +108,10 @@ pub fn __encode_output<T: Serialize>(
     operation: &str,
     output: &T,
 ) -> Result<Payload, Failure> {
-    Payload::encode(output).map_err(|e| {
-        Error::invalid_payload(
-            format!("output of entity operation `{entity}.{operation}`"),
-            e,
-        )
-        .to_failure()
-    })
+    encode_output(
+        output,
+        format_args!("output of entity operation `{entity}.{operation}`"),
+    )
 }
 
 /// Names an entity type for the `impl` block's `#[entity]`; implemented by the type's

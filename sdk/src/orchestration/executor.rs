@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 
 use super::actions::Action;
 use super::context::OrchestrationContext;
+use super::entry::OrchestratorEntry;
 use super::state::{CallKind, Completion};
 use crate::error::{Error, Failure};
 use crate::handles::LocalBoxFuture;
@@ -35,7 +36,6 @@ use crate::history::{Event, ParentInstance};
 use crate::limits::Limits;
 use crate::panics::panic_message;
 use crate::payload::Payload;
-use crate::registry::OrchestratorEntry;
 
 /// How an execution ended.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@
 mod actions;
 mod combinators;
 mod context;
+mod entry;
 mod executor;
 mod futures;
 mod state;
@@ -27,6 +28,7 @@ pub use context::EntityCall;
 #[doc(hidden)]
 pub use context::OrchestratorBody;
 pub use context::{OrchestrationContext, OrchestrationRng};
+pub use entry::OrchestratorEntry;
 pub use executor::check_history;
 pub(crate) use executor::{Executor, Outcome, TurnOutput};
 #[doc(hidden)]

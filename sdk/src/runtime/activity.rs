@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::dispatcher::{Deliver, Dispatcher, backoff};
 use super::poll::Poller;
 use super::{Inbound, Shared};
-use crate::context::ActivityContext;
+use crate::activity::ActivityContext;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::panics::panic_message;

@@ -37,14 +37,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::activity::ActivityBody;
+use crate::activity::SharedState;
 use crate::client::Client;
 use crate::clock::{now_millis, saturating_after};
-use crate::context::SharedState;
 use crate::error::Error;
 use crate::history::Event;
+use crate::limits::Limits;
 use crate::orchestration::OrchestratorBody;
 use crate::registry::Registry;
-use crate::replay::Limits;
 use crate::store::{OrchestrationMessage, Store};
 
 /// Work for an instance actor.
