@@ -197,7 +197,10 @@ mod tests {
         let (source, transient) = driver_error(&refused);
         assert!(matches!(source, sqlx::Error::Io(_)), "{source:?}");
         assert!(transient);
-        assert!(refused.to_string().ends_with(&source.to_string()), "{refused}");
+        assert!(
+            refused.to_string().ends_with(&source.to_string()),
+            "{refused}"
+        );
         // A file in a directory that does not exist: SQLite cannot open it, and will not.
         let missing = std::env::temp_dir().join("duractor-no-such-directory/app.db");
         let unopened = SqliteStore::open(&missing).await.err().unwrap();

@@ -119,14 +119,19 @@ pub(crate) struct Plan {
     pub(crate) replaced: Vec<String>,
     /// [instance_id, idx, event]
     pub(crate) history: Vec<(String, i64, String)>,
+    /// Queue messages turns consumed: they go.
     pub(crate) consumed: Vec<i64>,
     /// Instances that finished in this batch: their remaining messages go.
     pub(crate) finished: Vec<String>,
+    /// Activity work items completed: they go.
     pub(crate) done_items: Vec<i64>,
+    /// New queue messages.
     pub(crate) messages: Vec<MessageRow>,
-    /// [id, instance_id, seq, name, input, execution, locked_by, locked_until]
+    /// New activity work items, leased to the worker whose turn scheduled them.
     pub(crate) activities: Vec<ActivityRow>,
+    /// Status rows the turns change.
     pub(crate) updates: Vec<Update>,
+    /// Void every lease (the only worker of a SQLite file starting).
     pub(crate) reset_leases: bool,
     /// Failed instances asked to rewind: Pending again at once, so nobody waiting for them
     /// takes the old failure for the outcome.
@@ -137,9 +142,11 @@ pub(crate) struct Plan {
     pub(crate) entity_updates: Vec<(String, Option<String>, Option<String>, i64)>,
     /// Instances whose history a turn replaces (continue-as-new, rewind).
     pub(crate) reset_history: Vec<String>,
-    /// [instance_id, owner]
+    /// Instance leases to release if the owner holds them: [instance_id, owner].
     pub(crate) releases: Vec<(String, String)>,
+    /// Owners whose every lease goes (a worker stopping).
     pub(crate) release_all: Vec<String>,
+    /// The notifications to send after the commit.
     pub(crate) effects: Effects,
 }
 
@@ -178,6 +185,7 @@ pub(crate) struct Update(
 );
 
 impl Plan {
+    /// Whether the merged writes (everything but creations and lease releases) have rows.
     pub(crate) fn has_core_writes(&self) -> bool {
         !(self.history.is_empty()
             && self.reset_history.is_empty()
@@ -192,10 +200,13 @@ impl Plan {
             && self.updates.is_empty())
     }
 
+    /// Whether leases are released or voided.
     pub(crate) fn has_lease_writes(&self) -> bool {
         self.reset_leases || !self.releases.is_empty() || !self.release_all.is_empty()
     }
 
+    /// Adds a queue message with the next reserved id, claimed for `claimed` (owner, lease
+    /// deadline) when given; returns its id.
     fn add_message(
         &mut self,
         state: &mut State,
@@ -331,6 +342,8 @@ impl Plan {
         true
     }
 
+    /// A new instance with its `ExecutionStarted` message. An id taken by an instance that
+    /// has not finished is refused; a finished one is replaced (its rows go).
     fn create(&mut self, instance: &NewInstance, state: &mut State) -> Result<(), Error> {
         if let Some(existing) = state.instances.get(&instance.instance_id) {
             let finished = existing
@@ -374,6 +387,9 @@ impl Plan {
         Ok(())
     }
 
+    /// An orchestration or entity turn: refused with `Conflict` when another worker holds the
+    /// instance or what the turn consumed, and as transient when the history moved on;
+    /// otherwise its events, consumed messages and work items, new work, children and status.
     fn turn(
         &mut self,
         turn: &TurnCommit,
@@ -540,6 +556,9 @@ impl Plan {
         Ok(TurnCommitted { activity_ids })
     }
 
+    /// An activity's result, from the worker holding its work item (anyone else's writes
+    /// nothing). The result message is claimed for that worker and returned when it holds
+    /// the instance too, so it can deliver the result in memory.
     fn complete(
         &mut self,
         completion: &ActivityCompletion,
