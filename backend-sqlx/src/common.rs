@@ -1,7 +1,9 @@
-//! Helpers shared by the backends: time conversion, error mapping, row payloads.
+//! Helpers shared by the backends: time conversion, encoding and decoding stored columns,
+//! JSON array parameters, the stats query.
 
 use chrono::{DateTime, Utc};
 use duractor::{Error, Event, Failure, Payload};
+use serde::Serialize;
 
 /// Unix milliseconds of a time.
 pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
@@ -18,36 +20,9 @@ pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// Maps a sqlx error to a store error, marking the ones worth retrying.
-pub(crate) fn store_error(context: &str, error: sqlx::Error) -> Error {
-    let transient = is_transient(&error);
-    let message = format!("{context}: {error}");
-    if transient {
-        Error::store_transient(message)
-    } else {
-        Error::store(message)
-    }
-}
-
-/// Busy/locked databases, lost connections and pool timeouts may pass.
-pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let message = db.message();
-            message.contains("database is locked")
-                || message.contains("database is busy")
-                || matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
-                || matches!(
-                    db.code().as_deref(),
-                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003")
-                )
-        }
-        _ => false,
-    }
+/// A JSON array parameter (the merged writes bind their rows as one).
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Decodes a stored event.

@@ -21,7 +21,9 @@
 
 mod batch;
 mod common;
+mod error;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use postgres::{PostgresStore, PostgresStoreOptions};
@@ -172,5 +174,38 @@ mod tests {
             unsupported.contains("unsupported database URL scheme"),
             "{unsupported}"
         );
+    }
+
+    /// The sqlx error behind a store error, and whether the store said it may pass.
+    fn driver_error(error: &duractor::Error) -> (&sqlx::Error, bool) {
+        let duractor::Error::Store {
+            source: Some(source),
+            transient,
+            ..
+        } = error
+        else {
+            panic!("not a store error with a source: {error:?}")
+        };
+        let sqlx = source.get().downcast_ref::<sqlx::Error>();
+        (sqlx.unwrap_or_else(|| panic!("{source:?}")), *transient)
+    }
+
+    #[tokio::test]
+    async fn store_errors_keep_the_driver_error_as_their_source() {
+        // Nothing listens on port 1: refused, which may pass (the server may be starting).
+        let refused = open("postgres://me@127.0.0.1:1/app").await.err().unwrap();
+        let (source, transient) = driver_error(&refused);
+        assert!(matches!(source, sqlx::Error::Io(_)), "{source:?}");
+        assert!(transient);
+        assert!(
+            refused.to_string().ends_with(&source.to_string()),
+            "{refused}"
+        );
+        // A file in a directory that does not exist: SQLite cannot open it, and will not.
+        let missing = std::env::temp_dir().join("duractor-no-such-directory/app.db");
+        let unopened = SqliteStore::open(&missing).await.err().unwrap();
+        let (source, transient) = driver_error(&unopened);
+        assert!(matches!(source, sqlx::Error::Database(_)), "{source:?}");
+        assert!(!transient);
     }
 }

@@ -34,15 +34,15 @@ use duractor::store::{
     InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
     StoreStats, TurnCommit, TurnCommitted,
 };
-use duractor::{Error, Event, Payload, RuntimeStatus, Store};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
+use duractor::{Error, Event, Store};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Attempts, Writes, run_writer};
-use crate::common::{
-    decode_event, decode_failure, decode_payload, from_millis, millis, store_error,
-};
+use crate::common::{decode_event, from_millis, millis};
+use crate::error::{StoreError, transient_in_any_database};
+use crate::rows::{INSTANCE_COLUMNS, entity_status, instance_status};
 use writer::Writer;
 
 /// Options for [`PostgresStore::connect_with`].
@@ -353,45 +353,24 @@ async fn listen(pool: PgPool, work: String, finished: String, events: Arc<StoreE
     }
 }
 
-fn status_row(row: &PgRow) -> Result<InstanceStatus, Error> {
-    let get = |e: sqlx::Error| store_error("reading an instance row", e);
-    let status: String = row.try_get("status").map_err(get)?;
-    let input: String = row.try_get("input").map_err(get)?;
-    Ok(InstanceStatus {
-        instance_id: row.try_get("instance_id").map_err(get)?,
-        name: row.try_get("name").map_err(get)?,
-        version: row.try_get("version").map_err(get)?,
-        status: status.parse::<RuntimeStatus>()?,
-        input: Payload::from_json(input)
-            .map_err(|e| Error::store(format!("a stored input is not valid JSON: {e}")))?,
-        output: decode_payload(row.try_get("output").map_err(get)?)?,
-        failure: decode_failure(row.try_get("failure").map_err(get)?)?,
-        custom_status: decode_payload(row.try_get("custom_status").map_err(get)?)?,
-        created_at: from_millis(row.try_get("created_at").map_err(get)?),
-        updated_at: from_millis(row.try_get("updated_at").map_err(get)?),
-        completed_at: row
-            .try_get::<Option<i64>, _>("completed_at")
-            .map_err(get)?
-            .map(from_millis),
-    })
+/// Whether a PostgreSQL error may pass: a transaction rolled back for a serialization
+/// failure or a deadlock (`40001`, `40P01`), the server shutting down or starting (`57P01`,
+/// `57P02`, `57P03`), a connection failure it reported (`08006`, `08003`), or a failure that
+/// may pass with any database ([`transient_in_any_database`]).
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003")
+        ),
+        error => transient_in_any_database(error),
+    }
 }
 
-fn entity_row(row: &PgRow) -> Result<EntityStatus, Error> {
-    let get = |e: sqlx::Error| store_error("reading an entity row", e);
-    let instance_id: String = row.try_get(0).map_err(get)?;
-    let id = EntityId::from_instance_id(&instance_id)
-        .ok_or_else(|| Error::store(format!("`{instance_id}` is not an entity id")))?;
-    Ok(EntityStatus {
-        id,
-        state: decode_payload(row.try_get(1).map_err(get)?)?,
-        lock_owner: row.try_get(2).map_err(get)?,
-        created_at: from_millis(row.try_get(3).map_err(get)?),
-        updated_at: from_millis(row.try_get(4).map_err(get)?),
-    })
+/// A store error from a PostgreSQL error met while doing `context`.
+fn store_error(context: &str, error: sqlx::Error) -> StoreError {
+    StoreError::new(context, is_transient(&error), error)
 }
-
-const INSTANCE_COLUMNS: &str = "instance_id, name, version, status, input, output, failure, \
-     custom_status, created_at, updated_at, completed_at";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -516,7 +495,7 @@ impl Store for PostgresStore {
             .fetch_optional(&pool)
             .await
             .map_err(|e| store_error("reading instance status", e))?;
-            row.as_ref().map(status_row).transpose()
+            row.as_ref().map(instance_status).transpose()
         })
         .await
     }
@@ -550,7 +529,7 @@ impl Store for PostgresStore {
                 .fetch_all(&pool)
                 .await
                 .map_err(|e| store_error("listing instances", e))?;
-            rows.iter().map(status_row).collect()
+            rows.iter().map(instance_status).collect()
         })
         .await
     }
@@ -582,7 +561,7 @@ impl Store for PostgresStore {
             .fetch_optional(&pool)
             .await
             .map_err(|e| store_error("reading an entity", e))?;
-            row.as_ref().map(entity_row).transpose()
+            row.as_ref().map(entity_status).transpose()
         })
         .await
     }
@@ -612,7 +591,7 @@ impl Store for PostgresStore {
             .fetch_all(&pool)
             .await
             .map_err(|e| store_error("listing entities", e))?;
-            rows.iter().map(entity_row).collect()
+            rows.iter().map(entity_status).collect()
         })
         .await
     }

@@ -22,15 +22,17 @@ use std::collections::HashMap;
 use duractor::store::{
     ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery,
 };
-use duractor::{Error, Payload, RuntimeStatus};
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use duractor::{Error, RuntimeStatus};
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::store_error;
 use crate::batch::{
-    AttemptError, Attempts, BatchExecutor, Done, Effects, InstanceState, Op, Outcome, Plan, State,
-    ids_needed, json, touched,
+    AttemptError, Attempts, BatchExecutor, Effects, InstanceState, Op, Plan, State, ids_needed,
+    touched,
 };
-use crate::common::{decode_event, millis, now_ms, store_error};
+use crate::common::{json, millis, now_ms};
+use crate::rows;
 
 pub(super) struct Writer {
     pub(super) pool: PgPool,
@@ -51,107 +53,103 @@ impl Writer {
     /// attempt number it marked them with, and whatever it took that cannot be read back yet
     /// (its transaction still deciding) is leased to this worker but held by nobody, so it is
     /// not renewed and is claimed again within a lease period.
-    async fn claim_only(&mut self, ops: &[Op], now: i64) -> Result<Done, AttemptError> {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
+    async fn claim_only(&mut self, ops: &mut [Op], now: i64) -> Result<Effects, AttemptError> {
+        for op in ops.iter_mut() {
             let attempt = self.attempts.next();
             let mut conn = match self.pool.acquire().await {
                 Ok(conn) => conn,
                 // No statement ran.
                 Err(error) => {
-                    outcomes.push(failed_claim(op, error));
+                    failed_claim(op, error);
                     continue;
                 }
             };
             let claimed = claim(&mut conn, op, attempt, now).await;
             drop(conn);
-            let outcome = match claimed {
-                Ok(outcome) => outcome,
+            match claimed {
+                Ok(()) => {}
                 Err(error) if Self::outcome_unknown(&error) => {
                     tracing::warn!(%error, attempt, "the answer to a claim was lost; reading back what it took");
-                    match self.pool.acquire().await {
+                    let read_back = match self.pool.acquire().await {
                         Ok(mut conn) => reclaimed(&mut conn, op, attempt).await,
                         Err(error) => Err(error),
+                    };
+                    if let Err(error) = read_back {
+                        failed_claim(op, error);
                     }
-                    .unwrap_or_else(|error| Some(failed_claim(op, error)))
                 }
-                Err(error) => Some(failed_claim(op, error)),
-            };
-            outcomes.push(outcome.unwrap_or(Outcome::Unit(Ok(()))));
+                Err(error) => failed_claim(op, error),
+            }
         }
-        Ok((outcomes, Effects::default()))
+        Ok(Effects::default())
     }
 }
 
-/// The outcome of a claim that did not happen: the caller claims again later.
-fn failed_claim(op: &Op, error: sqlx::Error) -> Outcome {
-    let error = store_error("claiming work", error);
+/// Answers a claim that did not happen with its error: the caller claims again later.
+fn failed_claim(op: &mut Op, error: sqlx::Error) {
+    let error = Error::from(store_error("claiming work", error));
     match op {
-        Op::ClaimActivities { .. } => Outcome::Items(Err(error)),
-        _ => Outcome::Messages(Err(error)),
+        Op::ClaimMessages { reply, .. } => reply.set(Err(error)),
+        Op::ClaimActivities { reply, .. } => reply.set(Err(error)),
+        _ => {}
     }
 }
 
-/// Runs a claim op, marking the rows it takes with `attempt`; `None` for any other op.
+/// Runs a claim op, marking the rows it takes with `attempt`, and sets its outcome; any
+/// other op is left alone.
 async fn claim(
     conn: &mut PgConnection,
-    op: &Op,
+    op: &mut Op,
     attempt: i64,
     now: i64,
-) -> Result<Option<Outcome>, sqlx::Error> {
-    Ok(match op {
+) -> Result<(), sqlx::Error> {
+    match op {
         Op::ClaimMessages {
             owner,
             limit,
             lease,
-            ..
-        } => Some(Outcome::Messages(
-            claim_messages(conn, owner, *limit, lease.from(now), now, attempt).await?,
-        )),
+            reply,
+        } => reply.set(claim_messages(conn, owner, *limit, lease.from(now), now, attempt).await?),
         Op::ClaimActivities {
             owner,
             limit,
             lease,
-            ..
-        } => Some(Outcome::Items(
-            claim_activities(conn, owner, *limit, lease.from(now), now, attempt).await?,
-        )),
-        _ => None,
-    })
+            reply,
+        } => reply.set(claim_activities(conn, owner, *limit, lease.from(now), now, attempt).await?),
+        _ => {}
+    }
+    Ok(())
 }
 
-/// What a claim of attempt `attempt` took, read back by the mark it left on the rows (its
-/// answer was lost after it committed).
-async fn reclaimed(
-    conn: &mut PgConnection,
-    op: &Op,
-    attempt: i64,
-) -> Result<Option<Outcome>, sqlx::Error> {
-    Ok(match op {
-        Op::ClaimMessages { owner, .. } => {
+/// Sets a claim's outcome to what attempt `attempt` took, read back by the mark it left on
+/// the rows (its answer was lost after it committed).
+async fn reclaimed(conn: &mut PgConnection, op: &mut Op, attempt: i64) -> Result<(), sqlx::Error> {
+    match op {
+        Op::ClaimMessages { owner, reply, .. } => {
             let rows = sqlx::query(
                 "SELECT id, instance_id, message, execution FROM orch_queue \
                  WHERE locked_by = $1 AND claim_token = $2 ORDER BY id",
             )
-            .bind(owner)
+            .bind(&*owner)
             .bind(attempt)
             .fetch_all(&mut *conn)
             .await?;
-            Some(Outcome::Messages(messages_from(&rows)?))
+            reply.set(rows::messages(&rows)?);
         }
-        Op::ClaimActivities { owner, .. } => {
+        Op::ClaimActivities { owner, reply, .. } => {
             let rows = sqlx::query(
                 "SELECT id, instance_id, seq, name, input, attempt, execution FROM activity_queue \
                  WHERE locked_by = $1 AND claim_token = $2 ORDER BY id",
             )
-            .bind(owner)
+            .bind(&*owner)
             .bind(attempt)
             .fetch_all(&mut *conn)
             .await?;
-            Some(Outcome::Items(items_from(&rows)?))
+            reply.set(rows::activity_items(&rows)?);
         }
-        _ => None,
-    })
+        _ => {}
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -166,6 +164,10 @@ impl BatchExecutor for Writer {
     /// connection broke, timed out) leaves the outcome unknown.
     fn outcome_unknown(error: &sqlx::Error) -> bool {
         !matches!(error, sqlx::Error::Database(_))
+    }
+
+    fn is_transient(error: &sqlx::Error) -> bool {
+        super::is_transient(error)
     }
 
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
@@ -184,7 +186,7 @@ impl BatchExecutor for Writer {
         Ok(batch == attempt)
     }
 
-    async fn execute(&mut self, ops: &[Op]) -> Result<Done, AttemptError> {
+    async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
         let now = now_ms();
         if ops.iter().all(Op::is_claim) {
             return self.claim_only(ops, now).await;
@@ -193,22 +195,23 @@ impl BatchExecutor for Writer {
         let mut tx = self.pool.begin().await?;
         let mut state = read_state(&mut tx, ops, &self.attempts.writer, attempt, now).await?;
         let mut plan = Plan::default();
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(plan.apply(op, &mut state, now));
+        for op in ops.iter_mut() {
+            plan.apply(op, &mut state, now);
         }
         let announced = write(&mut tx, &plan, self).await?;
-        for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
-            if let Some(claimed) = claim(&mut tx, op, attempt, now).await? {
-                *outcome = claimed;
-                continue;
-            }
+        for op in ops.iter_mut() {
             match op {
+                Op::ClaimMessages { .. } | Op::ClaimActivities { .. } => {
+                    claim(&mut tx, op, attempt, now).await?;
+                }
                 Op::Renew {
-                    owner, held, lease, ..
+                    owner,
+                    held,
+                    lease,
+                    reply,
                 } => {
                     let lost = renew(&mut tx, owner, held, lease.from(now)).await?;
-                    *outcome = Outcome::Lost(Ok(lost));
+                    reply.set(Ok(lost));
                 }
                 Op::Abandon {
                     owner,
@@ -221,18 +224,18 @@ impl BatchExecutor for Writer {
                          WHERE id = ANY($2) AND locked_by = $3",
                     )
                     .bind(millis(*visible_at))
-                    .bind(ids)
-                    .bind(owner)
+                    .bind(&*ids)
+                    .bind(&*owner)
                     .execute(&mut *tx)
                     .await?;
                 }
-                Op::Purge { query, .. } => {
-                    *outcome = Outcome::Count(Ok(purge(&mut tx, query).await?));
+                Op::Purge { query, reply } => {
+                    reply.set(Ok(purge(&mut tx, query).await?));
                 }
-                Op::CleanEntities { .. } => {
+                Op::CleanEntities { reply } => {
                     let cleanup = clean_entities(&mut tx, now).await?;
                     plan.effects.work |= cleanup.released_locks > 0;
-                    *outcome = Outcome::Cleanup(Ok(cleanup));
+                    reply.set(Ok(cleanup));
                 }
                 _ => {}
             }
@@ -250,12 +253,11 @@ impl BatchExecutor for Writer {
                 .execute(&mut *tx)
                 .await?;
         }
-        let done = (outcomes, plan.effects);
         match tx.commit().await {
-            Ok(()) => Ok(done),
+            Ok(()) => Ok(plan.effects),
             Err(error) => Err(AttemptError {
                 error,
-                in_commit: Some((attempt, done)),
+                in_commit: Some((attempt, plan.effects)),
             }),
         }
     }
@@ -297,6 +299,7 @@ async fn read_state(
         .fetch_all(&mut **tx)
         .await?;
     let mut state = State::default();
+    let (mut message_ids, mut item_ids) = (Vec::with_capacity(messages), Vec::with_capacity(items));
     for row in rows {
         let kind: String = row.try_get(0)?;
         match kind.as_str() {
@@ -317,14 +320,11 @@ async fn read_state(
             "c" => {
                 state.messages.insert(row.try_get(3)?, row.try_get(4)?);
             }
-            "m" => state.message_ids.push_back(row.try_get(3)?),
-            _ => state.item_ids.push_back(row.try_get(3)?),
+            "m" => message_ids.push(row.try_get(3)?),
+            _ => item_ids.push(row.try_get(3)?),
         }
     }
-    state.message_ids.make_contiguous().sort_unstable();
-    state.item_ids.make_contiguous().sort_unstable();
-    state.last_message_id = state.message_ids.back().copied().unwrap_or(0);
-    state.last_item_id = state.item_ids.back().copied().unwrap_or(0);
+    state.reserve(message_ids, item_ids);
     Ok(state)
 }
 
@@ -569,28 +569,7 @@ async fn claim_messages(
         .bind(attempt)
         .fetch_all(&mut *conn)
         .await?;
-    messages_from(&rows)
-}
-
-/// Claimed messages from rows of `id, instance_id, message, execution`, in queue order.
-fn messages_from(rows: &[PgRow]) -> Result<Result<Vec<OrchestrationMessage>, Error>, sqlx::Error> {
-    let mut messages = Vec::with_capacity(rows.len());
-    for row in rows {
-        let json: String = row.try_get(2)?;
-        let event = match decode_event(&json) {
-            Ok(event) => event,
-            Err(error) => return Ok(Err(error)),
-        };
-        let execution: Option<i64> = row.try_get(3)?;
-        messages.push(OrchestrationMessage {
-            id: row.try_get(0)?,
-            instance_id: row.try_get(1)?,
-            event,
-            execution: execution.and_then(|e| u32::try_from(e).ok()),
-        });
-    }
-    messages.sort_by_key(|m| m.id);
-    Ok(Ok(messages))
+    rows::messages(&rows)
 }
 
 async fn claim_activities(
@@ -617,41 +596,7 @@ async fn claim_activities(
         .bind(attempt)
         .fetch_all(&mut *conn)
         .await?;
-    items_from(&rows)
-}
-
-/// Claimed work items from rows of `id, instance_id, seq, name, input, attempt, execution`.
-fn items_from(rows: &[PgRow]) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        match activity_item(row)? {
-            Ok(item) => items.push(item),
-            Err(error) => return Ok(Err(error)),
-        }
-    }
-    items.sort_by_key(|i| i.id);
-    Ok(Ok(items))
-}
-
-fn activity_item(row: &PgRow) -> Result<Result<ActivityWorkItem, Error>, sqlx::Error> {
-    let input: String = row.try_get(4)?;
-    let input = match Payload::from_json(input) {
-        Ok(input) => input,
-        Err(e) => {
-            return Ok(Err(Error::store(format!(
-                "a stored activity input is not valid JSON: {e}"
-            ))));
-        }
-    };
-    Ok(Ok(ActivityWorkItem {
-        id: row.try_get(0)?,
-        instance_id: row.try_get(1)?,
-        seq: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or_default(),
-        name: row.try_get(3)?,
-        input,
-        attempt: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-        execution: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
-    }))
+    rows::activity_items(&rows)
 }
 
 /// Deletes finished orchestration instances matching `query` with everything they own.

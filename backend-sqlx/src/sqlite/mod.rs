@@ -15,7 +15,6 @@ mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,16 +26,18 @@ use duractor::store::{
     InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
     StoreStats, TurnCommit, TurnCommitted,
 };
-use duractor::{Error, Event, Payload, RuntimeStatus, Store};
+use duractor::{Error, Event, Store};
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
 use tokio::sync::mpsc;
 
 use crate::batch::Writes;
-use crate::common::{decode_event, decode_failure, decode_payload, from_millis, store_error};
+use crate::common::{decode_event, from_millis};
+use crate::error::{StoreError, transient_in_any_database};
+use crate::rows::{INSTANCE_COLUMNS, entity_status, instance_status};
 use writer::Writer;
 
 /// How durable each commit is on disk.
@@ -232,45 +233,26 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-fn status_row(row: &SqliteRow) -> Result<InstanceStatus, Error> {
-    let get = |e: sqlx::Error| store_error("reading an instance row", e);
-    let status: String = row.try_get("status").map_err(get)?;
-    let input: String = row.try_get("input").map_err(get)?;
-    Ok(InstanceStatus {
-        instance_id: row.try_get("instance_id").map_err(get)?,
-        name: row.try_get("name").map_err(get)?,
-        version: row.try_get("version").map_err(get)?,
-        status: RuntimeStatus::from_str(&status)?,
-        input: Payload::from_json(input)
-            .map_err(|e| Error::store(format!("a stored input is not valid JSON: {e}")))?,
-        output: decode_payload(row.try_get("output").map_err(get)?)?,
-        failure: decode_failure(row.try_get("failure").map_err(get)?)?,
-        custom_status: decode_payload(row.try_get("custom_status").map_err(get)?)?,
-        created_at: from_millis(row.try_get("created_at").map_err(get)?),
-        updated_at: from_millis(row.try_get("updated_at").map_err(get)?),
-        completed_at: row
-            .try_get::<Option<i64>, _>("completed_at")
-            .map_err(get)?
-            .map(from_millis),
-    })
+/// Whether a SQLite error may pass: the database busy or locked by another process
+/// (`SQLITE_BUSY` 5, `SQLITE_LOCKED` 6, and the extended codes 261 and 517: busy while
+/// recovering, busy on a stale snapshot), or a failure that may pass with any database
+/// ([`transient_in_any_database`]).
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            message.contains("database is locked")
+                || message.contains("database is busy")
+                || matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
+        }
+        error => transient_in_any_database(error),
+    }
 }
 
-fn entity_row(row: &SqliteRow) -> Result<EntityStatus, Error> {
-    let get = |e: sqlx::Error| store_error("reading an entity row", e);
-    let instance_id: String = row.try_get(0).map_err(get)?;
-    let id = EntityId::from_instance_id(&instance_id)
-        .ok_or_else(|| Error::store(format!("`{instance_id}` is not an entity id")))?;
-    Ok(EntityStatus {
-        id,
-        state: decode_payload(row.try_get(1).map_err(get)?)?,
-        lock_owner: row.try_get(2).map_err(get)?,
-        created_at: from_millis(row.try_get(3).map_err(get)?),
-        updated_at: from_millis(row.try_get(4).map_err(get)?),
-    })
+/// A store error from a SQLite error met while doing `context`.
+fn store_error(context: &str, error: sqlx::Error) -> StoreError {
+    StoreError::new(context, is_transient(&error), error)
 }
-
-const INSTANCE_COLUMNS: &str = "instance_id, name, version, status, input, output, failure, \
-     custom_status, created_at, updated_at, completed_at";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -417,7 +399,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.inner.reader)
             .await
             .map_err(|e| store_error("reading instance status", e))?;
-        row.as_ref().map(status_row).transpose()
+        row.as_ref().map(instance_status).transpose()
     }
 
     async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
@@ -443,7 +425,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.inner.reader)
             .await
             .map_err(|e| store_error("listing instances", e))?;
-        rows.iter().map(status_row).collect()
+        rows.iter().map(instance_status).collect()
     }
 
     async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
@@ -466,7 +448,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.inner.reader)
         .await
         .map_err(|e| store_error("reading an entity", e))?;
-        row.as_ref().map(entity_row).transpose()
+        row.as_ref().map(entity_status).transpose()
     }
 
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
@@ -494,7 +476,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.inner.reader)
         .await
         .map_err(|e| store_error("listing entities", e))?;
-        rows.iter().map(entity_row).collect()
+        rows.iter().map(entity_status).collect()
     }
 
     async fn clean_entities(&self) -> Result<EntityCleanup, Error> {

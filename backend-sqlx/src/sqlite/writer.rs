@@ -21,7 +21,7 @@
 use duractor::store::{
     ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery, StoreEvents,
 };
-use duractor::{Error, Payload, RuntimeStatus};
+use duractor::{Error, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor as _, Row};
 use std::sync::Arc;
@@ -29,10 +29,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::batch::{
-    AttemptError, Attempts, BatchExecutor, Done, InstanceState, Op, Outcome, Plan, State,
-    ids_needed, json, run_writer, touched,
+    AttemptError, Attempts, BatchExecutor, Effects, InstanceState, Op, Plan, State, ids_needed,
+    run_writer, touched,
 };
-use crate::common::{decode_event, millis, now_ms};
+use crate::common::{json, millis, now_ms};
+use crate::rows;
 
 pub(super) struct Writer {
     conn: SqliteConnection,
@@ -81,6 +82,10 @@ impl BatchExecutor for Writer {
         true
     }
 
+    fn is_transient(error: &sqlx::Error) -> bool {
+        super::is_transient(error)
+    }
+
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
         // This connection is the only writer of the process: nothing else can be deciding it.
         let _ = self.conn.execute("ROLLBACK").await;
@@ -92,14 +97,13 @@ impl BatchExecutor for Writer {
     }
 
     /// One attempt at the batch inside one transaction.
-    async fn execute(&mut self, ops: &[Op]) -> Result<Done, AttemptError> {
+    async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
         let now = now_ms();
         let attempt = self.attempts.next();
         let mut state = self.read_state(ops, attempt, now).await?;
         let mut plan = Plan::default();
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(plan.apply(op, &mut state, now));
+        for op in ops.iter_mut() {
+            plan.apply(op, &mut state, now);
         }
         let has_special = ops.iter().any(Op::runs_after_writes);
         if !plan.new_instances.is_empty() {
@@ -108,46 +112,48 @@ impl BatchExecutor for Writer {
         if !has_special && !plan.has_lease_writes() {
             // With nothing after them, the writes carry the commit: one round trip less.
             let sent = self.write(&plan, true).await;
-            let done = (outcomes, plan.effects);
             return match sent {
-                Ok(()) => Ok(done),
+                Ok(()) => Ok(plan.effects),
                 Err(error) => Err(AttemptError {
                     error,
-                    in_commit: Some((attempt, done)),
+                    in_commit: Some((attempt, plan.effects)),
                 }),
             };
         }
         self.write(&plan, false).await?;
         // Claims, purges and abandons run last, so that claims see this batch's new messages.
-        for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
+        for op in ops.iter_mut() {
             match op {
                 Op::ClaimMessages {
                     owner,
                     limit,
                     lease,
-                    ..
+                    reply,
                 } => {
                     let claimed = self
                         .claim_messages(owner, *limit, lease.from(now), now)
                         .await?;
-                    *outcome = Outcome::Messages(claimed);
+                    reply.set(claimed);
                 }
                 Op::ClaimActivities {
                     owner,
                     limit,
                     lease,
-                    ..
+                    reply,
                 } => {
                     let claimed = self
                         .claim_activities(owner, *limit, lease.from(now), now)
                         .await?;
-                    *outcome = Outcome::Items(claimed);
+                    reply.set(claimed);
                 }
                 Op::Renew {
-                    owner, held, lease, ..
+                    owner,
+                    held,
+                    lease,
+                    reply,
                 } => {
                     let lost = self.renew(owner, held, lease.from(now)).await?;
-                    *outcome = Outcome::Lost(Ok(lost));
+                    reply.set(Ok(lost));
                 }
                 Op::Abandon {
                     owner,
@@ -161,28 +167,27 @@ impl BatchExecutor for Writer {
                     )
                     .bind(millis(*visible_at))
                     .bind(json(ids))
-                    .bind(owner)
+                    .bind(&*owner)
                     .execute(&mut self.conn)
                     .await?;
                 }
-                Op::Purge { query, .. } => {
+                Op::Purge { query, reply } => {
                     let purged = self.purge(query).await?;
-                    *outcome = Outcome::Count(Ok(purged));
+                    reply.set(Ok(purged));
                 }
-                Op::CleanEntities { .. } => {
+                Op::CleanEntities { reply } => {
                     let cleanup = self.clean_entities(now).await?;
-                    *outcome = Outcome::Cleanup(Ok(cleanup));
+                    reply.set(Ok(cleanup));
                 }
                 _ => {}
             }
         }
         let sent = self.conn.execute("COMMIT").await;
-        let done = (outcomes, plan.effects);
         match sent {
-            Ok(_) => Ok(done),
+            Ok(_) => Ok(plan.effects),
             Err(error) => Err(AttemptError {
                 error,
-                in_commit: Some((attempt, done)),
+                in_commit: Some((attempt, plan.effects)),
             }),
         }
     }
@@ -412,26 +417,13 @@ impl Writer {
             .bind(i64::from(limit))
             .fetch_all(&mut self.conn)
             .await?;
-        let mut messages = Vec::with_capacity(rows.len());
-        let mut instances: Vec<String> = Vec::new();
-        for row in rows {
-            let id: i64 = row.try_get(0)?;
-            let instance_id: String = row.try_get(1)?;
-            let json: String = row.try_get(2)?;
-            let event = match decode_event(&json) {
-                Ok(event) => event,
-                Err(error) => return Ok(Err(error)),
-            };
-            instances.push(instance_id.clone());
-            let execution: Option<i64> = row.try_get(3)?;
-            messages.push(OrchestrationMessage {
-                id,
-                instance_id,
-                event,
-                execution: execution.and_then(|e| u32::try_from(e).ok()),
-            });
-        }
-        if !instances.is_empty() {
+        let messages = match rows::messages(&rows)? {
+            Ok(messages) => messages,
+            Err(error) => return Ok(Err(error)),
+        };
+        if !messages.is_empty() {
+            let mut instances: Vec<&str> =
+                messages.iter().map(|m| m.instance_id.as_str()).collect();
             instances.sort_unstable();
             instances.dedup();
             sqlx::query(
@@ -444,7 +436,6 @@ impl Writer {
             .execute(&mut self.conn)
             .await?;
         }
-        messages.sort_by_key(|m| m.id);
         Ok(Ok(messages))
     }
 
@@ -539,29 +530,7 @@ impl Writer {
             .bind(i64::from(limit))
             .fetch_all(&mut self.conn)
             .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in rows {
-            let input: String = row.try_get(4)?;
-            let input = match Payload::from_json(input) {
-                Ok(input) => input,
-                Err(e) => {
-                    return Ok(Err(Error::store(format!(
-                        "a stored activity input is not valid JSON: {e}"
-                    ))));
-                }
-            };
-            items.push(ActivityWorkItem {
-                id: row.try_get(0)?,
-                instance_id: row.try_get(1)?,
-                seq: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or_default(),
-                name: row.try_get(3)?,
-                input,
-                attempt: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-                execution: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
-            });
-        }
-        items.sort_by_key(|i| i.id);
-        Ok(Ok(items))
+        rows::activity_items(&rows)
     }
 }
 

@@ -1,0 +1,1000 @@
+//! Planning a batch, the same for every database and free of I/O: the [`State`] of the rows
+//! the batch touches (read by the backend at the start of the transaction), and the [`Plan`]
+//! that validates each op against it, takes queue ids from the block reserved for the batch,
+//! and collects the rows to write as JSON-array parameters.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use duractor::entity::EntityId;
+use duractor::store::{
+    ActivityCompletion, EntityCleanup, NewInstance, OrchestrationMessage, TurnCommit, TurnCommitted,
+};
+use duractor::{Error, Event, RuntimeStatus};
+use serde::Serialize;
+
+use super::ops::{Lease, Op};
+use crate::common::{encode_event, millis};
+
+/// What the batch's read found: the rows its ops touch, as they are at the start of the
+/// transaction (locked on PostgreSQL; SQLite holds the only write lock), and the queue ids
+/// reserved for the batch. The plan updates it as it applies ops, so each op sees the ones
+/// before it.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Instance id -> its row; ids with no row are absent.
+    pub(crate) instances: HashMap<String, InstanceState>,
+    /// Work item id -> lease owner.
+    pub(crate) items: HashMap<i64, Option<String>>,
+    /// Queue message id -> lease owner, for the messages turns consume.
+    pub(crate) messages: HashMap<i64, Option<String>>,
+    /// Queue ids reserved for this batch (see [`ids_needed`]), taken in order.
+    message_ids: VecDeque<i64>,
+    item_ids: VecDeque<i64>,
+    last_message_id: i64,
+    last_item_id: i64,
+    /// Ids taken past the reserved blocks (none, when [`ids_needed`] counted right).
+    extra_ids: i64,
+}
+
+impl State {
+    /// The status of an orchestration instance that has finished (Completed, Failed,
+    /// Terminated); `None` for one that has not, and for entities and unknown ids.
+    fn finished_status(&self, instance_id: &str) -> Option<String> {
+        let instance = self.instances.get(instance_id)?;
+        instance
+            .status
+            .parse::<RuntimeStatus>()
+            .is_ok_and(RuntimeStatus::is_terminal)
+            .then(|| instance.status.clone())
+    }
+
+    /// The next reserved message id.
+    fn take_message_id(&mut self) -> i64 {
+        // `ids_needed` reserves enough; past that, continue after the last one.
+        self.message_ids.pop_front().unwrap_or_else(|| {
+            self.extra_ids += 1;
+            self.last_message_id + self.extra_ids
+        })
+    }
+
+    /// The next reserved work item id.
+    fn take_item_id(&mut self) -> i64 {
+        self.item_ids.pop_front().unwrap_or_else(|| {
+            self.extra_ids += 1;
+            self.last_item_id + self.extra_ids
+        })
+    }
+
+    /// Reserves the ids after `last_message` and `last_item` (SQLite, which knows the
+    /// counters because it holds the only write lock).
+    pub(crate) fn reserve_after(
+        &mut self,
+        last_message: i64,
+        messages: usize,
+        last_item: i64,
+        items: usize,
+    ) {
+        self.message_ids = (1..=messages as i64).map(|i| last_message + i).collect();
+        self.item_ids = (1..=items as i64).map(|i| last_item + i).collect();
+        self.last_message_id = last_message + messages as i64;
+        self.last_item_id = last_item + items as i64;
+    }
+
+    /// Reserves ids the database handed out (PostgreSQL's sequences), taken lowest first.
+    pub(crate) fn reserve(&mut self, mut messages: Vec<i64>, mut items: Vec<i64>) {
+        messages.sort_unstable();
+        items.sort_unstable();
+        self.last_message_id = messages.last().copied().unwrap_or(0);
+        self.last_item_id = items.last().copied().unwrap_or(0);
+        self.message_ids = messages.into();
+        self.item_ids = items.into();
+    }
+}
+
+/// The columns of an instance row that validation reads.
+pub(crate) struct InstanceState {
+    pub(crate) status: String,
+    pub(crate) history_len: i64,
+    pub(crate) locked_by: Option<String>,
+    /// Unix ms.
+    pub(crate) locked_until: Option<i64>,
+}
+
+/// What the batch changes, besides rows: notifications to send after the commit.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Work became ready (idle workers should look).
+    pub(crate) work: bool,
+    /// Orchestration instances that finished (their waiters should look).
+    pub(crate) finished: Vec<String>,
+}
+
+/// The merged writes of a batch, as JSON-array parameters.
+#[derive(Default)]
+pub(crate) struct Plan {
+    /// [instance_id, name, version, input, created_at]
+    pub(crate) new_instances: Vec<(String, String, String, String, i64)>,
+    /// Finished instances being started again: their old rows go.
+    pub(crate) replaced: Vec<String>,
+    /// [instance_id, idx, event]
+    pub(crate) history: Vec<(String, i64, String)>,
+    /// Queue messages turns consumed: they go.
+    pub(crate) consumed: Vec<i64>,
+    /// Instances that finished in this batch: their remaining messages go.
+    pub(crate) finished: Vec<String>,
+    /// Activity work items completed: they go.
+    pub(crate) done_items: Vec<i64>,
+    /// New queue messages.
+    pub(crate) messages: Vec<MessageRow>,
+    /// New activity work items, leased to the worker whose turn scheduled them.
+    pub(crate) activities: Vec<ActivityRow>,
+    /// Status rows the turns change.
+    pub(crate) updates: Vec<Update>,
+    /// Void every lease (the only worker of a SQLite file starting).
+    pub(crate) reset_leases: bool,
+    /// Failed instances asked to rewind: Pending again at once, so nobody waiting for them
+    /// takes the old failure for the outcome.
+    pub(crate) rewound: Vec<String>,
+    /// Entities addressed for the first time: [instance_id, name, created_at].
+    pub(crate) new_entities: Vec<(String, String, i64)>,
+    /// [instance_id, state, lock_owner, updated_at]
+    pub(crate) entity_updates: Vec<(String, Option<String>, Option<String>, i64)>,
+    /// Instances whose history a turn replaces (continue-as-new, rewind).
+    pub(crate) reset_history: Vec<String>,
+    /// Instance leases to release if the owner holds them: [instance_id, owner].
+    pub(crate) releases: Vec<(String, String)>,
+    /// Owners whose every lease goes (a worker stopping).
+    pub(crate) release_all: Vec<String>,
+    /// The notifications to send after the commit.
+    pub(crate) effects: Effects,
+}
+
+/// [id, instance_id, visible_at, message, execution, locked_by, locked_until]
+pub(crate) type MessageRow = (
+    i64,
+    String,
+    i64,
+    String,
+    Option<u32>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// [id, instance_id, seq, name, input, execution, locked_by, locked_until]
+pub(crate) type ActivityRow = (i64, String, i64, String, String, u32, String, i64);
+
+/// [instance_id, status, output, failure, custom_status, history_len, updated_at,
+///  completed_at, locked_by, locked_until, reset, input]; with `reset`, output, failure and
+/// completed_at are set as given (a rewound instance loses its failure); `input` replaces
+/// the input when set (continue-as-new).
+#[derive(Serialize)]
+pub(crate) struct Update(
+    String,
+    Option<&'static str>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<String>,
+);
+
+impl Plan {
+    /// Whether the merged writes (everything but creations and lease releases) have rows.
+    pub(crate) fn has_core_writes(&self) -> bool {
+        !(self.history.is_empty()
+            && self.reset_history.is_empty()
+            && self.rewound.is_empty()
+            && self.new_entities.is_empty()
+            && self.entity_updates.is_empty()
+            && self.consumed.is_empty()
+            && self.finished.is_empty()
+            && self.done_items.is_empty()
+            && self.messages.is_empty()
+            && self.activities.is_empty()
+            && self.updates.is_empty())
+    }
+
+    /// Whether leases are released or voided.
+    pub(crate) fn has_lease_writes(&self) -> bool {
+        self.reset_leases || !self.releases.is_empty() || !self.release_all.is_empty()
+    }
+
+    /// Adds a queue message with the next reserved id, claimed for `claimed` (owner, lease
+    /// deadline) when given; returns its id.
+    fn add_message(
+        &mut self,
+        state: &mut State,
+        instance_id: &str,
+        visible_at: i64,
+        event: &Event,
+        execution: Option<u32>,
+        claimed: Option<(&str, i64)>,
+    ) -> i64 {
+        let id = state.take_message_id();
+        self.messages.push((
+            id,
+            instance_id.to_owned(),
+            visible_at,
+            encode_event(event),
+            execution,
+            claimed.map(|(owner, _)| owner.to_owned()),
+            claimed.map(|(_, until)| until),
+        ));
+        id
+    }
+
+    /// Validates one op against the current state, adds its writes to the plan, and sets the
+    /// op's outcome. The ops that run after the merged writes get a placeholder outcome here,
+    /// which the executor replaces when it runs them.
+    pub(crate) fn apply(&mut self, op: &mut Op, state: &mut State, now: i64) {
+        match op {
+            Op::Create { instance, reply } => reply.set(self.create(instance, state)),
+            Op::Enqueue {
+                instance_id,
+                event,
+                visible_at,
+                reply,
+            } => reply.set(self.enqueue(instance_id, event, *visible_at, state, now)),
+            Op::Turn { turn, lease, reply } => reply.set(self.turn(turn, *lease, state, now)),
+            Op::Complete {
+                completion,
+                lease,
+                reply,
+            } => reply.set(Ok(self.complete(completion, *lease, state, now))),
+            Op::Release {
+                instance_id,
+                owner,
+                reply,
+            } => {
+                self.release(instance_id, owner, state);
+                reply.set(Ok(()));
+            }
+            Op::ReleaseAll { owner, reply } => {
+                self.release_all.push(owner.clone());
+                self.effects.work = true;
+                reply.set(Ok(()));
+            }
+            Op::ResetLeases { reply } => {
+                self.reset_leases = true;
+                reply.set(Ok(()));
+            }
+            // Run after the writes.
+            Op::ClaimMessages { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::ClaimActivities { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::Abandon { reply, .. } => reply.set(Ok(())),
+            Op::Purge { reply, .. } => reply.set(Ok(0)),
+            Op::CleanEntities { reply } => reply.set(Ok(EntityCleanup::default())),
+            Op::Renew { reply, .. } => reply.set(Ok(Vec::new())),
+        }
+    }
+
+    /// A message to an instance (or an entity, created by its first message). Events raised
+    /// to a finished orchestration are refused: nobody would ever receive them.
+    fn enqueue(
+        &mut self,
+        instance_id: &str,
+        event: &Event,
+        visible_at: Option<DateTime<Utc>>,
+        state: &mut State,
+        now: i64,
+    ) -> Result<(), Error> {
+        if !self.ensure_target(state, instance_id, now) {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
+        if let Event::EventRaised { name, .. } = event
+            && let Some(status) = state.finished_status(instance_id)
+        {
+            return Err(Error::InstanceFinished {
+                instance_id: instance_id.to_owned(),
+                status,
+                message: format!("it can no longer receive events (event `{name}` was not stored)"),
+            });
+        }
+        let visible_at = visible_at.map_or(now, |at| millis(at).max(now));
+        self.add_message(state, instance_id, visible_at, event, None, None);
+        if matches!(event, Event::ExecutionRewound { .. }) {
+            self.rewound.push(instance_id.to_owned());
+        }
+        if visible_at <= now {
+            self.effects.work = true;
+        }
+        Ok(())
+    }
+
+    /// Releases `owner`'s lease on an instance, if it holds it.
+    fn release(&mut self, instance_id: &str, owner: &str, state: &mut State) {
+        self.releases
+            .push((instance_id.to_owned(), owner.to_owned()));
+        if let Some(instance) = state.instances.get_mut(instance_id)
+            && instance.locked_by.as_deref() == Some(owner)
+        {
+            instance.locked_by = None;
+            instance.locked_until = None;
+        }
+    }
+
+    /// Whether a message may go to `instance_id`: an existing instance, or an entity, which
+    /// exists from its first message on (its row is created here).
+    fn ensure_target(&mut self, state: &mut State, instance_id: &str, now: i64) -> bool {
+        if state.instances.contains_key(instance_id) {
+            return true;
+        }
+        let Some(entity) = EntityId::from_instance_id(instance_id) else {
+            return false;
+        };
+        self.new_entities
+            .push((instance_id.to_owned(), entity.name, now));
+        state.instances.insert(
+            instance_id.to_owned(),
+            InstanceState {
+                status: RuntimeStatus::Running.as_str().to_owned(),
+                history_len: 0,
+                locked_by: None,
+                locked_until: None,
+            },
+        );
+        true
+    }
+
+    /// A new instance with its `ExecutionStarted` message. An id taken by an instance that
+    /// has not finished is refused; a finished one is replaced (its rows go).
+    fn create(&mut self, instance: &NewInstance, state: &mut State) -> Result<(), Error> {
+        if let Some(existing) = state.instances.get(&instance.instance_id) {
+            let finished = existing
+                .status
+                .parse::<RuntimeStatus>()
+                .is_ok_and(RuntimeStatus::is_terminal);
+            if !finished {
+                return Err(Error::InstanceExists {
+                    instance_id: instance.instance_id.clone(),
+                    status: existing.status.clone(),
+                });
+            }
+            self.replaced.push(instance.instance_id.clone());
+        }
+        let created_at = millis(instance.created_at);
+        self.new_instances.push((
+            instance.instance_id.clone(),
+            instance.name.clone(),
+            instance.version.clone(),
+            instance.input.as_str().to_owned(),
+            created_at,
+        ));
+        state.instances.insert(
+            instance.instance_id.clone(),
+            InstanceState {
+                status: RuntimeStatus::Pending.as_str().to_owned(),
+                history_len: 0,
+                locked_by: None,
+                locked_until: None,
+            },
+        );
+        let start = Event::ExecutionStarted {
+            name: instance.name.clone(),
+            version: instance.version.clone(),
+            input: instance.input.clone(),
+            execution: 0,
+            parent: instance.parent.clone(),
+        };
+        self.add_message(state, &instance.instance_id, created_at, &start, None, None);
+        self.effects.work = true;
+        Ok(())
+    }
+
+    /// An orchestration or entity turn: refused with `Conflict` when another worker holds the
+    /// instance or what the turn consumed, and as transient when the history moved on;
+    /// otherwise its events, consumed messages and work items, new work, children and status.
+    fn turn(
+        &mut self,
+        turn: &TurnCommit,
+        lease: Lease,
+        state: &mut State,
+        now: i64,
+    ) -> Result<TurnCommitted, Error> {
+        let Some(instance) = state.instances.get(&turn.instance_id) else {
+            return Err(Error::InstanceNotFound(turn.instance_id.clone()));
+        };
+        let conflict = || Error::Conflict {
+            instance_id: turn.instance_id.clone(),
+        };
+        let lease_ok = instance.locked_by.is_none()
+            || instance.locked_by.as_deref() == Some(turn.owner.as_str())
+            || instance.locked_until.is_some_and(|until| until < now);
+        if !lease_ok {
+            return Err(conflict());
+        }
+        // Exactly once: what the turn consumed must still be there and leased to this worker
+        // (its lease may have lapsed, but nobody else took it: the rows are locked now), and
+        // consumed only once. Otherwise another worker has it, or this one held it twice.
+        let mut seen = HashSet::with_capacity(turn.consumed.len());
+        let mut seen_items = HashSet::new();
+        for id in &turn.consumed {
+            let held = state
+                .messages
+                .get(id)
+                .is_some_and(|owner| owner.as_deref() == Some(turn.owner.as_str()));
+            if !held || !seen.insert(*id) {
+                return Err(conflict());
+            }
+        }
+        for id in &turn.completed_activities {
+            let held = state
+                .items
+                .get(id)
+                .is_some_and(|owner| owner.as_deref() == Some(turn.owner.as_str()));
+            if !held || !seen_items.insert(*id) {
+                return Err(conflict());
+            }
+        }
+        let start = i64::try_from(turn.history_start).unwrap_or(i64::MAX);
+        if turn.reset_history {
+            self.reset_history.push(turn.instance_id.clone());
+        } else if instance.history_len != start {
+            return Err(Error::store_transient(format!(
+                "the history of instance `{}` has {} events, but this worker expected {}; reloading it",
+                turn.instance_id, instance.history_len, start
+            )));
+        }
+        for (i, event) in turn.new_events.iter().enumerate() {
+            self.history.push((
+                turn.instance_id.clone(),
+                start + i as i64,
+                encode_event(event),
+            ));
+        }
+        self.consumed.extend(&turn.consumed);
+        self.done_items.extend(&turn.completed_activities);
+        for id in &turn.consumed {
+            state.messages.remove(id);
+        }
+        for id in &turn.completed_activities {
+            state.items.remove(id);
+        }
+        let lease_until = lease.from(now);
+        let mut activity_ids = Vec::with_capacity(turn.activities.len());
+        for activity in &turn.activities {
+            let id = state.take_item_id();
+            self.activities.push((
+                id,
+                turn.instance_id.clone(),
+                i64::try_from(activity.seq).unwrap_or(i64::MAX),
+                activity.name.clone(),
+                activity.input.as_str().to_owned(),
+                turn.execution,
+                turn.owner.clone(),
+                lease_until,
+            ));
+            activity_ids.push(id);
+        }
+        let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
+        for child in &turn.new_instances {
+            if let Err(error) = self.create(child, state)
+                && let Some(parent) = &child.parent
+            {
+                // The child could not start: its parent gets the failure.
+                let failed = Event::SubOrchestrationFailed {
+                    seq: parent.seq,
+                    failure: error.to_failure(),
+                };
+                self.add_message(
+                    state,
+                    &parent.instance_id,
+                    now,
+                    &failed,
+                    Some(parent.execution),
+                    None,
+                );
+            }
+        }
+        for message in &turn.messages {
+            if terminal && message.instance_id == turn.instance_id {
+                continue; // the instance is done: its own timers would only be dropped
+            }
+            if !self.ensure_target(state, &message.instance_id, now) {
+                tracing::debug!(instance_id = %message.instance_id, "dropping a message to an instance that does not exist");
+                continue;
+            }
+            let visible_at = millis(message.visible_at);
+            self.add_message(
+                state,
+                &message.instance_id,
+                visible_at,
+                &message.event,
+                message.execution,
+                None,
+            );
+            if visible_at <= now {
+                self.effects.work = true;
+            }
+        }
+        if let Some(entity) = &turn.entity {
+            self.entity_updates.push((
+                turn.instance_id.clone(),
+                entity.state.as_ref().map(|p| p.as_str().to_owned()),
+                entity.lock_owner.clone(),
+                millis(turn.now),
+            ));
+        }
+        let history_len = start + turn.new_events.len() as i64;
+        let updated_at = millis(turn.now);
+        if terminal {
+            self.finished.push(turn.instance_id.clone());
+            self.effects.finished.push(turn.instance_id.clone());
+        }
+        let locked_by = (!terminal).then(|| turn.owner.clone());
+        let locked_until = (!terminal).then_some(lease_until);
+        self.updates.push(Update(
+            turn.instance_id.clone(),
+            turn.status.map(RuntimeStatus::as_str),
+            turn.output.as_ref().map(|p| p.as_str().to_owned()),
+            turn.failure
+                .as_ref()
+                .and_then(|f| serde_json::to_string(f).ok()),
+            turn.custom_status.as_ref().map(|p| p.as_str().to_owned()),
+            history_len,
+            updated_at,
+            terminal.then_some(updated_at),
+            locked_by.clone(),
+            locked_until,
+            turn.reset_history,
+            turn.input.as_ref().map(|p| p.as_str().to_owned()),
+        ));
+        if let Some(instance) = state.instances.get_mut(&turn.instance_id) {
+            instance.history_len = history_len;
+            instance.locked_by = locked_by;
+            instance.locked_until = locked_until;
+            if let Some(status) = turn.status {
+                instance.status = status.as_str().to_owned();
+            }
+        }
+        Ok(TurnCommitted { activity_ids })
+    }
+
+    /// An activity's result, from the worker holding its work item (anyone else's writes
+    /// nothing). The result message is claimed for that worker and returned when it holds
+    /// the instance too, so it can deliver the result in memory.
+    fn complete(
+        &mut self,
+        completion: &ActivityCompletion,
+        lease: Lease,
+        state: &mut State,
+        now: i64,
+    ) -> Option<OrchestrationMessage> {
+        // Only the worker holding the item completes it; a worker whose lease lapsed (and
+        // whose item another worker took over, or already completed) commits nothing.
+        let held = state
+            .items
+            .get(&completion.item_id)
+            .is_some_and(|owner| owner.as_deref() == Some(completion.owner.as_str()));
+        if !held {
+            return None;
+        }
+        state.items.remove(&completion.item_id);
+        self.done_items.push(completion.item_id);
+        let instance = state.instances.get(&completion.instance_id)?;
+        let claimed = instance.locked_by.as_deref() == Some(completion.owner.as_str())
+            && instance.locked_until.is_some_and(|until| until >= now);
+        let lease_until = lease.from(now);
+        let id = self.add_message(
+            state,
+            &completion.instance_id,
+            now,
+            &completion.event,
+            Some(completion.execution),
+            claimed.then_some((completion.owner.as_str(), lease_until)),
+        );
+        if claimed {
+            Some(OrchestrationMessage {
+                id,
+                instance_id: completion.instance_id.clone(),
+                event: completion.event.clone(),
+                execution: Some(completion.execution),
+            })
+        } else {
+            self.effects.work = true;
+            None
+        }
+    }
+}
+
+/// The rows a batch touches: what its read must look at (and lock).
+pub(crate) struct Touched<'a> {
+    pub(crate) instances: Vec<&'a str>,
+    pub(crate) items: Vec<i64>,
+    /// Queue messages that turns consume.
+    pub(crate) messages: Vec<i64>,
+}
+
+/// The instances, work items and consumed messages a batch touches, each sorted (rows are
+/// locked in id order, so two writers never wait on each other in a cycle).
+pub(crate) fn touched(ops: &[Op]) -> Touched<'_> {
+    let mut instances: Vec<&str> = Vec::new();
+    let mut items: Vec<i64> = Vec::new();
+    let mut messages: Vec<i64> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Create { instance, .. } => instances.push(&instance.instance_id),
+            Op::Enqueue { instance_id, .. } => instances.push(instance_id),
+            Op::Turn { turn, .. } => {
+                instances.push(&turn.instance_id);
+                instances.extend(turn.new_instances.iter().map(|i| i.instance_id.as_str()));
+                instances.extend(turn.messages.iter().map(|m| m.instance_id.as_str()));
+                items.extend(&turn.completed_activities);
+                messages.extend(&turn.consumed);
+            }
+            Op::Complete { completion, .. } => {
+                instances.push(&completion.instance_id);
+                items.push(completion.item_id);
+            }
+            _ => {}
+        }
+    }
+    instances.sort_unstable();
+    instances.dedup();
+    items.sort_unstable();
+    items.dedup();
+    messages.sort_unstable();
+    messages.dedup();
+    Touched {
+        instances,
+        items,
+        messages,
+    }
+}
+
+/// How many message ids and work item ids a batch can use at most.
+pub(crate) fn ids_needed(ops: &[Op]) -> (usize, usize) {
+    let mut messages = 0;
+    let mut items = 0;
+    for op in ops {
+        match op {
+            Op::Create { .. } | Op::Enqueue { .. } | Op::Complete { .. } => messages += 1,
+            Op::Turn { turn, .. } => {
+                messages += turn.messages.len() + 2 * turn.new_instances.len();
+                items += turn.activities.len();
+            }
+            _ => {}
+        }
+    }
+    (messages, items)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The plan against hand-built states: no database.
+
+    use chrono::TimeDelta;
+    use duractor::store::{NewActivity, NewMessage};
+    use duractor::{Payload, RuntimeStatus};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::batch::ops::Reply;
+    use crate::common::from_millis;
+
+    /// When every op in these tests runs (Unix ms).
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn lease() -> Lease {
+        Lease::until(Utc::now() + TimeDelta::seconds(30))
+    }
+
+    /// A state holding these instances: (id, status, lease owner, lease deadline).
+    fn with_instances(instances: &[(&str, RuntimeStatus, Option<&str>, Option<i64>)]) -> State {
+        let mut state = State::default();
+        for (id, status, owner, until) in instances {
+            state.instances.insert(
+                (*id).to_owned(),
+                InstanceState {
+                    status: status.as_str().to_owned(),
+                    history_len: 0,
+                    locked_by: owner.map(str::to_owned),
+                    locked_until: *until,
+                },
+            );
+        }
+        state
+    }
+
+    fn new_instance(id: &str) -> NewInstance {
+        NewInstance {
+            instance_id: id.to_owned(),
+            name: "order".to_owned(),
+            version: String::new(),
+            input: Payload::null(),
+            created_at: from_millis(NOW),
+            parent: None,
+        }
+    }
+
+    /// A turn of `owner` on `instance_id` that appends one event and changes nothing else.
+    fn turn(instance_id: &str, owner: &str) -> TurnCommit {
+        TurnCommit {
+            instance_id: instance_id.to_owned(),
+            owner: owner.to_owned(),
+            history_start: 0,
+            reset_history: false,
+            execution: 0,
+            new_events: vec![Event::OrchestratorStarted {
+                timestamp: from_millis(NOW),
+            }],
+            consumed: Vec::new(),
+            completed_activities: Vec::new(),
+            activities: Vec::new(),
+            messages: Vec::new(),
+            new_instances: Vec::new(),
+            status: Some(RuntimeStatus::Running),
+            output: None,
+            failure: None,
+            custom_status: None,
+            input: None,
+            entity: None,
+            lease_until: from_millis(NOW + 30_000),
+            now: from_millis(NOW),
+        }
+    }
+
+    fn raised(name: &str) -> Event {
+        Event::EventRaised {
+            name: name.to_owned(),
+            data: Payload::null(),
+        }
+    }
+
+    fn completion(item_id: i64, instance_id: &str, owner: &str) -> ActivityCompletion {
+        ActivityCompletion {
+            item_id,
+            instance_id: instance_id.to_owned(),
+            execution: 0,
+            event: Event::TaskCompleted {
+                seq: 0,
+                output: Payload::null(),
+            },
+            owner: owner.to_owned(),
+            lease_until: from_millis(NOW + 30_000),
+        }
+    }
+
+    fn message_ids(plan: &Plan) -> Vec<i64> {
+        plan.messages.iter().map(|m| m.0).collect()
+    }
+
+    #[test]
+    fn create_refuses_a_running_duplicate_and_replaces_a_finished_one() {
+        let mut state = with_instances(&[
+            ("running", RuntimeStatus::Running, None, None),
+            ("done", RuntimeStatus::Completed, None, None),
+        ]);
+        let mut plan = Plan::default();
+        let refused = plan.create(&new_instance("running"), &mut state);
+        assert!(
+            matches!(&refused, Err(Error::InstanceExists { instance_id, status })
+                if instance_id == "running" && status == "Running"),
+            "{refused:?}"
+        );
+        assert!(plan.new_instances.is_empty() && plan.messages.is_empty());
+
+        plan.create(&new_instance("done"), &mut state).unwrap();
+        assert_eq!(plan.replaced, ["done"]);
+        assert_eq!(plan.new_instances.len(), 1);
+        assert_eq!(plan.messages.len(), 1, "its ExecutionStarted message");
+        assert!(plan.effects.work);
+        // Later ops of the batch see it started again.
+        let again = plan.create(&new_instance("done"), &mut state);
+        assert!(
+            matches!(&again, Err(Error::InstanceExists { status, .. }) if status == "Pending"),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn an_event_raised_to_a_finished_instance_is_refused() {
+        let mut state = with_instances(&[
+            ("done", RuntimeStatus::Completed, None, None),
+            ("failed", RuntimeStatus::Failed, None, None),
+        ]);
+        let mut plan = Plan::default();
+        let refused = plan.enqueue("done", &raised("approve"), None, &mut state, NOW);
+        assert!(
+            matches!(&refused, Err(Error::InstanceFinished { instance_id, status, message })
+                if instance_id == "done" && status == "Completed" && message.contains("`approve`")),
+            "{refused:?}"
+        );
+        assert!(plan.messages.is_empty(), "nothing was written");
+        // Control messages still reach finished instances: a rewind of a failed one.
+        let rewind = Event::ExecutionRewound {
+            reason: "fixed".to_owned(),
+        };
+        plan.enqueue("failed", &rewind, None, &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.rewound, ["failed"]);
+        assert_eq!(plan.messages.len(), 1);
+        // Unknown instances are not found; an entity exists from its first message on.
+        let missing = plan.enqueue("nobody", &raised("x"), None, &mut state, NOW);
+        assert!(
+            matches!(missing, Err(Error::InstanceNotFound(_))),
+            "{missing:?}"
+        );
+        plan.enqueue("@counter@a", &raised("x"), None, &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.new_entities.len(), 1);
+    }
+
+    #[test]
+    fn a_turn_commits_under_its_own_lapsed_lease_and_conflicts_under_another_workers() {
+        let mut state = with_instances(&[
+            ("mine", RuntimeStatus::Running, Some("w1"), Some(NOW - 1)),
+            (
+                "theirs",
+                RuntimeStatus::Running,
+                Some("w2"),
+                Some(NOW + 10_000),
+            ),
+            ("lapsed", RuntimeStatus::Running, Some("w2"), Some(NOW - 1)),
+        ]);
+        let mut plan = Plan::default();
+        let conflict = plan.turn(&turn("theirs", "w1"), lease(), &mut state, NOW);
+        assert!(
+            matches!(conflict, Err(Error::Conflict { .. })),
+            "{conflict:?}"
+        );
+        assert!(!plan.has_core_writes(), "a refused turn writes nothing");
+
+        // Nobody took it over (the batch holds the row): the lapsed lease is still its own.
+        plan.turn(&turn("mine", "w1"), lease(), &mut state, NOW)
+            .unwrap();
+        // Another worker's lease that lapsed is nobody's.
+        plan.turn(&turn("lapsed", "w1"), lease(), &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.updates.len(), 2);
+        assert_eq!(plan.history.len(), 2);
+        let holder = |id: &str| state.instances[id].locked_by.clone();
+        assert_eq!(holder("mine").as_deref(), Some("w1"));
+        assert_eq!(holder("lapsed").as_deref(), Some("w1"));
+    }
+
+    #[test]
+    fn consumed_messages_not_held_or_listed_twice_conflict() {
+        let run = |consumed: &[i64], completed: &[i64]| {
+            let mut state =
+                with_instances(&[("i", RuntimeStatus::Running, Some("w1"), Some(NOW + 1))]);
+            state.messages.insert(1, Some("w1".to_owned()));
+            state.messages.insert(2, Some("w2".to_owned()));
+            state.messages.insert(3, None);
+            state.items.insert(7, Some("w1".to_owned()));
+            state.items.insert(8, Some("w2".to_owned()));
+            let mut turn = turn("i", "w1");
+            turn.consumed = consumed.to_vec();
+            turn.completed_activities = completed.to_vec();
+            let mut plan = Plan::default();
+            let result = plan.turn(&turn, lease(), &mut state, NOW);
+            if result.is_err() {
+                assert!(!plan.has_core_writes(), "a refused turn writes nothing");
+            }
+            (result.map(|_| ()), plan)
+        };
+        let conflicts = |consumed: &[i64], completed: &[i64]| {
+            matches!(run(consumed, completed).0, Err(Error::Conflict { .. }))
+        };
+        assert!(conflicts(&[2], &[]), "leased to another worker");
+        assert!(conflicts(&[3], &[]), "leased to nobody");
+        assert!(conflicts(&[4], &[]), "gone");
+        assert!(conflicts(&[1, 1], &[]), "listed twice");
+        assert!(conflicts(&[], &[8]), "another worker's work item");
+        assert!(conflicts(&[], &[7, 7]), "a work item listed twice");
+        let (result, plan) = run(&[1], &[7]);
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!((plan.consumed, plan.done_items), (vec![1], vec![7]));
+    }
+
+    #[test]
+    fn queue_ids_are_taken_in_order_from_the_reserved_block() {
+        // SQLite: the ids after the counters.
+        let mut state = with_instances(&[("i", RuntimeStatus::Running, Some("w1"), Some(NOW + 1))]);
+        state.reserve_after(10, 3, 20, 2);
+        let mut plan = Plan::default();
+        let mut commit = turn("i", "w1");
+        commit.activities = (0..2)
+            .map(|seq| NewActivity {
+                seq,
+                name: "charge".to_owned(),
+                input: Payload::null(),
+            })
+            .collect();
+        commit.messages = (0..2)
+            .map(|seq| NewMessage {
+                instance_id: "i".to_owned(),
+                visible_at: from_millis(NOW + 60_000),
+                event: Event::TimerFired {
+                    seq,
+                    fire_at: from_millis(NOW + 60_000),
+                },
+                execution: Some(0),
+            })
+            .collect();
+        let committed = plan.turn(&commit, lease(), &mut state, NOW).unwrap();
+        assert_eq!(committed.activity_ids, [21, 22]);
+        assert_eq!(message_ids(&plan), [11, 12]);
+        plan.enqueue("i", &raised("x"), None, &mut state, NOW)
+            .unwrap();
+        assert_eq!(message_ids(&plan), [11, 12, 13]);
+
+        // PostgreSQL: whatever the sequence handed out, lowest first.
+        let mut state = with_instances(&[("i", RuntimeStatus::Running, None, None)]);
+        state.reserve(vec![42, 7, 19], vec![]);
+        let mut plan = Plan::default();
+        for _ in 0..3 {
+            plan.enqueue("i", &raised("x"), None, &mut state, NOW)
+                .unwrap();
+        }
+        assert_eq!(message_ids(&plan), [7, 19, 42]);
+    }
+
+    #[test]
+    fn a_completion_by_a_worker_that_does_not_hold_the_item_writes_nothing() {
+        let mut state =
+            with_instances(&[("i", RuntimeStatus::Running, Some("w1"), Some(NOW + 10_000))]);
+        state.items.insert(5, Some("w2".to_owned()));
+        state.items.insert(6, Some("w1".to_owned()));
+        state.reserve_after(0, 2, 0, 0);
+        let mut plan = Plan::default();
+        assert!(
+            plan.complete(&completion(5, "i", "w1"), lease(), &mut state, NOW)
+                .is_none()
+        );
+        assert!(!plan.has_core_writes(), "nothing to write");
+        assert!(!plan.effects.work);
+
+        // The holder's result is delivered to it at once when it also holds the instance.
+        let delivered = plan.complete(&completion(6, "i", "w1"), lease(), &mut state, NOW);
+        assert_eq!(delivered.map(|m| m.id), Some(1));
+        assert_eq!(plan.done_items, [6]);
+        assert_eq!(plan.messages[0].5.as_deref(), Some("w1"), "claimed for it");
+        // Completed once: the item is gone.
+        assert!(
+            plan.complete(&completion(6, "i", "w1"), lease(), &mut state, NOW)
+                .is_none()
+        );
+        assert_eq!(plan.done_items, [6]);
+    }
+
+    #[test]
+    fn each_op_sees_the_ops_before_it_and_gets_its_own_outcome() {
+        let mut state = State::default();
+        state.reserve_after(0, 2, 0, 0);
+        let (create, _created) = oneshot::channel();
+        let (raise, _raised) = oneshot::channel();
+        let mut ops = [
+            Op::Create {
+                instance: new_instance("new"),
+                reply: Reply::new(create),
+            },
+            Op::Enqueue {
+                instance_id: "new".to_owned(),
+                event: raised("go"),
+                visible_at: None,
+                reply: Reply::new(raise),
+            },
+        ];
+        assert_eq!(ids_needed(&ops), (2, 0));
+        assert_eq!(touched(&ops).instances, ["new"]);
+        let mut plan = Plan::default();
+        for op in &mut ops {
+            plan.apply(op, &mut state, NOW);
+        }
+        for op in &ops {
+            let outcome = match op {
+                Op::Create { reply, .. } | Op::Enqueue { reply, .. } => reply.outcome(),
+                _ => None,
+            };
+            assert!(matches!(outcome, Some(Ok(()))), "{outcome:?}");
+        }
+        assert_eq!(message_ids(&plan), [1, 2]);
+    }
+}

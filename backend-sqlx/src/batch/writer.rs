@@ -1,0 +1,347 @@
+//! The writer loop both backends run: take the ops waiting, [`commit`] them in one
+//! transaction through the backend's [`BatchExecutor`], retrying what may pass and settling
+//! commits whose answer was lost (the commit fences, numbered by [`Attempts`]), then answer
+//! every op and tell the store's listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duractor::Error;
+use duractor::store::StoreEvents;
+use tokio::sync::mpsc;
+
+use super::ops::Op;
+use super::plan::Effects;
+use crate::error::StoreError;
+
+/// Why an attempt at a batch failed, and whether its commit may have happened anyway.
+pub(crate) struct AttemptError {
+    pub(crate) error: sqlx::Error,
+    /// Set when the error came while the commit was on its way (the `COMMIT`, or a statement
+    /// that commits on its own): the attempt's number and the notifications it would send
+    /// (the ops hold the outcomes it prepared). The answer may have been lost after the
+    /// database committed.
+    pub(crate) in_commit: Option<(i64, Effects)>,
+}
+
+impl From<sqlx::Error> for AttemptError {
+    /// An error before the commit: the database rolls the transaction back.
+    fn from(error: sqlx::Error) -> Self {
+        AttemptError {
+            error,
+            in_commit: None,
+        }
+    }
+}
+
+/// One backend's way of running a batch of ops in one transaction.
+///
+/// **Commit fences.** Every transaction a writer runs records its attempt number in the
+/// writer's row of the `writers` table (`writer`, `batch`), in its first statement. When an
+/// attempt fails while its commit is on its way, the commit may have happened with the answer
+/// lost (a connection cut after the server ran `COMMIT`): [`committed`](Self::committed)
+/// reads the row — waiting for any transaction that still holds it — and the batch is either
+/// answered as committed or run again, never both and never neither.
+#[async_trait::async_trait]
+pub(crate) trait BatchExecutor: Send + 'static {
+    /// A name for logs and errors ("SQLite", "PostgreSQL").
+    const DATABASE: &'static str;
+
+    /// One attempt at the batch inside one transaction, committed when it returns `Ok`:
+    /// prepares every op's outcome in its [`Reply`](super::ops::Reply) and returns the
+    /// notifications to send.
+    async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError>;
+
+    /// Ends a failed attempt (rolls back whatever is open).
+    async fn abort(&mut self);
+
+    /// Whether attempt `attempt` committed, once no transaction can still be deciding it.
+    async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error>;
+
+    /// Whether `error`, met while a commit was on its way, leaves its outcome unknown (the
+    /// connection failed) rather than saying it failed (the database answered).
+    fn outcome_unknown(error: &sqlx::Error) -> bool;
+
+    /// Whether running the batch again later may succeed (the driver's classification).
+    fn is_transient(error: &sqlx::Error) -> bool;
+}
+
+/// Runs the writer loop until every sender is dropped: takes the ops waiting (up to
+/// `max_batch`), commits them together, replies, and tells `events`.
+pub(crate) async fn run_writer<B: BatchExecutor>(
+    mut executor: B,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    events: Arc<StoreEvents>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::new();
+    while let Some(op) = rx.recv().await {
+        batch.push(op);
+        while batch.len() < max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut executor, &mut batch).await;
+        reply(std::mem::take(&mut batch), result, &events);
+    }
+}
+
+/// Commits a batch, retrying transient failures (a busy database, a dropped connection). A
+/// failure while the commit was on its way is settled first: if the attempt committed, that
+/// is the result; only if it did not is the batch run again.
+pub(crate) async fn commit<B: BatchExecutor>(
+    executor: &mut B,
+    ops: &mut [Op],
+) -> Result<Effects, Error> {
+    let mut failures = 0u32;
+    loop {
+        let AttemptError { error, in_commit } = match executor.execute(ops).await {
+            Ok(effects) => return Ok(effects),
+            Err(failed) => failed,
+        };
+        executor.abort().await;
+        if let Some((attempt, effects)) = in_commit
+            && B::outcome_unknown(&error)
+        {
+            tracing::warn!(%error, attempt, database = B::DATABASE, "the answer to a commit was lost; finding out whether it happened");
+            if settle(executor, attempt).await {
+                tracing::info!(
+                    attempt,
+                    database = B::DATABASE,
+                    "the commit whose answer was lost had happened"
+                );
+                return Ok(effects);
+            }
+            tracing::info!(
+                attempt,
+                database = B::DATABASE,
+                "the commit whose answer was lost had not happened; running the batch again"
+            );
+        }
+        let transient = B::is_transient(&error);
+        if transient && failures < 10 {
+            failures += 1;
+            let delay = Duration::from_millis(5u64 << failures.min(8));
+            tracing::debug!(%error, failures, database = B::DATABASE, "retrying a write batch");
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        tracing::warn!(%error, ops = ops.len(), database = B::DATABASE, "a write batch failed");
+        let context = format!("committing to {}", B::DATABASE);
+        return Err(StoreError::new(context, transient, error).into());
+    }
+}
+
+/// Whether `attempt` committed, asking until the database answers: its callers must not be
+/// told anything else, so they wait (the database is down meanwhile anyway).
+pub(crate) async fn settle<B: BatchExecutor>(executor: &mut B, attempt: i64) -> bool {
+    let mut failures = 0u32;
+    loop {
+        match executor.committed(attempt).await {
+            Ok(committed) => return committed,
+            Err(error) => {
+                failures += 1;
+                let delay =
+                    Duration::from_millis(10u64 << failures.min(9)).min(Duration::from_secs(5));
+                if failures.is_power_of_two() {
+                    tracing::warn!(%error, attempt, failures, database = B::DATABASE, "cannot find out whether a commit happened yet; asking again");
+                }
+                executor.abort().await;
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Answers every op of a batch.
+fn reply(ops: Vec<Op>, result: Result<Effects, Error>, events: &StoreEvents) {
+    match result {
+        Ok(effects) => {
+            for op in ops {
+                op.answer(None);
+            }
+            if effects.work {
+                events.notify_work();
+            }
+            for instance_id in &effects.finished {
+                events.notify_finished(instance_id);
+            }
+        }
+        Err(error) => {
+            for op in ops {
+                op.answer(Some(&error));
+            }
+        }
+    }
+}
+
+/// Numbers attempts of one writer: distinct from other writers' (a random start), so a
+/// number also marks the rows a claim took.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    /// The writer's id in the `writers` table.
+    pub(crate) writer: String,
+    next: i64,
+}
+
+impl Attempts {
+    pub(crate) fn new() -> Self {
+        let random = uuid::Uuid::new_v4().as_u64_pair().0;
+        Attempts {
+            writer: uuid::Uuid::new_v4().simple().to_string(),
+            // Positive, with room for 2^40 attempts.
+            next: i64::try_from(random >> 24).unwrap_or(1).max(1),
+        }
+    }
+
+    /// The next attempt's number.
+    pub(crate) fn next(&mut self) -> i64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use duractor::store::PurgeQuery;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::batch::ops::Reply;
+
+    /// What one attempt does.
+    enum Step {
+        Commits,
+        /// Fails before its commit was sent.
+        FailsBefore(fn() -> sqlx::Error),
+        /// Fails while its commit was on its way.
+        FailsInCommit(fn() -> sqlx::Error),
+    }
+
+    /// An executor whose attempts fail as scripted, and whose commits the test decides. Each
+    /// attempt answers the batch's op (a purge) with its own number.
+    struct Scripted {
+        attempts: VecDeque<Step>,
+        /// Whether the attempt whose answer was lost had committed.
+        committed: bool,
+        executed: u32,
+        asked: u32,
+    }
+
+    fn lost() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    #[async_trait::async_trait]
+    impl BatchExecutor for Scripted {
+        const DATABASE: &'static str = "scripted";
+
+        async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
+            self.executed += 1;
+            for op in ops.iter_mut() {
+                if let Op::Purge { reply, .. } = op {
+                    reply.set(Ok(u64::from(self.executed)));
+                }
+            }
+            let attempt = i64::from(self.executed);
+            let (error, in_commit) = match self.attempts.pop_front() {
+                Some(Step::Commits) | None => return Ok(Effects::default()),
+                Some(Step::FailsBefore(error)) => (error, false),
+                Some(Step::FailsInCommit(error)) => (error, true),
+            };
+            Err(AttemptError {
+                error: error(),
+                in_commit: in_commit.then(|| (attempt, Effects::default())),
+            })
+        }
+
+        async fn abort(&mut self) {}
+
+        async fn committed(&mut self, _: i64) -> Result<bool, sqlx::Error> {
+            self.asked += 1;
+            Ok(self.committed)
+        }
+
+        fn outcome_unknown(error: &sqlx::Error) -> bool {
+            matches!(error, sqlx::Error::Io(_))
+        }
+
+        fn is_transient(error: &sqlx::Error) -> bool {
+            matches!(error, sqlx::Error::Io(_))
+        }
+    }
+
+    /// Commits a batch of one op and returns the number of the attempt whose outcome it was
+    /// answered with.
+    async fn marker(executor: &mut Scripted) -> u64 {
+        let (caller, answer) = oneshot::channel();
+        let mut ops = [Op::Purge {
+            query: PurgeQuery::default(),
+            reply: Reply::new(caller),
+        }];
+        if let Err(error) = commit(executor, &mut ops).await {
+            panic!("{error}");
+        }
+        let [op] = ops;
+        op.answer(None);
+        match answer.await {
+            Ok(Ok(n)) => n,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_after_it_happened_is_answered_once() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(lost)]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        // The first attempt's outcome, not a second run.
+        assert_eq!(marker(&mut executor).await, 1);
+        assert_eq!((executor.executed, executor.asked), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_before_it_happened_runs_again() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(lost), Step::Commits]),
+            committed: false,
+            executed: 0,
+            asked: 0,
+        };
+        assert_eq!(marker(&mut executor).await, 2);
+        assert_eq!((executor.executed, executor.asked), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn failures_before_the_commit_are_retried_without_asking() {
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsBefore(lost), Step::Commits]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        assert_eq!(marker(&mut executor).await, 2);
+        assert_eq!((executor.executed, executor.asked), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn an_answered_failure_in_the_commit_is_not_settled() {
+        // The database answered (here: a protocol error, not a lost connection): the commit
+        // did not happen, and the error is not one that passes.
+        let mut executor = Scripted {
+            attempts: VecDeque::from([Step::FailsInCommit(|| sqlx::Error::Protocol("no".into()))]),
+            committed: true,
+            executed: 0,
+            asked: 0,
+        };
+        assert!(commit(&mut executor, &mut []).await.is_err());
+        assert_eq!((executor.executed, executor.asked), (1, 0));
+    }
+}
