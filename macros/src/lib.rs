@@ -4,9 +4,10 @@
 //!
 //! Each macro goes parse → model → lint → expand, one module each: `ast` turns the
 //! annotated item into a small model and checks the signature (every problem is reported at
-//! its token, all at once), `attr` parses the attributes, `lint` checks orchestrator and
-//! helper bodies against the orchestrator rules (reading macro arguments with
-//! `macro_args`), `globals` adds to those bodies the type-level check of the globals they read,
+//! its token, all at once), `attr` parses the attributes' arguments, `lint` checks
+//! orchestrator and helper bodies against the orchestrator rules (reading macro arguments with
+//! `macro_args`, and skipping the statements under the escape hatch, `allow`), `globals` adds
+//! to those bodies the type-level check of the globals they read,
 //! `durable` rewrites them so every `.await` must be on a durable future, and `expand`
 //! generates the typed handle and its registration, or a helper's
 //! durable future. [`entity`] expands `#[entity]` and `entry` `#[duractor::main]`. The
@@ -15,6 +16,7 @@
 
 extern crate proc_macro;
 
+mod allow;
 mod ast;
 mod attr;
 mod durable;

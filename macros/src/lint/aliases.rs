@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use syn::visit::{self, Visit};
 use syn::{Block, Item, ItemUse, Macro, Path, QSelf, Type, UseTree};
 
-use crate::attr;
+use crate::allow;
 use crate::macro_args::{self, ArgBody};
 
 /// The names `use` declarations inside a body bring into scope: `Clock` → `std::time::Instant`.
@@ -28,7 +28,7 @@ impl Aliases {
             fn visit_item(&mut self, item: &'ast Item) {
                 match item {
                     Item::Use(ItemUse { tree, .. }) => self.0.add(Vec::new(), tree),
-                    _ if attr::has_item_macro(attr::item_attrs(item)) => {}
+                    _ if allow::has_item_macro(allow::item_attrs(item)) => {}
                     _ => visit::visit_item(self, item),
                 }
             }

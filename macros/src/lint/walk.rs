@@ -17,8 +17,8 @@ use super::aliases::{Aliases, written_path};
 use super::hashes::{HashKind, ORDER_FREE_METHODS, hash_message};
 use super::loops::{is_endless_range, is_literal_true};
 use super::rules::{Use, classify, path_message, static_mut_message, unsafe_message};
+use crate::allow;
 use crate::ast::Errors;
-use crate::attr;
 use crate::macro_args::{self, ArgBody};
 
 /// The lint's state while it walks one function: the offences found so far, and the names in
@@ -118,7 +118,7 @@ impl<'a> Linter<'a> {
     }
 
     fn check_allow(&mut self, attr: &syn::Attribute) {
-        if let Err(error) = attr::check_allow(attr) {
+        if let Err(error) = allow::check_allow(attr) {
             self.errors.push(error);
         }
     }
@@ -126,7 +126,7 @@ impl<'a> Linter<'a> {
     /// Checks every escape hatch in `attrs`; `true` if there is one (the node is then skipped).
     fn allowed(&mut self, attrs: &[syn::Attribute]) -> bool {
         let mut allowed = false;
-        for attr in attrs.iter().filter(|a| attr::is_allow(a)) {
+        for attr in attrs.iter().filter(|a| allow::is_allow(a)) {
             self.check_allow(attr);
             allowed = true;
         }
@@ -295,7 +295,7 @@ impl<'ast> Visit<'ast> for Linter<'_> {
     }
 
     fn visit_stmt(&mut self, stmt: &'ast Stmt) {
-        if self.allowed(attr::stmt_attrs(stmt)) {
+        if self.allowed(allow::stmt_attrs(stmt)) {
             // The escape hatch: the statement is not linted (its `.await`s are still checked).
             if let Stmt::Local(local) = stmt {
                 self.bind(&local.pat, local.init.as_ref().map(|i| &*i.expr));
@@ -319,7 +319,7 @@ impl<'ast> Visit<'ast> for Linter<'_> {
         // Nested items are linted like the body: the body calls them, so what they do runs in
         // the orchestration. Not those another duractor macro expands: orchestrators and
         // helpers lint themselves, and activities and entities may do I/O.
-        if attr::has_item_macro(attr::item_attrs(item)) {
+        if allow::has_item_macro(allow::item_attrs(item)) {
             return;
         }
         match item {
@@ -342,7 +342,7 @@ impl<'ast> Visit<'ast> for Linter<'_> {
     }
 
     fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
-        if !attr::has_item_macro(&item.attrs) {
+        if !allow::has_item_macro(&item.attrs) {
             self.lint_nested_fn(&item.sig, &item.block);
         }
     }
@@ -363,7 +363,7 @@ impl<'ast> Visit<'ast> for Linter<'_> {
     }
 
     fn visit_expr(&mut self, expr: &'ast Expr) {
-        if self.allowed(attr::expr_attrs(expr)) {
+        if self.allowed(allow::expr_attrs(expr)) {
             return;
         }
         visit::visit_expr(self, expr);
