@@ -4,15 +4,11 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
-use syn::parse::Parser;
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{
-    Expr, ExprLit, FnArg, ImplItem, ImplItemFn, Item, ItemImpl, Lit, LitStr, Meta, Pat, ReturnType,
-    Token, Type,
-};
+use syn::{FnArg, ImplItem, ImplItemFn, Item, ItemImpl, LitStr, Pat, ReturnType, Type};
 
 use crate::ast::Errors;
+use crate::attr;
 
 /// Expands `#[entity]` on a struct, an enum or an impl block.
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -38,38 +34,10 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// The name given with `#[entity(name = "..")]`.
 fn parse_name(args: TokenStream) -> syn::Result<Option<LitStr>> {
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
-    let mut name = None;
-    for meta in metas {
-        match &meta {
-            Meta::NameValue(nv) if nv.path.is_ident("name") => match &nv.value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Str(s), ..
-                }) => {
-                    if s.value().is_empty() || s.value().contains('@') {
-                        return Err(syn::Error::new_spanned(
-                            s,
-                            "an entity name must be non-empty and must not contain `@`",
-                        ));
-                    }
-                    name = Some(s.clone());
-                }
-                other => {
-                    return Err(syn::Error::new_spanned(
-                        other,
-                        "expected a string literal, e.g. `name = \"Counter\"`",
-                    ));
-                }
-            },
-            _ => {
-                return Err(syn::Error::new_spanned(
-                    &meta,
-                    "unknown argument; `#[entity]` on a type accepts `name = \"..\"`",
-                ));
-            }
-        }
-    }
-    Ok(name)
+    let mut errors = Errors::default();
+    let values = attr::ENTITY_TYPE.parse(args, &mut errors);
+    errors.finish()?;
+    Ok(values.str("name").cloned())
 }
 
 fn proxy_ident(ty: &syn::Ident) -> syn::Ident {
@@ -115,12 +83,9 @@ enum Output {
 
 /// `#[entity]` on the impl block: the proxy methods, the `Entity` impl and registration.
 fn operations(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
-    if !args.is_empty() {
-        return Err(syn::Error::new_spanned(
-            args,
-            "`#[entity]` on an impl block takes no arguments; give the name on the type",
-        ));
-    }
+    let mut errors = Errors::default();
+    attr::ENTITY_IMPL.parse(args, &mut errors);
+    errors.finish()?;
     if let Some((_, path, _)) = &item.trait_ {
         return Err(syn::Error::new_spanned(
             path,
