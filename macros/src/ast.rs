@@ -5,7 +5,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::attr::Args;
+use crate::attr::{self, Args};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -239,9 +239,7 @@ impl Helper {
 
     pub fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Helper> {
         let mut errors = Errors::default();
-        if !args.is_empty() {
-            errors.spanned(&args, format!("{} takes no arguments", Self::ATTRIBUTE));
-        }
+        attr::HELPER.parse(args, &mut errors);
         let item: ItemFn = match syn::parse2(item) {
             Ok(item) => item,
             Err(e) => {

@@ -1,12 +1,279 @@
-//! Parses attributes: the arguments of `#[activity(name = "..")]` and
-//! `#[orchestrator(version = "2")]`, and the escape hatch `#[duractor::allow_nondeterminism(reason = "..")]`.
+//! The arguments of duractor's attributes, read by one parser: a comma-separated list of
+//! `key = value` pairs, checked against the keys each attribute accepts (its [`Spec`]). Every
+//! problem is reported at its token, all at once, in one style: an unknown argument is
+//! answered with the list of the arguments the attribute accepts.
+//!
+//! | attribute                                               | accepts                         |
+//! |---------------------------------------------------------|---------------------------------|
+//! | `#[activity]`                                           | `name = ".."`                   |
+//! | `#[orchestrator]`                                       | `name = ".."`, `version = ".."` |
+//! | `#[entity]` on the state type                           | `name = ".."`                   |
+//! | `#[entity]` on the impl block, `#[orchestration_helper]`| nothing                         |
+//! | `#[duractor::main]`                                     | `store = path::to::open`        |
+//!
+//! A key given twice keeps its last value. The escape hatch
+//! `#[duractor::allow_nondeterminism(reason = "..")]` goes on statements, not on an item a
+//! macro expands; [`crate::allow`] reads it.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Expr, ExprLit, Item, Lit, LitStr, Meta, Stmt, Token};
+use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
-use crate::ast::Kind;
+use crate::ast::{Errors, Kind};
+
+/// What an attribute accepts, and how its errors name it.
+pub struct Spec {
+    /// The attribute as its errors name it.
+    attribute: &'static str,
+    /// The arguments it accepts; empty for an attribute that takes none.
+    keys: &'static [Key],
+    /// Added to "takes no arguments" (only used when `keys` is empty).
+    no_arguments_hint: &'static str,
+    /// Where an unknown `key = value` is underlined.
+    unknown_at: UnknownAt,
+}
+
+/// Where the error for an unknown `key = value` argument points. The attributes had one
+/// parser each before, and the UI tests pin the underline each of them chose.
+#[derive(Clone, Copy)]
+enum UnknownAt {
+    /// At the key (`retries` of `retries = 3`).
+    Key,
+    /// At the whole argument (`port = 8080`).
+    Argument,
+}
+
+/// One argument an attribute accepts.
+struct Key {
+    name: &'static str,
+    /// How the error for an unknown argument lists it.
+    usage: &'static str,
+    value: ValueKind,
+}
+
+/// What a key's value must be.
+enum ValueKind {
+    /// A string literal. `expected`: the error for anything else; `check`: the error for a
+    /// string that is refused, if it is.
+    Str {
+        expected: &'static str,
+        check: fn(&str) -> Option<&'static str>,
+    },
+    /// A path without a `<T as Trait>` qualifier (`duractor_sqlx::open`). `expected`: the
+    /// error for anything else.
+    Path { expected: &'static str },
+}
+
+/// `#[activity(name = "..")]`.
+pub const ACTIVITY: Spec = Spec {
+    attribute: "`#[activity]`",
+    keys: &[FUNCTION_NAME],
+    no_arguments_hint: "",
+    unknown_at: UnknownAt::Key,
+};
+
+/// `#[orchestrator(name = "..", version = "..")]`.
+pub const ORCHESTRATOR: Spec = Spec {
+    attribute: "`#[orchestrator]`",
+    keys: &[FUNCTION_NAME, VERSION],
+    no_arguments_hint: "",
+    unknown_at: UnknownAt::Key,
+};
+
+/// `#[orchestration_helper]`, which takes no arguments.
+pub const HELPER: Spec = Spec {
+    attribute: "#[orchestration_helper]",
+    keys: &[],
+    no_arguments_hint: "",
+    unknown_at: UnknownAt::Argument,
+};
+
+/// `#[entity(name = "..")]` on the state type.
+pub const ENTITY_TYPE: Spec = Spec {
+    attribute: "`#[entity]` on a type",
+    keys: &[ENTITY_NAME],
+    no_arguments_hint: "",
+    unknown_at: UnknownAt::Argument,
+};
+
+/// `#[entity]` on the impl block of operations, which takes no arguments.
+pub const ENTITY_IMPL: Spec = Spec {
+    attribute: "`#[entity]` on an impl block",
+    keys: &[],
+    no_arguments_hint: "; give the name on the type",
+    unknown_at: UnknownAt::Argument,
+};
+
+/// `#[duractor::main(store = path::to::open)]`.
+pub const MAIN: Spec = Spec {
+    attribute: "`#[duractor::main]`",
+    keys: &[STORE],
+    no_arguments_hint: "",
+    unknown_at: UnknownAt::Argument,
+};
+
+/// The registered name of an activity or orchestrator (default: the function's name).
+const FUNCTION_NAME: Key = Key {
+    name: "name",
+    usage: "`name = \"..\"`",
+    value: ValueKind::Str {
+        expected: "expected a string literal, e.g. `name = \"charge_card\"`",
+        check: function_name,
+    },
+};
+
+/// The version stamped on an orchestrator's new instances.
+const VERSION: Key = Key {
+    name: "version",
+    usage: "`version = \"..\"`",
+    value: ValueKind::Str {
+        // (The example is the name's: the UI tests pin this text.)
+        expected: "expected a string literal, e.g. `name = \"charge_card\"`",
+        check: |_| None,
+    },
+};
+
+/// The registered name of an entity (default: the type's name).
+const ENTITY_NAME: Key = Key {
+    name: "name",
+    usage: "`name = \"..\"`",
+    value: ValueKind::Str {
+        expected: "expected a string literal, e.g. `name = \"Counter\"`",
+        check: entity_name,
+    },
+};
+
+/// The function that opens the store a database URL names (default `::duractor_sqlx::open`).
+const STORE: Key = Key {
+    name: "store",
+    usage: "`store = path::to::open` (an `async fn(&str) -> Result<Arc<dyn duractor::Store>, duractor::Error>`)",
+    value: ValueKind::Path {
+        expected: "expected the path of a function, e.g. `store = duractor_sqlx::open`",
+    },
+};
+
+fn function_name(name: &str) -> Option<&'static str> {
+    name.trim()
+        .is_empty()
+        .then_some("the name must not be empty")
+}
+
+fn entity_name(name: &str) -> Option<&'static str> {
+    (name.is_empty() || name.contains('@'))
+        .then_some("an entity name must be non-empty and must not contain `@`")
+}
+
+/// The accepted values of an attribute's arguments, by key.
+#[derive(Default)]
+pub struct Values(Vec<(&'static str, Value)>);
+
+enum Value {
+    Str(LitStr),
+    Path(syn::Path),
+}
+
+impl Values {
+    /// The string given for `key`.
+    pub fn str(&self, key: &str) -> Option<&LitStr> {
+        self.0.iter().rev().find_map(|(k, value)| match value {
+            Value::Str(s) if *k == key => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The path given for `key`.
+    pub fn path(&self, key: &str) -> Option<&syn::Path> {
+        self.0.iter().rev().find_map(|(k, value)| match value {
+            Value::Path(path) if *k == key => Some(path),
+            _ => None,
+        })
+    }
+}
+
+impl Spec {
+    /// Reads the arguments (the tokens inside the attribute's parentheses); every problem is
+    /// pushed to `errors`, and only accepted values are kept.
+    pub fn parse(&self, tokens: TokenStream, errors: &mut Errors) -> Values {
+        let mut values = Values::default();
+        if self.keys.is_empty() {
+            if !tokens.is_empty() {
+                errors.spanned(
+                    &tokens,
+                    format!(
+                        "{} takes no arguments{}",
+                        self.attribute, self.no_arguments_hint
+                    ),
+                );
+            }
+            return values;
+        }
+        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(metas) => metas,
+            Err(error) => {
+                errors.push(error);
+                return values;
+            }
+        };
+        for meta in &metas {
+            let known = match meta {
+                Meta::NameValue(nv) => self
+                    .keys
+                    .iter()
+                    .find(|key| nv.path.is_ident(key.name))
+                    .map(|key| (key, &nv.value)),
+                _ => None,
+            };
+            let Some((key, value)) = known else {
+                match (meta, self.unknown_at) {
+                    (Meta::NameValue(nv), UnknownAt::Key) => {
+                        errors.spanned(&nv.path, self.unknown_argument());
+                    }
+                    _ => errors.spanned(meta, self.unknown_argument()),
+                }
+                continue;
+            };
+            match key.value.read(value) {
+                Ok(value) => values.0.push((key.name, value)),
+                Err(error) => errors.push(error),
+            }
+        }
+        values
+    }
+
+    /// "unknown argument; `#[orchestrator]` accepts `name = ".."` and `version = ".."`".
+    fn unknown_argument(&self) -> String {
+        let usages: Vec<&str> = self.keys.iter().map(|key| key.usage).collect();
+        let accepted = match usages.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, others)) => format!("{} and {last}", others.join(", ")),
+            None => String::new(),
+        };
+        format!("unknown argument; {} accepts {accepted}", self.attribute)
+    }
+}
+
+impl ValueKind {
+    fn read(&self, value: &Expr) -> syn::Result<Value> {
+        match (self, value) {
+            (
+                ValueKind::Str { check, .. },
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }),
+            ) => match check(&s.value()) {
+                Some(refused) => Err(syn::Error::new_spanned(s, refused)),
+                None => Ok(Value::Str(s.clone())),
+            },
+            (ValueKind::Path { .. }, Expr::Path(path)) if path.qself.is_none() => {
+                Ok(Value::Path(path.path.clone()))
+            }
+            (ValueKind::Str { expected, .. } | ValueKind::Path { expected }, other) => {
+                Err(syn::Error::new_spanned(other, expected))
+            }
+        }
+    }
+}
 
 /// The arguments of `#[activity(..)]` / `#[orchestrator(..)]`.
 #[derive(Default)]
@@ -17,267 +284,87 @@ pub struct Args {
     pub version: Option<LitStr>,
 }
 
+/// Reads the arguments of `#[activity(..)]` or `#[orchestrator(..)]`; all problems as one
+/// error.
 pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
-    let mut args = Args::default();
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
-    let mut errors: Option<syn::Error> = None;
-    let mut push = |e: syn::Error| match &mut errors {
-        Some(all) => all.combine(e),
-        None => errors = Some(e),
+    let spec = match kind {
+        Kind::Activity => &ACTIVITY,
+        Kind::Orchestrator => &ORCHESTRATOR,
     };
-    for meta in metas {
-        let Meta::NameValue(nv) = &meta else {
-            push(syn::Error::new_spanned(&meta, expected(kind)));
-            continue;
-        };
-        let known =
-            nv.path.is_ident("name") || (nv.path.is_ident("version") && kind == Kind::Orchestrator);
-        if !known {
-            push(syn::Error::new_spanned(&nv.path, expected(kind)));
-            continue;
-        }
-        let value = match &nv.value {
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }) => s.clone(),
-            other => {
-                push(syn::Error::new_spanned(
-                    other,
-                    "expected a string literal, e.g. `name = \"charge_card\"`",
-                ));
-                continue;
-            }
-        };
-        if nv.path.is_ident("name") {
-            if value.value().trim().is_empty() {
-                push(syn::Error::new_spanned(
-                    &value,
-                    "the name must not be empty",
-                ));
-            }
-            args.name = Some(value);
-        } else {
-            args.version = Some(value);
-        }
-    }
-    match errors {
-        Some(e) => Err(e),
-        None => Ok(args),
-    }
-}
-
-fn expected(kind: Kind) -> String {
-    match kind {
-        Kind::Activity => "unknown argument; `#[activity]` accepts `name = \"..\"`".to_owned(),
-        Kind::Orchestrator => {
-            "unknown argument; `#[orchestrator]` accepts `name = \"..\"` and `version = \"..\"`"
-                .to_owned()
-        }
-    }
-}
-
-/// The name of the escape hatch, `#[duractor::allow_nondeterminism(reason = "..")]`.
-pub const ALLOW: &str = "allow_nondeterminism";
-
-/// `true` for `#[allow_nondeterminism(..)]` and `#[duractor::allow_nondeterminism(..)]`.
-pub fn is_allow(attr: &Attribute) -> bool {
-    let path = attr.path();
-    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-    match segments.as_slice() {
-        [name] => name == ALLOW,
-        [krate, name] => krate == "duractor" && name == ALLOW,
-        _ => false,
-    }
-}
-
-/// Checks an escape hatch: it must carry a non-empty `reason = ".."`.
-pub fn check_allow(attr: &Attribute) -> syn::Result<LitStr> {
-    let usage = "write `#[duractor::allow_nondeterminism(reason = \"why this cannot differ between the first run and a replay\")]`";
-    let missing = || {
-        syn::Error::new_spanned(
-            attr,
-            format!(
-                "`#[duractor::allow_nondeterminism]` needs a reason: {usage}; the reason is what a reviewer reads when searching the code for `allow_nondeterminism`"
-            ),
-        )
-    };
-    let Meta::List(list) = &attr.meta else {
-        return Err(missing());
-    };
-    if list.tokens.is_empty() {
-        return Err(missing());
-    }
-    let mut reason: Option<LitStr> = None;
-    list.parse_nested_meta(|meta| {
-        if !meta.path.is_ident("reason") {
-            return Err(meta.error(format!(
-                "unknown argument; `#[duractor::allow_nondeterminism]` takes only `reason = \"..\"`: {usage}"
-            )));
-        }
-        let value: LitStr = meta.value()?.parse().map_err(|e| {
-            syn::Error::new(e.span(), format!("the reason must be a string literal: {usage}"))
-        })?;
-        if value.value().trim().is_empty() {
-            return Err(syn::Error::new_spanned(
-                &value,
-                "the reason of `#[duractor::allow_nondeterminism]` must not be empty: say why this statement cannot differ between the first run and a replay",
-            ));
-        }
-        reason = Some(value);
-        Ok(())
-    })?;
-    reason.ok_or_else(missing)
-}
-
-/// The attributes of an expression (`None` for kinds that cannot carry any).
-macro_rules! expr_attrs {
-    ($expr:expr, $($variant:ident)*) => {
-        match $expr {
-            $(Expr::$variant(e) => Some(&e.attrs),)*
-            _ => None,
-        }
-    };
-}
-
-macro_rules! expr_attrs_mut {
-    ($expr:expr, $($variant:ident)*) => {
-        match $expr {
-            $(Expr::$variant(e) => Some(&mut e.attrs),)*
-            _ => None,
-        }
-    };
-}
-
-/// The attributes written on an expression.
-pub fn expr_attrs(expr: &Expr) -> &[Attribute] {
-    expr_attrs!(expr, Array Assign Async Await Binary Block Break Call Cast Closure Const Continue
-        Field ForLoop Group If Index Infer Let Lit Loop Macro Match MethodCall Paren Path Range
-        RawAddr Reference Repeat Return Struct Try TryBlock Tuple Unary Unsafe While Yield)
-    .map_or(&[], Vec::as_slice)
-}
-
-/// The attributes written on an expression, to remove the escape hatch after linting.
-pub fn expr_attrs_mut(expr: &mut Expr) -> Option<&mut Vec<Attribute>> {
-    expr_attrs_mut!(expr, Array Assign Async Await Binary Block Break Call Cast Closure Const
-        Continue Field ForLoop Group If Index Infer Let Lit Loop Macro Match MethodCall Paren Path
-        Range RawAddr Reference Repeat Return Struct Try TryBlock Tuple Unary Unsafe While Yield)
-}
-
-/// Where syn puts the attributes of an expression statement: on its leftmost operand
-/// (`#[a] x = f();` carries `#[a]` on `x`), which stands for the whole statement.
-pub fn stmt_attr_target(mut expr: &Expr) -> &Expr {
-    loop {
-        expr = match expr {
-            Expr::Assign(e) => &e.left,
-            Expr::Binary(e) => &e.left,
-            Expr::Cast(e) => &e.expr,
-            _ => return expr,
-        };
-    }
-}
-
-/// [`stmt_attr_target`], mutably.
-pub fn stmt_attr_target_mut(mut expr: &mut Expr) -> &mut Expr {
-    loop {
-        expr = match expr {
-            Expr::Assign(e) => &mut e.left,
-            Expr::Binary(e) => &mut e.left,
-            Expr::Cast(e) => &mut e.expr,
-            _ => return expr,
-        };
-    }
-}
-
-/// The attributes of an item.
-pub fn item_attrs_mut(item: &mut Item) -> Option<&mut Vec<Attribute>> {
-    Some(match item {
-        Item::Const(i) => &mut i.attrs,
-        Item::Enum(i) => &mut i.attrs,
-        Item::ExternCrate(i) => &mut i.attrs,
-        Item::Fn(i) => &mut i.attrs,
-        Item::ForeignMod(i) => &mut i.attrs,
-        Item::Impl(i) => &mut i.attrs,
-        Item::Macro(i) => &mut i.attrs,
-        Item::Mod(i) => &mut i.attrs,
-        Item::Static(i) => &mut i.attrs,
-        Item::Struct(i) => &mut i.attrs,
-        Item::Trait(i) => &mut i.attrs,
-        Item::TraitAlias(i) => &mut i.attrs,
-        Item::Type(i) => &mut i.attrs,
-        Item::Union(i) => &mut i.attrs,
-        Item::Use(i) => &mut i.attrs,
-        _ => return None,
+    let mut errors = Errors::default();
+    let values = spec.parse(tokens, &mut errors);
+    errors.finish()?;
+    Ok(Args {
+        name: values.str("name").cloned(),
+        version: values.str("version").cloned(),
     })
 }
 
-/// The attributes written on a statement.
-pub fn stmt_attrs(stmt: &Stmt) -> &[Attribute] {
-    match stmt {
-        Stmt::Local(local) => &local.attrs,
-        Stmt::Macro(mac) => &mac.attrs,
-        Stmt::Expr(expr, _) => expr_attrs(stmt_attr_target(expr)),
-        Stmt::Item(item) => item_attrs(item),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
 
-/// The attributes of an item.
-pub fn item_attrs(item: &Item) -> &[Attribute] {
-    match item {
-        Item::Const(i) => &i.attrs,
-        Item::Enum(i) => &i.attrs,
-        Item::ExternCrate(i) => &i.attrs,
-        Item::Fn(i) => &i.attrs,
-        Item::ForeignMod(i) => &i.attrs,
-        Item::Impl(i) => &i.attrs,
-        Item::Macro(i) => &i.attrs,
-        Item::Mod(i) => &i.attrs,
-        Item::Static(i) => &i.attrs,
-        Item::Struct(i) => &i.attrs,
-        Item::Trait(i) => &i.attrs,
-        Item::TraitAlias(i) => &i.attrs,
-        Item::Type(i) => &i.attrs,
-        Item::Union(i) => &i.attrs,
-        Item::Use(i) => &i.attrs,
-        _ => &[],
-    }
-}
-
-/// duractor's attributes that expand an item on their own.
-const ITEM_MACROS: &[&str] = &["activity", "orchestrator", "orchestration_helper", "entity"];
-
-/// `true` if `attrs` hold one of duractor's item macros (`#[activity]`, `#[orchestrator]`,
-/// `#[orchestration_helper]`, `#[entity]`, bare or as `duractor::..`). An item nested in an
-/// orchestrator body and marked so is left to its own macro: orchestrators and helpers lint
-/// themselves, and activities and entities may do what orchestrators must not.
-pub fn has_item_macro(attrs: &[Attribute]) -> bool {
-    attrs.iter().any(|attr| {
-        let segments: Vec<String> = attr
-            .path()
-            .segments
-            .iter()
-            .map(|s| s.ident.to_string())
-            .collect();
-        match segments.as_slice() {
-            [name] => ITEM_MACROS.contains(&name.as_str()),
-            [krate, name] => krate == "duractor" && ITEM_MACROS.contains(&name.as_str()),
-            _ => false,
+    fn errors(spec: &Spec, tokens: TokenStream) -> Vec<String> {
+        let mut errors = Errors::default();
+        spec.parse(tokens, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(all) => all.into_iter().map(|e| e.to_string()).collect(),
         }
-    })
-}
-
-/// The attributes written on a statement, mutably.
-pub fn stmt_attrs_mut(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
-    match stmt {
-        Stmt::Local(local) => Some(&mut local.attrs),
-        Stmt::Macro(mac) => Some(&mut mac.attrs),
-        Stmt::Expr(expr, _) => expr_attrs_mut(stmt_attr_target_mut(expr)),
-        Stmt::Item(item) => item_attrs_mut(item),
     }
-}
 
-/// Removes the escape hatches from `attrs`; `true` if there was one.
-pub fn take_allows(attrs: &mut Vec<Attribute>) -> bool {
-    let before = attrs.len();
-    attrs.retain(|attr| !is_allow(attr));
-    attrs.len() != before
+    #[test]
+    fn unknown_arguments_list_the_accepted_ones() {
+        assert_eq!(
+            errors(&ACTIVITY, quote!(retries = 3)),
+            ["unknown argument; `#[activity]` accepts `name = \"..\"`"]
+        );
+        assert_eq!(
+            errors(&ORCHESTRATOR, quote!(version = "2", retries = 3)),
+            ["unknown argument; `#[orchestrator]` accepts `name = \"..\"` and `version = \"..\"`"]
+        );
+        assert_eq!(
+            errors(&ENTITY_TYPE, quote!(name)),
+            ["unknown argument; `#[entity]` on a type accepts `name = \"..\"`"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        assert_eq!(
+            errors(&ORCHESTRATOR, quote!(name = "", version = 2, extra = "x")),
+            [
+                "the name must not be empty",
+                "expected a string literal, e.g. `name = \"charge_card\"`",
+                "unknown argument; `#[orchestrator]` accepts `name = \"..\"` and `version = \"..\"`",
+            ]
+        );
+        assert_eq!(
+            errors(&ENTITY_TYPE, quote!(name = "a@b")),
+            ["an entity name must be non-empty and must not contain `@`"]
+        );
+        assert_eq!(
+            errors(&MAIN, quote!(store = "duractor_sqlx::open")),
+            ["expected the path of a function, e.g. `store = duractor_sqlx::open`"]
+        );
+        assert_eq!(
+            errors(&ENTITY_IMPL, quote!(name = "x")),
+            ["`#[entity]` on an impl block takes no arguments; give the name on the type"]
+        );
+    }
+
+    #[test]
+    fn accepted_values_are_kept_the_last_one_winning() {
+        let mut errors = Errors::default();
+        let values = ORCHESTRATOR.parse(quote!(name = "a", version = "2", name = "b"), &mut errors);
+        assert!(errors.is_empty());
+        assert_eq!(values.str("name").map(LitStr::value).as_deref(), Some("b"));
+        assert_eq!(
+            values.str("version").map(LitStr::value).as_deref(),
+            Some("2")
+        );
+        let values = MAIN.parse(quote!(store = my_store::open), &mut errors);
+        assert!(values.path("store").is_some() && errors.is_empty());
+    }
 }

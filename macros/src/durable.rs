@@ -24,7 +24,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Arm, Block, Expr, Item, Macro, Stmt};
 
-use crate::attr;
+use crate::allow;
 use crate::lint::{self, Aliases};
 use crate::macro_args::{self, ArgBody};
 
@@ -70,17 +70,17 @@ impl Rewriter<'_> {
 
 impl VisitMut for Rewriter<'_> {
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
-        let allowed = attr::stmt_attrs_mut(stmt).is_some_and(attr::take_allows);
+        let allowed = allow::stmt_attrs_mut(stmt).is_some_and(allow::take_allows);
         self.with_allowed(allowed, |this| visit_mut::visit_stmt_mut(this, stmt));
     }
 
     fn visit_arm_mut(&mut self, arm: &mut Arm) {
-        let allowed = attr::take_allows(&mut arm.attrs);
+        let allowed = allow::take_allows(&mut arm.attrs);
         self.with_allowed(allowed, |this| visit_mut::visit_arm_mut(this, arm));
     }
 
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
-        let allowed = attr::expr_attrs_mut(expr).is_some_and(attr::take_allows);
+        let allowed = allow::expr_attrs_mut(expr).is_some_and(allow::take_allows);
         self.with_allowed(allowed, |this| this.rewrite_expr(expr));
     }
 
@@ -88,7 +88,7 @@ impl VisitMut for Rewriter<'_> {
         // Only touch macro arguments that have something to rewrite.
         if !(macro_args::contains_ident(&mac.tokens, "await")
             || macro_args::contains_ident(&mac.tokens, "async")
-            || macro_args::contains_ident(&mac.tokens, attr::ALLOW))
+            || macro_args::contains_ident(&mac.tokens, allow::ALLOW))
         {
             return;
         }
@@ -106,7 +106,7 @@ impl VisitMut for Rewriter<'_> {
         // `.await`s are not rewritten (awaiting a nested `async fn` in the body is rejected by
         // the type rule anyway). Only their escape hatches are removed. Items another duractor
         // macro expands keep theirs: that macro reads them.
-        if attr::has_item_macro(attr::item_attrs(item)) {
+        if allow::has_item_macro(allow::item_attrs(item)) {
             return;
         }
         let strip_only = std::mem::replace(&mut self.strip_only, true);
@@ -115,7 +115,7 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_impl_item_fn_mut(&mut self, item: &mut syn::ImplItemFn) {
-        if !attr::has_item_macro(&item.attrs) {
+        if !allow::has_item_macro(&item.attrs) {
             visit_mut::visit_impl_item_fn_mut(self, item);
         }
     }

@@ -3,12 +3,11 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::parse::Parser;
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, ItemFn, Meta, Token};
+use syn::{FnArg, ItemFn};
 
 use crate::ast::Errors;
+use crate::attr;
 
 const SIGNATURE: &str = "`async fn main() {}` or `async fn main(app: &mut duractor::App) { .. }`";
 
@@ -56,31 +55,10 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn parse_args(tokens: TokenStream, errors: &mut Errors) -> Args {
-    let mut args = Args { store: None };
-    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
-        Ok(metas) => metas,
-        Err(e) => {
-            errors.push(e);
-            return args;
-        }
-    };
-    for meta in metas {
-        match &meta {
-            Meta::NameValue(nv) if nv.path.is_ident("store") => match &nv.value {
-                Expr::Path(path) if path.qself.is_none() => args.store = Some(path.path.clone()),
-                other => errors.spanned(
-                    other,
-                    "expected the path of a function, e.g. `store = duractor_sqlx::open`",
-                ),
-            },
-            _ => errors.spanned(
-                &meta,
-                "unknown argument; `#[duractor::main]` accepts `store = path::to::open` \
-                 (an `async fn(&str) -> Result<Arc<dyn duractor::Store>, duractor::Error>`)",
-            ),
-        }
+    let values = attr::MAIN.parse(tokens, errors);
+    Args {
+        store: values.path("store").cloned(),
     }
-    args
 }
 
 /// Checks the signature; returns the span of the `app` parameter if there is one.

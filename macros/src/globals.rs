@@ -44,7 +44,7 @@ use syn::visit::{self, Visit};
 use syn::visit_mut::{self, VisitMut};
 use syn::{Arm, Block, Expr, ExprCall, ExprPath, Item, Macro, Pat, Signature, Stmt, Type};
 
-use crate::attr;
+use crate::allow;
 use crate::macro_args::{self, ArgBody};
 
 /// Adds the check of every global `block` reads (see the module docs). `sig`: the function's
@@ -139,7 +139,7 @@ const THREAD_LOCAL_MACROS: &[&str] = &["thread_local", "task_local"];
 
 /// `true` if `attrs` hold an escape hatch.
 fn allowed(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(attr::is_allow)
+    attrs.iter().any(allow::is_allow)
 }
 
 fn last_segment_in(path: &syn::Path, names: &[&str]) -> bool {
@@ -186,7 +186,7 @@ impl<'ast> Visit<'ast> for Unchecked {
     }
 
     fn visit_stmt(&mut self, stmt: &'ast Stmt) {
-        if allowed(attr::stmt_attrs(stmt)) {
+        if allowed(allow::stmt_attrs(stmt)) {
             // Not reported by the lint: its thread-locals are checked where they are used.
             if let Stmt::Local(local) = stmt {
                 self.visit_pat(&local.pat);
@@ -229,7 +229,7 @@ impl VisitMut for Checker<'_> {
     fn visit_block_mut(&mut self, block: &mut Block) {
         let mut paths = Vec::new();
         for stmt in &mut block.stmts {
-            if allowed(attr::stmt_attrs(stmt)) {
+            if allowed(allow::stmt_attrs(stmt)) {
                 continue;
             }
             Globals {
@@ -245,7 +245,7 @@ impl VisitMut for Checker<'_> {
     }
 
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
-        if allowed(attr::expr_attrs(expr)) {
+        if allowed(allow::expr_attrs(expr)) {
             return;
         }
         match expr {
@@ -262,7 +262,7 @@ impl VisitMut for Checker<'_> {
     }
 
     fn visit_item_mut(&mut self, item: &mut Item) {
-        if attr::has_item_macro(attr::item_attrs(item)) {
+        if allow::has_item_macro(allow::item_attrs(item)) {
             return;
         }
         match item {
@@ -270,7 +270,7 @@ impl VisitMut for Checker<'_> {
             Item::Impl(imp) => {
                 for item in &mut imp.items {
                     if let syn::ImplItem::Fn(method) = item
-                        && !attr::has_item_macro(&method.attrs)
+                        && !allow::has_item_macro(&method.attrs)
                     {
                         self.function(&method.sig, &mut method.block);
                     }
@@ -319,7 +319,7 @@ impl<'ast> Visit<'ast> for Globals<'_, '_> {
     fn visit_type(&mut self, _: &'ast Type) {}
 
     fn visit_expr(&mut self, expr: &'ast Expr) {
-        if allowed(attr::expr_attrs(expr)) {
+        if allowed(allow::expr_attrs(expr)) {
             return;
         }
         match expr {

@@ -1,20 +1,33 @@
 //! Procedural macros of duractor. Use them through the `duractor` crate
 //! (`duractor::activity`, `duractor::orchestrator`, `duractor::orchestration_helper`,
-//! `duractor::allow_nondeterminism`), which documents them.
+//! `duractor::entity`, `duractor::main`, `duractor::allow_nondeterminism`), which documents
+//! them.
 //!
-//! Each macro goes parse → model → lint → expand, one module each: `ast` turns the
-//! annotated item into a small model and checks the signature (every problem is reported at
-//! its token, all at once), `attr` parses the attributes, `lint` checks orchestrator and
-//! helper bodies against the orchestrator rules (reading macro arguments with
-//! `macro_args`), `globals` adds to those bodies the type-level check of the globals they read,
-//! `durable` rewrites them so every `.await` must be on a durable future, and `expand`
-//! generates the typed handle and its registration, or a helper's
-//! durable future. [`entity`] expands `#[entity]` and `entry` `#[duractor::main]`. The
-//! generated code calls only `::duractor::…` paths.
+//! Each macro goes parse → model → validate → expand, reports every problem at its token, all
+//! at once, and on error still emits the user's item (and what other code refers to), so that
+//! no follow-on error hides the real ones. The modules:
+//!
+//! - `attr`: the arguments of every attribute, one parser, with the keys each one accepts;
+//! - `ast`: the model of an `#[activity]`, `#[orchestrator]` or `#[orchestration_helper]`
+//!   function, and its signature checks;
+//! - `lint`: the orchestrator rules, checked on orchestrator and helper bodies (its module doc
+//!   says what it sees and what it cannot), skipping the statements under the escape hatch,
+//!   whose attribute `allow` reads; `macro_args` reads the arguments of macro calls in a body
+//!   (`format!`, `info!`) as expressions, for the lint and the rewriting;
+//! - `globals` adds to those bodies the type-level check of the globals they read, and
+//!   `durable` rewrites them so that every `.await` must be on a durable future;
+//! - `expand`: the typed handle, its trait impl and its registration, or a helper's durable
+//!   future;
+//! - `entity`: `#[entity]`, with its own model, checks and expansion;
+//! - `entry`: `#[duractor::main]`.
+//!
+//! The generated code calls only `::duractor::…` paths, except the default store opener of
+//! `#[duractor::main]`, `::duractor_sqlx::open`.
 #![warn(missing_docs)]
 
 extern crate proc_macro;
 
+mod allow;
 mod ast;
 mod attr;
 mod durable;
