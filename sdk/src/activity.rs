@@ -180,3 +180,13 @@ fn check_activity_input<A: Activity>(input: &Payload) -> Result<(), Error> {
         .decode_as::<A::Input>(format_args!("input for activity `{}`", A::NAME))
         .map(drop)
 }
+
+impl fmt::Debug for ActivityEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActivityEntry")
+            .field("name", &self.name)
+            .field("input_type", &(self.input_type)())
+            .field("output_type", &(self.output_type)())
+            .finish_non_exhaustive()
+    }
+}

@@ -60,6 +60,10 @@
 //! and the other commands are clients: see [`cli`] and [`http`].
 #![warn(missing_docs)]
 
+// The macros expand to `::duractor::…` paths; this makes them work inside this crate too (its
+// unit tests use them).
+extern crate self as duractor;
+
 // The modules in layers, lowest first: each imports only from the layers below it (and from
 // its own layer's modules), which `tests/tests/architecture.rs` checks; `docs/architecture.md`
 // gives each module's job.

@@ -1,6 +1,5 @@
 //! Runs a parsed command: `serve` and `run` start a worker, the others act as clients.
 
-use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,60 +10,17 @@ use super::args::{
     ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
 };
 use super::entities;
-use super::output::{self, Progress};
-use super::{App, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE, OpenStore};
+use super::output::{self, CliError, CliResult, Progress, print_json};
+use super::{App, EXIT_TIMEOUT, OpenStore};
 use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
 use crate::error::Error;
-use crate::history::Payload;
 use crate::http::view::{self, FunctionsView, StatusView};
 use crate::http::{HttpApi, HttpOptions};
+use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeBuilder};
 use crate::store::redact_password;
 use crate::store::{RuntimeStatus, Store};
-
-/// Why a command failed, with its exit code.
-pub(super) struct CliError {
-    code: u8,
-    message: String,
-}
-
-impl CliError {
-    pub(super) fn failure(message: impl fmt::Display) -> Self {
-        CliError {
-            code: EXIT_FAILURE,
-            message: message.to_string(),
-        }
-    }
-
-    pub(super) fn usage(message: impl fmt::Display) -> Self {
-        CliError {
-            code: EXIT_USAGE,
-            message: message.to_string(),
-        }
-    }
-}
-
-impl From<Error> for CliError {
-    fn from(error: Error) -> Self {
-        let code = match error {
-            // What the user typed: a name that is not registered, JSON that does not parse
-            // or does not fit the input type.
-            Error::UnknownOrchestrator { .. }
-            | Error::UnknownEntity { .. }
-            | Error::UnknownOperation { .. }
-            | Error::InvalidPayload { .. } => EXIT_USAGE,
-            Error::Timeout { .. } => EXIT_TIMEOUT,
-            _ => EXIT_FAILURE,
-        };
-        CliError {
-            code,
-            message: error.to_string(),
-        }
-    }
-}
-
-pub(super) type CliResult = Result<ExitCode, CliError>;
 
 /// Runs `command` and prints what went wrong, if anything.
 pub(super) async fn run(command: Command, mut app: App, open: OpenStore) -> ExitCode {
@@ -541,13 +497,6 @@ fn functions(args: FunctionsArgs) -> CliResult {
     }
     print!("{}", output::table(&rows));
     Ok(ExitCode::SUCCESS)
-}
-
-pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::failure(format!("cannot print JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,13 +3,12 @@
 use std::process::ExitCode;
 
 use super::args::{EntitiesArgs, EntityArgs, SignalArgs};
-use super::commands::{CliError, CliResult, print_json};
-use super::output;
+use super::output::{self, CliError, CliResult, print_json};
 use crate::client::{Client, EntityQuery};
 use crate::error::Error;
-use crate::history::Payload;
 use crate::http::view::EntityView;
 use crate::id::EntityId;
+use crate::payload::Payload;
 
 pub(super) async fn signal(args: SignalArgs, client: Client) -> CliResult {
     let input = Payload::from_json(args.input.as_str()).map_err(|e| {

@@ -1,13 +1,66 @@
 //! What the CLI prints: aligned tables, status blocks, history rows, progress on stderr.
 
+use std::fmt;
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::{EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE};
 use crate::client::InstanceStatus;
-use crate::error::Failure;
+use crate::error::{Error, Failure};
 use crate::http::view::{self, EventView};
+
+/// Why a command failed, with its exit code.
+pub(super) struct CliError {
+    pub(super) code: u8,
+    pub(super) message: String,
+}
+
+impl CliError {
+    pub(super) fn failure(message: impl fmt::Display) -> Self {
+        CliError {
+            code: EXIT_FAILURE,
+            message: message.to_string(),
+        }
+    }
+
+    pub(super) fn usage(message: impl fmt::Display) -> Self {
+        CliError {
+            code: EXIT_USAGE,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(error: Error) -> Self {
+        let code = match error {
+            // What the user typed: a name that is not registered, JSON that does not parse
+            // or does not fit the input type.
+            Error::UnknownOrchestrator { .. }
+            | Error::UnknownEntity { .. }
+            | Error::UnknownOperation { .. }
+            | Error::InvalidPayload { .. } => EXIT_USAGE,
+            Error::Timeout { .. } => EXIT_TIMEOUT,
+            _ => EXIT_FAILURE,
+        };
+        CliError {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+pub(super) type CliResult = Result<ExitCode, CliError>;
+
+pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::failure(format!("cannot print JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
 
 /// Prints rows as columns separated by two spaces, the first row being the header.
 pub(super) fn table(rows: &[Vec<String>]) -> String {

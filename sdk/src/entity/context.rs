@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use super::model::Entity;
 use super::proxy::{ProxyMode, ProxyTarget, SignalFromEntity};
 use crate::error::Error;
 use crate::handles::Orchestrator;
@@ -65,21 +64,6 @@ impl EntityContext {
     /// This entity's key.
     pub fn key(&self) -> &str {
         &self.id.key
-    }
-
-    /// A proxy for signalling entity `E` with `key` (which may be this entity).
-    pub fn signal_entity<E: Entity>(&self, key: impl Into<String>) -> E::Proxy<SignalFromEntity> {
-        ProxyTarget::proxy::<E>(self.clone(), key, None)
-    }
-
-    /// A proxy for signalling entity `E` with `key` at a later time, e.g. a reminder to
-    /// itself. The signal survives restarts.
-    pub fn signal_entity_at<E: Entity>(
-        &self,
-        key: impl Into<String>,
-        at: DateTime<Utc>,
-    ) -> E::Proxy<SignalFromEntity> {
-        ProxyTarget::proxy::<E>(self.clone(), key, Some(at))
     }
 
     /// Starts an orchestration (with a new random instance id unless `instance_id` is given)

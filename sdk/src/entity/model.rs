@@ -4,17 +4,53 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use chrono::{DateTime, Utc};
+
 use super::context::EntityContext;
-use super::proxy::{ProxyMode, ProxyTarget};
+use super::proxy::{ProxyMode, ProxyTarget, SignalFromEntity};
 use crate::error::{Error, Failure};
 use crate::handles::{decode_input, encode_output};
 use crate::id::EntityId;
 use crate::payload::Payload;
 
+// The methods of lower types that are generic over entity types live here, beside the trait.
+
 impl EntityId {
     /// The id of entity type `E` with `key`.
     pub fn of<E: Entity>(key: impl Into<String>) -> Self {
         EntityId::new(E::NAME, key)
+    }
+}
+
+impl<M: ProxyMode> ProxyTarget<M> {
+    /// The proxy of entity `E` with `key`, sending through `sender` (at `at`, when given).
+    pub(crate) fn proxy<E: Entity>(
+        sender: M::Sender,
+        key: impl Into<String>,
+        at: Option<DateTime<Utc>>,
+    ) -> E::Proxy<M> {
+        E::__proxy(ProxyTarget {
+            entity: EntityId::of::<E>(key),
+            sender,
+            at,
+        })
+    }
+}
+
+impl EntityContext {
+    /// A proxy for signalling entity `E` with `key` (which may be this entity).
+    pub fn signal_entity<E: Entity>(&self, key: impl Into<String>) -> E::Proxy<SignalFromEntity> {
+        ProxyTarget::proxy::<E>(self.clone(), key, None)
+    }
+
+    /// A proxy for signalling entity `E` with `key` at a later time, e.g. a reminder to
+    /// itself. The signal survives restarts.
+    pub fn signal_entity_at<E: Entity>(
+        &self,
+        key: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> E::Proxy<SignalFromEntity> {
+        ProxyTarget::proxy::<E>(self.clone(), key, Some(at))
     }
 }
 

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::model::Entity;
 use crate::error::Error;
 use crate::id::EntityId;
 use crate::payload::Payload;
@@ -43,19 +42,6 @@ pub struct ProxyTarget<M: ProxyMode> {
 }
 
 impl<M: ProxyMode> ProxyTarget<M> {
-    /// The proxy of entity `E` with `key`, sending through `sender` (at `at`, when given).
-    pub(crate) fn proxy<E: Entity>(
-        sender: M::Sender,
-        key: impl Into<String>,
-        at: Option<DateTime<Utc>>,
-    ) -> E::Proxy<M> {
-        E::__proxy(ProxyTarget {
-            entity: EntityId::of::<E>(key),
-            sender,
-            at,
-        })
-    }
-
     /// Sends `operation` with `input`; called by generated proxy methods.
     #[doc(hidden)]
     pub fn __send<I: Serialize, T: DeserializeOwned + 'static>(

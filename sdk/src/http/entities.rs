@@ -19,8 +19,8 @@ use super::paging::Page;
 use super::view::EntityView;
 use super::{ApiError, State, body_json, read_body, resource};
 use crate::client::EntityQuery;
-use crate::history::Payload;
 use crate::id::EntityId;
+use crate::payload::Payload;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/entities", &["GET"]).route(web::get().to(list)))

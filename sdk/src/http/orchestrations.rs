@@ -12,7 +12,7 @@ use super::paging::Page;
 use super::view::{self, StatusView};
 use super::{ApiError, State, body_json, read_body, resource};
 use crate::client::{ListQuery, PurgeQuery};
-use crate::history::Payload;
+use crate::payload::Payload;
 use crate::store::RuntimeStatus;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {

@@ -63,3 +63,14 @@ fn check_orchestrator_input<O: Orchestrator>(input: &Payload) -> Result<(), Erro
         .decode_as::<O::Input>(format_args!("input for orchestrator `{}`", O::NAME))
         .map(drop)
 }
+
+impl std::fmt::Debug for OrchestratorEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorEntry")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("input_type", &(self.input_type)())
+            .field("output_type", &(self.output_type)())
+            .finish_non_exhaustive()
+    }
+}

@@ -21,6 +21,8 @@ mod entry;
 mod executor;
 mod futures;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use actions::Action;
 pub use combinators::{Either, EventWaitTimeout, Join, JoinAll, Select, WhenAny};

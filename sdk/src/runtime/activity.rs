@@ -11,21 +11,16 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::dispatcher::{Deliver, Dispatcher, backoff};
+use super::Shared;
+use super::messages::{Drain, Inbound, Route, RunActivities, ToDispatcher};
 use super::poll::Poller;
-use super::{Inbound, Shared};
+use super::residency::backoff;
 use crate::activity::ActivityContext;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::panics::panic_message;
 use crate::panics::{Caught, take_location};
 use crate::store::{ActivityCompletion, ActivityWorkItem, HeldWork};
-
-/// Work items a turn of a loaded instance just scheduled (claimed by this worker): their
-/// results go back to the instance in memory.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
 
 /// Where a work item came from, which decides how its result travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +33,9 @@ enum Origin {
     Claimed,
 }
 
-/// Stop claiming; resolves when no activity is running.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Drain;
-
 pub(super) struct ActivityWorker {
     shared: Arc<Shared>,
-    dispatcher: Addr<Dispatcher>,
+    dispatcher: ToDispatcher,
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
     /// The work items running now (their leases are renewed with the queued ones).
@@ -57,7 +47,7 @@ pub(super) struct ActivityWorker {
 }
 
 impl ActivityWorker {
-    pub(super) fn new(shared: Arc<Shared>, dispatcher: Addr<Dispatcher>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, dispatcher: ToDispatcher) -> Self {
         ActivityWorker {
             poller: Poller::new(shared.options.poll_interval),
             shared,
@@ -87,7 +77,7 @@ impl ActivityWorker {
                 act.running -= 1;
                 act.running_ids.remove(&item_id);
                 if let Some(inbound) = delivered {
-                    act.dispatcher.do_send(Deliver(vec![inbound]));
+                    act.dispatcher.route.do_send(Route(vec![inbound]));
                 }
                 act.pump(ctx);
             }));

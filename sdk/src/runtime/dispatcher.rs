@@ -8,11 +8,16 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::activity::{ActivityWorker, Drain as DrainWorker};
+use super::Shared;
+use super::activity::ActivityWorker;
 use super::entity::EntityActor;
-use super::instance::{Drain as DrainInstance, GiveUp, InstanceActor, Unload};
+use super::instance::InstanceActor;
+use super::messages::{
+    Deliver, Drain, GiveUp, Inbound, Poke, RequestUnload, Route, Shutdown, TimersArmed,
+    ToDispatcher, Unload, Unloaded,
+};
 use super::poll::Poller;
-use super::{Inbound, Shared};
+use super::residency::backoff;
 use crate::clock::now_millis;
 use crate::error::Error;
 use crate::id::EntityId;
@@ -33,7 +38,7 @@ pub(super) fn run_system(
             let me = ctx.address();
             let worker_shared = shared.clone();
             let worker = ActivityWorker::start_in_arbiter(&worker_thread, move |_| {
-                ActivityWorker::new(worker_shared, me)
+                ActivityWorker::new(worker_shared, ToDispatcher::of(&me))
             });
             Dispatcher::new(shared, worker)
         });
@@ -59,42 +64,6 @@ pub(super) fn run_system(
     context.block_on(worker.store.unregister_worker(&worker.owner))
 }
 
-/// Work for instances, to route (claimed from the store or delivered in memory).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Deliver(pub(super) Vec<Inbound>);
-
-/// Wake up and claim work now.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Poke;
-
-/// A turn created durable timers due at these times: claim when they are due.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct TimersArmed(pub(super) Vec<DateTime<Utc>>);
-
-/// An instance actor has been idle long enough to be unloaded.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct RequestUnload(pub(super) Arc<str>);
-
-/// An instance actor stopped; messages it had not processed come back.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Unloaded {
-    pub(super) instance_id: Arc<str>,
-    pub(super) leftover: Vec<Inbound>,
-    pub(super) finished: bool,
-}
-
-/// Stop claiming, drain the workers (for at most `grace`), return when done.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Shutdown {
-    grace: Duration,
-}
-
 /// The actor of a loaded instance or entity.
 #[derive(Clone)]
 enum ActorAddr {
@@ -105,8 +74,8 @@ enum ActorAddr {
 impl ActorAddr {
     fn deliver(&self, messages: Vec<Inbound>) {
         match self {
-            ActorAddr::Instance(addr) => addr.do_send(super::instance::Deliver(messages)),
-            ActorAddr::Entity(addr) => addr.do_send(super::instance::Deliver(messages)),
+            ActorAddr::Instance(addr) => addr.do_send(Deliver(messages)),
+            ActorAddr::Entity(addr) => addr.do_send(Deliver(messages)),
         }
     }
 
@@ -126,8 +95,8 @@ impl ActorAddr {
 
     async fn drain(self) {
         let _ = match self {
-            ActorAddr::Instance(addr) => addr.send(DrainInstance).await,
-            ActorAddr::Entity(addr) => addr.send(DrainInstance).await,
+            ActorAddr::Instance(addr) => addr.send(Drain).await,
+            ActorAddr::Entity(addr) => addr.send(Drain).await,
         };
     }
 }
@@ -244,7 +213,7 @@ impl Dispatcher {
                             self.shared.clone(),
                             instance_id.clone(),
                             entity,
-                            ctx.address(),
+                            ToDispatcher::of(&ctx.address()),
                             messages,
                         )
                         .start(),
@@ -253,8 +222,8 @@ impl Dispatcher {
                         InstanceActor::new(
                             self.shared.clone(),
                             instance_id.clone(),
-                            ctx.address(),
-                            self.worker.clone(),
+                            ToDispatcher::of(&ctx.address()),
+                            self.worker.clone().recipient(),
                             messages,
                         )
                         .start(),
@@ -353,12 +322,6 @@ impl Dispatcher {
     }
 }
 
-/// Exponential backoff from 10 ms to 5 s.
-pub(super) fn backoff(failures: u32) -> Duration {
-    let ms = 10u64.saturating_mul(1u64 << failures.min(9));
-    Duration::from_millis(ms.min(5_000))
-}
-
 impl Actor for Dispatcher {
     type Context = Context<Self>;
 
@@ -384,10 +347,10 @@ impl Actor for Dispatcher {
     }
 }
 
-impl Handler<Deliver> for Dispatcher {
+impl Handler<Route> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
         self.route(msg.0, ctx);
     }
 }
@@ -465,7 +428,7 @@ impl Handler<Shutdown> for Dispatcher {
         Box::pin(
             async move {
                 let drain = async move {
-                    let _ = worker.send(DrainWorker).await;
+                    let _ = worker.send(Drain).await;
                     for instance in instances {
                         instance.drain().await;
                     }

@@ -5,45 +5,24 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
-use super::dispatcher::{Dispatcher, RequestUnload, Unloaded, backoff};
-use super::instance::{Deliver, Drain, GiveUp, Unload, drained};
-use super::{Inbound, MessageIds, Shared, queued_ids};
+use super::Shared;
+use super::messages::{Deliver, Drain, GiveUp, Inbound, ToDispatcher, Unload, queued_ids};
+use super::residency::{self, Phase, Residency, Resident};
 use crate::clock::now_millis;
 use crate::entity::{EntityContext, EntityEffect, EntityId, ErasedState};
-use crate::error::{Error, Failure};
-use crate::history::{Event, ParentInstance, Payload};
+use crate::error::Failure;
+use crate::history::{Event, ParentInstance};
+use crate::payload::Payload;
 use crate::store::{EntityUpdate, NewInstance, NewMessage, TurnCommit};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Loading,
-    Ready,
-    Committing,
-}
-
 pub(super) struct EntityActor {
-    shared: Arc<Shared>,
-    instance_id: Arc<str>,
+    res: Residency,
     id: EntityId,
-    dispatcher: Addr<Dispatcher>,
-    phase: Phase,
     /// The last committed state.
     state: Option<Payload>,
     /// The orchestration holding this entity in a critical section.
     lock_owner: Option<String>,
-    pending: Vec<Inbound>,
-    /// Messages from others than the lock owner, held until the lock is released.
-    deferred: Vec<Inbound>,
-    idle: Option<SpawnHandle>,
-    unload_requested: bool,
-    failures: u32,
-    drain_waiters: Vec<oneshot::Sender<()>>,
-    /// The queue messages held or recently consumed: none is applied twice.
-    message_ids: MessageIds,
-    /// Give up once the commit in flight returns.
-    give_up_requested: bool,
 }
 
 /// What a batch of operations produced.
@@ -60,129 +39,24 @@ impl EntityActor {
         shared: Arc<Shared>,
         instance_id: Arc<str>,
         id: EntityId,
-        dispatcher: Addr<Dispatcher>,
+        dispatcher: ToDispatcher,
         pending: Vec<Inbound>,
     ) -> Self {
-        let mut message_ids = MessageIds::default();
-        let pending = message_ids.admit(pending);
         EntityActor {
-            shared,
-            instance_id,
+            res: Residency::new(shared, instance_id, dispatcher, pending),
             id,
-            dispatcher,
-            phase: Phase::Loading,
             state: None,
             lock_owner: None,
-            pending,
-            deferred: Vec::new(),
-            idle: None,
-            unload_requested: false,
-            failures: 0,
-            drain_waiters: Vec::new(),
-            message_ids,
-            give_up_requested: false,
         }
-    }
-
-    fn load(&mut self, ctx: &mut Context<Self>) {
-        self.phase = Phase::Loading;
-        let store = self.shared.store.clone();
-        let id = self.id.clone();
-        let load = async move { store.load_entity(&id).await };
-        ctx.spawn(load.into_actor(self).map(|result, act, ctx| match result {
-            Ok(record) => {
-                if let Some(record) = record {
-                    act.state = record.state;
-                    act.lock_owner = record.lock_owner;
-                }
-                act.phase = Phase::Ready;
-                act.after_phase_change(ctx);
-            }
-            Err(error) => act.retry_later(error, ctx),
-        }));
-    }
-
-    fn retry_later(&mut self, error: Error, ctx: &mut Context<Self>) {
-        self.failures += 1;
-        let delay = backoff(self.failures);
-        tracing::warn!(entity = %self.id, %error, retry_in_ms = delay.as_millis() as u64, "entity will be reloaded");
-        self.phase = Phase::Loading;
-        ctx.run_later(delay, |act, ctx| act.load(ctx));
-    }
-
-    fn after_phase_change(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Ready {
-            return;
-        }
-        for waiter in self.drain_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
-        if !self.pending.is_empty() {
-            self.process(ctx);
-        } else if self.unload_requested && self.deferred.is_empty() {
-            self.stop(ctx);
-        } else if !self.deferred.is_empty() {
-            // Locked, with others' messages held: stay loaded until the lock is released.
-        } else if self.shared.options.idle_unload_after.is_zero() {
-            self.dispatcher
-                .do_send(RequestUnload(self.instance_id.clone()));
-        } else {
-            if let Some(handle) = self.idle.take() {
-                ctx.cancel_future(handle);
-            }
-            let after = self.shared.options.idle_unload_after;
-            self.idle = Some(ctx.run_later(after, |act, _| {
-                act.idle = None;
-                act.dispatcher
-                    .do_send(RequestUnload(act.instance_id.clone()));
-            }));
-        }
-    }
-
-    /// Gives the entity up to the worker that holds it now: the messages claimed here go back
-    /// to the store (visible at once) and the actor stops, handing nothing to the dispatcher.
-    fn give_up(&mut self, ctx: &mut Context<Self>) {
-        self.give_up_requested = false;
-        let mut held = std::mem::take(&mut self.deferred);
-        held.append(&mut self.pending);
-        let ids = queued_ids(&held);
-        if !ids.is_empty() {
-            let shared = self.shared.clone();
-            let abandon = async move {
-                shared
-                    .store
-                    .abandon_messages(&shared.owner, &ids, now_millis())
-                    .await
-            };
-            ctx.spawn(abandon.into_actor(self).map(|result, _, _| {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "giving messages back failed; they return when their lease lapses");
-                }
-            }));
-        }
-        self.stop(ctx);
-    }
-
-    fn stop(&mut self, ctx: &mut Context<Self>) {
-        let mut leftover = std::mem::take(&mut self.deferred);
-        leftover.append(&mut self.pending);
-        self.dispatcher.do_send(Unloaded {
-            instance_id: self.instance_id.clone(),
-            leftover,
-            finished: false,
-        });
-        ctx.stop();
     }
 
     /// Runs every message that may run now, in order, and commits the batch.
     fn process(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.idle.take() {
-            ctx.cancel_future(handle);
-        }
+        self.res.cancel_idle(ctx);
         // Held messages are older than new ones: they go first.
-        let mut queue: VecDeque<Inbound> = std::mem::take(&mut self.deferred).into();
-        queue.extend(std::mem::take(&mut self.pending));
-        let entry = self.shared.registry.get_entity(&self.id.name).copied();
+        let mut queue: VecDeque<Inbound> = std::mem::take(&mut self.res.deferred).into();
+        queue.extend(std::mem::take(&mut self.res.pending));
+        let entry = self.res.shared.registry.get_entity(&self.id.name).copied();
         let mut loaded: Option<Box<dyn ErasedState>> = None;
         let mut state = self.state.clone();
         let mut dirty = false;
@@ -312,7 +186,7 @@ impl EntityActor {
                         operation,
                         input,
                         caller: None,
-                        sender: Some(self.instance_id.to_string()),
+                        sender: Some(self.res.instance_id.to_string()),
                     },
                     execution: None,
                 }),
@@ -347,30 +221,24 @@ impl EntityActor {
             messages,
             starts,
         } = batch;
-        self.deferred = deferred;
+        self.res.deferred = deferred;
         if consumed.is_empty() {
             // Everything was held for the lock: nothing to write.
-            self.phase = Phase::Ready;
-            return self.after_phase_change(ctx);
+            self.res.phase = Phase::Ready;
+            return residency::settle(self, ctx);
         }
         let update = EntityUpdate {
             state: new_state.clone(),
             lock_owner: lock_owner.clone(),
         };
         let commit = TurnCommit {
-            instance_id: self.instance_id.to_string(),
-            owner: self.shared.owner.clone(),
+            instance_id: self.res.instance_id.to_string(),
+            owner: self.res.shared.owner.clone(),
             history_start: 0,
             reset_history: false,
             execution: 0,
             new_events: Vec::new(),
-            consumed: consumed
-                .iter()
-                .filter_map(|m| match m {
-                    Inbound::Queued(message) => Some(message.id),
-                    Inbound::Local { .. } => None,
-                })
-                .collect(),
+            consumed: queued_ids(&consumed),
             completed_activities: Vec::new(),
             activities: Vec::new(),
             messages,
@@ -381,37 +249,34 @@ impl EntityActor {
             custom_status: None,
             input: None,
             entity: Some(update),
-            lease_until: self.shared.lease_until(),
+            lease_until: self.res.shared.lease_until(),
             now: now_millis(),
         };
-        self.phase = Phase::Committing;
-        let store = self.shared.store.clone();
+        self.res.begin_commit(ctx);
+        let store = self.res.shared.store.clone();
         let commit_fut = async move { store.commit_turn(commit).await };
         ctx.spawn(commit_fut.into_actor(self).map(move |result, act, ctx| {
-            act.phase = Phase::Ready;
             match result {
                 Ok(_) => {
-                    act.message_ids.consumed(&consumed);
-                    act.failures = 0;
+                    act.res.committed(&consumed);
                     act.state = new_state;
                     act.lock_owner = lock_owner;
-                    if act.give_up_requested {
-                        return act.give_up(ctx);
+                    if act.res.give_up_requested() {
+                        return residency::give_up(act, ctx);
                     }
-                    act.after_phase_change(ctx);
+                    residency::settle(act, ctx);
                 }
                 Err(error) => {
                     // Nothing of the batch is stored (a commit whose answer was lost is settled
                     // by the store before it answers): run it again from the stored state.
-                    let mut pending = consumed;
-                    pending.append(&mut act.deferred);
-                    pending.append(&mut act.pending);
-                    act.pending = pending;
-                    if act.give_up_requested || matches!(error, Error::Conflict { .. }) {
+                    let mut again = consumed;
+                    again.append(&mut act.res.deferred);
+                    act.res.commit_failed(again);
+                    if act.res.gives_up_after(&error) {
                         tracing::warn!(entity = %act.id, %error, "giving the entity up");
-                        return act.give_up(ctx);
+                        return residency::give_up(act, ctx);
                     }
-                    act.retry_later(error, ctx);
+                    residency::retry_later(act, error, ctx);
                 }
             }
         }));
@@ -460,6 +325,36 @@ fn forward_lock(owner: &ParentInstance, entities: &[EntityId], position: usize) 
     }
 }
 
+impl Resident for EntityActor {
+    const KIND: &'static str = "entity";
+
+    fn residency(&mut self) -> &mut Residency {
+        &mut self.res
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        self.res.phase = Phase::Loading;
+        let store = self.res.shared.store.clone();
+        let id = self.id.clone();
+        let load = async move { store.load_entity(&id).await };
+        ctx.spawn(load.into_actor(self).map(|result, act, ctx| match result {
+            Ok(record) => {
+                if let Some(record) = record {
+                    act.state = record.state;
+                    act.lock_owner = record.lock_owner;
+                }
+                act.res.phase = Phase::Ready;
+                residency::settle(act, ctx);
+            }
+            Err(error) => residency::retry_later(act, error, ctx),
+        }));
+    }
+
+    fn work(&mut self, ctx: &mut Context<Self>) {
+        self.process(ctx);
+    }
+}
+
 impl Actor for EntityActor {
     type Context = Context<Self>;
 
@@ -472,14 +367,7 @@ impl Handler<Deliver> for EntityActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        let fresh = self.message_ids.admit(msg.0);
-        if fresh.is_empty() {
-            return;
-        }
-        self.pending.extend(fresh);
-        if self.phase == Phase::Ready {
-            self.process(ctx);
-        }
+        residency::deliver(self, msg.0, ctx);
     }
 }
 
@@ -487,11 +375,7 @@ impl Handler<GiveUp> for EntityActor {
     type Result = ();
 
     fn handle(&mut self, _: GiveUp, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Committing {
-            self.give_up_requested = true;
-        } else {
-            self.give_up(ctx);
-        }
+        residency::on_give_up(self, ctx);
     }
 }
 
@@ -499,10 +383,7 @@ impl Handler<Unload> for EntityActor {
     type Result = ();
 
     fn handle(&mut self, _: Unload, ctx: &mut Context<Self>) {
-        self.unload_requested = true;
-        if self.phase == Phase::Ready && self.pending.is_empty() && self.deferred.is_empty() {
-            self.stop(ctx);
-        }
+        residency::on_unload(self, ctx);
     }
 }
 
@@ -510,6 +391,6 @@ impl Handler<Drain> for EntityActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        drained(self.phase == Phase::Ready, &mut self.drain_waiters)
+        residency::on_drain(self)
     }
 }

@@ -11,6 +11,12 @@
 //!   each batch (state, lock, consumed messages, replies, signals) in one store call.
 //! * `activity` — the `ActivityWorker` actor, on its own thread: runs activities with a
 //!   concurrency limit and commits their results.
+//! * `messages` — everything the actors say to each other; no actor file imports another
+//!   to talk to it (they hold recipients, the dispatcher holds what it started).
+//! * `residency` — the load → run → idle → unload (or give up) lifecycle that instance and
+//!   entity actors share.
+//! * `turn` — what a turn writes: the executor's output planned into one store commit, pure.
+//! * `versioning` — whether this worker runs an instance of a given version ([`Versioning`]).
 //! * `metrics` — the counters and latency histograms the actors update
 //!   ([`Runtime::metrics`]).
 //!
@@ -22,13 +28,17 @@ mod activity;
 mod dispatcher;
 mod entity;
 mod instance;
+mod messages;
 pub(crate) mod metrics;
 mod poll;
+mod residency;
+mod turn;
+mod versioning;
 
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
+pub use versioning::{VersionMatch, VersionMismatch, Versioning};
 
 use std::any::Any;
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,111 +51,10 @@ use crate::activity::SharedState;
 use crate::client::Client;
 use crate::clock::{now_millis, saturating_after};
 use crate::error::Error;
-use crate::history::Event;
 use crate::limits::Limits;
 use crate::orchestration::OrchestratorBody;
 use crate::registry::Registry;
-use crate::store::{OrchestrationMessage, Store};
-
-/// Work for an instance actor.
-#[derive(Debug, Clone)]
-pub(crate) enum Inbound {
-    /// A message claimed from the orchestration queue; deleted when a turn consumes it.
-    Queued(OrchestrationMessage),
-    /// An activity result handed over in memory by this worker's activity worker; its work
-    /// item is deleted by the turn that consumes it.
-    Local {
-        item_id: i64,
-        instance_id: String,
-        execution: u32,
-        event: Event,
-    },
-}
-
-impl Inbound {
-    pub(crate) fn instance_id(&self) -> &str {
-        match self {
-            Inbound::Queued(message) => &message.instance_id,
-            Inbound::Local { instance_id, .. } => instance_id,
-        }
-    }
-
-    /// The execution the message belongs to, if it is bound to one.
-    pub(crate) fn execution(&self) -> Option<u32> {
-        match self {
-            Inbound::Queued(message) => message.execution,
-            Inbound::Local { execution, .. } => Some(*execution),
-        }
-    }
-
-    pub(crate) fn event(&self) -> &Event {
-        match self {
-            Inbound::Queued(message) => &message.event,
-            Inbound::Local { event, .. } => event,
-        }
-    }
-}
-
-/// The queue messages an actor holds or has recently consumed, by id, so that it never takes
-/// one twice: a message whose lease lapsed while its turn was slow can be claimed again by
-/// this same worker and delivered a second time.
-#[derive(Debug, Default)]
-pub(crate) struct MessageIds {
-    held: HashSet<i64>,
-    consumed: VecDeque<i64>,
-    consumed_set: HashSet<i64>,
-}
-
-impl MessageIds {
-    /// How many consumed ids are remembered.
-    const REMEMBERED: usize = 4096;
-
-    /// `messages` without those already held or consumed; the rest are held from now on.
-    pub(crate) fn admit(&mut self, messages: Vec<Inbound>) -> Vec<Inbound> {
-        messages
-            .into_iter()
-            .filter(|message| match message {
-                Inbound::Queued(queued) => {
-                    let fresh = !self.consumed_set.contains(&queued.id)
-                        && self.held.insert(queued.id);
-                    if !fresh {
-                        tracing::debug!(instance_id = %queued.instance_id, id = queued.id, "dropping a message delivered twice");
-                    }
-                    fresh
-                }
-                Inbound::Local { .. } => true,
-            })
-            .collect()
-    }
-
-    /// Records the queue messages of a committed turn as consumed.
-    pub(crate) fn consumed(&mut self, messages: &[Inbound]) {
-        for message in messages {
-            if let Inbound::Queued(queued) = message {
-                self.held.remove(&queued.id);
-                if self.consumed_set.insert(queued.id) {
-                    self.consumed.push_back(queued.id);
-                }
-            }
-        }
-        while self.consumed.len() > Self::REMEMBERED {
-            if let Some(old) = self.consumed.pop_front() {
-                self.consumed_set.remove(&old);
-            }
-        }
-    }
-}
-
-/// The ids of the queue messages among `messages`.
-pub(crate) fn queued_ids(messages: &[Inbound]) -> Vec<i64> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            Inbound::Queued(message) => Some(message.id),
-            Inbound::Local { .. } => None,
-        })
-        .collect()
-}
+use crate::store::Store;
 
 /// Tunable settings of a runtime; see the [`RuntimeBuilder`] methods.
 #[derive(Debug, Clone)]
@@ -158,53 +67,6 @@ pub(crate) struct Options {
     pub(crate) shutdown_grace: Duration,
     pub(crate) limits: Limits,
     pub(crate) versioning: Versioning,
-}
-
-/// Which instance versions a worker runs; see [`RuntimeBuilder::versioning`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Versioning {
-    /// How an instance's version must relate to the orchestrator's current version.
-    pub match_strategy: VersionMatch,
-    /// What to do with an instance whose version does not match.
-    pub on_mismatch: VersionMismatch,
-    /// With [`VersionMismatch::Reject`], how long a rejected instance's messages stay
-    /// invisible before a worker looks at them again (default 30 s).
-    pub retry_rejected_after: Duration,
-}
-
-impl Default for Versioning {
-    fn default() -> Self {
-        Versioning {
-            match_strategy: VersionMatch::default(),
-            on_mismatch: VersionMismatch::default(),
-            retry_rejected_after: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How an instance's version (stamped at start) must relate to the version of the
-/// orchestrator in this worker (`#[orchestrator(version = "..")]`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VersionMatch {
-    /// Run every instance, whatever its version (the code branches on `ctx.version()` or
-    /// `ctx.is_patched(..)`). The default.
-    #[default]
-    Any,
-    /// Run only instances of exactly this version.
-    Strict,
-    /// Run instances of this version or older (versions compare numerically: "1.10" > "1.9").
-    CurrentOrOlder,
-}
-
-/// What a worker does with an instance whose version does not match.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VersionMismatch {
-    /// Leave it for another worker: its messages go back to the store and become visible
-    /// again after [`Versioning::retry_rejected_after`]. The default.
-    #[default]
-    Reject,
-    /// Fail the instance with a version-mismatch error.
-    Fail,
 }
 
 impl Default for Options {

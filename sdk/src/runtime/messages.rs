@@ -1,0 +1,167 @@
+//! Everything the runtime's actors say to each other: the work they pass ([`Inbound`]) and
+//! every actor message, in one place, so that no actor's file needs another's to talk to it.
+//! Actors that answer to the dispatcher hold a [`ToDispatcher`] (recipients of the messages
+//! it handles), not its address: the dispatcher starts the other actors, they do not know
+//! its type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::history::Event;
+use crate::store::{ActivityWorkItem, OrchestrationMessage};
+
+/// Work for an instance or entity actor.
+#[derive(Debug, Clone)]
+pub(crate) enum Inbound {
+    /// A message claimed from the orchestration queue; deleted when a turn consumes it.
+    Queued(OrchestrationMessage),
+    /// An activity result handed over in memory by this worker's activity worker; its work
+    /// item is deleted by the turn that consumes it.
+    Local {
+        item_id: i64,
+        instance_id: String,
+        execution: u32,
+        event: Event,
+    },
+}
+
+impl Inbound {
+    /// The instance (or entity) the work is for.
+    pub(crate) fn instance_id(&self) -> &str {
+        match self {
+            Inbound::Queued(message) => &message.instance_id,
+            Inbound::Local { instance_id, .. } => instance_id,
+        }
+    }
+
+    /// The execution the message belongs to, if it is bound to one.
+    pub(crate) fn execution(&self) -> Option<u32> {
+        match self {
+            Inbound::Queued(message) => message.execution,
+            Inbound::Local { execution, .. } => Some(*execution),
+        }
+    }
+
+    /// What happened.
+    pub(crate) fn event(&self) -> &Event {
+        match self {
+            Inbound::Queued(message) => &message.event,
+            Inbound::Local { event, .. } => event,
+        }
+    }
+}
+
+/// The ids of the queue messages among `messages`.
+pub(crate) fn queued_ids(messages: &[Inbound]) -> Vec<i64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Inbound::Queued(message) => Some(message.id),
+            Inbound::Local { .. } => None,
+        })
+        .collect()
+}
+
+// To the dispatcher.
+
+/// Work for instances, to route to their actors (an activity result the activity worker
+/// committed and got back because this worker holds the instance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Route(pub(super) Vec<Inbound>);
+
+/// Wake up and claim work now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Poke;
+
+/// A turn created durable timers due at these times: claim when they are due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct TimersArmed(pub(super) Vec<DateTime<Utc>>);
+
+/// An instance or entity actor has been idle long enough to be unloaded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RequestUnload(pub(super) Arc<str>);
+
+/// An instance or entity actor stopped; messages it had not processed come back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Unloaded {
+    pub(super) instance_id: Arc<str>,
+    pub(super) leftover: Vec<Inbound>,
+    pub(super) finished: bool,
+}
+
+/// Stop claiming, drain the workers (for at most `grace`), return when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Shutdown {
+    pub(super) grace: Duration,
+}
+
+/// How the other actors reach the dispatcher.
+#[derive(Clone)]
+pub(super) struct ToDispatcher {
+    pub(super) route: Recipient<Route>,
+    pub(super) timers_armed: Recipient<TimersArmed>,
+    pub(super) request_unload: Recipient<RequestUnload>,
+    pub(super) unloaded: Recipient<Unloaded>,
+}
+
+impl ToDispatcher {
+    /// The recipients of the actor at `addr`.
+    pub(super) fn of<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<Route>
+            + Handler<TimersArmed>
+            + Handler<RequestUnload>
+            + Handler<Unloaded>,
+    {
+        ToDispatcher {
+            route: addr.clone().recipient(),
+            timers_armed: addr.clone().recipient(),
+            request_unload: addr.clone().recipient(),
+            unloaded: addr.clone().recipient(),
+        }
+    }
+}
+
+// To instance and entity actors.
+
+/// Messages for this instance or entity.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Deliver(pub(super) Vec<Inbound>);
+
+/// The dispatcher agreed to unload this actor: stop once nothing is in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Unload;
+
+/// Another worker holds the instance now (this worker's lease lapsed and it was taken over):
+/// drop its in-memory state and the messages claimed for it, and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct GiveUp;
+
+// To every actor the dispatcher started.
+
+/// Resolves once nothing is in flight (used at shutdown); the activity worker also stops
+/// claiming and starting work.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Drain;
+
+// To the activity worker.
+
+/// Work items a turn of a loaded instance just scheduled (claimed by this worker): their
+/// results go back to the instance in memory.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
