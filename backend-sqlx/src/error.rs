@@ -63,7 +63,8 @@ mod tests {
                 ..
             }
         ));
-        let source = std::error::Error::source(&error).expect("a source");
+        use std::error::Error as _;
+        let source = error.source().expect("a source");
         let duractor::Error::Store {
             source: Some(driver),
             ..
@@ -72,6 +73,10 @@ mod tests {
             panic!("{error:?}")
         };
         assert!(driver.get().downcast_ref::<sqlx::Error>().is_some());
-        assert_eq!(source.to_string(), driver.get().to_string());
+        // The chain: the store error → the link → the sqlx error itself.
+        assert_eq!(source.to_string(), "the database driver's error");
+        let next = source.source().expect("the driver's error");
+        assert!(next.downcast_ref::<sqlx::Error>().is_some());
+        assert_eq!(next.to_string(), driver.get().to_string());
     }
 }

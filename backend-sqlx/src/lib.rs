@@ -187,7 +187,14 @@ mod tests {
             panic!("not a store error with a source: {error:?}")
         };
         let sqlx = source.get().downcast_ref::<sqlx::Error>();
-        (sqlx.unwrap_or_else(|| panic!("{source:?}")), *transient)
+        let sqlx = sqlx.unwrap_or_else(|| panic!("{source:?}"));
+        // The standard walk down `source()` finds the same error.
+        let found = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .find_map(|e| e.downcast_ref::<sqlx::Error>());
+        assert!(found.is_some_and(|found| std::ptr::eq(found, sqlx)));
+        (sqlx, *transient)
     }
 
     #[tokio::test]

@@ -399,8 +399,19 @@ impl From<Failure> for Error {
     }
 }
 
-/// The driver error behind an [`Error::Store`]: shared (so `Error` stays `Clone`), shown as
-/// the driver shows it, and equal to another only when it is the same error object.
+/// The driver error behind an [`Error::Store`]: shared (so `Error` stays `Clone`) and equal
+/// to another only when it is the same error object. It is the link between the store error
+/// and the driver's: its [`source`](std::error::Error::source) is the driver's error itself,
+/// so walking the chain finds it:
+///
+/// ```
+/// # fn find(error: &duractor::Error) -> Option<&std::io::Error> {
+/// std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+///     .find_map(|e| e.downcast_ref::<std::io::Error>())
+/// # }
+/// ```
+///
+/// or [`get`](Self::get) it directly.
 #[derive(Clone)]
 pub struct StoreSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
@@ -419,13 +430,13 @@ impl fmt::Debug for StoreSource {
 
 impl fmt::Display for StoreSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        f.write_str("the database driver's error")
     }
 }
 
 impl std::error::Error for StoreSource {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        Some(self.get())
     }
 }
 
