@@ -73,6 +73,16 @@ impl Instance {
         out
     }
 
+    /// The history without its terminal event: what a replay that must find the outcome
+    /// again (a rewind) reads.
+    fn unfinished_history(&self) -> Vec<Event> {
+        self.history
+            .iter()
+            .filter(|event| !event.is_terminal())
+            .cloned()
+            .collect()
+    }
+
     /// A fresh executor that replayed this instance's history (as after a restart).
     fn replayed(&self) -> Result<Executor, Failure> {
         replay(self.entry, &self.history)

@@ -129,12 +129,7 @@ fn a_call_history_does_not_have_is_reported_at_the_end_of_history() {
     // `one_call` completed: its history ends after the result (position 5).
     let (mut instance, _) = Instance::start(OneCall, 4);
     instance.turn(1, vec![task_completed(0, 8)]);
-    let history: Vec<Event> = instance
-        .history
-        .iter()
-        .filter(|event| !event.is_terminal())
-        .cloned()
-        .collect();
+    let history = instance.unfinished_history();
     assert_eq!(history.len(), 5);
     let failure = replay_with(TwoCalls, &history);
     assert_eq!(

@@ -108,12 +108,7 @@ fn replay_picks_the_same_winner() {
             .iter()
             .any(|event| matches!(event, Event::TaskCompleted { .. }))
     );
-    let unfinished: Vec<Event> = instance
-        .history
-        .iter()
-        .filter(|event| !event.is_terminal())
-        .cloned()
-        .collect();
+    let unfinished = instance.unfinished_history();
     let mut executor = replay(instance.entry, &unfinished).expect("the history replays");
     let again = executor.run_turn(at(3), Vec::new());
     assert_eq!(completed::<(usize, String)>(&again), (1, "b".to_owned()));

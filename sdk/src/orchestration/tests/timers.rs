@@ -46,12 +46,7 @@ fn the_clock_replays_to_the_recorded_times() {
     let live: (String, String) = completed(&out);
     // The completed history, replayed much later, gives the code the same times.
     let entry = instance.entry;
-    let unfinished: Vec<Event> = instance
-        .history
-        .iter()
-        .filter(|event| !event.is_terminal())
-        .cloned()
-        .collect();
+    let unfinished = instance.unfinished_history();
     let mut executor = replay(entry, &unfinished).expect("the history replays");
     assert!(executor.has_unrecorded_outcome());
     let again = executor.run_turn(at(9_999), Vec::new());
