@@ -14,13 +14,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::entity::{Entity, ProxyMode, ProxyTarget, SignalFromClient};
+use crate::entity::{ClientSignal, Entity, ProxyMode, ProxyTarget, SignalFromClient};
 use crate::error::Error;
 use crate::handles::Orchestrator;
-use crate::history::{Event, Payload};
+use crate::history::Event;
 use crate::id::EntityId;
 use crate::id::{self, is_entity_instance_id, validate_instance_id};
 use crate::limits::Limits;
+use crate::payload::Payload;
 use crate::registry::Registry;
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
@@ -641,9 +642,6 @@ impl<'a> IntoFuture for Start<'a> {
         })
     }
 }
-
-/// The future a client signal returns.
-pub type ClientSignal = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'static>>;
 
 impl ProxyMode for SignalFromClient {
     type Sender = Client;

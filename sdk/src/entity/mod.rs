@@ -56,6 +56,10 @@ pub use model::{Entity, OperationInfo};
 #[doc(hidden)]
 pub use proxy::ModeMarker;
 pub use proxy::{
-    CallFromOrchestration, ProxyMode, ProxyTarget, SignalFromClient, SignalFromEntity,
-    SignalFromOrchestration,
+    CallFromOrchestration, ClientSignal, ProxyMode, ProxyTarget, SignalFromClient,
+    SignalFromEntity, SignalFromOrchestration,
 };
+
+/// The future of an entity call from an orchestration, at its former path (it is an
+/// [`orchestration`](crate::orchestration) future).
+pub use crate::orchestration::EntityCall;

@@ -82,6 +82,10 @@ impl sealed::Sealed for SignalFromOrchestration {}
 impl sealed::Sealed for SignalFromEntity {}
 impl sealed::Sealed for SignalFromClient {}
 
+/// The future a client signal returns ([`SignalFromClient`]'s output).
+pub type ClientSignal =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'static>>;
+
 /// Marker so proxies can hold their mode without storing it.
 #[doc(hidden)]
 pub type ModeMarker<M> = PhantomData<fn() -> M>;
