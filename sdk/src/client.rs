@@ -634,7 +634,7 @@ impl<'a> IntoFuture for Start<'a> {
                     name: self.name,
                     version: self.version,
                     input,
-                    created_at: crate::clock::now_millis(),
+                    created_at: self.client.store.clock().now(),
                     parent: None,
                 })
                 .await?;

@@ -1,18 +1,131 @@
-//! Wall-clock time for the runtime and the client, and the checked arithmetic every time
-//! computed from user input goes through (a duration too long to represent is an error or
-//! the latest time, never an overflow panic).
+//! The time the engine runs on — the system clock, or a [`Clock::manual`] one a test moves
+//! by hand — and the checked arithmetic every time computed from user input goes through (a
+//! duration too long to represent is an error or the latest time, never an overflow panic).
 //!
-//! Orchestrator code never reads this clock: it reads the turn's recorded time
-//! (`ctx.now()`).
+//! Every time the engine reads (a turn's `ctx.now()`, when a timer or a scheduled signal is
+//! due, lease deadlines, creation times) comes from the [`Clock`] of its store
+//! ([`Store::clock`](crate::Store::clock)), so a store on a manual clock makes a 30-day timer
+//! fire the moment the test moves the clock past it. Orchestrator code never reads a clock
+//! itself: it reads the turn's recorded time (`ctx.now()`).
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
-/// The current time, truncated to milliseconds (the precision stores keep).
+/// The current system time, truncated to milliseconds (the precision stores keep).
 pub(crate) fn now_millis() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    truncate_millis(Utc::now())
+}
+
+fn truncate_millis(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
+}
+
+/// Where the engine reads the time: the system clock (the default), or a manual clock that
+/// stands still until it is moved ([`advance`](Self::advance), [`advance_to`](Self::advance_to)).
+///
+/// Clones share the time: moving one moves them all, and wakes everything sleeping on it.
+///
+/// ```
+/// use std::time::Duration;
+/// use duractor::clock::Clock;
+///
+/// let start = "2026-01-01T00:00:00Z".parse().unwrap();
+/// let clock = Clock::manual(start);
+/// clock.advance(Duration::from_secs(30 * 86_400)).unwrap();
+/// assert_eq!(clock.now().to_rfc3339(), "2026-01-31T00:00:00+00:00");
+/// ```
+#[derive(Clone, Default)]
+pub struct Clock {
+    manual: Option<Arc<watch::Sender<DateTime<Utc>>>>,
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.manual {
+            None => f.write_str("Clock::system"),
+            Some(time) => write!(f, "Clock::manual({})", *time.borrow()),
+        }
+    }
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that reads `start` (truncated to milliseconds) until it is moved.
+    pub fn manual(start: DateTime<Utc>) -> Clock {
+        Clock {
+            manual: Some(Arc::new(watch::Sender::new(truncate_millis(start)))),
+        }
+    }
+
+    /// Whether this is a manual clock.
+    pub fn is_manual(&self) -> bool {
+        self.manual.is_some()
+    }
+
+    /// The current time, in milliseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.manual {
+            None => now_millis(),
+            Some(time) => *time.borrow(),
+        }
+    }
+
+    /// Moves a manual clock forward by `by` and returns the new time. Fails for the system
+    /// clock, and when the new time would be past [`latest_timer_time`].
+    pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, crate::Error> {
+        let to = checked_after(self.now(), by).ok_or_else(|| {
+            crate::Error::InvalidArgument(format!(
+                "cannot advance the clock by {by:?}: that is past {}, the latest time duractor keeps",
+                latest_timer_time()
+            ))
+        })?;
+        self.advance_to(to)
+    }
+
+    /// Moves a manual clock forward to `to` (a time at or before now leaves it where it is:
+    /// time never goes back) and returns the new time. Fails for the system clock.
+    pub fn advance_to(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, crate::Error> {
+        let Some(time) = &self.manual else {
+            return Err(crate::Error::InvalidArgument(
+                "the system clock cannot be moved; use `Clock::manual` (or the test kit, \
+                 `duractor::testing`) for a clock a test controls"
+                    .to_owned(),
+            ));
+        };
+        let to = truncate_millis(to);
+        time.send_if_modified(|now| {
+            let later = to > *now;
+            if later {
+                *now = to;
+            }
+            later
+        });
+        Ok(*time.borrow())
+    }
+
+    /// Sleeps until the clock reads `at` or later: real time for the system clock; for a
+    /// manual clock, until it is moved there.
+    pub async fn sleep_until(&self, at: DateTime<Utc>) {
+        match &self.manual {
+            None => {
+                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::time::sleep(wait).await;
+            }
+            Some(time) => {
+                let mut changes = time.subscribe();
+                // The sender lives as long as this clock: `wait_for` only ends when it holds.
+                let _ = changes.wait_for(|now| *now >= at).await;
+            }
+        }
+    }
 }
 
 /// The latest time a durable timer or a scheduled signal can have: the end of the year
@@ -53,5 +166,42 @@ mod tests {
             latest_timer_time().to_rfc3339(),
             "9999-12-31T23:59:59.999+00:00"
         );
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_forward_and_only_when_told() {
+        let start = DateTime::from_timestamp_millis(1_000).unwrap();
+        let clock = Clock::manual(start);
+        let shared = clock.clone();
+        assert_eq!(clock.now(), start);
+        assert_eq!(
+            shared.advance(Duration::from_secs(1)).unwrap(),
+            DateTime::from_timestamp_millis(2_000).unwrap()
+        );
+        assert_eq!(clock.now(), DateTime::from_timestamp_millis(2_000).unwrap());
+        assert_eq!(clock.advance_to(start).unwrap(), clock.now(), "never back");
+        let err = clock.advance(Duration::MAX).unwrap_err().to_string();
+        assert!(err.contains("cannot advance the clock"), "{err}");
+        let err = Clock::system().advance(Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("cannot be moved"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sleeping_on_a_manual_clock_ends_when_it_is_moved_there() {
+        let clock = Clock::manual(DateTime::from_timestamp_millis(0).unwrap());
+        let due = DateTime::from_timestamp_millis(86_400_000).unwrap();
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep_until(due).await }
+        });
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_secs(3_600)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sleeper.is_finished(), "an hour is not a day");
+        clock.advance(Duration::from_secs(86_400)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woken by the move")
+            .unwrap();
     }
 }

@@ -95,6 +95,8 @@ pub mod runtime;
 // the generated main's faces
 pub mod cli;
 pub mod http;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use activity::{ActivityContext, SharedState};
 /// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.

@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
 use crate::id::EntityId;
@@ -506,6 +507,13 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
         Ok(None)
     }
+
+    /// The clock this store's times are read on: when a message is visible, when a lease
+    /// lapses, and (through the runtime and the client) every time the engine stamps. The
+    /// system clock by default; the test kit's store runs on a [`Clock::manual`].
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
 }
 
 /// Queue depths and instance counts of a store, for monitoring ([`Store::stats`]).
@@ -703,6 +711,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
         (**self).stats().await
+    }
+    fn clock(&self) -> Clock {
+        (**self).clock()
     }
 }
 

@@ -18,7 +18,6 @@ use super::messages::{
 };
 use super::poll::Poller;
 use super::residency::backoff;
-use crate::clock::now_millis;
 use crate::error::Error;
 use crate::id::EntityId;
 use crate::store::HeldWork;
@@ -261,17 +260,20 @@ impl Dispatcher {
             }
             ctx.cancel_future(handle);
         }
-        let delay =
-            (due - Utc::now()).to_std().unwrap_or(Duration::ZERO) + Duration::from_millis(1);
-        let handle = ctx.run_later(delay, |act, ctx| {
+        // On the store's clock: real time, or a test's manual clock, which wakes this when
+        // it is moved past `due`. The extra millisecond lands past the due time, not on it.
+        let clock = self.shared.clock.clone();
+        let wake_at = due + chrono::TimeDelta::milliseconds(1);
+        let sleep = async move { clock.sleep_until(wake_at).await };
+        let handle = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
             act.timer_wakeup = None;
-            let now = now_millis();
+            let now = act.shared.now();
             while act.timers.first().is_some_and(|due| *due <= now) {
                 act.timers.pop_first();
             }
             act.claim(ctx);
             act.arm_timer_wakeup(ctx);
-        });
+        }));
         self.timer_wakeup = Some((due, handle));
     }
 

@@ -4,12 +4,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use actix::prelude::*;
 
 use super::Shared;
 use super::messages::{Deliver, Drain, GiveUp, Inbound, ToDispatcher, Unload, queued_ids};
 use super::residency::{self, Phase, Residency, Resident};
-use crate::clock::now_millis;
 use crate::entity::{EntityContext, EntityEffect, EntityId, ErasedState};
 use crate::error::Failure;
 use crate::history::{Event, ParentInstance};
@@ -62,6 +63,7 @@ impl EntityActor {
         let mut dirty = false;
         let mut lock_owner = self.lock_owner.clone();
         let mut batch = Batch::default();
+        let now = self.res.shared.now();
         let span = tracing::info_span!("entity", entity = %self.id);
         let _enter = span.enter();
 
@@ -112,7 +114,7 @@ impl EntityActor {
                         tracing::warn!(entity = %self.id, %operation, %failure, "a signalled entity operation failed; its state change was rolled back");
                     }
                     if let Some(caller) = caller {
-                        batch.messages.push(respond(&caller, result));
+                        batch.messages.push(respond(&caller, result, now));
                     }
                     batch.consumed.push(message);
                 }
@@ -131,7 +133,7 @@ impl EntityActor {
                     lock_owner = Some(owner.instance_id.clone());
                     batch
                         .messages
-                        .push(forward_lock(&owner, &entities, position));
+                        .push(forward_lock(&owner, &entities, position, now));
                     batch.consumed.push(message);
                 }
                 Event::EntityUnlock { owner } => {
@@ -171,7 +173,7 @@ impl EntityActor {
 
     /// Turns what an operation sent through its context into messages.
     fn collect_effects(&self, op_ctx: &EntityContext, batch: &mut Batch) {
-        let now = now_millis();
+        let now = self.res.shared.now();
         for effect in op_ctx.effects.borrow_mut().drain(..) {
             match effect {
                 EntityEffect::Signal {
@@ -250,7 +252,7 @@ impl EntityActor {
             input: None,
             entity: Some(update),
             lease_until: self.res.shared.lease_until(),
-            now: now_millis(),
+            now: self.res.shared.now(),
         };
         self.res.begin_commit(ctx);
         let store = self.res.shared.store.clone();
@@ -284,7 +286,11 @@ impl EntityActor {
 }
 
 /// The reply to an orchestration's entity call.
-fn respond(caller: &ParentInstance, result: Result<Payload, Failure>) -> NewMessage {
+fn respond(
+    caller: &ParentInstance,
+    result: Result<Payload, Failure>,
+    now: DateTime<Utc>,
+) -> NewMessage {
     let event = match result {
         Ok(output) => Event::EntityCompleted {
             seq: caller.seq,
@@ -297,18 +303,23 @@ fn respond(caller: &ParentInstance, result: Result<Payload, Failure>) -> NewMess
     };
     NewMessage {
         instance_id: caller.instance_id.clone(),
-        visible_at: now_millis(),
+        visible_at: now,
         event,
         execution: Some(caller.execution),
     }
 }
 
 /// Passes a lock request to the next entity, or tells the owner all are locked.
-fn forward_lock(owner: &ParentInstance, entities: &[EntityId], position: usize) -> NewMessage {
+fn forward_lock(
+    owner: &ParentInstance,
+    entities: &[EntityId],
+    position: usize,
+    now: DateTime<Utc>,
+) -> NewMessage {
     match entities.get(position + 1) {
         Some(next) => NewMessage {
             instance_id: next.instance_id(),
-            visible_at: now_millis(),
+            visible_at: now,
             event: Event::EntityLockRequest {
                 owner: owner.clone(),
                 entities: entities.to_vec(),
@@ -318,7 +329,7 @@ fn forward_lock(owner: &ParentInstance, entities: &[EntityId], position: usize) 
         },
         None => NewMessage {
             instance_id: owner.instance_id.clone(),
-            visible_at: now_millis(),
+            visible_at: now,
             event: Event::EntityLockGranted { seq: owner.seq },
             execution: Some(owner.execution),
         },

@@ -17,7 +17,7 @@ use super::messages::{
 use super::residency::{self, Phase, Residency, Resident};
 use super::turn::{self, Extra, Facts};
 use super::versioning::{self, Refusal};
-use crate::clock::{now_millis, saturating_after};
+use crate::clock::saturating_after;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::orchestration::{Executor, Outcome, TurnOutput};
@@ -102,7 +102,7 @@ impl InstanceActor {
         let ids = super::messages::queued_ids(&pending);
         let shared = self.res.shared.clone();
         let again_at =
-            saturating_after(now_millis(), shared.options.versioning.retry_rejected_after);
+            saturating_after(shared.now(), shared.options.versioning.retry_rejected_after);
         let abandon = async move {
             shared
                 .store
@@ -122,7 +122,7 @@ impl InstanceActor {
     fn end_without_running(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
         let messages = std::mem::take(&mut self.res.pending);
         let (out, extra) =
-            turn::end_without_running(outcome, self.history_len, &messages, now_millis());
+            turn::end_without_running(outcome, self.history_len, &messages, self.res.shared.now());
         self.executor = None;
         self.commit(out, messages, extra, ctx);
     }
@@ -197,7 +197,7 @@ impl InstanceActor {
         let span = tracing::info_span!("turn", instance_id = %self.res.instance_id);
         let _enter = span.enter();
         let events = live.iter().map(|m| m.event().clone()).collect();
-        let out = executor.run_turn(now_millis(), events);
+        let out = executor.run_turn(self.res.shared.now(), events);
         drop(_enter);
         let mut consumed = stale;
         for (index, message) in live.into_iter().enumerate() {
@@ -231,7 +231,7 @@ impl InstanceActor {
     /// result run again. A completed sub-orchestration asked to rewind resends its result to
     /// its parent (which lost it when it failed).
     fn rewind(&mut self, history: Vec<Event>, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
-        let now = now_millis();
+        let now = self.res.shared.now();
         let reason = messages
             .iter()
             .find_map(|m| match m.event() {
@@ -286,7 +286,7 @@ impl InstanceActor {
         ctx: &mut Context<Self>,
     ) {
         tracing::warn!(instance_id = %self.res.instance_id, %why, "cannot rewind");
-        let (out, extra) = turn::refuse_rewind(parent.as_ref(), &why, now_millis());
+        let (out, extra) = turn::refuse_rewind(parent.as_ref(), &why, self.res.shared.now());
         self.history_len = history_len;
         self.commit(out, messages, extra, ctx);
     }
@@ -314,7 +314,7 @@ impl InstanceActor {
                 .filter(|_| continues)
                 .map(|e| e.name_and_version()),
             custom_status: executor.and_then(Executor::take_custom_status),
-            now: now_millis(),
+            now: self.res.shared.now(),
             lease_until: self.res.shared.lease_until(),
         };
         let execution = facts.execution;

@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use crate::activity::ActivityBody;
 use crate::activity::SharedState;
 use crate::client::Client;
-use crate::clock::{now_millis, saturating_after};
+use crate::clock::{Clock, saturating_after};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::orchestration::OrchestratorBody;
@@ -92,12 +92,19 @@ pub(crate) struct Shared {
     pub(crate) options: Options,
     pub(crate) shared_state: SharedState,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The store's clock: every time the runtime stamps or waits for.
+    pub(crate) clock: Clock,
 }
 
 impl Shared {
+    /// The current time on the store's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The lease expiry for work claimed now.
     pub(crate) fn lease_until(&self) -> DateTime<Utc> {
-        saturating_after(now_millis(), self.options.lease)
+        saturating_after(self.now(), self.options.lease)
     }
 }
 
@@ -243,6 +250,7 @@ impl RuntimeBuilder {
             options: self.options,
             shared_state: self.shared_state,
             metrics: Arc::default(),
+            clock: self.store.clock(),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -16,7 +16,6 @@ use tokio::sync::oneshot;
 
 use super::Shared;
 use super::messages::{Inbound, RequestUnload, ToDispatcher, Unloaded, queued_ids};
-use crate::clock::now_millis;
 use crate::error::Error;
 
 /// Where a resident actor is in its lifecycle.
@@ -293,7 +292,7 @@ pub(super) fn give_up<A: Resident>(act: &mut A, ctx: &mut Context<A>) {
         let abandon = async move {
             shared
                 .store
-                .abandon_messages(&shared.owner, &ids, now_millis())
+                .abandon_messages(&shared.owner, &ids, shared.now())
                 .await
         };
         ctx.spawn(abandon.into_actor(act).map(|result, _, _| {
