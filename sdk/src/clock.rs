@@ -20,7 +20,8 @@ pub(crate) fn now_millis() -> DateTime<Utc> {
     truncate_millis(Utc::now())
 }
 
-fn truncate_millis(time: DateTime<Utc>) -> DateTime<Utc> {
+/// `time` truncated to milliseconds (the precision stores keep).
+pub(crate) fn truncate_millis(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(time.timestamp_millis()).unwrap_or(time)
 }
 

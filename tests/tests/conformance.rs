@@ -1,6 +1,7 @@
 //! The store conformance suite: every behaviour of the storage contract, run with the same
-//! test code against SQLite and PostgreSQL. PostgreSQL tests need `DURACTOR_TEST_POSTGRES_URL`
-//! (CI sets it); without it they print a notice and pass without running.
+//! test code against SQLite, PostgreSQL and the test kit's in-memory store. PostgreSQL tests
+//! need `DURACTOR_TEST_POSTGRES_URL` (CI sets it); without it they print a notice and pass
+//! without running.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,14 @@ impl Backend {
             store: Arc::new(store),
             postgres: None,
             _dir: dir,
+        }
+    }
+
+    fn memory(name: &str) -> Backend {
+        Backend {
+            store: Arc::new(duractor::testing::MemoryStore::new()),
+            postgres: None,
+            _dir: TempDir::new(name),
         }
     }
 
@@ -76,6 +85,16 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     let backend = super::Backend::sqlite(stringify!($name)).await;
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let backend = super::Backend::memory(stringify!($name));
                     super::$name(&backend).await;
                     backend.finish().await;
                 }
@@ -579,7 +598,7 @@ async fn timers_stay_invisible_until_due(b: &Backend) {
     store.commit_turn(commit).await.unwrap();
     store.release_instance("timer", "w1").await.unwrap();
     assert_eq!(store.next_visible_at().await.unwrap(), Some(due));
-    let stats = store.stats().await.unwrap().expect("both backends count");
+    let stats = store.stats().await.unwrap().expect("every backend counts");
     assert_eq!((stats.messages_ready, stats.messages_delayed), (0, 1));
     assert_eq!(stats.instances, vec![(RuntimeStatus::Running, 1)]);
     assert!(
@@ -828,7 +847,7 @@ async fn entities_store_state_and_locks_and_are_cleaned_up(b: &Backend) {
         matches!(&unlock[0].event, Event::EntityUnlock { owner } if owner == "gone-orchestration")
     );
     // Instance queries and counts do not include entities.
-    let stats = store.stats().await.unwrap().expect("both backends count");
+    let stats = store.stats().await.unwrap().expect("every backend counts");
     assert!(stats.instances.is_empty(), "{stats:?}");
     assert!(
         store
