@@ -114,3 +114,93 @@ async fn approval(
 
 #[duractor::main]
 async fn main() {}
+
+/// The approval's paths, tested on the test kit: the timeouts are three days each, and each
+/// test takes milliseconds.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duractor::testing::TestRuntime;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn request() -> ApprovalRequest {
+        ApprovalRequest {
+            request: "PO-1001".into(),
+            amount: 1200,
+            approver: "ana".into(),
+            manager: "ben".into(),
+            timeout_secs: 3 * DAY.as_secs(),
+        }
+    }
+
+    #[duractor::test]
+    async fn nobody_answers_so_it_escalates_then_rejects(t: TestRuntime) {
+        let notify = t.mock_activity(Notify, |(to, _)| Ok(format!("notified {to}")));
+        let id = t.start(Approval, request()).await;
+
+        let outcome = t.output(Approval, &id).await;
+
+        assert_eq!(
+            outcome,
+            ApprovalOutcome {
+                approved: false,
+                decided_by: "timeout".into(),
+                escalated: true,
+            }
+        );
+        let asked: Vec<String> = notify.calls().into_iter().map(|(to, _)| to).collect();
+        assert_eq!(asked, ["ana", "ben"]);
+        assert_eq!(t.timers(&id).await, [3 * DAY, 6 * DAY]);
+        assert_eq!(t.elapsed(), 6 * DAY);
+    }
+
+    #[duractor::test]
+    async fn the_manager_decides_after_the_escalation(t: TestRuntime) {
+        t.mock_activity(Notify, |(to, _)| Ok(format!("notified {to}")));
+        let id = t.start(Approval, request()).await;
+
+        t.advance(3 * DAY).await;
+        let status = t.status(&id).await;
+        assert_eq!(
+            status.custom_status::<String>().unwrap().as_deref(),
+            Some("escalated to ben")
+        );
+        t.raise_event(
+            &id,
+            "approval",
+            &Decision {
+                approved: true,
+                by: "ben".into(),
+            },
+        )
+        .await;
+
+        assert_eq!(
+            t.output(Approval, &id).await,
+            ApprovalOutcome {
+                approved: true,
+                decided_by: "ben".into(),
+                escalated: true,
+            }
+        );
+        assert_eq!(t.elapsed(), 3 * DAY, "decided the moment the event arrived");
+    }
+
+    #[duractor::test]
+    async fn the_approver_answers_in_time(t: TestRuntime) {
+        // `notify` runs for real here: it prints to stderr.
+        let id = t.start(Approval, request()).await;
+        t.advance(DAY).await;
+        let decision = Decision {
+            approved: true,
+            by: "ana".into(),
+        };
+        t.raise_event(&id, "approval", &decision).await;
+
+        let outcome = t.output(Approval, &id).await;
+
+        assert!(outcome.approved && !outcome.escalated, "{outcome:?}");
+        t.assert_activities(&id, &["notify"]).await;
+    }
+}

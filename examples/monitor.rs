@@ -96,3 +96,62 @@ async fn monitor(ctx: OrchestrationContext, watch: Watch) -> Result<WatchResult,
 
 #[duractor::main]
 async fn main() {}
+
+/// The monitor's loop on the test kit: hourly checks over a day take milliseconds.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duractor::testing::TestRuntime;
+
+    const HOUR: Duration = Duration::from_secs(3_600);
+
+    fn watch(max_checks: u32) -> Watch {
+        Watch {
+            path: "/data/report.csv".into(),
+            interval_ms: HOUR.as_millis() as u64,
+            max_checks,
+            checks: 0,
+        }
+    }
+
+    #[duractor::test]
+    async fn alerts_when_the_file_appears_at_the_fifth_check(t: TestRuntime) {
+        let checks = std::sync::atomic::AtomicU32::new(0);
+        let check = t.mock_activity(CheckFile, move |_path| {
+            let n = checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok((n == 5).then_some(42))
+        });
+        let alert = t.mock_activity(SendAlert, Ok);
+        let id = t.start(Monitor, watch(100)).await;
+
+        let result = t.output(Monitor, &id).await;
+
+        assert!(result.found, "{result:?}");
+        assert_eq!(result.checks, 5);
+        assert_eq!(check.call_count(), 5);
+        assert_eq!(
+            alert.calls(),
+            ["`/data/report.csv` appeared (42 bytes), seen at check 5"]
+        );
+        assert_eq!(t.elapsed(), 4 * HOUR, "four waits between five checks");
+    }
+
+    #[duractor::test]
+    async fn gives_up_after_a_day_of_hourly_checks(t: TestRuntime) {
+        let check = t.mock_activity(CheckFile, |_path| Ok(None));
+        let id = t.start(Monitor, watch(24)).await;
+
+        let result = t.output(Monitor, &id).await;
+
+        assert_eq!(
+            result,
+            WatchResult {
+                found: false,
+                checks: 24,
+                message: "`/data/report.csv` did not appear in 24 checks".into(),
+            }
+        );
+        assert_eq!(check.call_count(), 24);
+        assert_eq!(t.elapsed(), 23 * HOUR);
+    }
+}

@@ -37,6 +37,7 @@ mod expand;
 mod globals;
 mod lint;
 mod macro_args;
+mod test_fn;
 
 use proc_macro::TokenStream;
 
@@ -82,11 +83,19 @@ pub fn allow_nondeterminism(_args: TokenStream, item: TokenStream) -> TokenStrea
     expand::stray_allow(item.into()).into()
 }
 
+/// A test on the test kit: `async fn name(t: TestRuntime) { .. }` becomes a `#[test]` that
+/// runs the body with a fresh `duractor::testing::TestRuntime` (needs duractor's `testing`
+/// feature). Other attributes (`#[should_panic]`, `#[ignore]`) are kept.
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    test_fn::test(args.into(), item.into()).into()
+}
+
 /// Makes `async fn main` the entry point of a duractor app: a command line (`serve`, `run`,
 /// `start`, `status`, `history`, `list`, `raise`, `terminate`, `suspend`, `resume`, `rewind`,
-/// `purge`, `functions`), the workers and the HTTP management API, on a store chosen by
-/// `--database-url` / `DURACTOR_DATABASE_URL` (default: a SQLite file named after the program
-/// in the working directory). Every `#[activity]` and `#[orchestrator]` of the program is
+/// `purge`, `functions`, `signal`, `entity`, `entities`, `replay`), the workers and the HTTP
+/// management API, on a store chosen by `--database-url` / `DURACTOR_DATABASE_URL` (default: a
+/// SQLite file named after the program in the working directory). Every `#[activity]` and `#[orchestrator]` of the program is
 /// registered.
 ///
 /// ```ignore

@@ -103,6 +103,31 @@ pub use activity::{ActivityContext, SharedState};
 pub use chrono;
 pub use cli::App;
 pub use client::{Client, InstanceStatus, Start};
+/// A test on the test kit: `#[duractor::test] async fn name(t: TestRuntime) { .. }` is a
+/// `#[test]` whose body gets a fresh [`testing::TestRuntime`] (virtual clock, in-memory
+/// store, every function of the test binary registered).
+///
+/// ```
+/// use std::time::Duration;
+/// use duractor::prelude::*;
+/// use duractor::testing::TestRuntime;
+///
+/// #[orchestrator]
+/// async fn renewal(ctx: OrchestrationContext, days: u64) -> Result<u64, duractor::Error> {
+///     ctx.sleep(Duration::from_secs(days * 86_400)).await;
+///     Ok(days)
+/// }
+///
+/// #[duractor::test]
+/// async fn renews_after_a_year(t: TestRuntime) {
+///     let id = t.start(Renewal, 365).await;
+///     assert_eq!(t.output(Renewal, &id).await, 365);
+///     assert_eq!(t.timers(&id).await, [Duration::from_secs(365 * 86_400)]);
+/// }
+/// # fn main() {}
+/// ```
+#[cfg(feature = "testing")]
+pub use duractor_macros::test;
 pub use duractor_macros::{activity, entity, main, orchestrator};
 pub use entity::{Entity, EntityContext, EntityId};
 pub use orchestration::{

@@ -900,3 +900,85 @@ fn chaining_app_runs_on_postgresql_with_two_serving_processes() {
     assert_eq!(second.terminate(), Some(0));
     drop_schema(&db);
 }
+
+const APPROVAL_CHANGED: &str = env!("CARGO_BIN_EXE_approval_changed");
+
+#[test]
+fn replay_checks_live_instances_against_a_build_before_it_is_deployed() {
+    let dir = TempDir::new("app-replay");
+    let db = database(&dir);
+    let server = Server::start(HUMAN_INTERACTION, &db, &[], &[]);
+    let input = json!({
+        "request": "PO-7", "amount": 70, "approver": "ana", "manager": "ben", "timeout_secs": 3600
+    })
+    .to_string();
+    cli(
+        HUMAN_INTERACTION,
+        &db,
+        &["start", "approval", "--id", "po-7", "--input", &input],
+    )
+    .expect_code(0);
+    wait_status(&server, "po-7", "po-7 to wait for ana", |s| {
+        s["customStatus"] == "waiting for ana"
+    });
+
+    // The build that runs it replays it.
+    let same = cli(HUMAN_INTERACTION, &db, &["replay", "--all"]).expect_code(0);
+    assert!(
+        same.stdout.starts_with("ok      po-7  (approval, "),
+        "{}",
+        same.stdout
+    );
+    assert!(
+        same.stderr
+            .contains("1 instance(s) replay against this build"),
+        "{}",
+        same.stderr
+    );
+
+    // The changed build would fail it: position, the recorded call and the call made now.
+    let changed = cli(APPROVAL_CHANGED, &db, &["replay", "po-7"]).expect_code(1);
+    assert!(
+        changed.stdout.starts_with("FAILED  po-7  "),
+        "{}",
+        changed.stdout
+    );
+    for expected in [
+        "at history position 2",
+        "history recorded a call to activity `notify` (TaskScheduled #0)",
+        "now calls activity `audit` as durable call #0",
+    ] {
+        assert!(
+            changed.stdout.contains(expected),
+            "{expected}: {}",
+            changed.stdout
+        );
+    }
+    assert!(
+        changed
+            .stderr
+            .contains("1 of 1 instance(s) would not replay against this build"),
+        "{}",
+        changed.stderr
+    );
+    let all = cli(
+        APPROVAL_CHANGED,
+        &db,
+        &["replay", "--all", "--status", "Running"],
+    );
+    assert_eq!(all.code, Some(1), "{}", all.stdout);
+
+    // The history exported for a replay test is the stored events, which parse back.
+    let exported = cli(HUMAN_INTERACTION, &db, &["history", "po-7", "--export"]).expect_code(0);
+    let events: Vec<duractor::Event> = serde_json::from_str(&exported.stdout)
+        .unwrap_or_else(|e| panic!("not events ({e}): {}", exported.stdout));
+    assert!(
+        matches!(events.get(1), Some(duractor::Event::ExecutionStarted { name, .. }) if name == "approval")
+    );
+
+    // Bad input gets a usage error, and nothing is replayed.
+    cli(HUMAN_INTERACTION, &db, &["replay"]).expect_code(2);
+    let unknown = cli(HUMAN_INTERACTION, &db, &["replay", "no-such-id"]);
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("no-such-id"), "{}", unknown.stderr);
+}

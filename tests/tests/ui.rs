@@ -1,7 +1,7 @@
 //! Compile-time errors users can hit, pinned by trybuild: `ui/signature` (wrong function
 //! signatures), `ui/lint` (the orchestrator rules: the lint, the durable-await type rule,
 //! helpers and the escape hatch), `ui/entity` (wrong `#[entity]` declarations), `ui/main`
-//! (misuses of `#[duractor::main]`) and `ui/pass` (what must compile, with no false
+//! (misuses of `#[duractor::main]`), `ui/test` (misuses of `#[duractor::test]`) and `ui/pass` (what must compile, with no false
 //! positives).
 
 #[test]
@@ -11,5 +11,6 @@ fn ui() {
     t.compile_fail("ui/lint/*.rs");
     t.compile_fail("ui/entity/*.rs");
     t.compile_fail("ui/main/*.rs");
+    t.compile_fail("ui/test/*.rs");
     t.pass("ui/pass/*.rs");
 }

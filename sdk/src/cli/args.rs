@@ -68,6 +68,9 @@ pub(crate) enum Command {
     Entity(EntityArgs),
     /// List entities (by name and key prefix).
     Entities(EntitiesArgs),
+    /// Replay instances' histories against this build's code: a pre-deploy check that no
+    /// running instance would fail with a nondeterminism error (exit code 1 if one would).
+    Replay(ReplayArgs),
 }
 
 impl Command {
@@ -90,6 +93,7 @@ impl Command {
             Command::Signal(_) => "signal",
             Command::Entity(_) => "entity",
             Command::Entities(_) => "entities",
+            Command::Replay(_) => "replay",
         }
     }
 
@@ -264,8 +268,29 @@ pub(crate) struct HistoryArgs {
     pub(crate) id: String,
 
     /// Print JSON, one array of events (the HTTP API's history format).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export")]
     pub(crate) json: bool,
+
+    /// Print the history as stored (a JSON array of events), for
+    /// `duractor::testing::replay_history_file` in a test.
+    #[arg(long)]
+    pub(crate) export: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The instance to replay.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) id: Option<String>,
+
+    /// Replay every instance (of the statuses given with --status; default Pending, Running
+    /// and Suspended: the ones a new build will run).
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// With --all: only instances with these statuses (repeat the flag or separate with commas).
+    #[arg(long = "status", value_name = "STATUS", value_delimiter = ',', value_parser = parse_status, requires = "all")]
+    pub(crate) statuses: Vec<RuntimeStatus>,
 }
 
 #[derive(Debug, Args)]

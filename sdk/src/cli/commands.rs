@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, RunArgs,
-    ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, ReplayArgs,
+    RunArgs, ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
 };
 use super::entities;
 use super::output::{self, CliError, CliResult, Progress, print_json};
@@ -59,6 +59,7 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Signal(args) => entities::signal(args, app_client(store)).await,
         Command::Entity(args) => entities::entity(args, app_client(store)).await,
         Command::Entities(args) => entities::list(args, app_client(store)).await,
+        Command::Replay(args) => replay(args, Client::new_dyn(store)).await,
     }
 }
 
@@ -312,6 +313,10 @@ async fn status(args: StatusArgs, client: Client) -> CliResult {
 
 async fn history(args: HistoryArgs, client: Client) -> CliResult {
     let events = client.history(&args.id).await?;
+    if args.export {
+        print_json(&events)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let events = view::history(&events, true);
     if args.json {
         print_json(&events)?;
@@ -461,6 +466,87 @@ async fn purge(args: PurgeArgs, client: Client) -> CliResult {
         if purged == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replays each chosen instance's history against this build's orchestrators; prints one
+/// line per instance and fails (exit code 1) if any would not replay.
+async fn replay(args: ReplayArgs, client: Client) -> CliResult {
+    let ids = match args.id {
+        Some(id) => vec![id],
+        None => {
+            let statuses = if args.statuses.is_empty() {
+                vec![
+                    RuntimeStatus::Pending,
+                    RuntimeStatus::Running,
+                    RuntimeStatus::Suspended,
+                ]
+            } else {
+                args.statuses
+            };
+            let mut ids = Vec::new();
+            let mut after = None;
+            loop {
+                let page = client
+                    .list(ListQuery {
+                        statuses: statuses.clone(),
+                        limit: Some(1_000),
+                        after: after.clone(),
+                        ..ListQuery::default()
+                    })
+                    .await?;
+                after = page.last().map(|i| i.instance_id.clone());
+                let full = page.len() == 1_000;
+                ids.extend(page.into_iter().map(|i| i.instance_id));
+                if !full {
+                    break;
+                }
+            }
+            ids
+        }
+    };
+    let registry = Registry::global();
+    let mut failed = 0_usize;
+    for id in &ids {
+        let history = client.history(id).await?;
+        match replay_one(&registry, id, &history) {
+            Ok(name) => println!("ok      {id}  ({name}, {} events)", history.len()),
+            Err(why) => {
+                failed += 1;
+                println!("FAILED  {id}  {why}");
+            }
+        }
+    }
+    match failed {
+        0 => {
+            eprintln!("{} instance(s) replay against this build", ids.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        n => Err(CliError::failure(format!(
+            "{n} of {} instance(s) would not replay against this build: deploying it would fail them",
+            ids.len()
+        ))),
+    }
+}
+
+/// Replays one history; the orchestrator's name when it replays, why not otherwise.
+fn replay_one(
+    registry: &Registry,
+    id: &str,
+    history: &[crate::history::Event],
+) -> Result<String, String> {
+    let name = history
+        .iter()
+        .find_map(|event| match event {
+            crate::history::Event::ExecutionStarted { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .ok_or("its history has no ExecutionStarted event (not started yet, or an entity)")?;
+    let entry = registry
+        .get_orchestrator(&name)
+        .map_err(|e| e.to_string())?;
+    crate::orchestration::check_history(entry, id, history)
+        .map(|()| name)
+        .map_err(|failure| failure.to_string())
 }
 
 fn functions(args: FunctionsArgs) -> CliResult {

@@ -150,6 +150,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Also registers every function of `registry`.
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry.merge(registry);
+        self
+    }
+
     /// Whether to register every `#[activity]` and `#[orchestrator]` linked into the program
     /// (default `true`). With `false`, only what is added explicitly is run.
     pub fn auto_register(mut self, enabled: bool) -> Self {

@@ -1,0 +1,4 @@
+#[duractor::test]
+struct NotATest;
+
+fn main() {}
