@@ -352,6 +352,8 @@ pub struct InstanceQuery {
     pub statuses: Vec<RuntimeStatus>,
     /// Only ids starting with this prefix.
     pub instance_id_prefix: Option<String>,
+    /// Only instances of this orchestrator (its registered name).
+    pub name: Option<String>,
     /// Only instances created at or after this time.
     pub created_from: Option<DateTime<Utc>>,
     /// Only instances created before this time.

@@ -911,6 +911,22 @@ async fn instances_list_with_filters_and_paging(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(pending.len(), 6);
+    let mut report = new_instance("report-1");
+    report.name = "report".into();
+    store.create_instance(report).await.unwrap();
+    let reports = store
+        .list_instances(&InstanceQuery {
+            name: Some("report".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = reports.iter().map(|s| s.instance_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["report-1"],
+        "only instances of the named orchestrator"
+    );
 }
 
 #[activity]

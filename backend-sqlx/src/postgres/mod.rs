@@ -517,6 +517,7 @@ impl Store for PostgresStore {
                    AND ($3::bigint IS NULL OR created_at >= $3) \
                    AND ($4::bigint IS NULL OR created_at < $4) \
                    AND ($5::text IS NULL OR instance_id > $5) \
+                   AND ($7::text IS NULL OR name = $7) \
                  ORDER BY instance_id COLLATE \"C\" LIMIT $6"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -526,6 +527,7 @@ impl Store for PostgresStore {
                 .bind(query.created_to.map(millis))
                 .bind(query.after.as_deref())
                 .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+                .bind(query.name.as_deref())
                 .fetch_all(&pool)
                 .await
                 .map_err(|e| store_error("listing instances", e))?;

@@ -413,6 +413,7 @@ impl Store for SqliteStore {
                AND (?3 IS NULL OR created_at >= ?3) \
                AND (?4 IS NULL OR created_at < ?4) \
                AND (?5 IS NULL OR instance_id > ?5) \
+               AND (?7 IS NULL OR name = ?7) \
              ORDER BY instance_id LIMIT ?6"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -422,6 +423,7 @@ impl Store for SqliteStore {
             .bind(query.created_to.map(crate::common::millis))
             .bind(query.after.as_deref())
             .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+            .bind(query.name.as_deref())
             .fetch_all(&self.inner.reader)
             .await
             .map_err(|e| store_error("listing instances", e))?;

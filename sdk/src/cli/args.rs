@@ -304,6 +304,10 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "PREFIX")]
     pub(crate) prefix: Option<String>,
 
+    /// Only instances of this orchestrator.
+    #[arg(long, value_name = "ORCHESTRATOR")]
+    pub(crate) name: Option<String>,
+
     /// Only instances created at or after this time (RFC 3339, e.g. 2025-01-31T12:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) created_after: Option<chrono::DateTime<chrono::Utc>>,

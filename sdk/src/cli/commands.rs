@@ -332,6 +332,7 @@ async fn list(args: ListArgs, client: Client) -> CliResult {
         .list(ListQuery {
             statuses: args.statuses,
             instance_id_prefix: args.prefix,
+            name: args.name,
             created_from: args.created_after,
             created_to: args.created_before,
             limit: Some(limit + 1),

@@ -9,11 +9,12 @@
 //! |---|---|---|
 //! | `POST /orchestrators/{name}[/{instanceId}]` | start an instance; the body is its JSON input | 202 + check-status links |
 //! | `GET /instances/{id}?showInput&showHistory&showHistoryOutput&returnInternalServerErrorOnFailure` | status | 200 finished (500 Failed, if asked), 202 still running |
-//! | `GET /instances?runtimeStatus&instanceIdPrefix&createdTimeFrom&createdTimeTo&top&continuationToken` | list, paged | 200 |
+//! | `GET /instances?runtimeStatus&instanceIdPrefix&name&createdTimeFrom&createdTimeTo&top&continuationToken` | list, paged (`name`: of one orchestrator) | 200 |
 //! | `POST /instances/{id}/raiseEvent/{event}` | raise an event; the body is its JSON data | 202 (410 finished) |
 //! | `POST /instances/{id}/terminate?reason&cascade` | terminate | 202 (410 finished) |
 //! | `POST /instances/{id}/suspend?reason`, `/resume?reason`, `/rewind?reason` | suspend, resume, rewind | 202 (410 finished) |
 //! | `POST /instances/{id}/restart?restartWithNewInstanceId` | start a finished instance again | 202 + links |
+//! | `GET /instances/{id}/waiting` | the external events its code waits for now (replayed with this build) | 200 |
 //! | `DELETE /instances/{id}` | purge one finished instance | 200 |
 //! | `DELETE /instances?runtimeStatus&createdTimeFrom&createdTimeTo&all` | purge many | 200 |
 //! | `POST /entities/{name}/{key}?op&at` | signal an entity operation; the body is its JSON input | 202 |
@@ -24,6 +25,7 @@
 //! | `GET /functions` | registered orchestrators, activities and entity operations | 200 |
 //! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
 //! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
+//! | `GET /`, `GET /dashboard/{asset}` | the dashboard: a page and its script and style, no data (never needs the token; the page asks for it and reads everything through the routes above) | 200 |
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}` (see `error` for the
 //! status codes). Request bodies above [`HttpOptions::max_body_bytes`] get 413. With
@@ -38,6 +40,7 @@
 //! routes, `ops` health, metrics and functions, `view` the JSON shapes, `links` the URLs in
 //! and out.
 
+mod dashboard;
 mod entities;
 mod error;
 mod links;
@@ -251,6 +254,7 @@ impl HttpApi {
 
 /// Every route of the API.
 fn routes(cfg: &mut web::ServiceConfig) {
+    dashboard::routes(cfg);
     ops::routes(cfg);
     orchestrations::routes(cfg);
     entities::routes(cfg);
@@ -322,8 +326,11 @@ async fn authorize<B: MessageBody + 'static>(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let path = req.path();
-    let health = path == "/health" || path.strip_prefix(links::DF_PREFIX) == Some("/health");
-    if health && req.method() == actix_web::http::Method::GET {
+    let path = path.strip_prefix(links::DF_PREFIX).unwrap_or(path);
+    // Health, and the dashboard's page and assets: code, never data (the page asks for the
+    // token and sends it with every API call).
+    let open = path == "/health" || dashboard::is_asset(path);
+    if open && req.method() == actix_web::http::Method::GET {
         return next
             .call(req)
             .await

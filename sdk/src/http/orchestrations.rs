@@ -38,7 +38,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/instances/{id}/suspend", &["POST"]).route(web::post().to(suspend)))
         .service(resource("/instances/{id}/resume", &["POST"]).route(web::post().to(resume)))
         .service(resource("/instances/{id}/rewind", &["POST"]).route(web::post().to(rewind)))
-        .service(resource("/instances/{id}/restart", &["POST"]).route(web::post().to(restart)));
+        .service(resource("/instances/{id}/restart", &["POST"]).route(web::post().to(restart)))
+        .service(resource("/instances/{id}/waiting", &["GET"]).route(web::get().to(waiting)));
 }
 
 /// Parses the query string into `T`, or a 400 `invalid_query`.
@@ -135,6 +136,7 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
 struct ListParams {
     runtime_status: Option<String>,
     instance_id_prefix: Option<String>,
+    name: Option<String>,
     created_time_from: Option<String>,
     created_time_to: Option<String>,
     top: Option<u32>,
@@ -161,6 +163,7 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
         .list(ListQuery {
             statuses,
             instance_id_prefix: params.instance_id_prefix,
+            name: params.name.filter(|name| !name.is_empty()),
             created_from: time_param("createdTimeFrom", params.created_time_from)?,
             created_to: time_param("createdTimeTo", params.created_time_to)?,
             limit: Some(page.fetch()),
@@ -265,6 +268,33 @@ async fn purge_one(req: HttpRequest, state: web::Data<State>) -> Result<HttpResp
         return Err(crate::Error::InstanceNotFound(id.to_owned()).into());
     }
     Ok(HttpResponse::Ok().json(json!({ "instancesDeleted": 1 })))
+}
+
+/// `GET /instances/{id}/waiting`: the external events the instance's code waits for now,
+/// found by replaying its history against this build's orchestrator (history records the
+/// calls it waits on — activities, timers, sub-orchestrations, entities — but not event
+/// waits). `{"instanceId", "events": [...]}`; `events` is empty once the instance finished,
+/// and `null` with a `reason` when this build cannot replay it.
+async fn waiting(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let id = path_param(&req, "id")?;
+    let status = state.client.status(&id).await?;
+    if status.is_finished() {
+        return Ok(HttpResponse::Ok().json(json!({ "instanceId": id, "events": [] })));
+    }
+    let history = state.client.history(&id).await?;
+    let entry = match state.registry.get_orchestrator(&status.name) {
+        Ok(entry) => *entry,
+        Err(error) => {
+            return Ok(HttpResponse::Ok().json(json!({
+                "instanceId": id, "events": null, "reason": error.to_string()
+            })));
+        }
+    };
+    let answer = match crate::orchestration::check_history_and_waits(&entry, &id, &history) {
+        Ok(events) => json!({ "instanceId": id, "events": events }),
+        Err(failure) => json!({ "instanceId": id, "events": null, "reason": failure.message }),
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /instances/{id}/raiseEvent/{event}`: the body is the event data (empty = `null`).

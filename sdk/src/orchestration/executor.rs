@@ -520,3 +520,15 @@ pub fn check_history(
     let mut executor = Executor::new(Arc::from(instance_id), *entry, Limits::default());
     executor.replay(history)
 }
+
+/// Replays `history` like [`check_history`] and returns the names of the external events the
+/// code waits for at its end (sorted): what an instance waits on that history does not record.
+pub(crate) fn check_history_and_waits(
+    entry: &OrchestratorEntry,
+    instance_id: &str,
+    history: &[Event],
+) -> Result<Vec<String>, Failure> {
+    let mut executor = Executor::new(Arc::from(instance_id), *entry, Limits::default());
+    executor.replay(history)?;
+    Ok(executor.ctx.state().awaited_events())
+}

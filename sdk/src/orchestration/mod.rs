@@ -32,6 +32,7 @@ pub use context::OrchestratorBody;
 pub use context::{OrchestrationContext, OrchestrationRng};
 pub use entry::OrchestratorEntry;
 pub use executor::check_history;
+pub(crate) use executor::check_history_and_waits;
 pub(crate) use executor::{Executor, Outcome, TurnOutput};
 #[doc(hidden)]
 pub use futures::__durable;

@@ -407,6 +407,17 @@ impl State {
         id
     }
 
+    /// The names of the events the code waits for now, each once, sorted.
+    pub(crate) fn awaited_events(&self) -> Vec<String> {
+        self.waiters
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Takes the event delivered to waiter `id`, if any.
     pub(crate) fn take_event(&mut self, id: u64) -> Option<Payload> {
         self.event_results.remove(&id).map(|(_, data)| data)

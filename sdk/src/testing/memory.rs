@@ -981,6 +981,7 @@ impl State {
                     .is_none_or(|prefix| row.instance_id.starts_with(prefix))
             })
             .filter(|row| created_within(row.created_at, query.created_from, query.created_to))
+            .filter(|row| query.name.as_deref().is_none_or(|name| row.name == name))
             .filter(|row| {
                 query
                     .after
