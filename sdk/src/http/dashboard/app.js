@@ -244,7 +244,7 @@ async function overview() {
       card(seconds(quantile(m, "duractor_activity_duration_seconds", 0.5)), "activity p50"),
       card(seconds(quantile(m, "duractor_activity_duration_seconds", 0.99)), "activity p99")),
     h("h2", {}, "Throughput (while this page is open)"),
-    h("div", { class: "grid" }, h("div", { class: "card" }, sparkline(rate("turns"), "turns")), h("div", { class: "card" }, sparkline(rate("acts"), "activity executions"))),
+    h("div", { class: "grid" }, h("div", { class: "card wide" }, sparkline(rate("turns"), "turns")), h("div", { class: "card wide" }, sparkline(rate("acts"), "activity executions"))),
     h("h2", {}, "Workers"),
     h("div", { class: "panel" },
       h("p", {}, "This server's worker: ", health.body && health.body.worker ? copyable(health.body.worker) : h("span", { class: "muted" }, "unknown"),

@@ -1,0 +1,273 @@
+//! The dashboard in a real headless Chromium, driving real `serve` processes of the pattern
+//! apps: what an operator sees (lists, statuses, the timeline, what an instance waits on, an
+//! entity's state) and what they do from the page (raise an event, terminate, signal), with
+//! the API checked behind it. Screenshots are kept in `target/dashboard-screenshots/`.
+//!
+//! Without Chromium these tests print a notice and pass, unless `DURACTOR_REQUIRE_BROWSER=1`
+//! (CI installs Chromium and sets it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use duractor_tests::browser::{Browser, Page};
+use duractor_tests::{Server, TempDir, wait_until};
+use serde_json::{Value, json};
+
+const FAN_OUT_FAN_IN: &str = env!("CARGO_BIN_EXE_fan_out_fan_in");
+const HUMAN_INTERACTION: &str = env!("CARGO_BIN_EXE_human_interaction");
+const AGGREGATOR: &str = env!("CARGO_BIN_EXE_aggregator");
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn database(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.file("app.db").display())
+}
+
+/// Where the screenshots go: beside the build, kept after the run.
+fn screenshot(page: &Page, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|p| p.join("dashboard-screenshots"))
+        .unwrap_or_else(|| PathBuf::from("dashboard-screenshots"));
+    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
+    let path = dir.join(format!("{name}.png"));
+    page.screenshot(&path);
+    path
+}
+
+fn url(server: &Server, hash: &str) -> String {
+    format!("http://{}/#{hash}", server.addr)
+}
+
+fn wait_finished(server: &Server, id: &str) -> Value {
+    wait_until(&format!("{id} to finish"), WAIT, || {
+        let response = server.get(&format!("/instances/{id}"));
+        (response.status == 200).then(|| response.json())
+    })
+}
+
+fn no_console_errors(page: &Page) {
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "the dashboard logged errors: {errors:#?}");
+}
+
+#[test]
+fn the_list_shows_instances_with_their_statuses_and_a_fan_out_shows_on_the_timeline() {
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-fan-out");
+    let server = Server::start(FAN_OUT_FAN_IN, &database(&dir), &[], &[]);
+    assert_eq!(server.post("/orchestrators/total_size/sum-12", "12").status, 202);
+    wait_finished(&server, "sum-12");
+    assert_eq!(server.post("/orchestrators/total_size/sum-3", "3").status, 202);
+    wait_finished(&server, "sum-3");
+    let bad = server.post("/orchestrators/total_size/oops", "\"not a number\"");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    let page = browser.open(&url(&server, "/instances"));
+    page.wait_for(
+        "document.querySelectorAll('[data-row]').length === 2",
+        WAIT,
+    );
+    for id in ["sum-12", "sum-3"] {
+        let status = page.text(&format!("[data-row='{id}'] [data-status]"));
+        assert_eq!(status, "Completed", "{id}");
+    }
+    // The filters live in the URL: a Running filter shows none of them.
+    page.goto(&url(&server, "/instances?status=Running"));
+    page.wait_for("document.body.innerText.includes('No instances match')", WAIT);
+    page.goto(&url(&server, "/instances?name=total_size&prefix=sum-1"));
+    page.wait_for(
+        "document.querySelectorAll('[data-row]').length === 1 && !!document.querySelector(\"[data-row='sum-12']\")",
+        WAIT,
+    );
+
+    page.goto(&url(&server, "/instance/sum-12"));
+    page.wait_for(
+        "document.querySelectorAll('#timeline [data-bar=\"activity\"]').length === 12",
+        WAIT,
+    );
+    let labels = page.eval(
+        "[...document.querySelectorAll('#timeline [data-bar=\"activity\"]')].map(g => g.getAttribute('data-label'))",
+    );
+    assert!(
+        labels
+            .as_array()
+            .is_some_and(|l| l.iter().all(|l| l == "file_size")),
+        "{labels}"
+    );
+    assert_eq!(page.text("#output").trim(), "120");
+    assert!(
+        page.text("#history").contains("TaskScheduled"),
+        "the history table lists the calls"
+    );
+    screenshot(&page, "instance-fan-out-timeline");
+
+    page.goto(&url(&server, "/"));
+    page.wait_for(
+        "document.querySelector('[data-count=\"Completed\"] .n') && document.querySelector('[data-count=\"Completed\"] .n').innerText === '2'",
+        WAIT,
+    );
+    screenshot(&page, "overview");
+    no_console_errors(&page);
+}
+
+#[test]
+fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page_completes_it() {
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-approval");
+    let server = Server::start(HUMAN_INTERACTION, &database(&dir), &[], &[]);
+    let request = json!({
+        "request": "PO-1", "amount": 1200, "approver": "ana", "manager": "ben", "timeout_secs": 3600
+    })
+    .to_string();
+    assert_eq!(server.post("/orchestrators/approval/po-1", &request).status, 202);
+    assert_eq!(server.post("/orchestrators/approval/po-2", &request).status, 202);
+
+    let page = browser.open(&url(&server, "/instance/po-1"));
+    page.auto_confirm();
+    page.wait_for(
+        "!!document.querySelector('[data-wait=\"event\"][data-event=\"approval\"]') && !!document.querySelector('[data-wait=\"timer\"]')",
+        WAIT,
+    );
+    let waits = page.text("#waiting");
+    assert!(waits.contains("approval"), "{waits}");
+    assert!(waits.contains("timer due"), "{waits}");
+    assert!(page.eval("!!document.querySelector('#timeline [data-now]')").as_bool().unwrap_or(false), "running: now is marked");
+    screenshot(&page, "instance-waiting");
+
+    page.fill("#raise-form textarea", r#"{"approved": true, "by": "ana"}"#);
+    page.click("#raise-form button[type=submit]");
+    page.wait_for(
+        "document.querySelector('#instance') && document.querySelector('#instance').getAttribute('data-status') === 'Completed'",
+        WAIT,
+    );
+    let status = wait_finished(&server, "po-1");
+    assert_eq!(
+        status["output"],
+        json!({ "approved": true, "decided_by": "ana", "escalated": false })
+    );
+    assert!(
+        page.dialogs().iter().any(|d| d.contains("Raise event")),
+        "the raise was confirmed: {:?}",
+        page.dialogs()
+    );
+
+    // Invalid JSON is refused on the page, and nothing is sent.
+    page.goto(&url(&server, "/instance/po-2"));
+    page.wait_for("!!document.querySelector('#raise-form')", WAIT);
+    page.fill("#raise-form textarea", "{not json");
+    page.click("#raise-form button[type=submit]");
+    page.wait_for("document.getElementById('toast').innerText.includes('not JSON')", WAIT);
+    assert_eq!(server.get("/instances/po-2").json()["runtimeStatus"], "Running");
+
+    // Terminate from the page.
+    page.click("#terminate");
+    page.wait_for(
+        "document.querySelector('#instance') && document.querySelector('#instance').getAttribute('data-status') === 'Terminated'",
+        WAIT,
+    );
+    assert_eq!(wait_finished(&server, "po-2")["runtimeStatus"], "Terminated");
+    // An action the API refuses reports the API's text.
+    let refused = page.eval(
+        "fetch('instances/po-2/terminate', {method: 'POST'}).then(r => r.status)",
+    );
+    assert_eq!(refused, json!(410));
+    no_console_errors(&page);
+}
+
+#[test]
+fn an_entity_page_shows_its_state_after_signals_and_signals_from_the_page() {
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-entity");
+    let server = Server::start(AGGREGATOR, &database(&dir), &[], &[]);
+    for amount in [5, 7] {
+        let signalled = server.post("/entities/Counter/north?op=add", &amount.to_string());
+        assert_eq!(signalled.status, 202, "{}", signalled.body);
+    }
+    wait_until("the signals to apply", WAIT, || {
+        let e = server.get("/entities/Counter/north");
+        (e.status == 200 && e.json()["state"]["value"] == 12).then_some(())
+    });
+
+    let page = browser.open(&url(&server, "/entities"));
+    page.wait_for("!!document.querySelector(\"[data-entity='Counter/north']\")", WAIT);
+    page.goto(&url(&server, "/entity/Counter/north"));
+    page.wait_for(
+        "document.querySelector('#entity-state') && document.querySelector('#entity-state').innerText.includes('12')",
+        WAIT,
+    );
+    let ops = page.eval("[...document.querySelectorAll('#signal-form option')].map(o => o.value)");
+    assert!(
+        ops.as_array().is_some_and(|o| o.contains(&json!("add"))),
+        "the operations come from /functions: {ops}"
+    );
+    page.eval("document.querySelector('#signal-form select').value = 'add'");
+    page.fill("#signal-form textarea", "30");
+    page.click("#signal-form button[type=submit]");
+    page.wait_for(
+        "document.querySelector('#entity-state') && document.querySelector('#entity-state').innerText.includes('42')",
+        WAIT,
+    );
+    assert_eq!(server.get("/entities/Counter/north").json()["state"]["value"], 42);
+    screenshot(&page, "entity");
+
+    // On a phone, in the dark.
+    page.set_viewport(390, 844, true);
+    page.eval("localStorage.setItem('duractor.theme', 'dark')");
+    page.goto(&url(&server, "/functions"));
+    page.wait_for("!!document.querySelector(\"[data-function='tally']\")", WAIT);
+    assert_eq!(
+        page.eval("document.documentElement.getAttribute('data-theme')"),
+        json!("dark")
+    );
+    screenshot(&page, "functions-phone-dark");
+    no_console_errors(&page);
+}
+
+#[test]
+fn with_a_token_nothing_loads_until_it_is_given() {
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-token");
+    let server = Server::start(
+        FAN_OUT_FAN_IN,
+        &database(&dir),
+        &[],
+        &[("DURACTOR_API_TOKEN", "s3cret-token")],
+    );
+    let started = server.request(
+        "POST",
+        "/orchestrators/total_size/secret-run",
+        &[
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ],
+        Some(b"4"),
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+
+    let page = browser.open(&url(&server, "/instances"));
+    page.wait_for("!!document.querySelector('#token-form')", WAIT);
+    let shown = page.eval("document.body.innerText");
+    assert!(
+        !shown.as_str().unwrap_or_default().contains("secret-run"),
+        "no data without the token: {shown}"
+    );
+    // The page and its assets carry no data, and the API refuses the page's calls.
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.get("/instances").status, 401);
+
+    page.fill("#token-form input[name=token]", "wrong");
+    page.click("#token-form button");
+    page.wait_for("document.body.innerText.includes('refused')", WAIT);
+    page.fill("#token-form input[name=token]", "s3cret-token");
+    page.click("#token-form button");
+    page.wait_for("!!document.querySelector(\"[data-row='secret-run']\")", WAIT);
+}
