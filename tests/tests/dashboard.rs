@@ -48,7 +48,10 @@ fn wait_finished(server: &Server, id: &str) -> Value {
 
 fn no_console_errors(page: &Page) {
     let errors = page.console_errors();
-    assert!(errors.is_empty(), "the dashboard logged errors: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "the dashboard logged errors: {errors:#?}"
+    );
 }
 
 #[test]
@@ -58,25 +61,31 @@ fn the_list_shows_instances_with_their_statuses_and_a_fan_out_shows_on_the_timel
     };
     let dir = TempDir::new("dash-fan-out");
     let server = Server::start(FAN_OUT_FAN_IN, &database(&dir), &[], &[]);
-    assert_eq!(server.post("/orchestrators/total_size/sum-12", "12").status, 202);
+    assert_eq!(
+        server.post("/orchestrators/total_size/sum-12", "12").status,
+        202
+    );
     wait_finished(&server, "sum-12");
-    assert_eq!(server.post("/orchestrators/total_size/sum-3", "3").status, 202);
+    assert_eq!(
+        server.post("/orchestrators/total_size/sum-3", "3").status,
+        202
+    );
     wait_finished(&server, "sum-3");
     let bad = server.post("/orchestrators/total_size/oops", "\"not a number\"");
     assert_eq!(bad.status, 400, "{}", bad.body);
 
     let page = browser.open(&url(&server, "/instances"));
-    page.wait_for(
-        "document.querySelectorAll('[data-row]').length === 2",
-        WAIT,
-    );
+    page.wait_for("document.querySelectorAll('[data-row]').length === 2", WAIT);
     for id in ["sum-12", "sum-3"] {
         let status = page.text(&format!("[data-row='{id}'] [data-status]"));
         assert_eq!(status, "Completed", "{id}");
     }
     // The filters live in the URL: a Running filter shows none of them.
     page.goto(&url(&server, "/instances?status=Running"));
-    page.wait_for("document.body.innerText.includes('No instances match')", WAIT);
+    page.wait_for(
+        "document.body.innerText.includes('No instances match')",
+        WAIT,
+    );
     page.goto(&url(&server, "/instances?name=total_size&prefix=sum-1"));
     page.wait_for(
         "document.querySelectorAll('[data-row]').length === 1 && !!document.querySelector(\"[data-row='sum-12']\")",
@@ -97,7 +106,10 @@ fn the_list_shows_instances_with_their_statuses_and_a_fan_out_shows_on_the_timel
             .is_some_and(|l| l.iter().all(|l| l == "file_size")),
         "{labels}"
     );
-    assert_eq!(page.text("#output").trim(), "120");
+    assert_eq!(
+        page.text("#output").trim(),
+        (0..12u64).map(|f| f * 10).sum::<u64>().to_string()
+    );
     assert!(
         page.text("#history").contains("TaskScheduled"),
         "the history table lists the calls"
@@ -124,8 +136,14 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
         "request": "PO-1", "amount": 1200, "approver": "ana", "manager": "ben", "timeout_secs": 3600
     })
     .to_string();
-    assert_eq!(server.post("/orchestrators/approval/po-1", &request).status, 202);
-    assert_eq!(server.post("/orchestrators/approval/po-2", &request).status, 202);
+    assert_eq!(
+        server.post("/orchestrators/approval/po-1", &request).status,
+        202
+    );
+    assert_eq!(
+        server.post("/orchestrators/approval/po-2", &request).status,
+        202
+    );
 
     let page = browser.open(&url(&server, "/instance/po-1"));
     page.auto_confirm();
@@ -136,7 +154,12 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
     let waits = page.text("#waiting");
     assert!(waits.contains("approval"), "{waits}");
     assert!(waits.contains("timer due"), "{waits}");
-    assert!(page.eval("!!document.querySelector('#timeline [data-now]')").as_bool().unwrap_or(false), "running: now is marked");
+    assert!(
+        page.eval("!!document.querySelector('#timeline [data-now]')")
+            .as_bool()
+            .unwrap_or(false),
+        "running: now is marked"
+    );
     screenshot(&page, "instance-waiting");
 
     page.fill("#raise-form textarea", r#"{"approved": true, "by": "ana"}"#);
@@ -161,8 +184,14 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
     page.wait_for("!!document.querySelector('#raise-form')", WAIT);
     page.fill("#raise-form textarea", "{not json");
     page.click("#raise-form button[type=submit]");
-    page.wait_for("document.getElementById('toast').innerText.includes('not JSON')", WAIT);
-    assert_eq!(server.get("/instances/po-2").json()["runtimeStatus"], "Running");
+    page.wait_for(
+        "document.getElementById('toast').innerText.includes('not JSON')",
+        WAIT,
+    );
+    assert_eq!(
+        server.get("/instances/po-2").json()["runtimeStatus"],
+        "Running"
+    );
 
     // Terminate from the page.
     page.click("#terminate");
@@ -170,11 +199,13 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
         "document.querySelector('#instance') && document.querySelector('#instance').getAttribute('data-status') === 'Terminated'",
         WAIT,
     );
-    assert_eq!(wait_finished(&server, "po-2")["runtimeStatus"], "Terminated");
-    // An action the API refuses reports the API's text.
-    let refused = page.eval(
-        "fetch('instances/po-2/terminate', {method: 'POST'}).then(r => r.status)",
+    assert_eq!(
+        wait_finished(&server, "po-2")["runtimeStatus"],
+        "Terminated"
     );
+    // An action the API refuses reports the API's text.
+    let refused =
+        page.eval("fetch('instances/po-2/terminate', {method: 'POST'}).then(r => r.status)");
     assert_eq!(refused, json!(410));
     no_console_errors(&page);
 }
@@ -196,7 +227,10 @@ fn an_entity_page_shows_its_state_after_signals_and_signals_from_the_page() {
     });
 
     let page = browser.open(&url(&server, "/entities"));
-    page.wait_for("!!document.querySelector(\"[data-entity='Counter/north']\")", WAIT);
+    page.wait_for(
+        "!!document.querySelector(\"[data-entity='Counter/north']\")",
+        WAIT,
+    );
     page.goto(&url(&server, "/entity/Counter/north"));
     page.wait_for(
         "document.querySelector('#entity-state') && document.querySelector('#entity-state').innerText.includes('12')",
@@ -214,14 +248,20 @@ fn an_entity_page_shows_its_state_after_signals_and_signals_from_the_page() {
         "document.querySelector('#entity-state') && document.querySelector('#entity-state').innerText.includes('42')",
         WAIT,
     );
-    assert_eq!(server.get("/entities/Counter/north").json()["state"]["value"], 42);
+    assert_eq!(
+        server.get("/entities/Counter/north").json()["state"]["value"],
+        42
+    );
     screenshot(&page, "entity");
 
     // On a phone, in the dark.
     page.set_viewport(390, 844, true);
-    page.eval("localStorage.setItem('duractor.theme', 'dark')");
     page.goto(&url(&server, "/functions"));
-    page.wait_for("!!document.querySelector(\"[data-function='tally']\")", WAIT);
+    page.wait_for(
+        "!!document.querySelector(\"[data-function='tally']\")",
+        WAIT,
+    );
+    page.click("#theme");
     assert_eq!(
         page.eval("document.documentElement.getAttribute('data-theme')"),
         json!("dark")
@@ -269,5 +309,8 @@ fn with_a_token_nothing_loads_until_it_is_given() {
     page.wait_for("document.body.innerText.includes('refused')", WAIT);
     page.fill("#token-form input[name=token]", "s3cret-token");
     page.click("#token-form button");
-    page.wait_for("!!document.querySelector(\"[data-row='secret-run']\")", WAIT);
+    page.wait_for(
+        "!!document.querySelector(\"[data-row='secret-run']\")",
+        WAIT,
+    );
 }

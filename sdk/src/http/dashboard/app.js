@@ -412,7 +412,8 @@ function historyTable(events, page, id) {
     const { eventType, timestamp, ...rest } = e;
     const payloadKeys = ["input", "result", "output", "data", "failureDetails"];
     const details = Object.entries(rest).filter(([k]) => !payloadKeys.includes(k)).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
-    const payloads = payloadKeys.filter((k) => k in rest).map((k) => h("details", {}, h("summary", {}, k), json(rest[k])));
+    // `result` repeats `output` for Durable Functions clients: shown once.
+    const payloads = payloadKeys.filter((k) => k in rest && !(k === "result" && "output" in rest)).map((k) => h("details", {}, h("summary", {}, k), json(rest[k])));
     return h("tr", {}, h("td", { class: "mono" }, String(p * HISTORY_PAGE + i)), h("td", {}, time(timestamp)), h("td", {}, eventType), h("td", { class: "mono" }, details, payloads));
   });
   return h("div", { id: "history" },
