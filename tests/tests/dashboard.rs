@@ -116,9 +116,35 @@ fn the_list_shows_instances_with_their_statuses_and_a_fan_out_shows_on_the_timel
     );
     screenshot(&page, "instance-fan-out-timeline");
 
+    // A history of 10,000 events: the table pages it, the timeline shows its first bars.
+    assert_eq!(
+        server
+            .post("/orchestrators/total_size/sum-5000", "5000")
+            .status,
+        202
+    );
+    wait_finished(&server, "sum-5000");
+    page.goto(&url(&server, "/instance/sum-5000"));
+    let started = std::time::Instant::now();
+    page.wait_for(
+        "document.body.innerText.includes('Showing the first 400 of 5000 calls') && document.querySelectorAll('#history tbody tr').length === 100",
+        WAIT,
+    );
+    println!(
+        "a 10,000-event instance page rendered in {:?}",
+        started.elapsed()
+    );
+    let pager = page.text("#history .pager");
+    assert!(pager.contains("of 10006"), "{pager}");
+    page.click("#history .pager a");
+    page.wait_for(
+        "document.querySelector('#history .pager').innerText.includes('events 100–199')",
+        WAIT,
+    );
+
     page.goto(&url(&server, "/"));
     page.wait_for(
-        "document.querySelector('[data-count=\"Completed\"] .n') && document.querySelector('[data-count=\"Completed\"] .n').innerText === '2'",
+        "document.querySelector('[data-count=\"Completed\"] .n') && document.querySelector('[data-count=\"Completed\"] .n').innerText === '3'",
         WAIT,
     );
     screenshot(&page, "overview");
@@ -203,6 +229,35 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
         wait_finished(&server, "po-2")["runtimeStatus"],
         "Terminated"
     );
+    // Bulk: select two running approvals in the list and terminate them together.
+    for id in ["po-3", "po-4"] {
+        assert_eq!(
+            server
+                .post(&format!("/orchestrators/approval/{id}"), &request)
+                .status,
+            202
+        );
+    }
+    page.goto(&url(&server, "/instances?status=Running"));
+    page.wait_for(
+        "!!document.querySelector(\"[data-row='po-3']\") && !!document.querySelector(\"[data-row='po-4']\")",
+        WAIT,
+    );
+    page.click("[data-row='po-3'] input.pick");
+    page.click("[data-row='po-4'] input.pick");
+    page.click("button.danger");
+    for id in ["po-3", "po-4"] {
+        assert_eq!(
+            wait_finished(&server, id)["runtimeStatus"],
+            "Terminated",
+            "{id}"
+        );
+    }
+    page.wait_for(
+        "document.body.innerText.includes('No instances match')",
+        WAIT,
+    );
+
     // An action the API refuses reports the API's text.
     let refused =
         page.eval("fetch('instances/po-2/terminate', {method: 'POST'}).then(r => r.status)");

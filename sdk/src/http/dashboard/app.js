@@ -79,8 +79,8 @@ async function api(path, options = {}) {
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method: options.method || "GET", headers, body: options.body });
   if (response.status === 401) {
-    showTokenForm(token ? "The token was refused by the server." : null);
-    throw new ApiError(401, "unauthorized", "this server needs an API token");
+    // The caller's view shows the token form (once, for the current page: see `render`).
+    throw new ApiError(401, "unauthorized", token ? "The token was refused by the server." : "this server needs an API token");
   }
   const text = await response.text();
   if (options.raw) return { status: response.status, text };
@@ -102,6 +102,7 @@ async function act(what, question, call, after) {
     if (after) after();
   } catch (e) {
     toast(`${what} failed: ${e.message}`, true);
+    if (e.status === 401) showTokenForm(e.message);
   }
 }
 
@@ -156,8 +157,9 @@ async function render() {
     const node = view ? await view() : h("p", {}, `No page ${page}.`);
     if (seq === renderSeq && node) main.replaceChildren(node);
   } catch (e) {
-    if (e.status === 401) return;
-    if (seq === renderSeq) main.replaceChildren(h("div", { class: "panel" }, h("p", { class: "error" }, e.message)));
+    if (seq !== renderSeq) return;
+    if (e.status === 401) showTokenForm(localStorage.getItem(TOKEN_KEY) ? e.message : null);
+    else main.replaceChildren(h("div", { class: "panel" }, h("p", { class: "error" }, e.message)));
   }
 }
 
