@@ -64,6 +64,15 @@ async fn hello_sequence(ctx: OrchestrationContext, start: u64) -> Result<u64, du
     ctx.call_activity(NoopAdd, b).await
 }
 
+/// W8: N durable timers of 1 ms, one after another.
+#[orchestrator]
+async fn w8_timers(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor::Error> {
+    for _ in 0..n {
+        ctx.sleep(Duration::from_millis(1)).await;
+    }
+    Ok(n)
+}
+
 /// W5: a durable timer of one second, then done.
 #[orchestrator]
 async fn sleep_one_second(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor::Error> {
@@ -110,6 +119,8 @@ fn parse_args() -> Result<Options, String> {
             "W4".into(),
             "W5".into(),
             "W6".into(),
+            "W7".into(),
+            "W8".into(),
             "FLOOR".into(),
         ],
         runs: 1,
@@ -165,7 +176,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--help" | "-h" => {
                 println!(
-                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6,FLOOR] [--runs N] \
+                    "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6,W7,W8,FLOOR] [--runs N] \
                      [--sync normal|full] [--backend sqlite|postgres] [--postgres-url URL] \
                      [--workers N]"
                 );
@@ -577,6 +588,33 @@ async fn run_measured(
                 |q: f64| ms(latencies[((latencies.len() as f64 - 1.0) * q).round() as usize]);
             json!({"n": count, "wall_ms": ms(wall), "per_sec": count as f64 / wall.as_secs_f64(),
                    "p50_ms": pick(0.5), "p99_ms": pick(0.99), "ok": ok})
+        }
+        "W7" => {
+            let m = 1000u64;
+            let started = Instant::now();
+            let mut ids = Vec::with_capacity(m as usize);
+            for i in 0..m {
+                ids.push(client.start(HelloSequence, i).await?);
+            }
+            let start_phase = started.elapsed();
+            let mut ok = true;
+            for (i, id) in ids.iter().enumerate() {
+                let status = client.wait_for_completion(id, WAIT).await?;
+                ok &= status.output::<u64>().ok() == Some(i as u64 + 3);
+            }
+            let wall = started.elapsed();
+            json!({"n": m, "wall_ms": ms(wall), "per_sec": m as f64 / wall.as_secs_f64(),
+                   "start_phase_ms": ms(start_phase),
+                   "start_ms_each": ms(start_phase) / m as f64, "ok": ok})
+        }
+        "W8" => {
+            let n = 100u64;
+            let started = Instant::now();
+            let id = client.start(W8Timers, n).await?;
+            let status = client.wait_for_completion(&id, WAIT).await?;
+            let wall = started.elapsed();
+            let ok = status.output::<u64>().ok() == Some(n);
+            json!({"n": n, "wall_ms": ms(wall), "per_sec": n as f64 / wall.as_secs_f64(), "ok": ok})
         }
         other => {
             return Err(duractor::Error::InvalidArgument(format!(

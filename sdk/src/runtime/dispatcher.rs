@@ -261,10 +261,11 @@ impl Dispatcher {
             ctx.cancel_future(handle);
         }
         // On the store's clock: real time, or a test's manual clock, which wakes this when
-        // it is moved past `due`. The extra millisecond lands past the due time, not on it.
+        // it is moved to `due`. At `due`, not after it: the store keeps milliseconds, so the
+        // message is visible from that millisecond on; a wake-up a hair early (a wall clock
+        // slewed under the monotonic one) claims nothing and sleeps again until `due`.
         let clock = self.shared.clock.clone();
-        let wake_at = due + chrono::TimeDelta::milliseconds(1);
-        let sleep = async move { clock.sleep_until(wake_at).await };
+        let sleep = async move { clock.sleep_until(due).await };
         let handle = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
             act.timer_wakeup = None;
             let now = act.shared.now();
