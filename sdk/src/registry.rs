@@ -41,9 +41,28 @@ impl Registry {
     }
 
     /// Every annotated function linked into this program.
+    ///
+    /// Two functions of one kind registered under one name (say `#[orchestrator(name = "flow")]`
+    /// on two versions of a function) cannot both run: one of them wins, in no defined order,
+    /// and a warning names the name.
     pub fn global() -> Self {
         let mut registry = Self::new();
+        let mut taken = std::collections::BTreeSet::new();
         for registration in inventory::iter::<Registration> {
+            let (kind, name) = match registration {
+                Registration::Activity(entry) => ("activity", entry.name),
+                Registration::Orchestrator(entry) => ("orchestrator", entry.name),
+                Registration::Entity(entry) => ("entity", entry.name),
+            };
+            if !taken.insert((kind, name)) {
+                tracing::warn!(
+                    kind,
+                    name,
+                    "two functions are registered as {kind} `{name}`; only one of them runs — \
+                     give one another name, or turn off auto-registration \
+                     (`auto_register(false)`) and add the one to run by hand"
+                );
+            }
             match registration {
                 Registration::Activity(entry) => registry.add_activity(*entry),
                 Registration::Orchestrator(entry) => registry.add_orchestrator(*entry),
