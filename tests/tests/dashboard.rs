@@ -238,6 +238,12 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
             202
         );
     }
+    for id in ["po-3", "po-4"] {
+        wait_until(&format!("{id} to run"), WAIT, || {
+            (server.get(&format!("/instances/{id}")).json()["runtimeStatus"] == "Running")
+                .then_some(())
+        });
+    }
     page.goto(&url(&server, "/instances?status=Running"));
     page.wait_for(
         "!!document.querySelector(\"[data-row='po-3']\") && !!document.querySelector(\"[data-row='po-4']\")",

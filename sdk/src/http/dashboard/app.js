@@ -553,6 +553,12 @@ async function entity(name, key) {
   ]);
   const ops = fns.entityOperations.filter((o) => o.name.startsWith(`${name}.`));
   const reload = () => setTimeout(render, 400);
+  // Signals apply in the background: keep the state current while nobody is typing.
+  refreshEvery(2000, () => {
+    const active = document.activeElement;
+    if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
+    render();
+  });
   return h("div", { id: "entity" },
     h("h1", {}, `${name} / `, copyable(key)),
     h("div", { class: "panel" }, answer ? h("dl", { class: "kv" },
