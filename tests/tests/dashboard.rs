@@ -259,6 +259,9 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
             "{id}"
         );
     }
+    // Terminations are applied by the worker after the API accepts them: the live list
+    // catches up.
+    page.goto(&url(&server, "/instances?status=Running&live=1"));
     page.wait_for(
         "document.body.innerText.includes('No instances match')",
         WAIT,
