@@ -26,7 +26,7 @@ use crate::registry::Registry;
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
 pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus};
-use crate::store::{InstanceQuery, NewInstance, RuntimeStatus, Store};
+use crate::store::{InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus, Store};
 
 pub use crate::store::InstanceQuery as ListQuery;
 
@@ -74,6 +74,20 @@ pub struct Client {
     /// The registry lists every entity type of the app (a worker's client, the generated
     /// main's commands): an unregistered entity name is a typo, not another program's type.
     registry_complete: bool,
+    /// The worker of this process, when this is its runtime's client: starts are leased to
+    /// it in the commit that creates them and handed to it in memory.
+    local: Option<Arc<dyn LocalWorker>>,
+}
+
+/// The worker a runtime's own client starts instances for (see
+/// [`Store::create_instance_claimed`]).
+pub(crate) trait LocalWorker: Send + Sync {
+    /// The worker's lease owner id.
+    fn owner(&self) -> &str;
+    /// The lease deadline for work it takes now.
+    fn lease_until(&self) -> DateTime<Utc>;
+    /// Runs a message leased to it (the `ExecutionStarted` of an instance just created).
+    fn run(&self, message: OrchestrationMessage);
 }
 
 impl Client {
@@ -103,7 +117,14 @@ impl Client {
             registry,
             limits,
             registry_complete: false,
+            local: None,
         }
+    }
+
+    /// The same client, starting instances for `worker` (a runtime's own client).
+    pub(crate) fn with_local_worker(mut self, worker: Arc<dyn LocalWorker>) -> Self {
+        self.local = Some(worker);
+        self
     }
 
     /// The same client, treating its registry as the whole app's: entity names it does not
@@ -627,17 +648,29 @@ impl<'a> IntoFuture for Start<'a> {
                 }
                 None => uuid::Uuid::new_v4().simple().to_string(),
             };
-            self.client
-                .store
-                .create_instance(NewInstance {
-                    instance_id: instance_id.clone(),
-                    name: self.name,
-                    version: self.version,
-                    input,
-                    created_at: self.client.store.clock().now(),
-                    parent: None,
-                })
-                .await?;
+            let instance = NewInstance {
+                instance_id: instance_id.clone(),
+                name: self.name,
+                version: self.version,
+                input,
+                created_at: self.client.store.clock().now(),
+                parent: None,
+            };
+            match &self.client.local {
+                // One commit: the instance, leased to this process's worker, which runs it
+                // from memory without claiming it.
+                Some(worker) => {
+                    let claimed = self
+                        .client
+                        .store
+                        .create_instance_claimed(instance, worker.owner(), worker.lease_until())
+                        .await?;
+                    if let Some(message) = claimed {
+                        worker.run(message);
+                    }
+                }
+                None => self.client.store.create_instance(instance).await?,
+            }
             Ok(instance_id)
         })
     }

@@ -399,6 +399,22 @@ pub trait Store: Send + Sync + 'static {
     /// finished instance with the same id is replaced (its history is deleted).
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error>;
 
+    /// Creates an instance as [`create_instance`](Self::create_instance) does and, in the same
+    /// commit, leases it and its `ExecutionStarted` message to `owner` until `lease_until`,
+    /// returning the message: a worker's own client starts an instance and hands the message
+    /// to that worker, which runs the first turn without claiming it (a start in one commit).
+    /// The default creates the instance and returns `None`; the worker then claims it as any
+    /// other.
+    async fn create_instance_claimed(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        let _ = (owner, lease_until);
+        self.create_instance(instance).await.map(|()| None)
+    }
+
     /// Enqueues a message for an instance (an `EventRaised`, or a control message such as
     /// `ExecutionTerminated`). Fails with [`Error::InstanceNotFound`] if the instance does not
     /// exist — except for entities (`@name@key`), which exist from their first message on —
@@ -631,6 +647,16 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
         (**self).create_instance(instance).await
+    }
+    async fn create_instance_claimed(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        (**self)
+            .create_instance_claimed(instance, owner, lease_until)
+            .await
     }
     async fn enqueue(
         &self,

@@ -117,6 +117,7 @@ macro_rules! conformance {
 
 conformance!(
     instances_are_created_once_while_running,
+    a_start_can_be_leased_to_its_creator_in_the_same_commit,
     messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message,
     a_turn_commits_history_work_and_status_together,
     a_second_worker_cannot_take_or_commit_a_held_instance,
@@ -293,6 +294,61 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn a_start_can_be_leased_to_its_creator_in_the_same_commit(b: &Backend) {
+    let store = &b.store;
+    let message = store
+        .create_instance_claimed(new_instance("mine"), "w1", lease())
+        .await
+        .unwrap()
+        .expect("the backend leases the start to its creator");
+    assert_eq!(message.instance_id, "mine");
+    assert!(
+        matches!(&message.event, Event::ExecutionStarted { name, .. } if name == "flow"),
+        "{:?}",
+        message.event
+    );
+    // Nobody claims it again: not another worker, not its holder.
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_messages("w1", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = store
+        .commit_turn(turn("mine", "w2", 0, vec![started()], vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // Its holder runs the first turn with it.
+    store
+        .commit_turn(turn(
+            "mine",
+            "w1",
+            0,
+            vec![started(), message.event.clone()],
+            vec![message.id],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.load_history("mine").await.unwrap().len(), 2);
+    let status = store.get_instance("mine").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    // The id is taken while it runs, as for any start.
+    let err = store
+        .create_instance_claimed(new_instance("mine"), "w1", lease())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InstanceExists { .. }), "{err:?}");
 }
 
 async fn a_second_worker_cannot_take_or_commit_a_held_instance(b: &Backend) {

@@ -20,7 +20,10 @@ use crate::common::{millis, now_ms};
 pub(crate) enum Op {
     Create {
         instance: NewInstance,
-        reply: Reply<()>,
+        /// Lease the instance and its `ExecutionStarted` message to this owner at once (a
+        /// start by a worker's own client: its worker runs it without a claim).
+        claim: Option<(String, Lease)>,
+        reply: Reply<Option<OrchestrationMessage>>,
     },
     Enqueue {
         instance_id: String,
@@ -108,8 +111,8 @@ impl Op {
     /// when the batch failed.
     pub(crate) fn answer(self, failed: Option<&Error>) {
         match self {
-            Op::Create { reply, .. }
-            | Op::Enqueue { reply, .. }
+            Op::Create { reply, .. } => reply.send(failed),
+            Op::Enqueue { reply, .. }
             | Op::Abandon { reply, .. }
             | Op::Release { reply, .. }
             | Op::ReleaseAll { reply, .. }
@@ -209,7 +212,28 @@ impl Writes {
     }
 
     pub(crate) async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
-        self.write(|reply| Op::Create { instance, reply }).await
+        self.write(|reply| Op::Create {
+            instance,
+            claim: None,
+            reply,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub(crate) async fn create_instance_claimed(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        let claim = Some((owner.to_owned(), Lease::until(lease_until)));
+        self.write(|reply| Op::Create {
+            instance,
+            claim,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn enqueue(

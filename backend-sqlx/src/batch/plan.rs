@@ -114,7 +114,8 @@ pub(crate) struct Effects {
 #[derive(Default)]
 pub(crate) struct Plan {
     /// [instance_id, name, version, input, created_at]
-    pub(crate) new_instances: Vec<(String, String, String, String, i64)>,
+    /// [instance_id, name, version, input, created_at, locked_by, locked_until]
+    pub(crate) new_instances: Vec<NewInstanceRow>,
     /// Finished instances being started again: their old rows go.
     pub(crate) replaced: Vec<String>,
     /// [instance_id, idx, event]
@@ -149,6 +150,18 @@ pub(crate) struct Plan {
     /// The notifications to send after the commit.
     pub(crate) effects: Effects,
 }
+
+/// [id, instance_id, visible_at, message, execution, locked_by, locked_until]
+/// [instance_id, name, version, input, created_at, locked_by, locked_until]
+pub(crate) type NewInstanceRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
 
 /// [id, instance_id, visible_at, message, execution, locked_by, locked_until]
 pub(crate) type MessageRow = (
@@ -234,7 +247,16 @@ impl Plan {
     /// which the executor replaces when it runs them.
     pub(crate) fn apply(&mut self, op: &mut Op, state: &mut State, now: i64) {
         match op {
-            Op::Create { instance, reply } => reply.set(self.create(instance, state)),
+            Op::Create {
+                instance,
+                claim,
+                reply,
+            } => {
+                let claim = claim
+                    .as_ref()
+                    .map(|(owner, lease)| (owner.as_str(), *lease));
+                reply.set(self.create(instance, claim, state, now));
+            }
             Op::Enqueue {
                 instance_id,
                 event,
@@ -344,7 +366,15 @@ impl Plan {
 
     /// A new instance with its `ExecutionStarted` message. An id taken by an instance that
     /// has not finished is refused; a finished one is replaced (its rows go).
-    fn create(&mut self, instance: &NewInstance, state: &mut State) -> Result<(), Error> {
+    /// A new instance and its `ExecutionStarted` message; with `claim`, both leased to that
+    /// owner and the message returned (the creating process's worker runs it at once).
+    fn create(
+        &mut self,
+        instance: &NewInstance,
+        claim: Option<(&str, Lease)>,
+        state: &mut State,
+        now: i64,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
         if let Some(existing) = state.instances.get(&instance.instance_id) {
             let finished = existing
                 .status
@@ -359,20 +389,23 @@ impl Plan {
             self.replaced.push(instance.instance_id.clone());
         }
         let created_at = millis(instance.created_at);
+        let lease = claim.map(|(owner, lease)| (owner, lease.from(now)));
         self.new_instances.push((
             instance.instance_id.clone(),
             instance.name.clone(),
             instance.version.clone(),
             instance.input.as_str().to_owned(),
             created_at,
+            lease.map(|(owner, _)| owner.to_owned()),
+            lease.map(|(_, until)| until),
         ));
         state.instances.insert(
             instance.instance_id.clone(),
             InstanceState {
                 status: RuntimeStatus::Pending.as_str().to_owned(),
                 history_len: 0,
-                locked_by: None,
-                locked_until: None,
+                locked_by: lease.map(|(owner, _)| owner.to_owned()),
+                locked_until: lease.map(|(_, until)| until),
             },
         );
         let start = Event::ExecutionStarted {
@@ -382,9 +415,24 @@ impl Plan {
             execution: 0,
             parent: instance.parent.clone(),
         };
-        self.add_message(state, &instance.instance_id, created_at, &start, None, None);
-        self.effects.work = true;
-        Ok(())
+        let id = self.add_message(
+            state,
+            &instance.instance_id,
+            created_at,
+            &start,
+            None,
+            lease,
+        );
+        if lease.is_none() {
+            self.effects.work = true;
+            return Ok(None);
+        }
+        Ok(Some(OrchestrationMessage {
+            id,
+            instance_id: instance.instance_id.clone(),
+            event: start,
+            execution: None,
+        }))
     }
 
     /// An orchestration or entity turn: refused with `Conflict` when another worker holds the
@@ -474,7 +522,7 @@ impl Plan {
         }
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
         for child in &turn.new_instances {
-            if let Err(error) = self.create(child, state)
+            if let Err(error) = self.create(child, None, state, now)
                 && let Some(parent) = &child.parent
             {
                 // The child could not start: its parent gets the failure.
@@ -772,7 +820,7 @@ mod tests {
             ("done", RuntimeStatus::Completed, None, None),
         ]);
         let mut plan = Plan::default();
-        let refused = plan.create(&new_instance("running"), &mut state);
+        let refused = plan.create(&new_instance("running"), None, &mut state, NOW);
         assert!(
             matches!(&refused, Err(Error::InstanceExists { instance_id, status })
                 if instance_id == "running" && status == "Running"),
@@ -780,13 +828,14 @@ mod tests {
         );
         assert!(plan.new_instances.is_empty() && plan.messages.is_empty());
 
-        plan.create(&new_instance("done"), &mut state).unwrap();
+        plan.create(&new_instance("done"), None, &mut state, NOW)
+            .unwrap();
         assert_eq!(plan.replaced, ["done"]);
         assert_eq!(plan.new_instances.len(), 1);
         assert_eq!(plan.messages.len(), 1, "its ExecutionStarted message");
         assert!(plan.effects.work);
         // Later ops of the batch see it started again.
-        let again = plan.create(&new_instance("done"), &mut state);
+        let again = plan.create(&new_instance("done"), None, &mut state, NOW);
         assert!(
             matches!(&again, Err(Error::InstanceExists { status, .. }) if status == "Pending"),
             "{again:?}"
@@ -973,6 +1022,7 @@ mod tests {
         let mut ops = [
             Op::Create {
                 instance: new_instance("new"),
+                claim: None,
                 reply: Reply::new(create),
             },
             Op::Enqueue {
@@ -989,11 +1039,12 @@ mod tests {
             plan.apply(op, &mut state, NOW);
         }
         for op in &ops {
-            let outcome = match op {
-                Op::Create { reply, .. } | Op::Enqueue { reply, .. } => reply.outcome(),
-                _ => None,
+            let ok = match op {
+                Op::Create { reply, .. } => matches!(reply.outcome(), Some(Ok(None))),
+                Op::Enqueue { reply, .. } => matches!(reply.outcome(), Some(Ok(()))),
+                _ => false,
             };
-            assert!(matches!(outcome, Some(Ok(()))), "{outcome:?}");
+            assert!(ok, "every op got its outcome");
         }
         assert_eq!(message_ids(&plan), [1, 2]);
     }

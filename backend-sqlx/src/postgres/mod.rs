@@ -388,6 +388,18 @@ impl Store for PostgresStore {
         self.inner.writer.create_instance(instance).await
     }
 
+    async fn create_instance_claimed(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        self.inner
+            .writer
+            .create_instance_claimed(instance, owner, lease_until)
+            .await
+    }
+
     async fn enqueue(
         &self,
         instance_id: &str,

@@ -348,13 +348,14 @@ async fn write(
             "WITH h AS (DELETE FROM history WHERE instance_id = ANY($1)), \
                   q AS (DELETE FROM orch_queue WHERE instance_id = ANY($1)), \
                   a AS (DELETE FROM activity_queue WHERE instance_id = ANY($1)) \
-             INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len) \
-             SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0 \
+             INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+             SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0, e->>5, (e->>6)::bigint \
              FROM jsonb_array_elements($2::jsonb) e \
              ON CONFLICT (instance_id) DO UPDATE SET name = excluded.name, version = excluded.version, \
                status = 'Pending', input = excluded.input, output = NULL, failure = NULL, \
                custom_status = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-               completed_at = NULL, history_len = 0, locked_by = NULL, locked_until = NULL",
+               completed_at = NULL, history_len = 0, locked_by = excluded.locked_by, \
+               locked_until = excluded.locked_until",
         )
         .bind(&plan.replaced)
         .bind(json(&plan.new_instances))

@@ -276,13 +276,14 @@ impl Writer {
                 DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
                 DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
                 DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
-                INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len) \
-                  SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0 \
+                INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+                  SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0, value->>5, value->>6 \
                   FROM json_each(?) WHERE true \
                   ON CONFLICT (instance_id) DO UPDATE SET name = excluded.name, version = excluded.version, \
                     status = 'Pending', input = excluded.input, output = NULL, failure = NULL, \
                     custom_status = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                    completed_at = NULL, history_len = 0, locked_by = NULL, locked_until = NULL";
+                    completed_at = NULL, history_len = 0, locked_by = excluded.locked_by, \
+                    locked_until = excluded.locked_until";
             let replaced = json(&plan.replaced);
             sqlx::query(SQL)
                 .bind(&replaced)

@@ -25,7 +25,7 @@ use crate::store::HeldWork;
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
     shared: Arc<Shared>,
-    ready: oneshot::Sender<()>,
+    ready: oneshot::Sender<Recipient<Route>>,
     shutdown: oneshot::Receiver<Duration>,
 ) -> Result<(), Error> {
     let system = actix_rt::System::new();
@@ -41,7 +41,7 @@ pub(super) fn run_system(
             });
             Dispatcher::new(shared, worker)
         });
-        let _ = ready.send(());
+        let _ = ready.send(dispatcher.clone().recipient());
         // A dropped `Runtime` (sender gone) stops at once, like a zero grace.
         let grace = shutdown.await.unwrap_or(Duration::ZERO);
         let _ = dispatcher.send(Shutdown { grace }).await;

@@ -272,17 +272,46 @@ impl RuntimeBuilder {
                 let _ = stopped_tx.send(result);
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the runtime thread: {e}")))?;
-        ready_rx.await.map_err(|_| Error::Shutdown)?;
+        let dispatcher = ready_rx.await.map_err(|_| Error::Shutdown)?;
         tracing::info!(owner = %shared.owner, "duractor runtime started");
+        let local = Arc::new(LocalStarts {
+            shared: shared.clone(),
+            dispatcher,
+        });
         Ok(Runtime {
             client: Client::from_parts(self.store, registry, shared.options.limits)
-                .with_complete_registry(),
+                .with_complete_registry()
+                .with_local_worker(local),
             shared,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
             released: Some(released_rx),
             thread: thread.thread().id(),
         })
+    }
+}
+
+/// What the runtime's own client starts instances for: this worker, which runs them from
+/// memory (the dispatcher routes the leased `ExecutionStarted` as if it had claimed it).
+struct LocalStarts {
+    shared: Arc<Shared>,
+    dispatcher: actix::Recipient<messages::Route>,
+}
+
+impl crate::client::LocalWorker for LocalStarts {
+    fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        self.shared.lease_until()
+    }
+
+    fn run(&self, message: crate::store::OrchestrationMessage) {
+        // A stopped runtime drops it: the message stays leased to this worker until its
+        // lease lapses or the worker's leases are released, then any worker claims it.
+        self.dispatcher
+            .do_send(messages::Route(vec![messages::Inbound::Queued(message)]));
     }
 }
 

@@ -121,7 +121,18 @@ impl Store for MemoryStore {
     }
 
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
-        self.change(|state, _, effects| state.create(&instance, effects))
+        self.change(|state, _, effects| state.create(&instance, None, effects))
+            .map(drop)
+    }
+
+    async fn create_instance_claimed(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
+        let lease = Lease::new(owner, lease_until);
+        self.change(|state, _, effects| state.create(&instance, Some(lease), effects))
     }
 
     async fn enqueue(
@@ -498,7 +509,14 @@ impl State {
     /// A new instance with its `ExecutionStarted` message, visible from its creation time.
     /// An id taken by an instance that has not finished is refused; a finished one is
     /// replaced.
-    fn create(&mut self, new: &NewInstance, effects: &mut Effects) -> Result<(), Error> {
+    /// A new instance and its `ExecutionStarted` message; with `lease`, both held by that
+    /// owner and the message returned.
+    fn create(
+        &mut self,
+        new: &NewInstance,
+        lease: Option<Lease>,
+        effects: &mut Effects,
+    ) -> Result<Option<OrchestrationMessage>, Error> {
         if let Some(existing) = self.instances.get(&new.instance_id) {
             if !existing.row.status.is_terminal() {
                 return Err(Error::InstanceExists {
@@ -508,7 +526,8 @@ impl State {
             }
             self.forget(&new.instance_id);
         }
-        let instance = Instance::orchestration(new);
+        let mut instance = Instance::orchestration(new);
+        instance.lease = lease.clone();
         let created_at = instance.row.created_at;
         self.instances.insert(new.instance_id.clone(), instance);
         let start = Event::ExecutionStarted {
@@ -518,9 +537,18 @@ impl State {
             execution: 0,
             parent: new.parent.clone(),
         };
-        self.push_message(&new.instance_id, created_at, start, None, None);
-        effects.work = true;
-        Ok(())
+        let claimed = lease.is_some();
+        let id = self.push_message(&new.instance_id, created_at, start.clone(), None, lease);
+        if !claimed {
+            effects.work = true;
+            return Ok(None);
+        }
+        Ok(Some(OrchestrationMessage {
+            id,
+            instance_id: new.instance_id.clone(),
+            event: start,
+            execution: None,
+        }))
     }
 
     /// A message from outside (an event, a control message). Events to a finished instance
@@ -881,7 +909,7 @@ impl State {
     /// A sub-orchestration a turn starts. One whose id is taken by an instance that has not
     /// finished is not created: its parent gets a `SubOrchestrationFailed` message instead.
     fn create_child(&mut self, child: &NewInstance, now: DateTime<Utc>, effects: &mut Effects) {
-        let Err(error) = self.create(child, effects) else {
+        let Err(error) = self.create(child, None, effects) else {
             return;
         };
         if let Some(parent) = &child.parent {
