@@ -378,3 +378,50 @@ fn with_a_token_nothing_loads_until_it_is_given() {
         WAIT,
     );
 }
+
+const APPROVAL_CHANGED: &str = env!("CARGO_BIN_EXE_approval_changed");
+
+#[test]
+fn a_nondeterminism_failure_shows_the_position_and_both_calls() {
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-nondeterminism");
+    let db = database(&dir);
+    let old = Server::start(HUMAN_INTERACTION, &db, &[], &[]);
+    let request = json!({
+        "request": "PO-9", "amount": 9, "approver": "ana", "manager": "ben", "timeout_secs": 3600
+    })
+    .to_string();
+    assert_eq!(
+        old.post("/orchestrators/approval/po-9", &request).status,
+        202
+    );
+    wait_until("po-9 to wait for ana", WAIT, || {
+        (old.get("/instances/po-9").json()["customStatus"] == "waiting for ana").then_some(())
+    });
+    old.kill();
+
+    // A build whose `approval` calls another activity first loads it when the event arrives.
+    let new = Server::start(APPROVAL_CHANGED, &db, &[], &[]);
+    let raised = new.post(
+        "/instances/po-9/raiseEvent/approval",
+        r#"{"approved": true}"#,
+    );
+    assert_eq!(raised.status, 202, "{}", raised.body);
+    let status = wait_finished(&new, "po-9");
+    assert_eq!(status["runtimeStatus"], "Failed", "{status}");
+
+    let page = browser.open(&url(&new, "/instance/po-9"));
+    page.wait_for("!!document.querySelector('#nondeterminism')", WAIT);
+    let shown = page.text("#nondeterminism");
+    for expected in [
+        "2",
+        "a call to activity `notify` (TaskScheduled #0)",
+        "calls activity `audit` as durable call #0",
+    ] {
+        assert!(shown.contains(expected), "{expected}: {shown}");
+    }
+    screenshot(&page, "instance-nondeterminism");
+    no_console_errors(&page);
+}

@@ -372,7 +372,12 @@ function analyse(events, running) {
     }
   }
   const waiting = [...open.values()];
-  for (const w of waiting) bars.push(Object.assign({}, w, { end: w.kind === "timer" ? w.end : (running ? now : w.start), done: false }));
+  // A finished instance waits for nothing: its open calls end where its history ends.
+  const last = events.length ? t(events[events.length - 1]) : now;
+  for (const w of waiting) {
+    const end = running ? (w.kind === "timer" ? w.end : now) : Math.min(w.kind === "timer" ? w.end : last, last);
+    bars.push(Object.assign({}, w, { end, done: false }));
+  }
   bars.sort((a, b) => a.start - b.start);
   return { bars, waiting };
 }
@@ -412,7 +417,7 @@ function historyTable(events, page, id) {
   const p = Math.min(Math.max(page, 0), pages - 1);
   const rows = events.slice(p * HISTORY_PAGE, (p + 1) * HISTORY_PAGE).map((e, i) => {
     const { eventType, timestamp, ...rest } = e;
-    const payloadKeys = ["input", "result", "output", "data", "failureDetails"];
+    const payloadKeys = ["input", "result", "output", "data", "failure", "failureDetails"];
     const details = Object.entries(rest).filter(([k]) => !payloadKeys.includes(k)).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
     // `result` repeats `output` for Durable Functions clients: shown once.
     const payloads = payloadKeys.filter((k) => k in rest && !(k === "result" && "output" in rest)).map((k) => h("details", {}, h("summary", {}, k), json(rest[k])));
