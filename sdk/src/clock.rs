@@ -4,7 +4,7 @@
 //!
 //! Every time the engine reads (a turn's `ctx.now()`, when a timer or a scheduled signal is
 //! due, lease deadlines, creation times) comes from the [`Clock`] of its store
-//! ([`Store::clock`](crate::Store::clock)), so a store on a manual clock makes a 30-day timer
+//! (`Store::clock`), so a store on a manual clock makes a 30-day timer
 //! fire the moment the test moves the clock past it. Orchestrator code never reads a clock
 //! itself: it reads the turn's recorded time (`ctx.now()`).
 
@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+
+use crate::error::Error;
 
 /// The current system time, truncated to milliseconds (the precision stores keep).
 pub(crate) fn now_millis() -> DateTime<Utc> {
@@ -81,9 +83,9 @@ impl Clock {
 
     /// Moves a manual clock forward by `by` and returns the new time. Fails for the system
     /// clock, and when the new time would be past [`latest_timer_time`].
-    pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, crate::Error> {
+    pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, Error> {
         let to = checked_after(self.now(), by).ok_or_else(|| {
-            crate::Error::InvalidArgument(format!(
+            Error::InvalidArgument(format!(
                 "cannot advance the clock by {by:?}: that is past {}, the latest time duractor keeps",
                 latest_timer_time()
             ))
@@ -93,9 +95,9 @@ impl Clock {
 
     /// Moves a manual clock forward to `to` (a time at or before now leaves it where it is:
     /// time never goes back) and returns the new time. Fails for the system clock.
-    pub fn advance_to(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, crate::Error> {
+    pub fn advance_to(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
         let Some(time) = &self.manual else {
-            return Err(crate::Error::InvalidArgument(
+            return Err(Error::InvalidArgument(
                 "the system clock cannot be moved; use `Clock::manual` (or the test kit, \
                  `duractor::testing`) for a clock a test controls"
                     .to_owned(),

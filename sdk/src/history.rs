@@ -3,7 +3,7 @@
 //! Everything an orchestrator observed (its input, activity results, fired timers, raised
 //! events, the time of each turn) and everything it decided (activities scheduled, timers
 //! created) is an event here. Replaying these events through the same code rebuilds the
-//! orchestrator's in-memory state exactly; see [`crate::orchestration`].
+//! orchestrator's in-memory state exactly (the `orchestration` module does).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -59,7 +59,3 @@ pub use proxy::{
     CallFromOrchestration, ClientSignal, ProxyMode, ProxyTarget, SignalFromClient,
     SignalFromEntity, SignalFromOrchestration,
 };
-
-/// The future of an entity call from an orchestration, at its former path (it is an
-/// [`orchestration`](crate::orchestration) future).
-pub use crate::orchestration::EntityCall;

@@ -68,7 +68,7 @@ impl<M: ProxyMode> ProxyTarget<M> {
 }
 
 /// Proxy mode: a durable two-way call from an orchestration; methods return a
-/// [`DurableFuture`](crate::DurableFuture) of `Result<T, Error>`.
+/// `DurableFuture` of `Result<T, Error>`.
 pub struct CallFromOrchestration;
 /// Proxy mode: a one-way signal from an orchestration; methods return `()`.
 pub struct SignalFromOrchestration;
