@@ -406,6 +406,15 @@ impl Event {
     }
 }
 
+/// The orchestrator an execution's history belongs to: the name its `ExecutionStarted` names
+/// (`None` before it started, and for entities, which have no history).
+pub fn orchestrator_of(history: &[Event]) -> Option<&str> {
+    history.iter().find_map(|event| match event {
+        Event::ExecutionStarted { name, .. } => Some(name.as_str()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -563,6 +563,12 @@ impl StoreStats {
             instances,
         }
     }
+
+    /// Nothing is ready to run and no activity is queued or running: only durable timers
+    /// that are not due yet (or nothing) are pending.
+    pub fn is_idle(&self) -> bool {
+        self.messages_ready == 0 && self.activity_items == 0
+    }
 }
 
 /// In-process notifications from a store: work became available, an instance finished.

@@ -535,18 +535,11 @@ fn replay_one(
     id: &str,
     history: &[crate::history::Event],
 ) -> Result<String, String> {
-    let name = history
-        .iter()
-        .find_map(|event| match event {
-            crate::history::Event::ExecutionStarted { name, .. } => Some(name.clone()),
-            _ => None,
-        })
+    let name = crate::history::orchestrator_of(history)
         .ok_or("its history has no ExecutionStarted event (not started yet, or an entity)")?;
-    let entry = registry
-        .get_orchestrator(&name)
-        .map_err(|e| e.to_string())?;
+    let entry = registry.get_orchestrator(name).map_err(|e| e.to_string())?;
     crate::orchestration::check_history(entry, id, history)
-        .map(|()| name)
+        .map(|()| name.to_owned())
         .map_err(|failure| failure.to_string())
 }
 

@@ -416,7 +416,7 @@ impl Runtime {
             .unwrap_or(now + Duration::from_secs(86_400 * 365));
         loop {
             match self.shared.store.stats().await {
-                Ok(Some(stats)) if stats.messages_ready == 0 && stats.activity_items == 0 => {
+                Ok(Some(stats)) if stats.is_idle() => {
                     return true;
                 }
                 Ok(Some(_)) if tokio::time::Instant::now() < deadline => {

@@ -1177,22 +1177,24 @@ mod tests {
         DateTime::from_timestamp_millis(1_800_000_000_000).unwrap_or_default()
     }
 
+    /// Instance `i` of `flow`, created now.
+    fn instance_i(clock: &Clock) -> NewInstance {
+        NewInstance {
+            instance_id: "i".into(),
+            name: "flow".into(),
+            version: String::new(),
+            input: Payload::null(),
+            created_at: clock.now(),
+            parent: None,
+        }
+    }
+
     /// A store on a manual clock, with one instance whose first turn, committed by `w1`,
     /// set a timer due in an hour and released the instance.
     async fn store_with_a_timer() -> (MemoryStore, Clock, DateTime<Utc>) {
         let clock = Clock::manual(start());
         let store = MemoryStore::with_clock(clock.clone());
-        store
-            .create_instance(NewInstance {
-                instance_id: "i".into(),
-                name: "flow".into(),
-                version: String::new(),
-                input: Payload::null(),
-                created_at: clock.now(),
-                parent: None,
-            })
-            .await
-            .unwrap();
+        store.create_instance(instance_i(&clock)).await.unwrap();
         let lease = clock.now() + TimeDelta::seconds(30);
         let claimed = store.claim_messages("w1", 10, lease).await.unwrap();
         assert_eq!(claimed.len(), 1);
@@ -1303,17 +1305,7 @@ mod tests {
     async fn a_lapsed_lease_is_taken_over_by_another_worker_not_by_its_holder() {
         let clock = Clock::manual(start());
         let store = MemoryStore::with_clock(clock.clone());
-        store
-            .create_instance(NewInstance {
-                instance_id: "i".into(),
-                name: "flow".into(),
-                version: String::new(),
-                input: Payload::null(),
-                created_at: clock.now(),
-                parent: None,
-            })
-            .await
-            .unwrap();
+        store.create_instance(instance_i(&clock)).await.unwrap();
         let claimed = store.claim_messages("w1", 10, lease(&clock)).await.unwrap();
         let mut commit = turn("w1", vec![claimed[0].id], &clock, clock.now());
         commit.messages.clear();

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::Error;
-use crate::history::Event;
+use crate::history::{Event, orchestrator_of};
 use crate::orchestration::{OrchestratorBody, OrchestratorEntry, check_history};
 
 /// Replays `history` (one execution of an instance, as [`Client::history`](crate::Client::history)
@@ -78,11 +78,7 @@ fn replay_as<O: OrchestratorBody>(
     instance_id: &str,
     history: &[Event],
 ) -> Result<(), Error> {
-    let started = history.iter().find_map(|event| match event {
-        Event::ExecutionStarted { name, .. } => Some(name.as_str()),
-        _ => None,
-    });
-    match started {
+    match orchestrator_of(history) {
         None => {
             return Err(Error::InvalidArgument(
                 "the history has no ExecutionStarted event: it is not one execution of an orchestration instance".to_owned(),

@@ -340,7 +340,7 @@ impl TestRuntime {
                 return status;
             }
             let stats = self.stats().await;
-            if is_idle(&stats) {
+            if stats.is_idle() {
                 // Nothing runs: the status just read is final unless a turn committed in
                 // between, so read it again before deciding.
                 let status = self.status(instance_id).await;
@@ -530,7 +530,7 @@ impl TestRuntime {
         let started = tokio::time::Instant::now();
         loop {
             let stats = self.stats().await;
-            if is_idle(&stats) {
+            if stats.is_idle() {
                 return;
             }
             if started.elapsed() > self.real_time_limit {
@@ -603,11 +603,6 @@ impl TestRuntime {
         }
         text
     }
-}
-
-/// Nothing runs and nothing due now is queued: only timers (or nothing) are pending.
-fn is_idle(stats: &StoreStats) -> bool {
-    stats.messages_ready == 0 && stats.activity_items == 0
 }
 
 /// What a `#[duractor::test]` function may take: the kit's runtime.
