@@ -22,7 +22,10 @@ async fn step(ctx: ActivityContext, (value, k): (u64, u64)) -> Result<u64, durac
         let mut log = log
             .lock()
             .map_err(|_| duractor::Error::msg("log poisoned"))?;
-        writeln!(log, "{} {}", ctx.instance_id(), k)
+        // One write of the whole line: `writeln!` writes the pieces of its format one by one,
+        // and a SIGKILL between them left a torn line ("crash-61crash-56 7") in the log.
+        let line = format!("{} {}\n", ctx.instance_id(), k);
+        log.write_all(line.as_bytes())
             .and_then(|()| log.flush())
             .map_err(duractor::Error::msg)?;
     }
