@@ -1,9 +1,11 @@
 //! Helpers shared by the backends: time conversion, encoding and decoding stored columns,
 //! JSON array parameters, the stats query.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use duractor::{Error, Event, Failure, Payload};
-use serde::Serialize;
+use duractor::{ActivityTimeouts, Error, Event, Failure, Payload};
+use serde::{Deserialize, Serialize};
 
 /// Unix milliseconds of a time.
 pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
@@ -94,4 +96,52 @@ pub(crate) fn stats_from_rows(
     Ok(duractor::store::StoreStats::new(
         ready, delayed, activities, instances,
     ))
+}
+
+/// The stored form of a work item's bounds (the `timeouts` column): milliseconds.
+#[derive(Serialize, Deserialize, Default)]
+struct StoredBounds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_to_close: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_to_close: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<i64>,
+}
+
+/// Encodes a work item's timeouts and deadline for the `timeouts` column (`None` for none).
+pub(crate) fn encode_bounds(
+    timeouts: &ActivityTimeouts,
+    deadline: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let stored = StoredBounds {
+        start_to_close: ms(timeouts.start_to_close),
+        schedule_to_close: ms(timeouts.schedule_to_close),
+        heartbeat: ms(timeouts.heartbeat_timeout),
+        deadline: deadline.map(millis),
+    };
+    let empty = stored.start_to_close.is_none()
+        && stored.schedule_to_close.is_none()
+        && stored.heartbeat.is_none()
+        && stored.deadline.is_none();
+    (!empty).then(|| json(&stored))
+}
+
+/// Decodes the `timeouts` column (a value this version cannot read counts as no bounds).
+pub(crate) fn decode_bounds(column: Option<&str>) -> (ActivityTimeouts, Option<DateTime<Utc>>) {
+    let stored: StoredBounds = column
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    let duration = |ms: Option<u64>| ms.map(Duration::from_millis);
+    (
+        ActivityTimeouts {
+            start_to_close: duration(stored.start_to_close),
+            schedule_to_close: duration(stored.schedule_to_close),
+            heartbeat_timeout: duration(stored.heartbeat),
+        },
+        stored.deadline.map(from_millis),
+    )
 }

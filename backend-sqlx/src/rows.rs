@@ -8,11 +8,13 @@
 //! op's outcome; the reads turn both into the caller's error.
 
 use duractor::entity::EntityId;
-use duractor::store::{ActivityWorkItem, EntityStatus, InstanceStatus, OrchestrationMessage};
+use duractor::store::{
+    ActivityStatus, ActivityWorkItem, EntityStatus, InstanceStatus, OrchestrationMessage,
+};
 use duractor::{Error, Payload, RuntimeStatus};
 use sqlx::{FromRow, Row};
 
-use crate::common::{decode_event, decode_failure, decode_payload, from_millis};
+use crate::common::{decode_bounds, decode_event, decode_failure, decode_payload, from_millis};
 use crate::error::StoreError;
 
 /// A queue message: `id, instance_id, message, execution`.
@@ -44,11 +46,22 @@ where
     Ok(Ok(messages))
 }
 
-/// An activity work item: `id, instance_id, seq, name, input, attempt, execution`.
-type ActivityColumns = (i64, String, i64, String, String, i64, i64);
+/// A claimed work item: `id, instance_id, seq, name, input, attempt, execution, timeouts,
+/// heartbeat`.
+type ActivityColumns = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
-/// Claimed work items from rows of `id, instance_id, seq, name, input, attempt, execution`,
-/// in queue order. The outer error is a row that does not decode; the inner one a stored
+/// Claimed work items from rows of [`ActivityColumns`], in queue order. The outer error is a
+/// row that does not decode; the inner one a stored
 /// input that is not JSON.
 pub(crate) fn activity_items<R: Row>(
     rows: &[R],
@@ -58,8 +71,13 @@ where
 {
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let (id, instance_id, seq, name, input, attempt, execution) =
+        let (id, instance_id, seq, name, input, attempt, execution, bounds, heartbeat) =
             ActivityColumns::from_row(row)?;
+        let (timeouts, deadline) = decode_bounds(bounds.as_deref());
+        let heartbeat = match decode_payload(heartbeat) {
+            Ok(heartbeat) => heartbeat,
+            Err(error) => return Ok(Err(error)),
+        };
         let input = match Payload::from_json(input) {
             Ok(input) => input,
             Err(e) => {
@@ -76,6 +94,9 @@ where
             input,
             attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
             execution: u32::try_from(execution).unwrap_or_default(),
+            timeouts,
+            deadline,
+            heartbeat,
         });
     }
     items.sort_by_key(|i| i.id);
@@ -160,4 +181,60 @@ where
 /// itself, whatever the database: it is never transient, the same row fails again.
 fn undecodable(context: &str, error: sqlx::Error) -> Error {
     StoreError::new(context, false, error).into()
+}
+
+/// The columns of an activity status, in the order [`activity_statuses`] reads them.
+pub(crate) const ACTIVITY_STATUS_COLUMNS: &str = "id, instance_id, seq, name, attempt, \
+     locked_by, locked_until, timeouts, heartbeat, heartbeat_at";
+
+/// [`ACTIVITY_STATUS_COLUMNS`].
+type ActivityStatusColumns = (
+    i64,
+    String,
+    i64,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// Activity statuses from rows of [`ACTIVITY_STATUS_COLUMNS`].
+pub(crate) fn activity_statuses<R: Row>(rows: &[R]) -> Result<Vec<ActivityStatus>, Error>
+where
+    for<'r> ActivityStatusColumns: FromRow<'r, R>,
+{
+    rows.iter()
+        .map(|row| {
+            let (
+                id,
+                instance_id,
+                seq,
+                name,
+                attempt,
+                locked_by,
+                locked_until,
+                bounds,
+                heartbeat,
+                at,
+            ) = ActivityStatusColumns::from_row(row)
+                .map_err(|e| undecodable("an activity work item row", e))?;
+            let (timeouts, deadline) = decode_bounds(bounds.as_deref());
+            Ok(ActivityStatus {
+                id,
+                instance_id,
+                seq: u64::try_from(seq).unwrap_or_default(),
+                name,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                locked_by,
+                locked_until: locked_until.map(from_millis),
+                timeouts,
+                deadline,
+                heartbeat: decode_payload(heartbeat)?,
+                heartbeat_at: at.map(from_millis),
+            })
+        })
+        .collect()
 }

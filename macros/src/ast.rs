@@ -44,6 +44,8 @@ pub struct Function {
     pub name: String,
     pub name_span: Span,
     pub version: String,
+    /// Default timeouts in ms (activities): start-to-close, schedule-to-close, heartbeat.
+    pub timeouts: [u64; 3],
     /// The typed handle's name (`SayHello` for `say_hello`).
     pub handle: Ident,
     pub input: Type,
@@ -220,6 +222,7 @@ impl Function {
             name,
             name_span,
             version: args.version.map(|v| v.value()).unwrap_or_default(),
+            timeouts: args.timeouts,
             input,
             output,
             item,

@@ -5,7 +5,7 @@
 //!
 //! | attribute                                               | accepts                         |
 //! |---------------------------------------------------------|---------------------------------|
-//! | `#[activity]`                                           | `name = ".."`                   |
+//! | `#[activity]`                                           | `name = ".."`, `start_to_close = "30s"`, `schedule_to_close = "5m"`, `heartbeat_timeout = "10s"` |
 //! | `#[orchestrator]`                                       | `name = ".."`, `version = ".."` |
 //! | `#[entity]` on the state type                           | `name = ".."`                   |
 //! | `#[entity]` on the impl block, `#[orchestration_helper]`| nothing                         |
@@ -65,10 +65,16 @@ enum ValueKind {
     Path { expected: &'static str },
 }
 
-/// `#[activity(name = "..")]`.
+/// `#[activity(name = "..", start_to_close = "..", schedule_to_close = "..",
+/// heartbeat_timeout = "..")]`.
 pub const ACTIVITY: Spec = Spec {
     attribute: "`#[activity]`",
-    keys: &[FUNCTION_NAME],
+    keys: &[
+        FUNCTION_NAME,
+        START_TO_CLOSE,
+        SCHEDULE_TO_CLOSE,
+        HEARTBEAT_TIMEOUT,
+    ],
     no_arguments_hint: "",
     unknown_at: UnknownAt::Key,
 };
@@ -152,6 +158,85 @@ const STORE: Key = Key {
         expected: "expected the path of a function, e.g. `store = duractor_sqlx::open`",
     },
 };
+
+/// The error for a timeout that is not a duration literal.
+const EXPECTED_DURATION: &str = "expected a duration in a string literal, e.g. `\"30s\"`, `\"500ms\"`, `\"5m\"`, `\"2h\"` or `\"1d\"`";
+
+/// The default start-to-close timeout of an activity's calls.
+const START_TO_CLOSE: Key = Key {
+    name: "start_to_close",
+    usage: "`start_to_close = \"30s\"`",
+    value: ValueKind::Str {
+        expected: EXPECTED_DURATION,
+        check: timeout,
+    },
+};
+
+/// The default schedule-to-close timeout of an activity's calls.
+const SCHEDULE_TO_CLOSE: Key = Key {
+    name: "schedule_to_close",
+    usage: "`schedule_to_close = \"5m\"`",
+    value: ValueKind::Str {
+        expected: EXPECTED_DURATION,
+        check: timeout,
+    },
+};
+
+/// The default heartbeat timeout of an activity's calls.
+const HEARTBEAT_TIMEOUT: Key = Key {
+    name: "heartbeat_timeout",
+    usage: "`heartbeat_timeout = \"10s\"`",
+    value: ValueKind::Str {
+        expected: EXPECTED_DURATION,
+        check: timeout,
+    },
+};
+
+/// The longest timeout accepted, as `duractor::timeouts::MAX_TIMEOUT` (366 days), in ms.
+const MAX_TIMEOUT_MS: u64 = 366 * 86_400_000;
+
+/// Milliseconds of a duration literal: a whole number and a unit (`ms`, `s`, `m`, `h`, `d`),
+/// or several of them (`1h30m`).
+pub fn duration_ms(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        let after = &rest[digits..];
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let unit = match &after[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(unit)?)?;
+        rest = &after[unit_len..];
+    }
+    Some(total)
+}
+
+fn timeout(text: &str) -> Option<&'static str> {
+    match duration_ms(text) {
+        None => Some(EXPECTED_DURATION),
+        Some(0) => Some("a timeout must be at least 1 ms; leave the argument out for no timeout"),
+        Some(ms) if ms > MAX_TIMEOUT_MS => Some(
+            "a timeout must be at most 366 days (a longer one is almost certainly a unit mistake); leave the argument out for no timeout",
+        ),
+        Some(_) => None,
+    }
+}
 
 fn function_name(name: &str) -> Option<&'static str> {
     name.trim()
@@ -282,6 +367,9 @@ pub struct Args {
     pub name: Option<LitStr>,
     /// `version = "..."`: the version stamped on new instances (orchestrators only).
     pub version: Option<LitStr>,
+    /// The activity's default timeouts in ms (0: none): start-to-close, schedule-to-close,
+    /// heartbeat.
+    pub timeouts: [u64; 3],
 }
 
 /// Reads the arguments of `#[activity(..)]` or `#[orchestrator(..)]`; all problems as one
@@ -294,9 +382,20 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
     let mut errors = Errors::default();
     let values = spec.parse(tokens, &mut errors);
     errors.finish()?;
+    let ms = |key: &str| {
+        values
+            .str(key)
+            .and_then(|lit| duration_ms(&lit.value()))
+            .unwrap_or(0)
+    };
     Ok(Args {
         name: values.str("name").cloned(),
         version: values.str("version").cloned(),
+        timeouts: [
+            ms("start_to_close"),
+            ms("schedule_to_close"),
+            ms("heartbeat_timeout"),
+        ],
     })
 }
 
@@ -315,10 +414,29 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_a_number_and_a_unit_or_several() {
+        assert_eq!(duration_ms("30s"), Some(30_000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("2d"), Some(172_800_000));
+        for bad in ["", "30", "-5s", "5 s", "1.5s", "s", "10y"] {
+            assert_eq!(duration_ms(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            timeout("0ms"),
+            Some("a timeout must be at least 1 ms; leave the argument out for no timeout")
+        );
+        assert!(timeout("367d").is_some_and(|e| e.contains("366 days")));
+        assert_eq!(timeout("366d"), None);
+    }
+
+    #[test]
     fn unknown_arguments_list_the_accepted_ones() {
         assert_eq!(
             errors(&ACTIVITY, quote!(retries = 3)),
-            ["unknown argument; `#[activity]` accepts `name = \"..\"`"]
+            ["unknown argument; `#[activity]` accepts `name = \"..\"`, \
+                 `start_to_close = \"30s\"`, `schedule_to_close = \"5m\"` and \
+                 `heartbeat_timeout = \"10s\"`"]
         );
         assert_eq!(
             errors(&ORCHESTRATOR, quote!(version = "2", retries = 3)),

@@ -59,6 +59,7 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
         name,
         name_span,
         version,
+        timeouts,
         handle,
         input,
         output,
@@ -91,7 +92,15 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             quote!(::duractor::ActivityContext),
             quote!(::duractor::__private::ActivityEntry),
             quote!(Activity),
-            quote!(),
+            if *timeouts == [0; 3] {
+                quote!()
+            } else {
+                let [start_to_close, schedule_to_close, heartbeat] = timeouts;
+                quote! {
+                    const TIMEOUTS: ::duractor::ActivityTimeouts =
+                        ::duractor::ActivityTimeouts::__from_millis(#start_to_close, #schedule_to_close, #heartbeat);
+                }
+            },
         ),
         Kind::Orchestrator => (
             quote!(::duractor::Orchestrator),

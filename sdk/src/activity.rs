@@ -5,10 +5,18 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
 use crate::error::{Error, Failure};
 use crate::handles::{Activity, LocalBoxFuture, decode_input, encode_output};
+use crate::limits::Limits;
 use crate::payload::Payload;
 
 /// How an activity's function runs: implemented by `#[activity]` beside [`Activity`].
@@ -25,6 +33,29 @@ pub trait ActivityBody: Activity {
 ///
 /// Activities may do anything (I/O, clocks, randomness): they run at least once per call, so
 /// make their side effects idempotent, for instance with [`idempotency_key`](Self::idempotency_key).
+///
+/// A long activity reports progress with [`heartbeat`](Self::heartbeat) (a retry or a
+/// redelivery after a crash resumes from [`heartbeat_details`](Self::heartbeat_details)) and
+/// stops when told to: [`cancelled`](Self::cancelled) resolves, and
+/// [`is_cancelled`](Self::is_cancelled) turns true, when the orchestration cancels the call
+/// (a `select` it lost), ends or is terminated, and when the attempt times out.
+///
+/// ```
+/// # use duractor::prelude::*;
+/// #[activity]
+/// async fn export(ctx: ActivityContext, rows: u64) -> Result<u64, duractor::Error> {
+///     let mut done: u64 = ctx.heartbeat_details()?.unwrap_or(0); // resume where the last attempt was
+///     while done < rows {
+///         tokio::select! {
+///             _ = ctx.cancelled() => return Err(duractor::Error::msg("export stopped")),
+///             _ = tokio::task::yield_now() => {} // one batch of real work here
+///         }
+///         done += 1;
+///         ctx.heartbeat(&done)?;
+///     }
+///     Ok(done)
+/// }
+/// ```
 #[derive(Clone)]
 pub struct ActivityContext {
     info: Arc<ActivityInfo>,
@@ -36,6 +67,7 @@ struct ActivityInfo {
     seq: u64,
     attempt: u32,
     shared: SharedState,
+    control: Arc<AttemptControl>,
 }
 
 impl fmt::Debug for ActivityContext {
@@ -45,6 +77,7 @@ impl fmt::Debug for ActivityContext {
             .field("name", &self.info.name)
             .field("seq", &self.info.seq)
             .field("attempt", &self.info.attempt)
+            .field("cancelled", &self.info.control.is_cancelled())
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +89,7 @@ impl ActivityContext {
         seq: u64,
         attempt: u32,
         shared: SharedState,
+        control: Arc<AttemptControl>,
     ) -> Self {
         ActivityContext {
             info: Arc::new(ActivityInfo {
@@ -64,11 +98,13 @@ impl ActivityContext {
                 seq,
                 attempt,
                 shared,
+                control,
             }),
         }
     }
 
-    /// A context for calling an activity function directly, e.g. in a unit test.
+    /// A context for calling an activity function directly, e.g. in a unit test. Cancel it
+    /// through [`cancellation`](Self::cancellation) to test how the activity stops.
     pub fn for_test(instance_id: &str) -> Self {
         Self::new(
             instance_id.to_owned(),
@@ -76,6 +112,11 @@ impl ActivityContext {
             0,
             1,
             SharedState::default(),
+            Arc::new(AttemptControl::new(
+                None,
+                Limits::default(),
+                Clock::system(),
+            )),
         )
     }
 
@@ -105,6 +146,233 @@ impl ActivityContext {
     pub fn shared<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.info.shared.get::<T>()
     }
+
+    /// Records progress: `details` (any serde value: a cursor, a count) are what a retry of
+    /// this call, or a redelivery after this worker crashes, reads back with
+    /// [`heartbeat_details`](Self::heartbeat_details). It also proves the attempt is alive
+    /// for its heartbeat timeout. Cheap to call often: the worker stores the latest details a
+    /// few times a second, not once per call.
+    ///
+    /// Fails with [`Error::InvalidPayload`] when `details` cannot be serialized, and with
+    /// [`Error::LimitExceeded`] when they are larger than the payload limit
+    /// (`Limits::max_payload_bytes`); the last accepted details are kept.
+    pub fn heartbeat<T: Serialize + ?Sized>(&self, details: &T) -> Result<(), Error> {
+        let what = format!("the heartbeat details of activity `{}`", self.info.name);
+        let payload = Payload::encode(details).map_err(|e| Error::invalid_payload(&what, e))?;
+        self.info.control.limits.check_payload(&what, &payload)?;
+        self.info.control.beat(payload);
+        Ok(())
+    }
+
+    /// The details of the last heartbeat of this call: this attempt's latest, or else those
+    /// the attempt before it left (a retry after a timeout or failure, a redelivery after a
+    /// crash). `Ok(None)` when there are none; an error when they do not decode as `T`.
+    pub fn heartbeat_details<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        let what = format!("the heartbeat details of activity `{}`", self.info.name);
+        self.info
+            .control
+            .details()
+            .map(|details| details.decode_as(format_args!("{what}")))
+            .transpose()
+    }
+
+    /// Whether the attempt was told to stop: the orchestration cancelled the call, ended or
+    /// was terminated, or the attempt timed out. What the activity returns after that is
+    /// ignored; stop soon (the worker drops the attempt after its grace period).
+    pub fn is_cancelled(&self) -> bool {
+        self.info.control.is_cancelled()
+    }
+
+    /// Resolves when the attempt is told to stop (see [`is_cancelled`](Self::is_cancelled));
+    /// use it in `tokio::select!` beside the work.
+    pub async fn cancelled(&self) {
+        self.info.control.cancelled().await;
+    }
+
+    /// Why the attempt was told to stop, once it was.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.info.control.reason()
+    }
+
+    /// A token for the attempt's cancellation, to hand to code that does not take the
+    /// context (a spawned task, a client library's loop).
+    pub fn cancellation(&self) -> CancellationToken {
+        CancellationToken {
+            control: self.info.control.clone(),
+        }
+    }
+}
+
+/// Why an activity attempt was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The orchestration no longer needs the result: it cancelled the call (a `select` it
+    /// lost, `call.cancel()`), ended, or was terminated; or another worker took the attempt
+    /// over after this one lost its lease.
+    Cancelled,
+    /// The attempt ran longer than its start-to-close timeout.
+    StartToCloseTimeout,
+    /// The attempt went longer than its heartbeat timeout without a heartbeat.
+    HeartbeatTimeout,
+    /// The call's schedule-to-close timeout ended it.
+    ScheduleToCloseTimeout,
+}
+
+impl CancelReason {
+    /// The failure kind history records for an attempt stopped for this reason.
+    pub fn failure_kind(self) -> &'static str {
+        match self {
+            CancelReason::Cancelled => crate::timeouts::CANCELLED,
+            CancelReason::StartToCloseTimeout => crate::timeouts::START_TO_CLOSE_TIMEOUT,
+            CancelReason::HeartbeatTimeout => crate::timeouts::HEARTBEAT_TIMEOUT,
+            CancelReason::ScheduleToCloseTimeout => crate::timeouts::SCHEDULE_TO_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelReason::Cancelled => "the call was cancelled",
+            CancelReason::StartToCloseTimeout => "the start-to-close timeout elapsed",
+            CancelReason::HeartbeatTimeout => "the heartbeat timeout elapsed",
+            CancelReason::ScheduleToCloseTimeout => "the schedule-to-close timeout elapsed",
+        })
+    }
+}
+
+/// The cancellation of one activity attempt, cloneable and `Send`: see
+/// [`ActivityContext::cancellation`].
+#[derive(Clone)]
+pub struct CancellationToken {
+    control: Arc<AttemptControl>,
+}
+
+impl fmt::Debug for CancellationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancellationToken")
+            .field("reason", &self.control.reason())
+            .finish()
+    }
+}
+
+impl CancellationToken {
+    /// Whether the attempt was told to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.control.is_cancelled()
+    }
+
+    /// Resolves when the attempt is told to stop.
+    pub async fn cancelled(&self) {
+        self.control.cancelled().await;
+    }
+
+    /// Why, once it was.
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.control.reason()
+    }
+
+    /// Tells the attempt to stop (for tests of an activity called directly with
+    /// [`ActivityContext::for_test`]; the runtime cancels attempts itself).
+    pub fn cancel(&self, reason: CancelReason) {
+        self.control.cancel(reason);
+    }
+}
+
+/// What an activity attempt and its worker share: the cancellation, and the heartbeats the
+/// worker stores.
+pub(crate) struct AttemptControl {
+    reason: Mutex<Option<CancelReason>>,
+    cancelled: AtomicBool,
+    notify: Notify,
+    /// Details of the last heartbeat (or those the attempt started from), and whether the
+    /// worker has stored them.
+    details: Mutex<(Option<Payload>, bool)>,
+    /// When the last heartbeat came (or the attempt started), on the store's clock.
+    last_beat: Mutex<DateTime<Utc>>,
+    limits: Limits,
+    clock: Clock,
+}
+
+impl AttemptControl {
+    pub(crate) fn new(details: Option<Payload>, limits: Limits, clock: Clock) -> Self {
+        AttemptControl {
+            reason: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
+            notify: Notify::new(),
+            details: Mutex::new((details, true)),
+            last_beat: Mutex::new(clock.now()),
+            limits,
+            clock,
+        }
+    }
+
+    fn beat(&self, details: Payload) {
+        *lock(&self.details) = (Some(details), false);
+        *lock(&self.last_beat) = self.clock.now();
+    }
+
+    fn details(&self) -> Option<Payload> {
+        lock(&self.details).0.clone()
+    }
+
+    /// The details of a heartbeat not stored yet, marking them stored.
+    pub(crate) fn take_unsaved(&self) -> Option<Payload> {
+        let mut details = lock(&self.details);
+        if details.1 {
+            return None;
+        }
+        details.1 = true;
+        details.0.clone()
+    }
+
+    /// The last heartbeat details (for the failure of the attempt, which a retry resumes from).
+    pub(crate) fn last_details(&self) -> Option<Payload> {
+        self.details()
+    }
+
+    /// When the last heartbeat came (or the attempt started).
+    pub(crate) fn last_beat(&self) -> DateTime<Utc> {
+        *lock(&self.last_beat)
+    }
+
+    /// Tells the attempt to stop; the first reason given stays.
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let mut current = lock(&self.reason);
+        if current.is_none() {
+            *current = Some(reason);
+            self.cancelled.store(true, Ordering::Release);
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        *lock(&self.reason)
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Values shared with every activity, by type.

@@ -25,8 +25,10 @@ use crate::payload::Payload;
 use crate::registry::Registry;
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
+use crate::store::{
+    ActivityStatus, InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus, Store,
+};
 pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus};
-use crate::store::{InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus, Store};
 
 pub use crate::store::InstanceQuery as ListQuery;
 
@@ -545,6 +547,17 @@ impl Client {
             return Err(Error::InstanceNotFound(instance_id.to_owned()));
         }
         Ok(history)
+    }
+
+    /// The instance's activity calls in flight (queued or running): which attempt, which
+    /// worker holds it, its timeouts and its last heartbeat. Empty when none is.
+    pub async fn activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
+        if is_entity_instance_id(instance_id)
+            || self.store.get_instance(instance_id).await?.is_none()
+        {
+            return Err(Error::InstanceNotFound(instance_id.to_owned()));
+        }
+        self.store.list_activities(instance_id).await
     }
 
     /// Instances matching `query`, ordered by instance id.

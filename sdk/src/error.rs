@@ -50,6 +50,16 @@ impl Failure {
         Failure::new("panic", message)
     }
 
+    /// Whether this is the failure of an activity attempt or call that a timeout stopped
+    /// (kinds `start_to_close_timeout`, `heartbeat_timeout`, `schedule_to_close_timeout`),
+    /// here or in its cause.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "start_to_close_timeout" | "heartbeat_timeout" | "schedule_to_close_timeout"
+        ) || self.cause.as_deref().is_some_and(Failure::is_timeout)
+    }
+
     /// Attaches the failure that caused this one.
     pub fn with_cause(mut self, cause: Failure) -> Self {
         self.cause = Some(Box::new(cause));
@@ -353,9 +363,14 @@ impl Error {
         }
     }
 
-    /// `true` for [`Error::Timeout`].
+    /// `true` for [`Error::Timeout`] (a client's wait), and for an activity call that failed
+    /// because one of its timeouts elapsed ([`Failure::is_timeout`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        match self {
+            Error::Timeout { .. } => true,
+            Error::ActivityFailed { failure, .. } => failure.is_timeout(),
+            _ => false,
+        }
     }
 
     /// The failure this error describes, as it is recorded in history.

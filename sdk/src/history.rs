@@ -67,12 +67,15 @@ pub enum Event {
         /// The activity's output.
         output: Payload,
     },
-    /// The activity failed.
+    /// The activity failed (or its attempt timed out).
     TaskFailed {
         /// Sequence number of the call.
         seq: u64,
         /// What it failed with.
         failure: Failure,
+        /// The last heartbeat details of the failed attempt: a retry starts from them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat: Option<Payload>,
     },
     /// The orchestrator created a durable timer.
     TimerCreated {
@@ -201,6 +204,16 @@ pub enum Event {
     },
     /// Message to an entity: delete its state.
     EntityDelete {},
+    /// The orchestrator cancelled a call it no longer needs (an activity, timer or
+    /// sub-orchestration): its completion is no longer expected, a running activity is told
+    /// to stop and a child instance is terminated.
+    CallCancelled {
+        /// Sequence number of the call.
+        seq: u64,
+        /// Why, e.g. "lost a select" or "cancelled by the orchestrator".
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
     /// The orchestrator code took a patched path (`ctx.is_patched(name)` returned true).
     PatchApplied {
         /// The patch name.
@@ -267,6 +280,7 @@ impl Event {
             Event::SubOrchestrationCompleted { .. } => "SubOrchestrationCompleted",
             Event::SubOrchestrationFailed { .. } => "SubOrchestrationFailed",
             Event::PatchApplied { .. } => "PatchApplied",
+            Event::CallCancelled { .. } => "CallCancelled",
             Event::EntityCalled { .. } => "EntityCalled",
             Event::EntitySignaled { .. } => "EntitySignaled",
             Event::EntityCompleted { .. } => "EntityCompleted",
@@ -297,6 +311,7 @@ impl Event {
                 | Event::TimerCreated { .. }
                 | Event::SubOrchestrationScheduled { .. }
                 | Event::PatchApplied { .. }
+                | Event::CallCancelled { .. }
                 | Event::EntityCalled { .. }
                 | Event::EntitySignaled { .. }
                 | Event::EntityLockRequested { .. }
@@ -341,7 +356,13 @@ impl Event {
                 format!("a call to activity `{name}` (TaskScheduled #{seq})")
             }
             Event::TaskCompleted { seq, .. } => format!("TaskCompleted #{seq}"),
-            Event::TaskFailed { seq, failure } => format!("TaskFailed #{seq}: {failure}"),
+            Event::TaskFailed { seq, failure, .. } => format!("TaskFailed #{seq}: {failure}"),
+            Event::CallCancelled { seq, reason } if reason.is_empty() => {
+                format!("the cancellation of durable call #{seq} (CallCancelled)")
+            }
+            Event::CallCancelled { seq, reason } => {
+                format!("the cancellation of durable call #{seq}: {reason} (CallCancelled)")
+            }
             Event::TimerCreated { seq, fire_at } => {
                 format!("a durable timer due at {fire_at} (TimerCreated #{seq})")
             }

@@ -34,7 +34,7 @@
 //!
 //! The modules come in layers, each written only in terms of the ones before it:
 //! the vocabulary ([`id`], [`error`], [`payload`], [`history`], [`limits`], [`retry`],
-//! [`clock`]) → [`store`] (the storage contract) → the user functions and their contexts
+//! [`timeouts`], [`clock`]) → [`store`] (the storage contract) → the user functions and their contexts
 //! ([`activity`](mod@activity), [`entity`](mod@entity), [`orchestration`], whose executor replays history into an
 //! orchestrator) → [`registry`] (what a worker can run) → [`client`] → [`runtime`] (the actors
 //! that schedule turns and run activities) → [`http`] and [`cli`], the two faces of the app
@@ -78,6 +78,7 @@ pub mod limits;
 mod panics;
 pub mod payload;
 pub mod retry;
+pub mod timeouts;
 // the storage contract
 pub mod store;
 // typed handles of functions
@@ -98,7 +99,7 @@ pub mod http;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use activity::{ActivityContext, SharedState};
+pub use activity::{ActivityContext, CancelReason, CancellationToken, SharedState};
 /// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.
 pub use chrono;
 pub use cli::App;
@@ -215,13 +216,14 @@ pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use runtime::{MetricsSnapshot, Runtime, RuntimeBuilder};
 pub use store::{RuntimeStatus, Store};
+pub use timeouts::{ActivityOptions, ActivityTimeouts};
 
 /// The names most programs need: `use duractor::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Client, DurableFuture, Either, Entity, EntityContext, EntityId,
-        Error, OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
-        entity, orchestration_helper, orchestrator,
+        Activity, ActivityContext, ActivityOptions, Client, DurableFuture, Either, Entity,
+        EntityContext, EntityId, Error, OrchestrationContext, Orchestrator, RetryPolicy, Runtime,
+        RuntimeStatus, activity, entity, orchestration_helper, orchestrator,
     };
     pub use serde::{Deserialize, Serialize};
 }

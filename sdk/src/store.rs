@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Failure};
 use crate::history::{Event, ParentInstance, Payload};
 use crate::id::EntityId;
+use crate::timeouts::ActivityTimeouts;
 
 /// The status of an orchestration instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,6 +176,14 @@ pub struct ActivityWorkItem {
     pub attempt: u32,
     /// The execution of the instance that called it.
     pub execution: u32,
+    /// The call's start-to-close and heartbeat timeouts (the worker enforces them).
+    pub timeouts: ActivityTimeouts,
+    /// When the call's schedule-to-close timeout ends it, if it has one: an attempt still
+    /// running then is stopped, and one not started by then fails without running.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The last heartbeat details recorded for the call (by an earlier delivery, or carried
+    /// over from the attempt before a retry): where a resumed attempt picks up.
+    pub heartbeat: Option<Payload>,
 }
 
 /// A new activity call to enqueue with a turn.
@@ -186,6 +195,53 @@ pub struct NewActivity {
     pub name: String,
     /// Activity input.
     pub input: Payload,
+    /// The call's timeouts (start-to-close and heartbeat are stored with the work item).
+    pub timeouts: ActivityTimeouts,
+    /// When the call's schedule-to-close timeout ends it.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Heartbeat details the first attempt starts from (a retry of an attempt that
+    /// heartbeated).
+    pub heartbeat: Option<Payload>,
+    /// Whether the turn's worker runs it (it has the activity registered): the item is then
+    /// claimed by `owner` with the turn. Otherwise it is enqueued unclaimed, for a worker that
+    /// has the activity (activity-only workers).
+    pub run_here: bool,
+}
+
+/// Heartbeat details of a running work item, recorded by [`Store::sync_activities`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityHeartbeat {
+    /// The work item.
+    pub item_id: i64,
+    /// The details the activity passed to `ActivityContext::heartbeat`.
+    pub details: Payload,
+}
+
+/// An activity work item as the management API shows it ([`Store::list_activities`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityStatus {
+    /// Queue id.
+    pub id: i64,
+    /// The calling instance.
+    pub instance_id: String,
+    /// The call's sequence number.
+    pub seq: u64,
+    /// Activity name.
+    pub name: String,
+    /// The delivery: 1, higher after a crash.
+    pub attempt: u32,
+    /// The worker running it, if any.
+    pub locked_by: Option<String>,
+    /// Until when that worker holds it.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Its start-to-close and heartbeat timeouts.
+    pub timeouts: ActivityTimeouts,
+    /// When its schedule-to-close timeout ends it.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The last heartbeat details.
+    pub heartbeat: Option<Payload>,
+    /// When they were recorded.
+    pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
 /// A message to enqueue for an instance, visible from `visible_at`.
@@ -227,6 +283,9 @@ pub struct TurnCommit {
     pub completed_activities: Vec<i64>,
     /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
     pub activities: Vec<NewActivity>,
+    /// Calls of this execution the turn cancelled (by `seq`): their work items are deleted,
+    /// which is how the worker running one learns of it ([`Store::sync_activities`]).
+    pub cancelled_activities: Vec<u64>,
     /// Messages to enqueue: timers, events to this instance (continue-as-new), results to a
     /// parent, control messages to children.
     pub messages: Vec<NewMessage>,
@@ -491,6 +550,21 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<String>, Error>;
 
+    /// Records `heartbeats` (with the time `now`) on the work items `owner` holds, and
+    /// returns the ids of `running` that `owner` no longer holds: deleted because their call
+    /// was cancelled or their orchestration ended, or taken over by another worker after a
+    /// lapsed lease. The worker cancels those attempts.
+    async fn sync_activities(
+        &self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, Error>;
+
+    /// The activity work items of an instance (queued or running), in queue order.
+    async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error>;
+
     /// Releases `owner`'s lease on an instance (it was unloaded from memory).
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error>;
 
@@ -715,6 +789,20 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<String>, Error> {
         (**self).renew_leases(owner, held, lease_until).await
+    }
+    async fn sync_activities(
+        &self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, Error> {
+        (**self)
+            .sync_activities(owner, heartbeats, running, now)
+            .await
+    }
+    async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
+        (**self).list_activities(instance_id).await
     }
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         (**self).release_instance(instance_id, owner).await

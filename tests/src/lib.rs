@@ -1,5 +1,6 @@
 //! Helpers for duractor's whole-system tests: fresh SQLite files, runtimes, polling.
 
+pub mod bounded;
 pub mod browser;
 pub mod proxy;
 pub mod scale;

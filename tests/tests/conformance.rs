@@ -10,8 +10,8 @@ use duractor::chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::prelude::*;
 use duractor::store::{
-    ActivityCompletion, EntityQuery, EntityUpdate, HeldWork, InstanceQuery, NewActivity,
-    NewInstance, NewMessage, PurgeQuery, TurnCommit,
+    ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, HeldWork, InstanceQuery,
+    NewActivity, NewInstance, NewMessage, PurgeQuery, TurnCommit,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
@@ -127,6 +127,7 @@ conformance!(
     a_turn_commits_only_messages_its_worker_holds_once,
     a_stale_history_is_refused,
     activity_results_are_committed_once_by_the_holder,
+    work_items_keep_bounds_and_heartbeats_and_go_when_cancelled,
     timers_stay_invisible_until_due,
     finishing_drops_leftover_messages_and_is_announced,
     continue_as_new_replaces_history_and_drops_old_work,
@@ -174,6 +175,7 @@ fn turn(
         consumed,
         completed_activities: Vec::new(),
         activities: Vec::new(),
+        cancelled_activities: Vec::new(),
         messages: Vec::new(),
         new_instances: Vec::new(),
         status: Some(RuntimeStatus::Running),
@@ -267,6 +269,10 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
         seq: 0,
         name: "act".into(),
         input: Payload::null(),
+        timeouts: Default::default(),
+        deadline: None,
+        heartbeat: None,
+        run_here: true,
     });
     commit.custom_status = Some(Payload::encode(&"working").unwrap());
     let committed = store.commit_turn(commit).await.unwrap();
@@ -597,6 +603,10 @@ async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
         seq: 0,
         name: "act".into(),
         input: Payload::null(),
+        timeouts: Default::default(),
+        deadline: None,
+        heartbeat: None,
+        run_here: true,
     });
     let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
     let completion = |owner: &str| ActivityCompletion {
@@ -634,6 +644,85 @@ async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
             .unwrap()
             .is_none()
     );
+}
+
+async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("h")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut commit = turn("h", "w1", 0, vec![started()], vec![claimed[0].id]);
+    let timeouts = duractor::ActivityTimeouts {
+        start_to_close: Some(std::time::Duration::from_secs(30)),
+        schedule_to_close: Some(std::time::Duration::from_secs(600)),
+        heartbeat_timeout: Some(std::time::Duration::from_millis(1_500)),
+    };
+    let deadline = DateTime::from_timestamp_millis(now().timestamp_millis() + 600_000).unwrap();
+    let activity = |seq: u64, run_here: bool| NewActivity {
+        seq,
+        name: "export".into(),
+        input: Payload::null(),
+        timeouts,
+        deadline: Some(deadline),
+        heartbeat: (seq == 0).then(|| Payload::encode(&"from the attempt before").unwrap()),
+        run_here,
+    };
+    commit.activities = vec![activity(0, true), activity(1, true), activity(2, false)];
+    let ids = store.commit_turn(commit).await.unwrap().activity_ids;
+
+    // Heartbeats are stored on what the worker holds; another worker's are not.
+    let beat = |item_id: i64, details: &str| ActivityHeartbeat {
+        item_id,
+        details: Payload::encode(&details).unwrap(),
+    };
+    let gone = store
+        .sync_activities("w1", &[beat(ids[1], "row 40")], &ids[..2], now())
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+    let gone = store
+        .sync_activities("w2", &[beat(ids[1], "not mine")], &[ids[1]], now())
+        .await
+        .unwrap();
+    assert_eq!(gone, [ids[1]], "w2 does not hold it");
+    let listed = store.list_activities("h").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].timeouts, timeouts);
+    assert_eq!(listed[0].deadline, Some(deadline));
+    assert_eq!(
+        listed[1]
+            .heartbeat
+            .as_ref()
+            .map(|h| h.decode::<String>().unwrap()),
+        Some("row 40".to_owned())
+    );
+    assert!(listed[1].heartbeat_at.is_some());
+    assert_eq!(listed[1].locked_by.as_deref(), Some("w1"));
+    // What the turn's worker cannot run is left unclaimed, for another worker's claim, which
+    // carries the bounds and the starting heartbeat.
+    assert_eq!(listed[2].locked_by, None);
+    let taken = store.claim_activities("w2", 10, lease()).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].id, taken[0].attempt), (ids[2], 1));
+    assert_eq!(taken[0].timeouts, timeouts);
+    assert_eq!(taken[0].deadline, Some(deadline));
+
+    // A turn that cancels a call deletes its work item: its worker learns it at its sync.
+    let mut cancel = turn("h", "w1", 1, vec![started()], Vec::new());
+    cancel.cancelled_activities = vec![0];
+    store.commit_turn(cancel).await.unwrap();
+    let gone = store
+        .sync_activities("w1", &[], &ids[..2], now())
+        .await
+        .unwrap();
+    assert_eq!(gone, [ids[0]]);
+    let left: Vec<u64> = store
+        .list_activities("h")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.seq)
+        .collect();
+    assert_eq!(left, [1, 2]);
 }
 
 async fn timers_stay_invisible_until_due(b: &Backend) {
@@ -755,6 +844,10 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
         seq: 0,
         name: "act".into(),
         input: Payload::null(),
+        timeouts: Default::default(),
+        deadline: None,
+        heartbeat: None,
+        run_here: true,
     });
     store.commit_turn(first).await.unwrap();
     store

@@ -204,6 +204,21 @@ fn a_waiting_approval_shows_the_event_and_the_timer_and_raising_it_from_the_page
         "the raise was confirmed: {:?}",
         page.dialogs()
     );
+    // The approval won over the timeout timer, which was cancelled: its bar says so.
+    page.wait_for(
+        "!!document.querySelector('#timeline [data-bar=\"timer\"] rect.cancelled')",
+        WAIT,
+    );
+    let cancelled = page.eval(
+        "[...document.querySelectorAll('#timeline [data-bar=\"timer\"]')].map(g => g.getAttribute('data-label') + ' | ' + g.querySelector('title').textContent)",
+    );
+    let cancelled = cancelled.to_string();
+    assert!(cancelled.contains("timer (cancelled)"), "{cancelled}");
+    assert!(
+        cancelled.contains("cancelled: lost a select"),
+        "{cancelled}"
+    );
+    screenshot(&page, "instance-timer-cancelled");
 
     // Invalid JSON is refused on the page, and nothing is sent.
     page.goto(&url(&server, "/instance/po-2"));

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, HeldWork, NewInstance,
+    ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, EntityCleanup, HeldWork, NewInstance,
     OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event};
@@ -74,6 +74,14 @@ pub(crate) enum Op {
         /// The held instances that are no longer held.
         reply: Reply<Vec<String>>,
     },
+    /// Heartbeats of running work items; the reply is the ids of `running` the owner no
+    /// longer holds.
+    Sync {
+        owner: String,
+        heartbeats: Vec<(i64, String)>,
+        running: Vec<i64>,
+        reply: Reply<Vec<i64>>,
+    },
     Release {
         instance_id: String,
         owner: String,
@@ -104,6 +112,7 @@ impl Op {
                 | Op::Purge { .. }
                 | Op::CleanEntities { .. }
                 | Op::Renew { .. }
+                | Op::Sync { .. }
         )
     }
 
@@ -122,6 +131,7 @@ impl Op {
             Op::ClaimMessages { reply, .. } => reply.send(failed),
             Op::ClaimActivities { reply, .. } => reply.send(failed),
             Op::Renew { reply, .. } => reply.send(failed),
+            Op::Sync { reply, .. } => reply.send(failed),
             Op::Purge { reply, .. } => reply.send(failed),
             Op::CleanEntities { reply } => reply.send(failed),
         }
@@ -337,6 +347,27 @@ impl Writes {
             owner,
             held,
             lease,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn sync_activities(
+        &self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+    ) -> Result<Vec<i64>, Error> {
+        let owner = owner.to_owned();
+        let heartbeats = heartbeats
+            .iter()
+            .map(|beat| (beat.item_id, beat.details.as_str().to_owned()))
+            .collect();
+        let running = running.to_vec();
+        self.write(|reply| Op::Sync {
+            owner,
+            heartbeats,
+            running,
             reply,
         })
         .await

@@ -14,7 +14,7 @@ use duractor::{Error, Event, RuntimeStatus};
 use serde::Serialize;
 
 use super::ops::{Lease, Op};
-use crate::common::{encode_event, millis};
+use crate::common::{encode_bounds, encode_event, millis};
 
 /// What the batch's read found: the rows its ops touch, as they are at the start of the
 /// transaction (locked on PostgreSQL; SQLite holds the only write lock), and the queue ids
@@ -126,6 +126,8 @@ pub(crate) struct Plan {
     pub(crate) finished: Vec<String>,
     /// Activity work items completed: they go.
     pub(crate) done_items: Vec<i64>,
+    /// Calls turns cancelled, [instance_id, seq, execution]: their work items go.
+    pub(crate) cancelled_calls: Vec<(String, i64, u32)>,
     /// New queue messages.
     pub(crate) messages: Vec<MessageRow>,
     /// New activity work items, leased to the worker whose turn scheduled them.
@@ -174,8 +176,20 @@ pub(crate) type MessageRow = (
     Option<i64>,
 );
 
-/// [id, instance_id, seq, name, input, execution, locked_by, locked_until]
-pub(crate) type ActivityRow = (i64, String, i64, String, String, u32, String, i64);
+/// [id, instance_id, seq, name, input, execution, locked_by, locked_until, timeouts,
+///  heartbeat]; unclaimed (no lock) when the turn's worker cannot run it.
+pub(crate) type ActivityRow = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    u32,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
 ///  completed_at, locked_by, locked_until, reset, input]; with `reset`, output, failure and
@@ -208,6 +222,7 @@ impl Plan {
             && self.consumed.is_empty()
             && self.finished.is_empty()
             && self.done_items.is_empty()
+            && self.cancelled_calls.is_empty()
             && self.messages.is_empty()
             && self.activities.is_empty()
             && self.updates.is_empty())
@@ -293,6 +308,7 @@ impl Plan {
             Op::Purge { reply, .. } => reply.set(Ok(0)),
             Op::CleanEntities { reply } => reply.set(Ok(EntityCleanup::default())),
             Op::Renew { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::Sync { reply, .. } => reply.set(Ok(Vec::new())),
         }
     }
 
@@ -515,10 +531,22 @@ impl Plan {
                 activity.name.clone(),
                 activity.input.as_str().to_owned(),
                 turn.execution,
-                turn.owner.clone(),
-                lease_until,
+                activity.run_here.then(|| turn.owner.clone()),
+                activity.run_here.then_some(lease_until),
+                encode_bounds(&activity.timeouts, activity.deadline),
+                activity.heartbeat.as_ref().map(|p| p.as_str().to_owned()),
             ));
             activity_ids.push(id);
+            if !activity.run_here {
+                self.effects.work = true;
+            }
+        }
+        for seq in &turn.cancelled_activities {
+            self.cancelled_calls.push((
+                turn.instance_id.clone(),
+                i64::try_from(*seq).unwrap_or(i64::MAX),
+                turn.execution,
+            ));
         }
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
         for child in &turn.new_instances {
@@ -775,6 +803,7 @@ mod tests {
             consumed: Vec::new(),
             completed_activities: Vec::new(),
             activities: Vec::new(),
+            cancelled_activities: Vec::new(),
             messages: Vec::new(),
             new_instances: Vec::new(),
             status: Some(RuntimeStatus::Running),
@@ -954,6 +983,10 @@ mod tests {
                 seq,
                 name: "charge".to_owned(),
                 input: Payload::null(),
+                timeouts: Default::default(),
+                deadline: None,
+                heartbeat: None,
+                run_here: true,
             })
             .collect();
         commit.messages = (0..2)

@@ -30,9 +30,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, HeldWork,
-    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
-    StoreStats, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
+    EntityQuery, EntityStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
+    OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 use sqlx::ConnectOptions;
@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Attempts, Writes, run_writer};
 use crate::common::{decode_event, from_millis, millis};
 use crate::error::{StoreError, transient_in_any_database};
-use crate::rows::{INSTANCE_COLUMNS, entity_status, instance_status};
+use crate::rows::{self, INSTANCE_COLUMNS, entity_status, instance_status};
 use writer::Writer;
 
 /// Options for [`PostgresStore::connect_with`].
@@ -310,6 +310,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "writers",
             include_str!("../../migrations/postgres/0003_writers.sql"),
         ),
+        migration(
+            4,
+            "activity bounds",
+            include_str!("../../migrations/postgres/0004_activity_bounds.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -473,6 +478,37 @@ impl Store for PostgresStore {
             .writer
             .renew_leases(owner, held, lease_until)
             .await
+    }
+
+    async fn sync_activities(
+        &self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, Error> {
+        self.inner
+            .writer
+            .sync_activities(owner, heartbeats, running)
+            .await
+    }
+
+    async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let instance_id = instance_id.to_owned();
+        self.run(async move {
+            let sql = format!(
+                "SELECT {} FROM activity_queue WHERE instance_id = $1 ORDER BY id",
+                rows::ACTIVITY_STATUS_COLUMNS
+            );
+            let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(instance_id)
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("listing activity work items", e))?;
+            rows::activity_statuses(&found)
+        })
+        .await
     }
 
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {

@@ -138,7 +138,7 @@ async fn reclaimed(conn: &mut PgConnection, op: &mut Op, attempt: i64) -> Result
         }
         Op::ClaimActivities { owner, reply, .. } => {
             let rows = sqlx::query(
-                "SELECT id, instance_id, seq, name, input, attempt, execution FROM activity_queue \
+                "SELECT id, instance_id, seq, name, input, attempt, execution, timeouts, heartbeat FROM activity_queue \
                  WHERE locked_by = $1 AND claim_token = $2 ORDER BY id",
             )
             .bind(&*owner)
@@ -212,6 +212,15 @@ impl BatchExecutor for Writer {
                 } => {
                     let lost = renew(&mut tx, owner, held, lease.from(now)).await?;
                     reply.set(Ok(lost));
+                }
+                Op::Sync {
+                    owner,
+                    heartbeats,
+                    running,
+                    reply,
+                } => {
+                    let gone = sync(&mut tx, owner, heartbeats, running, now).await?;
+                    reply.set(Ok(gone));
                 }
                 Op::Abandon {
                     owner,
@@ -382,14 +391,18 @@ async fn write(
                 DELETE FROM orch_queue WHERE id = ANY($3) OR instance_id = ANY($4) \
                    OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
             del_items AS ( \
-                DELETE FROM activity_queue WHERE id = ANY($6) OR instance_id = ANY($7)), \
+                DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
+                   OR EXISTS (SELECT 1 FROM jsonb_array_elements($15::jsonb) c \
+                              WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
+                                AND a.execution = (c->>2)::bigint)), \
             new_msgs AS ( \
                 INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
                 SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
                 FROM jsonb_array_elements($8::jsonb) e), \
             new_items AS ( \
-                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until) \
-                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, 1, e->>6, (e->>7)::bigint \
+                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat) \
+                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
+                       CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9 \
                 FROM jsonb_array_elements($9::jsonb) e), \
             upd AS ( \
                 UPDATE instances i SET \
@@ -429,6 +442,7 @@ async fn write(
             .bind(plan.effects.work)
             .bind(&channels.finished_channel)
             .bind(&plan.effects.finished)
+            .bind(json(&plan.cancelled_calls))
             .execute(&mut **tx)
             .await?;
         announced = Announced {
@@ -468,6 +482,35 @@ async fn write(
 }
 
 /// Extends `owner`'s leases on what it holds; returns the held instances it no longer holds.
+/// Stores heartbeats on the work items `owner` holds; returns the ids of `running` it no
+/// longer holds.
+async fn sync(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    heartbeats: &[(i64, String)],
+    running: &[i64],
+    now: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let held: Vec<i64> = sqlx::query_scalar(
+        "WITH b AS (UPDATE activity_queue a SET heartbeat = e->>1, heartbeat_at = $1 \
+                    FROM jsonb_array_elements($2::jsonb) e \
+                    WHERE a.id = (e->>0)::bigint AND a.locked_by = $3) \
+         SELECT id FROM activity_queue WHERE id = ANY($4) AND locked_by = $3",
+    )
+    .bind(now)
+    .bind(json(heartbeats))
+    .bind(owner)
+    .bind(running)
+    .fetch_all(&mut **tx)
+    .await?;
+    let held: std::collections::HashSet<i64> = held.into_iter().collect();
+    Ok(running
+        .iter()
+        .copied()
+        .filter(|id| !held.contains(id))
+        .collect())
+}
+
 async fn renew(
     tx: &mut Transaction<'_, Postgres>,
     owner: &str,
@@ -588,7 +631,8 @@ async fn claim_activities(
         UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1, \
             claim_token = $5 \
         FROM cand WHERE a.id = cand.id \
-        RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution";
+        RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution, \
+            a.timeouts, a.heartbeat";
     let rows = sqlx::query(SQL)
         .bind(owner)
         .bind(lease_until)

@@ -155,6 +155,15 @@ impl BatchExecutor for Writer {
                     let lost = self.renew(owner, held, lease.from(now)).await?;
                     reply.set(Ok(lost));
                 }
+                Op::Sync {
+                    owner,
+                    heartbeats,
+                    running,
+                    reply,
+                } => {
+                    let gone = self.sync(owner, heartbeats, running, now).await?;
+                    reply.set(Ok(gone));
+                }
                 Op::Abandon {
                     owner,
                     ids,
@@ -319,6 +328,7 @@ impl Writer {
                 .bind(json(&plan.reset_history))
                 .bind(json(&plan.done_items))
                 .bind(json(&cleared))
+                .bind(json(&plan.cancelled_calls))
                 .bind(json(&plan.messages))
                 .bind(json(&plan.activities))
                 .bind(json(&plan.updates))
@@ -358,6 +368,43 @@ impl Writer {
 
     /// Extends `owner`'s leases on the held instances (with their claimed messages) and work
     /// items; returns the held instances `owner` no longer holds.
+    /// Stores heartbeats on the work items `owner` holds; returns the ids of `running` it
+    /// no longer holds.
+    async fn sync(
+        &mut self,
+        owner: &str,
+        heartbeats: &[(i64, String)],
+        running: &[i64],
+        now: i64,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        if !heartbeats.is_empty() {
+            sqlx::query(
+                "UPDATE activity_queue SET heartbeat = b.value->>1, heartbeat_at = ?1 \
+                 FROM json_each(?2) AS b \
+                 WHERE activity_queue.id = b.value->>0 AND activity_queue.locked_by = ?3",
+            )
+            .bind(now)
+            .bind(json(heartbeats))
+            .bind(owner)
+            .execute(&mut self.conn)
+            .await?;
+        }
+        let held: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM activity_queue WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND locked_by = ?2",
+        )
+        .bind(json(running))
+        .bind(owner)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let held: std::collections::HashSet<i64> = held.into_iter().collect();
+        Ok(running
+            .iter()
+            .copied()
+            .filter(|id| !held.contains(id))
+            .collect())
+    }
+
     async fn renew(
         &mut self,
         owner: &str,
@@ -523,7 +570,7 @@ impl Writer {
             WHERE id IN ( \
               SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < ?3 \
               ORDER BY id LIMIT ?4) \
-            RETURNING id, instance_id, seq, name, input, attempt, execution";
+            RETURNING id, instance_id, seq, name, input, attempt, execution, timeouts, heartbeat";
         let rows = sqlx::query(CLAIM)
             .bind(owner)
             .bind(lease_until)
@@ -548,10 +595,14 @@ macro_rules! core_writes {
          DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)) AND execution IS NOT NULL; \
          DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?)); \
          DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+         DELETE FROM activity_queue WHERE EXISTS (SELECT 1 FROM json_each(?) AS c \
+           WHERE activity_queue.instance_id = c.value->>0 AND activity_queue.seq = c.value->>1 \
+             AND activity_queue.execution = c.value->>2); \
          INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
            SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?); \
-         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until) \
-           SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, 1, value->>6, value->>7 FROM json_each(?); \
+         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat) \
+           SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+             CASE WHEN value->>6 IS NULL THEN 0 ELSE 1 END, value->>6, value->>7, value->>8, value->>9 FROM json_each(?); \
          UPDATE instances SET \
              status = COALESCE(u.status, instances.status), \
              output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, instances.output) END, \

@@ -46,6 +46,8 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Show an instance's history, one event per line.
     History(HistoryArgs),
+    /// Show an instance's activity calls in flight: attempt, worker, timeouts, last heartbeat.
+    Activities(ActivitiesArgs),
     /// List instances, optionally filtered.
     List(ListArgs),
     /// Raise an external event to an instance (`ctx.wait_for_event(EVENT)` receives it).
@@ -82,6 +84,7 @@ impl Command {
             Command::Start(_) => "start",
             Command::Status(_) => "status",
             Command::History(_) => "history",
+            Command::Activities(_) => "activities",
             Command::List(_) => "list",
             Command::Raise(_) => "raise",
             Command::Terminate(_) => "terminate",
@@ -275,6 +278,16 @@ pub(crate) struct HistoryArgs {
     /// `duractor::testing::replay_history_file` in a test.
     #[arg(long)]
     pub(crate) export: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ActivitiesArgs {
+    /// The instance id.
+    pub(crate) id: String,
+
+    /// Print JSON (the HTTP API's `GET /instances/{id}/activities` format).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::{
-    Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs, ReasonArgs, ReplayArgs,
-    RunArgs, ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+    ActivitiesArgs, Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs,
+    ReasonArgs, ReplayArgs, RunArgs, ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
 };
 use super::entities;
 use super::output::{self, CliError, CliResult, Progress, print_json};
@@ -48,6 +48,7 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Start(args) => start(args, app, Client::new_dyn(store)).await,
         Command::Status(args) => status(args, Client::new_dyn(store)).await,
         Command::History(args) => history(args, Client::new_dyn(store)).await,
+        Command::Activities(args) => activities(args, Client::new_dyn(store)).await,
         Command::List(args) => list(args, Client::new_dyn(store)).await,
         Command::Raise(args) => raise(args, Client::new_dyn(store)).await,
         Command::Terminate(args) => terminate(args, Client::new_dyn(store)).await,
@@ -322,6 +323,19 @@ async fn history(args: HistoryArgs, client: Client) -> CliResult {
         print_json(&events)?;
     } else {
         print!("{}", output::history(&events));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn activities(args: ActivitiesArgs, client: Client) -> CliResult {
+    let items = client.activities(&args.id).await?;
+    if args.json {
+        let views = view::activities(&items);
+        print_json(&views)?;
+    } else if items.is_empty() {
+        eprintln!("no activity calls in flight");
+    } else {
+        print!("{}", output::activities(&items));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use super::{EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE};
 use crate::client::InstanceStatus;
 use crate::error::{Error, Failure};
 use crate::http::view::{self, EventView};
+use crate::store::ActivityStatus;
 
 /// Why a command failed, with its exit code.
 pub(super) struct CliError {
@@ -95,6 +96,50 @@ pub(super) fn table(rows: &[Vec<String>]) -> String {
 /// A time as the CLI shows it (RFC 3339, milliseconds, UTC).
 pub(super) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     view::time(t)
+}
+
+/// Activity calls in flight as a table: call, activity, attempt, worker, timeouts, last
+/// heartbeat.
+pub(super) fn activities(items: &[ActivityStatus]) -> String {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    let mut rows = vec![
+        [
+            "SEQ",
+            "ACTIVITY",
+            "ATTEMPT",
+            "WORKER",
+            "TIMEOUTS",
+            "LAST HEARTBEAT",
+            "AT",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for item in items {
+        let timeouts = [
+            ("start-to-close", item.timeouts.start_to_close),
+            ("schedule-to-close", item.timeouts.schedule_to_close),
+            ("heartbeat", item.timeouts.heartbeat_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, timeout)| timeout.map(|t| format!("{name} {t:?}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+        rows.push(vec![
+            item.seq.to_string(),
+            item.name.clone(),
+            item.attempt.to_string(),
+            or_dash(item.locked_by.clone()),
+            if timeouts.is_empty() {
+                "-".to_owned()
+            } else {
+                timeouts
+            },
+            or_dash(item.heartbeat.as_ref().map(|h| h.preview())),
+            or_dash(item.heartbeat_at.map(time)),
+        ]);
+    }
+    table(&rows)
 }
 
 /// The status of an instance as `key  value` lines.

@@ -89,6 +89,21 @@ pub(crate) fn render(
         ],
     );
     metric(
+        "duractor_activity_attempts_stopped_total",
+        "counter",
+        "Activity attempts stopped before they returned, by why: a timeout, or cancelled because the orchestration no longer needed them.",
+        &[
+            ("{reason=\"timeout\"}", m.activities_timed_out),
+            ("{reason=\"cancelled\"}", m.activities_cancelled),
+        ],
+    );
+    metric(
+        "duractor_activity_heartbeats_total",
+        "counter",
+        "Activity heartbeats stored.",
+        &[("", m.activity_heartbeats)],
+    );
+    metric(
         "duractor_instances_loaded",
         "gauge",
         "Instances held in memory by this worker.",

@@ -39,7 +39,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/instances/{id}/resume", &["POST"]).route(web::post().to(resume)))
         .service(resource("/instances/{id}/rewind", &["POST"]).route(web::post().to(rewind)))
         .service(resource("/instances/{id}/restart", &["POST"]).route(web::post().to(restart)))
-        .service(resource("/instances/{id}/waiting", &["GET"]).route(web::get().to(waiting)));
+        .service(resource("/instances/{id}/waiting", &["GET"]).route(web::get().to(waiting)))
+        .service(resource("/instances/{id}/activities", &["GET"]).route(web::get().to(activities)));
 }
 
 /// Parses the query string into `T`, or a 400 `invalid_query`.
@@ -295,6 +296,15 @@ async fn waiting(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         Err(failure) => json!({ "instanceId": id, "events": null, "reason": failure.message }),
     };
     Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `GET /instances/{id}/activities`: the instance's activity calls in flight, with their
+/// attempt, worker, timeouts and last heartbeat.
+async fn activities(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let id = path_param(&req, "id")?;
+    let items = state.client.activities(&id).await?;
+    let activities = view::activities(&items);
+    Ok(HttpResponse::Ok().json(json!({ "instanceId": id, "activities": activities })))
 }
 
 /// `POST /instances/{id}/raiseEvent/{event}`: the body is the event data (empty = `null`).

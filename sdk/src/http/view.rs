@@ -11,7 +11,7 @@ use crate::error::Failure;
 use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::registry::Registry;
-use crate::store::{InstanceStatus, RuntimeStatus};
+use crate::store::{ActivityStatus, InstanceStatus, RuntimeStatus};
 
 /// An instance's status: `GET /instances/{id}`, `status --json`.
 ///
@@ -262,11 +262,27 @@ pub(crate) fn history(events: &[Event], with_payloads: bool) -> Vec<EventView> {
                 completion(&mut view, *seq);
                 payload(&mut view, &["output", "result"], output);
             }
-            Event::TaskFailed { seq, failure }
-            | Event::SubOrchestrationFailed { seq, failure }
+            Event::TaskFailed {
+                seq,
+                failure,
+                heartbeat,
+            } => {
+                completion(&mut view, *seq);
+                view.failure(failure);
+                if let Some(details) = heartbeat {
+                    payload(&mut view, &["lastHeartbeat"], details);
+                }
+            }
+            Event::SubOrchestrationFailed { seq, failure }
             | Event::EntityFailed { seq, failure } => {
                 completion(&mut view, *seq);
                 view.failure(failure);
+            }
+            Event::CallCancelled { seq, reason } => {
+                completion(&mut view, *seq);
+                if !reason.is_empty() {
+                    view.json("reason", reason.clone());
+                }
             }
             Event::TimerCreated { seq, fire_at } => {
                 view.json("seq", *seq);
@@ -564,4 +580,33 @@ impl EntityView {
             last_modified_time: status.updated_at.to_rfc3339(),
         }
     }
+}
+
+/// Activity calls in flight as the API shows them (`GET /instances/{id}/activities`, the
+/// command line's `activities --json`): camelCase, times in RFC 3339, timeouts in ms.
+pub(crate) fn activities(items: &[ActivityStatus]) -> Vec<serde_json::Value> {
+    let ms = |d: Option<std::time::Duration>| {
+        d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    items
+        .iter()
+        .map(|item| {
+            serde_json::json!({
+                "seq": item.seq,
+                "name": item.name,
+                "attempt": item.attempt,
+                "worker": item.locked_by,
+                "leasedUntil": item.locked_until.map(time),
+                "startToCloseMs": ms(item.timeouts.start_to_close),
+                "scheduleToCloseMs": ms(item.timeouts.schedule_to_close),
+                "heartbeatTimeoutMs": ms(item.timeouts.heartbeat_timeout),
+                "deadline": item.deadline.map(time),
+                "lastHeartbeat": item
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|details| details.decode::<serde_json::Value>().ok()),
+                "lastHeartbeatTime": item.heartbeat_at.map(time),
+            })
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::history::Event;
 use crate::id::EntityId;
 use crate::payload::Payload;
+use crate::timeouts::ActivityTimeouts;
 
 /// A durable call the orchestrator code made, not yet matched against history or recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +16,12 @@ pub(crate) enum Action {
         seq: u64,
         name: String,
         input: Payload,
+        /// Start-to-close and heartbeat timeouts, carried with the work item.
+        timeouts: ActivityTimeouts,
+        /// When schedule-to-close ends the call.
+        deadline: Option<DateTime<Utc>>,
+        /// Heartbeat details the attempt starts from (a retry of one that heartbeated).
+        heartbeat: Option<Payload>,
     },
     CreateTimer {
         seq: u64,
@@ -51,13 +58,46 @@ pub(crate) enum Action {
         seq: u64,
         entities: Vec<EntityId>,
     },
+    /// The code cancelled call `seq`, which is still open.
+    CancelCall {
+        seq: u64,
+        target: CancelTarget,
+        reason: String,
+    },
+}
+
+/// What a cancelled call was, which decides what cancelling it does.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CancelTarget {
+    /// Its work item is deleted; the worker running it tells the activity to stop.
+    Activity,
+    /// The child instance is terminated.
+    SubOrchestration(String),
+    /// Nothing runs: the completion is just no longer expected (timers, entity calls).
+    Nothing,
 }
 
 impl Action {
+    /// The sequence number of the call this action makes (`None` for patches).
+    pub(crate) fn seq(&self) -> Option<u64> {
+        match self {
+            Action::CallActivity { seq, .. }
+            | Action::CreateTimer { seq, .. }
+            | Action::CallSubOrchestrator { seq, .. }
+            | Action::CallEntity { seq, .. }
+            | Action::SignalEntity { seq, .. }
+            | Action::LockEntities { seq, .. }
+            | Action::UnlockEntities { seq, .. } => Some(*seq),
+            Action::Patch { .. } | Action::CancelCall { .. } => None,
+        }
+    }
+
     /// The event that records this decision in history.
     pub(crate) fn to_event(&self) -> Event {
         match self {
-            Action::CallActivity { seq, name, input } => Event::TaskScheduled {
+            Action::CallActivity {
+                seq, name, input, ..
+            } => Event::TaskScheduled {
                 seq: *seq,
                 name: name.clone(),
                 input: input.clone(),
@@ -110,6 +150,10 @@ impl Action {
             Action::UnlockEntities { seq, entities } => Event::EntityUnlockSent {
                 seq: *seq,
                 entities: entities.clone(),
+            },
+            Action::CancelCall { seq, reason, .. } => Event::CallCancelled {
+                seq: *seq,
+                reason: reason.clone(),
             },
         }
     }
@@ -179,6 +223,7 @@ impl Action {
                     entities: rentities,
                 },
             ) => seq == rseq && entities == rentities,
+            (Action::CancelCall { seq, .. }, Event::CallCancelled { seq: rseq, .. }) => seq == rseq,
             _ => false,
         }
     }
@@ -214,6 +259,7 @@ impl Action {
             Action::UnlockEntities { seq, .. } => {
                 format!("releases a critical section as durable call #{seq}")
             }
+            Action::CancelCall { seq, .. } => format!("cancels durable call #{seq}"),
         }
     }
 }

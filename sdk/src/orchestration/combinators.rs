@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 use super::futures::{DurableFuture, EventWait, Timer, sealed};
 use crate::error::Error;
 
+/// Why `select` and `when_any` cancel their losers, as history records it.
+const LOST_SELECT: &str = "lost a select";
+
 /// Either of two outputs: what [`Select`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Either<A, B> {
@@ -84,6 +87,14 @@ impl<F: DurableFuture> DurableFuture for JoinAll<F> {
         }
         Some(latest)
     }
+
+    fn __cancel(&mut self, reason: &str) {
+        for slot in &mut self.slots {
+            if let Slot::Pending(future) = slot {
+                future.__cancel(reason);
+            }
+        }
+    }
 }
 
 /// Waits for two futures ([`OrchestrationContext::join`](crate::OrchestrationContext::join)).
@@ -147,6 +158,15 @@ impl<A: DurableFuture, B: DurableFuture> DurableFuture for Join<A, B> {
     fn __ready_at(&self) -> Option<u64> {
         Some(slot_ready_at(&self.a)?.max(slot_ready_at(&self.b)?))
     }
+
+    fn __cancel(&mut self, reason: &str) {
+        if let Slot::Pending(a) = &mut self.a {
+            a.__cancel(reason);
+        }
+        if let Slot::Pending(b) = &mut self.b {
+            b.__cancel(reason);
+        }
+    }
 }
 
 /// The first of two futures ([`OrchestrationContext::select`](crate::OrchestrationContext::select)).
@@ -187,11 +207,14 @@ impl<A: DurableFuture, B: DurableFuture> Future for Select<A, B> {
         } else {
             poll_either_a_first(a, b, cx)
         };
-        if winner.is_ready() {
-            // Drop both now: the loser's pending call is abandoned.
-            this.a = None;
-            this.b = None;
+        match &winner {
+            // The loser's open calls are cancelled (recorded in history), then both dropped.
+            Poll::Ready(Either::Left(_)) => b.__cancel(LOST_SELECT),
+            Poll::Ready(Either::Right(_)) => a.__cancel(LOST_SELECT),
+            Poll::Pending => return Poll::Pending,
         }
+        this.a = None;
+        this.b = None;
         winner
     }
 }
@@ -228,6 +251,17 @@ impl<A: DurableFuture, B: DurableFuture> DurableFuture for Select<A, B> {
             (a, b) => a.or(b),
         }
     }
+
+    fn __cancel(&mut self, reason: &str) {
+        if let Some(a) = self.a.as_mut() {
+            a.__cancel(reason);
+        }
+        if let Some(b) = self.b.as_mut() {
+            b.__cancel(reason);
+        }
+        self.a = None;
+        self.b = None;
+    }
 }
 
 /// The first of several futures ([`OrchestrationContext::when_any`](crate::OrchestrationContext::when_any)): its index and output.
@@ -263,6 +297,12 @@ impl<F: DurableFuture> Future for WhenAny<F> {
             .chain((0..self.futures.len()).filter(|i| Some(*i) != first_known));
         for i in order.collect::<Vec<_>>() {
             if let Poll::Ready(out) = Pin::new(&mut self.futures[i]).poll(cx) {
+                // The losers' open calls are cancelled (recorded in history), oldest first.
+                for (j, loser) in self.futures.iter_mut().enumerate() {
+                    if j != i {
+                        loser.__cancel(LOST_SELECT);
+                    }
+                }
                 self.futures.clear();
                 return Poll::Ready((i, out));
             }
@@ -275,6 +315,13 @@ impl<F: DurableFuture> sealed::Sealed for WhenAny<F> {}
 impl<F: DurableFuture> DurableFuture for WhenAny<F> {
     fn __ready_at(&self) -> Option<u64> {
         self.futures.iter().filter_map(|f| f.__ready_at()).min()
+    }
+
+    fn __cancel(&mut self, reason: &str) {
+        for future in &mut self.futures {
+            future.__cancel(reason);
+        }
+        self.futures.clear();
     }
 }
 
@@ -330,5 +377,9 @@ impl<T: DeserializeOwned> DurableFuture for EventWaitTimeout<T> {
             return Some(0);
         }
         self.inner.__ready_at()
+    }
+
+    fn __cancel(&mut self, reason: &str) {
+        self.inner.__cancel(reason);
     }
 }

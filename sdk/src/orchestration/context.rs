@@ -30,6 +30,7 @@ use crate::id::EntityId;
 use crate::limits::Limits;
 use crate::payload::Payload;
 use crate::retry::RetryPolicy;
+use crate::timeouts::{ActivityOptions, ActivityTimeouts, SCHEDULE_TO_CLOSE_TIMEOUT};
 
 /// How an orchestrator's function runs: implemented by `#[orchestrator]` beside
 /// [`Orchestrator`].
@@ -100,6 +101,11 @@ impl OrchestrationContext {
         self.state.borrow()
     }
 
+    /// The shared handle to the state.
+    pub(crate) fn state_handle(&self) -> StateHandle {
+        self.state.clone()
+    }
+
     /// The instance id of this orchestration.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
@@ -160,20 +166,28 @@ impl OrchestrationContext {
     ///
     /// The call is scheduled when this method is called (not when the future is first
     /// polled), so several calls made before awaiting run in parallel. The output is
-    /// `Err(Error::ActivityFailed { .. })` when the activity failed or panicked.
+    /// `Err(Error::ActivityFailed { .. })` when the activity failed, panicked or timed out
+    /// (the activity's default timeouts, from `#[activity(start_to_close = "..", ..)]`,
+    /// apply; [`call_activity_with`](Self::call_activity_with) sets them per call).
     pub fn call_activity<A: Activity>(
         &self,
         _activity: A,
         input: A::Input,
     ) -> ActivityCall<A::Output> {
         match self.encode_input(&input, format_args!("input for activity `{}`", A::NAME)) {
-            Ok(payload) => self.schedule_activity(A::NAME, payload),
+            Ok(payload) => {
+                let deadline = A::TIMEOUTS
+                    .schedule_to_close
+                    .and_then(|timeout| checked_after(self.now(), timeout));
+                self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None)
+            }
             Err(error) => Call::failed(self.state.clone(), Target::Activity(A::NAME), error),
         }
     }
 
     /// Calls an activity, retrying failures as `policy` says, with durable timers between
-    /// attempts. Resolves to the first success, or to the last failure.
+    /// attempts. Resolves to the first success, or to the last failure. The same as
+    /// [`call_activity_with`](Self::call_activity_with) with `ActivityOptions::new().retry(policy)`.
     ///
     /// ```
     /// # use duractor::prelude::*;
@@ -188,20 +202,117 @@ impl OrchestrationContext {
     /// ```
     pub fn call_activity_with_retry<A: Activity>(
         &self,
-        _activity: A,
+        activity: A,
         input: A::Input,
         policy: &RetryPolicy,
-    ) -> Durable<impl std::future::Future<Output = Result<A::Output, Error>> + 'static> {
-        let encoded = self.encode_input(&input, format_args!("input for activity `{}`", A::NAME));
+    ) -> Durable<impl std::future::Future<Output = Result<A::Output, Error>> + use<A>> {
+        let options = ActivityOptions::new().retry(policy.clone());
+        self.call_activity_with(activity, input, &options)
+    }
+
+    /// Calls an activity with per-call [`ActivityOptions`]: timeouts (over the activity's
+    /// defaults) and a retry policy.
+    ///
+    /// * An attempt that runs longer than start-to-close, or goes longer than the heartbeat
+    ///   timeout without `ctx.heartbeat(..)`, is cancelled and fails with a timeout
+    ///   (`Failure::kind` `"start_to_close_timeout"` / `"heartbeat_timeout"`), which the retry
+    ///   policy retries; a retry starts from the last heartbeat details of the attempt before
+    ///   it ([`ActivityContext::heartbeat_details`](crate::ActivityContext::heartbeat_details)).
+    /// * Schedule-to-close bounds the whole call: the attempt running at the deadline is
+    ///   cancelled, no retry starts that could not begin before it, and the call fails with
+    ///   kind `"schedule_to_close_timeout"` (not retriable).
+    /// * A result an attempt returns after it timed out is ignored.
+    ///
+    /// Invalid options (a zero or absurdly long timeout) fail the call at once with
+    /// [`Error::InvalidArgument`] naming the timeout. The returned future is a cancellation
+    /// scope: cancelling it (a `select` it loses) cancels the attempt in flight.
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[activity]
+    /// # async fn export(_ctx: ActivityContext, day: String) -> Result<u64, duractor::Error> { Ok(0) }
+    /// #[orchestrator]
+    /// async fn nightly(ctx: OrchestrationContext, day: String) -> Result<u64, duractor::Error> {
+    ///     let options = ActivityOptions::new()
+    ///         .start_to_close(Duration::from_secs(600))
+    ///         .heartbeat_timeout(Duration::from_secs(30))
+    ///         .schedule_to_close(Duration::from_secs(3600))
+    ///         .retry(RetryPolicy::new(5, Duration::from_secs(10)));
+    ///     ctx.call_activity_with(Export, day, &options).await
+    /// }
+    /// ```
+    pub fn call_activity_with<A: Activity>(
+        &self,
+        _activity: A,
+        input: A::Input,
+        options: &ActivityOptions,
+    ) -> Durable<impl std::future::Future<Output = Result<A::Output, Error>> + use<A>> {
+        let timeouts = A::TIMEOUTS.overridden_by(options.timeouts());
+        let encoded = timeouts
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("activity `{}`: {e}", A::NAME)))
+            .and_then(|()| {
+                self.encode_input(&input, format_args!("input for activity `{}`", A::NAME))
+            });
         let ctx = self.clone();
-        let policy = policy.clone();
+        let policy = options
+            .retry
+            .clone()
+            .unwrap_or_else(|| RetryPolicy::new(1, Duration::ZERO));
         Durable::__new(async move {
             let payload = encoded?;
-            ctx.with_retry(&policy, || {
-                ctx.schedule_activity::<A::Output>(A::NAME, payload.clone())
-            })
-            .await
+            ctx.run_activity_attempts::<A::Output>(A::NAME, payload, timeouts, &policy)
+                .await
         })
+    }
+
+    /// The attempts of one activity call: each one a durable call, retried as `policy` says
+    /// with durable timers between, within the schedule-to-close deadline, each retry
+    /// starting from the heartbeat details the attempt before it left.
+    async fn run_activity_attempts<T: DeserializeOwned>(
+        &self,
+        name: &'static str,
+        input: Payload,
+        timeouts: ActivityTimeouts,
+        policy: &RetryPolicy,
+    ) -> Result<T, Error> {
+        let first_started = self.now();
+        let deadline = timeouts
+            .schedule_to_close
+            .and_then(|timeout| checked_after(first_started, timeout));
+        let mut heartbeat = None;
+        let mut number = 1;
+        loop {
+            let call = self.schedule_activity::<T>(
+                name,
+                input.clone(),
+                timeouts,
+                deadline,
+                heartbeat.clone(),
+            );
+            let seq = call.seq();
+            let error = match call.await {
+                Ok(output) => return Ok(output),
+                Err(error) => error,
+            };
+            if let Some(seq) = seq {
+                heartbeat = self.state().take_failed_heartbeat(seq).or(heartbeat);
+            }
+            let wait = policy.delay_before(number);
+            let elapsed = (self.now() - first_started).to_std().unwrap_or_default();
+            if !policy.should_retry(&error, number, elapsed, wait) {
+                return Err(error);
+            }
+            if let Some(deadline) = deadline
+                && checked_after(self.now(), wait).is_none_or(|next| next >= deadline)
+            {
+                return Err(schedule_to_close_error(name, timeouts, error));
+            }
+            tracing::debug!(instance_id = %self.instance_id, activity = name, attempt = number, %error, "retrying after {wait:?}");
+            self.sleep(wait).await;
+            number += 1;
+        }
     }
 
     /// Starts a sub-orchestration (a child instance with id `<this instance id>:<call number>`)
@@ -296,11 +407,21 @@ impl OrchestrationContext {
         Ok(payload)
     }
 
-    fn schedule_activity<T>(&self, name: &'static str, input: Payload) -> Call<T> {
+    fn schedule_activity<T>(
+        &self,
+        name: &'static str,
+        input: Payload,
+        timeouts: ActivityTimeouts,
+        deadline: Option<DateTime<Utc>>,
+        heartbeat: Option<Payload>,
+    ) -> Call<T> {
         let seq = self.state().schedule(|seq| Action::CallActivity {
             seq,
             name: name.to_owned(),
             input,
+            timeouts,
+            deadline,
+            heartbeat,
         });
         Call::new(self.state.clone(), seq, Target::Activity(name))
     }
@@ -739,5 +860,28 @@ impl ProxyMode for SignalFromOrchestration {
         target
             .sender
             .entity_signal(&target.entity, operation, input, target.at);
+    }
+}
+
+/// The error of a call whose schedule-to-close timeout ended it between attempts, carrying
+/// the last attempt's failure.
+fn schedule_to_close_error(name: &str, timeouts: ActivityTimeouts, last: Error) -> Error {
+    let timeout = timeouts.schedule_to_close.unwrap_or_default();
+    let last = match last {
+        Error::ActivityFailed { failure, .. } => failure,
+        other => other.to_failure(),
+    };
+    let mut failure = Failure::new(
+        SCHEDULE_TO_CLOSE_TIMEOUT,
+        format!(
+            "activity `{name}` did not complete within its schedule-to-close timeout of \
+             {timeout:?}; the last attempt failed: {last}"
+        ),
+    )
+    .with_cause(last);
+    failure.non_retriable = true;
+    Error::ActivityFailed {
+        name: name.to_owned(),
+        failure,
     }
 }

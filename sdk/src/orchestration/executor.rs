@@ -114,6 +114,11 @@ impl Executor {
         self.outcome.is_some()
     }
 
+    /// Whether the code cancelled call `seq`.
+    pub(crate) fn is_cancelled(&self, seq: u64) -> bool {
+        self.ctx.state().is_cancelled(seq)
+    }
+
     /// `true` while suspended.
     pub(crate) fn is_suspended(&self) -> bool {
         self.suspended
@@ -375,10 +380,16 @@ impl Executor {
                     .state()
                     .complete(seq, Completion::Activity(Ok(output)));
             }
-            Event::TaskFailed { seq, failure } => {
-                self.ctx
-                    .state()
-                    .complete(seq, Completion::Activity(Err(failure)));
+            Event::TaskFailed {
+                seq,
+                failure,
+                heartbeat,
+            } => {
+                let mut state = self.ctx.state();
+                if let Some(details) = heartbeat {
+                    state.keep_failed_heartbeat(seq, details);
+                }
+                state.complete(seq, Completion::Activity(Err(failure)));
             }
             Event::TimerFired { seq, .. } => self.ctx.state().complete(seq, Completion::Timer),
             Event::SubOrchestrationCompleted { seq, output } => self
@@ -421,9 +432,10 @@ impl Executor {
         };
         let mut cx = Context::from_waker(Waker::noop());
         let replaying = self.ctx.state().is_replaying();
+        let state = self.ctx.state_handle();
         let mut poll = || {
             catch_unwind(AssertUnwindSafe(|| {
-                crate::panics::caught(|| root.as_mut().poll(&mut cx))
+                state.polling(|| crate::panics::caught(|| root.as_mut().poll(&mut cx)))
             }))
         };
         let result = if replaying {

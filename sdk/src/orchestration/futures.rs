@@ -39,6 +39,13 @@ pub trait DurableFuture: Future + Unpin + sealed::Sealed {
     /// The history position at which this future became ready, if it is ready and knows it.
     #[doc(hidden)]
     fn __ready_at(&self) -> Option<u64>;
+
+    /// Cancels the durable calls this future waits for that are still open (a `select` or
+    /// `when_any` does it to its losers): recorded in history, carried out by the turn.
+    #[doc(hidden)]
+    fn __cancel(&mut self, reason: &str) {
+        let _ = reason;
+    }
 }
 
 /// What a [`Call`] calls, for its error messages.
@@ -82,6 +89,11 @@ impl<T> Call<T> {
             early_error: None,
             _output: PhantomData,
         }
+    }
+
+    /// The call's sequence number, until it completes or is cancelled.
+    pub(crate) fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     pub(crate) fn failed(state: StateHandle, target: Target, error: Error) -> Self {
@@ -149,6 +161,40 @@ impl<T: DeserializeOwned> Future for Call<T> {
     }
 }
 
+impl<T> Call<T> {
+    /// Cancels the call: the orchestration no longer needs its result. A running activity is
+    /// told to stop (its `ActivityContext::cancelled()` fires; whatever it returns is
+    /// ignored) and its work item is dropped; a sub-orchestration is terminated; an entity
+    /// call's operation still runs, its result ignored. Recorded in history (`CallCancelled`),
+    /// so replays cancel at the same point. A call that already completed is left alone.
+    ///
+    /// ```
+    /// # use duractor::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[activity]
+    /// # async fn export(_ctx: ActivityContext, _: ()) -> Result<(), duractor::Error> { Ok(()) }
+    /// #[orchestrator]
+    /// async fn export_unless_stopped(ctx: OrchestrationContext, _: ()) -> Result<bool, duractor::Error> {
+    ///     let export = ctx.call_activity(Export, ());
+    ///     let stop = ctx.wait_for_event::<()>("stop");
+    ///     match ctx.select(export, stop).await {
+    ///         Either::Left(done) => done.map(|()| true),
+    ///         // The export lost: `select` has cancelled it already.
+    ///         Either::Right(_) => Ok(false),
+    ///     }
+    /// }
+    /// ```
+    pub fn cancel(mut self) {
+        self.cancel_open("cancelled by the orchestrator");
+    }
+
+    fn cancel_open(&mut self, reason: &str) {
+        if let Some(seq) = self.seq.take() {
+            self.state.borrow().cancel_call(seq, reason);
+        }
+    }
+}
+
 impl<T> Drop for Call<T> {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
@@ -165,6 +211,10 @@ impl<T: DeserializeOwned> DurableFuture for Call<T> {
         }
         self.seq
             .and_then(|seq| self.state.borrow().result_ready_at(seq))
+    }
+
+    fn __cancel(&mut self, reason: &str) {
+        self.cancel_open(reason);
     }
 }
 
@@ -361,6 +411,14 @@ impl Future for Timer {
     }
 }
 
+impl Timer {
+    /// Cancels the timer: it will not fire for this orchestration. Recorded in history
+    /// (`CallCancelled`), so replays cancel at the same point.
+    pub fn cancel(mut self) {
+        self.__cancel("cancelled by the orchestrator");
+    }
+}
+
 impl Drop for Timer {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
@@ -374,6 +432,12 @@ impl DurableFuture for Timer {
     fn __ready_at(&self) -> Option<u64> {
         self.seq
             .and_then(|seq| self.state.borrow().result_ready_at(seq))
+    }
+
+    fn __cancel(&mut self, reason: &str) {
+        if let Some(seq) = self.seq.take() {
+            self.state.borrow().cancel_call(seq, reason);
+        }
     }
 }
 
@@ -426,36 +490,105 @@ impl<T> Drop for EventWait<T> {
     }
 }
 
+impl<T> EventWait<T> {
+    /// Stops waiting: the next event of this name is buffered for a later wait (or a received
+    /// one that was not taken goes back to the buffer). Waiting is not a durable call (history
+    /// records events as they arrive, not waits), so there is nothing to record: replays
+    /// stop waiting at the same point by running the same code.
+    pub fn cancel(mut self) {
+        self.__cancel_wait();
+    }
+
+    fn __cancel_wait(&mut self) {
+        if let Some(waiter) = self.waiter.take() {
+            self.state.borrow().remove_waiter(&self.name, waiter);
+        }
+    }
+}
+
 impl<T> sealed::Sealed for EventWait<T> {}
 impl<T: DeserializeOwned> DurableFuture for EventWait<T> {
     fn __ready_at(&self) -> Option<u64> {
         self.waiter
             .and_then(|waiter| self.state.borrow().event_ready_at(waiter))
     }
+
+    fn __cancel(&mut self, _reason: &str) {
+        self.__cancel_wait();
+    }
 }
 
 /// A durable future made of other durable operations: the future of an
 /// `#[orchestration_helper]` function or of an `async` block inside an orchestrator, whose
 /// every `.await` the macro has checked.
+///
+/// It is a cancellation scope: the durable calls its body makes belong to it, so cancelling it
+/// (a `select` it loses, [`cancel`](Self::cancel)) cancels those still open — the attempt in
+/// flight of a retry loop, the timer it waits on between attempts.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Durable<F> {
-    inner: Pin<Box<F>>,
+    inner: Option<Pin<Box<F>>>,
+    /// The scope id, from the first poll on. The state it lives in is the execution being
+    /// polled ([`StateHandle::current`]): a `Durable` holds no handle, so it stays `Send`
+    /// when its body is.
+    scope: Option<u64>,
 }
 
 impl<F: Future> Durable<F> {
     #[doc(hidden)]
     pub fn __new(future: F) -> Self {
         Durable {
-            inner: Box::pin(future),
+            inner: Some(Box::pin(future)),
+            scope: None,
         }
     }
+
+    /// Cancels the open durable calls the body made, and stops running it. Recorded in
+    /// history (`CallCancelled` for each call), so replays cancel at the same point.
+    pub fn cancel(mut self) {
+        self.__cancel("cancelled by the orchestrator");
+    }
 }
+
+impl<F> Unpin for Durable<F> {}
 
 impl<F: Future> Future for Durable<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Pending;
+        };
+        let state = StateHandle::current();
+        if let Some(state) = &state {
+            let scope = *this.scope.get_or_insert_with(|| state.borrow().new_scope());
+            state.borrow().enter_scope(scope);
+        }
+        let result = inner.as_mut().poll(cx);
+        if let (Some(state), Some(scope)) = (&state, this.scope) {
+            let mut state = state.borrow();
+            state.exit_scope(scope);
+            if result.is_ready() {
+                state.drop_scope(scope);
+            }
+        }
+        if result.is_ready() {
+            this.inner = None;
+            this.scope = None;
+        }
+        result
+    }
+}
+
+impl<F> Drop for Durable<F> {
+    fn drop(&mut self) {
+        if let Some(scope) = self.scope.take()
+            && let Some(state) = StateHandle::current()
+            && let Some(mut state) = state.try_borrow()
+        {
+            state.drop_scope(scope);
+        }
     }
 }
 
@@ -464,6 +597,17 @@ impl<F: Future> DurableFuture for Durable<F> {
     fn __ready_at(&self) -> Option<u64> {
         None
     }
+
+    fn __cancel(&mut self, reason: &str) {
+        // Stop the body first (dropping it drops the futures of its calls), then cancel what
+        // it left open.
+        self.inner = None;
+        if let Some(scope) = self.scope.take()
+            && let Some(state) = StateHandle::current()
+        {
+            state.borrow().cancel_scope(scope, reason);
+        }
+    }
 }
 
 /// Boxed durable futures are durable (for `Vec<Box<dyn …>>` fan-outs).
@@ -471,6 +615,10 @@ impl<F: DurableFuture + ?Sized> sealed::Sealed for Box<F> {}
 impl<F: DurableFuture + ?Sized> DurableFuture for Box<F> {
     fn __ready_at(&self) -> Option<u64> {
         (**self).__ready_at()
+    }
+
+    fn __cancel(&mut self, reason: &str) {
+        (**self).__cancel(reason);
     }
 }
 

@@ -24,7 +24,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use actions::Action;
+pub(crate) use actions::{Action, CancelTarget};
 pub use combinators::{Either, EventWaitTimeout, Join, JoinAll, Select, WhenAny};
 pub use context::EntityCall;
 #[doc(hidden)]

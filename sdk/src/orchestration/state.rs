@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
 
-use super::actions::Action;
+use super::actions::{Action, CancelTarget};
 use crate::error::{Error, Failure};
 use crate::history::Event;
 use crate::id::EntityId;
@@ -45,6 +45,8 @@ pub(crate) enum Completion {
 struct CallState {
     kind: CallKind,
     done: bool,
+    /// The code cancelled the call: it is done without a completion.
+    cancelled: bool,
 }
 
 /// The critical section of an execution.
@@ -77,9 +79,39 @@ struct LimitReached;
 #[derive(Clone)]
 pub(crate) struct StateHandle(Rc<RefCell<State>>);
 
+thread_local! {
+    /// The state of the execution being polled on this thread (set by the executor around
+    /// each poll): how a `Durable` future, which holds no handle, finds its scope's state.
+    static POLLING: RefCell<Option<StateHandle>> = const { RefCell::new(None) };
+}
+
 impl StateHandle {
     pub(crate) fn new(instance_id: &str, limits: Limits) -> Self {
         StateHandle(Rc::new(RefCell::new(State::new(instance_id, limits))))
+    }
+
+    /// Runs `poll` with this state as the one being polled on this thread.
+    pub(crate) fn polling<R>(&self, poll: impl FnOnce() -> R) -> R {
+        /// Puts the previous state back, also when `poll` unwinds.
+        struct Restore(Option<StateHandle>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                POLLING.with(|current| *current.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(POLLING.with(|current| current.replace(Some(self.clone()))));
+        poll()
+    }
+
+    /// The state of the execution being polled on this thread, if any.
+    pub(crate) fn current() -> Option<StateHandle> {
+        POLLING.with(|current| current.borrow().clone())
+    }
+
+    /// The state, if nobody has it borrowed (a drop during teardown may find it borrowed).
+    pub(crate) fn try_borrow(&self) -> Option<RefMut<'_, State>> {
+        self.0.try_borrow_mut().ok()
     }
 
     /// The state, borrowed for one step (never across an `.await`).
@@ -135,6 +167,14 @@ pub(crate) struct State {
     fatal: Option<Failure>,
     /// Durable calls made since the current turn began (not counting replayed ones).
     turn_actions: usize,
+    /// Cancellation scopes being polled, innermost last (see [`State::enter_scope`]).
+    scope_stack: Vec<u64>,
+    /// The calls made inside each live scope, by scope id.
+    scope_calls: HashMap<u64, Vec<u64>>,
+    next_scope: u64,
+    /// The last heartbeat details of failed activity attempts, by `seq`, until a retry takes
+    /// them.
+    failed_heartbeats: HashMap<u64, Payload>,
 }
 
 impl State {
@@ -168,6 +208,10 @@ impl State {
             locked_calls: HashMap::new(),
             fatal: None,
             turn_actions: 0,
+            scope_stack: Vec::new(),
+            scope_calls: HashMap::new(),
+            next_scope: 0,
+            failed_heartbeats: HashMap::new(),
         }
     }
 
@@ -276,7 +320,123 @@ impl State {
         self.next_seq += 1;
         self.produced.push_back(make(seq));
         self.decisions_seen = self.decisions_seen.saturating_add(1);
+        for scope in &self.scope_stack {
+            self.scope_calls.entry(*scope).or_default().push(seq);
+        }
         seq
+    }
+
+    /// Cancels call `seq` if it is open: its completion is no longer expected, and the turn
+    /// carries the cancellation out (a running activity is told to stop, a child instance is
+    /// terminated). Recorded in history as `CallCancelled`.
+    ///
+    /// While replaying, the cancellation is made only where history recorded it: a history
+    /// written by code that did not cancel here (an older build) replays as it ran, the call
+    /// staying open, instead of failing as nondeterministic.
+    pub(crate) fn cancel_call(&mut self, seq: u64, reason: &str) {
+        let Some(call) = self.calls.get(seq as usize).copied() else {
+            // Made in this poll and not recorded yet: find it among the produced actions.
+            if self.produced.iter().any(|a| a.seq() == Some(seq)) {
+                self.push_cancel(seq, self.produced_target(seq), reason);
+            }
+            return;
+        };
+        if call.done {
+            return;
+        }
+        let target = match call.kind {
+            CallKind::Activity => CancelTarget::Activity,
+            CallKind::SubOrchestration => match self.children.get(&seq) {
+                Some(child) => CancelTarget::SubOrchestration(child.clone()),
+                None => CancelTarget::Nothing,
+            },
+            CallKind::Timer | CallKind::Entity | CallKind::Lock => CancelTarget::Nothing,
+        };
+        self.push_cancel(seq, target, reason);
+    }
+
+    /// What cancelling a call made in this poll (not recorded yet) does.
+    fn produced_target(&self, seq: u64) -> CancelTarget {
+        match self.produced.iter().find(|a| a.seq() == Some(seq)) {
+            Some(Action::CallActivity { .. }) => CancelTarget::Activity,
+            Some(Action::CallSubOrchestrator { instance_id, .. }) => {
+                CancelTarget::SubOrchestration(instance_id.clone())
+            }
+            _ => CancelTarget::Nothing,
+        }
+    }
+
+    fn push_cancel(&mut self, seq: u64, target: CancelTarget, reason: &str) {
+        if self
+            .produced
+            .iter()
+            .any(|a| matches!(a, Action::CancelCall { seq: s, .. } if *s == seq))
+        {
+            return;
+        }
+        if self.replaying {
+            let recorded = self.recorded_decisions.get(self.decisions_seen);
+            if !matches!(recorded, Some(Event::CallCancelled { seq: s, .. }) if *s == seq) {
+                return;
+            }
+        }
+        self.produced.push_back(Action::CancelCall {
+            seq,
+            target,
+            reason: reason.to_owned(),
+        });
+        self.decisions_seen = self.decisions_seen.saturating_add(1);
+        self.results.remove(&seq);
+    }
+
+    /// Keeps the last heartbeat details of failed attempt `seq` for its retry.
+    pub(crate) fn keep_failed_heartbeat(&mut self, seq: u64, details: Payload) {
+        self.failed_heartbeats.insert(seq, details);
+    }
+
+    /// The last heartbeat details of failed attempt `seq`, if it left any.
+    pub(crate) fn take_failed_heartbeat(&mut self, seq: u64) -> Option<Payload> {
+        self.failed_heartbeats.remove(&seq)
+    }
+
+    /// Whether call `seq` was cancelled by the code.
+    pub(crate) fn is_cancelled(&self, seq: u64) -> bool {
+        self.calls
+            .get(seq as usize)
+            .is_some_and(|call| call.cancelled)
+    }
+
+    // --- Cancellation scopes ---
+
+    /// A new scope: the calls made while it is entered belong to it (and to the scopes
+    /// around it), so cancelling it cancels them. A `Durable` future (a helper's, an `async`
+    /// block's, a retry loop's) is a scope around what its body calls.
+    pub(crate) fn new_scope(&mut self) -> u64 {
+        let id = self.next_scope;
+        self.next_scope += 1;
+        id
+    }
+
+    pub(crate) fn enter_scope(&mut self, scope: u64) {
+        self.scope_stack.push(scope);
+    }
+
+    pub(crate) fn exit_scope(&mut self, scope: u64) {
+        if let Some(i) = self.scope_stack.iter().rposition(|s| *s == scope) {
+            self.scope_stack.remove(i);
+        }
+    }
+
+    /// Cancels every open call made inside `scope`, oldest first, and forgets the scope.
+    pub(crate) fn cancel_scope(&mut self, scope: u64, reason: &str) {
+        for seq in self.scope_calls.remove(&scope).unwrap_or_default() {
+            self.cancel_call(seq, reason);
+        }
+    }
+
+    /// Forgets a scope whose future finished or was dropped.
+    pub(crate) fn drop_scope(&mut self, scope: u64) {
+        self.scope_calls.remove(&scope);
     }
 
     /// Records that the call an action made is in history now (its completion is expected).
@@ -292,6 +452,15 @@ impl State {
             }
             Action::CallEntity { seq, .. } => (*seq, CallKind::Entity),
             Action::LockEntities { seq, .. } => (*seq, CallKind::Lock),
+            Action::CancelCall { seq, .. } => {
+                if let Some(call) = self.calls.get_mut(*seq as usize) {
+                    call.done = true;
+                    call.cancelled = true;
+                }
+                self.results.remove(seq);
+                self.locked_calls.remove(seq);
+                return;
+            }
             Action::Patch { .. } | Action::SignalEntity { .. } | Action::UnlockEntities { .. } => {
                 return;
             }
@@ -303,10 +472,15 @@ impl State {
                 CallState {
                     kind: CallKind::Timer,
                     done: true,
+                    cancelled: false,
                 },
             );
         }
-        self.calls[index] = CallState { kind, done: false };
+        self.calls[index] = CallState {
+            kind,
+            done: false,
+            cancelled: false,
+        };
     }
 
     /// `ctx.is_patched(name)`: while replaying, whether history took the patched path at this

@@ -1,10 +1,15 @@
-//! The activity worker actor: runs activities with a concurrency limit and commits results.
+//! The activity worker actor: runs activities with a concurrency limit and commits results;
+//! bounds each attempt by its timeouts, stores its heartbeats and tells it to stop when its
+//! call is cancelled (by an instance of this worker at once, by another process at the next
+//! sync with the store).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
@@ -12,15 +17,16 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::Shared;
-use super::messages::{Drain, Inbound, Route, RunActivities, ToDispatcher};
+use super::messages::{CancelActivities, Drain, Inbound, Route, RunActivities, ToDispatcher};
 use super::poll::Poller;
 use super::residency::backoff;
-use crate::activity::ActivityContext;
+use crate::activity::{ActivityContext, AttemptControl, CancelReason};
+use crate::clock::checked_after;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::panics::panic_message;
 use crate::panics::{Caught, take_location};
-use crate::store::{ActivityCompletion, ActivityWorkItem, HeldWork};
+use crate::store::{ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, HeldWork};
 
 /// Where a work item came from, which decides how its result travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +44,12 @@ pub(super) struct ActivityWorker {
     dispatcher: ToDispatcher,
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
-    /// The work items running now (their leases are renewed with the queued ones).
-    running_ids: HashSet<i64>,
+    /// The work items running now, with what their attempts share with the worker (their
+    /// leases are renewed with the queued ones).
+    attempts: HashMap<i64, Attempt>,
     claiming: bool,
+    /// A sync with the store (heartbeats out, cancellations in) is in flight.
+    syncing: bool,
     poller: Poller,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
@@ -54,8 +63,9 @@ impl ActivityWorker {
             dispatcher,
             queue: VecDeque::new(),
             running: 0,
-            running_ids: HashSet::new(),
+            attempts: HashMap::new(),
             claiming: false,
+            syncing: false,
             stopping: false,
             drain_waiters: Vec::new(),
         }
@@ -69,16 +79,26 @@ impl ActivityWorker {
                 break;
             };
             self.running += 1;
-            self.running_ids.insert(item.id);
+            let control = Arc::new(AttemptControl::new(
+                item.heartbeat.clone(),
+                self.shared.options.limits,
+                self.shared.clock.clone(),
+            ));
             let item_id = item.id;
+            self.attempts.insert(
+                item_id,
+                Attempt {
+                    instance_id: item.instance_id.clone(),
+                    seq: item.seq,
+                    control: control.clone(),
+                },
+            );
             let shared = self.shared.clone();
-            let run = run(shared, item, origin).into_actor(self);
-            ctx.spawn(run.map(move |delivered, act, ctx| {
+            let route = self.dispatcher.route.clone();
+            let run = run(shared, item, origin, control, route).into_actor(self);
+            ctx.spawn(run.map(move |(), act, ctx| {
                 act.running -= 1;
-                act.running_ids.remove(&item_id);
-                if let Some(inbound) = delivered {
-                    act.dispatcher.route.do_send(Route(vec![inbound]));
-                }
+                act.attempts.remove(&item_id);
                 act.pump(ctx);
             }));
         }
@@ -100,8 +120,8 @@ impl ActivityWorker {
         let held = HeldWork {
             instances: Vec::new(),
             activity_items: self
-                .running_ids
-                .iter()
+                .attempts
+                .keys()
                 .copied()
                 .chain(self.queue.iter().map(|(item, _)| item.id))
                 .collect(),
@@ -120,6 +140,56 @@ impl ActivityWorker {
         ctx.spawn(renew.into_actor(self).map(|result, _, _| {
             if let Err(error) = result {
                 tracing::warn!(%error, "renewing activity leases failed; will retry");
+            }
+        }));
+    }
+
+    /// Stores the latest heartbeats of running attempts and tells those whose work items are
+    /// gone (their call cancelled, their orchestration ended, taken over elsewhere) to stop.
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing || self.attempts.is_empty() {
+            return;
+        }
+        let heartbeats: Vec<ActivityHeartbeat> = self
+            .attempts
+            .iter()
+            .filter_map(|(id, attempt)| {
+                attempt
+                    .control
+                    .take_unsaved()
+                    .map(|details| ActivityHeartbeat {
+                        item_id: *id,
+                        details,
+                    })
+            })
+            .collect();
+        let running: Vec<i64> = self.attempts.keys().copied().collect();
+        self.syncing = true;
+        let shared = self.shared.clone();
+        let sync = async move {
+            let result = shared
+                .store
+                .sync_activities(&shared.owner, &heartbeats, &running, shared.now())
+                .await;
+            (result, heartbeats.len())
+        };
+        ctx.spawn(sync.into_actor(self).map(|(result, beats), act, _| {
+            act.syncing = false;
+            match result {
+                Ok(gone) => {
+                    act.shared
+                        .metrics
+                        .activity_heartbeats
+                        .fetch_add(beats as u64, Ordering::Relaxed);
+                    for id in gone {
+                        if let Some(attempt) = act.attempts.get(&id) {
+                            attempt.control.cancel(CancelReason::Cancelled);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "storing activity heartbeats failed; will retry")
+                }
             }
         }));
     }
@@ -170,29 +240,196 @@ impl ActivityWorker {
     }
 }
 
-/// Runs one activity and returns its result for the instance: in memory for local work,
-/// otherwise committed first (and returned when the message was claimed for this worker).
-async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Option<Inbound> {
-    let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq);
+/// What the worker keeps of a running attempt.
+struct Attempt {
+    instance_id: String,
+    seq: u64,
+    control: Arc<AttemptControl>,
+}
+
+/// Runs one attempt and delivers its result to the instance: in memory for local work,
+/// otherwise committed first (and routed when the message was claimed for this worker). An
+/// attempt that times out has its failure delivered at once and is then given the cancel
+/// grace to wind down; one whose call was cancelled delivers nothing.
+async fn run(
+    shared: Arc<Shared>,
+    item: ActivityWorkItem,
+    origin: Origin,
+    control: Arc<AttemptControl>,
+    route: Recipient<Route>,
+) {
+    let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq, attempt = item.attempt);
     let started = Instant::now();
-    let event = execute(&shared, &item).instrument(span).await;
-    shared.metrics.activity_latency.observe(started.elapsed());
-    let outcome = match event {
-        Event::TaskCompleted { .. } => &shared.metrics.activities_completed,
-        _ => &shared.metrics.activities_failed,
+    let started_at = shared.now();
+    if let Some(deadline) = item.deadline
+        && started_at >= deadline
+    {
+        // Its schedule-to-close timeout ended the call before any worker started it.
+        control.cancel(CancelReason::ScheduleToCloseTimeout);
+        shared
+            .metrics
+            .activities_timed_out
+            .fetch_add(1, Ordering::Relaxed);
+        let event = stopped(&item, CancelReason::ScheduleToCloseTimeout, &control);
+        deliver(&shared, &item, origin, event, &route).await;
+        return;
+    }
+    let mut attempt = std::pin::pin!(execute(&shared, &item, control.clone()).instrument(span));
+    let finished = loop {
+        let wake = next_deadline(&item, &control, started_at);
+        let timeout = async {
+            match wake {
+                Some(at) => shared.clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = &mut attempt => break Some(event),
+            () = control.cancelled() => break None,
+            () = timeout => {
+                if let Some(reason) = expired(&item, &control, started_at, shared.now()) {
+                    control.cancel(reason);
+                }
+            }
+        }
     };
-    outcome.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.activity_latency.observe(started.elapsed());
+    if let Some(event) = finished {
+        let outcome = match event {
+            Event::TaskCompleted { .. } => &shared.metrics.activities_completed,
+            _ => &shared.metrics.activities_failed,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        if !control.is_cancelled() {
+            deliver(&shared, &item, origin, event, &route).await;
+        }
+        return;
+    }
+    let reason = control.reason().unwrap_or(CancelReason::Cancelled);
+    if reason == CancelReason::Cancelled {
+        shared
+            .metrics
+            .activities_cancelled
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, "activity cancelled");
+    } else {
+        shared
+            .metrics
+            .activities_timed_out
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .activities_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, "activity attempt timed out: {reason}");
+        let event = stopped(&item, reason, &control);
+        deliver(&shared, &item, origin, event, &route).await;
+    }
+    // The attempt was told to stop: it may wind down within the grace; whatever it returns
+    // is ignored.
+    let grace = shared.options.activity_cancel_grace;
+    if tokio::time::timeout(grace, attempt).await.is_err() {
+        tracing::warn!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, "activity did not stop within {grace:?} of being told to; dropped it");
+    }
+}
+
+/// The earliest time one of the attempt's timeouts can expire, if it has any.
+fn next_deadline(
+    item: &ActivityWorkItem,
+    control: &AttemptControl,
+    started_at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let start_to_close = item
+        .timeouts
+        .start_to_close
+        .and_then(|timeout| checked_after(started_at, timeout));
+    let heartbeat = item
+        .timeouts
+        .heartbeat_timeout
+        .and_then(|timeout| checked_after(control.last_beat(), timeout));
+    [start_to_close, heartbeat, item.deadline]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// Which of the attempt's timeouts has expired at `now`, if one has.
+fn expired(
+    item: &ActivityWorkItem,
+    control: &AttemptControl,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<CancelReason> {
+    let after = |from: DateTime<Utc>, timeout: Option<std::time::Duration>| {
+        timeout
+            .and_then(|timeout| checked_after(from, timeout))
+            .is_some_and(|at| now >= at)
+    };
+    if item.deadline.is_some_and(|deadline| now >= deadline) {
+        Some(CancelReason::ScheduleToCloseTimeout)
+    } else if after(started_at, item.timeouts.start_to_close) {
+        Some(CancelReason::StartToCloseTimeout)
+    } else if after(control.last_beat(), item.timeouts.heartbeat_timeout) {
+        Some(CancelReason::HeartbeatTimeout)
+    } else {
+        None
+    }
+}
+
+/// The failure of an attempt a timeout stopped, with its last heartbeat details (a retry
+/// resumes from them). Only the schedule-to-close timeout is final.
+fn stopped(item: &ActivityWorkItem, reason: CancelReason, control: &AttemptControl) -> Event {
+    let bound = match reason {
+        CancelReason::StartToCloseTimeout => item
+            .timeouts
+            .start_to_close
+            .map(|t| format!("its start-to-close timeout of {t:?}")),
+        CancelReason::HeartbeatTimeout => item
+            .timeouts
+            .heartbeat_timeout
+            .map(|t| format!("its heartbeat timeout of {t:?} without a heartbeat")),
+        CancelReason::ScheduleToCloseTimeout => item
+            .deadline
+            .map(|at| format!("the schedule-to-close deadline of its call ({at})")),
+        CancelReason::Cancelled => None,
+    }
+    .unwrap_or_else(|| reason.to_string());
+    let mut failure = Failure::new(
+        reason.failure_kind(),
+        format!(
+            "activity `{}` timed out: attempt {} ran past {bound}",
+            item.name, item.attempt
+        ),
+    );
+    failure.non_retriable = reason == CancelReason::ScheduleToCloseTimeout;
+    Event::TaskFailed {
+        seq: item.seq,
+        failure,
+        heartbeat: control.last_details(),
+    }
+}
+
+/// Delivers an attempt's result: in memory for local work, otherwise committed first (and
+/// routed when the message was claimed for this worker).
+async fn deliver(
+    shared: &Shared,
+    item: &ActivityWorkItem,
+    origin: Origin,
+    event: Event,
+    route: &Recipient<Route>,
+) {
     if origin == Origin::Local {
-        return Some(Inbound::Local {
+        route.do_send(Route(vec![Inbound::Local {
             item_id: item.id,
-            instance_id: item.instance_id,
+            instance_id: item.instance_id.clone(),
             execution: item.execution,
             event,
-        });
+        }]));
+        return;
     }
     let mut completion = ActivityCompletion {
         item_id: item.id,
-        instance_id: item.instance_id,
+        instance_id: item.instance_id.clone(),
         execution: item.execution,
         event,
         owner: shared.owner.clone(),
@@ -201,7 +438,11 @@ async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Opt
     let mut failures = 0;
     loop {
         match shared.store.complete_activity(completion.clone()).await {
-            Ok(delivered) => return delivered.map(Inbound::Queued),
+            Ok(Some(delivered)) => {
+                route.do_send(Route(vec![Inbound::Queued(delivered)]));
+                return;
+            }
+            Ok(None) => return,
             Err(error) if failures < 8 => {
                 failures += 1;
                 tracing::warn!(%error, "committing an activity result failed; retrying");
@@ -210,14 +451,14 @@ async fn run(shared: Arc<Shared>, item: ActivityWorkItem, origin: Origin) -> Opt
             }
             Err(error) => {
                 tracing::error!(%error, "committing an activity result failed; the activity will run again when its lease lapses");
-                return None;
+                return;
             }
         }
     }
 }
 
 /// Runs the activity function, turning errors and panics into `TaskFailed`.
-async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
+async fn execute(shared: &Shared, item: &ActivityWorkItem, control: Arc<AttemptControl>) -> Event {
     let entry = match shared.registry.get_activity(&item.name) {
         Ok(entry) => *entry,
         Err(error) => {
@@ -226,6 +467,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
             return Event::TaskFailed {
                 seq: item.seq,
                 failure,
+                heartbeat: None,
             };
         }
     };
@@ -235,6 +477,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
         item.seq,
         item.attempt,
         shared.shared_state.clone(),
+        control.clone(),
     );
     let future = (entry.invoke)(ctx, item.input.clone());
     match AssertUnwindSafe(Caught(future)).catch_unwind().await {
@@ -251,6 +494,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
                     Event::TaskFailed {
                         seq: item.seq,
                         failure,
+                        heartbeat: control.last_details(),
                     }
                 }
             }
@@ -258,6 +502,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
         Ok(Err(failure)) => Event::TaskFailed {
             seq: item.seq,
             failure,
+            heartbeat: control.last_details(),
         },
         Err(panic) => {
             let message = panic_message(&*panic);
@@ -271,6 +516,7 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem) -> Event {
             Event::TaskFailed {
                 seq: item.seq,
                 failure: Failure::panic(format!("activity `{}` panicked: {message}", item.name)),
+                heartbeat: control.last_details(),
             }
         }
     }
@@ -283,6 +529,9 @@ impl Actor for ActivityWorker {
         ctx.run_interval(self.shared.options.lease / 3, |act, ctx| {
             act.renew_leases(ctx)
         });
+        ctx.run_interval(self.shared.options.activity_sync_interval, |act, ctx| {
+            act.sync(ctx)
+        });
         self.poll(ctx);
     }
 }
@@ -293,6 +542,26 @@ impl Handler<RunActivities> for ActivityWorker {
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
         self.queue
             .extend(msg.0.into_iter().map(|item| (item, Origin::Local)));
+        self.pump(ctx);
+    }
+}
+
+impl Handler<CancelActivities> for ActivityWorker {
+    type Result = ();
+
+    /// Calls an instance of this worker cancelled (their work items are already deleted):
+    /// queued ones are dropped, running ones told to stop.
+    fn handle(&mut self, msg: CancelActivities, ctx: &mut Context<Self>) {
+        let cancelled = |instance_id: &str, seq: u64| {
+            instance_id == msg.instance_id && msg.seqs.as_ref().is_none_or(|s| s.contains(&seq))
+        };
+        self.queue
+            .retain(|(item, _)| !cancelled(&item.instance_id, item.seq));
+        for attempt in self.attempts.values() {
+            if cancelled(&attempt.instance_id, attempt.seq) {
+                attempt.control.cancel(CancelReason::Cancelled);
+            }
+        }
         self.pump(ctx);
     }
 }

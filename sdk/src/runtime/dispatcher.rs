@@ -14,7 +14,7 @@ use super::entity::EntityActor;
 use super::instance::InstanceActor;
 use super::messages::{
     Deliver, Drain, GiveUp, Inbound, Poke, RequestUnload, Route, Shutdown, TimersArmed,
-    ToDispatcher, Unload, Unloaded,
+    ToDispatcher, ToWorker, Unload, Unloaded,
 };
 use super::poll::Poller;
 use super::residency::backoff;
@@ -222,7 +222,10 @@ impl Dispatcher {
                             self.shared.clone(),
                             instance_id.clone(),
                             ToDispatcher::of(&ctx.address()),
-                            self.worker.clone().recipient(),
+                            ToWorker {
+                                run: self.worker.clone().recipient(),
+                                cancel: self.worker.clone().recipient(),
+                            },
                             messages,
                         )
                         .start(),

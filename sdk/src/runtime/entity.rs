@@ -234,6 +234,7 @@ impl EntityActor {
             lock_owner: lock_owner.clone(),
         };
         let commit = TurnCommit {
+            cancelled_activities: Vec::new(),
             instance_id: self.res.instance_id.to_string(),
             owner: self.res.shared.owner.clone(),
             history_start: 0,

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 use super::Shared;
 use super::messages::{
-    Deliver, Drain, GiveUp, Inbound, RunActivities, TimersArmed, ToDispatcher, Unload,
+    CancelActivities, Deliver, Drain, GiveUp, Inbound, RunActivities, TimersArmed, ToDispatcher,
+    ToWorker, Unload,
 };
 use super::residency::{self, Phase, Residency, Resident};
 use super::turn::{self, Extra, Facts};
@@ -25,7 +26,7 @@ use crate::store::{ActivityCompletion, ActivityWorkItem, NewActivity};
 
 pub(super) struct InstanceActor {
     res: Residency,
-    worker: Recipient<RunActivities>,
+    worker: ToWorker,
     executor: Option<Executor>,
     /// History ends with a terminal event: messages are only consumed (or rewind it).
     finished: bool,
@@ -40,7 +41,7 @@ impl InstanceActor {
         shared: Arc<Shared>,
         instance_id: Arc<str>,
         dispatcher: ToDispatcher,
-        worker: Recipient<RunActivities>,
+        worker: ToWorker,
         pending: Vec<Inbound>,
     ) -> Self {
         InstanceActor {
@@ -173,6 +174,11 @@ impl InstanceActor {
                 tracing::debug!(instance_id = %self.res.instance_id, "dropping messages for an execution that is not running");
                 let mut all = std::mem::take(&mut self.res.pending);
                 all.extend(stale);
+                if self.finished {
+                    // The execution ended, and its work items went with it: results
+                    // delivered in memory have nothing left to consume.
+                    all.retain(|m| matches!(m, Inbound::Queued(_)));
+                }
                 return self.commit(TurnOutput::default(), all, Extra::default(), ctx);
             }
             match self.admit(&starts) {
@@ -194,6 +200,18 @@ impl InstanceActor {
         let Some(executor) = self.executor.as_mut() else {
             return;
         };
+        // Results of calls the code cancelled: their work items were deleted with the
+        // cancellation, so there is nothing to consume.
+        let live: Vec<Inbound> = live
+            .into_iter()
+            .filter(|m| match (m, m.event()) {
+                (
+                    Inbound::Local { .. },
+                    Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. },
+                ) => !executor.is_cancelled(*seq),
+                _ => true,
+            })
+            .collect();
         let span = tracing::info_span!("turn", instance_id = %self.res.instance_id);
         let _enter = span.enter();
         let events = live.iter().map(|m| m.event().clone()).collect();
@@ -321,7 +339,17 @@ impl InstanceActor {
         let plan = turn::plan(out, &messages, extra, facts);
         let turn_started = self.turn_started.take().unwrap_or_else(Instant::now);
         let store = self.res.shared.store.clone();
-        let commit = plan.commit;
+        let mut commit = plan.commit;
+        let cancelled = commit.cancelled_activities.clone();
+        for activity in &mut commit.activities {
+            // What this worker cannot run is left unclaimed for a worker that can.
+            activity.run_here = self
+                .res
+                .shared
+                .registry
+                .get_activity(&activity.name)
+                .is_ok();
+        }
         let commit_fut = async move {
             let activities = commit.activities.clone();
             store
@@ -366,6 +394,15 @@ impl InstanceActor {
                         act.history_len = 0;
                     }
                     act.dispatch(committed.activity_ids, activities, execution, timer_due);
+                    // Running attempts of calls the turn cancelled, or of an execution that
+                    // ended, are told to stop at once (their work items are gone).
+                    let seqs = if finishes { None } else { Some(cancelled) };
+                    if seqs.as_ref().is_none_or(|seqs| !seqs.is_empty()) {
+                        act.worker.cancel.do_send(CancelActivities {
+                            instance_id: act.res.instance_id.to_string(),
+                            seqs,
+                        });
+                    }
                     if act.res.give_up_requested() {
                         return residency::give_up(act, ctx);
                     }
@@ -399,9 +436,10 @@ impl InstanceActor {
         timer_due: Vec<DateTime<Utc>>,
     ) {
         if !activities.is_empty() {
-            let items = ids
+            let items: Vec<ActivityWorkItem> = ids
                 .into_iter()
                 .zip(activities)
+                .filter(|(_, activity)| activity.run_here)
                 .map(|(id, activity)| ActivityWorkItem {
                     id,
                     instance_id: self.res.instance_id.to_string(),
@@ -410,9 +448,14 @@ impl InstanceActor {
                     input: activity.input,
                     attempt: 1,
                     execution,
+                    timeouts: activity.timeouts,
+                    deadline: activity.deadline,
+                    heartbeat: activity.heartbeat,
                 })
                 .collect();
-            self.worker.do_send(RunActivities(items));
+            if !items.is_empty() {
+                self.worker.run.do_send(RunActivities(items));
+            }
         }
         if !timer_due.is_empty() {
             self.res

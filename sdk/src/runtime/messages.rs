@@ -165,3 +165,19 @@ pub(super) struct Drain;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
+
+/// How an instance reaches the activity worker.
+#[derive(Clone)]
+pub(super) struct ToWorker {
+    pub(super) run: Recipient<RunActivities>,
+    pub(super) cancel: Recipient<CancelActivities>,
+}
+
+/// Calls a turn of a loaded instance cancelled, or all its calls when its execution ended
+/// (`seqs` is `None`): their work items are deleted; the worker stops what runs of them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct CancelActivities {
+    pub(super) instance_id: String,
+    pub(super) seqs: Option<Vec<u64>>,
+}

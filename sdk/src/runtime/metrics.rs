@@ -57,6 +57,9 @@ pub(crate) struct Metrics {
     pub(crate) instances_terminated: AtomicU64,
     pub(crate) activities_completed: AtomicU64,
     pub(crate) activities_failed: AtomicU64,
+    pub(crate) activities_timed_out: AtomicU64,
+    pub(crate) activities_cancelled: AtomicU64,
+    pub(crate) activity_heartbeats: AtomicU64,
     pub(crate) instances_loaded: AtomicI64,
     pub(crate) activities_running: AtomicI64,
     pub(crate) activities_queued: AtomicI64,
@@ -77,6 +80,9 @@ impl Metrics {
             instances_terminated: get(&self.instances_terminated),
             activities_completed: get(&self.activities_completed),
             activities_failed: get(&self.activities_failed),
+            activities_timed_out: get(&self.activities_timed_out),
+            activities_cancelled: get(&self.activities_cancelled),
+            activity_heartbeats: get(&self.activity_heartbeats),
             instances_loaded: gauge(&self.instances_loaded),
             activities_running: gauge(&self.activities_running),
             activities_queued: gauge(&self.activities_queued),
@@ -106,8 +112,14 @@ pub struct MetricsSnapshot {
     pub instances_terminated: u64,
     /// Activity executions that returned a value.
     pub activities_completed: u64,
-    /// Activity executions that returned an error or panicked.
+    /// Activity executions that returned an error or panicked (timeouts included).
     pub activities_failed: u64,
+    /// Activity attempts stopped by a start-to-close, heartbeat or schedule-to-close timeout.
+    pub activities_timed_out: u64,
+    /// Activity attempts told to stop because their orchestration no longer needed them.
+    pub activities_cancelled: u64,
+    /// Activity heartbeats stored (the latest details of an attempt, a few times a second).
+    pub activity_heartbeats: u64,
     /// Gauge: instances held in memory now.
     pub instances_loaded: u64,
     /// Gauge: activities running now.

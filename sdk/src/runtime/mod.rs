@@ -65,6 +65,8 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Duration,
     pub(crate) claim_batch: u32,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) activity_cancel_grace: Duration,
+    pub(crate) activity_sync_interval: Duration,
     pub(crate) limits: Limits,
     pub(crate) versioning: Versioning,
 }
@@ -78,6 +80,8 @@ impl Default for Options {
             poll_interval: Duration::from_secs(1),
             claim_batch: 500,
             shutdown_grace: Duration::from_secs(10),
+            activity_cancel_grace: Duration::from_secs(5),
+            activity_sync_interval: Duration::from_millis(250),
             limits: Limits::default(),
             versioning: Versioning::default(),
         }
@@ -197,6 +201,23 @@ impl RuntimeBuilder {
     /// How long [`Runtime::shutdown`] waits for running activities and commits (default 10 s).
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.options.shutdown_grace = grace;
+        self
+    }
+
+    /// How long an activity attempt that was told to stop (cancelled, timed out) may keep
+    /// running to wind down before the worker drops it (default 5 s). What it returns in that
+    /// time is ignored; a timed-out attempt's failure is recorded at once, not after it.
+    pub fn activity_cancel_grace(mut self, grace: Duration) -> Self {
+        self.options.activity_cancel_grace = grace;
+        self
+    }
+
+    /// How often, while activities run, the worker stores their latest heartbeats and checks
+    /// whether their calls were cancelled by another process (default 250 ms): the longest a
+    /// cancellation from another worker takes to reach a running activity. Cancellations by
+    /// instances this worker runs reach it at once.
+    pub fn activity_sync_interval(mut self, interval: Duration) -> Self {
+        self.options.activity_sync_interval = interval.max(Duration::from_millis(10));
         self
     }
 

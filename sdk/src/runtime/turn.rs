@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use super::messages::{Inbound, queued_ids};
 use crate::error::Failure;
 use crate::history::{Event, ParentInstance};
-use crate::orchestration::{Action, Outcome, TurnOutput};
+use crate::orchestration::{Action, CancelTarget, Outcome, TurnOutput};
 use crate::payload::Payload;
 use crate::store::{NewActivity, NewInstance, NewMessage, RuntimeStatus, TurnCommit};
+use crate::timeouts::ActivityTimeouts;
 
 /// What a turn commits besides the executor's output.
 #[derive(Debug, Default)]
@@ -134,12 +135,51 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
         execution,
     };
     let mut activities = Vec::new();
+    let mut cancelled_activities = Vec::new();
     let mut children = Vec::new();
     for action in out.actions {
         match action {
-            Action::CallActivity { seq, name, input } => {
-                activities.push(NewActivity { seq, name, input })
-            }
+            Action::CallActivity {
+                seq,
+                name,
+                input,
+                timeouts,
+                deadline,
+                heartbeat,
+            } => activities.push(NewActivity {
+                seq,
+                name,
+                input,
+                timeouts,
+                deadline,
+                heartbeat,
+                run_here: true,
+            }),
+            Action::CancelCall { seq, target, .. } => match target {
+                CancelTarget::Activity => {
+                    // Scheduled in this very turn: it is simply not enqueued.
+                    let before = activities.len();
+                    activities.retain(|a: &NewActivity| a.seq != seq);
+                    if activities.len() == before {
+                        cancelled_activities.push(seq);
+                    }
+                }
+                CancelTarget::SubOrchestration(child) => {
+                    let before = children.len();
+                    children.retain(|c: &NewInstance| c.instance_id != child);
+                    if children.len() == before {
+                        outbound.push(message(
+                            child.as_str(),
+                            now,
+                            Event::ExecutionTerminated {
+                                reason: format!("parent `{instance_id}` cancelled the call to it"),
+                                cascade: true,
+                            },
+                        ));
+                    }
+                }
+                CancelTarget::Nothing => {}
+            },
             Action::CreateTimer { seq, fire_at } => outbound.push(NewMessage {
                 instance_id: instance_id.to_owned(),
                 visible_at: fire_at,
@@ -265,6 +305,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 })
                 .collect(),
             activities,
+            cancelled_activities,
             messages: outbound,
             new_instances: children,
             status,
@@ -399,9 +440,14 @@ pub(super) fn rewind(
     };
     for call in open_calls {
         match call {
-            Event::TaskScheduled { seq, name, input } => {
-                out.actions.push(Action::CallActivity { seq, name, input })
-            }
+            Event::TaskScheduled { seq, name, input } => out.actions.push(Action::CallActivity {
+                seq,
+                name,
+                input,
+                timeouts: ActivityTimeouts::NONE,
+                deadline: None,
+                heartbeat: None,
+            }),
             Event::TimerCreated { seq, fire_at } => {
                 out.actions.push(Action::CreateTimer { seq, fire_at })
             }
@@ -534,6 +580,9 @@ mod tests {
                     seq: 3,
                     name: "charge".into(),
                     input: json(5),
+                    timeouts: ActivityTimeouts::NONE,
+                    deadline: None,
+                    heartbeat: None,
                 },
                 Action::CreateTimer {
                     seq: 4,
@@ -578,6 +627,50 @@ mod tests {
         assert_eq!(plan.timer_due, [at(160)]);
         assert_eq!((commit.lease_until, commit.now), (at(130), at(100)));
         assert!(!plan.finishes && !plan.continued && plan.finished_as.is_none());
+    }
+
+    #[test]
+    fn cancelled_calls_delete_work_items_terminate_children_or_are_never_sent() {
+        let activity = |seq| Action::CallActivity {
+            seq,
+            name: "export".into(),
+            input: json(1),
+            timeouts: ActivityTimeouts::NONE,
+            deadline: None,
+            heartbeat: None,
+        };
+        let cancel = |seq, target| Action::CancelCall {
+            seq,
+            target,
+            reason: "lost a select".into(),
+        };
+        let out = output(
+            vec![Event::OrchestratorStarted { timestamp: at(100) }],
+            vec![
+                // Made and cancelled in this turn: never enqueued.
+                activity(5),
+                cancel(5, CancelTarget::Activity),
+                // Made in an earlier turn: its work item goes with the commit.
+                cancel(2, CancelTarget::Activity),
+                cancel(3, CancelTarget::SubOrchestration("order-1:3".into())),
+                cancel(4, CancelTarget::Nothing),
+            ],
+            None,
+        );
+        let plan = plan(out, &[], Extra::default(), facts());
+        let commit = &plan.commit;
+        assert!(commit.activities.is_empty());
+        assert_eq!(commit.cancelled_activities, [2]);
+        assert_eq!(commit.messages.len(), 1);
+        let terminate = &commit.messages[0];
+        assert_eq!(terminate.instance_id, "order-1:3");
+        assert_eq!(
+            terminate.event,
+            Event::ExecutionTerminated {
+                reason: "parent `order-1` cancelled the call to it".into(),
+                cascade: true,
+            }
+        );
     }
 
     #[test]
@@ -941,6 +1034,7 @@ mod tests {
             Event::TaskFailed {
                 seq: 0,
                 failure: Failure::new("test", "boom"),
+                heartbeat: None,
             },
             Event::ExecutionFailed {
                 failure: Failure::new("test", "boom"),

@@ -27,10 +27,12 @@ use crate::error::Error;
 use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::store::{
-    ActivityCompletion, ActivityWorkItem, EntityCleanup, EntityQuery, EntityStatus, HeldWork,
-    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, RuntimeStatus,
-    Store, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
+    EntityQuery, EntityStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
+    OrchestrationMessage, PurgeQuery, RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit,
+    TurnCommitted,
 };
+use crate::timeouts::ActivityTimeouts;
 
 /// A store that keeps everything in memory, on a clock a test can move.
 ///
@@ -198,6 +200,20 @@ impl Store for MemoryStore {
         Ok(self.change(|state, _, _| state.renew(owner, held, lease_until)))
     }
 
+    async fn sync_activities(
+        &self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, Error> {
+        Ok(self.change(|state, _, _| state.sync_activities(owner, heartbeats, running, now)))
+    }
+
+    async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
+        Ok(self.read(|state, _| state.list_activities(instance_id)))
+    }
+
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         self.change(|state, now, effects| state.release(instance_id, owner, now, effects));
         Ok(())
@@ -324,6 +340,11 @@ struct WorkItem {
     holder: String,
     /// Until when `holder` has it; `None` once released (its holder stopped).
     lease_until: Option<DateTime<Utc>>,
+    timeouts: ActivityTimeouts,
+    deadline: Option<DateTime<Utc>>,
+    /// The last heartbeat details, and when they were stored.
+    heartbeat: Option<Payload>,
+    heartbeat_at: Option<DateTime<Utc>>,
 }
 
 /// A worker's hold on an instance or a message, until a deadline.
@@ -661,7 +682,55 @@ impl State {
                     input: item.input.clone(),
                     attempt: item.attempt,
                     execution: item.execution,
+                    timeouts: item.timeouts,
+                    deadline: item.deadline,
+                    heartbeat: item.heartbeat.clone(),
                 }
+            })
+            .collect()
+    }
+
+    /// Stores heartbeats on the items `owner` holds; returns the ids of `running` it no
+    /// longer holds.
+    fn sync_activities(
+        &mut self,
+        owner: &str,
+        heartbeats: &[ActivityHeartbeat],
+        running: &[i64],
+        now: DateTime<Utc>,
+    ) -> Vec<i64> {
+        for beat in heartbeats {
+            if let Some(item) = self.items.get_mut(&beat.item_id)
+                && item.holder == owner
+            {
+                item.heartbeat = Some(beat.details.clone());
+                item.heartbeat_at = Some(truncate_millis(now));
+            }
+        }
+        running
+            .iter()
+            .copied()
+            .filter(|id| self.items.get(id).is_none_or(|item| item.holder != owner))
+            .collect()
+    }
+
+    /// The work items of an instance, in queue order.
+    fn list_activities(&self, instance_id: &str) -> Vec<ActivityStatus> {
+        self.items
+            .iter()
+            .filter(|(_, item)| item.instance_id == instance_id)
+            .map(|(id, item)| ActivityStatus {
+                id: *id,
+                instance_id: item.instance_id.clone(),
+                seq: item.seq,
+                name: item.name.clone(),
+                attempt: item.attempt,
+                locked_by: item.lease_until.map(|_| item.holder.clone()),
+                locked_until: item.lease_until,
+                timeouts: item.timeouts,
+                deadline: item.deadline,
+                heartbeat: item.heartbeat.clone(),
+                heartbeat_at: item.heartbeat_at,
             })
             .collect()
     }
@@ -808,6 +877,13 @@ impl State {
         if terminal || turn.reset_history {
             self.items.retain(|_, item| item.instance_id != instance_id);
         }
+        if !turn.cancelled_activities.is_empty() {
+            self.items.retain(|_, item| {
+                item.instance_id != instance_id
+                    || item.execution != turn.execution
+                    || !turn.cancelled_activities.contains(&item.seq)
+            });
+        }
 
         // New work: activities (claimed by the turn's worker, which runs them), children,
         // messages.
@@ -822,11 +898,17 @@ impl State {
                     name: activity.name.clone(),
                     input: activity.input.clone(),
                     execution: turn.execution,
-                    attempt: 1,
+                    // An unclaimed item's first claim makes it attempt 1.
+                    attempt: u32::from(activity.run_here),
                     holder: turn.owner.clone(),
-                    lease_until: Some(truncate_millis(turn.lease_until)),
+                    lease_until: activity.run_here.then(|| truncate_millis(turn.lease_until)),
+                    timeouts: activity.timeouts,
+                    deadline: activity.deadline,
+                    heartbeat: activity.heartbeat.clone(),
+                    heartbeat_at: None,
                 };
                 self.items.insert(self.last_item_id, item);
+                effects.work |= !activity.run_here;
                 self.last_item_id
             })
             .collect();
@@ -1221,6 +1303,7 @@ mod tests {
             consumed,
             completed_activities: Vec::new(),
             activities: Vec::new(),
+            cancelled_activities: Vec::new(),
             messages: vec![NewMessage {
                 instance_id: "i".into(),
                 visible_at: due,
@@ -1313,6 +1396,10 @@ mod tests {
             seq: 0,
             name: "slow".into(),
             input: Payload::null(),
+            timeouts: Default::default(),
+            deadline: None,
+            heartbeat: None,
+            run_here: true,
         });
         let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
         store

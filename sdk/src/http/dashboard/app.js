@@ -359,6 +359,14 @@ function analyse(events, running) {
       }
       case "EntityUnlockSent": { const held = open.get("held"); if (held) { open.delete("held"); bars.push(Object.assign(held, { end: at, done: true, ok: true })); } break; }
       case "EventRaised": bars.push({ kind: "event", label: `event ${e.name}`, start: at, end: at, done: true, ok: true }); break;
+      case "CallCancelled": {
+        const call = open.get(e.seq);
+        if (call) {
+          open.delete(e.seq);
+          bars.push(Object.assign(call, { label: `${call.label} (cancelled)`, end: at, done: true, ok: false, cancelled: true, failure: e.reason ? `cancelled: ${e.reason}` : "cancelled" }));
+        }
+        break;
+      }
       case "TaskCompleted": case "TaskFailed": case "TimerFired": case "SubOrchestrationCompleted": case "SubOrchestrationFailed": case "EntityCompleted": case "EntityFailed": {
         const call = open.get(e.seq);
         if (call) {
@@ -393,9 +401,10 @@ function timeline(bars, running, events) {
   const rows = shown.map((b, i) => {
     const y = 20 + i * rowH;
     const x0 = x(b.start), x1 = Math.max(x(b.end || b.start), x0 + 3);
-    const cls = `bar-${b.kind}${b.done ? (b.ok ? " ok" : " failed") : " open"}`;
+    const cls = `bar-${b.kind}${b.done ? (b.cancelled ? " cancelled" : b.ok ? " ok" : " failed") : " open"}`;
     const dur = ((b.end || b.start) - b.start) / 1000;
-    const tip = `${b.label}: ${new Date(b.start).toLocaleString()} → ${b.done ? new Date(b.end).toLocaleString() : b.kind === "timer" ? `due ${new Date(b.end).toLocaleString()}` : "running"} (${dur.toFixed(3)} s)${b.failure ? ` — failed: ${typeof b.failure === "string" ? b.failure : b.failure.message}` : ""}`;
+    const why = b.failure ? (typeof b.failure === "string" ? b.failure : b.failure.message) : "";
+    const tip = `${b.label}: ${new Date(b.start).toLocaleString()} → ${b.done ? new Date(b.end).toLocaleString() : b.kind === "timer" ? `due ${new Date(b.end).toLocaleString()}` : "running"} (${dur.toFixed(3)} s)${why ? ` — ${b.cancelled ? why : `failed: ${why}`}` : ""}`;
     return svg("g", { "data-bar": b.kind, "data-label": b.label },
       svg("text", { x: 4, y: y + 14 }, b.label.length > 34 ? `${b.label.slice(0, 33)}…` : b.label),
       svg("rect", { x: x0, y: y + 3, width: x1 - x0, height: rowH - 7, rx: 3, class: cls }, svg("title", {}, tip)));
@@ -407,7 +416,7 @@ function timeline(bars, running, events) {
   });
   const nowLine = running ? svg("line", { x1: x(Date.now()), x2: x(Date.now()), y1: 14, y2: height, class: "now", "data-now": "1" }, svg("title", {}, "now")) : null;
   return h("div", { class: "timeline", id: "timeline" },
-    h("div", { class: "legend" }, [["activity", "var(--completed)"], ["timer", "var(--timer)"], ["sub-orchestration", "var(--terminated)"], ["entity call", "var(--suspended)"], ["lock", "var(--lock)"], ["event", "var(--event)"], ["failed", "var(--failed)"], ["in progress (faded)", "var(--running)"]].map(([l, c]) => h("span", {}, h("i", { style: `background:${c}` }), l))),
+    h("div", { class: "legend" }, [["activity", "var(--completed)"], ["timer", "var(--timer)"], ["sub-orchestration", "var(--terminated)"], ["entity call", "var(--suspended)"], ["lock", "var(--lock)"], ["event", "var(--event)"], ["failed", "var(--failed)"], ["cancelled (dashed)", "var(--cancelled)"], ["in progress (faded)", "var(--running)"]].map(([l, c]) => h("span", {}, h("i", { style: `background:${c}` }), l))),
     shown.length ? svg("svg", { width, height, viewBox: `0 0 ${width} ${height}` }, axis, rows, nowLine) : h("p", { class: "muted" }, "No calls yet."),
     bars.length > shown.length ? h("p", { class: "muted" }, `Showing the first ${shown.length} of ${bars.length} calls.`) : null);
 }

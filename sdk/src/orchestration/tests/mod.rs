@@ -4,6 +4,7 @@
 //! replay what it recorded into a fresh executor, as after a restart.
 
 mod activities;
+mod cancellation;
 mod continue_as_new;
 mod critical_sections;
 mod events;
@@ -101,7 +102,9 @@ fn activity_calls(out: &TurnOutput) -> Vec<(u64, String, Payload)> {
     out.actions
         .iter()
         .filter_map(|action| match action {
-            Action::CallActivity { seq, name, input } => Some((*seq, name.clone(), input.clone())),
+            Action::CallActivity {
+                seq, name, input, ..
+            } => Some((*seq, name.clone(), input.clone())),
             _ => None,
         })
         .collect()
@@ -145,6 +148,7 @@ fn task_failed(seq: u64, message: &str) -> Event {
     Event::TaskFailed {
         seq,
         failure: Failure::new("test", message),
+        heartbeat: None,
     }
 }
 

@@ -1,0 +1,151 @@
+//! Cancellation: what a `select` lost, what the code cancels itself and what a scope (a retry
+//! loop's future) holds open become `CallCancelled` decisions with the effect each call needs;
+//! the completion of a cancelled call is skipped; replays cancel at the same point, and a
+//! history recorded before cancellations were recorded still replays.
+
+use std::time::Duration;
+
+use super::*;
+use crate::error::Error;
+use crate::orchestration::actions::CancelTarget;
+use crate::orchestration::{Either, OrchestrationContext};
+use crate::retry::RetryPolicy;
+use crate::timeouts::ActivityOptions;
+
+#[crate::activity]
+async fn report(_ctx: crate::ActivityContext, _: ()) -> Result<String, Error> {
+    Ok(String::new())
+}
+
+#[crate::orchestrator]
+async fn child(_ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    Ok(String::new())
+}
+
+/// The report, unless a minute passes first.
+#[crate::orchestrator]
+async fn report_or_timeout(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    let report = ctx.call_activity(Report, ());
+    match ctx.select(report, ctx.sleep(Duration::from_secs(60))).await {
+        Either::Left(report) => report,
+        Either::Right(()) => Ok("timed out".to_owned()),
+    }
+}
+
+/// A retried report (a scope), unless an event comes first.
+#[crate::orchestrator]
+async fn retried_or_stopped(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    let options = ActivityOptions::new().retry(RetryPolicy::new(5, Duration::from_secs(10)));
+    let report = ctx.call_activity_with(Report, (), &options);
+    match ctx.select(report, ctx.wait_for_event::<()>("stop")).await {
+        Either::Left(report) => report,
+        Either::Right(_) => Ok("stopped".to_owned()),
+    }
+}
+
+/// Starts a child and a timer, cancels both at once, then returns.
+#[crate::orchestrator]
+async fn cancels_its_own(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    let child = ctx.call_sub_orchestrator(Child, ());
+    let timer = ctx.sleep(Duration::from_secs(60));
+    child.cancel();
+    timer.cancel();
+    ctx.call_activity(Report, ()).await
+}
+
+fn cancellations(out: &TurnOutput) -> Vec<(u64, CancelTarget)> {
+    out.actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::CancelCall { seq, target, .. } => Some((*seq, target.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_loser_of_a_select_is_cancelled_and_its_late_result_skipped() {
+    let (mut instance, first) = Instance::start(ReportOrTimeout, ());
+    assert_eq!(activity_calls(&first).len(), 1);
+    let out = instance.turn(61, vec![timer_fired(1, at(60))]);
+    assert_eq!(completed::<String>(&out), "timed out");
+    assert_eq!(cancellations(&out), [(0, CancelTarget::Activity)]);
+    assert!(out.new_events.iter().any(|e| matches!(
+        e,
+        Event::CallCancelled { seq: 0, reason } if reason == "lost a select"
+    )));
+    // The history replays, cancellation included.
+    instance.replayed().expect("the history replays");
+}
+
+#[test]
+fn a_late_result_of_a_cancelled_call_is_not_recorded() {
+    let (mut instance, _) = Instance::start(RetriedOrStopped, ());
+    let out = instance.turn(1, vec![raised("stop", ())]);
+    assert_eq!(completed::<String>(&out), "stopped");
+    // The attempt in flight inside the retry loop (a scope) was cancelled.
+    assert_eq!(cancellations(&out), [(0, CancelTarget::Activity)]);
+    let mut executor = replay(instance.entry, &instance.unfinished_history()).unwrap();
+    let late = executor.run_turn(at(2), vec![task_completed(0, "late")]);
+    assert!(
+        !late
+            .new_events
+            .iter()
+            .any(|e| matches!(e, Event::TaskCompleted { .. })),
+        "{:?}",
+        late.new_events
+    );
+    assert!(executor.is_cancelled(0));
+}
+
+#[test]
+fn cancelling_a_child_terminates_it_and_a_timer_needs_nothing() {
+    let (_, first) = Instance::start(CancelsItsOwn, ());
+    assert_eq!(
+        cancellations(&first),
+        [
+            (0, CancelTarget::SubOrchestration(format!("{ID}:0"))),
+            (1, CancelTarget::Nothing)
+        ]
+    );
+    // The activity after them is still made.
+    assert_eq!(activity_calls(&first).len(), 1);
+}
+
+#[test]
+fn a_history_without_the_cancellation_replays_as_it_ran() {
+    let (mut instance, _) = Instance::start(ReportOrTimeout, ());
+    instance.turn(61, vec![timer_fired(1, at(60))]);
+    let older: Vec<Event> = instance
+        .history
+        .iter()
+        .filter(|e| !matches!(e, Event::CallCancelled { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(older.len() + 1, instance.history.len());
+    let executor = replay(instance.entry, &older).expect("an older history replays");
+    // Without the recorded cancellation, the call stays open, as it was then.
+    assert!(!executor.is_cancelled(0));
+}
+
+#[test]
+fn a_cancellation_the_code_no_longer_makes_is_nondeterminism() {
+    let (mut instance, _) = Instance::start(ReportOrTimeout, ());
+    instance.turn(61, vec![timer_fired(1, at(60))]);
+    // Recorded by code that cancelled call 0; the code now cancels nothing there.
+    let mut history = instance.history.clone();
+    for event in &mut history {
+        if let Event::CallCancelled { seq, .. } = event {
+            *seq = 1;
+        }
+    }
+    let failure = replay(instance.entry, &history).err().expect("a mismatch");
+    assert_eq!(failure.kind, "nondeterminism");
+    assert!(
+        failure
+            .message
+            .contains("the cancellation of durable call #1"),
+        "{}",
+        failure.message
+    );
+}

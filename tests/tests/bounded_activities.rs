@@ -1,0 +1,466 @@
+//! Activities that can be bounded and stopped: start-to-close, schedule-to-close and heartbeat
+//! timeouts (a late result ignored), heartbeats a retry and a redelivery after SIGKILL resume
+//! from, and cancellation that reaches running work — from a `select` an activity lost, from
+//! a terminate with cascade (parent and children), and on PostgreSQL from another process.
+//! The activities report what they observed themselves (statics in this process, a log file
+//! across processes).
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use duractor::prelude::*;
+use duractor::registry::OrchestratorEntry;
+use duractor::{Event, Store};
+use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
+use duractor_tests::bounded::{BoundedJob, BoundedParent, StepSpec};
+use duractor_tests::{ChildGuard, TempDir, TestApp, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn failures(history: &[Event]) -> Vec<(String, Option<serde_json::Value>)> {
+    history
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskFailed {
+                failure, heartbeat, ..
+            } => Some((
+                failure.kind.clone(),
+                heartbeat
+                    .as_ref()
+                    .map(|h| h.decode::<serde_json::Value>().unwrap()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn completions(history: &[Event]) -> Vec<serde_json::Value> {
+    history
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskCompleted { output, .. } => Some(output.decode().unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+// --- start-to-close: a hanging attempt fails, the retry succeeds, the late result is ignored
+
+static HANG_CALLS: AtomicU32 = AtomicU32::new(0);
+static HANG_SAW_CANCEL: Mutex<Option<String>> = Mutex::new(None);
+
+/// Hangs on its first attempt until told to stop, then returns "late" anyway; answers
+/// "second" on the next one.
+#[activity]
+async fn hang_once(ctx: ActivityContext, _: ()) -> Result<String, duractor::Error> {
+    if HANG_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        ctx.cancelled().await;
+        *HANG_SAW_CANCEL.lock().unwrap() = ctx.cancel_reason().map(|r| format!("{r:?}"));
+        return Ok("late".to_owned());
+    }
+    Ok("second".to_owned())
+}
+
+#[orchestrator]
+async fn hang_once_job(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    let options = ActivityOptions::new()
+        .start_to_close(Duration::from_millis(300))
+        .retry(RetryPolicy::new(3, Duration::from_millis(20)));
+    ctx.call_activity_with(HangOnce, (), &options).await
+}
+
+#[tokio::test]
+async fn a_hanging_attempt_times_out_the_retry_succeeds_and_the_late_result_is_ignored() {
+    let app = TestApp::start("bounded-start-to-close").await;
+    let id = app.client.start(HangOnceJob, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "second");
+    assert_eq!(
+        HANG_SAW_CANCEL.lock().unwrap().as_deref(),
+        Some("StartToCloseTimeout"),
+        "the hanging attempt is told why it must stop"
+    );
+    // Give the late "late" every chance to sneak in, then look at history.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let history = app.client.history(&id).await.unwrap();
+    assert_eq!(
+        failures(&history),
+        [("start_to_close_timeout".to_owned(), None)]
+    );
+    assert_eq!(completions(&history), [serde_json::json!("second")]);
+    let metrics = app.runtime.metrics();
+    assert_eq!(metrics.activities_timed_out, 1);
+    app.stop().await;
+}
+
+// --- schedule-to-close bounds the whole call, retries and waits included
+
+static FOREVER_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[activity]
+async fn hang_forever(ctx: ActivityContext, _: ()) -> Result<(), duractor::Error> {
+    FOREVER_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+    ctx.cancelled().await;
+    Err(duractor::Error::msg("stopped"))
+}
+
+#[orchestrator]
+async fn bounded_forever(ctx: OrchestrationContext, _: ()) -> Result<(), duractor::Error> {
+    let options = ActivityOptions::new()
+        .start_to_close(Duration::from_millis(200))
+        .schedule_to_close(Duration::from_millis(900))
+        .retry(RetryPolicy::new(100, Duration::from_millis(100)));
+    ctx.call_activity_with(HangForever, (), &options).await
+}
+
+#[tokio::test]
+async fn schedule_to_close_ends_the_whole_call_however_many_retries_are_left() {
+    let app = TestApp::start("bounded-schedule-to-close").await;
+    let started = Instant::now();
+    let id = app.client.start(BoundedForever, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(status.status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    assert!(failure.is_timeout(), "{failure:?}");
+    let cause = failure.cause.as_deref().expect("the activity's failure");
+    assert_eq!(cause.kind, "schedule_to_close_timeout", "{failure:?}");
+    assert!(
+        cause.message.contains("schedule-to-close"),
+        "{}",
+        cause.message
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let attempts = FOREVER_ATTEMPTS.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&attempts), "{attempts} attempts in 900 ms");
+    app.stop().await;
+}
+
+// --- heartbeats: a silent attempt times out, the retry resumes from its last details
+
+static SILENT_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// Attempt 1 heartbeats 1, 2, 3 and then goes silent; attempt 2 returns what it resumed from.
+#[activity]
+async fn goes_silent(ctx: ActivityContext, _: ()) -> Result<u64, duractor::Error> {
+    if SILENT_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        for step in 1..=3u64 {
+            ctx.heartbeat(&step)?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ctx.cancelled().await;
+        return Err(duractor::Error::msg("stopped"));
+    }
+    Ok(ctx.heartbeat_details::<u64>()?.unwrap_or(0))
+}
+
+#[orchestrator]
+async fn silent_job(ctx: OrchestrationContext, _: ()) -> Result<u64, duractor::Error> {
+    let options = ActivityOptions::new()
+        .heartbeat_timeout(Duration::from_millis(400))
+        .retry(RetryPolicy::new(2, Duration::from_millis(10)));
+    ctx.call_activity_with(GoesSilent, (), &options).await
+}
+
+#[tokio::test]
+async fn a_missed_heartbeat_times_the_attempt_out_and_the_retry_resumes_from_its_details() {
+    let app = TestApp::start("bounded-heartbeat").await;
+    let id = app.client.start(SilentJob, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 3);
+    let history = app.client.history(&id).await.unwrap();
+    assert_eq!(
+        failures(&history),
+        [("heartbeat_timeout".to_owned(), Some(serde_json::json!(3)))]
+    );
+    app.stop().await;
+}
+
+// --- select: the timer wins, the activity is cancelled and sees it; replay agrees
+
+static SLOW_CANCELLED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+#[activity]
+async fn slow_report(ctx: ActivityContext, _: ()) -> Result<String, duractor::Error> {
+    tokio::select! {
+        () = ctx.cancelled() => {
+            *SLOW_CANCELLED_AT.lock().unwrap() = Some(Instant::now());
+            Err(duractor::Error::msg("cancelled"))
+        }
+        () = tokio::time::sleep(Duration::from_secs(60)) => Ok("report".to_owned()),
+    }
+}
+
+#[orchestrator]
+async fn report_or_timeout(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    let report = ctx.call_activity(SlowReport, ());
+    match ctx
+        .select(report, ctx.sleep(Duration::from_millis(200)))
+        .await
+    {
+        Either::Left(report) => report,
+        Either::Right(()) => Ok("timed out".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn the_loser_of_a_select_is_cancelled_sees_it_and_replays_the_same() {
+    let app = TestApp::start("bounded-select").await;
+    let id = app.client.start(ReportOrTimeout, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    let finished = Instant::now();
+    assert_eq!(status.output::<String>().unwrap(), "timed out");
+    let cancelled_at = eventually("the activity sees the cancellation", WAIT, || async {
+        *SLOW_CANCELLED_AT.lock().unwrap()
+    })
+    .await;
+    assert!(
+        cancelled_at.saturating_duration_since(finished) < Duration::from_secs(1),
+        "the activity saw it {:?} after the orchestration finished",
+        cancelled_at.saturating_duration_since(finished)
+    );
+    let history = app.client.history(&id).await.unwrap();
+    assert!(
+        history.iter().any(|e| matches!(
+            e,
+            Event::CallCancelled { seq: 0, reason } if reason == "lost a select"
+        )),
+        "{history:#?}"
+    );
+    assert!(!completions(&history).iter().any(|c| c == "report"));
+    // Replaying the recorded history makes the same calls, the cancellation included ...
+    let entry = OrchestratorEntry::of::<ReportOrTimeout>();
+    duractor::replay::check_history(&entry, &id, &history).unwrap();
+    // ... and a history recorded before cancellations were recorded still replays.
+    let older: Vec<Event> = history
+        .iter()
+        .filter(|e| !matches!(e, Event::CallCancelled { .. }))
+        .cloned()
+        .collect();
+    duractor::replay::check_history(&entry, &id, &older).unwrap();
+    // The work item went with the cancellation.
+    assert!(app.store.list_activities(&id).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+// --- terminate with cascade stops running activities of the parent and its children
+
+fn spec(dir: &TempDir, label: &str, steps: u64) -> StepSpec {
+    StepSpec {
+        log: dir.file("steps.log").to_string_lossy().into_owned(),
+        label: label.to_owned(),
+        steps,
+        step_ms: 50,
+        heartbeat_timeout_ms: 0,
+        attempts: 1,
+    }
+}
+
+fn log_of(spec: &StepSpec) -> String {
+    std::fs::read_to_string(&spec.log).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn terminate_with_cascade_stops_the_activities_of_the_parent_and_its_children() {
+    let app = TestApp::start("bounded-terminate").await;
+    let spec = spec(&app.dir, "t", 100_000);
+    let id = app.client.start(BoundedParent, spec.clone()).await.unwrap();
+    eventually("both activities run", WAIT, || async {
+        let log = log_of(&spec);
+        (log.contains("t-parent step 2") && log.contains("t-child step 2")).then_some(())
+    })
+    .await;
+    let terminated = Instant::now();
+    app.client
+        .terminate(&id, "enough")
+        .cascade(true)
+        .await
+        .unwrap();
+    eventually("both activities stop", Duration::from_secs(1), || async {
+        let log = log_of(&spec);
+        (log.contains("t-parent cancelled Cancelled")
+            && log.contains("t-child cancelled Cancelled"))
+        .then_some(())
+    })
+    .await;
+    let took = terminated.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // And they stay stopped: no step is logged after the cancellation.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = log_of(&spec);
+    let after = log.split("cancelled").last().unwrap_or_default();
+    assert!(!after.contains("step"), "{log}");
+    let child = format!("{id}:1");
+    for instance in [&id, &child] {
+        let status = app.client.status(instance).await.unwrap();
+        assert_eq!(status.status, RuntimeStatus::Terminated, "{instance}");
+    }
+    assert!(app.runtime.metrics().activities_cancelled >= 2);
+    app.stop().await;
+}
+
+// --- bad input: each a clear error
+
+#[orchestrator]
+async fn zero_timeout(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    let options = ActivityOptions::new().start_to_close(Duration::ZERO);
+    ctx.call_activity_with(HangOnce, (), &options).await
+}
+
+#[orchestrator]
+async fn huge_timeout(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    let options = ActivityOptions::new().heartbeat_timeout(Duration::from_secs(10 * 365 * 86_400));
+    ctx.call_activity_with(HangOnce, (), &options).await
+}
+
+#[activity]
+async fn big_heartbeat(ctx: ActivityContext, bytes: usize) -> Result<(), duractor::Error> {
+    ctx.heartbeat(&"x".repeat(bytes))
+}
+
+#[orchestrator]
+async fn big_heartbeat_job(ctx: OrchestrationContext, bytes: usize) -> Result<(), duractor::Error> {
+    ctx.call_activity(BigHeartbeat, bytes).await
+}
+
+#[tokio::test]
+async fn bad_timeouts_and_oversized_heartbeats_are_clear_errors() {
+    let app = TestApp::start("bounded-bad-input").await;
+    let zero = app.client.start(ZeroTimeout, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&zero, WAIT).await.unwrap();
+    let message = status.failure.unwrap().message;
+    assert!(
+        message.contains("activity `hang_once`: the start-to-close timeout is 0ns; a timeout must be at least 1 ms"),
+        "{message}"
+    );
+    let huge = app.client.start(HugeTimeout, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&huge, WAIT).await.unwrap();
+    let message = status.failure.unwrap().message;
+    assert!(message.contains("the heartbeat timeout is"), "{message}");
+    assert!(
+        message.contains("longer than the most allowed (366 days)"),
+        "{message}"
+    );
+
+    let limit = duractor::Limits::default().max_payload_bytes;
+    let big = app.client.start(BigHeartbeatJob, limit + 10).await.unwrap();
+    let status = app.client.wait_for_completion(&big, WAIT).await.unwrap();
+    let failure = status.failure.unwrap();
+    let cause = failure.cause.expect("the activity's failure");
+    assert!(
+        cause
+            .message
+            .contains("the heartbeat details of activity `big_heartbeat`"),
+        "{cause:?}"
+    );
+    // Details within the limit are fine.
+    let small = app.client.start(BigHeartbeatJob, 100).await.unwrap();
+    let status = app.client.wait_for_completion(&small, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    app.stop().await;
+}
+
+// --- across processes
+
+fn spawn_worker(url: &str, schema: &str, role: &str, lease_ms: u64) -> ChildGuard {
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_bounded_worker"))
+            .args([url, schema, role, &lease_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start bounded_worker"),
+    )
+}
+
+/// A runtime in this process that runs the orchestrations only: the activities go to the
+/// worker processes.
+async fn orchestrations_only(store: impl Store) -> Runtime {
+    Runtime::builder(store)
+        .auto_register(false)
+        .orchestrator(BoundedJob)
+        .orchestrator(BoundedParent)
+        .lease_duration(Duration::from_millis(1_500))
+        .poll_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_activity_killed_with_its_worker_resumes_from_its_last_heartbeat_on_another() {
+    duractor_tests::init_tracing();
+    let dir = TempDir::new("bounded-sigkill");
+    let db = dir.file("app.db").to_string_lossy().into_owned();
+    let store = SqliteStore::open(&db).await.unwrap();
+    let runtime = orchestrations_only(store.clone()).await;
+    let client = runtime.client();
+    let first = spawn_worker(&db, "-", "activities", 1_500);
+    let mut spec = spec(&dir, "k", 40);
+    spec.step_ms = 100;
+    let id = client.start(BoundedJob, spec.clone()).await.unwrap();
+    eventually("the first worker stores a heartbeat", WAIT, || async {
+        let items = store.list_activities(&id).await.unwrap();
+        let beat = items.first()?.heartbeat.as_ref()?.decode::<u64>().ok()?;
+        (beat >= 5).then_some(beat)
+    })
+    .await;
+    first.kill();
+    let _second = spawn_worker(&db, "-", "activities", 1_500);
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 40);
+    let log = log_of(&spec);
+    let resumed = log
+        .lines()
+        .find_map(|line| line.strip_prefix("k start attempt=2 resume="))
+        .unwrap_or_else(|| panic!("no second delivery in:\n{log}"));
+    let resumed: u64 = resumed.parse().unwrap();
+    assert!(resumed >= 5, "resumed from {resumed}:\n{log}");
+    // The second delivery did not redo what the first one had heartbeated.
+    assert_eq!(log.lines().filter(|l| *l == "k step 1").count(), 1, "{log}");
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn terminate_reaches_an_activity_running_in_another_process_on_postgresql() {
+    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+        println!(
+            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the cross-process cancellation test"
+        );
+        return;
+    };
+    duractor_tests::init_tracing();
+    let dir = TempDir::new("bounded-pg");
+    let schema = format!("bounded_{}", std::process::id());
+    let options = PostgresStoreOptions {
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    let runtime = orchestrations_only(store.clone()).await;
+    let client = runtime.client();
+    let _worker = spawn_worker(&url, &schema, "activities", 1_500);
+    let spec = spec(&dir, "p", 100_000);
+    let id = client.start(BoundedParent, spec.clone()).await.unwrap();
+    eventually(
+        "both activities run in the worker process",
+        WAIT,
+        || async {
+            let log = log_of(&spec);
+            (log.contains("p-parent step 2") && log.contains("p-child step 2")).then_some(())
+        },
+    )
+    .await;
+    let terminated = Instant::now();
+    client.terminate(&id, "enough").cascade(true).await.unwrap();
+    eventually("both activities stop", Duration::from_secs(2), || async {
+        let log = log_of(&spec);
+        (log.contains("p-parent cancelled") && log.contains("p-child cancelled")).then_some(())
+    })
+    .await;
+    let took = terminated.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    runtime.shutdown().await.unwrap();
+}
