@@ -394,10 +394,10 @@ async fn an_activity_killed_with_its_worker_resumes_from_its_last_heartbeat_on_a
     duractor_tests::init_tracing();
     let dir = TempDir::new("bounded-sigkill");
     let db = dir.file("app.db").to_string_lossy().into_owned();
+    // A SQLite file has one worker process at a time: this process is a client only.
     let store = SqliteStore::open(&db).await.unwrap();
-    let runtime = orchestrations_only(store.clone()).await;
-    let client = runtime.client();
-    let first = spawn_worker(&db, "-", "activities", 1_500);
+    let client = Client::new(store.clone());
+    let first = spawn_worker(&db, "-", "all", 1_500);
     let mut spec = spec(&dir, "k", 40);
     spec.step_ms = 100;
     let id = client.start(BoundedJob, spec.clone()).await.unwrap();
@@ -408,7 +408,7 @@ async fn an_activity_killed_with_its_worker_resumes_from_its_last_heartbeat_on_a
     })
     .await;
     first.kill();
-    let _second = spawn_worker(&db, "-", "activities", 1_500);
+    let _second = spawn_worker(&db, "-", "all", 1_500);
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.output::<u64>().unwrap(), 40);
     let log = log_of(&spec);
@@ -420,7 +420,6 @@ async fn an_activity_killed_with_its_worker_resumes_from_its_last_heartbeat_on_a
     assert!(resumed >= 5, "resumed from {resumed}:\n{log}");
     // The second delivery did not redo what the first one had heartbeated.
     assert_eq!(log.lines().filter(|l| *l == "k step 1").count(), 1, "{log}");
-    runtime.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -183,6 +183,7 @@ impl ActivityWorker {
                         .fetch_add(beats as u64, Ordering::Relaxed);
                     for id in gone {
                         if let Some(attempt) = act.attempts.get(&id) {
+                            tracing::debug!(instance_id = %attempt.instance_id, seq = attempt.seq, "the work item of a running activity is gone: telling it to stop");
                             attempt.control.cancel(CancelReason::Cancelled);
                         }
                     }
@@ -261,6 +262,7 @@ async fn run(
     let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq, attempt = item.attempt);
     let started = Instant::now();
     let started_at = shared.now();
+    tracing::debug!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, attempt = item.attempt, "activity attempt starts");
     if let Some(deadline) = item.deadline
         && started_at >= deadline
     {
@@ -294,18 +296,19 @@ async fn run(
         }
     };
     shared.metrics.activity_latency.observe(started.elapsed());
-    if let Some(event) = finished {
-        let outcome = match event {
-            Event::TaskCompleted { .. } => &shared.metrics.activities_completed,
-            _ => &shared.metrics.activities_failed,
-        };
-        outcome.fetch_add(1, Ordering::Relaxed);
-        if !control.is_cancelled() {
+    // An attempt told to stop is judged by why, whatever it did after: it may have noticed
+    // and returned in the same instant.
+    let Some(reason) = control.reason() else {
+        if let Some(event) = finished {
+            let outcome = match event {
+                Event::TaskCompleted { .. } => &shared.metrics.activities_completed,
+                _ => &shared.metrics.activities_failed,
+            };
+            outcome.fetch_add(1, Ordering::Relaxed);
             deliver(&shared, &item, origin, event, &route).await;
         }
         return;
-    }
-    let reason = control.reason().unwrap_or(CancelReason::Cancelled);
+    };
     if reason == CancelReason::Cancelled {
         shared
             .metrics
@@ -324,6 +327,9 @@ async fn run(
         tracing::info!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, "activity attempt timed out: {reason}");
         let event = stopped(&item, reason, &control);
         deliver(&shared, &item, origin, event, &route).await;
+    }
+    if finished.is_some() {
+        return;
     }
     // The attempt was told to stop: it may wind down within the grace; whatever it returns
     // is ignored.
