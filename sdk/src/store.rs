@@ -518,10 +518,13 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error>;
 
-    /// Claims up to `limit` activity work items that nobody holds (or whose lease lapsed).
+    /// Claims up to `limit` activity work items that nobody holds (or whose lease lapsed), of
+    /// the activities named in `names` (those the worker can run: an activity-only worker
+    /// leaves the others to workers that have them).
     async fn claim_activities(
         &self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error>;
@@ -768,10 +771,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn claim_activities(
         &self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        (**self).claim_activities(owner, limit, lease_until).await
+        (**self)
+            .claim_activities(owner, names, limit, lease_until)
+            .await
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         (**self).commit_turn(turn).await

@@ -463,3 +463,62 @@ async fn terminate_reaches_an_activity_running_in_another_process_on_postgresql(
     assert!(took < Duration::from_secs(1), "took {took:?}");
     runtime.shutdown().await.unwrap();
 }
+
+// --- what the API and the command line show
+
+#[test]
+fn the_api_and_the_command_line_show_calls_in_flight_and_count_what_stopped() {
+    use duractor_tests::{Server, cli, wait_until};
+    const APP: &str = env!("CARGO_BIN_EXE_bounded_app");
+    let dir = TempDir::new("bounded-visible");
+    let db = format!("sqlite://{}", dir.file("app.db").display());
+    let server = Server::start(APP, &db, &[], &[]);
+    let mut spec = spec(&dir, "v", 100_000);
+    spec.heartbeat_timeout_ms = 5_000;
+    let body = serde_json::to_string(&spec).unwrap();
+    let started = server.post("/orchestrators/bounded_job/visible-1", &body);
+    assert_eq!(started.status, 202, "{}", started.body);
+
+    // The call in flight: its attempt, the worker running it, its timeouts, its heartbeat.
+    let activity = wait_until("a stored heartbeat", WAIT, || {
+        let answer = server.get("/instances/visible-1/activities").json();
+        let activity = answer["activities"].get(0)?.clone();
+        (activity["lastHeartbeat"].as_u64()? >= 2).then_some(activity)
+    });
+    assert_eq!(activity["name"], "bounded_step");
+    assert_eq!(activity["seq"], 0);
+    assert_eq!(activity["attempt"], 1);
+    assert_eq!(activity["heartbeatTimeoutMs"], 5_000);
+    assert!(activity["startToCloseMs"].is_null());
+    assert!(activity["worker"].is_string(), "{activity}");
+    assert!(activity["lastHeartbeatTime"].is_string(), "{activity}");
+    let listed = cli(APP, &db, &["activities", "visible-1", "--json"]).expect_code(0);
+    assert_eq!(listed.json()[0]["name"], "bounded_step");
+    let table = cli(APP, &db, &["activities", "visible-1"]).expect_code(0);
+    assert!(table.stdout.contains("heartbeat 5s"), "{}", table.stdout);
+    server
+        .get("/instances/nobody/activities")
+        .expect_error(404, "instance_not_found");
+
+    // Terminated: the attempt stops, the call leaves the list, the metrics count it.
+    let terminated = server.post("/instances/visible-1/terminate?reason=enough", "");
+    assert_eq!(terminated.status, 202, "{}", terminated.body);
+    wait_until("the activity to stop", WAIT, || {
+        log_of(&spec)
+            .contains("v cancelled Cancelled")
+            .then_some(())
+    });
+    let answer = server.get("/instances/visible-1/activities").json();
+    assert_eq!(answer["activities"], serde_json::json!([]));
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("duractor_activity_attempts_stopped_total{reason=\"cancelled\"} 1"),
+        "{metrics}"
+    );
+    let beats = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("duractor_activity_heartbeats_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(beats >= 1, "{metrics}");
+}

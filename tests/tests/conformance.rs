@@ -189,6 +189,11 @@ fn turn(
     }
 }
 
+/// The activities the conformance tests enqueue.
+fn names() -> Vec<String> {
+    ["act", "export", "slow"].map(str::to_owned).to_vec()
+}
+
 fn started() -> Event {
     Event::OrchestratorStarted { timestamp: now() }
 }
@@ -295,7 +300,7 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
     );
     assert!(
         store
-            .claim_activities("w2", 10, lease())
+            .claim_activities("w2", &names(), 10, lease())
             .await
             .unwrap()
             .is_empty()
@@ -700,7 +705,15 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
     // What the turn's worker cannot run is left unclaimed, for another worker's claim, which
     // carries the bounds and the starting heartbeat.
     assert_eq!(listed[2].locked_by, None);
-    let taken = store.claim_activities("w2", 10, lease()).await.unwrap();
+    let others = store
+        .claim_activities("w3", &["import".to_owned()], 10, lease())
+        .await
+        .unwrap();
+    assert!(others.is_empty(), "a worker without `export` leaves it");
+    let taken = store
+        .claim_activities("w2", &names(), 10, lease())
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].id, taken[0].attempt), (ids[2], 1));
     assert_eq!(taken[0].timeouts, timeouts);
@@ -886,7 +899,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
     store.unregister_worker("w1").await.unwrap();
     assert!(
         store
-            .claim_activities("w2", 10, lease())
+            .claim_activities("w2", &names(), 10, lease())
             .await
             .unwrap()
             .is_empty()

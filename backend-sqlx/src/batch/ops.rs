@@ -63,6 +63,8 @@ pub(crate) enum Op {
     },
     ClaimActivities {
         owner: String,
+        /// Only work items of these activities.
+        names: Vec<String>,
         limit: u32,
         lease: Lease,
         reply: Reply<Vec<ActivityWorkItem>>,
@@ -303,13 +305,16 @@ impl Writes {
     pub(crate) async fn claim_activities(
         &self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         let owner = owner.to_owned();
+        let names = names.to_vec();
         let lease = Lease::until(lease_until);
         self.write(|reply| Op::ClaimActivities {
             owner,
+            names,
             limit,
             lease,
             reply,

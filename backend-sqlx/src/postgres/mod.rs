@@ -448,12 +448,13 @@ impl Store for PostgresStore {
     async fn claim_activities(
         &self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         self.inner
             .writer
-            .claim_activities(owner, limit, lease_until)
+            .claim_activities(owner, names, limit, lease_until)
             .await
     }
 

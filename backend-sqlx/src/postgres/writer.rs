@@ -112,10 +112,13 @@ async fn claim(
         } => reply.set(claim_messages(conn, owner, *limit, lease.from(now), now, attempt).await?),
         Op::ClaimActivities {
             owner,
+            names,
             limit,
             lease,
             reply,
-        } => reply.set(claim_activities(conn, owner, *limit, lease.from(now), now, attempt).await?),
+        } => reply.set(
+            claim_activities(conn, owner, names, *limit, lease.from(now), now, attempt).await?,
+        ),
         _ => {}
     }
     Ok(())
@@ -619,6 +622,7 @@ async fn claim_messages(
 async fn claim_activities(
     conn: &mut PgConnection,
     owner: &str,
+    names: &[String],
     limit: u32,
     lease_until: i64,
     now: i64,
@@ -626,7 +630,8 @@ async fn claim_activities(
 ) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
     const SQL: &str = "\
         WITH cand AS ( \
-            SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < $3 \
+            SELECT id FROM activity_queue \
+            WHERE (locked_until IS NULL OR locked_until < $3) AND name = ANY($6) \
             ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
         UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1, \
             claim_token = $5 \
@@ -639,6 +644,7 @@ async fn claim_activities(
         .bind(now)
         .bind(i64::from(limit))
         .bind(attempt)
+        .bind(names)
         .fetch_all(&mut *conn)
         .await?;
     rows::activity_items(&rows)

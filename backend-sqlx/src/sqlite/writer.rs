@@ -137,12 +137,13 @@ impl BatchExecutor for Writer {
                 }
                 Op::ClaimActivities {
                     owner,
+                    names,
                     limit,
                     lease,
                     reply,
                 } => {
                     let claimed = self
-                        .claim_activities(owner, *limit, lease.from(now), now)
+                        .claim_activities(owner, names, *limit, lease.from(now), now)
                         .await?;
                     reply.set(claimed);
                 }
@@ -561,6 +562,7 @@ impl Writer {
     async fn claim_activities(
         &mut self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: i64,
         now: i64,
@@ -568,7 +570,9 @@ impl Writer {
         const CLAIM: &str = "\
             UPDATE activity_queue SET locked_by = ?1, locked_until = ?2, attempt = attempt + 1 \
             WHERE id IN ( \
-              SELECT id FROM activity_queue WHERE locked_until IS NULL OR locked_until < ?3 \
+              SELECT id FROM activity_queue \
+              WHERE (locked_until IS NULL OR locked_until < ?3) \
+                AND name IN (SELECT value FROM json_each(?5)) \
               ORDER BY id LIMIT ?4) \
             RETURNING id, instance_id, seq, name, input, attempt, execution, timeouts, heartbeat";
         let rows = sqlx::query(CLAIM)
@@ -576,6 +580,7 @@ impl Writer {
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
+            .bind(json(names))
             .fetch_all(&mut self.conn)
             .await?;
         rows::activity_items(&rows)

@@ -218,7 +218,7 @@ impl ActivityWorker {
             let lease_until = shared.lease_until();
             shared
                 .store
-                .claim_activities(&shared.owner, want, lease_until)
+                .claim_activities(&shared.owner, &shared.activity_names, want, lease_until)
                 .await
         };
         ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {

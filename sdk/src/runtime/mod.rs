@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// The store's clock: every time the runtime stamps or waits for.
     pub(crate) clock: Clock,
+    /// The activities this worker runs (it claims only their work items).
+    pub(crate) activity_names: Vec<String>,
 }
 
 impl Shared {
@@ -278,6 +280,7 @@ impl RuntimeBuilder {
             shared_state: self.shared_state,
             metrics: Arc::default(),
             clock: self.store.clock(),
+            activity_names: registry.activities().map(|a| a.name.to_owned()).collect(),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -174,10 +174,12 @@ impl Store for MemoryStore {
     async fn claim_activities(
         &self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        Ok(self.change(|state, now, _| state.claim_activities(owner, limit, lease_until, now)))
+        Ok(self
+            .change(|state, now, _| state.claim_activities(owner, names, limit, lease_until, now)))
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
@@ -661,6 +663,7 @@ impl State {
     fn claim_activities(
         &mut self,
         owner: &str,
+        names: &[String],
         limit: u32,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -668,7 +671,7 @@ impl State {
         let until = truncate_millis(lease_until);
         self.items
             .iter_mut()
-            .filter(|(_, item)| item.claimable_by(owner, now))
+            .filter(|(_, item)| item.claimable_by(owner, now) && names.contains(&item.name))
             .take(limit as usize)
             .map(|(id, item)| {
                 item.holder = owner.to_owned();
@@ -1420,7 +1423,7 @@ mod tests {
         clock.advance(Duration::from_secs(86_400)).unwrap();
         assert!(
             store
-                .claim_activities("w1", 10, lease(&clock))
+                .claim_activities("w1", &["slow".to_owned()], 10, lease(&clock))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1437,7 +1440,7 @@ mod tests {
 
         // Another worker takes both over, as after a crash.
         let taken = store
-            .claim_activities("w2", 10, lease(&clock))
+            .claim_activities("w2", &["slow".to_owned()], 10, lease(&clock))
             .await
             .unwrap();
         assert_eq!((taken[0].id, taken[0].attempt), (item, 2));

@@ -1,0 +1,9 @@
+//! The bounded-activities functions (`duractor_tests::bounded`) as an app with the generated
+//! main, for the tests of what the HTTP API and the command line show of activity calls in
+//! flight: attempts, timeouts, heartbeats, cancellations.
+
+#[allow(unused_imports)]
+use duractor_tests::bounded as _;
+
+#[duractor::main]
+async fn main() {}
