@@ -168,6 +168,7 @@ impl Client {
             version: O::VERSION.to_owned(),
             input,
             instance_id: None,
+            if_exists: IfExists::Reject,
         }
     }
 
@@ -196,6 +197,103 @@ impl Client {
             version,
             input,
             instance_id: None,
+            if_exists: IfExists::Reject,
+        }
+    }
+
+    /// Signal-with-start: raises event `event` with `data` to instance `instance_id` of
+    /// orchestrator `O`, starting it with `input` first if it does not exist (or has
+    /// finished, since a finished instance can no longer receive events). Resolves to `true`
+    /// when this call started the instance. Any number of callers at once make exactly one
+    /// instance, and every one of their events is delivered to it: the store creates an id
+    /// once, and each caller raises its event after its start or the one that beat it.
+    ///
+    /// ```no_run
+    /// # use duractor::prelude::*;
+    /// # #[orchestrator]
+    /// # async fn cart(ctx: OrchestrationContext, customer: String) -> Result<u32, duractor::Error> { Ok(0) }
+    /// # async fn run(client: Client) -> Result<(), duractor::Error> {
+    /// // Every "add to cart" goes to the customer's one cart instance, started by the first.
+    /// client.signal_with_start(Cart, "ada".to_string(), "cart-ada", "add", &"book").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_with_start<O: Orchestrator, T: Serialize + ?Sized>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+        instance_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<bool, Error> {
+        let data = Payload::encode(data)
+            .map_err(|e| Error::invalid_payload(format!("data of event `{event}`"), e))?;
+        let start = self.start(orchestrator, input).instance_id(instance_id);
+        self.start_then_raise(start, event, data).await
+    }
+
+    /// [`signal_with_start`](Self::signal_with_start) by orchestrator name, with JSON input
+    /// and event data (for CLIs and HTTP front ends).
+    pub async fn signal_with_start_by_name(
+        &self,
+        name: &str,
+        input_json: &str,
+        instance_id: &str,
+        event: &str,
+        data: Payload,
+    ) -> Result<bool, Error> {
+        let start = self
+            .start_by_name(name, input_json)
+            .instance_id(instance_id);
+        self.start_then_raise(start, event, data).await
+    }
+
+    /// Starts `start` unless its instance runs, then raises the event; again if the instance
+    /// finished in between.
+    async fn start_then_raise(
+        &self,
+        start: Start<'_>,
+        event: &str,
+        data: Payload,
+    ) -> Result<bool, Error> {
+        id::validate_event_name(event)?;
+        let (instance_id, instance) = start.prepare()?;
+        for _ in 0..5 {
+            let started = match self.create(instance.clone()).await {
+                Ok(()) => true,
+                Err(Error::InstanceExists { .. }) => false,
+                Err(error) => return Err(error),
+            };
+            match self.raise_event(&instance_id, event, &data).await {
+                Ok(()) => return Ok(started),
+                // It finished between the two: start it again.
+                Err(Error::InstanceFinished { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::InvalidState {
+            instance_id,
+            status: "finishing".to_owned(),
+            message: "it kept finishing before the event could be raised (5 times); \
+                      its orchestrator ends without waiting for events"
+                .to_owned(),
+        })
+    }
+
+    /// Creates an instance: with a worker in this process, leased to it in the same commit
+    /// (it runs the instance from memory without claiming it).
+    async fn create(&self, instance: NewInstance) -> Result<(), Error> {
+        match &self.local {
+            Some(worker) => {
+                let claimed = self
+                    .store
+                    .create_instance_claimed(instance, worker.owner(), worker.lease_until())
+                    .await?;
+                if let Some(message) = claimed {
+                    worker.run(message);
+                }
+                Ok(())
+            }
+            None => self.store.create_instance(instance).await,
         }
     }
 
@@ -425,6 +523,7 @@ impl Client {
             version: status.version,
             input: Ok(status.input),
             instance_id: (!new_instance_id).then(|| instance_id.to_owned()),
+            if_exists: IfExists::Reject,
         };
         start.await
     }
@@ -575,7 +674,49 @@ impl Client {
     }
 }
 
-/// A pending start request; `.await` it (optionally after [`Start::instance_id`]).
+/// What a start does when an instance with its id already exists ([`Start::if_exists`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IfExists {
+    /// Fail with [`Error::InstanceExists`] while it is pending, running or suspended; replace
+    /// a finished one (the default).
+    #[default]
+    Reject,
+    /// Replace it only if it failed or was terminated: a completed one, or one still running,
+    /// is [`Error::InstanceExists`].
+    ReplaceIfFailed,
+    /// Terminate a pending, running or suspended one, wait until it is, and start anew.
+    TerminateRunning,
+    /// Start nothing and answer with the existing instance, whatever its status: the same
+    /// request made twice gives the same instance (an idempotent start).
+    UseExisting,
+}
+
+impl std::str::FromStr for IfExists {
+    type Err = Error;
+
+    /// `reject`, `replace-if-failed`, `terminate-running`, `use-existing` (the camelCase
+    /// forms too, as the HTTP API writes them).
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "reject" => Ok(IfExists::Reject),
+            "replaceiffailed" => Ok(IfExists::ReplaceIfFailed),
+            "terminaterunning" => Ok(IfExists::TerminateRunning),
+            "useexisting" => Ok(IfExists::UseExisting),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown start policy `{text}`; use reject, replace-if-failed, \
+                 terminate-running or use-existing"
+            ))),
+        }
+    }
+}
+
+/// How long a start with [`IfExists::TerminateRunning`] waits for the running instance to
+/// end (a worker must take the terminate first).
+const TERMINATE_RUNNING_WAIT: Duration = Duration::from_secs(30);
+
+/// A pending start request; `.await` it (optionally after [`Start::instance_id`],
+/// [`Start::if_exists`]).
 #[must_use = "a start request does nothing unless awaited"]
 pub struct Start<'a> {
     client: &'a Client,
@@ -583,6 +724,7 @@ pub struct Start<'a> {
     version: String,
     input: Result<Payload, Error>,
     instance_id: Option<String>,
+    if_exists: IfExists,
 }
 
 impl Start<'_> {
@@ -598,6 +740,53 @@ impl Start<'_> {
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
         self
+    }
+
+    /// What to do when an instance with this id already exists (default
+    /// [`IfExists::Reject`]).
+    ///
+    /// ```no_run
+    /// # use duractor::prelude::*;
+    /// # #[orchestrator]
+    /// # async fn charge(_ctx: OrchestrationContext, cents: u64) -> Result<u64, duractor::Error> { Ok(cents) }
+    /// # async fn run(client: Client) -> Result<(), duractor::Error> {
+    /// use duractor::client::IfExists;
+    /// // A retried request (same order id) gets the same instance, never a second charge.
+    /// let id = client
+    ///     .start(Charge, 1200)
+    ///     .instance_id("order-17")
+    ///     .if_exists(IfExists::UseExisting)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn if_exists(mut self, policy: IfExists) -> Self {
+        self.if_exists = policy;
+        self
+    }
+
+    /// The instance id and the instance to create, checked.
+    fn prepare(self) -> Result<(String, NewInstance), Error> {
+        let input = self.input?;
+        self.client.limits.check_payload(
+            &format!("the input of orchestrator `{}`", self.name),
+            &input,
+        )?;
+        let instance_id = match self.instance_id {
+            Some(id) => {
+                validate_instance_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let instance = NewInstance {
+            instance_id: instance_id.clone(),
+            name: self.name,
+            version: self.version,
+            input,
+            created_at: self.client.store.clock().now(),
+            parent: None,
+        };
+        Ok((instance_id, instance))
     }
 }
 
@@ -649,42 +838,40 @@ impl<'a> IntoFuture for Start<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let input = self.input?;
-            self.client.limits.check_payload(
-                &format!("the input of orchestrator `{}`", self.name),
-                &input,
-            )?;
-            let instance_id = match self.instance_id {
-                Some(id) => {
-                    validate_instance_id(&id)?;
-                    id
+            let client = self.client;
+            let policy = self.if_exists;
+            let (instance_id, instance) = self.prepare()?;
+            let existing = match policy {
+                IfExists::Reject => None,
+                _ => client.store.get_instance(&instance_id).await?,
+            };
+            match (policy, existing.map(|e| e.status)) {
+                (IfExists::UseExisting, Some(_)) => return Ok(instance_id),
+                (IfExists::ReplaceIfFailed, Some(status))
+                    if !matches!(status, RuntimeStatus::Failed | RuntimeStatus::Terminated) =>
+                {
+                    return Err(Error::InstanceExists {
+                        instance_id,
+                        status: status.to_string(),
+                    });
                 }
-                None => uuid::Uuid::new_v4().simple().to_string(),
-            };
-            let instance = NewInstance {
-                instance_id: instance_id.clone(),
-                name: self.name,
-                version: self.version,
-                input,
-                created_at: self.client.store.clock().now(),
-                parent: None,
-            };
-            match &self.client.local {
-                // One commit: the instance, leased to this process's worker, which runs it
-                // from memory without claiming it.
-                Some(worker) => {
-                    let claimed = self
-                        .client
-                        .store
-                        .create_instance_claimed(instance, worker.owner(), worker.lease_until())
+                (IfExists::TerminateRunning, Some(status)) if !status.is_terminal() => {
+                    client
+                        .terminate(&instance_id, "replaced by a new start (terminate-running)")
                         .await?;
-                    if let Some(message) = claimed {
-                        worker.run(message);
-                    }
+                    client
+                        .wait_for_completion(&instance_id, TERMINATE_RUNNING_WAIT)
+                        .await?;
                 }
-                None => self.client.store.create_instance(instance).await?,
+                _ => {}
             }
-            Ok(instance_id)
+            match client.create(instance).await {
+                // Another start won the race for the id: it is the one to use.
+                Err(Error::InstanceExists { .. }) if policy == IfExists::UseExisting => {
+                    Ok(instance_id)
+                }
+                result => result.map(|()| instance_id),
+            }
         })
     }
 }

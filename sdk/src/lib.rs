@@ -103,7 +103,7 @@ pub use activity::{ActivityContext, CancelReason, CancellationToken, SharedState
 /// The time crate duractor's public API uses (`DateTime<Utc>`), re-exported.
 pub use chrono;
 pub use cli::App;
-pub use client::{Client, InstanceStatus, Start};
+pub use client::{Client, IfExists, InstanceStatus, Start};
 /// A test on the test kit: `#[duractor::test] async fn name(t: TestRuntime) { .. }` is a
 /// `#[test]` whose body gets a fresh [`testing::TestRuntime`] (virtual clock, in-memory
 /// store, every function of the test binary registered).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::IfExists;
 use crate::store::RuntimeStatus;
 
 /// The app's command line (the binary's name and help are set at run time).
@@ -52,6 +53,9 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Raise an external event to an instance (`ctx.wait_for_event(EVENT)` receives it).
     Raise(RaiseArgs),
+    /// Raise an event to an instance, starting it first if it does not exist (prints
+    /// whether it started it).
+    SignalWithStart(SignalWithStartArgs),
     /// Terminate a pending, running or suspended instance.
     Terminate(TerminateArgs),
     /// Suspend a running instance: it runs nothing until resumed.
@@ -87,6 +91,7 @@ impl Command {
             Command::Activities(_) => "activities",
             Command::List(_) => "list",
             Command::Raise(_) => "raise",
+            Command::SignalWithStart(_) => "signal-with-start",
             Command::Terminate(_) => "terminate",
             Command::Suspend(_) => "suspend",
             Command::Resume(_) => "resume",
@@ -247,12 +252,43 @@ pub(crate) struct StartArgs {
     #[arg(long, value_name = "ID", value_parser = parse_instance_id)]
     pub(crate) id: Option<String>,
 
+    /// What to do when an instance with this id exists: `reject` (the default: fail while it
+    /// is pending or running, replace a finished one), `replace-if-failed`,
+    /// `terminate-running` or `use-existing` (print its id, start nothing).
+    #[arg(long, value_name = "POLICY", value_parser = parse_if_exists)]
+    pub(crate) if_exists: Option<IfExists>,
+
     /// Wait until the instance finishes and print its output (a worker must be serving).
     #[arg(long)]
     pub(crate) wait: bool,
 
     #[command(flatten)]
     pub(crate) wait_args: WaitArgs,
+}
+
+fn parse_if_exists(text: &str) -> Result<IfExists, String> {
+    text.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignalWithStartArgs {
+    /// The orchestrator's registered name (see `functions`).
+    pub(crate) name: String,
+
+    /// The instance id.
+    #[arg(value_parser = parse_instance_id)]
+    pub(crate) id: String,
+
+    /// The event name.
+    pub(crate) event: String,
+
+    /// The input if this starts the instance, as JSON.
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) input: String,
+
+    /// The event data, as JSON.
+    #[arg(long, short, value_name = "JSON", default_value = "null")]
+    pub(crate) data: String,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::args::{
     ActivitiesArgs, Command, FunctionsArgs, HistoryArgs, ListArgs, PurgeArgs, RaiseArgs,
-    ReasonArgs, ReplayArgs, RunArgs, ServeArgs, StartArgs, StatusArgs, TerminateArgs, WorkerArgs,
+    ReasonArgs, ReplayArgs, RunArgs, ServeArgs, SignalWithStartArgs, StartArgs, StatusArgs,
+    TerminateArgs, WorkerArgs,
 };
 use super::entities;
 use super::output::{self, CliError, CliResult, Progress, print_json};
@@ -51,6 +52,7 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Activities(args) => activities(args, Client::new_dyn(store)).await,
         Command::List(args) => list(args, Client::new_dyn(store)).await,
         Command::Raise(args) => raise(args, Client::new_dyn(store)).await,
+        Command::SignalWithStart(args) => signal_with_start(args, app_client(store)).await,
         Command::Terminate(args) => terminate(args, Client::new_dyn(store)).await,
         Command::Suspend(args) => suspend(args, Client::new_dyn(store)).await,
         Command::Resume(args) => resume(args, Client::new_dyn(store)).await,
@@ -189,6 +191,9 @@ async fn start(args: StartArgs, app: &App, client: Client) -> CliResult {
     let mut start = client.start_by_name(&args.name, &args.input);
     if let Some(id) = &args.id {
         start = start.instance_id(id.clone());
+    }
+    if let Some(policy) = args.if_exists {
+        start = start.if_exists(policy);
     }
     let id = start.await?;
     if !args.wait {
@@ -407,6 +412,25 @@ async fn raise(args: RaiseArgs, client: Client) -> CliResult {
     }
     client.raise_event(&args.id, &args.event, &data).await?;
     println!("raised event `{}` to instance {}", args.event, args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signal_with_start(args: SignalWithStartArgs, client: Client) -> CliResult {
+    let data = Payload::from_json(args.data.as_str()).map_err(|e| {
+        Error::invalid_payload(
+            format!("data of event `{}` (not valid JSON)", args.event),
+            e,
+        )
+    })?;
+    let started = client
+        .signal_with_start_by_name(&args.name, &args.input, &args.id, &args.event, data)
+        .await?;
+    let how = if started {
+        "started it and raised"
+    } else {
+        "raised"
+    };
+    println!("{how} event `{}` to instance {}", args.event, args.id);
     Ok(ExitCode::SUCCESS)
 }
 

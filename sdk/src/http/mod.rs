@@ -7,7 +7,8 @@
 //!
 //! | route | what | success |
 //! |---|---|---|
-//! | `POST /orchestrators/{name}[/{instanceId}]` | start an instance; the body is its JSON input | 202 + check-status links |
+//! | `POST /orchestrators/{name}[/{instanceId}]?ifExists` | start an instance; the body is its JSON input | 202 + check-status links |
+//! | `POST /orchestrators/{name}/{instanceId}/signalWithStart/{event}` | raise an event, starting the instance first if there is none; the body is `{"input", "data"}` | 202 + links, `started` |
 //! | `GET /instances/{id}?showInput&showHistory&showHistoryOutput&returnInternalServerErrorOnFailure` | status | 200 finished (500 Failed, if asked), 202 still running |
 //! | `GET /instances?runtimeStatus&instanceIdPrefix&name&createdTimeFrom&createdTimeTo&top&continuationToken` | list, paged (`name`: of one orchestrator) | 200 |
 //! | `POST /instances/{id}/raiseEvent/{event}` | raise an event; the body is its JSON data | 202 (410 finished) |

@@ -11,7 +11,7 @@ use super::links::{instance_url, path_param};
 use super::paging::Page;
 use super::view::{self, StatusView};
 use super::{ApiError, State, body_json, read_body, resource};
-use crate::client::{ListQuery, PurgeQuery};
+use crate::client::{IfExists, ListQuery, PurgeQuery};
 use crate::payload::Payload;
 use crate::store::RuntimeStatus;
 
@@ -19,6 +19,13 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/orchestrators/{name}", &["POST"]).route(web::post().to(start)))
         .service(
             resource("/orchestrators/{name}/{instance_id}", &["POST"]).route(web::post().to(start)),
+        )
+        .service(
+            resource(
+                "/orchestrators/{name}/{instance_id}/signalWithStart/{event}",
+                &["POST"],
+            )
+            .route(web::post().to(signal_with_start)),
         )
         .service(
             resource("/instances", &["GET", "DELETE"])
@@ -50,12 +57,21 @@ pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result
         .map_err(ApiError::invalid_query)
 }
 
-/// `POST /orchestrators/{name}[/{instance_id}]`: the body is the input (empty = `null`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartParams {
+    /// `reject` (default), `replaceIfFailed`, `terminateRunning`, `useExisting`.
+    if_exists: Option<String>,
+}
+
+/// `POST /orchestrators/{name}[/{instance_id}][?ifExists=..]`: the body is the input (empty =
+/// `null`).
 async fn start(
     req: HttpRequest,
     state: web::Data<State>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let params: StartParams = query(&req)?;
     let body = read_body(&req, body, state.max_body_bytes).await?;
     let input = body_json(&body)?;
     let name = path_param(&req, "name")?;
@@ -63,8 +79,61 @@ async fn start(
     if req.match_info().get("instance_id").is_some() {
         start = start.instance_id(path_param(&req, "instance_id")?);
     }
+    if let Some(policy) = params.if_exists {
+        start = start.if_exists(policy.parse::<IfExists>()?);
+    }
     let id = start.await?;
     check_status_response(&req, &state, &id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+/// The body of a signal-with-start.
+struct SignalWithStartBody {
+    /// The orchestration's input, if this starts it.
+    #[serde(default)]
+    input: serde_json::Value,
+    /// The event's data.
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+/// `POST /orchestrators/{name}/{instance_id}/signalWithStart/{event}`: the body is
+/// `{"input": .., "data": ..}`. Raises the event to the instance, starting it with the input
+/// first if it does not exist; 202 with the check-status payload and `"started"`.
+async fn signal_with_start(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let parsed: Option<SignalWithStartBody> =
+        serde_json::from_str(body_json(&body)?).map_err(|e| {
+            crate::Error::invalid_payload(
+                "signal-with-start body (expected {\"input\": .., \"data\": ..})",
+                e,
+            )
+        })?;
+    let parsed = parsed.unwrap_or(SignalWithStartBody {
+        input: serde_json::Value::Null,
+        data: serde_json::Value::Null,
+    });
+    let name = path_param(&req, "name")?;
+    let id = path_param(&req, "instance_id")?;
+    let event = path_param(&req, "event")?;
+    let data = Payload::encode(&parsed.data)
+        .map_err(|e| crate::Error::invalid_payload(format!("data of event `{event}`"), e))?;
+    let started = state
+        .client
+        .signal_with_start_by_name(&name, &parsed.input.to_string(), &id, &event, data)
+        .await?;
+    let mut body = check_status_body(&req, &state, &id)?;
+    body["started"] = json!(started);
+    let instance = instance_url(&req, &state, &id)?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, instance))
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(body))
 }
 
 /// 202 Accepted with `Location` and the URLs to manage the instance (the async HTTP API
@@ -76,19 +145,29 @@ fn check_status_response(
 ) -> Result<HttpResponse, ApiError> {
     let instance = instance_url(req, state, id)?;
     Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, instance.clone()))
+        .insert_header((header::LOCATION, instance))
         .insert_header((header::RETRY_AFTER, "1"))
-        .json(json!({
-            "id": id,
-            "statusQueryGetUri": instance,
-            "sendEventPostUri": format!("{instance}/raiseEvent/{{eventName}}"),
-            "terminatePostUri": format!("{instance}/terminate?reason={{text}}"),
-            "suspendPostUri": format!("{instance}/suspend?reason={{text}}"),
-            "resumePostUri": format!("{instance}/resume?reason={{text}}"),
-            "rewindPostUri": format!("{instance}/rewind?reason={{text}}"),
-            "restartPostUri": format!("{instance}/restart"),
-            "purgeHistoryDeleteUri": instance,
-        })))
+        .json(check_status_body(req, state, id)?))
+}
+
+/// The check-status payload: the URLs to manage instance `id`.
+fn check_status_body(
+    req: &HttpRequest,
+    state: &State,
+    id: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let instance = instance_url(req, state, id)?;
+    Ok(json!({
+        "id": id,
+        "statusQueryGetUri": instance,
+        "sendEventPostUri": format!("{instance}/raiseEvent/{{eventName}}"),
+        "terminatePostUri": format!("{instance}/terminate?reason={{text}}"),
+        "suspendPostUri": format!("{instance}/suspend?reason={{text}}"),
+        "resumePostUri": format!("{instance}/resume?reason={{text}}"),
+        "rewindPostUri": format!("{instance}/rewind?reason={{text}}"),
+        "restartPostUri": format!("{instance}/restart"),
+        "purgeHistoryDeleteUri": instance,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -139,6 +139,19 @@ impl InstanceActor {
         let mut messages = std::mem::take(&mut self.res.pending);
         // Arrival order, except that the start comes first.
         messages.sort_by_key(|m| !matches!(m.event(), Event::ExecutionStarted { .. }));
+        if self.finished
+            && messages
+                .iter()
+                .any(|m| matches!(m.event(), Event::ExecutionStarted { .. }))
+        {
+            // Started again under the same id while still loaded (a restart, a start that
+            // replaced it): the store replaced its history, so this is a new instance. (Were
+            // the start a stale duplicate, the commit finds the history longer than empty
+            // and reloads.)
+            self.finished = false;
+            self.history_len = 0;
+            self.executor = None;
+        }
         if self.finished {
             if messages
                 .iter()
