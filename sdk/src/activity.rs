@@ -458,3 +458,43 @@ impl fmt::Debug for ActivityEntry {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_test_context_is_cancelled_through_its_token_and_keeps_heartbeats() {
+        let ctx = ActivityContext::for_test("i-1");
+        assert!(!ctx.is_cancelled());
+        assert_eq!(ctx.heartbeat_details::<u64>().unwrap(), None);
+        ctx.heartbeat(&7u64).unwrap();
+        assert_eq!(ctx.heartbeat_details::<u64>().unwrap(), Some(7));
+        let token = ctx.cancellation();
+        let waiter = tokio::spawn({
+            let token = token.clone();
+            async move { token.cancelled().await }
+        });
+        token.cancel(CancelReason::HeartbeatTimeout);
+        token.cancel(CancelReason::Cancelled);
+        waiter.await.unwrap();
+        ctx.cancelled().await;
+        assert!(ctx.is_cancelled());
+        assert_eq!(
+            ctx.cancel_reason(),
+            Some(CancelReason::HeartbeatTimeout),
+            "the first reason stays"
+        );
+        let too_big = "x".repeat(Limits::default().max_payload_bytes + 1);
+        let error = ctx.heartbeat(&too_big).unwrap_err().to_string();
+        assert!(
+            error.contains("the heartbeat details of activity `test`"),
+            "{error}"
+        );
+        assert_eq!(
+            ctx.heartbeat_details::<u64>().unwrap(),
+            Some(7),
+            "the last accepted stay"
+        );
+    }
+}
