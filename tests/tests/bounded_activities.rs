@@ -245,6 +245,42 @@ async fn the_loser_of_a_select_is_cancelled_sees_it_and_replays_the_same() {
     app.stop().await;
 }
 
+// --- a sub-orchestration that lost a select is terminated
+
+#[orchestrator]
+async fn child_or_timeout(ctx: OrchestrationContext, _: ()) -> Result<String, duractor::Error> {
+    let child = ctx.call_sub_orchestrator(duractor_tests::policies::CollectEvents, 1);
+    match ctx
+        .select(child, ctx.sleep(Duration::from_millis(200)))
+        .await
+    {
+        Either::Left(items) => items.map(|items| items.join(",")),
+        Either::Right(()) => Ok("timed out".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn a_child_that_lost_a_select_is_terminated() {
+    let app = TestApp::start("bounded-child").await;
+    let id = app.client.start(ChildOrTimeout, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "timed out");
+    let child = format!("{id}:0");
+    let child_status = app.client.wait_for_completion(&child, WAIT).await.unwrap();
+    assert_eq!(child_status.status, RuntimeStatus::Terminated);
+    // A terminated instance's output is its reason.
+    let reason: String = child_status.output.unwrap().decode().unwrap();
+    assert!(reason.contains("cancelled the call to it"), "{reason}");
+    let history = app.client.history(&id).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e, Event::CallCancelled { seq: 0, .. })),
+        "{history:#?}"
+    );
+    app.stop().await;
+}
+
 // --- terminate with cascade stops running activities of the parent and its children
 
 fn spec(dir: &TempDir, label: &str, steps: u64) -> StepSpec {
