@@ -327,6 +327,15 @@ impl AttemptControl {
         details.0.clone()
     }
 
+    /// Marks `details` unsaved again after storing them failed, unless a newer heartbeat
+    /// replaced them meanwhile (the next sync stores them then).
+    pub(crate) fn unsaved_again(&self, details: &Payload) {
+        let mut current = lock(&self.details);
+        if current.0.as_ref() == Some(details) {
+            current.1 = false;
+        }
+    }
+
     /// The last heartbeat details (for the failure of the attempt, which a retry resumes from).
     pub(crate) fn last_details(&self) -> Option<Payload> {
         self.details()
@@ -496,5 +505,24 @@ mod tests {
             Some(7),
             "the last accepted stay"
         );
+    }
+
+    #[test]
+    fn heartbeats_are_stored_once_and_again_after_a_failed_store() {
+        let control = AttemptControl::new(None, Limits::default(), Clock::system());
+        assert_eq!(control.take_unsaved(), None, "nothing to store yet");
+        let seven = Payload::encode(&7).unwrap();
+        control.beat(seven.clone());
+        assert_eq!(control.take_unsaved(), Some(seven.clone()));
+        assert_eq!(control.take_unsaved(), None, "stored once");
+        // Storing failed: the next sync stores them again ...
+        control.unsaved_again(&seven);
+        assert_eq!(control.take_unsaved(), Some(seven.clone()));
+        // ... unless a newer heartbeat came meanwhile, which is stored instead.
+        let eight = Payload::encode(&8).unwrap();
+        control.beat(eight.clone());
+        assert_eq!(control.take_unsaved(), Some(eight));
+        control.unsaved_again(&seven);
+        assert_eq!(control.take_unsaved(), None);
     }
 }

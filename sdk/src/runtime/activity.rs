@@ -171,16 +171,16 @@ impl ActivityWorker {
                 .store
                 .sync_activities(&shared.owner, &heartbeats, &running, shared.now())
                 .await;
-            (result, heartbeats.len())
+            (result, heartbeats)
         };
-        ctx.spawn(sync.into_actor(self).map(|(result, beats), act, _| {
+        ctx.spawn(sync.into_actor(self).map(|(result, heartbeats), act, _| {
             act.syncing = false;
             match result {
                 Ok(gone) => {
                     act.shared
                         .metrics
                         .activity_heartbeats
-                        .fetch_add(beats as u64, Ordering::Relaxed);
+                        .fetch_add(heartbeats.len() as u64, Ordering::Relaxed);
                     for id in gone {
                         if let Some(attempt) = act.attempts.get(&id) {
                             tracing::debug!(instance_id = %attempt.instance_id, seq = attempt.seq, "the work item of a running activity is gone: telling it to stop");
@@ -189,7 +189,12 @@ impl ActivityWorker {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "storing activity heartbeats failed; will retry")
+                    tracing::warn!(%error, "storing activity heartbeats failed; will retry");
+                    for beat in &heartbeats {
+                        if let Some(attempt) = act.attempts.get(&beat.item_id) {
+                            attempt.control.unsaved_again(&beat.details);
+                        }
+                    }
                 }
             }
         }));
