@@ -90,6 +90,8 @@ pub(crate) trait LocalWorker: Send + Sync {
     fn lease_until(&self) -> DateTime<Utc>;
     /// Runs a message leased to it (the `ExecutionStarted` of an instance just created).
     fn run(&self, message: OrchestrationMessage);
+    /// Whether it has the orchestrator `name` (the others are left to workers that do).
+    fn has_orchestrator(&self, name: &str) -> bool;
 }
 
 impl Client {
@@ -279,11 +281,11 @@ impl Client {
         })
     }
 
-    /// Creates an instance: with a worker in this process, leased to it in the same commit
-    /// (it runs the instance from memory without claiming it).
+    /// Creates an instance: with a worker in this process that has its orchestrator, leased
+    /// to it in the same commit (it runs the instance from memory without claiming it).
     async fn create(&self, instance: NewInstance) -> Result<(), Error> {
         match &self.local {
-            Some(worker) => {
+            Some(worker) if worker.has_orchestrator(&instance.name) => {
                 let claimed = self
                     .store
                     .create_instance_claimed(instance, worker.owner(), worker.lease_until())
@@ -293,7 +295,7 @@ impl Client {
                 }
                 Ok(())
             }
-            None => self.store.create_instance(instance).await,
+            _ => self.store.create_instance(instance).await,
         }
     }
 

@@ -500,6 +500,35 @@ async fn terminate_reaches_an_activity_running_in_another_process_on_postgresql(
     runtime.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn an_activity_only_worker_leaves_orchestrations_to_workers_that_have_them() {
+    duractor_tests::init_tracing();
+    let dir = TempDir::new("bounded-activity-only");
+    let store = SqliteStore::open(dir.file("app.db")).await.unwrap();
+    let activities = Runtime::builder(store.clone())
+        .auto_register(false)
+        .activity(duractor_tests::bounded::BoundedStep)
+        .poll_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let client = activities.client();
+    let spec = spec(&dir, "o", 2);
+    let id = client.start(BoundedJob, spec.clone()).await.unwrap();
+    // Many polls of the activity-only worker: the instance is not claimed, so not failed
+    // as an unknown orchestrator.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = client.status(&id).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Pending, "{status:?}");
+    activities.shutdown().await.unwrap();
+
+    // A worker that has the orchestrator runs it.
+    let app = Runtime::builder(store).start().await.unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, RuntimeStatus::Completed, "{done:?}");
+    app.shutdown().await.unwrap();
+}
+
 // --- what the API and the command line show
 
 #[test]

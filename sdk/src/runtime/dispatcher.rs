@@ -141,7 +141,7 @@ impl Dispatcher {
     /// Claims a batch of visible messages and routes them; repeats while batches come back
     /// full or a wake-up arrived meanwhile.
     fn claim(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.stopping || !self.shared.runs_instances {
             return;
         }
         if self.claiming {
@@ -284,6 +284,9 @@ impl Dispatcher {
     /// Finds the next due time of timers this worker did not arm (after a restart, or armed
     /// by other workers) and arms a wake-up for it.
     fn look_for_timers(&mut self, ctx: &mut Context<Self>) {
+        if !self.shared.runs_instances {
+            return;
+        }
         let shared = self.shared.clone();
         let next = async move { shared.store.next_visible_at().await };
         ctx.spawn(next.into_actor(self).map(|result, act, ctx| match result {

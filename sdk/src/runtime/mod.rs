@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// The activities this worker runs (it claims only their work items).
     pub(crate) activity_names: Vec<String>,
+    /// Whether this worker runs orchestrations or entities: an activity-only worker claims
+    /// no orchestration messages (it would fail their instances as unknown).
+    pub(crate) runs_instances: bool,
 }
 
 impl Shared {
@@ -281,6 +284,8 @@ impl RuntimeBuilder {
             metrics: Arc::default(),
             clock: self.store.clock(),
             activity_names: registry.activities().map(|a| a.name.to_owned()).collect(),
+            runs_instances: registry.orchestrators().next().is_some()
+                || registry.entities().next().is_some(),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -336,6 +341,10 @@ impl crate::client::LocalWorker for LocalStarts {
         // lease lapses or the worker's leases are released, then any worker claims it.
         self.dispatcher
             .do_send(messages::Route(vec![messages::Inbound::Queued(message)]));
+    }
+
+    fn has_orchestrator(&self, name: &str) -> bool {
+        self.shared.registry.get_orchestrator(name).is_ok()
     }
 }
 
