@@ -23,6 +23,9 @@ use crate::id::{self, is_entity_instance_id, validate_instance_id};
 use crate::limits::Limits;
 use crate::payload::Payload;
 use crate::registry::Registry;
+use crate::schedule::{
+    SCHEDULE_ENTITY, Schedule, ScheduleEntity, ScheduleOp, ScheduleSpec, ScheduleStatus,
+};
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
 use crate::store::{
@@ -895,5 +898,164 @@ impl ProxyMode for SignalFromClient {
                 .signal_entity_raw(&entity, operation, input?, at)
                 .await
         })
+    }
+}
+
+/// Schedules (see [`crate::schedule`]). A change is a signal to the schedule's entity, applied
+/// by a worker within moments; [`schedule`](Client::schedule) reads what is applied.
+impl Client {
+    /// Creates a schedule; [`Error::ScheduleExists`] if its id is taken. A bad spec, or an
+    /// orchestrator this program does not register, is an error naming the problem.
+    pub async fn create_schedule(&self, schedule: &Schedule) -> Result<(), Error> {
+        self.create_schedule_spec(schedule.spec()?).await
+    }
+
+    /// [`create_schedule`](Self::create_schedule) from a spec (the HTTP API's body).
+    pub async fn create_schedule_spec(&self, spec: ScheduleSpec) -> Result<(), Error> {
+        self.check_schedule(&spec)?;
+        if self.schedule(&spec.id).await?.is_some() {
+            return Err(Error::ScheduleExists(spec.id));
+        }
+        let id = spec.id.clone();
+        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
+            .await
+    }
+
+    /// Replaces an existing schedule's spec (its pause state stays); the next tick is
+    /// computed from the new timing. [`Error::ScheduleNotFound`] if there is none.
+    pub async fn update_schedule(&self, schedule: &Schedule) -> Result<(), Error> {
+        self.update_schedule_spec(schedule.spec()?).await
+    }
+
+    /// [`update_schedule`](Self::update_schedule) from a spec.
+    pub async fn update_schedule_spec(&self, spec: ScheduleSpec) -> Result<(), Error> {
+        self.check_schedule(&spec)?;
+        self.existing_schedule(&spec.id).await?;
+        let id = spec.id.clone();
+        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
+            .await
+    }
+
+    /// Creates the schedule or brings its spec up to date, keeping its pause state and
+    /// leaving an unchanged one alone (a schedule declared in code, at each startup).
+    pub(crate) async fn declare_schedule(&self, spec: ScheduleSpec) -> Result<(), Error> {
+        self.check_schedule(&spec)?;
+        let id = spec.id.clone();
+        if let Some(status) = self.schedule(&id).await?
+            && status.spec == spec
+        {
+            return Ok(());
+        }
+        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
+            .await
+    }
+
+    /// A schedule's spec, next run, running and recent runs (`None` if there is none).
+    pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleStatus>, Error> {
+        let entity = EntityId::new(SCHEDULE_ENTITY, id);
+        id::validate_entity_id(&entity.name, &entity.key)?;
+        let Some(stored) = self.store.load_entity(&entity).await? else {
+            return Ok(None);
+        };
+        let state: Option<ScheduleEntity> = stored.state()?;
+        Ok(state.and_then(ScheduleEntity::status))
+    }
+
+    /// Every schedule, by id.
+    pub async fn list_schedules(&self) -> Result<Vec<ScheduleStatus>, Error> {
+        let mut schedules = Vec::new();
+        let mut after = None;
+        loop {
+            let query = EntityQuery {
+                name: Some(SCHEDULE_ENTITY.to_owned()),
+                limit: Some(500),
+                after: after.take(),
+                ..EntityQuery::default()
+            };
+            let page = self.store.list_entities(&query).await?;
+            let full = page.len() >= 500;
+            after = page.last().map(|entity| entity.id.clone());
+            for stored in page {
+                let state: Option<ScheduleEntity> = stored.state()?;
+                schedules.extend(state.and_then(ScheduleEntity::status));
+            }
+            if !full {
+                return Ok(schedules);
+            }
+        }
+    }
+
+    /// Pauses a schedule: its ticks do nothing (and a buffered run is dropped) until it is
+    /// resumed. `note` says why (shown in its status).
+    pub async fn pause_schedule(&self, id: &str, note: Option<&str>) -> Result<(), Error> {
+        self.existing_schedule(id).await?;
+        let note = note.map(str::to_owned);
+        self.send_schedule(id, ScheduleOp::Pause { note }).await
+    }
+
+    /// Resumes a paused schedule from its next tick after now (ticks missed while paused do
+    /// not run).
+    pub async fn resume_schedule(&self, id: &str) -> Result<(), Error> {
+        self.existing_schedule(id).await?;
+        self.send_schedule(id, ScheduleOp::Resume).await
+    }
+
+    /// Starts a run now (instance id `{schedule}@{time}-now{n}`), under the overlap policy.
+    pub async fn trigger_schedule(&self, id: &str) -> Result<(), Error> {
+        self.existing_schedule(id).await?;
+        self.send_schedule(id, ScheduleOp::Trigger).await
+    }
+
+    /// Runs every tick from `from` to `to` (inclusive; at most
+    /// [`MAX_RUNS_AT_ONCE`](crate::schedule::MAX_RUNS_AT_ONCE)), all at once whatever the
+    /// overlap policy, with the ids those ticks have (a tick that already ran runs again).
+    pub async fn backfill_schedule(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        if from > to {
+            return Err(Error::InvalidArgument(format!(
+                "a backfill from {from} to {to} runs backwards; give the earlier time first"
+            )));
+        }
+        self.existing_schedule(id).await?;
+        self.send_schedule(id, ScheduleOp::Backfill { from, to })
+            .await
+    }
+
+    /// Deletes a schedule: no further ticks; runs already started go on.
+    pub async fn delete_schedule(&self, id: &str) -> Result<(), Error> {
+        self.existing_schedule(id).await?;
+        self.send_schedule(id, ScheduleOp::Delete).await
+    }
+
+    fn check_schedule(&self, spec: &ScheduleSpec) -> Result<(), Error> {
+        spec.check()?;
+        if self.registry_complete || self.registry.orchestrators().next().is_some() {
+            let entry = self.registry.get_orchestrator(&spec.orchestrator)?;
+            (entry.check_input)(&spec.input)?;
+        }
+        let what = format!("input of schedule `{}`", spec.id);
+        self.limits.check_payload(&what, &spec.input)
+    }
+
+    async fn existing_schedule(&self, id: &str) -> Result<ScheduleStatus, Error> {
+        self.schedule(id)
+            .await?
+            .ok_or_else(|| Error::ScheduleNotFound(id.to_owned()))
+    }
+
+    async fn send_schedule(&self, id: &str, op: ScheduleOp) -> Result<(), Error> {
+        let (operation, input) = op.operation();
+        let event = Event::EntityOperation {
+            operation: operation.to_owned(),
+            input,
+            caller: None,
+            sender: None,
+        };
+        let entity = EntityId::new(SCHEDULE_ENTITY, id);
+        self.store.enqueue(&entity.instance_id(), event, None).await
     }
 }

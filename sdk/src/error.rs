@@ -195,6 +195,17 @@ pub enum Error {
     )]
     InstanceNotFound(String),
 
+    /// `create_schedule` with the id of an existing schedule.
+    #[error(
+        "schedule `{0}` already exists; update it (`update_schedule`, `PUT /schedules/{{id}}`, \
+         `schedule update`) or delete it first"
+    )]
+    ScheduleExists(String),
+
+    /// No schedule with this id exists.
+    #[error("no schedule `{0}` exists in this store; list schedules to see them")]
+    ScheduleNotFound(String),
+
     /// No orchestrator with this name is registered in this program.
     #[error("no orchestrator named `{name}` is registered; registered orchestrators: {known}")]
     UnknownOrchestrator {

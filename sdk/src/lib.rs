@@ -87,6 +87,7 @@ mod handles;
 pub mod activity;
 pub mod entity;
 pub mod orchestration;
+pub mod schedule;
 // what a worker can run
 pub mod registry;
 // talking to the store from anywhere

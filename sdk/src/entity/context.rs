@@ -22,11 +22,17 @@ pub(crate) enum EntityEffect {
         at: Option<DateTime<Utc>>,
     },
     StartOrchestration {
-        name: &'static str,
-        version: &'static str,
+        name: String,
+        /// Empty: the version the worker registers for `name`.
+        version: String,
         instance_id: Option<String>,
         input: Payload,
+        /// Started as this entity's child number `seq`: its end comes back as a
+        /// `SubOrchestrationCompleted`/`Failed` message (built-in schedules).
+        child_seq: Option<u64>,
     },
+    /// Terminates an orchestration instance (and its children).
+    Terminate { instance_id: String, reason: String },
 }
 
 /// The context of an entity operation: the entity's id, signals to other entities (or to
@@ -39,15 +45,23 @@ pub struct EntityContext {
     pub(crate) effects: std::rc::Rc<std::cell::RefCell<Vec<EntityEffect>>>,
     pub(crate) delete: std::rc::Rc<std::cell::Cell<bool>>,
     pub(crate) error: std::rc::Rc<std::cell::RefCell<Option<Error>>>,
+    /// When the operation runs (the store's clock), for built-in entities.
+    pub(crate) now: DateTime<Utc>,
 }
 
 impl EntityContext {
     pub(crate) fn new(id: EntityId) -> Self {
+        Self::at(id, Utc::now())
+    }
+
+    /// A context for an operation that runs at `now`.
+    pub(crate) fn at(id: EntityId, now: DateTime<Utc>) -> Self {
         EntityContext {
             id,
             effects: Default::default(),
             delete: Default::default(),
             error: Default::default(),
+            now,
         }
     }
 
@@ -85,16 +99,39 @@ impl EntityContext {
                 .effects
                 .borrow_mut()
                 .push(EntityEffect::StartOrchestration {
-                    name: O::NAME,
-                    version: O::VERSION,
+                    name: O::NAME.to_owned(),
+                    version: O::VERSION.to_owned(),
                     instance_id,
                     input,
+                    child_seq: None,
                 }),
             Err(e) => self.fail(Error::invalid_payload(
                 format!("input for orchestrator `{}`", O::NAME),
                 e,
             )),
         }
+    }
+
+    /// Starts orchestrator `name` (at the version this worker registers) as this entity's
+    /// child number `seq`, when the operation succeeds.
+    pub(crate) fn start_child(&self, name: &str, input: Payload, instance_id: String, seq: u64) {
+        self.effects
+            .borrow_mut()
+            .push(EntityEffect::StartOrchestration {
+                name: name.to_owned(),
+                version: String::new(),
+                instance_id: Some(instance_id),
+                input,
+                child_seq: Some(seq),
+            });
+    }
+
+    /// Terminates instance `instance_id` (and its children) when the operation succeeds.
+    pub(crate) fn terminate(&self, instance_id: &str, reason: &str) {
+        self.effects.borrow_mut().push(EntityEffect::Terminate {
+            instance_id: instance_id.to_owned(),
+            reason: reason.to_owned(),
+        });
     }
 
     /// Deletes this entity when the operation succeeds: its state is removed (the next

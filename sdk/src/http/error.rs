@@ -7,6 +7,8 @@
 //! | `UnknownEntity` | 404 | `unknown_entity` (the URL names no entity type) |
 //! | `UnknownOperation` | 400 | `unknown_operation` (`?op=` names no operation) |
 //! | `InstanceExists` | 409 | `instance_exists` |
+//! | `ScheduleNotFound` | 404 | `schedule_not_found` |
+//! | `ScheduleExists` | 409 | `schedule_exists` |
 //! | `InvalidState` | 409 | `invalid_state` |
 //! | `InstanceFinished` | 410 | `instance_finished` |
 //! | `InvalidPayload` | 400 | `invalid_payload` |
@@ -107,6 +109,8 @@ impl From<Error> for ApiError {
             Error::UnknownEntity { .. } => (StatusCode::NOT_FOUND, "unknown_entity"),
             Error::UnknownOperation { .. } => (StatusCode::BAD_REQUEST, "unknown_operation"),
             Error::InstanceExists { .. } => (StatusCode::CONFLICT, "instance_exists"),
+            Error::ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
+            Error::ScheduleExists(_) => (StatusCode::CONFLICT, "schedule_exists"),
             Error::InvalidState { .. } => (StatusCode::CONFLICT, "invalid_state"),
             Error::InstanceFinished { .. } => (StatusCode::GONE, "instance_finished"),
             Error::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),

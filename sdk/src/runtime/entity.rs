@@ -72,7 +72,7 @@ impl EntityActor {
                 Some(owner) => sender == Some(owner.as_str()),
                 None => true,
             };
-            match message.event().clone() {
+            match as_operation(message.event()) {
                 Event::EntityOperation {
                     operation,
                     input,
@@ -93,7 +93,7 @@ impl EntityActor {
                             match target {
                                 Err(failure) => Err(failure),
                                 Ok(target) => {
-                                    let mut op_ctx = EntityContext::new(self.id.clone());
+                                    let mut op_ctx = EntityContext::at(self.id.clone(), now);
                                     let result = target.apply(&mut op_ctx, &operation, &input);
                                     if result.is_ok() {
                                         dirty = true;
@@ -197,14 +197,42 @@ impl EntityActor {
                     version,
                     instance_id,
                     input,
-                } => batch.starts.push(NewInstance {
-                    instance_id: instance_id
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-                    name: name.to_owned(),
-                    version: version.to_owned(),
-                    input,
-                    created_at: now,
-                    parent: None,
+                    child_seq,
+                } => {
+                    let version = if version.is_empty() {
+                        let registry = &self.res.shared.registry;
+                        registry
+                            .get_orchestrator(&name)
+                            .map(|entry| entry.version.to_owned())
+                            .unwrap_or_default()
+                    } else {
+                        version
+                    };
+                    batch.starts.push(NewInstance {
+                        instance_id: instance_id
+                            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+                        name,
+                        version,
+                        input,
+                        created_at: now,
+                        parent: child_seq.map(|seq| ParentInstance {
+                            instance_id: self.res.instance_id.to_string(),
+                            seq,
+                            execution: 0,
+                        }),
+                    })
+                }
+                EntityEffect::Terminate {
+                    instance_id,
+                    reason,
+                } => batch.messages.push(NewMessage {
+                    instance_id,
+                    visible_at: now,
+                    event: Event::ExecutionTerminated {
+                        reason,
+                        cascade: true,
+                    },
+                    execution: None,
                 }),
             }
         }
@@ -283,6 +311,26 @@ impl EntityActor {
                 }
             }
         }));
+    }
+}
+
+/// A message as the entity runs it: the end of a child this entity started (a schedule's
+/// run) is its operation `__run_finished`; anything else as it is.
+fn as_operation(event: &Event) -> Event {
+    let (seq, failure) = match event {
+        Event::SubOrchestrationCompleted { seq, .. } => (*seq, None),
+        Event::SubOrchestrationFailed { seq, failure } => (*seq, Some(failure.clone())),
+        other => return other.clone(),
+    };
+    let finished = crate::schedule::RunFinished { seq, failure };
+    match Payload::encode(&finished) {
+        Ok(input) => Event::EntityOperation {
+            operation: crate::schedule::RUN_FINISHED.to_owned(),
+            input,
+            caller: None,
+            sender: None,
+        },
+        Err(_) => event.clone(),
     }
 }
 

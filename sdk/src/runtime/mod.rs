@@ -135,6 +135,7 @@ pub struct RuntimeBuilder {
     auto_register: bool,
     options: Options,
     shared_state: SharedState,
+    schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -156,6 +157,16 @@ impl RuntimeBuilder {
     /// Also registers this orchestrator.
     pub fn orchestrator<O: OrchestratorBody>(mut self, orchestrator: O) -> Self {
         self.registry.orchestrator(orchestrator);
+        self
+    }
+
+    /// Declares a schedule: [`start`](Self::start) creates it, or updates it if its spec
+    /// changed, and leaves it alone otherwise — so a restart neither duplicates it nor moves
+    /// its ticks, and a pause made from the CLI or API survives the restart. A bad spec (an
+    /// invalid cron expression, an unknown time zone, an orchestrator this worker does not
+    /// have) fails `start`.
+    pub fn schedule(mut self, schedule: crate::schedule::Schedule) -> Self {
+        self.schedules.push(schedule);
         self
     }
 
@@ -268,7 +279,21 @@ impl RuntimeBuilder {
             Registry::new()
         };
         registry.merge(&self.registry);
+        if registry.orchestrators().next().is_some() {
+            registry.entity::<crate::schedule::ScheduleEntity>();
+        }
         let registry = Arc::new(registry);
+        let mut schedules = Vec::with_capacity(self.schedules.len());
+        for schedule in &self.schedules {
+            let spec = schedule.spec()?;
+            registry.get_orchestrator(&spec.orchestrator).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "schedule `{}` starts orchestrator `{}`, which this worker does not have",
+                    spec.id, spec.orchestrator
+                ))
+            })?;
+            schedules.push(spec);
+        }
         let owner = format!(
             "{}-{}",
             std::process::id(),
@@ -307,10 +332,14 @@ impl RuntimeBuilder {
             shared: shared.clone(),
             dispatcher,
         });
+        let client = Client::from_parts(self.store, registry, shared.options.limits)
+            .with_complete_registry()
+            .with_local_worker(local);
+        for spec in schedules {
+            client.declare_schedule(spec).await?;
+        }
         Ok(Runtime {
-            client: Client::from_parts(self.store, registry, shared.options.limits)
-                .with_complete_registry()
-                .with_local_worker(local),
+            client,
             shared,
             shutdown: Some(shutdown_tx),
             stopped: Some(stopped_rx),
@@ -393,6 +422,7 @@ impl Runtime {
             auto_register: true,
             options: Options::default(),
             shared_state: SharedState::default(),
+            schedules: Vec::new(),
         }
     }
 
