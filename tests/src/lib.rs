@@ -5,6 +5,7 @@ pub mod browser;
 pub mod policies;
 pub mod proxy;
 pub mod scale;
+pub mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
