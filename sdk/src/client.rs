@@ -901,8 +901,9 @@ impl ProxyMode for SignalFromClient {
     }
 }
 
-/// Schedules (see [`crate::schedule`]). A change is a signal to the schedule's entity, applied
-/// by a worker within moments; [`schedule`](Client::schedule) reads what is applied.
+/// Schedules (see [`crate::schedule`]). A change is a signal to the schedule's entity; each
+/// method returns once a worker has applied it, or after
+/// [`SCHEDULE_APPLY_WAIT`] if none did (it applies when a worker runs).
 impl Client {
     /// Creates a schedule; [`Error::ScheduleExists`] if its id is taken. A bad spec, or an
     /// orchestrator this program does not register, is an error naming the problem.
@@ -917,8 +918,18 @@ impl Client {
             return Err(Error::ScheduleExists(spec.id));
         }
         let id = spec.id.clone();
-        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
-            .await
+        let op = ScheduleOp::Upsert {
+            spec: spec.clone(),
+            paused: None,
+            create: true,
+        };
+        match self.change_schedule(&id, op).await? {
+            // Another create of the same id won the race.
+            Some(state) if state.spec().is_some_and(|stored| *stored != spec) => {
+                Err(Error::ScheduleExists(id))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Replaces an existing schedule's spec (its pause state stays); the next tick is
@@ -932,8 +943,12 @@ impl Client {
         self.check_schedule(&spec)?;
         self.existing_schedule(&spec.id).await?;
         let id = spec.id.clone();
-        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
-            .await
+        let op = ScheduleOp::Upsert {
+            spec,
+            paused: None,
+            create: false,
+        };
+        self.change_schedule(&id, op).await.map(drop)
     }
 
     /// Creates the schedule or brings its spec up to date, keeping its pause state and
@@ -946,19 +961,29 @@ impl Client {
         {
             return Ok(());
         }
-        self.send_schedule(&id, ScheduleOp::Upsert { spec, paused: None })
-            .await
+        let op = ScheduleOp::Upsert {
+            spec,
+            paused: None,
+            create: false,
+        };
+        self.change_schedule(&id, op).await.map(drop)
     }
 
     /// A schedule's spec, next run, running and recent runs (`None` if there is none).
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleStatus>, Error> {
+        Ok(self
+            .schedule_state(id)
+            .await?
+            .and_then(ScheduleEntity::status))
+    }
+
+    async fn schedule_state(&self, id: &str) -> Result<Option<ScheduleEntity>, Error> {
         let entity = EntityId::new(SCHEDULE_ENTITY, id);
         id::validate_entity_id(&entity.name, &entity.key)?;
-        let Some(stored) = self.store.load_entity(&entity).await? else {
-            return Ok(None);
-        };
-        let state: Option<ScheduleEntity> = stored.state()?;
-        Ok(state.and_then(ScheduleEntity::status))
+        match self.store.load_entity(&entity).await? {
+            Some(stored) => stored.state(),
+            None => Ok(None),
+        }
     }
 
     /// Every schedule, by id.
@@ -990,20 +1015,24 @@ impl Client {
     pub async fn pause_schedule(&self, id: &str, note: Option<&str>) -> Result<(), Error> {
         self.existing_schedule(id).await?;
         let note = note.map(str::to_owned);
-        self.send_schedule(id, ScheduleOp::Pause { note }).await
+        self.change_schedule(id, ScheduleOp::Pause { note })
+            .await
+            .map(drop)
     }
 
     /// Resumes a paused schedule from its next tick after now (ticks missed while paused do
     /// not run).
     pub async fn resume_schedule(&self, id: &str) -> Result<(), Error> {
         self.existing_schedule(id).await?;
-        self.send_schedule(id, ScheduleOp::Resume).await
+        self.change_schedule(id, ScheduleOp::Resume).await.map(drop)
     }
 
     /// Starts a run now (instance id `{schedule}@{time}-now{n}`), under the overlap policy.
     pub async fn trigger_schedule(&self, id: &str) -> Result<(), Error> {
         self.existing_schedule(id).await?;
-        self.send_schedule(id, ScheduleOp::Trigger).await
+        self.change_schedule(id, ScheduleOp::Trigger)
+            .await
+            .map(drop)
     }
 
     /// Runs every tick from `from` to `to` (inclusive; at most
@@ -1021,14 +1050,15 @@ impl Client {
             )));
         }
         self.existing_schedule(id).await?;
-        self.send_schedule(id, ScheduleOp::Backfill { from, to })
+        self.change_schedule(id, ScheduleOp::Backfill { from, to })
             .await
+            .map(drop)
     }
 
     /// Deletes a schedule: no further ticks; runs already started go on.
     pub async fn delete_schedule(&self, id: &str) -> Result<(), Error> {
         self.existing_schedule(id).await?;
-        self.send_schedule(id, ScheduleOp::Delete).await
+        self.change_schedule(id, ScheduleOp::Delete).await.map(drop)
     }
 
     fn check_schedule(&self, spec: &ScheduleSpec) -> Result<(), Error> {
@@ -1047,7 +1077,16 @@ impl Client {
             .ok_or_else(|| Error::ScheduleNotFound(id.to_owned()))
     }
 
-    async fn send_schedule(&self, id: &str, op: ScheduleOp) -> Result<(), Error> {
+    /// Sends `op` to the schedule and waits for a worker to apply it (up to
+    /// [`SCHEDULE_APPLY_WAIT`]); returns the state it then has (`None`: deleted, or not
+    /// applied in time).
+    async fn change_schedule(
+        &self,
+        id: &str,
+        op: ScheduleOp,
+    ) -> Result<Option<ScheduleEntity>, Error> {
+        let before = self.schedule_state(id).await?.map_or(0, |s| s.changes());
+        let deleting = matches!(op, ScheduleOp::Delete);
         let (operation, input) = op.operation();
         let event = Event::EntityOperation {
             operation: operation.to_owned(),
@@ -1056,6 +1095,27 @@ impl Client {
             sender: None,
         };
         let entity = EntityId::new(SCHEDULE_ENTITY, id);
-        self.store.enqueue(&entity.instance_id(), event, None).await
+        self.store
+            .enqueue(&entity.instance_id(), event, None)
+            .await?;
+        let deadline = Instant::now() + SCHEDULE_APPLY_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let state = self.schedule_state(id).await?;
+            let applied = match &state {
+                None => deleting,
+                Some(state) if deleting => state.spec().is_none(),
+                Some(state) => state.changes() > before,
+            };
+            if applied || Instant::now() >= deadline {
+                return Ok(state.filter(|_| applied));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }
+
+/// The longest a schedule change waits for a worker to apply it before returning (the
+/// change stays stored and applies when a worker runs).
+pub const SCHEDULE_APPLY_WAIT: Duration = Duration::from_secs(5);

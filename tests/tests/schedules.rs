@@ -480,3 +480,204 @@ async fn bad_schedules_are_clear_errors() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_month_of_a_daily_schedule_on_the_test_kits_clock() {
+    use duractor::testing::TestRuntime;
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-01T00:00:00Z".parse().unwrap();
+    let t = TestRuntime::builder()
+        .start_time(start)
+        .real_time_limit(Duration::from_secs(20))
+        .start()
+        .await;
+    let quiet = TickSpec {
+        log: "-".to_owned(),
+        run_ms: 60_000,
+    };
+    let schedule = Schedule::cron("daily", "0 0 9 * * *")
+        .time_zone("Europe/Paris")
+        .start(ScheduledRun, quiet);
+    t.client().create_schedule(&schedule).await.unwrap();
+    t.advance(Duration::from_secs(31 * 86_400)).await;
+
+    let status = status_of(t.client(), "daily").await;
+    assert_eq!(status.started, 31, "{status:?}");
+    assert_eq!(
+        status.next_run_at,
+        Some("2026-04-01T07:00:00Z".parse().unwrap())
+    );
+    // 09:00 in Paris: 08:00 UTC until the clocks change on 29 March, 07:00 UTC after.
+    for (day, hour) in [(1, 8), (28, 8), (29, 7), (31, 7)] {
+        let id = format!("daily@2026-03-{day:02}T{hour:02}:00:00Z");
+        let run = t.status(&id).await;
+        assert_eq!(run.status, RuntimeStatus::Completed, "{id}");
+        let expected: chrono::DateTime<chrono::Utc> = id["daily@".len()..].parse().unwrap();
+        assert_eq!(run.created_at, expected, "{id} started at its tick");
+    }
+    assert!(
+        status
+            .recent
+            .iter()
+            .all(|run| run.outcome == RunOutcome::Completed)
+    );
+    t.shutdown().await;
+}
+
+#[test]
+fn schedules_over_http_and_the_command_line() {
+    use duractor_tests::{Server, cli, wait_until};
+    const APP: &str = env!("CARGO_BIN_EXE_bounded_app");
+    let dir = TempDir::new("schedule-http");
+    let db = format!("sqlite://{}", dir.file("app.db").display());
+    let server = Server::start(APP, &db, &[], &[]);
+    let log = dir.file("runs.log").to_string_lossy().into_owned();
+    let body = serde_json::json!({
+        "id": "web",
+        "orchestrator": "scheduled_run",
+        "input": {"log": log, "run_ms": 0},
+        "timing": {"every": {"everyMs": 1000}},
+        "overlap": "bufferOne",
+    });
+    let created = server.post("/schedules", &body.to_string());
+    assert_eq!(created.status, 202, "{}", created.body);
+    server
+        .post("/schedules", &body.to_string())
+        .expect_error(409, "schedule_exists");
+    let web = wait_until("the schedule to run", WAIT, || {
+        let answer = server.get("/schedules/web");
+        (answer.status == 200).then_some(())?;
+        let status = answer.json();
+        (status["started"].as_u64()? >= 1).then_some(status)
+    });
+    assert_eq!(web["spec"]["overlap"], "bufferOne");
+    assert_eq!(web["paused"], false);
+    assert!(web["nextRunAt"].is_string(), "{web}");
+    let listed = server.get("/schedules").json();
+    assert_eq!(listed["schedules"][0]["spec"]["id"], "web");
+
+    // Paused over HTTP, seen on the command line.
+    let paused = server.post("/schedules/web/pause?note=deploying", "");
+    assert_eq!(paused.status, 202, "{}", paused.body);
+    wait_until("the pause to apply", WAIT, || {
+        (server.get("/schedules/web").json()["paused"] == true).then_some(())
+    });
+    let shown = cli(APP, &db, &["schedule", "show", "web"]).expect_code(0);
+    assert!(
+        shown.stdout.contains("next run      paused"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("note          deploying"),
+        "{}",
+        shown.stdout
+    );
+    let json = cli(APP, &db, &["schedule", "show", "web", "--json"]).expect_code(0);
+    assert_eq!(json.json()["note"], "deploying");
+
+    // Created on the command line, listed over HTTP; updated with PUT.
+    let made = cli(
+        APP,
+        &db,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--time-zone",
+            "Europe/Paris",
+            "--start",
+            "scheduled_run",
+            "--input",
+            r#"{"log": "-", "run_ms": 0}"#,
+        ],
+    )
+    .expect_code(0);
+    assert!(
+        made.stdout.contains("created schedule nightly"),
+        "{}",
+        made.stdout
+    );
+    wait_until("the CLI's schedule to apply", WAIT, || {
+        (server.get("/schedules/nightly").status == 200).then_some(())
+    });
+    let table = cli(APP, &db, &["schedule", "list"]).expect_code(0);
+    assert!(
+        table.stdout.contains("cron 0 3 * * * (Europe/Paris)"),
+        "{}",
+        table.stdout
+    );
+    let put = server.request(
+        "PUT",
+        "/schedules/nightly",
+        &[("Content-Type", "application/json")],
+        Some(
+            br#"{"orchestrator": "scheduled_run", "input": {"log": "-", "run_ms": 0},
+                 "timing": {"cron": {"cron": "0 4 * * *", "timeZone": "Europe/Paris"}}}"#,
+        ),
+    );
+    assert_eq!(put.status, 202, "{}", put.body);
+    wait_until("the update to apply", WAIT, || {
+        (server.get("/schedules/nightly").json()["spec"]["timing"]["cron"]["cron"] == "0 4 * * *")
+            .then_some(())
+    });
+    let deleted = server.request("DELETE", "/schedules/nightly", &[], None);
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    wait_until("the delete to apply", WAIT, || {
+        (server.get("/schedules/nightly").status == 404).then_some(())
+    });
+
+    // Bad input: each a clear error.
+    let bad = |body: serde_json::Value| server.post("/schedules", &body.to_string());
+    let answer = bad(
+        serde_json::json!({"id": "b", "orchestrator": "scheduled_run",
+        "timing": {"cron": {"cron": "* * *"}}}),
+    );
+    answer.expect_error(400, "invalid_argument");
+    assert!(answer.body.contains("has 3 fields"), "{}", answer.body);
+    let answer = bad(
+        serde_json::json!({"id": "b", "orchestrator": "scheduled_run",
+        "timing": {"cron": {"cron": "@daily", "timeZone": "Nowhere/Land"}}}),
+    );
+    assert!(
+        answer.body.contains("unknown time zone `Nowhere/Land`"),
+        "{}",
+        answer.body
+    );
+    let answer = bad(
+        serde_json::json!({"id": "b", "orchestrator": "scheduled_run",
+        "timing": {"every": {"everyMs": 0}}}),
+    );
+    assert!(answer.body.contains("too short"), "{}", answer.body);
+    bad(serde_json::json!({"id": "b", "orchestrator": "nope", "timing": {"every": {"everyMs": 1000}}}))
+        .expect_error(404, "unknown_orchestrator");
+    server
+        .post("/schedules", "{not json")
+        .expect_error(400, "invalid_payload");
+    server
+        .get("/schedules/nobody")
+        .expect_error(404, "schedule_not_found");
+    server
+        .post("/schedules/web/backfill?from=2026-01-01T00:00:00Z", "")
+        .expect_error(400, "invalid_query");
+    let refused = cli(
+        APP,
+        &db,
+        &[
+            "schedule",
+            "create",
+            "x",
+            "--every",
+            "5",
+            "--start",
+            "scheduled_run",
+        ],
+    )
+    .expect_code(2);
+    assert!(
+        refused.stderr.contains("without a unit"),
+        "{}",
+        refused.stderr
+    );
+}

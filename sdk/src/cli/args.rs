@@ -74,6 +74,9 @@ pub(crate) enum Command {
     Entity(EntityArgs),
     /// List entities (by name and key prefix).
     Entities(EntitiesArgs),
+    /// Manage schedules: create, update, list, show, pause, resume, trigger, backfill, delete.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Replay instances' histories against this build's code: a pre-deploy check that no
     /// running instance would fail with a nondeterminism error (exit code 1 if one would).
     Replay(ReplayArgs),
@@ -101,6 +104,7 @@ impl Command {
             Command::Signal(_) => "signal",
             Command::Entity(_) => "entity",
             Command::Entities(_) => "entities",
+            Command::Schedule(_) => "schedule",
             Command::Replay(_) => "replay",
         }
     }
@@ -571,4 +575,124 @@ mod tests {
             ]
         );
     }
+}
+
+/// The `schedule` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Create a schedule that starts an orchestrator on a cron expression or an interval.
+    Create(ScheduleSpecArgs),
+    /// Replace a schedule's spec (its pause state stays).
+    Update(ScheduleSpecArgs),
+    /// List the schedules with their next run.
+    List(ScheduleListArgs),
+    /// Show a schedule: spec, next run, running and recent runs.
+    Show(ScheduleShowArgs),
+    /// Pause a schedule: its ticks do nothing until it is resumed.
+    Pause(SchedulePauseArgs),
+    /// Resume a paused schedule from its next tick.
+    Resume(ScheduleIdArgs),
+    /// Start a run now (under the overlap policy).
+    Trigger(ScheduleIdArgs),
+    /// Run every tick of a past time range.
+    Backfill(ScheduleBackfillArgs),
+    /// Delete a schedule (runs already started go on).
+    Delete(ScheduleIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleSpecArgs {
+    /// The schedule's id.
+    pub(crate) id: String,
+
+    /// A cron expression: 5 fields (minute hour day month weekday) or 6 (a leading second),
+    /// or @hourly, @daily, @weekly, @monthly, @yearly.
+    #[arg(
+        long,
+        value_name = "EXPR",
+        required_unless_present = "every",
+        conflicts_with = "every"
+    )]
+    pub(crate) cron: Option<String>,
+
+    /// A fixed interval instead, e.g. 30s, 5m, 1h30m (at least 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) every: Option<String>,
+
+    /// The time zone the cron expression is read in (an IANA name; default UTC).
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub(crate) time_zone: Option<String>,
+
+    /// Shifts an interval's ticks from multiples of it since the Unix epoch.
+    #[arg(long, value_name = "DURATION", requires = "every")]
+    pub(crate) offset: Option<String>,
+
+    /// The orchestrator each tick starts.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) start: String,
+
+    /// Its input (JSON).
+    #[arg(long, value_name = "JSON", default_value = "null")]
+    pub(crate) input: String,
+
+    /// Start each run up to this much after its tick.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) jitter: Option<String>,
+
+    /// What a tick does while a run is still running.
+    #[arg(long, value_name = "POLICY", default_value = "skip",
+          value_parser = ["skip", "buffer-one", "allow-all", "terminate-previous"])]
+    pub(crate) overlap: String,
+
+    /// Run the ticks missed (while no worker ran) of this last span; default: only the
+    /// latest missed one.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) catch_up_window: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleListArgs {
+    /// Print JSON (the HTTP API's `GET /schedules` format).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleShowArgs {
+    /// The schedule's id.
+    pub(crate) id: String,
+
+    /// Print JSON (the HTTP API's `GET /schedules/{id}` format).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleIdArgs {
+    /// The schedule's id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchedulePauseArgs {
+    /// The schedule's id.
+    pub(crate) id: String,
+
+    /// Why (shown with the schedule).
+    #[arg(long)]
+    pub(crate) note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleBackfillArgs {
+    /// The schedule's id.
+    pub(crate) id: String,
+
+    /// The range's start (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) from: String,
+
+    /// The range's end, included.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) to: String,
 }

@@ -12,6 +12,7 @@ use super::args::{
 };
 use super::entities;
 use super::output::{self, CliError, CliResult, Progress, print_json};
+use super::schedules;
 use super::{App, EXIT_TIMEOUT, OpenStore};
 use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
 use crate::error::Error;
@@ -62,6 +63,7 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Signal(args) => entities::signal(args, app_client(store)).await,
         Command::Entity(args) => entities::entity(args, app_client(store)).await,
         Command::Entities(args) => entities::list(args, app_client(store)).await,
+        Command::Schedule(command) => schedules::run(command, app_client(store)).await,
         Command::Replay(args) => replay(args, Client::new_dyn(store)).await,
     }
 }

@@ -36,6 +36,7 @@ mod args;
 mod commands;
 mod entities;
 mod output;
+mod schedules;
 
 use std::any::Any;
 use std::fmt;

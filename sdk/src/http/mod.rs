@@ -24,6 +24,9 @@
 //! | `DELETE /entities/{name}/{key}` | delete an entity's state (in order with its messages) | 202 |
 //! | `GET /entities[/{name}]?keyPrefix&includeEmpty&top&continuationToken` | list entities, paged | 200 |
 //! | `POST /entities/clean` | remove empty entities, release orphaned locks | 200 |
+//! | `GET /schedules`, `POST /schedules` | list schedules (spec, next run, running and recent runs); create one (the body is its spec) | 200 / 202 |
+//! | `GET`, `PUT`, `DELETE /schedules/{id}` | one schedule; replace its spec; delete it | 200 / 202 |
+//! | `POST /schedules/{id}/pause?note`, `/resume`, `/trigger`, `/backfill?from&to` | pause, resume, run now, run a past range | 202 |
 //! | `GET /functions` | registered orchestrators, activities and entity operations | 200 |
 //! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
 //! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
@@ -39,7 +42,7 @@
 //! (see `links`).
 //!
 //! Where things live: `orchestrations` has the instance routes, `entities` the entity
-//! routes, `ops` health, metrics and functions, `view` the JSON shapes, `links` the URLs in
+//! routes, `schedules` the schedule routes, `ops` health, metrics and functions, `view` the JSON shapes, `links` the URLs in
 //! and out.
 
 mod dashboard;
@@ -49,6 +52,7 @@ mod links;
 mod ops;
 mod orchestrations;
 mod paging;
+mod schedules;
 pub(crate) mod view;
 
 use std::net::SocketAddr;
@@ -260,6 +264,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     ops::routes(cfg);
     orchestrations::routes(cfg);
     entities::routes(cfg);
+    schedules::routes(cfg);
 }
 
 /// A resource at `path` that answers 405 (with `Allow`) to methods it has no route for.

@@ -36,6 +36,8 @@ pub(crate) enum ScheduleOp {
     Upsert {
         spec: ScheduleSpec,
         paused: Option<bool>,
+        /// Only if there is no schedule with this id yet (a racing create loses).
+        create: bool,
     },
     Pause {
         note: Option<String>,
@@ -53,11 +55,16 @@ impl ScheduleOp {
     /// The operation name and its input.
     pub(crate) fn operation(&self) -> (&'static str, Payload) {
         match self {
-            ScheduleOp::Upsert { spec, paused } => (
+            ScheduleOp::Upsert {
+                spec,
+                paused,
+                create,
+            } => (
                 "upsert",
                 json(&Upsert {
                     spec: spec.clone(),
                     paused: *paused,
+                    create: *create,
                 }),
             ),
             ScheduleOp::Pause { note } => ("pause", json(&Pause { note: note.clone() })),
@@ -84,6 +91,8 @@ fn json<T: Serialize>(value: &T) -> Payload {
 struct Upsert {
     spec: ScheduleSpec,
     paused: Option<bool>,
+    #[serde(default)]
+    create: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,9 +127,21 @@ pub(crate) struct ScheduleEntity {
     next_seq: u64,
     started: u64,
     skipped: u64,
+    /// How many changes (client operations) it has applied: a client waits for it to grow.
+    changes: u64,
 }
 
 impl ScheduleEntity {
+    /// How many changes it has applied.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Its spec (`None`: deleted).
+    pub(crate) fn spec(&self) -> Option<&ScheduleSpec> {
+        self.spec.as_ref()
+    }
+
     /// The view clients read (`None` for a deleted schedule).
     pub(crate) fn status(self) -> Option<ScheduleStatus> {
         Some(ScheduleStatus {
@@ -137,6 +158,9 @@ impl ScheduleEntity {
     }
 
     fn upsert(&mut self, ctx: &EntityContext, input: Upsert) {
+        if input.create && self.spec.is_some() {
+            return;
+        }
         let unchanged = self.spec.as_ref() == Some(&input.spec)
             && input.paused.is_none_or(|paused| paused == self.paused);
         if unchanged {
@@ -434,6 +458,9 @@ impl Entity for ScheduleEntity {
         input: &Payload,
     ) -> Result<Payload, Failure> {
         let live = self.spec.is_some();
+        if !matches!(operation, "tick" | RUN_FINISHED) {
+            self.changes += 1;
+        }
         match operation {
             "upsert" => self.upsert(ctx, decode(operation, input)?),
             "tick" => self.tick(ctx, decode(operation, input)?),
@@ -528,6 +555,7 @@ mod tests {
             Upsert {
                 spec: spec(overlap),
                 paused: None,
+                create: false,
             },
         );
         entity
@@ -557,6 +585,7 @@ mod tests {
             Upsert {
                 spec: spec(Overlap::Skip),
                 paused: None,
+                create: false,
             },
         );
         assert_eq!(entity.generation, generation);
@@ -632,6 +661,7 @@ mod tests {
             Upsert {
                 spec: late,
                 paused: None,
+                create: false,
             },
         );
         let ctx = tick(&mut entity, "2026-01-01T01:00:30Z");

@@ -62,9 +62,10 @@ pub enum CatchUp {
     Window(Duration),
 }
 
-/// When a schedule ticks.
+/// When a schedule ticks. As JSON: `{"cron": {"cron": "0 3 * * *", "timeZone": "Europe/Paris"}}`
+/// or `{"every": {"everyMs": 60000, "offsetMs": 0}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Timing {
     /// A cron expression (see [`cron`]), read in `time_zone` (an IANA name; `UTC` when
     /// absent).
@@ -368,8 +369,112 @@ impl Schedule {
     }
 }
 
+/// Parses a duration such as `30s`, `5m`, `1h30m`, `2d` or `250ms` (units `ms`, `s`, `m`,
+/// `h`, `d`, combinable); the error says what is wrong.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("a duration must not be empty; write e.g. 30s, 5m or 1h30m".to_owned());
+    }
+    let mut total: u64 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "`{trimmed}` is not a duration; write e.g. 30s, 5m or 1h30m (units ms, s, m, h, d)"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{trimmed}` is too long a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "`{trimmed}` has a number without a unit; add one of ms, s, m, h, d"
+                ));
+            }
+            unit => {
+                return Err(format!(
+                    "`{unit}` in `{trimmed}` is not a unit; use ms, s, m, h or d"
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        total = number
+            .checked_mul(unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| format!("`{trimmed}` is too long a duration"))?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5").unwrap_err().contains("without a unit"));
+        assert!(
+            parse_duration("5w")
+                .unwrap_err()
+                .contains("`w` in `5w` is not a unit")
+        );
+        assert!(
+            parse_duration("s")
+                .unwrap_err()
+                .contains("is not a duration")
+        );
+    }
+
+    #[test]
+    fn intervals_tick_on_multiples_and_jitter_is_stable() {
+        let mut spec = ScheduleSpec {
+            id: "i".to_owned(),
+            orchestrator: "o".to_owned(),
+            input: Payload::null(),
+            timing: Timing::Every {
+                every_ms: 60_000,
+                offset_ms: 15_000,
+            },
+            jitter_ms: 0,
+            overlap: Overlap::Skip,
+            catch_up_window_ms: 0,
+        };
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            spec.next_tick(at("2026-01-01T00:00:15Z")),
+            Some(at("2026-01-01T00:01:15Z"))
+        );
+        assert_eq!(
+            spec.next_tick(at("2026-01-01T00:00:14.999Z")),
+            Some(at("2026-01-01T00:00:15Z"))
+        );
+        spec.jitter_ms = 10_000;
+        let tick = at("2026-01-01T00:01:15Z");
+        let fire = spec.fire_at(tick);
+        assert!(fire >= tick && fire < tick + chrono::Duration::seconds(10));
+        assert_eq!(fire, spec.fire_at(tick), "the same delay every time");
+    }
 }
 
 /// How one run of a schedule went.
