@@ -145,3 +145,20 @@ pub(crate) fn decode_bounds(column: Option<&str>) -> (ActivityTimeouts, Option<D
         stored.deadline.map(from_millis),
     )
 }
+
+/// Flow statuses from `(name, key, running, waiting)` rows.
+pub(crate) fn flow_statuses(
+    rows: Vec<(String, Option<String>, i64, i64)>,
+) -> Vec<duractor::store::FlowStatus> {
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    rows.into_iter()
+        .map(
+            |(name, key, running, waiting)| duractor::store::FlowStatus {
+                name,
+                key,
+                running: count(running),
+                waiting: count(waiting),
+            },
+        )
+        .collect()
+}

@@ -185,7 +185,7 @@ fn undecodable(context: &str, error: sqlx::Error) -> Error {
 
 /// The columns of an activity status, in the order [`activity_statuses`] reads them.
 pub(crate) const ACTIVITY_STATUS_COLUMNS: &str = "id, instance_id, seq, name, attempt, \
-     locked_by, locked_until, timeouts, heartbeat, heartbeat_at";
+     locked_by, locked_until, timeouts, heartbeat, heartbeat_at, flow_key, priority";
 
 /// [`ACTIVITY_STATUS_COLUMNS`].
 type ActivityStatusColumns = (
@@ -199,6 +199,8 @@ type ActivityStatusColumns = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
+    i32,
 );
 
 /// Activity statuses from rows of [`ACTIVITY_STATUS_COLUMNS`].
@@ -219,6 +221,8 @@ where
                 bounds,
                 heartbeat,
                 at,
+                flow_key,
+                priority,
             ) = ActivityStatusColumns::from_row(row)
                 .map_err(|e| undecodable("an activity work item row", e))?;
             let (timeouts, deadline) = decode_bounds(bounds.as_deref());
@@ -234,6 +238,8 @@ where
                 deadline,
                 heartbeat: decode_payload(heartbeat)?,
                 heartbeat_at: at.map(from_millis),
+                flow_key,
+                priority,
             })
         })
         .collect()

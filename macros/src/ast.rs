@@ -46,6 +46,8 @@ pub struct Function {
     pub version: String,
     /// Default timeouts in ms (activities): start-to-close, schedule-to-close, heartbeat.
     pub timeouts: [u64; 3],
+    /// Flow-control limits (activities): concurrency, rate (count, period ms), key pointer.
+    pub flow: Option<(u32, (u32, u64), String)>,
     /// The typed handle's name (`SayHello` for `say_hello`).
     pub handle: Ident,
     pub input: Type,
@@ -223,6 +225,7 @@ impl Function {
             name_span,
             version: args.version.map(|v| v.value()).unwrap_or_default(),
             timeouts: args.timeouts,
+            flow: args.flow,
             input,
             output,
             item,

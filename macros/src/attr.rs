@@ -5,7 +5,7 @@
 //!
 //! | attribute                                               | accepts                         |
 //! |---------------------------------------------------------|---------------------------------|
-//! | `#[activity]`                                           | `name = ".."`, `start_to_close = "30s"`, `schedule_to_close = "5m"`, `heartbeat_timeout = "10s"` |
+//! | `#[activity]`                                           | `name = ".."`, `start_to_close = "30s"`, `schedule_to_close = "5m"`, `heartbeat_timeout = "10s"`, `concurrency = 3`, `rate = "50/s"`, `key = "/customer"` |
 //! | `#[orchestrator]`                                       | `name = ".."`, `version = ".."` |
 //! | `#[entity]` on the state type                           | `name = ".."`                   |
 //! | `#[entity]` on the impl block, `#[orchestration_helper]`| nothing                         |
@@ -18,7 +18,7 @@
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
 
 use crate::ast::{Errors, Kind};
 
@@ -63,6 +63,12 @@ enum ValueKind {
     /// A path without a `<T as Trait>` qualifier (`duractor_sqlx::open`). `expected`: the
     /// error for anything else.
     Path { expected: &'static str },
+    /// A whole number that fits a `u32`. `expected`: the error for anything else; `check`:
+    /// the error for a number that is refused, if it is.
+    Int {
+        expected: &'static str,
+        check: fn(u32) -> Option<&'static str>,
+    },
 }
 
 /// `#[activity(name = "..", start_to_close = "..", schedule_to_close = "..",
@@ -74,6 +80,9 @@ pub const ACTIVITY: Spec = Spec {
         START_TO_CLOSE,
         SCHEDULE_TO_CLOSE,
         HEARTBEAT_TIMEOUT,
+        CONCURRENCY,
+        RATE,
+        FLOW_KEY,
     ],
     no_arguments_hint: "",
     unknown_at: UnknownAt::Key,
@@ -192,6 +201,70 @@ const HEARTBEAT_TIMEOUT: Key = Key {
     },
 };
 
+/// At most this many attempts of the activity running at once, across workers.
+const CONCURRENCY: Key = Key {
+    name: "concurrency",
+    usage: "`concurrency = 3`",
+    value: ValueKind::Int {
+        expected: "expected a whole number, e.g. `concurrency = 3`",
+        check: |n| {
+            (n == 0).then_some(
+                "a concurrency limit of 0 would never run anything; use at least 1, or leave the argument out for no limit",
+            )
+        },
+    },
+};
+
+/// The error for a rate that is not `count/period`.
+const EXPECTED_RATE: &str =
+    "expected a rate in a string literal, e.g. `\"50/s\"`, `\"10/m\"` or `\"3/250ms\"`";
+
+/// At most this many attempts started per period, across workers.
+const RATE: Key = Key {
+    name: "rate",
+    usage: "`rate = \"50/s\"`",
+    value: ValueKind::Str {
+        expected: EXPECTED_RATE,
+        check: |text| match rate(text) {
+            None => Some(EXPECTED_RATE),
+            Some((0, _)) => {
+                Some("a rate of 0 starts would never run anything; allow at least 1 per period")
+            }
+            Some((_, ms)) if ms > MAX_TIMEOUT_MS => {
+                Some("a rate's period must be at most 366 days")
+            }
+            Some(_) => None,
+        },
+    },
+};
+
+/// The JSON pointer into the input whose value the limits apply to separately.
+const FLOW_KEY: Key = Key {
+    name: "key",
+    usage: "`key = \"/customer\"`",
+    value: ValueKind::Str {
+        expected: "expected a JSON pointer into the input in a string literal, e.g. `key = \"/customer\"`",
+        check: |text| {
+            (!text.starts_with('/')).then_some(
+                "expected a JSON pointer into the input, e.g. `key = \"/customer\"` (or `\"/order/region\"`)",
+            )
+        },
+    },
+};
+
+/// A rate `count/period` (`50/s`, `3/250ms`): the count and the period in ms.
+pub fn rate(text: &str) -> Option<(u32, u64)> {
+    let (count, period) = text.split_once('/')?;
+    let count: u32 = count.trim().parse().ok()?;
+    let period = period.trim();
+    let ms = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        duration_ms(period)?
+    } else {
+        duration_ms(&format!("1{period}"))?
+    };
+    (ms > 0).then_some((count, ms))
+}
+
 /// The longest timeout accepted, as `duractor::timeouts::MAX_TIMEOUT` (366 days), in ms.
 const MAX_TIMEOUT_MS: u64 = 366 * 86_400_000;
 
@@ -256,6 +329,7 @@ pub struct Values(Vec<(&'static str, Value)>);
 enum Value {
     Str(LitStr),
     Path(syn::Path),
+    Int(LitInt),
 }
 
 impl Values {
@@ -263,6 +337,14 @@ impl Values {
     pub fn str(&self, key: &str) -> Option<&LitStr> {
         self.0.iter().rev().find_map(|(k, value)| match value {
             Value::Str(s) if *k == key => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The number given for `key`.
+    pub fn int(&self, key: &str) -> Option<&LitInt> {
+        self.0.iter().rev().find_map(|(k, value)| match value {
+            Value::Int(n) if *k == key => Some(n),
             _ => None,
         })
     }
@@ -353,9 +435,24 @@ impl ValueKind {
             (ValueKind::Path { .. }, Expr::Path(path)) if path.qself.is_none() => {
                 Ok(Value::Path(path.path.clone()))
             }
-            (ValueKind::Str { expected, .. } | ValueKind::Path { expected }, other) => {
-                Err(syn::Error::new_spanned(other, expected))
-            }
+            (
+                ValueKind::Int { expected, check },
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(n), ..
+                }),
+            ) => match n.base10_parse::<u32>() {
+                Err(_) => Err(syn::Error::new_spanned(n, expected)),
+                Ok(number) => match check(number) {
+                    Some(refused) => Err(syn::Error::new_spanned(n, refused)),
+                    None => Ok(Value::Int(n.clone())),
+                },
+            },
+            (
+                ValueKind::Str { expected, .. }
+                | ValueKind::Path { expected }
+                | ValueKind::Int { expected, .. },
+                other,
+            ) => Err(syn::Error::new_spanned(other, expected)),
         }
     }
 }
@@ -370,6 +467,9 @@ pub struct Args {
     /// The activity's default timeouts in ms (0: none): start-to-close, schedule-to-close,
     /// heartbeat.
     pub timeouts: [u64; 3],
+    /// The activity's flow-control limits: concurrency (0: none), rate (count 0: none) and
+    /// key (`""`: none); `None` when none is declared.
+    pub flow: Option<(u32, (u32, u64), String)>,
 }
 
 /// Reads the arguments of `#[activity(..)]` or `#[orchestrator(..)]`; all problems as one
@@ -381,6 +481,16 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
     };
     let mut errors = Errors::default();
     let values = spec.parse(tokens, &mut errors);
+    if let Some(key) = values.str("key")
+        && values.int("concurrency").is_none()
+        && values.str("rate").is_none()
+    {
+        errors.spanned(
+            key,
+            "`key` splits the flow-control limits per value of the input, but none is set; \
+             add `concurrency = N` or `rate = \"N/s\"`",
+        );
+    }
     errors.finish()?;
     let ms = |key: &str| {
         values
@@ -388,6 +498,17 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
             .and_then(|lit| duration_ms(&lit.value()))
             .unwrap_or(0)
     };
+    let concurrency = values
+        .int("concurrency")
+        .and_then(|n| n.base10_parse::<u32>().ok());
+    let rate = values.str("rate").and_then(|lit| rate(&lit.value()));
+    let flow = (concurrency.is_some() || rate.is_some()).then(|| {
+        (
+            concurrency.unwrap_or(0),
+            rate.unwrap_or((0, 0)),
+            values.str("key").map(LitStr::value).unwrap_or_default(),
+        )
+    });
     Ok(Args {
         name: values.str("name").cloned(),
         version: values.str("version").cloned(),
@@ -396,6 +517,7 @@ pub fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
             ms("schedule_to_close"),
             ms("heartbeat_timeout"),
         ],
+        flow,
     })
 }
 
@@ -435,8 +557,9 @@ mod tests {
         assert_eq!(
             errors(&ACTIVITY, quote!(retries = 3)),
             ["unknown argument; `#[activity]` accepts `name = \"..\"`, \
-                 `start_to_close = \"30s\"`, `schedule_to_close = \"5m\"` and \
-                 `heartbeat_timeout = \"10s\"`"]
+                 `start_to_close = \"30s\"`, `schedule_to_close = \"5m\"`, \
+                 `heartbeat_timeout = \"10s\"`, `concurrency = 3`, `rate = \"50/s\"` and \
+                 `key = \"/customer\"`"]
         );
         assert_eq!(
             errors(&ORCHESTRATOR, quote!(version = "2", retries = 3)),

@@ -60,6 +60,7 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
         name_span,
         version,
         timeouts,
+        flow,
         handle,
         input,
         output,
@@ -92,14 +93,27 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             quote!(::duractor::ActivityContext),
             quote!(::duractor::__private::ActivityEntry),
             quote!(Activity),
-            if *timeouts == [0; 3] {
-                quote!()
-            } else {
-                let [start_to_close, schedule_to_close, heartbeat] = timeouts;
-                quote! {
-                    const TIMEOUTS: ::duractor::ActivityTimeouts =
-                        ::duractor::ActivityTimeouts::__from_millis(#start_to_close, #schedule_to_close, #heartbeat);
-                }
+            {
+                let timeouts = if *timeouts == [0; 3] {
+                    quote!()
+                } else {
+                    let [start_to_close, schedule_to_close, heartbeat] = timeouts;
+                    quote! {
+                        const TIMEOUTS: ::duractor::ActivityTimeouts =
+                            ::duractor::ActivityTimeouts::__from_millis(#start_to_close, #schedule_to_close, #heartbeat);
+                    }
+                };
+                let flow = match flow {
+                    None => quote!(),
+                    Some((concurrency, (count, period_ms), key)) => quote! {
+                        fn flow_control() -> ::core::option::Option<::duractor::flow::FlowControl> {
+                            ::core::option::Option::Some(::duractor::flow::FlowControl::__declared(
+                                #concurrency, #count, #period_ms, #key,
+                            ))
+                        }
+                    },
+                };
+                quote!(#timeouts #flow)
             },
         ),
         Kind::Orchestrator => (

@@ -416,6 +416,8 @@ pub struct ActivityEntry {
     pub input_type: fn() -> &'static str,
     /// The Rust output type's name.
     pub output_type: fn() -> &'static str,
+    /// Its declared flow-control limits.
+    pub flow: fn() -> Option<crate::flow::FlowControl>,
     pub(crate) invoke: ErasedActivityFn,
     pub(crate) check_input: fn(&Payload) -> Result<(), Error>,
 }
@@ -427,6 +429,7 @@ impl ActivityEntry {
             name: A::NAME,
             input_type: std::any::type_name::<A::Input>,
             output_type: std::any::type_name::<A::Output>,
+            flow: A::flow_control,
             invoke: invoke_activity::<A>,
             check_input: check_activity_input::<A>,
         }

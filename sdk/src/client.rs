@@ -31,7 +31,7 @@ pub use crate::store::PurgeQuery;
 use crate::store::{
     ActivityStatus, InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus, Store,
 };
-pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus};
+pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus, FlowStatus};
 
 pub use crate::store::InstanceQuery as ListQuery;
 
@@ -150,6 +150,11 @@ impl Client {
     /// The store this client uses.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The functions this client knows (those of this program).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Starts an instance of a typed orchestrator; resolves to its instance id.
@@ -401,6 +406,25 @@ impl Client {
             sender: None,
         };
         self.store.enqueue(&entity.instance_id(), event, at).await
+    }
+
+    /// What runs and what waits of the activities named in `activities` (none given: those
+    /// that declare flow-control limits in this program), per activity and flow-control key:
+    /// the work a limit holds back is the `waiting` of a key whose `running` is at its limit.
+    pub async fn flow_status(&self, activities: &[&str]) -> Result<Vec<FlowStatus>, Error> {
+        let names: Vec<String> = if activities.is_empty() {
+            self.registry
+                .activities()
+                .filter(|entry| (entry.flow)().is_some())
+                .map(|entry| entry.name.to_owned())
+                .collect()
+        } else {
+            activities.iter().map(|name| (*name).to_owned()).collect()
+        };
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.flow_status(&names).await
     }
 
     /// The last committed state of entity `E` with `key` (`None` if it has none).

@@ -151,6 +151,57 @@ pub(crate) fn saturating_after(at: DateTime<Utc>, duration: Duration) -> DateTim
     checked_after(at, duration).unwrap_or_else(latest_timer_time)
 }
 
+/// Parses a duration such as `30s`, `5m`, `1h30m`, `2d` or `250ms` (units `ms`, `s`, `m`,
+/// `h`, `d`, combinable); the error says what is wrong.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("a duration must not be empty; write e.g. 30s, 5m or 1h30m".to_owned());
+    }
+    let mut total: u64 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "`{trimmed}` is not a duration; write e.g. 30s, 5m or 1h30m (units ms, s, m, h, d)"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{trimmed}` is too long a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "`{trimmed}` has a number without a unit; add one of ms, s, m, h, d"
+                ));
+            }
+            unit => {
+                return Err(format!(
+                    "`{unit}` in `{trimmed}` is not a unit; use ms, s, m, h or d"
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        total = number
+            .checked_mul(unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| format!("`{trimmed}` is too long a duration"))?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

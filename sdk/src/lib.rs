@@ -72,6 +72,7 @@ extern crate self as duractor;
 mod ambient;
 pub mod clock;
 pub mod error;
+pub mod flow;
 pub mod history;
 pub mod id;
 pub mod limits;
@@ -210,6 +211,7 @@ pub use duractor_macros::orchestration_helper;
 /// ```
 pub use duractor_macros::allow_nondeterminism;
 pub use error::{Error, Failure, Result};
+pub use flow::FlowControl;
 pub use handles::{Activity, Orchestrator};
 pub use history::{Event, ParentInstance, Payload};
 pub use limits::Limits;

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::error::{Error, Failure};
+use crate::flow::FlowRule;
 use crate::history::{Event, ParentInstance, Payload};
 use crate::id::EntityId;
 use crate::timeouts::ActivityTimeouts;
@@ -206,6 +207,11 @@ pub struct NewActivity {
     /// claimed by `owner` with the turn. Otherwise it is enqueued unclaimed, for a worker that
     /// has the activity (activity-only workers).
     pub run_here: bool,
+    /// The flow-control key of the call (its activity's [`FlowControl::key`] read from the
+    /// input), for limits per key.
+    pub flow_key: Option<String>,
+    /// Its priority among waiting work (higher first; default 0).
+    pub priority: i32,
 }
 
 /// Heartbeat details of a running work item, recorded by [`Store::sync_activities`].
@@ -242,6 +248,24 @@ pub struct ActivityStatus {
     pub heartbeat: Option<Payload>,
     /// When they were recorded.
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Its flow-control key.
+    pub flow_key: Option<String>,
+    /// Its priority among waiting work.
+    pub priority: i32,
+}
+
+/// What is running and waiting of one limited activity and key ([`Store::flow_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowStatus {
+    /// The activity.
+    pub name: String,
+    /// The key (`None`: the activity's limit is not per key).
+    pub key: Option<String>,
+    /// Attempts running (leased).
+    pub running: u32,
+    /// Work items waiting to be claimed.
+    pub waiting: u32,
 }
 
 /// A message to enqueue for an instance, visible from `visible_at`.
@@ -520,14 +544,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` activity work items that nobody holds (or whose lease lapsed), of
     /// the activities named in `names` (those the worker can run: an activity-only worker
-    /// leaves the others to workers that have them).
+    /// leaves the others to workers that have them), higher priority first, then oldest.
+    ///
+    /// Items of an activity with a rule in `rules` are taken only as far as its limits allow
+    /// ([`crate::flow::pick`] over what runs now and what started recently, per key), with
+    /// the claims of that activity serialized across workers so two claims never both take
+    /// the last free slot; a claim records the starts its rate counts.
     async fn claim_activities(
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error>;
+
+    /// Running and waiting work items of the activities in `names`, per activity and key.
+    async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error>;
 
     /// Commits one turn atomically (see [`TurnCommit`]).
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error>;
@@ -772,12 +805,17 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         (**self)
-            .claim_activities(owner, names, limit, lease_until)
+            .claim_activities(owner, names, rules, limit, lease_until)
             .await
+    }
+
+    async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        (**self).flow_status(names).await
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         (**self).commit_turn(turn).await

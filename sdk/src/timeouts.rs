@@ -135,6 +135,7 @@ pub fn check_timeout(name: &str, duration: Duration) -> Result<(), Error> {
 pub struct ActivityOptions {
     pub(crate) timeouts: ActivityTimeouts,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) priority: i32,
 }
 
 impl fmt::Debug for ActivityOptions {
@@ -142,6 +143,7 @@ impl fmt::Debug for ActivityOptions {
         f.debug_struct("ActivityOptions")
             .field("timeouts", &self.timeouts)
             .field("retry", &self.retry)
+            .field("priority", &self.priority)
             .finish()
     }
 }
@@ -173,6 +175,13 @@ impl ActivityOptions {
     /// Retries failed attempts (timeouts included) as `policy` says.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// Its priority among work waiting for a flow-control limit (see [`crate::flow`]):
+    /// higher is claimed first, equal ones oldest first (default 0).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
         self
     }
 

@@ -2,6 +2,7 @@
 
 pub mod bounded;
 pub mod browser;
+pub mod flow;
 pub mod policies;
 pub mod proxy;
 pub mod scale;

@@ -165,7 +165,7 @@ impl Crate {
 
 fn is_path_sep(tokens: &[TokenTree], at: usize) -> bool {
     matches!(
-        (tokens.get(at), tokens.get(at + 1)),
+        (tokens.get(at), at.checked_add(1).and_then(|next| tokens.get(next))),
         (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b)))
             if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':'
     )

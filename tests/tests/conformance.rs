@@ -278,6 +278,8 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        flow_key: None,
+        priority: 0,
     });
     commit.custom_status = Some(Payload::encode(&"working").unwrap());
     let committed = store.commit_turn(commit).await.unwrap();
@@ -300,7 +302,7 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
     );
     assert!(
         store
-            .claim_activities("w2", &names(), 10, lease())
+            .claim_activities("w2", &names(), &[], 10, lease())
             .await
             .unwrap()
             .is_empty()
@@ -612,6 +614,8 @@ async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        flow_key: None,
+        priority: 0,
     });
     let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
     let completion = |owner: &str| ActivityCompletion {
@@ -670,6 +674,8 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
         deadline: Some(deadline),
         heartbeat: (seq == 0).then(|| Payload::encode(&"from the attempt before").unwrap()),
         run_here,
+        flow_key: None,
+        priority: 0,
     };
     commit.activities = vec![activity(0, true), activity(1, true), activity(2, false)];
     let ids = store.commit_turn(commit).await.unwrap().activity_ids;
@@ -706,12 +712,12 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
     // carries the bounds and the starting heartbeat.
     assert_eq!(listed[2].locked_by, None);
     let others = store
-        .claim_activities("w3", &["import".to_owned()], 10, lease())
+        .claim_activities("w3", &["import".to_owned()], &[], 10, lease())
         .await
         .unwrap();
     assert!(others.is_empty(), "a worker without `export` leaves it");
     let taken = store
-        .claim_activities("w2", &names(), 10, lease())
+        .claim_activities("w2", &names(), &[], 10, lease())
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -861,6 +867,8 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        flow_key: None,
+        priority: 0,
     });
     store.commit_turn(first).await.unwrap();
     store
@@ -899,7 +907,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
     store.unregister_worker("w1").await.unwrap();
     assert!(
         store
-            .claim_activities("w2", &names(), 10, lease())
+            .claim_activities("w2", &names(), &[], 10, lease())
             .await
             .unwrap()
             .is_empty()

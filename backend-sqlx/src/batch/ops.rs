@@ -2,6 +2,7 @@
 //! [`Writes`], the sending side both stores forward their writes to.
 
 use chrono::{DateTime, Utc};
+use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, EntityCleanup, HeldWork, NewInstance,
     OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
@@ -65,6 +66,8 @@ pub(crate) enum Op {
         owner: String,
         /// Only work items of these activities.
         names: Vec<String>,
+        /// The flow-control rules of limited activities among them.
+        rules: Vec<FlowRule>,
         limit: u32,
         lease: Lease,
         reply: Reply<Vec<ActivityWorkItem>>,
@@ -306,15 +309,18 @@ impl Writes {
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         let owner = owner.to_owned();
         let names = names.to_vec();
+        let rules = rules.to_vec();
         let lease = Lease::until(lease_until);
         self.write(|reply| Op::ClaimActivities {
             owner,
             names,
+            rules,
             limit,
             lease,
             reply,

@@ -177,7 +177,7 @@ pub(crate) type MessageRow = (
 );
 
 /// [id, instance_id, seq, name, input, execution, locked_by, locked_until, timeouts,
-///  heartbeat]; unclaimed (no lock) when the turn's worker cannot run it.
+///  heartbeat, flow_key, priority]; unclaimed (no lock) when the turn's worker cannot run it.
 pub(crate) type ActivityRow = (
     i64,
     String,
@@ -189,6 +189,8 @@ pub(crate) type ActivityRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    i32,
 );
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
@@ -535,6 +537,8 @@ impl Plan {
                 activity.run_here.then_some(lease_until),
                 encode_bounds(&activity.timeouts, activity.deadline),
                 activity.heartbeat.as_ref().map(|p| p.as_str().to_owned()),
+                activity.flow_key.clone(),
+                activity.priority,
             ));
             activity_ids.push(id);
             if !activity.run_here {
@@ -987,6 +991,8 @@ mod tests {
                 deadline: None,
                 heartbeat: None,
                 run_here: true,
+                flow_key: None,
+                priority: 0,
             })
             .collect();
         commit.messages = (0..2)

@@ -29,9 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
+use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
+    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
     OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
@@ -315,6 +316,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "activity bounds",
             include_str!("../../migrations/postgres/0004_activity_bounds.sql"),
         ),
+        migration(
+            5,
+            "flow control",
+            include_str!("../../migrations/postgres/0005_flow_control.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -449,13 +455,35 @@ impl Store for PostgresStore {
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         self.inner
             .writer
-            .claim_activities(owner, names, limit, lease_until)
+            .claim_activities(owner, names, rules, limit, lease_until)
             .await
+    }
+
+    async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let names = names.to_vec();
+        let now = crate::common::millis(self.clock().now());
+        self.run(async move {
+            let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                "SELECT name, flow_key, count(*) FILTER (WHERE locked_until >= $2), \
+                     count(*) FILTER (WHERE locked_until IS NULL OR locked_until < $2) \
+                 FROM activity_queue WHERE name = ANY($1) \
+                 GROUP BY name, flow_key ORDER BY name, flow_key",
+            )
+            .bind(&names)
+            .bind(now)
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| store_error("counting flow-controlled work", e))?;
+            Ok(crate::common::flow_statuses(rows))
+        })
+        .await
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
     ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery,
 };
@@ -113,12 +114,19 @@ async fn claim(
         Op::ClaimActivities {
             owner,
             names,
+            rules,
             limit,
             lease,
             reply,
-        } => reply.set(
-            claim_activities(conn, owner, names, *limit, lease.from(now), now, attempt).await?,
-        ),
+        } => {
+            let claim = ActivityClaim {
+                owner,
+                names,
+                rules,
+                limit: *limit,
+            };
+            reply.set(claim_activities(conn, claim, lease.from(now), now, attempt).await?)
+        }
         _ => {}
     }
     Ok(())
@@ -403,9 +411,10 @@ async fn write(
                 SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
                 FROM jsonb_array_elements($8::jsonb) e), \
             new_items AS ( \
-                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat) \
+                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
                 SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
-                       CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9 \
+                       CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
+                       e->>10, (e->>11)::integer \
                 FROM jsonb_array_elements($9::jsonb) e), \
             upd AS ( \
                 UPDATE instances i SET \
@@ -619,35 +628,174 @@ async fn claim_messages(
     rows::messages(&rows)
 }
 
+/// What an activity claim asks for: up to `limit` items of `names`, under `rules`.
+struct ActivityClaim<'a> {
+    owner: &'a str,
+    names: &'a [String],
+    rules: &'a [FlowRule],
+    limit: u32,
+}
+
 async fn claim_activities(
     conn: &mut PgConnection,
-    owner: &str,
-    names: &[String],
-    limit: u32,
+    claim: ActivityClaim<'_>,
     lease_until: i64,
     now: i64,
     attempt: i64,
 ) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
+    let ActivityClaim {
+        owner,
+        names,
+        rules,
+        limit,
+    } = claim;
     const SQL: &str = "\
         WITH cand AS ( \
             SELECT id FROM activity_queue \
             WHERE (locked_until IS NULL OR locked_until < $3) AND name = ANY($6) \
-            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+            ORDER BY priority DESC, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
         UPDATE activity_queue a SET locked_by = $1, locked_until = $2, attempt = a.attempt + 1, \
             claim_token = $5 \
         FROM cand WHERE a.id = cand.id \
         RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution, \
             a.timeouts, a.heartbeat";
-    let rows = sqlx::query(SQL)
+    let unlimited: Vec<&String> = names
+        .iter()
+        .filter(|name| !rules.iter().any(|rule| rule.name == **name))
+        .collect();
+    let mut items = Vec::new();
+    if !unlimited.is_empty() {
+        let rows = sqlx::query(SQL)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(attempt)
+            .bind(&unlimited)
+            .fetch_all(&mut *conn)
+            .await?;
+        match rows::activity_items(&rows)? {
+            Ok(claimed) => items = claimed,
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
+        let want = (limit as usize).saturating_sub(items.len());
+        if want == 0 {
+            break;
+        }
+        let ids = limited_ids(conn, rule, want, now).await?;
+        if ids.is_empty() {
+            continue;
+        }
+        let rows = sqlx::query(
+            "UPDATE activity_queue a SET locked_by = $1, locked_until = $2, \
+                 attempt = a.attempt + 1, claim_token = $3 \
+             WHERE a.id = ANY($4) \
+             RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution, \
+                 a.timeouts, a.heartbeat",
+        )
         .bind(owner)
         .bind(lease_until)
-        .bind(now)
-        .bind(i64::from(limit))
         .bind(attempt)
-        .bind(names)
+        .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
-    rows::activity_items(&rows)
+        match rows::activity_items(&rows)? {
+            Ok(claimed) => items.extend(claimed),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Ok(items))
+}
+
+/// The waiting items of a limited activity a claim may take now ([`flow::pick`]), after
+/// taking the activity's advisory lock: claims of one limited activity run one at a time
+/// across workers (until the claiming transaction ends), so each counts what the one before
+/// took. Records the starts a rate counts.
+async fn limited_ids(
+    conn: &mut PgConnection,
+    rule: &FlowRule,
+    want: usize,
+    now: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow:' || $1, 0))")
+        .bind(&rule.name)
+        .execute(&mut *conn)
+        .await?;
+    let mut usage = FlowUsage::default();
+    let running: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT flow_key, count(*) FROM activity_queue \
+         WHERE name = $1 AND locked_until >= $2 GROUP BY flow_key",
+    )
+    .bind(&rule.name)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    usage.running = counts(running);
+    if let Some(rate) = rule.limits.rate {
+        let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM flow_starts WHERE name = $1 AND started_at <= $2")
+            .bind(&rule.name)
+            .bind(now.saturating_sub(period))
+            .execute(&mut *conn)
+            .await?;
+        let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
+             FROM flow_starts WHERE name = $1 GROUP BY flow_key",
+        )
+        .bind(&rule.name)
+        .bind(now.saturating_sub(period / 10))
+        .fetch_all(&mut *conn)
+        .await?;
+        for (key, in_period, in_tenth) in started {
+            usage
+                .started_in_period
+                .insert(key.clone(), saturate(in_period));
+            usage.started_in_tenth.insert(key, saturate(in_tenth));
+        }
+    }
+    let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT id, flow_key FROM ( \
+             SELECT id, flow_key, priority, \
+                 row_number() OVER (PARTITION BY flow_key ORDER BY priority DESC, id) AS rn \
+             FROM activity_queue \
+             WHERE name = $1 AND (locked_until IS NULL OR locked_until < $2)) c \
+         WHERE rn <= $3 ORDER BY priority DESC, id",
+    )
+    .bind(&rule.name)
+    .bind(now)
+    .bind(i64::try_from(flow::per_key_window(&rule.limits, want)).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let picked = flow::pick(&rule.limits, &candidates, &usage, want);
+    if rule.limits.rate.is_some() && !picked.is_empty() {
+        let keys: Vec<Option<String>> = candidates
+            .iter()
+            .filter(|(id, _)| picked.contains(id))
+            .map(|(_, key)| key.clone())
+            .collect();
+        sqlx::query(
+            "INSERT INTO flow_starts (name, flow_key, started_at) \
+             SELECT $1, k, $2 FROM unnest($3::text[]) k",
+        )
+        .bind(&rule.name)
+        .bind(now)
+        .bind(&keys)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(picked)
+}
+
+fn counts(rows: Vec<(Option<String>, i64)>) -> std::collections::HashMap<Option<String>, u32> {
+    rows.into_iter()
+        .map(|(key, count)| (key, saturate(count)))
+        .collect()
+}
+
+pub(crate) fn saturate(count: i64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 /// Deletes finished orchestration instances matching `query` with everything they own.

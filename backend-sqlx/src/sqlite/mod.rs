@@ -21,9 +21,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
+use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
+    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
     OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
@@ -233,6 +234,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "activity bounds",
             include_str!("../../migrations/sqlite/0003_activity_bounds.sql"),
         ),
+        migration(
+            4,
+            "flow control",
+            include_str!("../../migrations/sqlite/0004_flow_control.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -362,13 +368,31 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
         self.inner
             .writer
-            .claim_activities(owner, names, limit, lease_until)
+            .claim_activities(owner, names, rules, limit, lease_until)
             .await
+    }
+
+    async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        let now = crate::common::millis(self.clock().now());
+        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT name, flow_key, \
+                 sum(CASE WHEN locked_until >= ?2 THEN 1 ELSE 0 END), \
+                 sum(CASE WHEN locked_until IS NULL OR locked_until < ?2 THEN 1 ELSE 0 END) \
+             FROM activity_queue WHERE name IN (SELECT value FROM json_each(?1)) \
+             GROUP BY name, flow_key ORDER BY name, flow_key",
+        )
+        .bind(crate::common::json(names))
+        .bind(now)
+        .fetch_all(&self.inner.reader)
+        .await
+        .map_err(|e| store_error("counting flow-controlled work", e))?;
+        Ok(crate::common::flow_statuses(rows))
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {

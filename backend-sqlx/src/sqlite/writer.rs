@@ -18,6 +18,7 @@
 //! sqlx-sqlite binds a statement that uses `?3` but not `?1`/`?2` as if those were positional
 //! ones, shifting every later statement's arguments.
 
+use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
     ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery, StoreEvents,
 };
@@ -138,12 +139,13 @@ impl BatchExecutor for Writer {
                 Op::ClaimActivities {
                     owner,
                     names,
+                    rules,
                     limit,
                     lease,
                     reply,
                 } => {
                     let claimed = self
-                        .claim_activities(owner, names, *limit, lease.from(now), now)
+                        .claim_activities(owner, names, rules, *limit, lease.from(now), now)
                         .await?;
                     reply.set(claimed);
                 }
@@ -563,6 +565,7 @@ impl Writer {
         &mut self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: i64,
         now: i64,
@@ -573,17 +576,128 @@ impl Writer {
               SELECT id FROM activity_queue \
               WHERE (locked_until IS NULL OR locked_until < ?3) \
                 AND name IN (SELECT value FROM json_each(?5)) \
-              ORDER BY id LIMIT ?4) \
+              ORDER BY priority DESC, id LIMIT ?4) \
             RETURNING id, instance_id, seq, name, input, attempt, execution, timeouts, heartbeat";
-        let rows = sqlx::query(CLAIM)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(i64::from(limit))
-            .bind(json(names))
+        const CLAIM_IDS: &str = "\
+            UPDATE activity_queue SET locked_by = ?1, locked_until = ?2, attempt = attempt + 1 \
+            WHERE id IN (SELECT value FROM json_each(?3)) \
+            RETURNING id, instance_id, seq, name, input, attempt, execution, timeouts, heartbeat";
+        let unlimited: Vec<&String> = names
+            .iter()
+            .filter(|name| !rules.iter().any(|rule| rule.name == **name))
+            .collect();
+        let mut items = Vec::new();
+        if !unlimited.is_empty() {
+            let rows = sqlx::query(CLAIM)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .bind(json(&unlimited))
+                .fetch_all(&mut self.conn)
+                .await?;
+            match rows::activity_items(&rows)? {
+                Ok(claimed) => items = claimed,
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        // One writer connection runs every claim of this file: the counts below cannot
+        // change under it.
+        for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
+            let want = (limit as usize).saturating_sub(items.len());
+            if want == 0 {
+                break;
+            }
+            let ids = self.limited_ids(rule, want, now).await?;
+            if ids.is_empty() {
+                continue;
+            }
+            let rows = sqlx::query(CLAIM_IDS)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(json(&ids))
+                .fetch_all(&mut self.conn)
+                .await?;
+            match rows::activity_items(&rows)? {
+                Ok(claimed) => items.extend(claimed),
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        Ok(Ok(items))
+    }
+
+    /// The waiting items of a limited activity a claim may take now ([`flow::pick`]);
+    /// records the starts a rate counts.
+    async fn limited_ids(
+        &mut self,
+        rule: &FlowRule,
+        want: usize,
+        now: i64,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut usage = FlowUsage::default();
+        let running: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT flow_key, count(*) FROM activity_queue \
+             WHERE name = ?1 AND locked_until >= ?2 GROUP BY flow_key",
+        )
+        .bind(&rule.name)
+        .bind(now)
+        .fetch_all(&mut self.conn)
+        .await?;
+        usage.running = running.into_iter().map(|(k, n)| (k, count(n))).collect();
+        if let Some(rate) = rule.limits.rate {
+            let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+            sqlx::query("DELETE FROM flow_starts WHERE name = ?1 AND started_at <= ?2")
+                .bind(&rule.name)
+                .bind(now.saturating_sub(period))
+                .execute(&mut self.conn)
+                .await?;
+            let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+                "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
+                 FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
+            )
+            .bind(&rule.name)
+            .bind(now.saturating_sub(period / 10))
             .fetch_all(&mut self.conn)
             .await?;
-        rows::activity_items(&rows)
+            for (key, in_period, in_tenth) in started {
+                usage
+                    .started_in_period
+                    .insert(key.clone(), count(in_period));
+                usage.started_in_tenth.insert(key, count(in_tenth));
+            }
+        }
+        let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, flow_key FROM ( \
+                 SELECT id, flow_key, priority, \
+                     row_number() OVER (PARTITION BY flow_key ORDER BY priority DESC, id) AS rn \
+                 FROM activity_queue \
+                 WHERE name = ?1 AND (locked_until IS NULL OR locked_until < ?2)) \
+             WHERE rn <= ?3 ORDER BY priority DESC, id",
+        )
+        .bind(&rule.name)
+        .bind(now)
+        .bind(i64::try_from(flow::per_key_window(&rule.limits, want)).unwrap_or(i64::MAX))
+        .fetch_all(&mut self.conn)
+        .await?;
+        let picked = flow::pick(&rule.limits, &candidates, &usage, want);
+        if rule.limits.rate.is_some() && !picked.is_empty() {
+            let keys: Vec<&Option<String>> = candidates
+                .iter()
+                .filter(|(id, _)| picked.contains(id))
+                .map(|(_, key)| key)
+                .collect();
+            sqlx::query(
+                "INSERT INTO flow_starts (name, flow_key, started_at) \
+                 SELECT ?1, value, ?2 FROM json_each(?3)",
+            )
+            .bind(&rule.name)
+            .bind(now)
+            .bind(json(&keys))
+            .execute(&mut self.conn)
+            .await?;
+        }
+        Ok(picked)
     }
 }
 
@@ -605,9 +719,10 @@ macro_rules! core_writes {
              AND activity_queue.execution = c.value->>2); \
          INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
            SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?); \
-         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat) \
+         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
            SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             CASE WHEN value->>6 IS NULL THEN 0 ELSE 1 END, value->>6, value->>7, value->>8, value->>9 FROM json_each(?); \
+             CASE WHEN value->>6 IS NULL THEN 0 ELSE 1 END, value->>6, value->>7, value->>8, value->>9, \
+             value->>10, value->>11 FROM json_each(?); \
          UPDATE instances SET \
              status = COALESCE(u.status, instances.status), \
              output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, instances.output) END, \

@@ -74,6 +74,8 @@ pub(crate) enum Command {
     Entity(EntityArgs),
     /// List entities (by name and key prefix).
     Entities(EntitiesArgs),
+    /// Show flow-controlled work: what runs and what waits, per activity and key.
+    Flow(FlowArgs),
     /// Manage schedules: create, update, list, show, pause, resume, trigger, backfill, delete.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -105,6 +107,7 @@ impl Command {
             Command::Entity(_) => "entity",
             Command::Entities(_) => "entities",
             Command::Schedule(_) => "schedule",
+            Command::Flow(_) => "flow",
             Command::Replay(_) => "replay",
         }
     }
@@ -695,4 +698,16 @@ pub(crate) struct ScheduleBackfillArgs {
     /// The range's end, included.
     #[arg(long, value_name = "TIME")]
     pub(crate) to: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FlowArgs {
+    /// Only these activities (repeat the flag or separate with commas; default: those that
+    /// declare limits).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) activity: Vec<String>,
+
+    /// Print JSON (the HTTP API's `GET /flow` format).
+    #[arg(long)]
+    pub(crate) json: bool,
 }

@@ -64,6 +64,7 @@ async fn dispatch(command: Command, app: &mut App, store: Arc<dyn Store>) -> Cli
         Command::Entity(args) => entities::entity(args, app_client(store)).await,
         Command::Entities(args) => entities::list(args, app_client(store)).await,
         Command::Schedule(command) => schedules::run(command, app_client(store)).await,
+        Command::Flow(args) => schedules::flow(args, app_client(store)).await,
         Command::Replay(args) => replay(args, Client::new_dyn(store)).await,
     }
 }

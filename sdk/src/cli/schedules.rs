@@ -1,9 +1,10 @@
-//! The `schedule` commands: create, update, list, show, pause, resume, trigger, backfill,
-//! delete. Changes are applied by a worker moments later (they are signals to the schedule).
+//! The commands of running on time and at the allowed rate: `schedule` (create, update,
+//! list, show, pause, resume, trigger, backfill, delete; changes are applied by a worker
+//! moments later, as signals to the schedule) and `flow` (flow-controlled work).
 
 use std::process::ExitCode;
 
-use super::args::{ScheduleCommand, ScheduleSpecArgs};
+use super::args::{FlowArgs, ScheduleCommand, ScheduleSpecArgs};
 use super::output::{self, CliError, CliResult, print_json};
 use crate::client::Client;
 use crate::error::Error;
@@ -200,4 +201,53 @@ fn show(status: &ScheduleStatus) -> String {
         out.push_str(&output::table(&rows));
     }
     out
+}
+
+/// `flow`: running and waiting work per flow-controlled activity and key, with its limits.
+pub(super) async fn flow(args: FlowArgs, client: Client) -> CliResult {
+    let names: Vec<&str> = args.activity.iter().map(String::as_str).collect();
+    let flow = client.flow_status(&names).await?;
+    if args.json {
+        print_json(&serde_json::json!({ "flow": flow }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limits = |name: &str| {
+        let declared = client
+            .registry()
+            .activities()
+            .find(|entry| entry.name == name)
+            .and_then(|entry| (entry.flow)());
+        let Some(limits) = declared else {
+            return "-".to_owned();
+        };
+        let mut parts = Vec::new();
+        if let Some(max) = limits.concurrency {
+            parts.push(format!("{max} at once"));
+        }
+        if let Some(rate) = limits.rate {
+            parts.push(format!("{}/{}ms", rate.count, rate.period_ms));
+        }
+        if let Some(key) = &limits.key {
+            parts.push(format!("per {key}"));
+        }
+        parts.join(", ")
+    };
+    let mut rows = vec![vec![
+        "ACTIVITY".to_owned(),
+        "KEY".to_owned(),
+        "RUNNING".to_owned(),
+        "WAITING".to_owned(),
+        "LIMITS".to_owned(),
+    ]];
+    for status in &flow {
+        rows.push(vec![
+            status.name.clone(),
+            status.key.clone().unwrap_or_else(|| "-".to_owned()),
+            status.running.to_string(),
+            status.waiting.to_string(),
+            limits(&status.name),
+        ]);
+    }
+    print!("{}", output::table(&rows));
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
-//! Operations routes: `GET /health`, `GET /metrics` (Prometheus text format), `GET /functions`.
+//! Operations routes: `GET /health`, `GET /metrics` (Prometheus text format), `GET /functions`,
+//! `GET /flow` (flow-controlled work running and held back).
 
 use std::fmt::Write as _;
 
@@ -14,7 +15,29 @@ use crate::store::StoreStats;
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health", &["GET"]).route(web::get().to(health)))
         .service(resource("/metrics", &["GET"]).route(web::get().to(metrics)))
-        .service(resource("/functions", &["GET"]).route(web::get().to(functions)));
+        .service(resource("/functions", &["GET"]).route(web::get().to(functions)))
+        .service(resource("/flow", &["GET"]).route(web::get().to(flow)));
+}
+
+#[derive(serde::Deserialize)]
+struct FlowParams {
+    activity: Option<String>,
+}
+
+/// `GET /flow[?activity=a,b]`: `{"flow": [{"name", "key", "running", "waiting"}]}` for the
+/// activities named (default: those that declare limits).
+async fn flow(
+    req: actix_web::HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let params: FlowParams = super::orchestrations::query(&req)?;
+    let names: Vec<&str> = params
+        .activity
+        .as_deref()
+        .map(|list| list.split(',').filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default();
+    let flow = state.client.flow_status(&names).await?;
+    Ok(HttpResponse::Ok().json(json!({ "flow": flow })))
 }
 
 /// 200 while the store answers, 503 when it does not.
@@ -29,13 +52,49 @@ async fn functions(state: web::Data<State>) -> HttpResponse {
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     let stats = state.client.store().stats().await;
-    let text = render(&state.metrics.snapshot(), stats);
+    let mut text = render(&state.metrics.snapshot(), stats);
+    match state.client.flow_status(&[]).await {
+        Ok(flow) if !flow.is_empty() => text.push_str(&render_flow(&flow)),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "reading flow-control counts for /metrics failed"),
+    }
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         ))
         .body(text)
+}
+
+/// The flow-control gauges: work items running and waiting, per limited activity and key.
+fn render_flow(flow: &[crate::store::FlowStatus]) -> String {
+    let mut out = String::new();
+    let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    for (name, help, value) in [
+        (
+            "duractor_flow_running",
+            "Attempts of flow-controlled activities running, by activity and key.",
+            (|s: &crate::store::FlowStatus| s.running) as fn(&crate::store::FlowStatus) -> u32,
+        ),
+        (
+            "duractor_flow_waiting",
+            "Work items of flow-controlled activities waiting (held back by a limit, or not claimed yet), by activity and key.",
+            |s: &crate::store::FlowStatus| s.waiting,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for status in flow {
+            let _ = writeln!(
+                out,
+                "{name}{{activity=\"{}\",key=\"{}\"}} {}",
+                label(&status.name),
+                label(status.key.as_deref().unwrap_or("")),
+                value(status)
+            );
+        }
+    }
+    out
 }
 
 /// The Prometheus text exposition of a runtime's metrics and its store's counts.

@@ -22,6 +22,8 @@ pub(crate) enum Action {
         deadline: Option<DateTime<Utc>>,
         /// Heartbeat details the attempt starts from (a retry of one that heartbeated).
         heartbeat: Option<Payload>,
+        /// Its priority among waiting work (flow control; not recorded in history).
+        priority: i32,
     },
     CreateTimer {
         seq: u64,

@@ -179,7 +179,7 @@ impl OrchestrationContext {
                 let deadline = A::TIMEOUTS
                     .schedule_to_close
                     .and_then(|timeout| checked_after(self.now(), timeout));
-                self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None)
+                self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None, 0)
             }
             Err(error) => Call::failed(self.state.clone(), Target::Activity(A::NAME), error),
         }
@@ -260,9 +260,10 @@ impl OrchestrationContext {
             .retry
             .clone()
             .unwrap_or_else(|| RetryPolicy::new(1, Duration::ZERO));
+        let priority = options.priority;
         Durable::__new(async move {
             let payload = encoded?;
-            ctx.run_activity_attempts::<A::Output>(A::NAME, payload, timeouts, &policy)
+            ctx.run_activity_attempts::<A::Output>(A::NAME, payload, timeouts, priority, &policy)
                 .await
         })
     }
@@ -275,6 +276,7 @@ impl OrchestrationContext {
         name: &'static str,
         input: Payload,
         timeouts: ActivityTimeouts,
+        priority: i32,
         policy: &RetryPolicy,
     ) -> Result<T, Error> {
         let first_started = self.now();
@@ -290,6 +292,7 @@ impl OrchestrationContext {
                 timeouts,
                 deadline,
                 heartbeat.clone(),
+                priority,
             );
             let seq = call.seq();
             let error = match call.await {
@@ -414,6 +417,7 @@ impl OrchestrationContext {
         timeouts: ActivityTimeouts,
         deadline: Option<DateTime<Utc>>,
         heartbeat: Option<Payload>,
+        priority: i32,
     ) -> Call<T> {
         let seq = self.state().schedule(|seq| Action::CallActivity {
             seq,
@@ -422,6 +426,7 @@ impl OrchestrationContext {
             timeouts,
             deadline,
             heartbeat,
+            priority,
         });
         Call::new(self.state.clone(), seq, Target::Activity(name))
     }

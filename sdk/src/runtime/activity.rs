@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -53,7 +53,13 @@ pub(super) struct ActivityWorker {
     poller: Poller,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// A claim is due in [`FLOW_RECHECK`] (this worker has flow-controlled activities).
+    flow_recheck: bool,
 }
+
+/// How soon a worker with flow-controlled activities claims again after a claim: limits free
+/// up when attempts end on any worker and as rate windows pass.
+const FLOW_RECHECK: Duration = Duration::from_millis(20);
 
 impl ActivityWorker {
     pub(super) fn new(shared: Arc<Shared>, dispatcher: ToDispatcher) -> Self {
@@ -68,6 +74,7 @@ impl ActivityWorker {
             syncing: false,
             stopping: false,
             drain_waiters: Vec::new(),
+            flow_recheck: false,
         }
     }
 
@@ -95,11 +102,16 @@ impl ActivityWorker {
             );
             let shared = self.shared.clone();
             let route = self.dispatcher.route.clone();
+            let limited = shared.flow.contains_key(&item.name);
             let run = run(shared, item, origin, control, route).into_actor(self);
             ctx.spawn(run.map(move |(), act, ctx| {
                 act.running -= 1;
                 act.attempts.remove(&item_id);
                 act.pump(ctx);
+                if limited {
+                    // A slot of its limit is free: what waits for it may start.
+                    act.claim(ctx);
+                }
             }));
         }
         let metrics = &self.shared.metrics;
@@ -223,11 +235,26 @@ impl ActivityWorker {
             let lease_until = shared.lease_until();
             shared
                 .store
-                .claim_activities(&shared.owner, &shared.activity_names, want, lease_until)
+                .claim_activities(
+                    &shared.owner,
+                    &shared.activity_names,
+                    &shared.flow_rules,
+                    want,
+                    lease_until,
+                )
                 .await
         };
         ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
             act.claiming = false;
+            if !act.shared.flow_rules.is_empty() && !act.flow_recheck {
+                // Limits free up as attempts end anywhere and as rate windows pass: look
+                // again soon, not only at the next poll.
+                act.flow_recheck = true;
+                ctx.run_later(FLOW_RECHECK, |act, ctx| {
+                    act.flow_recheck = false;
+                    act.claim(ctx);
+                });
+            }
             match result {
                 Ok(items) => {
                     if act.poller.claim_finished(!items.is_empty()) {

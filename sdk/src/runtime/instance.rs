@@ -355,13 +355,16 @@ impl InstanceActor {
         let mut commit = plan.commit;
         let cancelled = commit.cancelled_activities.clone();
         for activity in &mut commit.activities {
-            // What this worker cannot run is left unclaimed for a worker that can.
-            activity.run_here = self
-                .res
-                .shared
-                .registry
-                .get_activity(&activity.name)
-                .is_ok();
+            // What this worker cannot run is left unclaimed for a worker that can; so is
+            // flow-controlled work, which only a claim may start (the claim counts it).
+            let shared = &self.res.shared;
+            match shared.flow.get(&activity.name) {
+                Some(limits) => {
+                    activity.flow_key = limits.key_of(&activity.input);
+                    activity.run_here = false;
+                }
+                None => activity.run_here = shared.registry.get_activity(&activity.name).is_ok(),
+            }
         }
         let commit_fut = async move {
             let activities = commit.activities.clone();

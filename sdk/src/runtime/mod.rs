@@ -39,6 +39,7 @@ pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use versioning::{VersionMatch, VersionMismatch, Versioning};
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ use crate::activity::SharedState;
 use crate::client::Client;
 use crate::clock::{Clock, saturating_after};
 use crate::error::Error;
+use crate::flow::{FlowControl, FlowRule};
+use crate::handles::Activity;
 use crate::limits::Limits;
 use crate::orchestration::OrchestratorBody;
 use crate::registry::Registry;
@@ -103,6 +106,11 @@ pub(crate) struct Shared {
     /// Whether this worker runs orchestrations or entities: an activity-only worker claims
     /// no orchestration messages (it would fail their instances as unknown).
     pub(crate) runs_instances: bool,
+    /// The flow-control limits of activities, by name (declared on the activity, overridden
+    /// with [`RuntimeBuilder::flow_control`]).
+    pub(crate) flow: HashMap<String, FlowControl>,
+    /// The same, as the store's claims take them (only those of activities this worker has).
+    pub(crate) flow_rules: Vec<FlowRule>,
 }
 
 impl Shared {
@@ -136,6 +144,7 @@ pub struct RuntimeBuilder {
     options: Options,
     shared_state: SharedState,
     schedules: Vec<crate::schedule::Schedule>,
+    flow: Vec<(String, Option<FlowControl>)>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -167,6 +176,23 @@ impl RuntimeBuilder {
     /// have) fails `start`.
     pub fn schedule(mut self, schedule: crate::schedule::Schedule) -> Self {
         self.schedules.push(schedule);
+        self
+    }
+
+    /// Limits activity `A` across every worker of the store (see [`crate::flow`]): at most
+    /// so many attempts running at once and so many started per period, per key taken from
+    /// the input when the limits have one. Replaces the limits declared on the activity
+    /// (`#[activity(concurrency = .., rate = "..", key = "..")]`). Every worker of an app
+    /// should declare the same limits. Bad limits (0, an empty period, a key that is not a
+    /// JSON pointer) fail [`start`](Self::start).
+    pub fn flow_control<A: Activity>(mut self, _activity: A, limits: FlowControl) -> Self {
+        self.flow.push((A::NAME.to_owned(), Some(limits)));
+        self
+    }
+
+    /// Removes the limits declared on activity `A` for this worker's app.
+    pub fn no_flow_control<A: Activity>(mut self, _activity: A) -> Self {
+        self.flow.push((A::NAME.to_owned(), None));
         self
     }
 
@@ -283,6 +309,27 @@ impl RuntimeBuilder {
             registry.entity::<crate::schedule::ScheduleEntity>();
         }
         let registry = Arc::new(registry);
+        let mut flow: HashMap<String, FlowControl> = registry
+            .activities()
+            .filter_map(|entry| Some((entry.name.to_owned(), (entry.flow)()?)))
+            .collect();
+        for (name, limits) in self.flow {
+            match limits {
+                Some(limits) => flow.insert(name, limits),
+                None => flow.remove(&name),
+            };
+        }
+        for (name, limits) in &flow {
+            limits.check(name)?;
+        }
+        let flow_rules = flow
+            .iter()
+            .filter(|(name, _)| registry.get_activity(name).is_ok())
+            .map(|(name, limits)| FlowRule {
+                name: name.clone(),
+                limits: limits.clone(),
+            })
+            .collect();
         let mut schedules = Vec::with_capacity(self.schedules.len());
         for schedule in &self.schedules {
             let spec = schedule.spec()?;
@@ -311,6 +358,8 @@ impl RuntimeBuilder {
             activity_names: registry.activities().map(|a| a.name.to_owned()).collect(),
             runs_instances: registry.orchestrators().next().is_some()
                 || registry.entities().next().is_some(),
+            flow,
+            flow_rules,
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -423,6 +472,7 @@ impl Runtime {
             options: Options::default(),
             shared_state: SharedState::default(),
             schedules: Vec::new(),
+            flow: Vec::new(),
         }
     }
 

@@ -34,12 +34,12 @@ pub(super) enum Phase {
 pub(super) enum Next {
     /// Run a turn (or a batch of operations).
     Work,
-    /// Stop: finished, or unloading with nothing held.
+    /// Stop: unloading, and finished or with nothing held.
     Stop,
     /// Stay loaded without a timer: messages are held (suspended, or locked by a critical
     /// section) until something releases them.
     Stay,
-    /// Ask the dispatcher to unload it now (`idle_unload_after` is zero).
+    /// Ask the dispatcher to unload it now (finished, or `idle_unload_after` is zero).
     AskToUnload,
     /// Ask the dispatcher to unload it after `idle_unload_after` without messages.
     WaitIdle,
@@ -64,8 +64,13 @@ impl Situation {
     fn next(self) -> Next {
         if self.work {
             Next::Work
-        } else if self.finished || (self.unload_requested && !self.held) {
+        } else if self.unload_requested && (self.finished || !self.held) {
             Next::Stop
+        } else if self.finished {
+            // Not `Stop` on its own: the dispatcher must know it is going before it goes, or
+            // a message it routes meanwhile (a start that replaces the ended instance) is
+            // sent to a stopped actor and lost. Unloading, it queues them for a new one.
+            Next::AskToUnload
         } else if self.held {
             Next::Stay
         } else if self.unload_at_once {
@@ -442,7 +447,18 @@ mod tests {
             held: true,
             ..idle
         };
-        assert_eq!(finished.next(), Next::Stop, "an ended instance stops");
+        assert_eq!(
+            finished.next(),
+            Next::AskToUnload,
+            "an ended instance asks to be unloaded (it does not stop behind the dispatcher's back)"
+        );
+        let finished_unloading = Situation {
+            finished: true,
+            unload_requested: true,
+            held: true,
+            ..idle
+        };
+        assert_eq!(finished_unloading.next(), Next::Stop, "and then stops");
         let unloading = Situation {
             unload_requested: true,
             ..idle

@@ -146,6 +146,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 timeouts,
                 deadline,
                 heartbeat,
+                priority,
             } => activities.push(NewActivity {
                 seq,
                 name,
@@ -154,6 +155,8 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 deadline,
                 heartbeat,
                 run_here: true,
+                flow_key: None,
+                priority,
             }),
             Action::CancelCall { seq, target, .. } => match target {
                 CancelTarget::Activity => {
@@ -447,6 +450,7 @@ pub(super) fn rewind(
                 timeouts: ActivityTimeouts::NONE,
                 deadline: None,
                 heartbeat: None,
+                priority: 0,
             }),
             Event::TimerCreated { seq, fire_at } => {
                 out.actions.push(Action::CreateTimer { seq, fire_at })
@@ -583,6 +587,7 @@ mod tests {
                     timeouts: ActivityTimeouts::NONE,
                     deadline: None,
                     heartbeat: None,
+                    priority: 0,
                 },
                 Action::CreateTimer {
                     seq: 4,
@@ -638,6 +643,7 @@ mod tests {
             timeouts: ActivityTimeouts::NONE,
             deadline: None,
             heartbeat: None,
+            priority: 0,
         };
         let cancel = |seq, target| Action::CancelCall {
             seq,

@@ -24,11 +24,12 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, truncate_millis};
 use crate::error::Error;
+use crate::flow::{self, FlowRule, FlowUsage};
 use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
+    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
     OrchestrationMessage, PurgeQuery, RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit,
     TurnCommitted,
 };
@@ -175,11 +176,17 @@ impl Store for MemoryStore {
         &self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        Ok(self
-            .change(|state, now, _| state.claim_activities(owner, names, limit, lease_until, now)))
+        Ok(self.change(|state, now, _| {
+            state.claim_activities(owner, names, rules, limit, lease_until, now)
+        }))
+    }
+
+    async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        Ok(self.read(|state, now| state.flow_status(names, now)))
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
@@ -296,6 +303,8 @@ struct State {
     last_message_id: i64,
     /// The last work item id given out.
     last_item_id: i64,
+    /// Starts of rate-limited activities: name, key, when (pruned past their period).
+    flow_starts: Vec<(String, Option<String>, DateTime<Utc>)>,
 }
 
 /// An orchestration instance or an entity.
@@ -347,6 +356,8 @@ struct WorkItem {
     /// The last heartbeat details, and when they were stored.
     heartbeat: Option<Payload>,
     heartbeat_at: Option<DateTime<Utc>>,
+    flow_key: Option<String>,
+    priority: i32,
 }
 
 /// A worker's hold on an instance or a message, until a deadline.
@@ -664,21 +675,42 @@ impl State {
         &mut self,
         owner: &str,
         names: &[String],
+        rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Vec<ActivityWorkItem> {
         let until = truncate_millis(lease_until);
-        self.items
-            .iter_mut()
-            .filter(|(_, item)| item.claimable_by(owner, now) && names.contains(&item.name))
+        let limited = |name: &String| rules.iter().any(|rule| rule.name == *name);
+        let mut waiting: Vec<(i32, i64)> = self
+            .items
+            .iter()
+            .filter(|(_, item)| {
+                item.claimable_by(owner, now) && names.contains(&item.name) && !limited(&item.name)
+            })
+            .map(|(id, item)| (item.priority, *id))
+            .collect();
+        waiting.sort_by_key(|(priority, id)| (std::cmp::Reverse(*priority), *id));
+        let mut ids: Vec<i64> = waiting
+            .into_iter()
             .take(limit as usize)
-            .map(|(id, item)| {
+            .map(|(_, id)| id)
+            .collect();
+        for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
+            let want = (limit as usize).saturating_sub(ids.len());
+            if want == 0 {
+                break;
+            }
+            ids.extend(self.claim_limited(owner, rule, want, now));
+        }
+        ids.into_iter()
+            .filter_map(|id| {
+                let item = self.items.get_mut(&id)?;
                 item.holder = owner.to_owned();
                 item.lease_until = Some(until);
                 item.attempt = item.attempt.saturating_add(1);
-                ActivityWorkItem {
-                    id: *id,
+                Some(ActivityWorkItem {
+                    id,
                     instance_id: item.instance_id.clone(),
                     seq: item.seq,
                     name: item.name.clone(),
@@ -688,9 +720,54 @@ impl State {
                     timeouts: item.timeouts,
                     deadline: item.deadline,
                     heartbeat: item.heartbeat.clone(),
-                }
+                })
             })
             .collect()
+    }
+
+    /// The ids of waiting items of a limited activity that `rule` lets a claim take now
+    /// (recording their starts for its rate).
+    fn claim_limited(
+        &mut self,
+        owner: &str,
+        rule: &FlowRule,
+        want: usize,
+        now: DateTime<Utc>,
+    ) -> Vec<i64> {
+        let mut usage = FlowUsage::default();
+        let mut candidates: Vec<(i32, i64, Option<String>)> = Vec::new();
+        for (id, item) in self.items.iter().filter(|(_, item)| item.name == rule.name) {
+            if item.lease_until.is_some_and(|until| until >= now) {
+                *usage.running.entry(item.flow_key.clone()).or_default() += 1;
+            } else if item.claimable_by(owner, now) {
+                candidates.push((item.priority, *id, item.flow_key.clone()));
+            }
+        }
+        candidates.sort_by_key(|(priority, id, _)| (std::cmp::Reverse(*priority), *id));
+        let candidates: Vec<(i64, Option<String>)> = candidates
+            .into_iter()
+            .map(|(_, id, key)| (id, key))
+            .collect();
+        if let Some(rate) = rule.limits.rate {
+            let period = chrono::Duration::milliseconds(rate.period_ms as i64);
+            let tenth = period / 10;
+            self.flow_starts
+                .retain(|(name, _, at)| *name != rule.name || *at > now - period);
+            for (_, key, at) in self.flow_starts.iter().filter(|(n, _, _)| *n == rule.name) {
+                *usage.started_in_period.entry(key.clone()).or_default() += 1;
+                if *at > now - tenth {
+                    *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
+                }
+            }
+        }
+        let picked = flow::pick(&rule.limits, &candidates, &usage, want);
+        if rule.limits.rate.is_some() {
+            for id in &picked {
+                let key = self.items.get(id).and_then(|item| item.flow_key.clone());
+                self.flow_starts.push((rule.name.clone(), key, now));
+            }
+        }
+        picked
     }
 
     /// Stores heartbeats on the items `owner` holds; returns the ids of `running` it no
@@ -734,6 +811,35 @@ impl State {
                 deadline: item.deadline,
                 heartbeat: item.heartbeat.clone(),
                 heartbeat_at: item.heartbeat_at,
+                flow_key: item.flow_key.clone(),
+                priority: item.priority,
+            })
+            .collect()
+    }
+
+    fn flow_status(&self, names: &[String], now: DateTime<Utc>) -> Vec<FlowStatus> {
+        let mut counts: BTreeMap<(String, Option<String>), (u32, u32)> = BTreeMap::new();
+        for item in self
+            .items
+            .values()
+            .filter(|item| names.contains(&item.name))
+        {
+            let entry = counts
+                .entry((item.name.clone(), item.flow_key.clone()))
+                .or_default();
+            if item.lease_until.is_some_and(|until| until >= now) {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((name, key), (running, waiting))| FlowStatus {
+                name,
+                key,
+                running,
+                waiting,
             })
             .collect()
     }
@@ -909,6 +1015,8 @@ impl State {
                     deadline: activity.deadline,
                     heartbeat: activity.heartbeat.clone(),
                     heartbeat_at: None,
+                    flow_key: activity.flow_key.clone(),
+                    priority: activity.priority,
                 };
                 self.items.insert(self.last_item_id, item);
                 effects.work |= !activity.run_here;
@@ -1403,6 +1511,8 @@ mod tests {
             deadline: None,
             heartbeat: None,
             run_here: true,
+            flow_key: None,
+            priority: 0,
         });
         let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
         store
@@ -1423,7 +1533,7 @@ mod tests {
         clock.advance(Duration::from_secs(86_400)).unwrap();
         assert!(
             store
-                .claim_activities("w1", &["slow".to_owned()], 10, lease(&clock))
+                .claim_activities("w1", &["slow".to_owned()], &[], 10, lease(&clock))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1440,7 +1550,7 @@ mod tests {
 
         // Another worker takes both over, as after a crash.
         let taken = store
-            .claim_activities("w2", &["slow".to_owned()], 10, lease(&clock))
+            .claim_activities("w2", &["slow".to_owned()], &[], 10, lease(&clock))
             .await
             .unwrap();
         assert_eq!((taken[0].id, taken[0].attempt), (item, 2));
