@@ -207,7 +207,7 @@ pub struct NewActivity {
     /// claimed by `owner` with the turn. Otherwise it is enqueued unclaimed, for a worker that
     /// has the activity (activity-only workers).
     pub run_here: bool,
-    /// The flow-control key of the call (its activity's [`FlowControl::key`] read from the
+    /// The flow-control key of the call (its activity's [`FlowControl::key`](crate::flow::FlowControl::key) read from the
     /// input), for limits per key.
     pub flow_key: Option<String>,
     /// Its priority among waiting work (higher first; default 0).
