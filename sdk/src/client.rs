@@ -5,6 +5,7 @@
 //! ([`Runtime::client`](crate::Runtime::client)) it is woken at once when an instance
 //! finishes; elsewhere it polls.
 
+use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::entity::{ClientSignal, Entity, ProxyMode, ProxyTarget, SignalFromClient};
 use crate::error::Error;
+use crate::flow::FlowControl;
 use crate::handles::Orchestrator;
 use crate::history::Event;
 use crate::id::EntityId;
@@ -95,6 +97,8 @@ pub(crate) trait LocalWorker: Send + Sync {
     fn run(&self, message: OrchestrationMessage);
     /// Whether it has the orchestrator `name` (the others are left to workers that do).
     fn has_orchestrator(&self, name: &str) -> bool;
+    /// The flow-control limits it enforces, by activity name.
+    fn flow_limits(&self) -> BTreeMap<String, FlowControl>;
 }
 
 impl Client {
@@ -408,16 +412,23 @@ impl Client {
         self.store.enqueue(&entity.instance_id(), event, at).await
     }
 
+    /// The flow-control limits in force, by activity name: for a runtime's client, that
+    /// runtime's (declared on the activities, changed with
+    /// [`RuntimeBuilder::flow_control`](crate::RuntimeBuilder::flow_control)); otherwise
+    /// those declared on the activities linked into this program.
+    pub fn flow_limits(&self) -> BTreeMap<String, FlowControl> {
+        match &self.local {
+            Some(local) => local.flow_limits(),
+            None => self.registry.declared_flow_limits(),
+        }
+    }
+
     /// What runs and what waits of the activities named in `activities` (none given: those
-    /// that declare flow-control limits in this program), per activity and flow-control key:
+    /// with limits in [`flow_limits`](Self::flow_limits)), per activity and flow-control key:
     /// the work a limit holds back is the `waiting` of a key whose `running` is at its limit.
     pub async fn flow_status(&self, activities: &[&str]) -> Result<Vec<FlowStatus>, Error> {
         let names: Vec<String> = if activities.is_empty() {
-            self.registry
-                .activities()
-                .filter(|entry| (entry.flow)().is_some())
-                .map(|entry| entry.name.to_owned())
-                .collect()
+            self.flow_limits().into_keys().collect()
         } else {
             activities.iter().map(|name| (*name).to_owned()).collect()
         };

@@ -153,6 +153,13 @@ impl Registry {
         self.activities.values()
     }
 
+    /// The flow-control limits declared on the registered activities, by activity name.
+    pub fn declared_flow_limits(&self) -> BTreeMap<String, crate::flow::FlowControl> {
+        self.activities()
+            .filter_map(|entry| Some((entry.name.to_owned(), (entry.flow)()?)))
+            .collect()
+    }
+
     /// Registered orchestrators, by name.
     pub fn orchestrators(&self) -> impl Iterator<Item = &OrchestratorEntry> {
         self.orchestrators.values()

@@ -449,3 +449,135 @@ fn a_nondeterminism_failure_shows_the_position_and_both_calls() {
     screenshot(&page, "instance-nondeterminism");
     no_console_errors(&page);
 }
+
+#[test]
+fn a_schedule_made_on_the_page_runs_pauses_and_runs_now_and_flow_control_shows_what_waits() {
+    const APP: &str = env!("CARGO_BIN_EXE_bounded_app");
+    let Some(browser) = Browser::launch() else {
+        return;
+    };
+    let dir = TempDir::new("dash-schedules");
+    let server = Server::start(APP, &database(&dir), &[], &[]);
+    let page = browser.open(&url(&server, "/schedules"));
+    page.auto_confirm();
+    page.wait_for(
+        "document.querySelector('#schedules') && document.querySelector('#schedules').innerText.includes('No schedules yet')",
+        WAIT,
+    );
+
+    // Made from the form: every second, buffer one, with an input.
+    page.fill("#schedule-form input[name=id]", "web");
+    page.eval("document.querySelector('#schedule-form select[name=orchestrator]').value = 'scheduled_run'");
+    page.eval("document.querySelector('#schedule-form select[name=kind]').value = 'every'");
+    page.fill("#schedule-form input[name=when]", "1");
+    page.eval("document.querySelector('#schedule-form select[name=overlap]').value = 'bufferOne'");
+    page.fill(
+        "#schedule-form textarea[name=input]",
+        r#"{"log": "-", "run_ms": 0}"#,
+    );
+    page.click("#schedule-form button[type=submit]");
+    page.wait_for(
+        "location.hash === '#/schedule/web' && !!document.querySelector('#schedule')",
+        WAIT,
+    );
+    let spec = server.get("/schedules/web").json()["spec"].clone();
+    assert_eq!(spec["orchestrator"], "scheduled_run");
+    assert_eq!(
+        spec["timing"],
+        json!({"every": {"everyMs": 1000, "offsetMs": 0}})
+    );
+    assert_eq!(spec["overlap"], "bufferOne");
+    assert_eq!(spec["input"], json!({"log": "-", "run_ms": 0}));
+    assert_eq!(page.text("#timing"), "every 1 s");
+
+    // Its runs show up as they end, each linking to its instance.
+    page.wait_for(
+        "!!document.querySelector('[data-run] [data-outcome=completed]')",
+        WAIT,
+    );
+    let run = page.eval(
+        "document.querySelector('[data-run] a[data-instance]').getAttribute('data-instance')",
+    );
+    let run = run
+        .as_str()
+        .expect("a run links to its instance")
+        .to_owned();
+    assert!(run.starts_with("web@"), "run ids are schedule@tick: {run}");
+    assert_eq!(
+        server.get(&format!("/instances/{run}")).json()["runtimeStatus"],
+        "Completed"
+    );
+
+    // Paused from the page (the prompt's default note), then run now while paused.
+    page.click("#pause");
+    page.wait_for(
+        "document.querySelector('#schedule') && document.querySelector('#schedule').dataset.paused === 'true'",
+        WAIT,
+    );
+    let paused = server.get("/schedules/web").json();
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["note"], "paused from the dashboard");
+    assert_eq!(page.text("#next-run"), "paused");
+    let started = paused["started"].as_u64().unwrap();
+    page.click("#trigger");
+    let after = wait_until("the run-now to start a run", WAIT, || {
+        let status = server.get("/schedules/web").json();
+        (status["started"].as_u64()? > started).then_some(status)
+    });
+    assert_eq!(after["paused"], true, "a run-now does not resume it");
+    page.wait_for(
+        &format!(
+            "document.querySelector('#started') && Number(document.querySelector('#started').innerText) >= {}",
+            started + 1
+        ),
+        WAIT,
+    );
+    screenshot(&page, "schedule");
+
+    // The list shows it paused.
+    page.goto(&url(&server, "/schedules"));
+    page.wait_for(
+        "!!document.querySelector(\"[data-schedule='web'] [data-paused]\")",
+        WAIT,
+    );
+    assert_eq!(
+        page.text("[data-schedule='web'] td:nth-child(3)"),
+        "every 1 s"
+    );
+    screenshot(&page, "schedules");
+
+    // Flow control: 3 at once per customer, the rest waiting, as the page shows them.
+    let started = server.post(
+        "/orchestrators/fan_out_limited/limited",
+        r#"{"activity": "per_customer", "prefix": "dash", "keys": 2, "count": 24, "ms": 1500}"#,
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+    page.goto(&url(&server, "/functions"));
+    page.wait_for(
+        "!!document.querySelector(\"[data-flow='per_customer']\")",
+        WAIT,
+    );
+    assert_eq!(
+        page.text("[data-flow='per_customer']"),
+        "3 at once (per /customer)"
+    );
+    assert_eq!(page.text("[data-flow='rate_limited']"), "50 per 1 s");
+    assert_eq!(page.text("[data-flow='record_run']"), "unlimited");
+    let row = "[data-flow-row='per_customer/dash-0']";
+    page.wait_for(
+        &format!(
+            "!!document.querySelector(\"{row}\") && document.querySelector(\"{row} td:nth-child(3)\").innerText === '3' && Number(document.querySelector(\"{row} td:nth-child(4)\").innerText) > 0"
+        ),
+        WAIT,
+    );
+    let api = server.get("/flow?activity=per_customer").json();
+    let key = api["flow"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == "dash-0"))
+        .cloned()
+        .unwrap_or_else(|| panic!("GET /flow has no row for dash-0: {api}"));
+    assert!(key["running"].as_u64().unwrap() <= 3, "{key}");
+    screenshot(&page, "flow-control");
+    wait_finished(&server, "limited");
+    no_console_errors(&page);
+}

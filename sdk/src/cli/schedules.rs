@@ -211,13 +211,9 @@ pub(super) async fn flow(args: FlowArgs, client: Client) -> CliResult {
         print_json(&serde_json::json!({ "flow": flow }))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let in_force = client.flow_limits();
     let limits = |name: &str| {
-        let declared = client
-            .registry()
-            .activities()
-            .find(|entry| entry.name == name)
-            .and_then(|entry| (entry.flow)());
-        let Some(limits) = declared else {
+        let Some(limits) = in_force.get(name) else {
             return "-".to_owned();
         };
         let mut parts = Vec::new();

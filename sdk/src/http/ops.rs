@@ -47,7 +47,10 @@ async fn health(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn functions(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().json(FunctionsView::new(&state.registry))
+    HttpResponse::Ok().json(FunctionsView::new(
+        &state.registry,
+        &state.client.flow_limits(),
+    ))
 }
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {

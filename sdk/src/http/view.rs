@@ -405,6 +405,9 @@ pub(crate) struct FunctionView {
     pub(crate) version: &'static str,
     pub(crate) input_type: &'static str,
     pub(crate) output_type: &'static str,
+    /// An activity's flow-control limits in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) flow_control: Option<crate::flow::FlowControl>,
 }
 
 /// Everything registered.
@@ -418,7 +421,12 @@ pub(crate) struct FunctionsView {
 }
 
 impl FunctionsView {
-    pub(crate) fn new(registry: &Registry) -> Self {
+    /// What `registry` holds, with the activities' limits from `flow` (see
+    /// [`Client::flow_limits`](crate::Client::flow_limits)).
+    pub(crate) fn new(
+        registry: &Registry,
+        flow: &std::collections::BTreeMap<String, crate::flow::FlowControl>,
+    ) -> Self {
         FunctionsView {
             orchestrators: registry
                 .orchestrators()
@@ -427,6 +435,7 @@ impl FunctionsView {
                     version: o.version,
                     input_type: (o.input_type)(),
                     output_type: (o.output_type)(),
+                    flow_control: None,
                 })
                 .collect(),
             activities: registry
@@ -436,6 +445,7 @@ impl FunctionsView {
                     version: "",
                     input_type: (a.input_type)(),
                     output_type: (a.output_type)(),
+                    flow_control: flow.get(a.name).cloned(),
                 })
                 .collect(),
             entity_operations: registry
@@ -446,6 +456,7 @@ impl FunctionsView {
                         version: "",
                         input_type: op.input_type,
                         output_type: op.output_type,
+                        flow_control: None,
                     })
                 })
                 .collect(),

@@ -309,10 +309,8 @@ impl RuntimeBuilder {
             registry.entity::<crate::schedule::ScheduleEntity>();
         }
         let registry = Arc::new(registry);
-        let mut flow: HashMap<String, FlowControl> = registry
-            .activities()
-            .filter_map(|entry| Some((entry.name.to_owned(), (entry.flow)()?)))
-            .collect();
+        let mut flow: HashMap<String, FlowControl> =
+            registry.declared_flow_limits().into_iter().collect();
         for (name, limits) in self.flow {
             match limits {
                 Some(limits) => flow.insert(name, limits),
@@ -423,6 +421,14 @@ impl crate::client::LocalWorker for LocalStarts {
 
     fn has_orchestrator(&self, name: &str) -> bool {
         self.shared.registry.get_orchestrator(name).is_ok()
+    }
+
+    fn flow_limits(&self) -> std::collections::BTreeMap<String, FlowControl> {
+        self.shared
+            .flow
+            .iter()
+            .map(|(name, limits)| (name.clone(), limits.clone()))
+            .collect()
     }
 }
 

@@ -142,7 +142,7 @@ async function render() {
   const page = parts[0] || "overview";
   for (const a of document.querySelectorAll("[data-nav]")) {
     const nav = a.getAttribute("data-nav");
-    a.classList.toggle("active", nav === page || (nav === "instances" && page === "instance") || (nav === "entities" && page === "entity"));
+    a.classList.toggle("active", nav === page || (nav === "instances" && page === "instance") || (nav === "entities" && page === "entity") || (nav === "schedules" && page === "schedule"));
   }
   const main = document.getElementById("main");
   const view = {
@@ -151,6 +151,8 @@ async function render() {
     instance: () => instance(parts.slice(1).join("/"), params),
     entities: () => entities(params),
     entity: () => entity(parts[1], parts.slice(2).join("/")),
+    schedules: () => schedules(),
+    schedule: () => schedule(parts.slice(1).join("/")),
     functions: () => functions(),
   }[page];
   try {
@@ -602,17 +604,183 @@ async function entity(name, key) {
 async function functions() {
   functionsCache = null;
   const fns = await loadFunctions();
-  const table = (rows, start) => h("div", { class: "table-wrap" }, h("table", {},
-    h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Input"), h("th", {}, "Output"), start ? h("th", {}, "") : null)),
+  const table = (rows, start, limits) => h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Input"), h("th", {}, "Output"), limits ? h("th", {}, "Flow control") : null, start ? h("th", {}, "") : null)),
     h("tbody", {}, rows.map((f) => h("tr", { "data-function": f.name },
       h("td", {}, f.name, f.version ? h("span", { class: "muted" }, ` v${f.version}`) : null),
       h("td", { class: "mono" }, f.inputType), h("td", { class: "mono" }, f.outputType),
+      limits ? h("td", { "data-flow": f.name }, f.flowControl ? flowText(f.flowControl) : h("span", { class: "muted" }, "unlimited")) : null,
       start ? h("td", {}, startForm(f.name)) : null)))));
+  const limited = fns.activities.filter((a) => a.flowControl).map((a) => a.name);
+  const flow = limited.length ? (await api(`flow?activity=${limited.map(encodeURIComponent).join(",")}`)).body.flow : [];
+  // While limited work runs or waits, keep its counts current (not while someone types).
+  if (flow.some((f) => f.running || f.waiting)) refreshEvery(2000, () => {
+    const active = document.activeElement;
+    if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
+    render();
+  });
   return h("div", { id: "functions" },
     h("h1", {}, "Functions"),
-    h("h2", {}, "Orchestrators"), table(fns.orchestrators, true),
-    h("h2", {}, "Activities"), table(fns.activities, false),
-    h("h2", {}, "Entity operations"), table(fns.entityOperations, false));
+    h("h2", {}, "Orchestrators"), table(fns.orchestrators, true, false),
+    h("h2", {}, "Activities"), table(fns.activities, false, true),
+    limited.length ? [h("h2", {}, "Flow-controlled work now"), flowTable(flow)] : null,
+    h("h2", {}, "Entity operations"), table(fns.entityOperations, false, false));
+}
+
+/// An activity's limits in words: "3 at once per /customer, 50 per 1 s".
+function flowText(limits) {
+  const parts = [];
+  if (limits.concurrency) parts.push(`${limits.concurrency} at once`);
+  if (limits.rate) parts.push(`${limits.rate.count} per ${span(limits.rate.periodMs)}`);
+  return `${parts.join(", ")}${limits.key ? ` (per ${limits.key})` : ""}`;
+}
+
+function flowTable(flow) {
+  return h("div", { class: "table-wrap" }, h("table", { id: "flow" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Activity"), h("th", {}, "Key"), h("th", {}, "Running"), h("th", {}, "Waiting"))),
+    h("tbody", {}, flow.length ? flow.map((f) => h("tr", { "data-flow-row": `${f.name}/${f.key || ""}` },
+      h("td", {}, f.name), h("td", { class: "mono" }, f.key === null || f.key === undefined ? "—" : f.key),
+      h("td", {}, String(f.running)), h("td", {}, String(f.waiting))))
+      : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "Nothing running or waiting.")))));
+}
+
+/// A duration in milliseconds, in the unit that reads best.
+function span(ms) {
+  if (ms % 86400000 === 0) return `${ms / 86400000} d`;
+  if (ms % 3600000 === 0) return `${ms / 3600000} h`;
+  if (ms % 60000 === 0) return `${ms / 60000} min`;
+  if (ms % 1000 === 0) return `${ms / 1000} s`;
+  return `${ms} ms`;
+}
+
+// ---------- schedules ----------
+
+const OVERLAPS = { skip: "skip", bufferOne: "buffer one", allowAll: "allow all", terminatePrevious: "terminate previous" };
+
+function timingText(timing) {
+  if (timing.cron) return `cron ${timing.cron.cron}${timing.cron.timeZone ? ` (${timing.cron.timeZone})` : " (UTC)"}`;
+  const every = timing.every || {};
+  return `every ${span(every.everyMs)}${every.offsetMs ? ` + ${span(every.offsetMs)}` : ""}`;
+}
+
+function outcome(o) {
+  const status = { running: "Running", buffered: "Pending", completed: "Completed", failed: "Failed", skipped: "Terminated" }[o] || "Pending";
+  return h("span", { class: `badge st-${status}`, "data-outcome": o }, o);
+}
+
+function runLink(run) {
+  return run.outcome === "skipped" || run.outcome === "buffered" ? h("span", { class: "mono" }, run.instanceId) : instanceLink(run.instanceId);
+}
+
+async function schedules() {
+  const [{ body }, fns] = await Promise.all([api("schedules"), loadFunctions().catch(() => ({ orchestrators: [] }))]);
+  const list = body.schedules || [];
+  const rows = list.map((s) => {
+    const last = s.recent.length ? s.recent[s.recent.length - 1] : null;
+    return h("tr", { "data-schedule": s.spec.id },
+      h("td", {}, h("a", { href: `#/schedule/${encodeURIComponent(s.spec.id)}` }, s.spec.id)),
+      h("td", {}, s.spec.orchestrator),
+      h("td", { class: "mono" }, timingText(s.spec.timing)),
+      h("td", { "data-next": "" }, s.paused ? h("span", { class: "badge st-Suspended", "data-paused": "" }, "paused") : time(s.nextRunAt)),
+      h("td", { class: "hide-sm" }, String(s.started), s.skipped ? h("span", { class: "muted" }, ` (${s.skipped} skipped)`) : null),
+      h("td", {}, s.running.length ? outcome("running") : last ? outcome(last.outcome) : h("span", { class: "muted" }, "—")));
+  });
+  refreshEvery(3000, () => {
+    const active = document.activeElement;
+    if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
+    render();
+  });
+  return h("div", { id: "schedules" },
+    h("h1", {}, "Schedules"),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Schedule"), h("th", {}, "Orchestrator"), h("th", {}, "When"), h("th", {}, "Next run"), h("th", { class: "hide-sm" }, "Runs started"), h("th", {}, "Last"))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No schedules yet."))))),
+    h("h2", {}, "New schedule"),
+    scheduleForm(fns.orchestrators));
+}
+
+function scheduleForm(orchestrators) {
+  return h("form", { class: "panel", id: "schedule-form", onsubmit: (e) => {
+    e.preventDefault();
+    const f = e.target;
+    let input;
+    try { input = f.input.value.trim() ? JSON.parse(f.input.value) : null; } catch (err) { toast(`The input is not JSON: ${err.message}`, true); return; }
+    const timing = f.kind.value === "cron"
+      ? { cron: Object.assign({ cron: f.when.value.trim() }, f.tz.value.trim() ? { timeZone: f.tz.value.trim() } : {}) }
+      : { every: { everyMs: Math.round(Number(f.when.value) * 1000) } };
+    const spec = {
+      id: f.id.value.trim(), orchestrator: f.orchestrator.value, input, timing, overlap: f.overlap.value,
+      jitterMs: Math.round(Number(f.jitter.value || 0) * 1000), catchUpWindowMs: Math.round(Number(f.window.value || 0) * 1000),
+    };
+    act(`Create schedule ${spec.id}`, null, () => api("schedules", { method: "POST", body: JSON.stringify(spec) }), () => go(`/schedule/${encodeURIComponent(spec.id)}`));
+  } },
+    h("div", { class: "actions" },
+      h("label", {}, "Id", h("input", { name: "id", required: true, placeholder: "nightly-report" })),
+      h("label", {}, "Orchestrator", h("select", { name: "orchestrator", required: true }, orchestrators.map((o) => h("option", { value: o.name }, o.name)))),
+      h("label", {}, "Timing", h("select", { name: "kind" }, h("option", { value: "cron" }, "cron"), h("option", { value: "every" }, "every N seconds"))),
+      h("label", {}, "Cron or seconds", h("input", { name: "when", required: true, placeholder: "0 3 * * *  or  60" })),
+      h("label", {}, "Time zone (cron)", h("input", { name: "tz", placeholder: "UTC, Europe/Paris…" }))),
+    h("div", { class: "actions" },
+      h("label", {}, "If a run is still running", h("select", { name: "overlap" }, Object.entries(OVERLAPS).map(([v, l]) => h("option", { value: v }, l)))),
+      h("label", {}, "Catch-up window (s; 0: only the latest)", h("input", { name: "window", type: "number", min: 0, value: 0 })),
+      h("label", {}, "Jitter (s)", h("input", { name: "jitter", type: "number", min: 0, value: 0 }))),
+    h("textarea", { name: "input", placeholder: "JSON input of each run" }),
+    h("button", { class: "primary", type: "submit" }, "Create schedule"));
+}
+
+async function schedule(id) {
+  const enc = encodeURIComponent(id);
+  const { body: s } = await api(`schedules/${enc}`);
+  const spec = s.spec;
+  const reload = () => setTimeout(render, 400);
+  const post = (path) => () => api(`schedules/${enc}/${path}`, { method: "POST" });
+  const runs = (list, empty) => h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Run"), h("th", {}, "Tick"), h("th", {}, "Outcome"))),
+    h("tbody", {}, list.length ? list.map((r) => h("tr", { "data-run": r.instanceId },
+      h("td", {}, runLink(r)), h("td", {}, time(r.tick)),
+      h("td", {}, outcome(r.outcome), r.failure ? h("span", { class: "error" }, ` ${r.failure.message}`) : null)))
+      : h("tr", {}, h("td", { colspan: 3, class: "muted" }, empty)))));
+  refreshEvery(2000, () => {
+    const active = document.activeElement;
+    if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
+    render();
+  });
+  return h("div", { id: "schedule", "data-paused": String(s.paused) },
+    h("h1", {}, copyable(spec.id), s.paused ? h("span", { class: "badge st-Suspended" }, "paused") : h("span", { class: "badge st-Running" }, "active")),
+    h("div", { class: "panel" }, h("dl", { class: "kv" },
+      h("dt", {}, "Orchestrator"), h("dd", {}, spec.orchestrator),
+      h("dt", {}, "When"), h("dd", { class: "mono", id: "timing" }, timingText(spec.timing)),
+      h("dt", {}, "Next run"), h("dd", { id: "next-run" }, s.paused ? h("span", { class: "muted" }, "paused") : time(s.nextRunAt)),
+      s.note ? [h("dt", {}, "Paused because"), h("dd", { id: "note" }, s.note)] : null,
+      h("dt", {}, "If a run is still running"), h("dd", {}, OVERLAPS[spec.overlap] || spec.overlap),
+      h("dt", {}, "After downtime"), h("dd", {}, spec.catchUpWindowMs ? `missed ticks of the last ${span(spec.catchUpWindowMs)} run` : "only the latest missed tick runs"),
+      spec.jitterMs ? [h("dt", {}, "Jitter"), h("dd", {}, `up to ${span(spec.jitterMs)}`)] : null,
+      h("dt", {}, "Runs started"), h("dd", { id: "started" }, String(s.started)),
+      h("dt", {}, "Ticks skipped"), h("dd", {}, String(s.skipped)),
+      h("dt", {}, "Input"), h("dd", {}, json(spec.input)))),
+    h("h2", {}, "Running"), runs(s.running.concat(s.buffered ? [s.buffered] : []), "No run is running."),
+    h("h2", {}, "Recent runs"), runs(s.recent.slice().reverse(), "No run has ended yet."),
+    h("h2", {}, "Actions"),
+    h("div", { class: "panel" },
+      h("div", { class: "actions" },
+        s.paused
+          ? h("button", { type: "button", id: "resume", onclick: () => act("Resume", null, post("resume"), reload) }, "Resume")
+          : h("button", { type: "button", id: "pause", onclick: () => {
+            const note = window.prompt(`Pause ${id}: why? (optional)`, "paused from the dashboard");
+            if (note === null) return;
+            act("Pause", null, post(`pause?note=${encodeURIComponent(note)}`), reload);
+          } }, "Pause"),
+        h("button", { type: "button", class: "primary", id: "trigger", onclick: () => act("Run now", `Start a run of ${id} now?`, post("trigger"), reload) }, "Run now"),
+        h("button", { type: "button", class: "danger", id: "delete", onclick: () => act("Delete", `Delete schedule ${id}? Runs already started go on.`, () => api(`schedules/${enc}`, { method: "DELETE" }), () => go("/schedules")) }, "Delete")),
+      h("form", { class: "actions", id: "backfill-form", style: "margin-top:10px", onsubmit: (e) => {
+        e.preventDefault();
+        const f = e.target;
+        const range = `from=${encodeURIComponent(toIso(f.from.value))}&to=${encodeURIComponent(toIso(f.to.value))}`;
+        act("Backfill", `Run every tick of ${id} in that range?`, post(`backfill?${range}`), reload);
+      } },
+        h("label", {}, "Backfill from", h("input", { name: "from", type: "datetime-local", required: true })),
+        h("label", {}, "to", h("input", { name: "to", type: "datetime-local", required: true })),
+        h("button", { type: "submit" }, "Backfill"))));
 }
 
 function startForm(name) {
