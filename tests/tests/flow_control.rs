@@ -183,3 +183,56 @@ async fn limits_set_at_runtime_override_the_declared_ones_and_bad_ones_are_refus
     assert!(message.contains("not a JSON pointer"), "{message}");
     drop(dir);
 }
+
+/// What an operator sees of held-back work: the `flow` command, `GET /flow` and `/metrics`,
+/// from a real `serve` process.
+#[test]
+fn held_back_work_shows_in_the_flow_command_the_api_and_metrics() {
+    use duractor_tests::{Server, TempDir, cli, wait_until};
+    const APP: &str = env!("CARGO_BIN_EXE_bounded_app");
+    let dir = TempDir::new("flow-visible");
+    let db = format!("sqlite://{}", dir.file("app.db").display());
+    let server = Server::start(APP, &db, &[], &[]);
+    let started = server.post(
+        "/orchestrators/fan_out_limited/seen",
+        r#"{"activity": "per_customer", "prefix": "seen", "keys": 1, "count": 9, "ms": 2000}"#,
+    );
+    assert_eq!(started.status, 202, "{}", started.body);
+    let row = wait_until("3 running and the rest waiting", WAIT, || {
+        let flow = server.get("/flow?activity=per_customer").json();
+        let row = flow["flow"]
+            .as_array()?
+            .iter()
+            .find(|r| r["key"] == "seen-0")?
+            .clone();
+        (row["running"] == 3 && row["waiting"] == 6).then_some(row)
+    });
+    assert_eq!(row["name"], "per_customer");
+
+    let table = cli(APP, &db, &["flow"]).expect_code(0);
+    let line = table
+        .stdout
+        .lines()
+        .find(|line| line.contains("seen-0"))
+        .unwrap_or_else(|| panic!("no row for seen-0:\n{}", table.stdout));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[..4], ["per_customer", "seen-0", "3", "6"], "{line}");
+    assert!(line.contains("3 at once, per /customer"), "{line}");
+    let json = cli(APP, &db, &["flow", "--activity", "per_customer", "--json"]).expect_code(0);
+    assert_eq!(json.json()["flow"][0]["key"], "seen-0");
+
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains(r#"duractor_flow_running{activity="per_customer",key="seen-0"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"duractor_flow_waiting{activity="per_customer",key="seen-0"} 6"#),
+        "{metrics}"
+    );
+    let done = wait_until("the fan-out to finish", WAIT, || {
+        let status = server.get("/instances/seen").json();
+        (status["runtimeStatus"] == "Completed").then_some(status)
+    });
+    assert_eq!(done["output"], 9);
+}
