@@ -148,12 +148,14 @@ pub(crate) fn decode_bounds(column: Option<&str>) -> (ActivityTimeouts, Option<D
 
 /// Flow statuses from `(name, key, running, waiting)` rows.
 pub(crate) fn flow_statuses(
+    kind: duractor::store::FlowKind,
     rows: Vec<(String, Option<String>, i64, i64)>,
 ) -> Vec<duractor::store::FlowStatus> {
     let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
     rows.into_iter()
         .map(
             |(name, key, running, waiting)| duractor::store::FlowStatus {
+                kind,
                 name,
                 key,
                 running: count(running),

@@ -6,7 +6,7 @@
 //! | attribute                                               | accepts                         |
 //! |---------------------------------------------------------|---------------------------------|
 //! | `#[activity]`                                           | `name = ".."`, `start_to_close = "30s"`, `schedule_to_close = "5m"`, `heartbeat_timeout = "10s"`, `concurrency = 3`, `rate = "50/s"`, `key = "/customer"` |
-//! | `#[orchestrator]`                                       | `name = ".."`, `version = ".."` |
+//! | `#[orchestrator]`                                       | `name = ".."`, `version = ".."`, `concurrency = 3`, `rate = "50/s"`, `key = "/customer"` |
 //! | `#[entity]` on the state type                           | `name = ".."`                   |
 //! | `#[entity]` on the impl block, `#[orchestration_helper]`| nothing                         |
 //! | `#[duractor::main]`                                     | `store = path::to::open`        |
@@ -91,7 +91,7 @@ pub const ACTIVITY: Spec = Spec {
 /// `#[orchestrator(name = "..", version = "..")]`.
 pub const ORCHESTRATOR: Spec = Spec {
     attribute: "`#[orchestrator]`",
-    keys: &[FUNCTION_NAME, VERSION],
+    keys: &[FUNCTION_NAME, VERSION, CONCURRENCY, RATE, FLOW_KEY],
     no_arguments_hint: "",
     unknown_at: UnknownAt::Key,
 };
@@ -201,7 +201,8 @@ const HEARTBEAT_TIMEOUT: Key = Key {
     },
 };
 
-/// At most this many attempts of the activity running at once, across workers.
+/// At most this many attempts of the activity (instances of the orchestrator) running at
+/// once, across workers.
 const CONCURRENCY: Key = Key {
     name: "concurrency",
     usage: "`concurrency = 3`",
@@ -219,7 +220,7 @@ const CONCURRENCY: Key = Key {
 const EXPECTED_RATE: &str =
     "expected a rate in a string literal, e.g. `\"50/s\"`, `\"10/m\"` or `\"3/250ms\"`";
 
-/// At most this many attempts started per period, across workers.
+/// At most this many attempts (instances) started per period, across workers.
 const RATE: Key = Key {
     name: "rate",
     usage: "`rate = \"50/s\"`",
@@ -467,8 +468,8 @@ pub struct Args {
     /// The activity's default timeouts in ms (0: none): start-to-close, schedule-to-close,
     /// heartbeat.
     pub timeouts: [u64; 3],
-    /// The activity's flow-control limits: concurrency (0: none), rate (count 0: none) and
-    /// key (`""`: none); `None` when none is declared.
+    /// The flow-control limits: concurrency (0: none), rate (count 0: none) and key (`""`:
+    /// none); `None` when none is declared.
     pub flow: Option<(u32, (u32, u64), String)>,
 }
 
@@ -563,7 +564,10 @@ mod tests {
         );
         assert_eq!(
             errors(&ORCHESTRATOR, quote!(version = "2", retries = 3)),
-            ["unknown argument; `#[orchestrator]` accepts `name = \"..\"` and `version = \"..\"`"]
+            [
+                "unknown argument; `#[orchestrator]` accepts `name = \"..\"`, `version = \"..\"`, \
+                 `concurrency = 3`, `rate = \"50/s\"` and `key = \"/customer\"`"
+            ]
         );
         assert_eq!(
             errors(&ENTITY_TYPE, quote!(name)),
@@ -578,7 +582,8 @@ mod tests {
             [
                 "the name must not be empty",
                 "expected a string literal, e.g. `name = \"charge_card\"`",
-                "unknown argument; `#[orchestrator]` accepts `name = \"..\"` and `version = \"..\"`",
+                "unknown argument; `#[orchestrator]` accepts `name = \"..\"`, `version = \"..\"`, \
+                 `concurrency = 3`, `rate = \"50/s\"` and `key = \"/customer\"`",
             ]
         );
         assert_eq!(

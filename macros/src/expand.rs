@@ -86,6 +86,16 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             }
         }
     };
+    let flow = match flow {
+        None => quote!(),
+        Some((concurrency, (count, period_ms), key)) => quote! {
+            fn flow_control() -> ::core::option::Option<::duractor::flow::FlowControl> {
+                ::core::option::Option::Some(::duractor::flow::FlowControl::__declared(
+                    #concurrency, #count, #period_ms, #key,
+                ))
+            }
+        },
+    };
     let (trait_path, body_path, ctx_type, entry, variant, extra) = match kind {
         Kind::Activity => (
             quote!(::duractor::Activity),
@@ -103,16 +113,6 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
                             ::duractor::ActivityTimeouts::__from_millis(#start_to_close, #schedule_to_close, #heartbeat);
                     }
                 };
-                let flow = match flow {
-                    None => quote!(),
-                    Some((concurrency, (count, period_ms), key)) => quote! {
-                        fn flow_control() -> ::core::option::Option<::duractor::flow::FlowControl> {
-                            ::core::option::Option::Some(::duractor::flow::FlowControl::__declared(
-                                #concurrency, #count, #period_ms, #key,
-                            ))
-                        }
-                    },
-                };
                 quote!(#timeouts #flow)
             },
         ),
@@ -122,7 +122,7 @@ fn expand(mut function: Function, lint_failed: bool) -> TokenStream {
             quote!(::duractor::OrchestrationContext),
             quote!(::duractor::__private::OrchestratorEntry),
             quote!(Orchestrator),
-            quote!(const VERSION: &'static str = #version;),
+            quote!(const VERSION: &'static str = #version; #flow),
         ),
     };
     let doc = format!(

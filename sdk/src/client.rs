@@ -31,7 +31,8 @@ use crate::schedule::{
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
 use crate::store::{
-    ActivityStatus, InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus, Store,
+    ActivityStatus, FlowHold, InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus,
+    Store,
 };
 pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus, FlowStatus};
 
@@ -99,6 +100,10 @@ pub(crate) trait LocalWorker: Send + Sync {
     fn has_orchestrator(&self, name: &str) -> bool;
     /// The flow-control limits it enforces, by activity name.
     fn flow_limits(&self) -> BTreeMap<String, FlowControl>;
+    /// The flow-control limits it enforces on orchestrator `name`.
+    fn orchestrator_flow(&self, name: &str) -> Option<FlowControl>;
+    /// The flow-control limits it enforces, by orchestrator name.
+    fn orchestrator_flow_limits(&self) -> BTreeMap<String, FlowControl>;
 }
 
 impl Client {
@@ -183,6 +188,7 @@ impl Client {
             input,
             instance_id: None,
             if_exists: IfExists::Reject,
+            priority: 0,
         }
     }
 
@@ -212,6 +218,7 @@ impl Client {
             input,
             instance_id: None,
             if_exists: IfExists::Reject,
+            priority: 0,
         }
     }
 
@@ -295,9 +302,23 @@ impl Client {
 
     /// Creates an instance: with a worker in this process that has its orchestrator, leased
     /// to it in the same commit (it runs the instance from memory without claiming it).
+    /// How a new instance of orchestrator `name` with `input` waits for its flow-control
+    /// limits (`None`: it has none, it runs at once).
+    fn hold_for(&self, name: &str, input: &Payload, priority: i32) -> Option<FlowHold> {
+        let limits = match &self.local {
+            Some(worker) => worker.orchestrator_flow(name)?,
+            None => (self.registry.get_orchestrator(name).ok()?.flow)()?,
+        };
+        Some(FlowHold {
+            key: limits.key_of(input),
+            priority,
+        })
+    }
+
     async fn create(&self, instance: NewInstance) -> Result<(), Error> {
         match &self.local {
-            Some(worker) if worker.has_orchestrator(&instance.name) => {
+            // A held instance waits for an admission, in this process or another.
+            Some(worker) if worker.has_orchestrator(&instance.name) && instance.flow.is_none() => {
                 let claimed = self
                     .store
                     .create_instance_claimed(instance, worker.owner(), worker.lease_until())
@@ -423,19 +444,40 @@ impl Client {
         }
     }
 
-    /// What runs and what waits of the activities named in `activities` (none given: those
-    /// with limits in [`flow_limits`](Self::flow_limits)), per activity and flow-control key:
-    /// the work a limit holds back is the `waiting` of a key whose `running` is at its limit.
-    pub async fn flow_status(&self, activities: &[&str]) -> Result<Vec<FlowStatus>, Error> {
-        let names: Vec<String> = if activities.is_empty() {
-            self.flow_limits().into_keys().collect()
+    /// What runs and what waits of the activities and orchestrators named in `names` (none
+    /// given: those with limits in [`flow_limits`](Self::flow_limits) and
+    /// [`orchestrator_flow_limits`](Self::orchestrator_flow_limits)), per function and
+    /// flow-control key: the work a limit holds back is the `waiting` of a key whose `running`
+    /// is at its limit. Held orchestrations are Pending instances.
+    pub async fn flow_status(&self, names: &[&str]) -> Result<Vec<FlowStatus>, Error> {
+        let (activities, orchestrators): (Vec<String>, Vec<String>) = if names.is_empty() {
+            (
+                self.flow_limits().into_keys().collect(),
+                self.orchestrator_flow_limits().into_keys().collect(),
+            )
         } else {
-            activities.iter().map(|name| (*name).to_owned()).collect()
+            let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+            (names.clone(), names)
         };
-        if names.is_empty() {
-            return Ok(Vec::new());
+        let mut status = Vec::new();
+        if !activities.is_empty() {
+            status = self.store.flow_status(&activities).await?;
         }
-        self.store.flow_status(&names).await
+        if !orchestrators.is_empty() {
+            status.extend(self.store.instance_flow_status(&orchestrators).await?);
+        }
+        Ok(status)
+    }
+
+    /// The flow-control limits in force on orchestrators, by name: for a runtime's client,
+    /// that runtime's (declared with `#[orchestrator(concurrency = ..)]`, changed with
+    /// [`RuntimeBuilder::orchestrator_flow_control`](crate::RuntimeBuilder::orchestrator_flow_control));
+    /// otherwise those declared on the orchestrators linked into this program.
+    pub fn orchestrator_flow_limits(&self) -> BTreeMap<String, FlowControl> {
+        match &self.local {
+            Some(local) => local.orchestrator_flow_limits(),
+            None => self.registry.declared_orchestrator_flow_limits(),
+        }
     }
 
     /// The last committed state of entity `E` with `key` (`None` if it has none).
@@ -564,6 +606,7 @@ impl Client {
             input: Ok(status.input),
             instance_id: (!new_instance_id).then(|| instance_id.to_owned()),
             if_exists: IfExists::Reject,
+            priority: 0,
         };
         start.await
     }
@@ -765,9 +808,18 @@ pub struct Start<'a> {
     input: Result<Payload, Error>,
     instance_id: Option<String>,
     if_exists: IfExists,
+    priority: i32,
 }
 
 impl Start<'_> {
+    /// Its priority among instances held back by the orchestrator's flow-control limits
+    /// (`#[orchestrator(concurrency = ..)]`): higher runs first, then older. Default 0; no
+    /// effect on an orchestrator without limits.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Uses this instance id instead of a new random one. Starting an id that is pending or
     /// running fails with [`Error::InstanceExists`]; a finished one is replaced. The id must
     /// follow [the rules of `duractor::id`](crate::id) ([`Error::InvalidArgument`] otherwise).
@@ -825,7 +877,12 @@ impl Start<'_> {
             input,
             created_at: self.client.store.clock().now(),
             parent: None,
+            flow: None,
         };
+        let flow = self
+            .client
+            .hold_for(&instance.name, &instance.input, self.priority);
+        let instance = NewInstance { flow, ..instance };
         Ok((instance_id, instance))
     }
 }

@@ -82,9 +82,19 @@ impl FlowControl {
 
     /// Checks the limits of activity `activity`: the error names what is wrong.
     pub fn check(&self, activity: &str) -> Result<(), Error> {
+        self.check_limits(&format!("activity `{activity}`"))
+    }
+
+    /// Checks the limits of orchestrator `orchestrator`, as [`check`](Self::check) does an
+    /// activity's.
+    pub fn check_orchestrator(&self, orchestrator: &str) -> Result<(), Error> {
+        self.check_limits(&format!("orchestrator `{orchestrator}`"))
+    }
+
+    fn check_limits(&self, what: &str) -> Result<(), Error> {
         let invalid = |why: String| {
             Err(Error::InvalidArgument(format!(
-                "flow control of activity `{activity}`: {why}"
+                "flow control of {what}: {why}"
             )))
         };
         if self.concurrency == Some(0) {

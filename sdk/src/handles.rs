@@ -60,6 +60,13 @@ pub trait Orchestrator: Copy + Send + Sync + 'static {
     type Input: Serialize + DeserializeOwned + 'static;
     /// The output type (the `Ok` type of the function's `Result`).
     type Output: Serialize + DeserializeOwned + 'static;
+
+    /// The orchestrator's flow-control limits (`#[orchestrator(concurrency = 5, key =
+    /// "/customer", rate = "10/s")]`): instances beyond them wait, Pending, until they may
+    /// run. `RuntimeBuilder::orchestrator_flow_control` overrides them.
+    fn flow_control() -> Option<crate::flow::FlowControl> {
+        None
+    }
 }
 
 /// Lets an `#[orchestration_helper]`'s `impl Future` capture a lifetime of its parameters

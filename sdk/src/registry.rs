@@ -160,6 +160,13 @@ impl Registry {
             .collect()
     }
 
+    /// The flow-control limits declared on the registered orchestrators, by name.
+    pub fn declared_orchestrator_flow_limits(&self) -> BTreeMap<String, crate::flow::FlowControl> {
+        self.orchestrators()
+            .filter_map(|entry| Some((entry.name.to_owned(), (entry.flow)()?)))
+            .collect()
+    }
+
     /// Registered orchestrators, by name.
     pub fn orchestrators(&self) -> impl Iterator<Item = &OrchestratorEntry> {
         self.orchestrators.values()

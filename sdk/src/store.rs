@@ -144,6 +144,37 @@ pub struct NewInstance {
     pub created_at: DateTime<Utc>,
     /// The parent, for sub-orchestrations.
     pub parent: Option<ParentInstance>,
+    /// Held back by its orchestrator's flow-control limits: created Pending and held (with
+    /// its messages) until [`Store::admit_instances`] lets it run.
+    pub flow: Option<FlowHold>,
+}
+
+/// How an instance of a flow-controlled orchestrator waits for its turn to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowHold {
+    /// Its flow-control key (the orchestrator's [`FlowControl::key`](crate::flow::FlowControl::key)
+    /// read from the input).
+    pub key: Option<String>,
+    /// Its priority among held instances (higher runs first, then older).
+    pub priority: i32,
+}
+
+/// The lease owner of held instances ([`NewInstance::flow`]): no worker claims their messages
+/// until [`Store::admit_instances`] releases them; restarts and lease resets leave them held.
+pub const FLOW_HOLD_OWNER: &str = "duractor.flow";
+
+/// Until when held instances are leased to [`FLOW_HOLD_OWNER`]: for ever, in practice.
+pub fn flow_hold_until() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(253_402_300_799_000).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// What [`Store::admit_instances`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// The instances it let run.
+    pub admitted: Vec<String>,
+    /// Instances still held (of the orchestrators it looked at).
+    pub waiting: u64,
 }
 
 /// A claimed message to an orchestration instance.
@@ -254,18 +285,33 @@ pub struct ActivityStatus {
     pub priority: i32,
 }
 
-/// What is running and waiting of one limited activity and key ([`Store::flow_status`]).
+/// What is running and waiting of one limited activity or orchestrator and key
+/// ([`Store::flow_status`], [`Store::instance_flow_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowStatus {
-    /// The activity.
+    /// An activity or an orchestrator.
+    #[serde(default)]
+    pub kind: FlowKind,
+    /// The activity or orchestrator.
     pub name: String,
-    /// The key (`None`: the activity's limit is not per key).
+    /// The key (`None`: the limit is not per key).
     pub key: Option<String>,
-    /// Attempts running (leased).
+    /// Activity attempts running (leased); orchestrations let run and not finished.
     pub running: u32,
-    /// Work items waiting to be claimed.
+    /// Work items waiting to be claimed; orchestrations held back (Pending).
     pub waiting: u32,
+}
+
+/// What a [`FlowStatus`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FlowKind {
+    /// Activity work items.
+    #[default]
+    Activity,
+    /// Orchestration instances.
+    Orchestration,
 }
 
 /// A message to enqueue for an instance, visible from `visible_at`.
@@ -562,6 +608,18 @@ pub trait Store: Send + Sync + 'static {
     /// Running and waiting work items of the activities in `names`, per activity and key.
     async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error>;
 
+    /// Lets held instances ([`NewInstance::flow`]) of the orchestrators with a rule in `rules`
+    /// run as far as their limits allow ([`crate::flow::pick`] over the instances let run and
+    /// not finished, and those let run within the rate's period, per key), higher priority
+    /// first, then older; a held instance with an `ExecutionTerminated` queued is let go
+    /// whatever the limits (it ends at once). Admissions of one orchestrator are serialized
+    /// across workers. Released instances are claimed as any others.
+    async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error>;
+
+    /// Instances let run and not finished, and held, of the orchestrators in `names`, per
+    /// orchestrator and key.
+    async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error>;
+
     /// Commits one turn atomically (see [`TurnCommit`]).
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error>;
 
@@ -816,6 +874,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
         (**self).flow_status(names).await
+    }
+    async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
+        (**self).admit_instances(rules).await
+    }
+    async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        (**self).instance_flow_status(names).await
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         (**self).commit_turn(turn).await

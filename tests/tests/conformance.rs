@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use duractor::chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
+use duractor::flow::{FlowControl, FlowRule};
 use duractor::prelude::*;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, HeldWork, InstanceQuery,
-    NewActivity, NewInstance, NewMessage, PurgeQuery, TurnCommit,
+    ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, FlowHold, FlowKind, HeldWork,
+    InstanceQuery, NewActivity, NewInstance, NewMessage, PurgeQuery, TurnCommit,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
@@ -136,6 +137,7 @@ conformance!(
     abandoned_messages_come_back_later,
     instances_list_with_filters_and_paging,
     end_to_end_orchestrations_and_entities,
+    held_instances_wait_for_their_admission,
 );
 
 fn now() -> DateTime<Utc> {
@@ -154,6 +156,7 @@ fn new_instance(id: &str) -> NewInstance {
         input: Payload::encode(&42).unwrap(),
         created_at: now(),
         parent: None,
+        flow: None,
     }
 }
 
@@ -1166,4 +1169,135 @@ async fn end_to_end_orchestrations_and_entities(b: &Backend) {
     assert_eq!(counter.value, 30, "2+4+6+8+10, each added once");
     assert!(outputs.iter().all(|o| *o > 1000 && *o <= 1030));
     runtime.shutdown().await.unwrap();
+}
+
+/// Instances of a flow-controlled orchestrator are created held: Pending, their messages
+/// claimed by nobody, until an admission lets them run within the limits (per key, higher
+/// priority first, then older); one with a terminate queued goes whatever the limits.
+async fn held_instances_wait_for_their_admission(b: &Backend) {
+    let store = &b.store;
+    let rules = [FlowRule {
+        name: "flow".into(),
+        limits: FlowControl::new().concurrency(1).key("/customer"),
+    }];
+    let held = |id: &str, key: &str, priority: i32| NewInstance {
+        flow: Some(FlowHold {
+            key: Some(key.to_owned()),
+            priority,
+        }),
+        ..new_instance(id)
+    };
+    for (id, key, priority) in [
+        ("a1", "a", 0),
+        ("a2", "a", 0),
+        ("a3", "a", 5),
+        ("b1", "b", 0),
+    ] {
+        store
+            .create_instance(held(id, key, priority))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .create_instance_claimed(held("b2", "b", 0), "w1", lease())
+            .await
+            .unwrap()
+            .is_none(),
+        "a held start is not leased to its creator"
+    );
+    store
+        .enqueue(
+            "a1",
+            Event::EventRaised {
+                name: "go".into(),
+                data: Payload::null(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_messages("w1", 10, lease())
+            .await
+            .unwrap()
+            .is_empty(),
+        "held instances are claimed by nobody"
+    );
+    let status = store.get_instance("a1").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Pending);
+    let err = store.create_instance(held("a1", "a", 0)).await.unwrap_err();
+    assert!(matches!(err, Error::InstanceExists { .. }), "{err:?}");
+
+    let admission = store.admit_instances(&rules).await.unwrap();
+    let mut admitted = admission.admitted.clone();
+    admitted.sort();
+    assert_eq!(
+        admitted,
+        ["a3", "b1"],
+        "per key: the higher priority, then the older"
+    );
+    assert_eq!(admission.waiting, 3);
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut ids: Vec<&str> = claimed.iter().map(|m| m.instance_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a3", "b1"]);
+    let again = store.admit_instances(&rules).await.unwrap();
+    assert!(again.admitted.is_empty(), "{again:?}");
+    assert_eq!(again.waiting, 3);
+
+    // a3 finishes: the older of a's held instances runs next, with the event it was sent.
+    let start = claimed.iter().find(|m| m.instance_id == "a3").unwrap();
+    let mut done = turn(
+        "a3",
+        "w1",
+        0,
+        vec![
+            started(),
+            start.event.clone(),
+            Event::ExecutionCompleted {
+                output: Payload::null(),
+            },
+        ],
+        vec![start.id],
+    );
+    done.status = Some(RuntimeStatus::Completed);
+    done.output = Some(Payload::null());
+    store.commit_turn(done).await.unwrap();
+    let next = store.admit_instances(&rules).await.unwrap();
+    assert_eq!(next.admitted, ["a1"]);
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(claimed.iter().all(|m| m.instance_id == "a1"));
+    assert!(
+        claimed
+            .iter()
+            .any(|m| matches!(&m.event, Event::EventRaised { name, .. } if name == "go"))
+    );
+
+    // A held instance being terminated goes at once, whatever the limits.
+    store
+        .enqueue(
+            "b2",
+            Event::ExecutionTerminated {
+                reason: "not needed".into(),
+                cascade: false,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let terminated = store.admit_instances(&rules).await.unwrap();
+    assert_eq!(terminated.admitted, ["b2"]);
+    assert_eq!(terminated.waiting, 1);
+
+    let mut status = store.instance_flow_status(&["flow".into()]).await.unwrap();
+    status.sort_by(|x, y| x.key.cmp(&y.key));
+    let counts: Vec<(Option<&str>, u32, u32)> = status
+        .iter()
+        .map(|s| (s.key.as_deref(), s.running, s.waiting))
+        .collect();
+    assert_eq!(counts, [(Some("a"), 1, 1), (Some("b"), 2, 0)]);
+    assert!(status.iter().all(|s| s.kind == FlowKind::Orchestration));
 }

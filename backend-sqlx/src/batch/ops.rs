@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, EntityCleanup, HeldWork, NewInstance,
-    OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, Admission, EntityCleanup, HeldWork,
+    NewInstance, OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event};
 use tokio::sync::{mpsc, oneshot};
@@ -72,6 +72,11 @@ pub(crate) enum Op {
         lease: Lease,
         reply: Reply<Vec<ActivityWorkItem>>,
     },
+    /// Lets held instances of flow-controlled orchestrators run as far as the rules allow.
+    Admit {
+        rules: Vec<FlowRule>,
+        reply: Reply<Admission>,
+    },
     Renew {
         owner: String,
         held: HeldWork,
@@ -113,6 +118,7 @@ impl Op {
             self,
             Op::ClaimMessages { .. }
                 | Op::ClaimActivities { .. }
+                | Op::Admit { .. }
                 | Op::Abandon { .. }
                 | Op::Purge { .. }
                 | Op::CleanEntities { .. }
@@ -135,6 +141,7 @@ impl Op {
             Op::Complete { reply, .. } => reply.send(failed),
             Op::ClaimMessages { reply, .. } => reply.send(failed),
             Op::ClaimActivities { reply, .. } => reply.send(failed),
+            Op::Admit { reply, .. } => reply.send(failed),
             Op::Renew { reply, .. } => reply.send(failed),
             Op::Sync { reply, .. } => reply.send(failed),
             Op::Purge { reply, .. } => reply.send(failed),
@@ -326,6 +333,11 @@ impl Writes {
             reply,
         })
         .await
+    }
+
+    pub(crate) async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
+        let rules = rules.to_vec();
+        self.write(|reply| Op::Admit { rules, reply }).await
     }
 
     pub(crate) async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, EntityCleanup, NewInstance, OrchestrationMessage, TurnCommit, TurnCommitted,
+    ActivityCompletion, EntityCleanup, FLOW_HOLD_OWNER, NewInstance, OrchestrationMessage,
+    TurnCommit, TurnCommitted, flow_hold_until,
 };
 use duractor::{Error, Event, RuntimeStatus};
 use serde::Serialize;
@@ -118,6 +119,8 @@ pub(crate) struct Plan {
     pub(crate) new_instances: Vec<NewInstanceRow>,
     /// Finished instances being started again: their old rows go.
     pub(crate) replaced: Vec<String>,
+    /// Held instances of flow-controlled orchestrators: [instance_id, name, key, priority].
+    pub(crate) flow_holds: Vec<(String, String, Option<String>, i32)>,
     /// [instance_id, idx, event]
     pub(crate) history: Vec<(String, i64, String)>,
     /// Queue messages turns consumed: they go.
@@ -306,6 +309,7 @@ impl Plan {
             // Run after the writes.
             Op::ClaimMessages { reply, .. } => reply.set(Ok(Vec::new())),
             Op::ClaimActivities { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::Admit { reply, .. } => reply.set(Ok(Default::default())),
             Op::Abandon { reply, .. } => reply.set(Ok(())),
             Op::Purge { reply, .. } => reply.set(Ok(0)),
             Op::CleanEntities { reply } => reply.set(Ok(EntityCleanup::default())),
@@ -407,7 +411,18 @@ impl Plan {
             self.replaced.push(instance.instance_id.clone());
         }
         let created_at = millis(instance.created_at);
-        let lease = claim.map(|(owner, lease)| (owner, lease.from(now)));
+        // A held instance and its messages wait leased to the flow-control owner, which no
+        // worker is: only an admission lets them go.
+        let held = instance.flow.as_ref().map(|hold| {
+            self.flow_holds.push((
+                instance.instance_id.clone(),
+                instance.name.clone(),
+                hold.key.clone(),
+                hold.priority,
+            ));
+            (FLOW_HOLD_OWNER, millis(flow_hold_until()))
+        });
+        let lease = held.or(claim.map(|(owner, lease)| (owner, lease.from(now))));
         self.new_instances.push((
             instance.instance_id.clone(),
             instance.name.clone(),
@@ -441,7 +456,7 @@ impl Plan {
             None,
             lease,
         );
-        if lease.is_none() {
+        if lease.is_none() || held.is_some() {
             self.effects.work = true;
             return Ok(None);
         }
@@ -790,6 +805,7 @@ mod tests {
             input: Payload::null(),
             created_at: from_millis(NOW),
             parent: None,
+            flow: None,
         }
     }
 

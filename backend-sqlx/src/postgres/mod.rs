@@ -31,9 +31,10 @@ use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
-    OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
+    EntityCleanup, EntityQuery, EntityStatus, FlowKind, FlowStatus, HeldWork, InstanceQuery,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
+    TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 use sqlx::ConnectOptions;
@@ -321,6 +322,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "flow control",
             include_str!("../../migrations/postgres/0005_flow_control.sql"),
         ),
+        migration(
+            6,
+            "orchestration flow control",
+            include_str!("../../migrations/postgres/0006_orchestration_flow.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -481,7 +487,32 @@ impl Store for PostgresStore {
             .fetch_all(&pool)
             .await
             .map_err(|e| store_error("counting flow-controlled work", e))?;
-            Ok(crate::common::flow_statuses(rows))
+            Ok(crate::common::flow_statuses(FlowKind::Activity, rows))
+        })
+        .await
+    }
+
+    async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
+        self.inner.writer.admit_instances(rules).await
+    }
+
+    async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        let pool = self.inner.pool.clone();
+        let names = names.to_vec();
+        self.run(async move {
+            let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                "SELECT f.name, f.flow_key, count(*) FILTER (WHERE f.admitted = 1), \
+                     count(*) FILTER (WHERE f.admitted = 0) \
+                 FROM flow_instances f LEFT JOIN instances i ON i.instance_id = f.instance_id \
+                 WHERE f.name = ANY($1) \
+                   AND (f.admitted = 0 OR i.status IN ('Pending', 'Running', 'Suspended')) \
+                 GROUP BY f.name, f.flow_key ORDER BY f.name, f.flow_key",
+            )
+            .bind(&names)
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| store_error("counting flow-controlled instances", e))?;
+            Ok(crate::common::flow_statuses(FlowKind::Orchestration, rows))
         })
         .await
     }

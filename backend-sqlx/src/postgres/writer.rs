@@ -21,7 +21,8 @@ use std::collections::HashMap;
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery,
+    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, OrchestrationMessage,
+    PurgeQuery,
 };
 use duractor::{Error, RuntimeStatus};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -249,6 +250,11 @@ impl BatchExecutor for Writer {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Op::Admit { rules, reply } => {
+                    let admission = admit(&mut tx, rules, now).await?;
+                    plan.effects.work |= !admission.admitted.is_empty();
+                    reply.set(Ok(admission));
+                }
                 Op::Purge { query, reply } => {
                     reply.set(Ok(purge(&mut tx, query).await?));
                 }
@@ -379,6 +385,17 @@ async fn write(
         )
         .bind(&plan.replaced)
         .bind(json(&plan.new_instances))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !plan.flow_holds.is_empty() || !plan.replaced.is_empty() {
+        sqlx::query(
+            "WITH d AS (DELETE FROM flow_instances WHERE instance_id = ANY($1)) \
+             INSERT INTO flow_instances (instance_id, name, flow_key, priority) \
+             SELECT e->>0, e->>1, e->>2, (e->>3)::integer FROM jsonb_array_elements($2::jsonb) e",
+        )
+        .bind(&plan.replaced)
+        .bind(json(&plan.flow_holds))
         .execute(&mut **tx)
         .await?;
     }
@@ -863,4 +880,117 @@ async fn clean_entities(
         removed_empty: removed,
         released_locks: released,
     })
+}
+
+/// Lets held instances of the orchestrators in `rules` run as far as their limits allow
+/// (see `Store::admit_instances`), after taking each orchestrator's advisory lock: admissions
+/// of one orchestrator run one at a time across workers (until the transaction ends), so each
+/// counts what the one before let run.
+async fn admit(
+    tx: &mut Transaction<'_, Postgres>,
+    rules: &[FlowRule],
+    now: i64,
+) -> Result<Admission, sqlx::Error> {
+    let mut admission = Admission::default();
+    for rule in rules {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow.orchestrator:' || $1, 0))",
+        )
+        .bind(&rule.name)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM flow_instances f WHERE f.name = $1 AND f.admitted = 1 AND NOT EXISTS ( \
+               SELECT 1 FROM instances i WHERE i.instance_id = f.instance_id AND i.name = f.name \
+                 AND i.status IN ('Pending', 'Running', 'Suspended'))",
+        )
+        .bind(&rule.name)
+        .execute(&mut **tx)
+        .await?;
+        let rows: Vec<(i64, Option<String>, i32, bool)> = sqlx::query_as(
+            "SELECT f.id, f.flow_key, f.admitted, EXISTS (SELECT 1 FROM orch_queue q \
+               WHERE q.instance_id = f.instance_id \
+                 AND q.message LIKE '{\"ExecutionTerminated\"%') \
+             FROM flow_instances f WHERE f.name = $1 ORDER BY f.priority DESC, f.id",
+        )
+        .bind(&rule.name)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut usage = FlowUsage::default();
+        let mut candidates = Vec::new();
+        let mut ids = Vec::new();
+        for (id, key, admitted, terminated) in rows {
+            if admitted != 0 {
+                *usage.running.entry(key).or_default() += 1;
+            } else if terminated {
+                // It ends at once: let it go whatever the limits.
+                ids.push(id);
+            } else {
+                candidates.push((id, key));
+            }
+        }
+        if candidates.is_empty() && ids.is_empty() {
+            continue;
+        }
+        let starts = format!("orchestrator:{}", rule.name);
+        if let Some(rate) = rule.limits.rate {
+            let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+            sqlx::query("DELETE FROM flow_starts WHERE name = $1 AND started_at <= $2")
+                .bind(&starts)
+                .bind(now.saturating_sub(period))
+                .execute(&mut **tx)
+                .await?;
+            let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+                "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
+                 FROM flow_starts WHERE name = $1 GROUP BY flow_key",
+            )
+            .bind(&starts)
+            .bind(now.saturating_sub(period / 10))
+            .fetch_all(&mut **tx)
+            .await?;
+            for (key, in_period, in_tenth) in started {
+                usage
+                    .started_in_period
+                    .insert(key.clone(), saturate(in_period));
+                usage.started_in_tenth.insert(key, saturate(in_tenth));
+            }
+        }
+        let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
+        admission.waiting += (candidates.len() - picked.len()) as u64;
+        if rule.limits.rate.is_some() && !picked.is_empty() {
+            let keys: Vec<Option<String>> = candidates
+                .iter()
+                .filter(|(id, _)| picked.contains(id))
+                .map(|(_, key)| key.clone())
+                .collect();
+            sqlx::query(
+                "INSERT INTO flow_starts (name, flow_key, started_at) \
+                 SELECT $1, k, $2 FROM unnest($3::text[]) k",
+            )
+            .bind(&starts)
+            .bind(now)
+            .bind(&keys)
+            .execute(&mut **tx)
+            .await?;
+        }
+        ids.extend(picked);
+        if ids.is_empty() {
+            continue;
+        }
+        let admitted: Vec<String> = sqlx::query_scalar(
+            "WITH f AS (UPDATE flow_instances SET admitted = 1 WHERE id = ANY($1) \
+                        RETURNING instance_id), \
+                  q AS (UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                        WHERE instance_id IN (SELECT instance_id FROM f) AND locked_by = $2), \
+                  i AS (UPDATE instances SET locked_by = NULL, locked_until = NULL \
+                        WHERE instance_id IN (SELECT instance_id FROM f) AND locked_by = $2) \
+             SELECT instance_id FROM f",
+        )
+        .bind(&ids)
+        .bind(FLOW_HOLD_OWNER)
+        .fetch_all(&mut **tx)
+        .await?;
+        admission.admitted.extend(admitted);
+    }
+    Ok(admission)
 }

@@ -23,9 +23,10 @@ use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
-    OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
+    EntityCleanup, EntityQuery, EntityStatus, FlowKind, FlowStatus, HeldWork, InstanceQuery,
+    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
+    TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 use sqlx::Connection;
@@ -239,6 +240,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "flow control",
             include_str!("../../migrations/sqlite/0004_flow_control.sql"),
         ),
+        migration(
+            5,
+            "orchestration flow control",
+            include_str!("../../migrations/sqlite/0005_orchestration_flow.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -392,7 +398,28 @@ impl Store for SqliteStore {
         .fetch_all(&self.inner.reader)
         .await
         .map_err(|e| store_error("counting flow-controlled work", e))?;
-        Ok(crate::common::flow_statuses(rows))
+        Ok(crate::common::flow_statuses(FlowKind::Activity, rows))
+    }
+
+    async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
+        self.inner.writer.admit_instances(rules).await
+    }
+
+    async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT f.name, f.flow_key, \
+                 sum(CASE WHEN f.admitted = 1 THEN 1 ELSE 0 END), \
+                 sum(CASE WHEN f.admitted = 0 THEN 1 ELSE 0 END) \
+             FROM flow_instances f LEFT JOIN instances i ON i.instance_id = f.instance_id \
+             WHERE f.name IN (SELECT value FROM json_each(?1)) \
+               AND (f.admitted = 0 OR i.status IN ('Pending', 'Running', 'Suspended')) \
+             GROUP BY f.name, f.flow_key ORDER BY f.name, f.flow_key",
+        )
+        .bind(crate::common::json(names))
+        .fetch_all(&self.inner.reader)
+        .await
+        .map_err(|e| store_error("counting flow-controlled instances", e))?;
+        Ok(crate::common::flow_statuses(FlowKind::Orchestration, rows))
     }
 
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {

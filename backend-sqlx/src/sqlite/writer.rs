@@ -20,7 +20,8 @@
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, EntityCleanup, HeldWork, OrchestrationMessage, PurgeQuery, StoreEvents,
+    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, OrchestrationMessage,
+    PurgeQuery, StoreEvents,
 };
 use duractor::{Error, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
@@ -148,6 +149,10 @@ impl BatchExecutor for Writer {
                         .claim_activities(owner, names, rules, *limit, lease.from(now), now)
                         .await?;
                     reply.set(claimed);
+                }
+                Op::Admit { rules, reply } => {
+                    let admission = self.admit(rules, now).await?;
+                    reply.set(Ok(admission));
                 }
                 Op::Renew {
                     owner,
@@ -305,6 +310,17 @@ impl Writer {
                 .execute(&mut self.conn)
                 .await?;
         }
+        if !plan.flow_holds.is_empty() || !plan.replaced.is_empty() {
+            const SQL: &str = "\
+                DELETE FROM flow_instances WHERE instance_id IN (SELECT value FROM json_each(?)); \
+                INSERT INTO flow_instances (instance_id, name, flow_key, priority) \
+                  SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)";
+            sqlx::query(SQL)
+                .bind(json(&plan.replaced))
+                .bind(json(&plan.flow_holds))
+                .execute(&mut self.conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -342,8 +358,10 @@ impl Writer {
         }
         if plan.has_lease_writes() && !commit {
             const SQL: &str = "\
-                UPDATE instances SET locked_by = NULL, locked_until = NULL WHERE ? AND locked_by IS NOT NULL; \
-                UPDATE orch_queue SET locked_by = NULL, locked_until = NULL WHERE ? AND locked_by IS NOT NULL; \
+                UPDATE instances SET locked_by = NULL, locked_until = NULL \
+                  WHERE ? AND locked_by IS NOT NULL AND locked_by <> 'duractor.flow'; \
+                UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                  WHERE ? AND locked_by IS NOT NULL AND locked_by <> 'duractor.flow'; \
                 UPDATE activity_queue SET locked_until = 0 WHERE ? AND locked_by IS NOT NULL; \
                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                   FROM (SELECT value->>0 AS id, value->>1 AS owner FROM json_each(?)) AS r \
@@ -698,6 +716,117 @@ impl Writer {
             .await?;
         }
         Ok(picked)
+    }
+}
+
+impl Writer {
+    /// Lets held instances of the orchestrators in `rules` run as far as their limits allow
+    /// (see `Store::admit_instances`). One writer connection runs every admission of this
+    /// file: the counts cannot change under it.
+    async fn admit(&mut self, rules: &[FlowRule], now: i64) -> Result<Admission, sqlx::Error> {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut admission = Admission::default();
+        for rule in rules {
+            sqlx::query(
+                "DELETE FROM flow_instances WHERE name = ?1 AND admitted = 1 AND NOT EXISTS ( \
+                   SELECT 1 FROM instances i WHERE i.instance_id = flow_instances.instance_id \
+                     AND i.name = flow_instances.name \
+                     AND i.status IN ('Pending', 'Running', 'Suspended'))",
+            )
+            .bind(&rule.name)
+            .execute(&mut self.conn)
+            .await?;
+            let rows: Vec<(i64, Option<String>, i64, i64)> = sqlx::query_as(
+                "SELECT f.id, f.flow_key, f.admitted, EXISTS (SELECT 1 FROM orch_queue q \
+                   WHERE q.instance_id = f.instance_id \
+                     AND q.message LIKE '{\"ExecutionTerminated\"%') \
+                 FROM flow_instances f WHERE f.name = ?1 ORDER BY f.priority DESC, f.id",
+            )
+            .bind(&rule.name)
+            .fetch_all(&mut self.conn)
+            .await?;
+            let mut usage = FlowUsage::default();
+            let mut candidates = Vec::new();
+            let mut ids = Vec::new();
+            for (id, key, admitted, terminated) in rows {
+                if admitted != 0 {
+                    *usage.running.entry(key).or_default() += 1;
+                } else if terminated != 0 {
+                    // It ends at once: let it go whatever the limits.
+                    ids.push(id);
+                } else {
+                    candidates.push((id, key));
+                }
+            }
+            if candidates.is_empty() && ids.is_empty() {
+                continue;
+            }
+            let starts = format!("orchestrator:{}", rule.name);
+            if let Some(rate) = rule.limits.rate {
+                let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+                sqlx::query("DELETE FROM flow_starts WHERE name = ?1 AND started_at <= ?2")
+                    .bind(&starts)
+                    .bind(now.saturating_sub(period))
+                    .execute(&mut self.conn)
+                    .await?;
+                let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+                    "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
+                     FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
+                )
+                .bind(&starts)
+                .bind(now.saturating_sub(period / 10))
+                .fetch_all(&mut self.conn)
+                .await?;
+                for (key, in_period, in_tenth) in started {
+                    usage
+                        .started_in_period
+                        .insert(key.clone(), count(in_period));
+                    usage.started_in_tenth.insert(key, count(in_tenth));
+                }
+            }
+            let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
+            admission.waiting += (candidates.len() - picked.len()) as u64;
+            if rule.limits.rate.is_some() && !picked.is_empty() {
+                let keys: Vec<&Option<String>> = candidates
+                    .iter()
+                    .filter(|(id, _)| picked.contains(id))
+                    .map(|(_, key)| key)
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO flow_starts (name, flow_key, started_at) \
+                     SELECT ?1, value, ?2 FROM json_each(?3)",
+                )
+                .bind(&starts)
+                .bind(now)
+                .bind(json(&keys))
+                .execute(&mut self.conn)
+                .await?;
+            }
+            ids.extend(picked);
+            if ids.is_empty() {
+                continue;
+            }
+            let admitted: Vec<(String,)> = sqlx::query_as(
+                "UPDATE flow_instances SET admitted = 1 \
+                 WHERE id IN (SELECT value FROM json_each(?1)) RETURNING instance_id",
+            )
+            .bind(json(&ids))
+            .fetch_all(&mut self.conn)
+            .await?;
+            let admitted: Vec<String> = admitted.into_iter().map(|(id,)| id).collect();
+            sqlx::query(
+                "UPDATE instances SET locked_by = NULL, locked_until = NULL \
+                   WHERE instance_id IN (SELECT value FROM json_each(?1)) AND locked_by = ?2; \
+                 UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                   WHERE instance_id IN (SELECT value FROM json_each(?1)) AND locked_by = ?2",
+            )
+            .bind(json(&admitted))
+            .bind(FLOW_HOLD_OWNER)
+            .execute(&mut self.conn)
+            .await?;
+            admission.admitted.extend(admitted);
+        }
+        Ok(admission)
     }
 }
 

@@ -20,6 +20,8 @@ pub struct OrchestratorEntry {
     pub input_type: fn() -> &'static str,
     /// The Rust output type's name.
     pub output_type: fn() -> &'static str,
+    /// Its declared flow-control limits.
+    pub flow: fn() -> Option<crate::flow::FlowControl>,
     pub(crate) invoke: ErasedOrchestratorFn,
     pub(crate) check_input: fn(&Payload) -> Result<(), Error>,
 }
@@ -32,6 +34,7 @@ impl OrchestratorEntry {
             version: O::VERSION,
             input_type: std::any::type_name::<O::Input>,
             output_type: std::any::type_name::<O::Output>,
+            flow: O::flow_control,
             invoke: invoke_orchestrator::<O>,
             check_input: check_orchestrator_input::<O>,
         }

@@ -22,6 +22,13 @@ use crate::error::Error;
 use crate::id::EntityId;
 use crate::store::HeldWork;
 
+/// How soon an admission looks again while held instances wait (a slot may free in another
+/// process, a rate's window moves on).
+const ADMIT_RECHECK: Duration = Duration::from_millis(50);
+/// How often a worker with flow-controlled orchestrators looks for held instances anyway
+/// (created by another process).
+const ADMIT_POLL: Duration = Duration::from_secs(1);
+
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
     shared: Arc<Shared>,
@@ -120,6 +127,11 @@ pub(super) struct Dispatcher {
     timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
     poller: Poller,
     stopping: bool,
+    /// An admission of held instances is running; another was asked for meanwhile; a
+    /// recheck is armed.
+    admitting: bool,
+    admit_again: bool,
+    admit_recheck: bool,
 }
 
 impl Dispatcher {
@@ -135,6 +147,9 @@ impl Dispatcher {
             timers: BTreeSet::new(),
             timer_wakeup: None,
             stopping: false,
+            admitting: false,
+            admit_again: false,
+            admit_recheck: false,
         }
     }
 
@@ -180,6 +195,52 @@ impl Dispatcher {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "claiming messages failed");
                     ctx.run_later(backoff, |act, ctx| act.claim(ctx));
                 }
+            }
+        }));
+    }
+
+    /// Lets held instances of flow-controlled orchestrators run as far as their limits allow
+    /// ([`Store::admit_instances`](crate::store::Store::admit_instances)) and claims those it
+    /// let go; looks again soon while some still wait.
+    fn admit(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.shared.orchestrator_flow_rules.is_empty() {
+            return;
+        }
+        if self.admitting {
+            self.admit_again = true;
+            return;
+        }
+        self.admitting = true;
+        self.admit_again = false;
+        let shared = self.shared.clone();
+        let admit = async move {
+            shared
+                .store
+                .admit_instances(&shared.orchestrator_flow_rules)
+                .await
+        };
+        ctx.spawn(admit.into_actor(self).map(|result, act, ctx| {
+            act.admitting = false;
+            let recheck = match result {
+                Ok(admission) => {
+                    if !admission.admitted.is_empty() {
+                        act.claim(ctx);
+                    }
+                    admission.waiting > 0
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "letting held instances run failed; will retry");
+                    true
+                }
+            };
+            if act.admit_again {
+                act.admit(ctx);
+            } else if recheck && !act.admit_recheck {
+                act.admit_recheck = true;
+                ctx.run_later(ADMIT_RECHECK, |act, ctx| {
+                    act.admit_recheck = false;
+                    act.admit(ctx);
+                });
             }
         }));
     }
@@ -352,6 +413,10 @@ impl Actor for Dispatcher {
             }
         });
 
+        if !self.shared.orchestrator_flow_rules.is_empty() {
+            ctx.run_interval(ADMIT_POLL, |act, ctx| act.admit(ctx));
+            self.admit(ctx);
+        }
         self.poll(ctx);
     }
 }
@@ -369,6 +434,8 @@ impl Handler<Poke> for Dispatcher {
 
     fn handle(&mut self, _: Poke, ctx: &mut Context<Self>) {
         self.claim(ctx);
+        // New work may be a held instance (its creation announces work too).
+        self.admit(ctx);
     }
 }
 
@@ -401,6 +468,10 @@ impl Handler<Unloaded> for Dispatcher {
         let Some(slot) = self.instances.remove(&msg.instance_id) else {
             return;
         };
+        if msg.finished {
+            // Its slot may be free now.
+            self.admit(ctx);
+        }
         let mut messages = msg.leftover;
         messages.extend(slot.queued);
         if !messages.is_empty() && !self.stopping {

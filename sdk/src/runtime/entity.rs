@@ -220,6 +220,7 @@ impl EntityActor {
                             seq,
                             execution: 0,
                         }),
+                        flow: None,
                     })
                 }
                 EntityEffect::Terminate {
@@ -273,7 +274,11 @@ impl EntityActor {
             completed_activities: Vec::new(),
             activities: Vec::new(),
             messages,
-            new_instances: starts,
+            new_instances: {
+                let mut starts = starts;
+                self.res.shared.hold_flow_controlled(&mut starts);
+                starts
+            },
             status: None,
             output: None,
             failure: None,

@@ -353,6 +353,9 @@ impl InstanceActor {
         let turn_started = self.turn_started.take().unwrap_or_else(Instant::now);
         let store = self.res.shared.store.clone();
         let mut commit = plan.commit;
+        self.res
+            .shared
+            .hold_flow_controlled(&mut commit.new_instances);
         let cancelled = commit.cancelled_activities.clone();
         for activity in &mut commit.activities {
             // What this worker cannot run is left unclaimed for a worker that can; so is

@@ -53,7 +53,7 @@ use crate::client::Client;
 use crate::clock::{Clock, saturating_after};
 use crate::error::Error;
 use crate::flow::{FlowControl, FlowRule};
-use crate::handles::Activity;
+use crate::handles::{Activity, Orchestrator};
 use crate::limits::Limits;
 use crate::orchestration::OrchestratorBody;
 use crate::registry::Registry;
@@ -111,6 +111,12 @@ pub(crate) struct Shared {
     pub(crate) flow: HashMap<String, FlowControl>,
     /// The same, as the store's claims take them (only those of activities this worker has).
     pub(crate) flow_rules: Vec<FlowRule>,
+    /// The flow-control limits of orchestrators, by name (declared on the orchestrator,
+    /// overridden with [`RuntimeBuilder::orchestrator_flow_control`]): their new instances
+    /// are held until an admission lets them run.
+    pub(crate) orchestrator_flow: HashMap<String, FlowControl>,
+    /// The same, as the store's admissions take them (only orchestrators this worker has).
+    pub(crate) orchestrator_flow_rules: Vec<FlowRule>,
 }
 
 impl Shared {
@@ -122,6 +128,19 @@ impl Shared {
     /// The lease expiry for work claimed now.
     pub(crate) fn lease_until(&self) -> DateTime<Utc> {
         saturating_after(self.now(), self.options.lease)
+    }
+
+    /// Holds the new instances (sub-orchestrations, entity starts) of flow-controlled
+    /// orchestrators until an admission lets them run.
+    pub(crate) fn hold_flow_controlled(&self, instances: &mut [crate::store::NewInstance]) {
+        for instance in instances {
+            if let Some(limits) = self.orchestrator_flow.get(&instance.name) {
+                instance.flow = Some(crate::store::FlowHold {
+                    key: limits.key_of(&instance.input),
+                    priority: 0,
+                });
+            }
+        }
     }
 }
 
@@ -145,6 +164,7 @@ pub struct RuntimeBuilder {
     shared_state: SharedState,
     schedules: Vec<crate::schedule::Schedule>,
     flow: Vec<(String, Option<FlowControl>)>,
+    orchestrator_flow: Vec<(String, Option<FlowControl>)>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -193,6 +213,30 @@ impl RuntimeBuilder {
     /// Removes the limits declared on activity `A` for this worker's app.
     pub fn no_flow_control<A: Activity>(mut self, _activity: A) -> Self {
         self.flow.push((A::NAME.to_owned(), None));
+        self
+    }
+
+    /// Limits orchestrator `O` across every worker of the store (see [`crate::flow`]): at
+    /// most so many instances running (started and not finished) at once and so many let
+    /// run per period, per key taken from the input when the limits have one. Instances
+    /// beyond the limits are created Pending and wait, durably, until one may run (higher
+    /// [`Start::priority`](crate::client::Start::priority) first, then older). Replaces the
+    /// limits declared with `#[orchestrator(concurrency = .., rate = "..", key = "..")]`.
+    /// Every worker and client process of an app should declare the same limits. Bad limits
+    /// fail [`start`](Self::start).
+    pub fn orchestrator_flow_control<O: Orchestrator>(
+        mut self,
+        _orchestrator: O,
+        limits: FlowControl,
+    ) -> Self {
+        self.orchestrator_flow
+            .push((O::NAME.to_owned(), Some(limits)));
+        self
+    }
+
+    /// Removes the limits declared on orchestrator `O` for this worker's app.
+    pub fn no_orchestrator_flow_control<O: Orchestrator>(mut self, _orchestrator: O) -> Self {
+        self.orchestrator_flow.push((O::NAME.to_owned(), None));
         self
     }
 
@@ -320,6 +364,27 @@ impl RuntimeBuilder {
         for (name, limits) in &flow {
             limits.check(name)?;
         }
+        let mut orchestrator_flow: HashMap<String, FlowControl> = registry
+            .declared_orchestrator_flow_limits()
+            .into_iter()
+            .collect();
+        for (name, limits) in self.orchestrator_flow {
+            match limits {
+                Some(limits) => orchestrator_flow.insert(name, limits),
+                None => orchestrator_flow.remove(&name),
+            };
+        }
+        for (name, limits) in &orchestrator_flow {
+            limits.check_orchestrator(name)?;
+        }
+        let orchestrator_flow_rules = orchestrator_flow
+            .iter()
+            .filter(|(name, _)| registry.get_orchestrator(name).is_ok())
+            .map(|(name, limits)| FlowRule {
+                name: name.clone(),
+                limits: limits.clone(),
+            })
+            .collect();
         let flow_rules = flow
             .iter()
             .filter(|(name, _)| registry.get_activity(name).is_ok())
@@ -358,6 +423,8 @@ impl RuntimeBuilder {
                 || registry.entities().next().is_some(),
             flow,
             flow_rules,
+            orchestrator_flow,
+            orchestrator_flow_rules,
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -430,6 +497,18 @@ impl crate::client::LocalWorker for LocalStarts {
             .map(|(name, limits)| (name.clone(), limits.clone()))
             .collect()
     }
+
+    fn orchestrator_flow(&self, name: &str) -> Option<FlowControl> {
+        self.shared.orchestrator_flow.get(name).cloned()
+    }
+
+    fn orchestrator_flow_limits(&self) -> std::collections::BTreeMap<String, FlowControl> {
+        self.shared
+            .orchestrator_flow
+            .iter()
+            .map(|(name, limits)| (name.clone(), limits.clone()))
+            .collect()
+    }
 }
 
 /// A running duractor worker: it runs the orchestrations and activities of its store.
@@ -479,6 +558,7 @@ impl Runtime {
             shared_state: SharedState::default(),
             schedules: Vec::new(),
             flow: Vec::new(),
+            orchestrator_flow: Vec::new(),
         }
     }
 

@@ -202,6 +202,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 input,
                 created_at: now,
                 parent: Some(me(seq)),
+                flow: None,
             }),
             Action::Patch { .. } => {}
             Action::CallEntity {

@@ -28,10 +28,10 @@ use crate::flow::{self, FlowRule, FlowUsage};
 use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, EntityCleanup,
-    EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus, NewInstance,
-    OrchestrationMessage, PurgeQuery, RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit,
-    TurnCommitted,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
+    EntityCleanup, EntityQuery, EntityStatus, FLOW_HOLD_OWNER, FlowKind, FlowStatus, HeldWork,
+    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, RuntimeStatus,
+    Store, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
 };
 use crate::timeouts::ActivityTimeouts;
 
@@ -189,6 +189,14 @@ impl Store for MemoryStore {
         Ok(self.read(|state, now| state.flow_status(names, now)))
     }
 
+    async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
+        Ok(self.change(|state, now, effects| state.admit_instances(rules, now, effects)))
+    }
+
+    async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
+        Ok(self.read(|state, _| state.instance_flow_status(names)))
+    }
+
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         self.change(|state, now, effects| state.commit_turn(&turn, now, effects))
     }
@@ -305,6 +313,20 @@ struct State {
     last_item_id: i64,
     /// Starts of rate-limited activities: name, key, when (pruned past their period).
     flow_starts: Vec<(String, Option<String>, DateTime<Utc>)>,
+    /// Instances of flow-controlled orchestrators, by admission order id: held, or let run.
+    flow_instances: BTreeMap<i64, FlowInstance>,
+    /// The last id given to a flow instance.
+    last_flow_id: i64,
+}
+
+/// An instance of a flow-controlled orchestrator ([`NewInstance::flow`]).
+struct FlowInstance {
+    instance_id: String,
+    name: String,
+    key: Option<String>,
+    priority: i32,
+    /// Let run (counted against the limits until it finishes); held otherwise.
+    admitted: bool,
 }
 
 /// An orchestration instance or an entity.
@@ -538,6 +560,8 @@ impl State {
         self.instances.remove(instance_id);
         self.messages.retain(|_, m| m.instance_id != instance_id);
         self.items.retain(|_, item| item.instance_id != instance_id);
+        self.flow_instances
+            .retain(|_, held| held.instance_id != instance_id);
     }
 
     /// A new instance with its `ExecutionStarted` message, visible from its creation time.
@@ -560,6 +584,24 @@ impl State {
             }
             self.forget(&new.instance_id);
         }
+        // A held instance and its messages wait, leased to nobody who runs them.
+        let lease = match &new.flow {
+            Some(hold) => {
+                self.last_flow_id += 1;
+                self.flow_instances.insert(
+                    self.last_flow_id,
+                    FlowInstance {
+                        instance_id: new.instance_id.clone(),
+                        name: new.name.clone(),
+                        key: hold.key.clone(),
+                        priority: hold.priority,
+                        admitted: false,
+                    },
+                );
+                Some(Lease::new(FLOW_HOLD_OWNER, crate::store::flow_hold_until()))
+            }
+            None => lease,
+        };
         let mut instance = Instance::orchestration(new);
         instance.lease = lease.clone();
         let created_at = instance.row.created_at;
@@ -571,7 +613,7 @@ impl State {
             execution: 0,
             parent: new.parent.clone(),
         };
-        let claimed = lease.is_some();
+        let claimed = lease.is_some() && new.flow.is_none();
         let id = self.push_message(&new.instance_id, created_at, start.clone(), None, lease);
         if !claimed {
             effects.work = true;
@@ -770,6 +812,151 @@ impl State {
         picked
     }
 
+    /// Whether a flow instance still counts against its limits: its instance exists, is of
+    /// its orchestrator and has not finished.
+    fn flow_alive(&self, held: &FlowInstance) -> bool {
+        self.instances
+            .get(&held.instance_id)
+            .is_some_and(|instance| {
+                instance.row.name == held.name && !instance.row.status.is_terminal()
+            })
+    }
+
+    /// Lets held instances run as far as `rules` allow (see [`Store::admit_instances`]).
+    fn admit_instances(
+        &mut self,
+        rules: &[FlowRule],
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Admission {
+        let mut admission = Admission::default();
+        for rule in rules {
+            let gone: Vec<i64> = self
+                .flow_instances
+                .iter()
+                .filter(|(_, held)| {
+                    held.name == rule.name && held.admitted && !self.flow_alive(held)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                self.flow_instances.remove(&id);
+            }
+            let mut usage = FlowUsage::default();
+            let mut candidates: Vec<(i32, i64, Option<String>)> = Vec::new();
+            let mut terminated = Vec::new();
+            for (id, held) in self
+                .flow_instances
+                .iter()
+                .filter(|(_, h)| h.name == rule.name)
+            {
+                if held.admitted {
+                    *usage.running.entry(held.key.clone()).or_default() += 1;
+                } else if self.messages.values().any(|m| {
+                    m.instance_id == held.instance_id
+                        && matches!(m.event, Event::ExecutionTerminated { .. })
+                }) {
+                    terminated.push(*id);
+                } else {
+                    candidates.push((held.priority, *id, held.key.clone()));
+                }
+            }
+            candidates.sort_by_key(|(priority, id, _)| (std::cmp::Reverse(*priority), *id));
+            let candidates: Vec<(i64, Option<String>)> = candidates
+                .into_iter()
+                .map(|(_, id, key)| (id, key))
+                .collect();
+            let starts_name = format!("orchestrator:{}", rule.name);
+            if let Some(rate) = rule.limits.rate {
+                let period = chrono::Duration::milliseconds(rate.period_ms as i64);
+                let tenth = period / 10;
+                self.flow_starts
+                    .retain(|(name, _, at)| *name != starts_name || *at > now - period);
+                for (_, key, at) in self
+                    .flow_starts
+                    .iter()
+                    .filter(|(n, _, _)| *n == starts_name)
+                {
+                    *usage.started_in_period.entry(key.clone()).or_default() += 1;
+                    if *at > now - tenth {
+                        *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
+                    }
+                }
+            }
+            let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
+            admission.waiting += (candidates.len() - picked.len()) as u64;
+            for id in picked.iter().chain(&terminated) {
+                let Some(held) = self.flow_instances.get_mut(id) else {
+                    continue;
+                };
+                held.admitted = true;
+                if rule.limits.rate.is_some() && picked.contains(id) {
+                    self.flow_starts
+                        .push((starts_name.clone(), held.key.clone(), now));
+                }
+                let instance_id = held.instance_id.clone();
+                if let Some(instance) = self.instances.get_mut(&instance_id)
+                    && instance
+                        .lease
+                        .as_ref()
+                        .is_some_and(|lease| lease.owner == FLOW_HOLD_OWNER)
+                {
+                    instance.lease = None;
+                }
+                for message in self
+                    .messages
+                    .values_mut()
+                    .filter(|m| m.instance_id == instance_id)
+                {
+                    if message
+                        .lease
+                        .as_ref()
+                        .is_some_and(|lease| lease.owner == FLOW_HOLD_OWNER)
+                    {
+                        message.lease = None;
+                    }
+                }
+                admission.admitted.push(instance_id);
+            }
+        }
+        if !admission.admitted.is_empty() {
+            effects.work = true;
+        }
+        admission
+    }
+
+    /// Instances let run and held, per flow-controlled orchestrator and key.
+    fn instance_flow_status(&self, names: &[String]) -> Vec<FlowStatus> {
+        let mut counts: BTreeMap<(String, Option<String>), (u32, u32)> = BTreeMap::new();
+        for held in self
+            .flow_instances
+            .values()
+            .filter(|held| names.contains(&held.name))
+        {
+            if held.admitted && !self.flow_alive(held) {
+                continue;
+            }
+            let entry = counts
+                .entry((held.name.clone(), held.key.clone()))
+                .or_default();
+            if held.admitted {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((name, key), (running, waiting))| FlowStatus {
+                kind: FlowKind::Orchestration,
+                name,
+                key,
+                running,
+                waiting,
+            })
+            .collect()
+    }
+
     /// Stores heartbeats on the items `owner` holds; returns the ids of `running` it no
     /// longer holds.
     fn sync_activities(
@@ -836,6 +1023,7 @@ impl State {
         counts
             .into_iter()
             .map(|((name, key), (running, waiting))| FlowStatus {
+                kind: FlowKind::Activity,
                 name,
                 key,
                 running,
@@ -1379,6 +1567,7 @@ mod tests {
             input: Payload::null(),
             created_at: clock.now(),
             parent: None,
+            flow: None,
         }
     }
 
