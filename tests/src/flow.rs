@@ -160,3 +160,81 @@ pub async fn prioritized(ctx: OrchestrationContext, tag: String) -> Result<(), d
     }
     Ok(())
 }
+
+/// At most 2 instances at once per customer: each records, itself, from its first call to
+/// its last, how many of its customer's instances run (under `job:{customer}`).
+#[orchestrator(concurrency = 2, key = "/customer")]
+pub async fn limited_job(ctx: OrchestrationContext, work: Work) -> Result<(), duractor::Error> {
+    ctx.call_activity(JobEnter, work.clone()).await?;
+    if work.ms > 0 {
+        ctx.sleep(Duration::from_millis(work.ms)).await;
+    }
+    ctx.call_activity(JobLeave, work).await?;
+    Ok(())
+}
+
+/// One instance at a time: records its start under its tag, then works `ms`.
+#[orchestrator(concurrency = 1)]
+pub async fn one_job_at_a_time(
+    ctx: OrchestrationContext,
+    work: Work,
+) -> Result<(), duractor::Error> {
+    ctx.call_activity(JobEnter, work.clone()).await?;
+    if work.ms > 0 {
+        ctx.sleep(Duration::from_millis(work.ms)).await;
+    }
+    ctx.call_activity(JobLeave, work).await?;
+    Ok(())
+}
+
+/// Starts `count` [`limited_job`]s of `customer` as sub-orchestrations and waits for them.
+#[orchestrator]
+pub async fn limited_jobs(
+    ctx: OrchestrationContext,
+    (customer, count, ms): (String, u32, u64),
+) -> Result<u32, duractor::Error> {
+    let jobs: Vec<_> = (0..count)
+        .map(|_| {
+            ctx.call_sub_orchestrator(
+                LimitedJob,
+                Work {
+                    customer: customer.clone(),
+                    tag: customer.clone(),
+                    ms,
+                },
+            )
+        })
+        .collect();
+    for result in ctx.join_all(jobs).await {
+        result?;
+    }
+    Ok(count)
+}
+
+/// A job starts: one more of its customer's runs (`job:{customer}`), its start recorded
+/// under its tag.
+#[activity]
+pub async fn job_enter(_ctx: ActivityContext, work: Work) -> Result<(), duractor::Error> {
+    record_start(&work.tag, &work.customer);
+    let mut guard = RUNNING.lock().unwrap();
+    let entry = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(format!("job:{}", work.customer))
+        .or_default();
+    entry.0 += 1;
+    entry.1 = entry.1.max(entry.0);
+    Ok(())
+}
+
+/// A job ends: one fewer of its customer's runs.
+#[activity]
+pub async fn job_leave(_ctx: ActivityContext, work: Work) -> Result<(), duractor::Error> {
+    let mut guard = RUNNING.lock().unwrap();
+    if let Some(entry) = guard
+        .as_mut()
+        .and_then(|map| map.get_mut(&format!("job:{}", work.customer)))
+    {
+        entry.0 -= 1;
+    }
+    Ok(())
+}

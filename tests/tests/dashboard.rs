@@ -563,6 +563,10 @@ fn a_schedule_made_on_the_page_runs_pauses_and_runs_now_and_flow_control_shows_w
     );
     assert_eq!(page.text("[data-flow='rate_limited']"), "50 per 1 s");
     assert_eq!(page.text("[data-flow='record_run']"), "unlimited");
+    assert_eq!(
+        page.text("[data-flow='limited_job']"),
+        "2 at once (per /customer)"
+    );
     let row = "[data-flow-row='per_customer/dash-0']";
     page.wait_for(
         &format!(
@@ -579,5 +583,42 @@ fn a_schedule_made_on_the_page_runs_pauses_and_runs_now_and_flow_control_shows_w
     assert!(key["running"].as_u64().unwrap() <= 3, "{key}");
     screenshot(&page, "flow-control");
     wait_finished(&server, "limited");
+
+    // Orchestrations beyond their limit: held, Pending, and the page says why.
+    for i in 0..3 {
+        let started = server.post(
+            &format!("/orchestrators/limited_job/dash-job-{i}"),
+            r#"{"customer": "dash", "tag": "dash", "ms": 4000}"#,
+        );
+        assert_eq!(started.status, 202, "{}", started.body);
+    }
+    page.goto(&url(&server, "/functions"));
+    let row = "[data-flow-row='limited_job/dash']";
+    page.wait_for(
+        &format!(
+            "!!document.querySelector(\"{row}\") && document.querySelector(\"{row} td:nth-child(3)\").innerText === '2' && document.querySelector(\"{row} td:nth-child(4)\").innerText === '1'"
+        ),
+        WAIT,
+    );
+    assert_eq!(
+        page.eval(&format!("document.querySelector(\"{row}\").dataset.kind")),
+        json!("orchestration")
+    );
+    page.goto(&url(&server, "/instance/dash-job-2"));
+    page.wait_for("!!document.querySelector(\"[data-wait='flow']\")", WAIT);
+    assert!(
+        page.text("[data-wait='flow']")
+            .contains("limited_job runs 2 at once (per /customer)"),
+        "{}",
+        page.text("[data-wait='flow']")
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#instance').dataset.status"),
+        json!("Pending")
+    );
+    screenshot(&page, "instance-held");
+    for i in 0..3 {
+        wait_finished(&server, &format!("dash-job-{i}"));
+    }
     no_console_errors(&page);
 }

@@ -1,17 +1,55 @@
 //! Flow control: 1,000 calls limited to 3 at once per customer over 10 customers never run
 //! more than 3 at once per customer (measured by the activities themselves), on SQLite and on
 //! PostgreSQL with two workers; a rate of 50 a second holds within 10 %; a priority reorders
-//! waiting work; what is held back is visible; bad limits are clear errors.
+//! waiting work; what is held back is visible; bad limits are clear errors. The same for
+//! orchestrations: instances beyond their orchestrator's limits wait Pending and run in turn,
+//! started by a client or as sub-orchestrations, across a restart and across two workers.
 
 use std::time::Duration;
 
 use duractor::flow::FlowControl;
 use duractor::prelude::*;
+use duractor::store::FlowKind;
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions};
-use duractor_tests::flow::{FanOut, FanOutLimited, PerCustomer, Prioritized, most_at_once, starts};
+use duractor_tests::flow::{
+    FanOut, FanOutLimited, LimitedJob, LimitedJobs, OneJobAtATime, PerCustomer, Prioritized, Work,
+    most_at_once, starts,
+};
 use duractor_tests::{TestApp, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+fn job(customer: &str, ms: u64) -> Work {
+    Work {
+        customer: customer.to_owned(),
+        tag: customer.to_owned(),
+        ms,
+    }
+}
+
+/// Starts `count` [`LimitedJob`]s for each customer; returns their ids.
+async fn start_jobs(client: &Client, customers: &[&str], count: u32, ms: u64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        for customer in customers {
+            let id = format!("{customer}-{i}");
+            client
+                .start(LimitedJob, job(customer, ms))
+                .instance_id(&id)
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+async fn all_completed(client: &Client, ids: &[String]) {
+    for id in ids {
+        let status = client.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(status.status, RuntimeStatus::Completed, "{id}: {status:?}");
+    }
+}
 
 fn fan_out(activity: &str, prefix: &str, keys: u32, count: u32, ms: u64) -> FanOut {
     FanOut {
@@ -230,9 +268,256 @@ fn held_back_work_shows_in_the_flow_command_the_api_and_metrics() {
         metrics.contains(r#"duractor_flow_waiting{activity="per_customer",key="seen-0"} 6"#),
         "{metrics}"
     );
+
+    // Orchestrations held back by their orchestrator's limits: the same three views.
+    for i in 0..4 {
+        let started = server.post(
+            &format!("/orchestrators/limited_job/vis-{i}"),
+            r#"{"customer": "vis", "tag": "vis", "ms": 3000}"#,
+        );
+        assert_eq!(started.status, 202, "{}", started.body);
+    }
+    let row = wait_until("2 instances running and 2 held", WAIT, || {
+        let flow = server.get("/flow?name=limited_job").json();
+        let row = flow["flow"]
+            .as_array()?
+            .iter()
+            .find(|r| r["key"] == "vis")?
+            .clone();
+        (row["running"] == 2 && row["waiting"] == 2).then_some(row)
+    });
+    assert_eq!(row["kind"], "orchestration");
+    let held = server.get("/instances/vis-3").json();
+    assert_eq!(held["runtimeStatus"], "Pending", "{held}");
+    let table = cli(APP, &db, &["flow", "--name", "limited_job"]).expect_code(0);
+    let line = table
+        .stdout
+        .lines()
+        .find(|line| line.contains("vis"))
+        .unwrap_or_else(|| panic!("no row for vis:\n{}", table.stdout));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[..4], ["limited_job", "vis", "2", "2"], "{line}");
+    assert!(line.contains("2 at once, per /customer"), "{line}");
+    assert!(line.ends_with("orchestrator"), "{line}");
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains(r#"duractor_flow_waiting{orchestrator="limited_job",key="vis"} 2"#),
+        "{metrics}"
+    );
+    let functions = server.get("/functions").json();
+    let limited = functions["orchestrators"]
+        .as_array()
+        .and_then(|list| list.iter().find(|o| o["name"] == "limited_job"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        limited["flowControl"],
+        serde_json::json!({"concurrency": 2, "rate": null, "key": "/customer"})
+    );
+
     let done = wait_until("the fan-out to finish", WAIT, || {
         let status = server.get("/instances/seen").json();
         (status["runtimeStatus"] == "Completed").then_some(status)
     });
     assert_eq!(done["output"], 9);
+}
+
+#[tokio::test]
+async fn orchestrations_beyond_their_limit_wait_pending_and_run_two_at_a_time_per_customer() {
+    let app = TestApp::start("flow-orchestrations").await;
+    let ids = start_jobs(&app.client, &["oa", "ob"], 8, 300).await;
+    // Two per customer run; the rest wait, Pending, and are shown as held.
+    let held = eventually("instances held back", WAIT, || async {
+        let status = app.client.flow_status(&["limited_job"]).await.unwrap();
+        (status.len() == 2 && status.iter().all(|s| s.running == 2 && s.waiting > 0))
+            .then_some(status)
+    })
+    .await;
+    assert!(
+        held.iter().all(|s| s.kind == FlowKind::Orchestration),
+        "{held:?}"
+    );
+    let pending = app.client.status("oa-7").await.unwrap();
+    assert_eq!(pending.status, RuntimeStatus::Pending);
+
+    // A held instance terminated ends at once, not when a slot frees.
+    app.client.terminate("ob-7", "not needed").await.unwrap();
+    let ended = app
+        .client
+        .wait_for_completion("ob-7", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ended.status, RuntimeStatus::Terminated);
+    assert_eq!(
+        app.client.status("oa-7").await.unwrap().status,
+        RuntimeStatus::Pending,
+        "the others still wait for their turn"
+    );
+
+    let ids: Vec<String> = ids.into_iter().filter(|id| id != "ob-7").collect();
+    all_completed(&app.client, &ids).await;
+    assert_eq!(most_at_once("job:oa"), 2);
+    assert_eq!(most_at_once("job:ob"), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sub_orchestrations_are_held_like_any_start() {
+    let app = TestApp::start("flow-children").await;
+    let id = app
+        .client
+        .start(LimitedJobs, ("sub".to_owned(), 6, 200))
+        .await
+        .unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    assert_eq!(most_at_once("job:sub"), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_higher_priority_start_runs_before_older_held_ones() {
+    let app = TestApp::start("flow-orchestration-priority").await;
+    let client = &app.client;
+    client
+        .start(
+            OneJobAtATime,
+            Work {
+                tag: "oprio".into(),
+                ..job("blocker", 500)
+            },
+        )
+        .await
+        .unwrap();
+    eventually("the blocker to run", WAIT, || async {
+        (starts("oprio").len() == 1).then_some(())
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let low = Work {
+            tag: "oprio".into(),
+            ..job(&format!("low-{i}"), 0)
+        };
+        ids.push(client.start(OneJobAtATime, low).priority(0).await.unwrap());
+    }
+    let high = Work {
+        tag: "oprio".into(),
+        ..job("high", 0)
+    };
+    ids.push(
+        client
+            .start(OneJobAtATime, high)
+            .priority(10)
+            .await
+            .unwrap(),
+    );
+    all_completed(client, &ids).await;
+    let order: Vec<String> = starts("oprio")
+        .into_iter()
+        .map(|(_, label)| label)
+        .collect();
+    assert_eq!(order, ["blocker", "high", "low-0", "low-1", "low-2"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn held_instances_stay_held_across_a_restart_and_then_run_in_turn() {
+    let app = TestApp::start("flow-restart").await;
+    let ids = start_jobs(&app.client, &["rs"], 6, 400).await;
+    eventually("instances held back", WAIT, || async {
+        let status = app.client.flow_status(&["limited_job"]).await.unwrap();
+        status
+            .iter()
+            .any(|s| s.running == 2 && s.waiting == 4)
+            .then_some(())
+    })
+    .await;
+    let (dir, store) = app.stop().await;
+    // The new worker resets the leases the old one left; the held instances stay held.
+    let runtime = Runtime::builder(store.clone())
+        .poll_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    all_completed(&client, &ids).await;
+    assert_eq!(most_at_once("job:rs"), 2);
+    runtime.shutdown().await.unwrap();
+    drop(dir);
+}
+
+#[tokio::test]
+async fn an_orchestration_limit_holds_across_two_workers_on_postgresql() {
+    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+        println!(
+            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the PostgreSQL orchestration flow-control test"
+        );
+        return;
+    };
+    let options = PostgresStoreOptions {
+        schema: format!("oflow_{}", std::process::id()),
+        ..Default::default()
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(
+            Runtime::builder(store.clone())
+                .poll_interval(Duration::from_millis(100))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    // Started from both workers' clients.
+    let mut ids = start_jobs(&workers[0].client(), &["pa"], 6, 200).await;
+    ids.extend(start_jobs(&workers[1].client(), &["pb"], 6, 200).await);
+    all_completed(&workers[0].client(), &ids).await;
+    assert_eq!(most_at_once("job:pa"), 2);
+    assert_eq!(most_at_once("job:pb"), 2);
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn orchestration_limits_set_at_runtime_override_the_declared_ones_and_bad_ones_are_refused() {
+    let app = TestApp::start_with("flow-orchestration-override", |builder| {
+        builder.orchestrator_flow_control(
+            LimitedJob,
+            FlowControl::new().concurrency(1).key("/customer"),
+        )
+    })
+    .await;
+    assert_eq!(
+        app.client.orchestrator_flow_limits()["limited_job"].concurrency,
+        Some(1)
+    );
+    let ids = start_jobs(&app.client, &["ov1"], 4, 50).await;
+    all_completed(&app.client, &ids).await;
+    assert_eq!(most_at_once("job:ov1"), 1);
+    let (dir, store) = app.stop().await;
+    let message = Runtime::builder(store.clone())
+        .orchestrator_flow_control(LimitedJob, FlowControl::new().concurrency(0))
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("orchestrator `limited_job`")
+            && message.contains("concurrency limit of 0"),
+        "{message}"
+    );
+    // Without limits it runs all at once.
+    let runtime = Runtime::builder(store)
+        .no_orchestrator_flow_control(LimitedJob)
+        .start()
+        .await
+        .unwrap();
+    let ids = start_jobs(&runtime.client(), &["free"], 4, 300).await;
+    all_completed(&runtime.client(), &ids).await;
+    assert_eq!(most_at_once("job:free"), 4);
+    runtime.shutdown().await.unwrap();
+    drop(dir);
 }

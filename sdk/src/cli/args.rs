@@ -702,10 +702,10 @@ pub(crate) struct ScheduleBackfillArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct FlowArgs {
-    /// Only these activities (repeat the flag or separate with commas; default: those that
-    /// declare limits).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) activity: Vec<String>,
+    /// Only these activities and orchestrators (repeat the flag or separate with commas;
+    /// default: those with limits).
+    #[arg(long, alias = "activity", value_delimiter = ',')]
+    pub(crate) name: Vec<String>,
 
     /// Print JSON (the HTTP API's `GET /flow` format).
     #[arg(long)]

@@ -586,7 +586,11 @@ fn replay_one(
 
 fn functions(args: FunctionsArgs) -> CliResult {
     let registry = Registry::global();
-    let functions = FunctionsView::new(&registry, &registry.declared_flow_limits());
+    let functions = FunctionsView::new(
+        &registry,
+        &registry.declared_flow_limits(),
+        &registry.declared_orchestrator_flow_limits(),
+    );
     if args.json {
         print_json(&functions)?;
         return Ok(ExitCode::SUCCESS);

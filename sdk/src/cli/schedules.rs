@@ -10,6 +10,7 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::payload::Payload;
 use crate::schedule::{Overlap, ScheduleRun, ScheduleSpec, ScheduleStatus, Timing, parse_duration};
+use crate::store::FlowKind;
 
 pub(super) async fn run(command: ScheduleCommand, client: Client) -> CliResult {
     match command {
@@ -203,17 +204,23 @@ fn show(status: &ScheduleStatus) -> String {
     out
 }
 
-/// `flow`: running and waiting work per flow-controlled activity and key, with its limits.
+/// `flow`: running and waiting work per flow-controlled activity or orchestrator and key,
+/// with its limits.
 pub(super) async fn flow(args: FlowArgs, client: Client) -> CliResult {
-    let names: Vec<&str> = args.activity.iter().map(String::as_str).collect();
+    let names: Vec<&str> = args.name.iter().map(String::as_str).collect();
     let flow = client.flow_status(&names).await?;
     if args.json {
         print_json(&serde_json::json!({ "flow": flow }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let in_force = client.flow_limits();
-    let limits = |name: &str| {
-        let Some(limits) = in_force.get(name) else {
+    let activities = client.flow_limits();
+    let orchestrators = client.orchestrator_flow_limits();
+    let limits = |status: &crate::store::FlowStatus| {
+        let in_force = match status.kind {
+            FlowKind::Activity => &activities,
+            FlowKind::Orchestration => &orchestrators,
+        };
+        let Some(limits) = in_force.get(&status.name) else {
             return "-".to_owned();
         };
         let mut parts = Vec::new();
@@ -229,11 +236,12 @@ pub(super) async fn flow(args: FlowArgs, client: Client) -> CliResult {
         parts.join(", ")
     };
     let mut rows = vec![vec![
-        "ACTIVITY".to_owned(),
+        "NAME".to_owned(),
         "KEY".to_owned(),
         "RUNNING".to_owned(),
         "WAITING".to_owned(),
         "LIMITS".to_owned(),
+        "KIND".to_owned(),
     ]];
     for status in &flow {
         rows.push(vec![
@@ -241,7 +249,12 @@ pub(super) async fn flow(args: FlowArgs, client: Client) -> CliResult {
             status.key.clone().unwrap_or_else(|| "-".to_owned()),
             status.running.to_string(),
             status.waiting.to_string(),
-            limits(&status.name),
+            limits(status),
+            match status.kind {
+                FlowKind::Activity => "activity",
+                FlowKind::Orchestration => "orchestrator",
+            }
+            .to_owned(),
         ]);
     }
     print!("{}", output::table(&rows));

@@ -21,21 +21,24 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(serde::Deserialize)]
 struct FlowParams {
+    name: Option<String>,
+    /// The same as `name` (what the route took first).
     activity: Option<String>,
 }
 
-/// `GET /flow[?activity=a,b]`: `{"flow": [{"name", "key", "running", "waiting"}]}` for the
-/// activities named (default: those that declare limits).
+/// `GET /flow[?name=a,b]`: `{"flow": [{"kind", "name", "key", "running", "waiting"}]}` for the
+/// activities and orchestrators named (default: those with limits), `kind` telling which.
 async fn flow(
     req: actix_web::HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     let params: FlowParams = super::orchestrations::query(&req)?;
-    let names: Vec<&str> = params
-        .activity
-        .as_deref()
-        .map(|list| list.split(',').filter(|n| !n.is_empty()).collect())
-        .unwrap_or_default();
+    let names: Vec<&str> = [params.name.as_deref(), params.activity.as_deref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|list| list.split(','))
+        .filter(|name| !name.is_empty())
+        .collect();
     let flow = state.client.flow_status(&names).await?;
     Ok(HttpResponse::Ok().json(json!({ "flow": flow })))
 }
@@ -50,6 +53,7 @@ async fn functions(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(FunctionsView::new(
         &state.registry,
         &state.client.flow_limits(),
+        &state.client.orchestrator_flow_limits(),
     ))
 }
 
@@ -76,12 +80,12 @@ fn render_flow(flow: &[crate::store::FlowStatus]) -> String {
     for (name, help, value) in [
         (
             "duractor_flow_running",
-            "Attempts of flow-controlled activities running, by activity and key.",
+            "Attempts of flow-controlled activities running (by activity and key); instances of flow-controlled orchestrators let run and not finished (by orchestrator and key).",
             (|s: &crate::store::FlowStatus| s.running) as fn(&crate::store::FlowStatus) -> u32,
         ),
         (
             "duractor_flow_waiting",
-            "Work items of flow-controlled activities waiting (held back by a limit, or not claimed yet), by activity and key.",
+            "Work items of flow-controlled activities waiting (held back by a limit, or not claimed yet), by activity and key; instances of flow-controlled orchestrators held back (Pending), by orchestrator and key.",
             |s: &crate::store::FlowStatus| s.waiting,
         ),
     ] {
@@ -90,7 +94,11 @@ fn render_flow(flow: &[crate::store::FlowStatus]) -> String {
         for status in flow {
             let _ = writeln!(
                 out,
-                "{name}{{activity=\"{}\",key=\"{}\"}} {}",
+                "{name}{{{}=\"{}\",key=\"{}\"}} {}",
+                match status.kind {
+                    crate::store::FlowKind::Activity => "activity",
+                    crate::store::FlowKind::Orchestration => "orchestrator",
+                },
                 label(&status.name),
                 label(status.key.as_deref().unwrap_or("")),
                 value(status)

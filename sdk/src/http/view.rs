@@ -405,7 +405,7 @@ pub(crate) struct FunctionView {
     pub(crate) version: &'static str,
     pub(crate) input_type: &'static str,
     pub(crate) output_type: &'static str,
-    /// An activity's flow-control limits in force.
+    /// An activity's or orchestrator's flow-control limits in force.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) flow_control: Option<crate::flow::FlowControl>,
 }
@@ -421,11 +421,12 @@ pub(crate) struct FunctionsView {
 }
 
 impl FunctionsView {
-    /// What `registry` holds, with the activities' limits from `flow` (see
-    /// [`Client::flow_limits`](crate::Client::flow_limits)).
+    /// What `registry` holds, with the activities' limits from `flow` and the orchestrators'
+    /// from `orchestrator_flow` (see [`Client::flow_limits`](crate::Client::flow_limits)).
     pub(crate) fn new(
         registry: &Registry,
         flow: &std::collections::BTreeMap<String, crate::flow::FlowControl>,
+        orchestrator_flow: &std::collections::BTreeMap<String, crate::flow::FlowControl>,
     ) -> Self {
         FunctionsView {
             orchestrators: registry
@@ -435,7 +436,7 @@ impl FunctionsView {
                     version: o.version,
                     input_type: (o.input_type)(),
                     output_type: (o.output_type)(),
-                    flow_control: None,
+                    flow_control: orchestrator_flow.get(o.name).cloned(),
                 })
                 .collect(),
             activities: registry

@@ -438,16 +438,19 @@ function historyTable(events, page, id) {
     h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Turn time"), h("th", {}, "Event"), h("th", {}, "Details"))), h("tbody", {}, rows))),
     h("div", { class: "pager" },
       p > 0 ? h("a", { href: `#/instance/${encodeURIComponent(id)}?page=${p - 1}` }, "« previous") : null,
-      h("span", { class: "muted" }, `events ${p * HISTORY_PAGE}–${Math.min(events.length, (p + 1) * HISTORY_PAGE) - 1} of ${events.length}`),
+      h("span", { class: "muted" }, events.length ? `events ${p * HISTORY_PAGE}–${Math.min(events.length, (p + 1) * HISTORY_PAGE) - 1} of ${events.length}` : "no events yet"),
       p < pages - 1 ? h("a", { href: `#/instance/${encodeURIComponent(id)}?page=${p + 1}` }, "next »") : null));
 }
 
 async function instance(id, params) {
   const enc = encodeURIComponent(id);
-  const [{ body: st }, waitingAnswer] = await Promise.all([
+  const [{ body: st }, waitingAnswer, fns] = await Promise.all([
     api(`instances/${enc}?showInput=true&showHistory=true&showHistoryOutput=true`),
     api(`instances/${enc}/waiting`).then((r) => r.body).catch((e) => ({ events: null, reason: e.message })),
+    loadFunctions().catch(() => ({ orchestrators: [] })),
   ]);
+  const orchestrator = (fns.orchestrators || []).find((o) => o.name === st.name);
+  const limits = orchestrator && orchestrator.flowControl;
   const events = st.historyEvents || [];
   const running = ["Pending", "Running", "Suspended"].includes(st.runtimeStatus);
   const { bars, waiting } = analyse(events, running);
@@ -467,7 +470,9 @@ async function instance(id, params) {
             : [h("b", {}, w.kind === "lock" ? "lock " : "entity "), h("code", {}, w.label)])),
     awaited.map((name) => h("li", { "data-wait": "event", "data-event": name }, h("b", {}, "event "), h("code", {}, name))),
     waitingAnswer.events === null && waitingAnswer.reason ? h("li", { class: "muted" }, `events: unknown (${waitingAnswer.reason})`) : null,
-    !waiting.length && !awaited.length ? h("li", { class: "muted" }, st.runtimeStatus === "Pending" ? "not started yet" : "nothing: a turn is running or about to") : null) : null;
+    st.runtimeStatus === "Pending" && limits ? h("li", { "data-wait": "flow" }, h("b", {}, "a flow-control slot: "),
+      `${st.name} runs ${flowText(limits)}; this instance starts when one is free (see `, h("a", { href: "#/functions" }, "Functions"), ")") : null,
+    !waiting.length && !awaited.length && !(st.runtimeStatus === "Pending" && limits) ? h("li", { class: "muted" }, st.runtimeStatus === "Pending" ? "not started yet" : "nothing: a turn is running or about to") : null) : null;
   const raiseForm = h("form", { id: "raise-form", onsubmit: (e) => {
     e.preventDefault();
     const f = e.target;
@@ -611,17 +616,17 @@ async function functions() {
       h("td", { class: "mono" }, f.inputType), h("td", { class: "mono" }, f.outputType),
       limits ? h("td", { "data-flow": f.name }, f.flowControl ? flowText(f.flowControl) : h("span", { class: "muted" }, "unlimited")) : null,
       start ? h("td", {}, startForm(f.name)) : null)))));
-  const limited = fns.activities.filter((a) => a.flowControl).map((a) => a.name);
-  const flow = limited.length ? (await api(`flow?activity=${limited.map(encodeURIComponent).join(",")}`)).body.flow : [];
-  // While limited work runs or waits, keep its counts current (not while someone types).
-  if (flow.some((f) => f.running || f.waiting)) refreshEvery(2000, () => {
+  const limited = fns.activities.concat(fns.orchestrators).filter((f) => f.flowControl).map((f) => f.name);
+  const flow = limited.length ? (await api(`flow?name=${[...new Set(limited)].map(encodeURIComponent).join(",")}`)).body.flow : [];
+  // With limits in force, keep the counts of limited work current (not while someone types).
+  if (limited.length) refreshEvery(2000, () => {
     const active = document.activeElement;
     if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
     render();
   });
   return h("div", { id: "functions" },
     h("h1", {}, "Functions"),
-    h("h2", {}, "Orchestrators"), table(fns.orchestrators, true, false),
+    h("h2", {}, "Orchestrators"), table(fns.orchestrators, true, true),
     h("h2", {}, "Activities"), table(fns.activities, false, true),
     limited.length ? [h("h2", {}, "Flow-controlled work now"), flowTable(flow)] : null,
     h("h2", {}, "Entity operations"), table(fns.entityOperations, false, false));
@@ -637,11 +642,12 @@ function flowText(limits) {
 
 function flowTable(flow) {
   return h("div", { class: "table-wrap" }, h("table", { id: "flow" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Activity"), h("th", {}, "Key"), h("th", {}, "Running"), h("th", {}, "Waiting"))),
-    h("tbody", {}, flow.length ? flow.map((f) => h("tr", { "data-flow-row": `${f.name}/${f.key || ""}` },
+    h("thead", {}, h("tr", {}, h("th", {}, "Function"), h("th", {}, "Key"), h("th", {}, "Running"), h("th", {}, "Waiting"), h("th", {}, "Kind"))),
+    h("tbody", {}, flow.length ? flow.map((f) => h("tr", { "data-flow-row": `${f.name}/${f.key || ""}`, "data-kind": f.kind },
       h("td", {}, f.name), h("td", { class: "mono" }, f.key === null || f.key === undefined ? "—" : f.key),
-      h("td", {}, String(f.running)), h("td", {}, String(f.waiting))))
-      : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "Nothing running or waiting.")))));
+      h("td", {}, String(f.running)), h("td", {}, String(f.waiting)),
+      h("td", { class: "muted" }, f.kind === "orchestration" ? "instances (held ones are Pending)" : "activity calls")))
+      : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "Nothing running or waiting.")))));
 }
 
 /// A duration in milliseconds, in the unit that reads best.
