@@ -1,13 +1,16 @@
-//! Flow control for activities: at most N running at once and at most N starts per period,
-//! per activity type or per key taken from the input, and priorities that order the work
-//! waiting for them.
+//! Flow control for activities and orchestrations: at most N running at once and at most N
+//! starts per period, per function or per key taken from the input, and priorities that
+//! order the work waiting for them.
 //!
-//! A [`FlowControl`] is declared on the runtime builder (`RuntimeBuilder::flow_control`) or
-//! on the activity (`#[activity(concurrency = 3, key = "/customer", rate = "50/s")]`); every
-//! worker of an app declares the same, so every claim enforces it. Work held back stays in
-//! the store's queue, never fails, and is claimed as soon as the limits allow. The store
-//! applies [`pick`] to the waiting work items of a limited activity, after serializing the
-//! claims of that activity across workers.
+//! A [`FlowControl`] is declared on the function (`#[activity(concurrency = 3, key =
+//! "/customer", rate = "50/s")]`, `#[orchestrator(concurrency = 2, key = "/customer")]`) or on
+//! the runtime builder (`RuntimeBuilder::flow_control`, `orchestrator_flow_control`); every
+//! worker of an app declares the same, so every claim and admission enforces it. Work held
+//! back stays in the store, never fails, and runs as soon as the limits allow: an activity's
+//! calls wait in the queue until a claim takes them; an orchestrator's instances wait
+//! Pending until an admission lets them run. The store applies [`pick`] to the waiting calls
+//! or instances of a limited function, after serializing the claims (admissions) of that
+//! function across workers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -166,10 +169,11 @@ impl FlowControl {
     }
 }
 
-/// The flow-control rule a claim enforces for one activity (the store's form).
+/// The flow-control rule a claim (an admission) enforces for one activity (orchestrator): the
+/// store's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRule {
-    /// The activity.
+    /// The activity or orchestrator.
     pub name: String,
     /// Its limits.
     pub limits: FlowControl,

@@ -27,7 +27,7 @@
 //! | `GET /schedules`, `POST /schedules` | list schedules (spec, next run, running and recent runs); create one (the body is its spec) | 200 / 202 |
 //! | `GET`, `PUT`, `DELETE /schedules/{id}` | one schedule; replace its spec; delete it | 200 / 202 |
 //! | `POST /schedules/{id}/pause?note`, `/resume`, `/trigger`, `/backfill?from&to` | pause, resume, run now, run a past range | 202 |
-//! | `GET /flow?activity` | flow-controlled work running and waiting, per activity and key | 200 |
+//! | `GET /flow?name` | flow-controlled work running and waiting, per activity or orchestrator and key | 200 |
 //! | `GET /functions` | registered orchestrators, activities (with their `flowControl` limits in force) and entity operations | 200 |
 //! | `GET /health` | liveness, store reachable (never needs the token) | 200 / 503 |
 //! | `GET /metrics` | Prometheus text: turns, activities, queue depths, latencies | 200 |
