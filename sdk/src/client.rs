@@ -306,8 +306,8 @@ impl Client {
     /// limits (`None`: it has none, it runs at once).
     fn hold_for(&self, name: &str, input: &Payload, priority: i32) -> Option<FlowHold> {
         let limits = match &self.local {
-            Some(worker) => worker.orchestrator_flow(name)?,
-            None => (self.registry.get_orchestrator(name).ok()?.flow)()?,
+            Some(worker) if worker.has_orchestrator(name) => worker.orchestrator_flow(name)?,
+            _ => (self.registry.get_orchestrator(name).ok()?.flow)()?,
         };
         Some(FlowHold {
             key: limits.key_of(input),

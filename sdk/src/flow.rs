@@ -226,6 +226,12 @@ pub fn pick(
     picked
 }
 
+/// The name a store records the starts of orchestrator `name` under (for its rate), apart
+/// from those of an activity of the same name.
+pub fn orchestrator_starts(name: &str) -> String {
+    format!("orchestrator:{name}")
+}
+
 /// How many waiting items per key a claim needs to look at: no key can take more than this.
 pub fn per_key_window(limits: &FlowControl, want: usize) -> usize {
     let mut window = want;

@@ -1265,8 +1265,11 @@ async fn held_instances_wait_for_their_admission(b: &Backend) {
     done.status = Some(RuntimeStatus::Completed);
     done.output = Some(Payload::null());
     store.commit_turn(done).await.unwrap();
+    // Its id, started again (replacing the finished instance), is held anew, behind a1 and a2.
+    store.create_instance(held("a3", "a", 0)).await.unwrap();
     let next = store.admit_instances(&rules).await.unwrap();
     assert_eq!(next.admitted, ["a1"]);
+    assert_eq!(next.waiting, 3);
     let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
     assert_eq!(claimed.len(), 2, "{claimed:?}");
     assert!(claimed.iter().all(|m| m.instance_id == "a1"));
@@ -1290,7 +1293,7 @@ async fn held_instances_wait_for_their_admission(b: &Backend) {
         .unwrap();
     let terminated = store.admit_instances(&rules).await.unwrap();
     assert_eq!(terminated.admitted, ["b2"]);
-    assert_eq!(terminated.waiting, 1);
+    assert_eq!(terminated.waiting, 2);
 
     let mut status = store.instance_flow_status(&["flow".into()]).await.unwrap();
     status.sort_by(|x, y| x.key.cmp(&y.key));
@@ -1298,6 +1301,35 @@ async fn held_instances_wait_for_their_admission(b: &Backend) {
         .iter()
         .map(|s| (s.key.as_deref(), s.running, s.waiting))
         .collect();
-    assert_eq!(counts, [(Some("a"), 1, 1), (Some("b"), 2, 0)]);
+    assert_eq!(
+        counts,
+        [(Some("a"), 1, 2), (Some("b"), 1, 0)],
+        "a terminated held instance no longer counts"
+    );
+
+    // A purged instance's id can be held again at once.
+    let mut b1_done = turn(
+        "b1",
+        "w1",
+        0,
+        vec![Event::ExecutionCompleted {
+            output: Payload::null(),
+        }],
+        vec![],
+    );
+    b1_done.status = Some(RuntimeStatus::Completed);
+    b1_done.output = Some(Payload::null());
+    store.commit_turn(b1_done).await.unwrap();
+    let purged = store
+        .purge_instances(&PurgeQuery {
+            instance_id: Some("b1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    store.create_instance(held("b1", "b", 0)).await.unwrap();
+    let again = store.admit_instances(&rules).await.unwrap();
+    assert_eq!(again.admitted, ["b1"], "nothing of b runs: the new b1 may");
     assert!(status.iter().all(|s| s.kind == FlowKind::Orchestration));
 }

@@ -592,6 +592,7 @@ fn a_schedule_made_on_the_page_runs_pauses_and_runs_now_and_flow_control_shows_w
         );
         assert_eq!(started.status, 202, "{}", started.body);
     }
+    page.goto(&url(&server, "/schedules"));
     page.goto(&url(&server, "/functions"));
     let row = "[data-flow-row='limited_job/dash']";
     page.wait_for(

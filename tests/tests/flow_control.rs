@@ -510,7 +510,7 @@ async fn orchestration_limits_set_at_runtime_override_the_declared_ones_and_bad_
         "{message}"
     );
     // Without limits it runs all at once.
-    let runtime = Runtime::builder(store)
+    let runtime = Runtime::builder(store.clone())
         .no_orchestrator_flow_control(LimitedJob)
         .start()
         .await
@@ -518,6 +518,19 @@ async fn orchestration_limits_set_at_runtime_override_the_declared_ones_and_bad_
     let ids = start_jobs(&runtime.client(), &["free"], 4, 300).await;
     all_completed(&runtime.client(), &ids).await;
     assert_eq!(most_at_once("job:free"), 4);
+    // A client of another configuration (here: the declared limits) holds its starts; a
+    // worker without limits on the orchestrator finds them and lets them run, rather than
+    // leave them Pending for ever.
+    let other = Client::new(store.clone());
+    let held = start_jobs(&other, &["stranded"], 3, 0).await;
+    let status = other.flow_status(&["limited_job"]).await.unwrap();
+    assert!(
+        status
+            .iter()
+            .any(|s| s.key.as_deref() == Some("stranded") && s.waiting > 0),
+        "{status:?}"
+    );
+    all_completed(&runtime.client(), &held).await;
     runtime.shutdown().await.unwrap();
     drop(dir);
 }

@@ -78,6 +78,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: PgPool,
     writer: Writes,
+    /// The channel that tells every worker of the schema that work is ready.
+    work_channel: String,
     events: Arc<StoreEvents>,
     runtime: tokio::runtime::Handle,
     options: PostgresStoreOptions,
@@ -212,7 +214,7 @@ impl PostgresStore {
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
             pool.clone(),
-            work_channel,
+            work_channel.clone(),
             finished_channel,
             events.clone(),
         ));
@@ -220,6 +222,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 writer: Writes::new(tx, "PostgreSQL"),
+                work_channel,
                 events,
                 runtime,
                 options,
@@ -492,8 +495,36 @@ impl Store for PostgresStore {
         .await
     }
 
+    /// In a transaction of its own, outside the writer's batches: it waits for advisory locks
+    /// (taken in name order, so two workers' admissions cannot deadlock) before it locks any
+    /// row, and a batch never waits for an advisory lock. Run again after a lost answer, it
+    /// finds what the first run did and goes on from there.
     async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
-        self.inner.writer.admit_instances(rules).await
+        let pool = self.inner.pool.clone();
+        let channel = self.inner.work_channel.clone();
+        let events = self.inner.events.clone();
+        let mut rules = rules.to_vec();
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        self.run(async move {
+            let failed = |e| Error::from(store_error("letting held instances run", e));
+            let mut tx = pool.begin().await.map_err(failed)?;
+            let admission = writer::admit(&mut tx, &rules, crate::common::now_ms())
+                .await
+                .map_err(failed)?;
+            if !admission.admitted.is_empty() {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&channel)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            }
+            tx.commit().await.map_err(failed)?;
+            if !admission.admitted.is_empty() {
+                events.notify_work();
+            }
+            Ok(admission)
+        })
+        .await
     }
 
     async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {

@@ -250,11 +250,6 @@ impl BatchExecutor for Writer {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Op::Admit { rules, reply } => {
-                    let admission = admit(&mut tx, rules, now).await?;
-                    plan.effects.work |= !admission.admitted.is_empty();
-                    reply.set(Ok(admission));
-                }
                 Op::Purge { query, reply } => {
                     reply.set(Ok(purge(&mut tx, query).await?));
                 }
@@ -388,13 +383,21 @@ async fn write(
         .execute(&mut **tx)
         .await?;
     }
-    if !plan.flow_holds.is_empty() || !plan.replaced.is_empty() {
+    if !plan.replaced.is_empty() {
+        sqlx::query("DELETE FROM flow_instances WHERE instance_id = ANY($1)")
+            .bind(&plan.replaced)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !plan.flow_holds.is_empty() {
+        // An upsert: a row left behind (its instance purged meanwhile) never fails the batch.
         sqlx::query(
-            "WITH d AS (DELETE FROM flow_instances WHERE instance_id = ANY($1)) \
-             INSERT INTO flow_instances (instance_id, name, flow_key, priority) \
-             SELECT e->>0, e->>1, e->>2, (e->>3)::integer FROM jsonb_array_elements($2::jsonb) e",
+            "INSERT INTO flow_instances (instance_id, name, flow_key, priority) \
+             SELECT e->>0, e->>1, e->>2, (e->>3)::integer FROM jsonb_array_elements($1::jsonb) e \
+             ON CONFLICT (instance_id) DO UPDATE SET name = excluded.name, \
+               flow_key = excluded.flow_key, priority = excluded.priority, admitted = 0, \
+               id = nextval(pg_get_serial_sequence('flow_instances', 'id'))",
         )
-        .bind(&plan.replaced)
         .bind(json(&plan.flow_holds))
         .execute(&mut **tx)
         .await?;
@@ -751,26 +754,7 @@ async fn limited_ids(
     .await?;
     usage.running = counts(running);
     if let Some(rate) = rule.limits.rate {
-        let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
-        sqlx::query("DELETE FROM flow_starts WHERE name = $1 AND started_at <= $2")
-            .bind(&rule.name)
-            .bind(now.saturating_sub(period))
-            .execute(&mut *conn)
-            .await?;
-        let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
-             FROM flow_starts WHERE name = $1 GROUP BY flow_key",
-        )
-        .bind(&rule.name)
-        .bind(now.saturating_sub(period / 10))
-        .fetch_all(&mut *conn)
-        .await?;
-        for (key, in_period, in_tenth) in started {
-            usage
-                .started_in_period
-                .insert(key.clone(), saturate(in_period));
-            usage.started_in_tenth.insert(key, saturate(in_tenth));
-        }
+        count_starts(conn, &rule.name, rate, now, &mut usage).await?;
     }
     let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT id, flow_key FROM ( \
@@ -786,21 +770,8 @@ async fn limited_ids(
     .fetch_all(&mut *conn)
     .await?;
     let picked = flow::pick(&rule.limits, &candidates, &usage, want);
-    if rule.limits.rate.is_some() && !picked.is_empty() {
-        let keys: Vec<Option<String>> = candidates
-            .iter()
-            .filter(|(id, _)| picked.contains(id))
-            .map(|(_, key)| key.clone())
-            .collect();
-        sqlx::query(
-            "INSERT INTO flow_starts (name, flow_key, started_at) \
-             SELECT $1, k, $2 FROM unnest($3::text[]) k",
-        )
-        .bind(&rule.name)
-        .bind(now)
-        .bind(&keys)
-        .execute(&mut *conn)
-        .await?;
+    if rule.limits.rate.is_some() {
+        record_starts(conn, &rule.name, &candidates, &picked, now).await?;
     }
     Ok(picked)
 }
@@ -842,7 +813,8 @@ async fn purge(tx: &mut Transaction<'_, Postgres>, query: &PurgeQuery) -> Result
     sqlx::query(
         "WITH h AS (DELETE FROM history WHERE instance_id = ANY($1)), \
               q AS (DELETE FROM orch_queue WHERE instance_id = ANY($1)), \
-              a AS (DELETE FROM activity_queue WHERE instance_id = ANY($1)) \
+              a AS (DELETE FROM activity_queue WHERE instance_id = ANY($1)), \
+              f AS (DELETE FROM flow_instances WHERE instance_id = ANY($1)) \
          DELETE FROM instances WHERE instance_id = ANY($1)",
     )
     .bind(&ids)
@@ -886,7 +858,7 @@ async fn clean_entities(
 /// (see `Store::admit_instances`), after taking each orchestrator's advisory lock: admissions
 /// of one orchestrator run one at a time across workers (until the transaction ends), so each
 /// counts what the one before let run.
-async fn admit(
+pub(super) async fn admit(
     tx: &mut Transaction<'_, Postgres>,
     rules: &[FlowRule],
     now: i64,
@@ -907,90 +879,135 @@ async fn admit(
         .bind(&rule.name)
         .execute(&mut **tx)
         .await?;
-        let rows: Vec<(i64, Option<String>, i32, bool)> = sqlx::query_as(
-            "SELECT f.id, f.flow_key, f.admitted, EXISTS (SELECT 1 FROM orch_queue q \
-               WHERE q.instance_id = f.instance_id \
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM flow_instances WHERE name = $1 AND admitted = 0",
+        )
+        .bind(&rule.name)
+        .fetch_one(&mut **tx)
+        .await?;
+        if held == 0 {
+            continue;
+        }
+        // Held instances being terminated go at once, whatever the limits, and no longer count.
+        let terminated: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM flow_instances f WHERE f.name = $1 AND f.admitted = 0 AND EXISTS ( \
+               SELECT 1 FROM orch_queue q WHERE q.instance_id = f.instance_id \
                  AND q.message LIKE '{\"ExecutionTerminated\"%') \
-             FROM flow_instances f WHERE f.name = $1 ORDER BY f.priority DESC, f.id",
+             RETURNING f.instance_id",
         )
         .bind(&rule.name)
         .fetch_all(&mut **tx)
         .await?;
         let mut usage = FlowUsage::default();
-        let mut candidates = Vec::new();
-        let mut ids = Vec::new();
-        for (id, key, admitted, terminated) in rows {
-            if admitted != 0 {
-                *usage.running.entry(key).or_default() += 1;
-            } else if terminated {
-                // It ends at once: let it go whatever the limits.
-                ids.push(id);
-            } else {
-                candidates.push((id, key));
-            }
-        }
-        if candidates.is_empty() && ids.is_empty() {
-            continue;
-        }
-        let starts = format!("orchestrator:{}", rule.name);
-        if let Some(rate) = rule.limits.rate {
-            let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
-            sqlx::query("DELETE FROM flow_starts WHERE name = $1 AND started_at <= $2")
-                .bind(&starts)
-                .bind(now.saturating_sub(period))
-                .execute(&mut **tx)
-                .await?;
-            let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-                "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
-                 FROM flow_starts WHERE name = $1 GROUP BY flow_key",
-            )
-            .bind(&starts)
-            .bind(now.saturating_sub(period / 10))
-            .fetch_all(&mut **tx)
-            .await?;
-            for (key, in_period, in_tenth) in started {
-                usage
-                    .started_in_period
-                    .insert(key.clone(), saturate(in_period));
-                usage.started_in_tenth.insert(key, saturate(in_tenth));
-            }
-        }
-        let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
-        admission.waiting += (candidates.len() - picked.len()) as u64;
-        if rule.limits.rate.is_some() && !picked.is_empty() {
-            let keys: Vec<Option<String>> = candidates
-                .iter()
-                .filter(|(id, _)| picked.contains(id))
-                .map(|(_, key)| key.clone())
-                .collect();
-            sqlx::query(
-                "INSERT INTO flow_starts (name, flow_key, started_at) \
-                 SELECT $1, k, $2 FROM unnest($3::text[]) k",
-            )
-            .bind(&starts)
-            .bind(now)
-            .bind(&keys)
-            .execute(&mut **tx)
-            .await?;
-        }
-        ids.extend(picked);
-        if ids.is_empty() {
-            continue;
-        }
-        let admitted: Vec<String> = sqlx::query_scalar(
-            "WITH f AS (UPDATE flow_instances SET admitted = 1 WHERE id = ANY($1) \
-                        RETURNING instance_id), \
-                  q AS (UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
-                        WHERE instance_id IN (SELECT instance_id FROM f) AND locked_by = $2), \
-                  i AS (UPDATE instances SET locked_by = NULL, locked_until = NULL \
-                        WHERE instance_id IN (SELECT instance_id FROM f) AND locked_by = $2) \
-             SELECT instance_id FROM f",
+        let running: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT flow_key, count(*) FROM flow_instances \
+             WHERE name = $1 AND admitted = 1 GROUP BY flow_key",
         )
-        .bind(&ids)
-        .bind(FLOW_HOLD_OWNER)
+        .bind(&rule.name)
         .fetch_all(&mut **tx)
+        .await?;
+        usage.running = counts(running);
+        let starts = flow::orchestrator_starts(&rule.name);
+        if let Some(rate) = rule.limits.rate {
+            count_starts(tx, &starts, rate, now, &mut usage).await?;
+        }
+        let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, flow_key FROM ( \
+                 SELECT id, flow_key, priority, \
+                     row_number() OVER (PARTITION BY flow_key ORDER BY priority DESC, id) AS rn \
+                 FROM flow_instances WHERE name = $1 AND admitted = 0) c \
+             WHERE rn <= $2 ORDER BY priority DESC, id",
+        )
+        .bind(&rule.name)
+        .bind(i64::try_from(flow::per_key_window(&rule.limits, usize::MAX)).unwrap_or(i64::MAX))
+        .fetch_all(&mut **tx)
+        .await?;
+        let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
+        admission.waiting += (held as u64).saturating_sub((terminated.len() + picked.len()) as u64);
+        if rule.limits.rate.is_some() {
+            record_starts(tx, &starts, &candidates, &picked, now).await?;
+        }
+        let mut admitted: Vec<String> = sqlx::query_scalar(
+            "UPDATE flow_instances SET admitted = 1 WHERE id = ANY($1) RETURNING instance_id",
+        )
+        .bind(&picked)
+        .fetch_all(&mut **tx)
+        .await?;
+        admitted.extend(terminated);
+        if admitted.is_empty() {
+            continue;
+        }
+        sqlx::query(
+            "WITH q AS (UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                        WHERE instance_id = ANY($1) AND locked_by = $2) \
+             UPDATE instances SET locked_by = NULL, locked_until = NULL \
+             WHERE instance_id = ANY($1) AND locked_by = $2",
+        )
+        .bind(&admitted)
+        .bind(FLOW_HOLD_OWNER)
+        .execute(&mut **tx)
         .await?;
         admission.admitted.extend(admitted);
     }
     Ok(admission)
+}
+
+/// Counts the starts of `name` a rate sees now, per key: within its period and within the
+/// last tenth of it (forgetting older ones).
+async fn count_starts(
+    conn: &mut PgConnection,
+    name: &str,
+    rate: flow::Rate,
+    now: i64,
+    usage: &mut FlowUsage,
+) -> Result<(), sqlx::Error> {
+    let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+    sqlx::query("DELETE FROM flow_starts WHERE name = $1 AND started_at <= $2")
+        .bind(name)
+        .bind(now.saturating_sub(period))
+        .execute(&mut *conn)
+        .await?;
+    let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
+         FROM flow_starts WHERE name = $1 GROUP BY flow_key",
+    )
+    .bind(name)
+    .bind(now.saturating_sub(period / 10))
+    .fetch_all(&mut *conn)
+    .await?;
+    for (key, in_period, in_tenth) in started {
+        usage
+            .started_in_period
+            .insert(key.clone(), saturate(in_period));
+        usage.started_in_tenth.insert(key, saturate(in_tenth));
+    }
+    Ok(())
+}
+
+/// Records, for a rate of `name`, the starts of the `picked` among `candidates`.
+async fn record_starts(
+    conn: &mut PgConnection,
+    name: &str,
+    candidates: &[(i64, Option<String>)],
+    picked: &[i64],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<Option<String>> = candidates
+        .iter()
+        .filter(|(id, _)| picked.contains(id))
+        .map(|(_, key)| key.clone())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO flow_starts (name, flow_key, started_at) \
+         SELECT $1, k, $2 FROM unnest($3::text[]) k",
+    )
+    .bind(name)
+    .bind(now)
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -152,6 +152,7 @@ impl BatchExecutor for Writer {
                 }
                 Op::Admit { rules, reply } => {
                     let admission = self.admit(rules, now).await?;
+                    plan.effects.work |= !admission.admitted.is_empty();
                     reply.set(Ok(admission));
                 }
                 Op::Renew {
@@ -313,7 +314,7 @@ impl Writer {
         if !plan.flow_holds.is_empty() || !plan.replaced.is_empty() {
             const SQL: &str = "\
                 DELETE FROM flow_instances WHERE instance_id IN (SELECT value FROM json_each(?)); \
-                INSERT INTO flow_instances (instance_id, name, flow_key, priority) \
+                INSERT OR REPLACE INTO flow_instances (instance_id, name, flow_key, priority) \
                   SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)";
             sqlx::query(SQL)
                 .bind(json(&plan.replaced))
@@ -568,8 +569,10 @@ impl Writer {
             "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?)); \
              DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
              DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?)); \
+             DELETE FROM flow_instances WHERE instance_id IN (SELECT value FROM json_each(?)); \
              DELETE FROM instances WHERE instance_id IN (SELECT value FROM json_each(?))",
         )
+        .bind(&list)
         .bind(&list)
         .bind(&list)
         .bind(&list)
@@ -664,26 +667,7 @@ impl Writer {
         .await?;
         usage.running = running.into_iter().map(|(k, n)| (k, count(n))).collect();
         if let Some(rate) = rule.limits.rate {
-            let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
-            sqlx::query("DELETE FROM flow_starts WHERE name = ?1 AND started_at <= ?2")
-                .bind(&rule.name)
-                .bind(now.saturating_sub(period))
-                .execute(&mut self.conn)
-                .await?;
-            let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-                "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
-                 FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
-            )
-            .bind(&rule.name)
-            .bind(now.saturating_sub(period / 10))
-            .fetch_all(&mut self.conn)
-            .await?;
-            for (key, in_period, in_tenth) in started {
-                usage
-                    .started_in_period
-                    .insert(key.clone(), count(in_period));
-                usage.started_in_tenth.insert(key, count(in_tenth));
-            }
+            self.count_starts(&rule.name, rate, now, &mut usage).await?;
         }
         let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT id, flow_key FROM ( \
@@ -699,23 +683,72 @@ impl Writer {
         .fetch_all(&mut self.conn)
         .await?;
         let picked = flow::pick(&rule.limits, &candidates, &usage, want);
-        if rule.limits.rate.is_some() && !picked.is_empty() {
-            let keys: Vec<&Option<String>> = candidates
-                .iter()
-                .filter(|(id, _)| picked.contains(id))
-                .map(|(_, key)| key)
-                .collect();
-            sqlx::query(
-                "INSERT INTO flow_starts (name, flow_key, started_at) \
-                 SELECT ?1, value, ?2 FROM json_each(?3)",
-            )
-            .bind(&rule.name)
-            .bind(now)
-            .bind(json(&keys))
-            .execute(&mut self.conn)
-            .await?;
+        if rule.limits.rate.is_some() {
+            self.record_starts(&rule.name, &candidates, &picked, now)
+                .await?;
         }
         Ok(picked)
+    }
+
+    /// Counts the starts of `name` a rate sees now, per key: within its period and within
+    /// the last tenth of it (forgetting older ones).
+    async fn count_starts(
+        &mut self,
+        name: &str,
+        rate: flow::Rate,
+        now: i64,
+        usage: &mut FlowUsage,
+    ) -> Result<(), sqlx::Error> {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM flow_starts WHERE name = ?1 AND started_at <= ?2")
+            .bind(name)
+            .bind(now.saturating_sub(period))
+            .execute(&mut self.conn)
+            .await?;
+        let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
+             FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
+        )
+        .bind(name)
+        .bind(now.saturating_sub(period / 10))
+        .fetch_all(&mut self.conn)
+        .await?;
+        for (key, in_period, in_tenth) in started {
+            usage
+                .started_in_period
+                .insert(key.clone(), count(in_period));
+            usage.started_in_tenth.insert(key, count(in_tenth));
+        }
+        Ok(())
+    }
+
+    /// Records, for a rate of `name`, the starts of the `picked` among `candidates`.
+    async fn record_starts(
+        &mut self,
+        name: &str,
+        candidates: &[(i64, Option<String>)],
+        picked: &[i64],
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let keys: Vec<&Option<String>> = candidates
+            .iter()
+            .filter(|(id, _)| picked.contains(id))
+            .map(|(_, key)| key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO flow_starts (name, flow_key, started_at) \
+             SELECT ?1, value, ?2 FROM json_each(?3)",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(json(&keys))
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
     }
 }
 
@@ -736,84 +769,69 @@ impl Writer {
             .bind(&rule.name)
             .execute(&mut self.conn)
             .await?;
-            let rows: Vec<(i64, Option<String>, i64, i64)> = sqlx::query_as(
-                "SELECT f.id, f.flow_key, f.admitted, EXISTS (SELECT 1 FROM orch_queue q \
-                   WHERE q.instance_id = f.instance_id \
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM flow_instances WHERE name = ?1 AND admitted = 0",
+            )
+            .bind(&rule.name)
+            .fetch_one(&mut self.conn)
+            .await?;
+            if held == 0 {
+                continue;
+            }
+            // Held instances being terminated go at once, whatever the limits, and no longer
+            // count.
+            let terminated: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM flow_instances WHERE name = ?1 AND admitted = 0 AND instance_id IN ( \
+                   SELECT q.instance_id FROM orch_queue q \
+                   WHERE q.instance_id = flow_instances.instance_id \
                      AND q.message LIKE '{\"ExecutionTerminated\"%') \
-                 FROM flow_instances f WHERE f.name = ?1 ORDER BY f.priority DESC, f.id",
+                 RETURNING instance_id",
             )
             .bind(&rule.name)
             .fetch_all(&mut self.conn)
             .await?;
             let mut usage = FlowUsage::default();
-            let mut candidates = Vec::new();
-            let mut ids = Vec::new();
-            for (id, key, admitted, terminated) in rows {
-                if admitted != 0 {
-                    *usage.running.entry(key).or_default() += 1;
-                } else if terminated != 0 {
-                    // It ends at once: let it go whatever the limits.
-                    ids.push(id);
-                } else {
-                    candidates.push((id, key));
-                }
-            }
-            if candidates.is_empty() && ids.is_empty() {
-                continue;
-            }
-            let starts = format!("orchestrator:{}", rule.name);
+            let running: Vec<(Option<String>, i64)> = sqlx::query_as(
+                "SELECT flow_key, count(*) FROM flow_instances \
+                 WHERE name = ?1 AND admitted = 1 GROUP BY flow_key",
+            )
+            .bind(&rule.name)
+            .fetch_all(&mut self.conn)
+            .await?;
+            usage.running = running.into_iter().map(|(k, n)| (k, count(n))).collect();
+            let starts = flow::orchestrator_starts(&rule.name);
             if let Some(rate) = rule.limits.rate {
-                let period = i64::try_from(rate.period_ms).unwrap_or(i64::MAX);
-                sqlx::query("DELETE FROM flow_starts WHERE name = ?1 AND started_at <= ?2")
-                    .bind(&starts)
-                    .bind(now.saturating_sub(period))
-                    .execute(&mut self.conn)
-                    .await?;
-                let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-                    "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
-                     FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
-                )
-                .bind(&starts)
-                .bind(now.saturating_sub(period / 10))
-                .fetch_all(&mut self.conn)
-                .await?;
-                for (key, in_period, in_tenth) in started {
-                    usage
-                        .started_in_period
-                        .insert(key.clone(), count(in_period));
-                    usage.started_in_tenth.insert(key, count(in_tenth));
-                }
+                self.count_starts(&starts, rate, now, &mut usage).await?;
             }
+            let candidates: Vec<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT id, flow_key FROM ( \
+                     SELECT id, flow_key, priority, \
+                         row_number() OVER (PARTITION BY flow_key ORDER BY priority DESC, id) AS rn \
+                     FROM flow_instances WHERE name = ?1 AND admitted = 0) \
+                 WHERE rn <= ?2 ORDER BY priority DESC, id",
+            )
+            .bind(&rule.name)
+            .bind(i64::try_from(flow::per_key_window(&rule.limits, usize::MAX)).unwrap_or(i64::MAX))
+            .fetch_all(&mut self.conn)
+            .await?;
             let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
-            admission.waiting += (candidates.len() - picked.len()) as u64;
-            if rule.limits.rate.is_some() && !picked.is_empty() {
-                let keys: Vec<&Option<String>> = candidates
-                    .iter()
-                    .filter(|(id, _)| picked.contains(id))
-                    .map(|(_, key)| key)
-                    .collect();
-                sqlx::query(
-                    "INSERT INTO flow_starts (name, flow_key, started_at) \
-                     SELECT ?1, value, ?2 FROM json_each(?3)",
-                )
-                .bind(&starts)
-                .bind(now)
-                .bind(json(&keys))
-                .execute(&mut self.conn)
-                .await?;
+            admission.waiting +=
+                (held as u64).saturating_sub((terminated.len() + picked.len()) as u64);
+            if rule.limits.rate.is_some() {
+                self.record_starts(&starts, &candidates, &picked, now)
+                    .await?;
             }
-            ids.extend(picked);
-            if ids.is_empty() {
-                continue;
-            }
-            let admitted: Vec<(String,)> = sqlx::query_as(
+            let mut admitted: Vec<String> = sqlx::query_scalar(
                 "UPDATE flow_instances SET admitted = 1 \
                  WHERE id IN (SELECT value FROM json_each(?1)) RETURNING instance_id",
             )
-            .bind(json(&ids))
+            .bind(json(&picked))
             .fetch_all(&mut self.conn)
             .await?;
-            let admitted: Vec<String> = admitted.into_iter().map(|(id,)| id).collect();
+            admitted.extend(terminated);
+            if admitted.is_empty() {
+                continue;
+            }
             sqlx::query(
                 "UPDATE instances SET locked_by = NULL, locked_until = NULL \
                    WHERE instance_id IN (SELECT value FROM json_each(?1)) AND locked_by = ?2; \

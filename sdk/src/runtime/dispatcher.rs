@@ -19,6 +19,7 @@ use super::messages::{
 use super::poll::Poller;
 use super::residency::backoff;
 use crate::error::Error;
+use crate::flow::{FlowControl, FlowRule};
 use crate::id::EntityId;
 use crate::store::HeldWork;
 
@@ -28,6 +29,10 @@ const ADMIT_RECHECK: Duration = Duration::from_millis(50);
 /// How often a worker with flow-controlled orchestrators looks for held instances anyway
 /// (created by another process).
 const ADMIT_POLL: Duration = Duration::from_secs(1);
+/// How often a worker looks for held instances of orchestrators it has but does not limit
+/// (held by a process that limits them: a client or worker configured differently), to
+/// let them run rather than leave them Pending for ever.
+const STRANDED_SWEEP: Duration = Duration::from_secs(10);
 
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
@@ -233,9 +238,16 @@ impl Dispatcher {
                     true
                 }
             };
+            // A concurrency slot frees when an instance ends (this worker admits then; so
+            // does the worker it ends on); a rate's window moves on by itself: look again soon.
+            let rated = act
+                .shared
+                .orchestrator_flow_rules
+                .iter()
+                .any(|rule| rule.limits.rate.is_some());
             if act.admit_again {
                 act.admit(ctx);
-            } else if recheck && !act.admit_recheck {
+            } else if recheck && rated && !act.admit_recheck {
                 act.admit_recheck = true;
                 ctx.run_later(ADMIT_RECHECK, |act, ctx| {
                     act.admit_recheck = false;
@@ -243,6 +255,65 @@ impl Dispatcher {
                 });
             }
         }));
+    }
+
+    /// Lets run the held instances of orchestrators this worker has but does not limit: a
+    /// process with other limits held them, and no worker with those limits may ever admit
+    /// them. Logs why.
+    fn release_stranded(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let shared = self.shared.clone();
+        let unlimited: Vec<String> = shared
+            .registry
+            .orchestrators()
+            .map(|entry| entry.name.to_owned())
+            .filter(|name| !shared.orchestrator_flow.contains_key(name))
+            .collect();
+        if unlimited.is_empty() {
+            return;
+        }
+        let sweep = async move {
+            let held = shared.store.instance_flow_status(&unlimited).await?;
+            let rules: Vec<FlowRule> = held
+                .iter()
+                .filter(|status| status.waiting > 0)
+                .map(|status| status.name.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|name| FlowRule {
+                    name,
+                    limits: FlowControl::default(),
+                })
+                .collect();
+            if rules.is_empty() {
+                return Ok(Vec::new());
+            }
+            for rule in &rules {
+                tracing::warn!(
+                    orchestrator = %rule.name,
+                    "instances are held by flow-control limits this worker does not have \
+                     (declare the same limits in every process of the app); letting them run"
+                );
+            }
+            shared
+                .store
+                .admit_instances(&rules)
+                .await
+                .map(|admission| admission.admitted)
+        };
+        ctx.spawn(
+            sweep.into_actor(self).map(
+                |result: Result<Vec<String>, Error>, act, ctx| match result {
+                    Ok(admitted) if !admitted.is_empty() => act.claim(ctx),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "looking for stranded held instances failed")
+                    }
+                },
+            ),
+        );
     }
 
     fn route(&mut self, messages: Vec<Inbound>, ctx: &mut Context<Self>) {
@@ -416,6 +487,9 @@ impl Actor for Dispatcher {
         if !self.shared.orchestrator_flow_rules.is_empty() {
             ctx.run_interval(ADMIT_POLL, |act, ctx| act.admit(ctx));
             self.admit(ctx);
+        }
+        if self.shared.registry.orchestrators().next().is_some() {
+            ctx.run_interval(STRANDED_SWEEP, |act, ctx| act.release_stranded(ctx));
         }
         self.poll(ctx);
     }

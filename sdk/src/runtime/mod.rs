@@ -377,7 +377,8 @@ impl RuntimeBuilder {
         for (name, limits) in &orchestrator_flow {
             limits.check_orchestrator(name)?;
         }
-        let orchestrator_flow_rules = orchestrator_flow
+        // In name order: admissions take their orchestrators' locks in this order.
+        let mut orchestrator_flow_rules: Vec<FlowRule> = orchestrator_flow
             .iter()
             .filter(|(name, _)| registry.get_orchestrator(name).is_ok())
             .map(|(name, limits)| FlowRule {
@@ -385,6 +386,7 @@ impl RuntimeBuilder {
                 limits: limits.clone(),
             })
             .collect();
+        orchestrator_flow_rules.sort_by(|a, b| a.name.cmp(&b.name));
         let flow_rules = flow
             .iter()
             .filter(|(name, _)| registry.get_activity(name).is_ok())

@@ -791,16 +791,7 @@ impl State {
             .map(|(_, id, key)| (id, key))
             .collect();
         if let Some(rate) = rule.limits.rate {
-            let period = chrono::Duration::milliseconds(rate.period_ms as i64);
-            let tenth = period / 10;
-            self.flow_starts
-                .retain(|(name, _, at)| *name != rule.name || *at > now - period);
-            for (_, key, at) in self.flow_starts.iter().filter(|(n, _, _)| *n == rule.name) {
-                *usage.started_in_period.entry(key.clone()).or_default() += 1;
-                if *at > now - tenth {
-                    *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
-                }
-            }
+            self.count_starts(&rule.name, rate, now, &mut usage);
         }
         let picked = flow::pick(&rule.limits, &candidates, &usage, want);
         if rule.limits.rate.is_some() {
@@ -810,6 +801,27 @@ impl State {
             }
         }
         picked
+    }
+
+    /// Counts the starts of `name` a rate sees now, per key: within its period and within
+    /// the last tenth of it (forgetting older ones).
+    fn count_starts(
+        &mut self,
+        name: &str,
+        rate: flow::Rate,
+        now: DateTime<Utc>,
+        usage: &mut FlowUsage,
+    ) {
+        let period = chrono::Duration::milliseconds(rate.period_ms as i64);
+        let tenth = period / 10;
+        self.flow_starts
+            .retain(|(n, _, at)| n != name || *at > now - period);
+        for (_, key, at) in self.flow_starts.iter().filter(|(n, _, _)| n == name) {
+            *usage.started_in_period.entry(key.clone()).or_default() += 1;
+            if *at > now - tenth {
+                *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
+            }
+        }
     }
 
     /// Whether a flow instance still counts against its limits: its instance exists, is of
@@ -866,35 +878,30 @@ impl State {
                 .into_iter()
                 .map(|(_, id, key)| (id, key))
                 .collect();
-            let starts_name = format!("orchestrator:{}", rule.name);
+            let starts_name = flow::orchestrator_starts(&rule.name);
             if let Some(rate) = rule.limits.rate {
-                let period = chrono::Duration::milliseconds(rate.period_ms as i64);
-                let tenth = period / 10;
-                self.flow_starts
-                    .retain(|(name, _, at)| *name != starts_name || *at > now - period);
-                for (_, key, at) in self
-                    .flow_starts
-                    .iter()
-                    .filter(|(n, _, _)| *n == starts_name)
-                {
-                    *usage.started_in_period.entry(key.clone()).or_default() += 1;
-                    if *at > now - tenth {
-                        *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
-                    }
-                }
+                self.count_starts(&starts_name, rate, now, &mut usage);
             }
             let picked = flow::pick(&rule.limits, &candidates, &usage, usize::MAX);
             admission.waiting += (candidates.len() - picked.len()) as u64;
             for id in picked.iter().chain(&terminated) {
-                let Some(held) = self.flow_instances.get_mut(id) else {
-                    continue;
+                // One being terminated goes, whatever the limits, and no longer counts.
+                let instance_id = if terminated.contains(id) {
+                    match self.flow_instances.remove(id) {
+                        Some(held) => held.instance_id,
+                        None => continue,
+                    }
+                } else {
+                    let Some(held) = self.flow_instances.get_mut(id) else {
+                        continue;
+                    };
+                    held.admitted = true;
+                    if rule.limits.rate.is_some() {
+                        self.flow_starts
+                            .push((starts_name.clone(), held.key.clone(), now));
+                    }
+                    held.instance_id.clone()
                 };
-                held.admitted = true;
-                if rule.limits.rate.is_some() && picked.contains(id) {
-                    self.flow_starts
-                        .push((starts_name.clone(), held.key.clone(), now));
-                }
-                let instance_id = held.instance_id.clone();
                 if let Some(instance) = self.instances.get_mut(&instance_id)
                     && instance
                         .lease

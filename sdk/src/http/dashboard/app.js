@@ -471,7 +471,7 @@ async function instance(id, params) {
     awaited.map((name) => h("li", { "data-wait": "event", "data-event": name }, h("b", {}, "event "), h("code", {}, name))),
     waitingAnswer.events === null && waitingAnswer.reason ? h("li", { class: "muted" }, `events: unknown (${waitingAnswer.reason})`) : null,
     st.runtimeStatus === "Pending" && limits ? h("li", { "data-wait": "flow" }, h("b", {}, "a flow-control slot: "),
-      `${st.name} runs ${flowText(limits)}; this instance starts when one is free (see `, h("a", { href: "#/functions" }, "Functions"), ")") : null,
+      `${st.name} runs ${flowText(limits)}; this instance starts when one is free, unless it was just let run (see `, h("a", { href: "#/functions" }, "Functions"), ")") : null,
     !waiting.length && !awaited.length && !(st.runtimeStatus === "Pending" && limits) ? h("li", { class: "muted" }, st.runtimeStatus === "Pending" ? "not started yet" : "nothing: a turn is running or about to") : null) : null;
   const raiseForm = h("form", { id: "raise-form", onsubmit: (e) => {
     e.preventDefault();
@@ -618,8 +618,8 @@ async function functions() {
       start ? h("td", {}, startForm(f.name)) : null)))));
   const limited = fns.activities.concat(fns.orchestrators).filter((f) => f.flowControl).map((f) => f.name);
   const flow = limited.length ? (await api(`flow?name=${[...new Set(limited)].map(encodeURIComponent).join(",")}`)).body.flow : [];
-  // With limits in force, keep the counts of limited work current (not while someone types).
-  if (limited.length) refreshEvery(2000, () => {
+  // While limited work runs or waits, keep its counts current (not while someone types).
+  if (flow.some((f) => f.running || f.waiting)) refreshEvery(2000, () => {
     const active = document.activeElement;
     if (active && ["TEXTAREA", "INPUT", "SELECT"].includes(active.tagName)) return;
     render();
