@@ -1134,6 +1134,7 @@ async fn conformance_flow(ctx: OrchestrationContext, n: u64) -> Result<u64, Erro
 }
 
 async fn end_to_end_orchestrations_and_entities(b: &Backend) {
+    duractor_tests::init_tracing();
     let runtime = Runtime::builder(b.store.clone())
         .poll_interval(Duration::from_millis(50))
         .start()

@@ -534,3 +534,48 @@ async fn orchestration_limits_set_at_runtime_override_the_declared_ones_and_bad_
     runtime.shutdown().await.unwrap();
     drop(dir);
 }
+
+/// A schedule's runs are starts like any other: an orchestrator limited to one at a time
+/// runs its overlapping scheduled runs one after another, the rest held (Pending).
+#[tokio::test]
+async fn scheduled_runs_of_a_limited_orchestrator_wait_their_turn() {
+    use duractor::schedule::{Overlap, Schedule};
+    let app = TestApp::start("flow-schedule").await;
+    let work = Work {
+        tag: "sched".into(),
+        ..job("sched", 2_500)
+    };
+    let schedule = Schedule::every("limited-every-second", Duration::from_secs(1))
+        .overlap(Overlap::AllowAll)
+        .start(OneJobAtATime, work);
+    app.client.create_schedule(&schedule).await.unwrap();
+    let held = eventually("scheduled runs held back", WAIT, || async {
+        let status = app
+            .client
+            .flow_status(&["one_job_at_a_time"])
+            .await
+            .unwrap();
+        status
+            .iter()
+            .any(|s| s.running == 1 && s.waiting >= 2)
+            .then_some(status)
+    })
+    .await;
+    assert!(held.iter().all(|s| s.running <= 1), "{held:?}");
+    let status = app
+        .client
+        .schedule("limited-every-second")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.running.len() >= 3,
+        "the schedule started them all (AllowAll): {status:?}"
+    );
+    app.client
+        .delete_schedule("limited-every-second")
+        .await
+        .unwrap();
+    assert_eq!(most_at_once("job:sched"), 1);
+    app.stop().await;
+}

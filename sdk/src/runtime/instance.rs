@@ -128,6 +128,11 @@ impl InstanceActor {
         self.commit(out, messages, extra, ctx);
     }
 
+    /// Whether the instance has not started: nothing in its history, no execution loaded.
+    fn not_started(&self) -> bool {
+        self.executor.is_none() && !self.finished && self.history_len == 0
+    }
+
     fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
         tracing::error!(instance_id = %self.res.instance_id, %failure, "instance failed");
         self.end_without_running(Outcome::Failed(failure), ctx);
@@ -183,8 +188,22 @@ impl InstanceActor {
                 self.res.pending.extend(stale);
                 return self.end_without_running(Outcome::Terminated(reason), ctx);
             }
+            if starts.is_empty() && self.not_started() {
+                // Messages that overtook the start (an event raised right after it, claimed
+                // before the start, which the client hands to this worker in memory, got
+                // here): hold them for it, consuming nothing.
+                tracing::debug!(instance_id = %self.res.instance_id, "holding messages until the start arrives");
+                let mut held = std::mem::take(&mut self.res.pending);
+                held.extend(stale);
+                self.res.deferred.extend(held);
+                return residency::settle(self, ctx);
+            }
             if starts.is_empty() {
-                tracing::debug!(instance_id = %self.res.instance_id, "dropping messages for an execution that is not running");
+                tracing::debug!(
+                    instance_id = %self.res.instance_id,
+                    events = ?self.res.pending.iter().chain(&stale).map(|m| m.event().kind()).collect::<Vec<_>>(),
+                    "dropping messages for an execution that is not running"
+                );
                 let mut all = std::mem::take(&mut self.res.pending);
                 all.extend(stale);
                 if self.finished {
@@ -516,10 +535,17 @@ impl Resident for InstanceActor {
         self.turn(ctx);
     }
 
-    /// Resumes held messages unless suspended; an outcome no turn recorded yet is work.
+    /// Resumes held messages unless suspended (or, before the start, until the start is
+    /// here); an outcome no turn recorded yet is work.
     fn prepare_next(&mut self) -> bool {
         let suspended = self.executor.as_ref().is_some_and(Executor::is_suspended);
-        if !suspended && !self.res.deferred.is_empty() {
+        let waiting_for_start = self.not_started()
+            && !self
+                .res
+                .pending
+                .iter()
+                .any(|m| matches!(m.event(), Event::ExecutionStarted { .. }));
+        if !suspended && !waiting_for_start && !self.res.deferred.is_empty() {
             let mut resumed = std::mem::take(&mut self.res.deferred);
             resumed.append(&mut self.res.pending);
             self.res.pending = resumed;
