@@ -7,6 +7,7 @@ pub mod policies;
 pub mod proxy;
 pub mod scale;
 pub mod schedules;
+pub mod slow_starts;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1334,3 +1334,60 @@ async fn held_instances_wait_for_their_admission(b: &Backend) {
     assert_eq!(again.admitted, ["b1"], "nothing of b runs: the new b1 may");
     assert!(status.iter().all(|s| s.kind == FlowKind::Orchestration));
 }
+
+/// An event raised while its instance's start is still on its way to the worker (the
+/// worker's own client hands the start over in memory; a store that answers late lets the
+/// event, claimed from the store, arrive first) is held for the start, not dropped.
+#[tokio::test]
+async fn an_event_that_overtakes_its_start_is_delivered_after_it() {
+    let store = duractor_tests::slow_starts::SlowStarts::new(
+        duractor::testing::MemoryStore::new(),
+        Duration::from_millis(300),
+    );
+    let runtime = Runtime::builder(store)
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let start = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .start(ConformanceFlow, 1)
+                .instance_id("overtaken")
+                .await
+        }
+    });
+    // The instance exists (its start leased to the worker) while the start call is held.
+    let mut raised = false;
+    for _ in 0..100 {
+        if client.status("overtaken").await.is_ok() {
+            client
+                .raise_event("overtaken", "bonus", &1000u64)
+                .await
+                .unwrap();
+            raised = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(raised, "the instance was never created");
+    assert!(
+        !start.is_finished(),
+        "the event must be raised while the start is in flight"
+    );
+    start.await.unwrap().unwrap();
+    let status = client
+        .wait_for_completion("overtaken", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.status,
+        RuntimeStatus::Completed,
+        "{:?}",
+        status.failure
+    );
+    assert_eq!(status.output.unwrap().decode::<u64>().unwrap(), 1002);
+    runtime.shutdown().await.unwrap();
+}

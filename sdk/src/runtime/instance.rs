@@ -188,10 +188,17 @@ impl InstanceActor {
                 self.res.pending.extend(stale);
                 return self.end_without_running(Outcome::Terminated(reason), ctx);
             }
-            if starts.is_empty() && self.not_started() {
-                // Messages that overtook the start (an event raised right after it, claimed
-                // before the start, which the client hands to this worker in memory, got
-                // here): hold them for it, consuming nothing.
+            let overtook_start = self.not_started()
+                && self
+                    .res
+                    .pending
+                    .iter()
+                    .chain(&stale)
+                    .all(|m| matches!(m, Inbound::Queued(_)));
+            if starts.is_empty() && overtook_start {
+                // Messages from the store that overtook the start (an event raised right
+                // after it, claimed before the start, which the client hands to this worker
+                // in memory, got here): hold them for it, consuming nothing.
                 tracing::debug!(instance_id = %self.res.instance_id, "holding messages until the start arrives");
                 let mut held = std::mem::take(&mut self.res.pending);
                 held.extend(stale);
