@@ -457,6 +457,7 @@ async fn deliver(
     route: &Recipient<Route>,
 ) {
     if origin == Origin::Local {
+        tracing::trace!(instance_id = %item.instance_id, seq = item.seq, "activity result sent");
         route.do_send(Route(vec![Inbound::Local {
             item_id: item.id,
             instance_id: item.instance_id.clone(),

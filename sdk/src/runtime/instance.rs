@@ -141,6 +141,7 @@ impl InstanceActor {
     /// Runs one turn over all pending messages and commits it.
     fn turn(&mut self, ctx: &mut Context<Self>) {
         self.turn_started = Some(Instant::now());
+        tracing::trace!(instance_id = %self.res.instance_id, "turn starts");
         let mut messages = std::mem::take(&mut self.res.pending);
         // Arrival order, except that the start comes first.
         messages.sort_by_key(|m| !matches!(m.event(), Event::ExecutionStarted { .. }));
@@ -395,12 +396,22 @@ impl InstanceActor {
                 None => activity.run_here = shared.registry.get_activity(&activity.name).is_ok(),
             }
         }
+        // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
+        // hop back to this actor (see "One operation at a time" in docs/architecture.md).
+        let commit_sent = Instant::now();
+        tracing::trace!(
+            instance_id = %self.res.instance_id,
+            turn_us = commit_sent.duration_since(turn_started).as_micros() as u64,
+            "commit sent"
+        );
         let commit_fut = async move {
             let activities = commit.activities.clone();
-            store
-                .commit_turn(commit)
-                .await
-                .map(|committed| (committed, activities))
+            let committed = store.commit_turn(commit).await;
+            tracing::trace!(
+                store_us = commit_sent.elapsed().as_micros() as u64,
+                "store committed"
+            );
+            committed.map(|committed| (committed, activities))
         };
         let (new_len, finishes, continued, timer_due, finished_as) = (
             plan.history_len,
@@ -410,6 +421,11 @@ impl InstanceActor {
             plan.finished_as,
         );
         ctx.spawn(commit_fut.into_actor(self).map(move |result, act, ctx| {
+            tracing::trace!(
+                instance_id = %act.res.instance_id,
+                commit_us = commit_sent.elapsed().as_micros() as u64,
+                "commit returned"
+            );
             match result {
                 Ok((committed, activities)) => {
                     act.res.committed(&messages);
