@@ -608,8 +608,9 @@ fn a_schedule_made_on_the_page_runs_pauses_and_runs_now_and_flow_control_shows_w
     page.goto(&url(&server, "/instance/dash-job-2"));
     page.wait_for("!!document.querySelector(\"[data-wait='flow']\")", WAIT);
     assert!(
-        page.text("[data-wait='flow']")
-            .contains("limited_job runs 2 at once (per /customer)"),
+        page.text("[data-wait='flow']").contains(
+            "limited_job runs 2 at once (per /customer); 2 running for key dash, 1 waiting"
+        ),
         "{}",
         page.text("[data-wait='flow']")
     );

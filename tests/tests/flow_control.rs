@@ -289,6 +289,18 @@ fn held_back_work_shows_in_the_flow_command_the_api_and_metrics() {
     assert_eq!(row["kind"], "orchestration");
     let held = server.get("/instances/vis-3").json();
     assert_eq!(held["runtimeStatus"], "Pending", "{held}");
+    let why = server.get("/instances/vis-3/waiting").json();
+    assert_eq!(
+        why["flowControl"],
+        serde_json::json!({
+            "orchestrator": "limited_job",
+            "key": "vis",
+            "limits": {"concurrency": 2, "rate": null, "key": "/customer"},
+            "running": 2,
+            "waiting": 2,
+        }),
+        "{why}"
+    );
     let table = cli(APP, &db, &["flow", "--name", "limited_job"]).expect_code(0);
     let line = table
         .stdout

@@ -15,7 +15,7 @@
 //! | `POST /instances/{id}/terminate?reason&cascade` | terminate | 202 (410 finished) |
 //! | `POST /instances/{id}/suspend?reason`, `/resume?reason`, `/rewind?reason` | suspend, resume, rewind | 202 (410 finished) |
 //! | `POST /instances/{id}/restart?restartWithNewInstanceId` | start a finished instance again | 202 + links |
-//! | `GET /instances/{id}/waiting` | the external events its code waits for now (replayed with this build) | 200 |
+//! | `GET /instances/{id}/waiting` | the external events its code waits for now (replayed with this build); for a held instance, its flow-control limits and counts | 200 |
 //! | `GET /instances/{id}/activities` | its activity calls in flight: attempt, worker, timeouts, last heartbeat | 200 |
 //! | `DELETE /instances/{id}` | purge one finished instance | 200 |
 //! | `DELETE /instances?runtimeStatus&createdTimeFrom&createdTimeTo&all` | purge many | 200 |

@@ -370,11 +370,42 @@ async fn waiting(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
             })));
         }
     };
-    let answer = match crate::orchestration::check_history_and_waits(&entry, &id, &history) {
+    let mut answer = match crate::orchestration::check_history_and_waits(&entry, &id, &history) {
         Ok(events) => json!({ "instanceId": id, "events": events }),
         Err(failure) => json!({ "instanceId": id, "events": null, "reason": failure.message }),
     };
+    if history.is_empty()
+        && let Some(flow) = held_by(&state, &status).await?
+    {
+        answer["flowControl"] = flow;
+    }
     Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Why a Pending instance that has not started may be waiting: its orchestrator's limits
+/// in force here, and what runs and waits under them for its key.
+async fn held_by(
+    state: &State,
+    status: &crate::store::InstanceStatus,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let limits = state.client.orchestrator_flow_limits();
+    let Some(limits) = limits.get(&status.name) else {
+        return Ok(None);
+    };
+    let key = limits.key_of(&status.input);
+    let counts = state.client.flow_status(&[status.name.as_str()]).await?;
+    let here = counts.iter().find(|row| {
+        row.kind == crate::store::FlowKind::Orchestration
+            && row.name == status.name
+            && row.key == key
+    });
+    Ok(Some(json!({
+        "orchestrator": status.name,
+        "key": key,
+        "limits": limits,
+        "running": here.map_or(0, |row| row.running),
+        "waiting": here.map_or(0, |row| row.waiting),
+    })))
 }
 
 /// `GET /instances/{id}/activities`: the instance's activity calls in flight, with their

@@ -444,13 +444,12 @@ function historyTable(events, page, id) {
 
 async function instance(id, params) {
   const enc = encodeURIComponent(id);
-  const [{ body: st }, waitingAnswer, fns] = await Promise.all([
+  const [{ body: st }, waitingAnswer] = await Promise.all([
     api(`instances/${enc}?showInput=true&showHistory=true&showHistoryOutput=true`),
     api(`instances/${enc}/waiting`).then((r) => r.body).catch((e) => ({ events: null, reason: e.message })),
-    loadFunctions().catch(() => ({ orchestrators: [] })),
   ]);
-  const orchestrator = (fns.orchestrators || []).find((o) => o.name === st.name);
-  const limits = orchestrator && orchestrator.flowControl;
+  // What holds a Pending instance back, as the server sees it (its limits, its key's counts).
+  const held = st.runtimeStatus === "Pending" ? waitingAnswer.flowControl : null;
   const events = st.historyEvents || [];
   const running = ["Pending", "Running", "Suspended"].includes(st.runtimeStatus);
   const { bars, waiting } = analyse(events, running);
@@ -470,9 +469,9 @@ async function instance(id, params) {
             : [h("b", {}, w.kind === "lock" ? "lock " : "entity "), h("code", {}, w.label)])),
     awaited.map((name) => h("li", { "data-wait": "event", "data-event": name }, h("b", {}, "event "), h("code", {}, name))),
     waitingAnswer.events === null && waitingAnswer.reason ? h("li", { class: "muted" }, `events: unknown (${waitingAnswer.reason})`) : null,
-    st.runtimeStatus === "Pending" && limits ? h("li", { "data-wait": "flow" }, h("b", {}, "a flow-control slot: "),
-      `${st.name} runs ${flowText(limits)}; this instance starts when one is free, unless it was just let run (see `, h("a", { href: "#/functions" }, "Functions"), ")") : null,
-    !waiting.length && !awaited.length && !(st.runtimeStatus === "Pending" && limits) ? h("li", { class: "muted" }, st.runtimeStatus === "Pending" ? "not started yet" : "nothing: a turn is running or about to") : null) : null;
+    held ? h("li", { "data-wait": "flow" }, h("b", {}, "a flow-control slot: "),
+      `${st.name} runs ${flowText(held.limits)}; ${held.running} running${held.key === null || held.key === undefined ? "" : ` for key ${held.key}`}, ${held.waiting} waiting; this instance starts when one is free, unless it was just let run (see `, h("a", { href: "#/functions" }, "Functions"), ")") : null,
+    !waiting.length && !awaited.length && !held ? h("li", { class: "muted" }, st.runtimeStatus === "Pending" ? "not started yet" : "nothing: a turn is running or about to") : null) : null;
   const raiseForm = h("form", { id: "raise-form", onsubmit: (e) => {
     e.preventDefault();
     const f = e.target;
