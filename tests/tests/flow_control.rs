@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use duractor::Event;
 use duractor::flow::FlowControl;
 use duractor::prelude::*;
 use duractor::store::FlowKind;
@@ -590,4 +591,70 @@ async fn scheduled_runs_of_a_limited_orchestrator_wait_their_turn() {
         .unwrap();
     assert_eq!(most_at_once("job:sched"), 1);
     app.stop().await;
+}
+
+/// Two worker processes on one PostgreSQL schema, instances started by a client of a third
+/// (which only knows the declared limits): admissions in either process, seen by the other
+/// through the server (no shared memory), keep 2 at once per customer. Measured from the
+/// store: each instance's first turn and its completion, per customer, never overlap more
+/// than twice.
+#[tokio::test]
+async fn an_orchestration_limit_holds_across_worker_processes_on_postgresql() {
+    use duractor_tests::ChildGuard;
+    use std::process::{Command, Stdio};
+    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+        println!(
+            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the cross-process orchestration flow-control test"
+        );
+        return;
+    };
+    let schema = format!("oflowx_{}", std::process::id());
+    let options = PostgresStoreOptions {
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    let spawn = || {
+        ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_bounded_worker"))
+                .args([url.as_str(), schema.as_str(), "all", "3000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start bounded_worker"),
+        )
+    };
+    let _workers = [spawn(), spawn()];
+    let client = Client::new(store.clone());
+    let ids = start_jobs(&client, &["xa", "xb"], 6, 300).await;
+    all_completed(&client, &ids).await;
+    for customer in ["xa", "xb"] {
+        let mut spans = Vec::new();
+        for id in ids.iter().filter(|id| id.starts_with(customer)) {
+            let history = client.history(id).await.unwrap();
+            let began = history
+                .iter()
+                .find_map(|event| match event {
+                    Event::OrchestratorStarted { timestamp } => Some(*timestamp),
+                    _ => None,
+                })
+                .unwrap();
+            let ended = client.status(id).await.unwrap().completed_at.unwrap();
+            spans.push((began, ended));
+        }
+        let most = spans
+            .iter()
+            .map(|(began, _)| {
+                spans
+                    .iter()
+                    .filter(|(b, e)| b <= began && began < e)
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert_eq!(
+            most, 2,
+            "{customer}: at most 2 at once, and 2 did run at once: {spans:?}"
+        );
+    }
 }

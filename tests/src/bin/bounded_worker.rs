@@ -2,7 +2,8 @@
 //!
 //! `bounded_worker URL SCHEMA ROLE LEASE_MS`: `URL` is a PostgreSQL URL (with `SCHEMA`) or a
 //! SQLite file (`SCHEMA` is `-`); `ROLE` is `activities` (it runs only `BoundedStep`) or
-//! `all` (every function of `duractor_tests::bounded`).
+//! `all` (every function of `duractor_tests::bounded`, and of `duractor_tests::flow` for the
+//! flow-control tests across processes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use duractor::prelude::*;
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
 use duractor_tests::bounded::BoundedStep;
+#[allow(unused_imports)]
+use duractor_tests::flow as _;
 
 #[tokio::main]
 async fn main() -> Result<(), duractor::Error> {
