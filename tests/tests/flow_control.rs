@@ -45,6 +45,37 @@ async fn start_jobs(client: &Client, customers: &[&str], count: u32, ms: u64) ->
     ids
 }
 
+/// The test PostgreSQL server's URL, a schema of its own (`{prefix}_{pid}`) and a store on
+/// it; `None` (with a notice) when `DURACTOR_TEST_POSTGRES_URL` is not set.
+async fn postgres(prefix: &str, test: &str) -> Option<(String, String, PostgresStore)> {
+    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+        println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping {test}");
+        return None;
+    };
+    let schema = format!("{prefix}_{}", std::process::id());
+    let options = PostgresStoreOptions {
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let store = PostgresStore::connect_with(&url, options).await.unwrap();
+    Some((url, schema, store))
+}
+
+/// Two runtimes in this process on `store`.
+async fn two_workers(store: &PostgresStore) -> Vec<Runtime> {
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(
+            Runtime::builder(store.clone())
+                .poll_interval(Duration::from_millis(100))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    workers
+}
+
 async fn all_completed(client: &Client, ids: &[String]) {
     for id in ids {
         let status = client.wait_for_completion(id, WAIT).await.unwrap();
@@ -98,28 +129,11 @@ async fn a_per_customer_limit_of_3_holds_for_1000_calls_on_sqlite() {
 
 #[tokio::test]
 async fn a_per_customer_limit_holds_across_two_workers_on_postgresql() {
-    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
-        println!(
-            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the PostgreSQL flow-control test"
-        );
+    let Some((_, _, store)) = postgres("flow", "the PostgreSQL flow-control test").await else {
         return;
     };
     duractor_tests::init_tracing();
-    let options = PostgresStoreOptions {
-        schema: format!("flow_{}", std::process::id()),
-        ..Default::default()
-    };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        workers.push(
-            Runtime::builder(store.clone())
-                .poll_interval(Duration::from_millis(100))
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
+    let workers = two_workers(&store).await;
     let client = workers[0].client();
     let id = client
         .start(FanOutLimited, fan_out("per_customer", "pg", 10, 1_000, 20))
@@ -462,27 +476,12 @@ async fn held_instances_stay_held_across_a_restart_and_then_run_in_turn() {
 
 #[tokio::test]
 async fn an_orchestration_limit_holds_across_two_workers_on_postgresql() {
-    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
-        println!(
-            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the PostgreSQL orchestration flow-control test"
-        );
+    let Some((_, _, store)) =
+        postgres("oflow", "the PostgreSQL orchestration flow-control test").await
+    else {
         return;
     };
-    let options = PostgresStoreOptions {
-        schema: format!("oflow_{}", std::process::id()),
-        ..Default::default()
-    };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        workers.push(
-            Runtime::builder(store.clone())
-                .poll_interval(Duration::from_millis(100))
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
+    let workers = two_workers(&store).await;
     // Started from both workers' clients.
     let mut ids = start_jobs(&workers[0].client(), &["pa"], 6, 200).await;
     ids.extend(start_jobs(&workers[1].client(), &["pb"], 6, 200).await);
@@ -602,18 +601,14 @@ async fn scheduled_runs_of_a_limited_orchestrator_wait_their_turn() {
 async fn an_orchestration_limit_holds_across_worker_processes_on_postgresql() {
     use duractor_tests::ChildGuard;
     use std::process::{Command, Stdio};
-    let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
-        println!(
-            "DURACTOR_TEST_POSTGRES_URL is not set: skipping the cross-process orchestration flow-control test"
-        );
+    let Some((url, schema, store)) = postgres(
+        "oflowx",
+        "the cross-process orchestration flow-control test",
+    )
+    .await
+    else {
         return;
     };
-    let schema = format!("oflowx_{}", std::process::id());
-    let options = PostgresStoreOptions {
-        schema: schema.clone(),
-        ..Default::default()
-    };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
     let spawn = || {
         ChildGuard(
             Command::new(env!("CARGO_BIN_EXE_bounded_worker"))

@@ -398,6 +398,32 @@ impl Lease {
     }
 }
 
+/// Counts `(name, key, running)` rows into running and waiting per name and key.
+fn flow_counts(
+    kind: FlowKind,
+    rows: impl Iterator<Item = (String, Option<String>, bool)>,
+) -> Vec<FlowStatus> {
+    let mut counts: BTreeMap<(String, Option<String>), (u32, u32)> = BTreeMap::new();
+    for (name, key, running) in rows {
+        let entry = counts.entry((name, key)).or_default();
+        if running {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((name, key), (running, waiting))| FlowStatus {
+            kind,
+            name,
+            key,
+            running,
+            waiting,
+        })
+        .collect()
+}
+
 /// Whether `owner` may claim work (a message) held under `lease` at `now`: nobody holds it,
 /// or another worker's lease lapsed. A lapsed lease of `owner` itself is not taken back: that
 /// worker still has the work.
@@ -934,34 +960,13 @@ impl State {
 
     /// Instances let run and held, per flow-controlled orchestrator and key.
     fn instance_flow_status(&self, names: &[String]) -> Vec<FlowStatus> {
-        let mut counts: BTreeMap<(String, Option<String>), (u32, u32)> = BTreeMap::new();
-        for held in self
+        let rows = self
             .flow_instances
             .values()
             .filter(|held| names.contains(&held.name))
-        {
-            if held.admitted && !self.flow_alive(held) {
-                continue;
-            }
-            let entry = counts
-                .entry((held.name.clone(), held.key.clone()))
-                .or_default();
-            if held.admitted {
-                entry.0 += 1;
-            } else {
-                entry.1 += 1;
-            }
-        }
-        counts
-            .into_iter()
-            .map(|((name, key), (running, waiting))| FlowStatus {
-                kind: FlowKind::Orchestration,
-                name,
-                key,
-                running,
-                waiting,
-            })
-            .collect()
+            .filter(|held| !held.admitted || self.flow_alive(held))
+            .map(|held| (held.name.clone(), held.key.clone(), held.admitted));
+        flow_counts(FlowKind::Orchestration, rows)
     }
 
     /// Stores heartbeats on the items `owner` holds; returns the ids of `running` it no
@@ -1012,31 +1017,15 @@ impl State {
     }
 
     fn flow_status(&self, names: &[String], now: DateTime<Utc>) -> Vec<FlowStatus> {
-        let mut counts: BTreeMap<(String, Option<String>), (u32, u32)> = BTreeMap::new();
-        for item in self
+        let rows = self
             .items
             .values()
             .filter(|item| names.contains(&item.name))
-        {
-            let entry = counts
-                .entry((item.name.clone(), item.flow_key.clone()))
-                .or_default();
-            if item.lease_until.is_some_and(|until| until >= now) {
-                entry.0 += 1;
-            } else {
-                entry.1 += 1;
-            }
-        }
-        counts
-            .into_iter()
-            .map(|((name, key), (running, waiting))| FlowStatus {
-                kind: FlowKind::Activity,
-                name,
-                key,
-                running,
-                waiting,
-            })
-            .collect()
+            .map(|item| {
+                let running = item.lease_until.is_some_and(|until| until >= now);
+                (item.name.clone(), item.flow_key.clone(), running)
+            });
+        flow_counts(FlowKind::Activity, rows)
     }
 
     /// Extends `owner`'s leases on the held instances (with the messages claimed for them,
