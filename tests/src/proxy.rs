@@ -7,7 +7,9 @@
 //! It reads just enough of PostgreSQL's wire protocol to find `COMMIT`s: the client's first
 //! message (an `SSLRequest`, answered by the server with one byte, or the startup message)
 //! has no type byte; every later one is a type byte and a length. A `COMMIT` is a simple
-//! query (`Q`) or a `Parse` (`P`) whose text is `COMMIT`.
+//! query (`Q`) or a `Parse` (`P`) whose text is `COMMIT`, or the execution (a `Bind`, `B`) of
+//! a statement that commits on its own: one whose text says so (the PostgreSQL store's
+//! guarded turn), prepared earlier on the same connection.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -262,6 +264,7 @@ fn client_to_server(
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     let mut started = false;
+    let mut committing = Prepared::default();
     loop {
         let n = match client.read(&mut chunk) {
             Ok(0) | Err(_) => break,
@@ -284,7 +287,7 @@ fn client_to_server(
                 let Some(len) = read_len(&buffer, 1).map(|l| l + 1) else {
                     break;
                 };
-                (len, buffer.len() >= len && is_commit(&buffer[..len]))
+                (len, buffer.len() >= len && committing.is_commit(&buffer[..len]))
             };
             if buffer.len() < len {
                 break;
@@ -350,24 +353,57 @@ fn read_len(buffer: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_be_bytes(bytes)).ok()
 }
 
-/// Whether a typed message is a `COMMIT`: a simple query, or a `Parse` of it.
-fn is_commit(message: &[u8]) -> bool {
-    let body = &message[5..];
-    let text = match message[0] {
-        b'Q' => body,
-        // Parse: the statement name (a C string), then the query.
-        b'P' => match body.iter().position(|b| *b == 0) {
-            Some(end) => &body[end + 1..],
-            None => return false,
-        },
-        _ => return false,
-    };
-    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
-    std::str::from_utf8(&text[..end])
-        .map(|q| {
-            q.trim()
-                .trim_end_matches(';')
-                .eq_ignore_ascii_case("COMMIT")
-        })
-        .unwrap_or(false)
+/// The statements a connection prepared that commit on their own, by name.
+#[derive(Default)]
+struct Prepared {
+    names: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Prepared {
+    /// Whether a typed message commits: a `COMMIT` (a simple query, or a `Parse` of it), or a
+    /// `Bind` of a statement that commits on its own. Remembers such statements' `Parse`s.
+    fn is_commit(&mut self, message: &[u8]) -> bool {
+        let body = &message[5..];
+        let text = match message[0] {
+            b'Q' => c_str(body),
+            // Parse: the statement name (a C string), then the query.
+            b'P' => {
+                let Some(end) = body.iter().position(|b| *b == 0) else {
+                    return false;
+                };
+                let text = c_str(&body[end + 1..]);
+                if text
+                    .windows(COMMITS_ON_ITS_OWN.len())
+                    .any(|w| w == COMMITS_ON_ITS_OWN)
+                {
+                    self.names.insert(body[..end].to_vec());
+                }
+                text
+            }
+            // Bind: the portal name, then the statement name.
+            b'B' => {
+                let Some(end) = body.iter().position(|b| *b == 0) else {
+                    return false;
+                };
+                return self.names.contains(c_str(&body[end + 1..]));
+            }
+            _ => return false,
+        };
+        std::str::from_utf8(text)
+            .map(|q| {
+                q.trim()
+                    .trim_end_matches(';')
+                    .eq_ignore_ascii_case("COMMIT")
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// What the text of a statement that commits on its own says.
+const COMMITS_ON_ITS_OWN: &[u8] = b"which commits on its own";
+
+/// The bytes before the first NUL.
+fn c_str(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
 }

@@ -7,6 +7,8 @@
 //! * [`plan`]: the [`State`] of the rows a batch touches and the [`Plan`] that validates each
 //!   op against it, takes queue ids from the block reserved for the batch, and collects the
 //!   rows to write. Pure: no I/O, unit-tested without a database.
+//! * [`guarded`]: batches of plain turns planned on assumptions (the guards) that the
+//!   backend's one statement checks as it writes, instead of a locking read before it.
 //! * [`writer`]: the [`BatchExecutor`] each backend implements (how to read the state, write
 //!   a plan, run the ops that have statements of their own), the writer loop, and the commit
 //!   fences that settle a commit whose answer was lost.
@@ -20,6 +22,7 @@
 //! by one that prepares every outcome anew, so only the committed attempt's are sent (after
 //! a lost `COMMIT` answer, the outcomes of the attempt that is settled as committed).
 
+pub(crate) mod guarded;
 mod ops;
 mod plan;
 mod writer;

@@ -233,6 +233,19 @@ impl Plan {
             && self.updates.is_empty())
     }
 
+    /// Whether the plan writes only what turns of instances this worker holds write (history,
+    /// consumed and new queue rows, status updates): what a guarded statement covers.
+    pub(crate) fn only_turn_writes(&self) -> bool {
+        self.new_instances.is_empty()
+            && self.replaced.is_empty()
+            && self.flow_holds.is_empty()
+            && self.reset_history.is_empty()
+            && self.rewound.is_empty()
+            && self.new_entities.is_empty()
+            && self.entity_updates.is_empty()
+            && !self.has_lease_writes()
+    }
+
     /// Whether leases are released or voided.
     pub(crate) fn has_lease_writes(&self) -> bool {
         self.reset_leases || !self.releases.is_empty() || !self.release_all.is_empty()

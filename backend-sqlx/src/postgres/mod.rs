@@ -210,6 +210,7 @@ impl PostgresStore {
             work_channel: work_channel.clone(),
             finished_channel: finished_channel.clone(),
             attempts: Attempts::new(),
+            item_ids: Vec::new(),
         };
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
@@ -329,6 +330,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             6,
             "orchestration flow control",
             include_str!("../../migrations/postgres/0006_orchestration_flow.sql"),
+        ),
+        migration(
+            7,
+            "guarded turns",
+            include_str!("../../migrations/postgres/0007_guarded_turns.sql"),
         ),
     ]);
     migrator.set_ignore_missing(true);

@@ -1,0 +1,293 @@
+//! Batches planned on assumptions instead of a read: the common turn (an instance this
+//! worker holds appends events, consumes what it was given, schedules work and timers for
+//! itself) needs no locking read before its writes when one statement both writes and checks
+//! what the plan assumed, failing as a whole if any assumption was wrong. On PostgreSQL that
+//! makes such a turn one round trip (the statement commits on its own) instead of four
+//! (`BEGIN`, the locking read, the writes, `COMMIT`).
+//!
+//! [`assume`] decides whether a batch qualifies and returns the [`State`] the plan is built
+//! on together with the [`Guards`] that state stands for; the backend's statement checks the
+//! guards against the rows it changes. A batch whose guards fail is run again the ordinary
+//! way, which reads the rows and answers each op exactly (conflict, reload, not found).
+
+use std::collections::HashSet;
+
+use duractor::RuntimeStatus;
+
+use super::ops::Op;
+use super::plan::{InstanceState, State};
+
+/// What a guarded batch assumes of the rows its turns touch: all of it must hold when its
+/// statement runs, or the statement must write nothing.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Guards {
+    /// The worker running every turn of the batch.
+    pub(crate) owner: String,
+    /// Each turn's instance and the history length it expects; the instance's lease must be
+    /// the owner's, lapsed, or nobody's.
+    pub(crate) instances: Vec<(String, i64)>,
+    /// Queue messages the turns consume: each must exist and be leased to the owner.
+    pub(crate) consumed: Vec<i64>,
+    /// Activity work items whose results the turns consume: each must exist and be leased to
+    /// the owner.
+    pub(crate) completed: Vec<i64>,
+}
+
+/// Whether `ops` can be planned without reading the rows they touch, and if so the state to
+/// plan them on (the rows as the guards assume them; the caller reserves the work item ids,
+/// [`items_needed`] of them, with [`State::reserve`]) and the guards.
+///
+/// A batch qualifies when every op is a turn, of distinct instances, all by one owner, and no
+/// turn reaches beyond its own instance: no sub-orchestrations, no messages to other
+/// instances (their existence would need a read), no entity state, no history reset. Every
+/// such turn's outcome then follows from the guards alone.
+pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
+    let mut guards = Guards::default();
+    let mut state = State::default();
+    let mut instances = HashSet::new();
+    let mut consumed = HashSet::new();
+    let mut completed = HashSet::new();
+    for op in ops {
+        let Op::Turn { turn, .. } = op else {
+            return None;
+        };
+        if guards.owner.is_empty() {
+            guards.owner = turn.owner.clone();
+        }
+        let plain = turn.owner == guards.owner
+            && !turn.owner.is_empty()
+            && !turn.reset_history
+            && turn.entity.is_none()
+            && turn.new_instances.is_empty()
+            && turn.messages.iter().all(|m| m.instance_id == turn.instance_id)
+            && instances.insert(turn.instance_id.as_str());
+        if !plain {
+            return None;
+        }
+        // A message or work item listed twice is a conflict the ordinary path reports.
+        if !turn.consumed.iter().all(|id| consumed.insert(*id))
+            || !turn.completed_activities.iter().all(|id| completed.insert(*id))
+        {
+            return None;
+        }
+        let start = i64::try_from(turn.history_start).ok()?;
+        guards.instances.push((turn.instance_id.clone(), start));
+        state.instances.insert(
+            turn.instance_id.clone(),
+            InstanceState {
+                status: RuntimeStatus::Running.as_str().to_owned(),
+                history_len: start,
+                locked_by: Some(turn.owner.clone()),
+                locked_until: None,
+            },
+        );
+        for id in &turn.consumed {
+            guards.consumed.push(*id);
+            state.messages.insert(*id, Some(turn.owner.clone()));
+        }
+        for id in &turn.completed_activities {
+            guards.completed.push(*id);
+            state.items.insert(*id, Some(turn.owner.clone()));
+        }
+    }
+    if guards.instances.is_empty() {
+        return None;
+    }
+    Some((state, guards))
+}
+
+/// How many work item ids a batch that qualifies for [`assume`] needs. Its new messages take
+/// no reserved ids: the statement lets the database number them (the order of ids is the
+/// order of delivery), and the plan's message ids are placeholders it does not write.
+pub(crate) fn items_needed(ops: &[Op]) -> usize {
+    super::ids_needed(ops).1
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which batches qualify, and that a plan on the assumed state writes what a plan on the
+    //! same rows read from a database writes.
+
+    use chrono::{TimeDelta, Utc};
+    use duractor::store::{NewActivity, NewInstance, NewMessage, TurnCommit, TurnCommitted};
+    use duractor::{Event, Payload};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::batch::Plan;
+    use crate::batch::ops::{Lease, Reply};
+
+    /// A turn that consumes message 7 and work item 9 and schedules an activity and a timer.
+    fn turn(instance_id: &str, owner: &str) -> TurnCommit {
+        let now = crate::common::from_millis(1_800_000_000_000);
+        TurnCommit {
+            instance_id: instance_id.to_owned(),
+            owner: owner.to_owned(),
+            history_start: 4,
+            reset_history: false,
+            execution: 0,
+            new_events: vec![Event::TimerFired {
+                seq: 1,
+                fire_at: now,
+            }],
+            consumed: vec![7],
+            completed_activities: vec![9],
+            activities: vec![NewActivity {
+                seq: 2,
+                name: "work".into(),
+                input: Payload::from_json("1").unwrap(),
+                timeouts: Default::default(),
+                deadline: None,
+                heartbeat: None,
+                run_here: true,
+                flow_key: None,
+                priority: 0,
+            }],
+            cancelled_activities: Vec::new(),
+            messages: vec![NewMessage {
+                instance_id: instance_id.to_owned(),
+                visible_at: now + TimeDelta::seconds(1),
+                event: Event::TimerFired {
+                    seq: 3,
+                    fire_at: now,
+                },
+                execution: Some(0),
+            }],
+            new_instances: Vec::new(),
+            status: Some(RuntimeStatus::Running),
+            output: None,
+            failure: None,
+            custom_status: None,
+            input: None,
+            entity: None,
+            lease_until: now + TimeDelta::seconds(30),
+            now,
+        }
+    }
+
+    fn new_instance(id: &str) -> NewInstance {
+        NewInstance {
+            instance_id: id.to_owned(),
+            name: "order".to_owned(),
+            version: String::new(),
+            input: Payload::null(),
+            created_at: Utc::now(),
+            parent: None,
+            flow: None,
+        }
+    }
+
+    fn op(turn: TurnCommit) -> (Op, oneshot::Receiver<Result<TurnCommitted, duractor::Error>>) {
+        let (caller, answer) = oneshot::channel();
+        let op = Op::Turn {
+            turn,
+            lease: Lease::until(Utc::now() + TimeDelta::seconds(30)),
+            reply: Reply::new(caller),
+        };
+        (op, answer)
+    }
+
+    fn qualifies(turns: Vec<TurnCommit>) -> bool {
+        let ops: Vec<Op> = turns.into_iter().map(|t| op(t).0).collect();
+        assume(&ops).is_some()
+    }
+
+    #[test]
+    fn turns_that_stay_within_their_instance_qualify() {
+        let mut other = turn("b", "w");
+        other.consumed = vec![8];
+        other.completed_activities = Vec::new();
+        assert!(qualifies(vec![turn("a", "w"), other]));
+        let ops = [op(turn("a", "w")).0];
+        let (_, guards) = assume(&ops).unwrap();
+        assert_eq!(
+            guards,
+            Guards {
+                owner: "w".into(),
+                instances: vec![("a".into(), 4)],
+                consumed: vec![7],
+                completed: vec![9],
+            }
+        );
+    }
+
+    #[test]
+    fn turns_that_reach_other_rows_or_repeat_do_not_qualify() {
+        let mut to_other = turn("a", "w");
+        to_other.messages[0].instance_id = "b".into();
+        let mut child = turn("a", "w");
+        child.new_instances.push(new_instance("a:child"));
+        let mut reset = turn("a", "w");
+        reset.reset_history = true;
+        let mut twice = turn("a", "w");
+        twice.consumed = vec![7, 7];
+        let mut shared = turn("b", "w");
+        shared.completed_activities = vec![9];
+        for turns in [
+            vec![to_other],
+            vec![child],
+            vec![reset],
+            vec![twice],
+            vec![turn("a", "w"), turn("a", "w")],
+            vec![turn("a", "w"), turn("b", "v")],
+            vec![turn("a", "w"), shared],
+            vec![],
+        ] {
+            assert!(!qualifies(turns));
+        }
+        let (create, _) = oneshot::channel();
+        let ops = [Op::Create {
+            instance: new_instance("c"),
+            claim: None,
+            reply: Reply::new(create),
+        }];
+        assert!(assume(&ops).is_none());
+    }
+
+    #[test]
+    fn the_assumed_plan_writes_what_a_plan_on_the_read_rows_writes() {
+        let now = crate::common::now_ms();
+        let (mut assumed_op, _) = op(turn("a", "w"));
+        let (mut state, _) = assume(std::slice::from_ref(&assumed_op)).unwrap();
+        assert_eq!(items_needed(std::slice::from_ref(&assumed_op)), 1);
+        state.reserve(Vec::new(), vec![100]);
+        let mut assumed = Plan::default();
+        assumed.apply(&mut assumed_op, &mut state, now);
+
+        let (mut read_op, _) = op(turn("a", "w"));
+        let mut read = State::default();
+        read.instances.insert(
+            "a".into(),
+            InstanceState {
+                status: "Running".into(),
+                history_len: 4,
+                locked_by: Some("w".into()),
+                locked_until: Some(now + 1_000),
+            },
+        );
+        read.messages.insert(7, Some("w".into()));
+        read.items.insert(9, Some("w".into()));
+        read.reserve(vec![50], vec![100]);
+        let mut planned = Plan::default();
+        planned.apply(&mut read_op, &mut read, now);
+
+        assert_eq!(assumed.history, planned.history);
+        assert_eq!(assumed.consumed, planned.consumed);
+        assert_eq!(assumed.done_items, planned.done_items);
+        assert_eq!(assumed.activities, planned.activities);
+        assert_eq!(
+            serde_json::to_string(&assumed.updates).unwrap(),
+            serde_json::to_string(&planned.updates).unwrap()
+        );
+        // Messages differ only in the placeholder id the statement does not write.
+        let without_id = |plan: &Plan| -> Vec<_> {
+            plan.messages.iter().map(|m| (m.1.clone(), m.2, m.3.clone())).collect()
+        };
+        assert_eq!(without_id(&assumed), without_id(&planned));
+        assert!(assumed.new_instances.is_empty() && assumed.new_entities.is_empty());
+        let Op::Turn { reply, .. } = &assumed_op else {
+            unreachable!()
+        };
+        assert!(matches!(reply.outcome(), Some(Ok(c)) if c.activity_ids == [100]));
+    }
+}
