@@ -24,6 +24,9 @@ struct Faults {
     drop_commit_answer_one_in: AtomicU32,
     /// How many answers to lose at most.
     drop_commit_answer_budget: AtomicU64,
+    /// The same for statements that commit on their own, counted separately.
+    drop_own_answer_one_in: AtomicU32,
+    drop_own_answer_budget: AtomicU64,
     /// Delay every chunk in both directions by this many milliseconds.
     delay_ms: AtomicU64,
     /// Refuse and cut connections until then.
@@ -39,6 +42,11 @@ pub struct ProxyStats {
     pub commits: AtomicU64,
     /// `COMMIT` answers lost on purpose.
     pub commit_answers_dropped: AtomicU64,
+    /// Statements that commit on their own, seen (included in `commits`).
+    pub own_commits: AtomicU64,
+    /// Answers to statements that commit on their own, lost on purpose (included in
+    /// `commit_answers_dropped`).
+    pub own_commit_answers_dropped: AtomicU64,
     /// Connections cut by an outage.
     pub connections_cut: AtomicU64,
 }
@@ -73,17 +81,23 @@ impl Shared {
         x
     }
 
-    /// Whether to lose the answer to the `COMMIT` just seen.
-    fn lose_this_answer(&self) -> bool {
-        let one_in = self
-            .faults
-            .drop_commit_answer_one_in
-            .load(Ordering::Relaxed);
+    /// Whether to lose the answer to the commit of `kind` just seen.
+    fn lose_this_answer(&self, kind: Commit) -> bool {
+        let (one_in, budget) = match kind {
+            Commit::Statement => (
+                &self.faults.drop_commit_answer_one_in,
+                &self.faults.drop_commit_answer_budget,
+            ),
+            Commit::OnItsOwn => (
+                &self.faults.drop_own_answer_one_in,
+                &self.faults.drop_own_answer_budget,
+            ),
+        };
+        let one_in = one_in.load(Ordering::Relaxed);
         if one_in == 0 || !self.random().is_multiple_of(u64::from(one_in)) {
             return false;
         }
-        self.faults
-            .drop_commit_answer_budget
+        budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(1)
             })
@@ -165,6 +179,19 @@ impl PgProxy {
             .store(one_in, Ordering::Relaxed);
     }
 
+    /// Loses the server's answer to one statement that commits on its own (a turn's guarded
+    /// statement) in `one_in`, then closes that connection; at most `budget` times, besides
+    /// [`drop_commit_answers`](Self::drop_commit_answers)'.
+    pub fn drop_own_commit_answers(&self, one_in: u32, budget: u64) {
+        let faults = &self.shared.faults;
+        faults
+            .drop_own_answer_budget
+            .store(budget, Ordering::Relaxed);
+        faults
+            .drop_own_answer_one_in
+            .store(one_in, Ordering::Relaxed);
+    }
+
     /// Delays every message with a statement, and every chunk of its answer, by `delay`
     /// (`Duration::ZERO`: none); setting a connection up is not delayed.
     pub fn delay(&self, delay: Duration) {
@@ -229,7 +256,7 @@ fn spawn_pair(shared: Arc<Shared>, client: TcpStream, server: TcpStream) {
         .unwrap_or_else(|e| e.into_inner())
         .push((client_keep, server_keep));
     // Set by the client side when a COMMIT's answer must be lost.
-    let lose_answer = Arc::new(AtomicBool::new(false));
+    let lose_answer = Arc::new(Lose::default());
     // Set once the client sends its first query: delays apply to statements, not to setting
     // the connection up.
     let querying = Arc::new(AtomicBool::new(false));
@@ -258,7 +285,7 @@ fn client_to_server(
     shared: &Shared,
     mut client: TcpStream,
     mut server: TcpStream,
-    lose_answer: &AtomicBool,
+    lose_answer: &Lose,
     querying: &AtomicBool,
 ) {
     let mut buffer: Vec<u8> = Vec::new();
@@ -282,12 +309,17 @@ fn client_to_server(
                 if code != Some(80_877_103) {
                     started = true; // a startup message; an SSLRequest is followed by one
                 }
-                (len, false)
+                (len, None)
             } else {
                 let Some(len) = read_len(&buffer, 1).map(|l| l + 1) else {
                     break;
                 };
-                (len, buffer.len() >= len && committing.is_commit(&buffer[..len]))
+                let commit = if buffer.len() >= len {
+                    committing.commit(&buffer[..len])
+                } else {
+                    None
+                };
+                (len, commit)
             };
             if buffer.len() < len {
                 break;
@@ -296,11 +328,17 @@ fn client_to_server(
             if started && matches!(message.first(), Some(b'Q' | b'P' | b'B' | b'E')) {
                 querying.store(true, Ordering::Relaxed);
             }
-            if commit {
+            if let Some(kind) = commit {
                 shared.stats.commits.fetch_add(1, Ordering::Relaxed);
-                if shared.lose_this_answer() {
+                if kind == Commit::OnItsOwn {
+                    shared.stats.own_commits.fetch_add(1, Ordering::Relaxed);
+                }
+                if shared.lose_this_answer(kind) {
                     // Before the server can answer: the answer is the one to lose.
-                    lose_answer.store(true, Ordering::SeqCst);
+                    lose_answer
+                        .own
+                        .store(kind == Commit::OnItsOwn, Ordering::SeqCst);
+                    lose_answer.now.store(true, Ordering::SeqCst);
                 }
             }
             pause(shared, querying);
@@ -318,7 +356,7 @@ fn server_to_client(
     shared: &Shared,
     mut server: TcpStream,
     mut client: TcpStream,
-    lose_answer: &AtomicBool,
+    lose_answer: &Lose,
     querying: &AtomicBool,
 ) {
     let mut chunk = [0u8; 64 * 1024];
@@ -327,12 +365,18 @@ fn server_to_client(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if lose_answer.load(Ordering::SeqCst) {
+        if lose_answer.now.load(Ordering::SeqCst) {
             // The server ran the COMMIT; its answer never arrives.
             shared
                 .stats
                 .commit_answers_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            if lose_answer.own.load(Ordering::SeqCst) {
+                shared
+                    .stats
+                    .own_commit_answers_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             break;
         }
         pause(shared, querying);
@@ -353,6 +397,23 @@ fn read_len(buffer: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_be_bytes(bytes)).ok()
 }
 
+/// Set by a connection's client side when the answer to what it just forwarded must be lost.
+#[derive(Default)]
+struct Lose {
+    now: AtomicBool,
+    /// It is the answer to a statement that commits on its own.
+    own: AtomicBool,
+}
+
+/// What kind of commit a client message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// A `COMMIT` of a transaction.
+    Statement,
+    /// The execution of a statement that commits on its own.
+    OnItsOwn,
+}
+
 /// The statements a connection prepared that commit on their own, by name.
 #[derive(Default)]
 struct Prepared {
@@ -362,15 +423,13 @@ struct Prepared {
 impl Prepared {
     /// Whether a typed message commits: a `COMMIT` (a simple query, or a `Parse` of it), or a
     /// `Bind` of a statement that commits on its own. Remembers such statements' `Parse`s.
-    fn is_commit(&mut self, message: &[u8]) -> bool {
+    fn commit(&mut self, message: &[u8]) -> Option<Commit> {
         let body = &message[5..];
         let text = match message[0] {
             b'Q' => c_str(body),
             // Parse: the statement name (a C string), then the query.
             b'P' => {
-                let Some(end) = body.iter().position(|b| *b == 0) else {
-                    return false;
-                };
+                let end = body.iter().position(|b| *b == 0)?;
                 let text = c_str(&body[end + 1..]);
                 if text
                     .windows(COMMITS_ON_ITS_OWN.len())
@@ -382,20 +441,22 @@ impl Prepared {
             }
             // Bind: the portal name, then the statement name.
             b'B' => {
-                let Some(end) = body.iter().position(|b| *b == 0) else {
-                    return false;
-                };
-                return self.names.contains(c_str(&body[end + 1..]));
+                let end = body.iter().position(|b| *b == 0)?;
+                return self
+                    .names
+                    .contains(c_str(&body[end + 1..]))
+                    .then_some(Commit::OnItsOwn);
             }
-            _ => return false,
+            _ => return None,
         };
         std::str::from_utf8(text)
-            .map(|q| {
+            .ok()
+            .filter(|q| {
                 q.trim()
                     .trim_end_matches(';')
                     .eq_ignore_ascii_case("COMMIT")
             })
-            .unwrap_or(false)
+            .map(|_| Commit::Statement)
     }
 }
 
@@ -406,4 +467,46 @@ const COMMITS_ON_ITS_OWN: &[u8] = b"which commits on its own";
 fn c_str(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     &bytes[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typed wire message: its type byte, its length, its body.
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut message = vec![kind];
+        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        message.extend_from_slice(body);
+        message
+    }
+
+    #[test]
+    fn commits_are_found_by_text_and_by_the_statement_a_bind_runs() {
+        let mut prepared = Prepared::default();
+        assert_eq!(
+            prepared.commit(&message(b'Q', b"COMMIT\0")),
+            Some(Commit::Statement)
+        );
+        assert_eq!(
+            prepared.commit(&message(b'P', b"\0commit;\0\0\0")),
+            Some(Commit::Statement)
+        );
+        assert_eq!(prepared.commit(&message(b'Q', b"SELECT 1\0")), None);
+        // A statement that commits on its own: its Parse is not a commit, each Bind of it is.
+        let parse = message(
+            b'P',
+            b"sqlx_s_3\0/* duractor: a guarded turn, which commits on its own */ WITH x\0\0\0",
+        );
+        assert_eq!(prepared.commit(&parse), None);
+        assert_eq!(
+            prepared.commit(&message(b'B', b"\0sqlx_s_3\0\0\0\0\0")),
+            Some(Commit::OnItsOwn)
+        );
+        assert_eq!(
+            prepared.commit(&message(b'B', b"\0sqlx_s_4\0\0\0\0\0")),
+            None
+        );
+        assert_eq!(prepared.commit(&message(b'E', b"\0\0\0\0\0")), None);
+    }
 }

@@ -1,7 +1,8 @@
 //! Exactly once when PostgreSQL's answer is lost or late (issue 12), with real worker
 //! processes and a real TCP proxy between them (and the clients) and the server:
 //!
-//! * the answer to one `COMMIT` in ten is lost after the server ran it, dozens of times;
+//! * the answer to one `COMMIT` in ten (or to a turn's guarded statement, which commits on its
+//!   own) is lost after the server ran it, dozens of times;
 //! * the database goes away (every connection cut, new ones refused) for 10 s and for 40 s;
 //! * every round trip is slower than the lease.
 //!
@@ -94,6 +95,8 @@ struct Scenario {
     deadline: Duration,
     /// How many `COMMIT` answers the proxy must have lost for the run to count.
     min_lost_answers: u64,
+    /// How many of those must have been answers to turns' guarded statements.
+    min_lost_own_answers: u64,
     /// Over how long the client calls are spread (many small batches, many commits).
     spread: Duration,
 }
@@ -297,6 +300,14 @@ where
         lost >= scenario.min_lost_answers,
         "the proxy lost only {lost} COMMIT answers"
     );
+    // Turns commit as single guarded statements too: some of the lost answers were theirs.
+    let own = stats
+        .own_commit_answers_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        own >= scenario.min_lost_own_answers,
+        "only {own} of the {lost} lost answers were guarded turns'"
+    );
     println!(
         "{}: done in {:?}; counters {counts:?}; proxy: {stats:?}",
         scenario.name,
@@ -316,10 +327,12 @@ async fn lost_commit_answers_apply_nothing_twice_and_strand_nothing() {
         lease_ms: 3_000,
         deadline: Duration::from_secs(240),
         min_lost_answers: 30,
+        min_lost_own_answers: 10,
         spread: Duration::from_secs(10),
     };
     run(scenario, |proxy| {
         proxy.drop_commit_answers(10, 40);
+        proxy.drop_own_commit_answers(4, 15);
         tokio::spawn(async {})
     })
     .await;
@@ -333,6 +346,7 @@ async fn outage(seconds: u64, name: &'static str) {
         lease_ms: 3_000,
         deadline: Duration::from_secs(seconds + 180),
         min_lost_answers: 0,
+        min_lost_own_answers: 0,
         spread: Duration::from_secs(3),
     };
     run(scenario, move |proxy| {
@@ -364,6 +378,7 @@ async fn round_trips_slower_than_the_lease_apply_nothing_twice() {
         lease_ms: 1_000,
         deadline: Duration::from_secs(300),
         min_lost_answers: 0,
+        min_lost_own_answers: 0,
         spread: Duration::ZERO,
     };
     run(scenario, |proxy| {

@@ -59,14 +59,20 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
             && !turn.reset_history
             && turn.entity.is_none()
             && turn.new_instances.is_empty()
-            && turn.messages.iter().all(|m| m.instance_id == turn.instance_id)
+            && turn
+                .messages
+                .iter()
+                .all(|m| m.instance_id == turn.instance_id)
             && instances.insert(turn.instance_id.as_str());
         if !plain {
             return None;
         }
         // A message or work item listed twice is a conflict the ordinary path reports.
         if !turn.consumed.iter().all(|id| consumed.insert(*id))
-            || !turn.completed_activities.iter().all(|id| completed.insert(*id))
+            || !turn
+                .completed_activities
+                .iter()
+                .all(|id| completed.insert(*id))
         {
             return None;
         }
@@ -177,7 +183,12 @@ mod tests {
         }
     }
 
-    fn op(turn: TurnCommit) -> (Op, oneshot::Receiver<Result<TurnCommitted, duractor::Error>>) {
+    fn op(
+        turn: TurnCommit,
+    ) -> (
+        Op,
+        oneshot::Receiver<Result<TurnCommitted, duractor::Error>>,
+    ) {
         let (caller, answer) = oneshot::channel();
         let op = Op::Turn {
             turn,
@@ -281,7 +292,10 @@ mod tests {
         );
         // Messages differ only in the placeholder id the statement does not write.
         let without_id = |plan: &Plan| -> Vec<_> {
-            plan.messages.iter().map(|m| (m.1.clone(), m.2, m.3.clone())).collect()
+            plan.messages
+                .iter()
+                .map(|m| (m.1.clone(), m.2, m.3.clone()))
+                .collect()
         };
         assert_eq!(without_id(&assumed), without_id(&planned));
         assert!(assumed.new_instances.is_empty() && assumed.new_entities.is_empty());

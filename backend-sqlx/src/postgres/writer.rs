@@ -47,6 +47,8 @@ pub(super) struct Writer {
     /// Work item ids taken from the sequence ahead of need, for guarded turns (whose one
     /// statement cannot both take an id and return it to a caller whose answer may be lost).
     pub(super) item_ids: Vec<i64>,
+    /// The connection guarded turns run on: one, planning each statement once.
+    pub(super) guarded_pool: PgPool,
 }
 
 /// How many work item ids a writer takes from the sequence at a time for guarded turns.
@@ -109,7 +111,7 @@ impl Writer {
                 "SELECT nextval('activity_queue_id_seq') FROM generate_series(1, $1)",
             )
             .bind(needed.max(ITEM_ID_BLOCK) as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.guarded_pool)
             .await?;
             self.item_ids.extend(more);
         }
@@ -222,7 +224,7 @@ async fn guarded_write(
         .bind(&writer.work_channel)
         .bind(plan.effects.work)
         .bind(&writer.finished_channel)
-        .execute(&writer.pool)
+        .execute(&writer.guarded_pool)
         .await?;
     Ok(())
 }
