@@ -496,7 +496,7 @@ mod tests {
         // A statement that commits on its own: its Parse is not a commit, each Bind of it is.
         let parse = message(
             b'P',
-            b"sqlx_s_3\0/* duractor: a guarded turn, which commits on its own */ WITH x\0\0\0",
+            b"sqlx_s_3\0/* duractor: a guarded batch, which commits on its own */ WITH x\0\0\0",
         );
         assert_eq!(prepared.commit(&parse), None);
         assert_eq!(

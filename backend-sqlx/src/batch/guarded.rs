@@ -3,7 +3,8 @@
 //! itself) needs no locking read before its writes when one statement both writes and checks
 //! what the plan assumed, failing as a whole if any assumption was wrong. On PostgreSQL that
 //! makes such a turn one round trip (the statement commits on its own) instead of four
-//! (`BEGIN`, the locking read, the writes, `COMMIT`).
+//! (`BEGIN`, the locking read, the writes, `COMMIT`). A start of a new instance id (not held
+//! by flow control) qualifies too: its guard is that the id is free.
 //!
 //! [`assume`] decides whether a batch qualifies and returns the [`State`] the plan is built
 //! on together with the [`Guards`] that state stands for; the backend's statement checks the
@@ -31,16 +32,20 @@ pub(crate) struct Guards {
     /// Activity work items whose results the turns consume: each must exist and be leased to
     /// the owner.
     pub(crate) completed: Vec<i64>,
+    /// Instances the batch creates: no instance may have their ids (a taken id, running or
+    /// finished, is the ordinary path's to refuse or replace).
+    pub(crate) absent: Vec<String>,
 }
 
 /// Whether `ops` can be planned without reading the rows they touch, and if so the state to
-/// plan them on (the rows as the guards assume them; the caller reserves the work item ids,
-/// [`items_needed`] of them, with [`State::reserve`]) and the guards.
+/// plan them on (the rows as the guards assume them; the caller reserves the queue ids,
+/// [`ids_needed`](super::ids_needed) of them, with [`State::reserve`]) and the guards.
 ///
-/// A batch qualifies when every op is a turn, of distinct instances, all by one owner, and no
-/// turn reaches beyond its own instance: no sub-orchestrations, no messages to other
-/// instances (their existence would need a read), no entity state, no history reset. Every
-/// such turn's outcome then follows from the guards alone.
+/// A batch qualifies when every op is a turn or a start, each of a different instance, and
+/// no turn reaches beyond its own instance: no sub-orchestrations, no messages to other
+/// instances (their existence would need a read), no entity state, no history reset; all
+/// turns are by one owner; no start is held by flow control. Every such op's outcome then
+/// follows from the guards alone.
 pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
     let mut guards = Guards::default();
     let mut state = State::default();
@@ -48,8 +53,16 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
     let mut consumed = HashSet::new();
     let mut completed = HashSet::new();
     for op in ops {
-        let Op::Turn { turn, .. } = op else {
-            return None;
+        let turn = match op {
+            Op::Turn { turn, .. } => turn,
+            Op::Create { instance, .. } => {
+                if instance.flow.is_some() || !instances.insert(instance.instance_id.as_str()) {
+                    return None;
+                }
+                guards.absent.push(instance.instance_id.clone());
+                continue;
+            }
+            _ => return None,
         };
         if guards.owner.is_empty() {
             guards.owner = turn.owner.clone();
@@ -96,17 +109,10 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
             state.items.insert(*id, Some(turn.owner.clone()));
         }
     }
-    if guards.instances.is_empty() {
+    if ops.is_empty() {
         return None;
     }
     Some((state, guards))
-}
-
-/// How many work item ids a batch that qualifies for [`assume`] needs. Its new messages take
-/// no reserved ids: the statement lets the database number them (the order of ids is the
-/// order of delivery), and the plan's message ids are placeholders it does not write.
-pub(crate) fn items_needed(ops: &[Op]) -> usize {
-    super::ids_needed(ops).1
 }
 
 #[cfg(test)]
@@ -218,6 +224,7 @@ mod tests {
                 instances: vec![("a".into(), 4)],
                 consumed: vec![7],
                 completed: vec![9],
+                absent: Vec::new(),
             }
         );
     }
@@ -246,13 +253,44 @@ mod tests {
         ] {
             assert!(!qualifies(turns));
         }
-        let (create, _) = oneshot::channel();
-        let ops = [Op::Create {
-            instance: new_instance("c"),
-            claim: None,
-            reply: Reply::new(create),
+        let (enqueued, _) = oneshot::channel();
+        let ops = [Op::Enqueue {
+            instance_id: "a".into(),
+            event: Event::TimerFired {
+                seq: 1,
+                fire_at: Utc::now(),
+            },
+            visible_at: None,
+            reply: Reply::new(enqueued),
         }];
         assert!(assume(&ops).is_none());
+    }
+
+    fn create(instance: NewInstance) -> Op {
+        let (caller, _) = oneshot::channel();
+        Op::Create {
+            instance,
+            claim: Some(("w".into(), Lease::until(Utc::now()))),
+            reply: Reply::new(caller),
+        }
+    }
+
+    #[test]
+    fn starts_of_free_ids_qualify_with_turns_unless_held_or_repeated() {
+        let ops = [create(new_instance("c")), op(turn("a", "w")).0];
+        let (state, guards) = assume(&ops).unwrap();
+        assert_eq!(guards.absent, ["c"]);
+        assert_eq!(guards.instances, [("a".to_owned(), 4)]);
+        assert!(!state.instances.contains_key("c"), "the id is assumed free");
+
+        let mut held = new_instance("c");
+        held.flow = Some(duractor::store::FlowHold {
+            key: None,
+            priority: 0,
+        });
+        assert!(assume(&[create(held)]).is_none());
+        assert!(assume(&[create(new_instance("c")), create(new_instance("c"))]).is_none());
+        assert!(assume(&[create(new_instance("a")), op(turn("a", "w")).0]).is_none());
     }
 
     #[test]
@@ -260,8 +298,7 @@ mod tests {
         let now = crate::common::now_ms();
         let (mut assumed_op, _) = op(turn("a", "w"));
         let (mut state, _) = assume(std::slice::from_ref(&assumed_op)).unwrap();
-        assert_eq!(items_needed(std::slice::from_ref(&assumed_op)), 1);
-        state.reserve(Vec::new(), vec![100]);
+        state.reserve(vec![50], vec![100]);
         let mut assumed = Plan::default();
         assumed.apply(&mut assumed_op, &mut state, now);
 

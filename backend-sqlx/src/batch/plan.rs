@@ -233,11 +233,11 @@ impl Plan {
             && self.updates.is_empty())
     }
 
-    /// Whether the plan writes only what turns of instances this worker holds write (history,
-    /// consumed and new queue rows, status updates): what a guarded statement covers.
-    pub(crate) fn only_turn_writes(&self) -> bool {
-        self.new_instances.is_empty()
-            && self.replaced.is_empty()
+    /// Whether the plan writes only what turns of instances this worker holds and starts of
+    /// free ids write (history, consumed and new queue rows, new instance rows, status
+    /// updates): what a guarded statement covers.
+    pub(crate) fn only_guarded_writes(&self) -> bool {
+        self.replaced.is_empty()
             && self.flow_holds.is_empty()
             && self.reset_history.is_empty()
             && self.rewound.is_empty()

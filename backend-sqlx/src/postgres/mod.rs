@@ -220,6 +220,7 @@ impl PostgresStore {
             work_channel: work_channel.clone(),
             finished_channel: finished_channel.clone(),
             attempts: Attempts::new(),
+            message_ids: Vec::new(),
             item_ids: Vec::new(),
             guarded_pool,
         };

@@ -44,15 +44,20 @@ pub(super) struct Writer {
     pub(super) finished_channel: String,
     /// This writer's fence row and attempt numbers.
     pub(super) attempts: Attempts,
-    /// Work item ids taken from the sequence ahead of need, for guarded turns (whose one
-    /// statement cannot both take an id and return it to a caller whose answer may be lost).
+    /// Queue ids taken from the sequences ahead of need, for guarded batches: their one
+    /// statement cannot both take an id and return it to a caller whose answer may be lost
+    /// (a claimed start's message id, a work item id). Lowest first.
+    pub(super) message_ids: Vec<i64>,
     pub(super) item_ids: Vec<i64>,
     /// The connection guarded turns run on: one, planning each statement once.
     pub(super) guarded_pool: PgPool,
 }
 
-/// How many work item ids a writer takes from the sequence at a time for guarded turns.
-const ITEM_ID_BLOCK: usize = 64;
+/// How many queue ids a writer takes from a sequence at a time for guarded batches. Ids
+/// taken ahead are older than ones other writers take meanwhile; claims take the lowest ids
+/// first, so a block's last ids may be claimed a little early, never late, and only against
+/// other instances' work (an instance's own messages keep their order: a writer's ids rise).
+const ID_BLOCK: usize = 64;
 
 impl Writer {
     /// A batch of claims only: each claim is one statement, atomic on its own, so they run
@@ -105,22 +110,17 @@ impl Writer {
         let Some((mut state, guards)) = guarded::assume(ops) else {
             return Ok(None);
         };
-        let needed = guarded::items_needed(ops);
-        if self.item_ids.len() < needed {
-            let more: Vec<i64> = sqlx::query_scalar(
-                "SELECT nextval('activity_queue_id_seq') FROM generate_series(1, $1)",
-            )
-            .bind(needed.max(ITEM_ID_BLOCK) as i64)
-            .fetch_all(&self.guarded_pool)
-            .await?;
-            self.item_ids.extend(more);
-        }
-        state.reserve(Vec::new(), self.item_ids.drain(..needed).collect());
+        let (messages, items) = ids_needed(ops);
+        self.take_ids_ahead(messages, items).await?;
+        state.reserve(
+            self.message_ids.drain(..messages).collect(),
+            self.item_ids.drain(..items).collect(),
+        );
         let mut plan = Plan::default();
         for op in ops.iter_mut() {
             plan.apply(op, &mut state, now);
         }
-        if !plan.only_turn_writes() {
+        if !plan.only_guarded_writes() {
             return Ok(None);
         }
         let attempt = self.attempts.next();
@@ -139,10 +139,43 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Makes sure `messages` message ids and `items` work item ids are taken ahead, taking a
+    /// block from a sequence that has too few.
+    async fn take_ids_ahead(&mut self, messages: usize, items: usize) -> Result<(), sqlx::Error> {
+        let block = |have: usize, need: usize| if have < need { need.max(ID_BLOCK) } else { 0 };
+        let (more_messages, more_items) = (
+            block(self.message_ids.len(), messages),
+            block(self.item_ids.len(), items),
+        );
+        if more_messages + more_items == 0 {
+            return Ok(());
+        }
+        let rows: Vec<(bool, i64)> = sqlx::query_as(
+            "SELECT true, nextval('orch_queue_id_seq') FROM generate_series(1, $1) \
+             UNION ALL SELECT false, nextval('activity_queue_id_seq') FROM generate_series(1, $2)",
+        )
+        .bind(more_messages as i64)
+        .bind(more_items as i64)
+        .fetch_all(&self.guarded_pool)
+        .await?;
+        for (message, id) in rows {
+            if message {
+                self.message_ids.push(id);
+            } else {
+                self.item_ids.push(id);
+            }
+        }
+        self.message_ids.sort_unstable();
+        self.item_ids.sort_unstable();
+        Ok(())
+    }
+}
+
 /// Writes a guarded batch's plan and checks its guards in one statement, which commits on its
 /// own: the turns' instances must have the history lengths the turns expect and a lease that
-/// is the owner's, lapsed or nobody's, and every consumed message and work item must still be
-/// leased to the owner. Otherwise `duractor_refuse` raises and nothing is written. The fence
+/// is the owner's, lapsed or nobody's, every consumed message and work item must still be
+/// leased to the owner, and the ids of new instances must be free. Otherwise `duractor_refuse` raises and nothing is written. The fence
 /// row records the attempt, as in every transaction of the writer.
 async fn guarded_write(
     writer: &Writer,
@@ -154,7 +187,7 @@ async fn guarded_write(
     // The comment names the statement for whoever watches the wire (the fault tests' proxy
     // loses answers to commits, and this statement is one).
     const SQL: &str = "\
-        /* duractor: a guarded turn, which commits on its own */ \
+        /* duractor: a guarded batch, which commits on its own */ \
         WITH fence AS ( \
             INSERT INTO writers (writer, batch, updated_at) VALUES ($1, $2, $3) \
             ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
@@ -170,10 +203,15 @@ async fn guarded_write(
                           WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
                             AND a.execution = (c->>2)::bigint) \
             RETURNING a.id, a.locked_by), \
+        new_inst AS ( \
+            INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+            SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0, e->>5, (e->>6)::bigint \
+            FROM jsonb_array_elements($17::jsonb) e \
+            ON CONFLICT (instance_id) DO NOTHING RETURNING instance_id), \
         new_msgs AS ( \
-            INSERT INTO orch_queue (instance_id, visible_at, message, execution, locked_by, locked_until) \
-            SELECT e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
-            FROM jsonb_array_elements($9::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n), \
+            INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
+            SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
+            FROM jsonb_array_elements($9::jsonb) e), \
         new_items AS ( \
             INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
             SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
@@ -201,11 +239,12 @@ async fn guarded_write(
             RETURNING i.instance_id) \
         SELECT CASE \
             WHEN (SELECT count(*) FROM upd) = jsonb_array_length($12::jsonb) \
+             AND (SELECT count(*) FROM new_inst) = jsonb_array_length($17::jsonb) \
              AND (SELECT count(*) FROM del_msgs WHERE id = ANY($5) AND locked_by = $13) = cardinality($5::bigint[]) \
              AND (SELECT count(*) FROM del_items WHERE id = ANY($7) AND locked_by = $13) = cardinality($7::bigint[]) \
             THEN (SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15) \
                + (SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id) \
-            ELSE duractor_refuse('a guarded turn found its instance, messages or work items changed') \
+            ELSE duractor_refuse('a guarded batch found an instance, message or work item changed, or an id taken') \
         END";
     sqlx::query(SQL)
         .bind(&writer.attempts.writer)
@@ -224,6 +263,7 @@ async fn guarded_write(
         .bind(&writer.work_channel)
         .bind(plan.effects.work)
         .bind(&writer.finished_channel)
+        .bind(json(&plan.new_instances))
         .execute(&writer.guarded_pool)
         .await?;
     Ok(())
