@@ -46,7 +46,16 @@ pub(crate) struct Guards {
 /// instances (their existence would need a read), no entity state, no history reset; all
 /// turns are by one owner; no start is held by flow control. Every such op's outcome then
 /// follows from the guards alone.
+///
+/// Only small batches qualify: at most [`MAX_ROWS`] rows of each kind (ops, events, consumed
+/// messages and results, new messages and work items). A guarded batch saves round trips,
+/// which a large batch shares among many ops anyway, and its statement is planned once for
+/// all values, which suits short lists only.
 pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
+    if ops.len() > MAX_ROWS {
+        return None;
+    }
+    let mut rows = Rows::default();
     let mut guards = Guards::default();
     let mut state = State::default();
     let mut instances = HashSet::new();
@@ -59,6 +68,7 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
                 if instance.flow.is_some() || !instances.insert(instance.instance_id.as_str()) {
                     return None;
                 }
+                rows.messages += 1;
                 guards.absent.push(instance.instance_id.clone());
                 continue;
             }
@@ -89,6 +99,10 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
         {
             return None;
         }
+        rows.events += turn.new_events.len();
+        rows.consumed += turn.consumed.len() + turn.completed_activities.len();
+        rows.messages += turn.messages.len();
+        rows.activities += turn.activities.len();
         let start = i64::try_from(turn.history_start).ok()?;
         guards.instances.push((turn.instance_id.clone(), start));
         state.instances.insert(
@@ -109,10 +123,31 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
             state.items.insert(*id, Some(turn.owner.clone()));
         }
     }
-    if ops.is_empty() {
+    if ops.is_empty() || rows.largest() > MAX_ROWS {
         return None;
     }
     Some((state, guards))
+}
+
+/// The most rows of any kind a guarded batch may write.
+pub(crate) const MAX_ROWS: usize = 16;
+
+/// How many rows of each kind a batch writes.
+#[derive(Default)]
+struct Rows {
+    events: usize,
+    consumed: usize,
+    messages: usize,
+    activities: usize,
+}
+
+impl Rows {
+    fn largest(&self) -> usize {
+        self.events
+            .max(self.consumed)
+            .max(self.messages)
+            .max(self.activities)
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +308,28 @@ mod tests {
             claim: Some(("w".into(), Lease::until(Utc::now()))),
             reply: Reply::new(caller),
         }
+    }
+
+    #[test]
+    fn only_small_batches_qualify() {
+        let mut many_events = turn("a", "w");
+        many_events.new_events = vec![many_events.new_events[0].clone(); MAX_ROWS + 1];
+        assert!(!qualifies(vec![many_events]));
+        let mut at_most = turn("a", "w");
+        at_most.new_events = vec![at_most.new_events[0].clone(); MAX_ROWS];
+        assert!(qualifies(vec![at_most]));
+        let mut fan_out = turn("a", "w");
+        fan_out.activities = vec![fan_out.activities[0].clone(); MAX_ROWS + 1];
+        assert!(!qualifies(vec![fan_out]));
+        let many_turns: Vec<TurnCommit> = (0..=MAX_ROWS)
+            .map(|i| {
+                let mut t = turn(&format!("i{i}"), "w");
+                t.consumed = vec![i as i64];
+                t.completed_activities = Vec::new();
+                t
+            })
+            .collect();
+        assert!(!qualifies(many_turns));
     }
 
     #[test]

@@ -198,10 +198,13 @@ async fn guarded_write(
             DELETE FROM orch_queue WHERE id = ANY($5) OR instance_id = ANY($6) \
             RETURNING id, locked_by), \
         del_items AS ( \
+            /* each arm of the OR has an index (the cancelled calls' instance ids are an \
+               array of their own for it), so a backlog of work items is never scanned */ \
             DELETE FROM activity_queue a WHERE a.id = ANY($7) OR a.instance_id = ANY($6) \
-               OR EXISTS (SELECT 1 FROM jsonb_array_elements($8::jsonb) c \
-                          WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
-                            AND a.execution = (c->>2)::bigint) \
+               OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($8::jsonb) c)) \
+                   AND EXISTS (SELECT 1 FROM jsonb_array_elements($8::jsonb) c \
+                               WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
+                                 AND a.execution = (c->>2)::bigint)) \
             RETURNING a.id, a.locked_by), \
         new_inst AS ( \
             INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
@@ -240,8 +243,10 @@ async fn guarded_write(
         SELECT CASE \
             WHEN (SELECT count(*) FROM upd) = jsonb_array_length($12::jsonb) \
              AND (SELECT count(*) FROM new_inst) = jsonb_array_length($17::jsonb) \
-             AND (SELECT count(*) FROM del_msgs WHERE id = ANY($5) AND locked_by = $13) = cardinality($5::bigint[]) \
-             AND (SELECT count(*) FROM del_items WHERE id = ANY($7) AND locked_by = $13) = cardinality($7::bigint[]) \
+             AND (SELECT count(*) FROM del_msgs \
+                  WHERE locked_by = $13 AND id IN (SELECT unnest($5::bigint[]))) = cardinality($5::bigint[]) \
+             AND (SELECT count(*) FROM del_items \
+                  WHERE locked_by = $13 AND id IN (SELECT unnest($7::bigint[]))) = cardinality($7::bigint[]) \
             THEN (SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15) \
                + (SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id) \
             ELSE duractor_refuse('a guarded batch found an instance, message or work item changed, or an id taken') \
@@ -608,9 +613,10 @@ async fn write(
                    OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
             del_items AS ( \
                 DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
-                   OR EXISTS (SELECT 1 FROM jsonb_array_elements($15::jsonb) c \
-                              WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
-                                AND a.execution = (c->>2)::bigint)), \
+                   OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($15::jsonb) c)) \
+                       AND EXISTS (SELECT 1 FROM jsonb_array_elements($15::jsonb) c \
+                                   WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
+                                     AND a.execution = (c->>2)::bigint))), \
             new_msgs AS ( \
                 INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
                 SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
