@@ -191,15 +191,18 @@ impl PostgresStore {
                 .await
                 .map_err(|e| Error::store(format!("migrating the PostgreSQL schema: {e}")))?;
             forget_old_writers(&pool).await;
-            // The writer's guarded turns run on a connection of their own that plans its
+            // The writer's guarded batches run on a connection of their own that plans its
             // statements once (a generic plan): re-planning the guarded statement for every
-            // turn costs as much as a third of it. Only the writer uses it, one batch at a time.
+            // turn costs as much as a third of it. Only the writer uses it, one batch at a
+            // time. It connects now, not in the first turn.
             let guarded_pool = PgPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(
+                .connect_with(
                     setup_connect_guarded.options([("plan_cache_mode", "force_generic_plan")]),
-                );
+                )
+                .await
+                .map_err(|e| store_error("connecting to PostgreSQL", e))?;
             Ok::<_, Error>((pool, guarded_pool))
         })
         .await?;

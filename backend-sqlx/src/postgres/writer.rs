@@ -53,6 +53,9 @@ pub(super) struct Writer {
     pub(super) guarded_pool: PgPool,
 }
 
+/// The SQLSTATE `duractor_refuse()` raises: a guard did not hold.
+const REFUSED: &str = "DU001";
+
 /// How many queue ids a writer takes from a sequence at a time for guarded batches. Ids
 /// taken ahead are older than ones other writers take meanwhile; claims take the lowest ids
 /// first, so a block's last ids may be claimed a little early, never late, and only against
@@ -128,7 +131,11 @@ impl Writer {
             Ok(()) => Ok(Some(plan.effects)),
             // The server answered: the statement did not commit.
             Err(sqlx::Error::Database(error)) => {
-                tracing::debug!(%error, "a guarded turn was refused; running it the ordinary way");
+                if error.code().as_deref() == Some(REFUSED) {
+                    tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
+                } else {
+                    tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
+                }
                 Ok(None)
             }
             Err(error) => Err(AttemptError {
@@ -172,6 +179,75 @@ impl Writer {
     }
 }
 
+/// The statement of a guarded batch ([`guarded_write`]). The comment names it for whoever
+/// watches the wire (the fault tests' proxy loses answers to commits, and this statement is
+/// one).
+pub(super) const GUARDED_SQL: &str = "\
+    /* duractor: a guarded batch, which commits on its own */ \
+    WITH fence AS ( \
+        INSERT INTO writers (writer, batch, updated_at) VALUES ($1, $2, $3) \
+        ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
+    hist AS ( \
+        INSERT INTO history (instance_id, idx, event) \
+        SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($4::jsonb) e), \
+    del_msgs AS ( \
+        DELETE FROM orch_queue WHERE id = ANY($5) OR instance_id = ANY($6) \
+        RETURNING id, locked_by), \
+    del_items AS ( \
+        /* each arm of the OR has an index (the cancelled calls' instance ids are an \
+           array of their own for it), so a backlog of work items is never scanned */ \
+        DELETE FROM activity_queue a WHERE a.id = ANY($7) OR a.instance_id = ANY($6) \
+           OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($8::jsonb) c)) \
+               AND EXISTS (SELECT 1 FROM jsonb_array_elements($8::jsonb) c \
+                           WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
+                             AND a.execution = (c->>2)::bigint)) \
+        RETURNING a.id, a.locked_by), \
+    new_inst AS ( \
+        INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+        SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0, e->>5, (e->>6)::bigint \
+        FROM jsonb_array_elements($17::jsonb) e \
+        ON CONFLICT (instance_id) DO NOTHING RETURNING instance_id), \
+    new_msgs AS ( \
+        INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
+        SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
+        FROM jsonb_array_elements($9::jsonb) e), \
+    new_items AS ( \
+        INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
+        SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
+               CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
+               e->>10, (e->>11)::integer \
+        FROM jsonb_array_elements($10::jsonb) e), \
+    upd AS ( \
+        UPDATE instances i SET \
+            status = COALESCE(u.status, i.status), \
+            output = COALESCE(u.output, i.output), \
+            failure = COALESCE(u.failure, i.failure), \
+            custom_status = COALESCE(u.custom_status, i.custom_status), \
+            input = COALESCE(u.input, i.input), \
+            history_len = u.history_len, updated_at = u.updated_at, \
+            completed_at = COALESCE(u.completed_at, i.completed_at), \
+            locked_by = u.locked_by, locked_until = u.locked_until \
+        FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
+                     e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
+                     (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
+                     e->>11 AS input \
+              FROM jsonb_array_elements($11::jsonb) e) AS u, \
+             jsonb_array_elements($12::jsonb) g \
+        WHERE i.instance_id = u.id AND g->>0 = u.id AND i.history_len = (g->>1)::bigint \
+          AND (i.locked_by IS NULL OR i.locked_by = $13 OR i.locked_until < $3) \
+        RETURNING i.instance_id) \
+    SELECT CASE \
+        WHEN (SELECT count(*) FROM upd) = jsonb_array_length($12::jsonb) \
+         AND (SELECT count(*) FROM new_inst) = jsonb_array_length($17::jsonb) \
+         AND (SELECT count(*) FROM del_msgs \
+              WHERE locked_by = $13 AND id IN (SELECT unnest($5::bigint[]))) = cardinality($5::bigint[]) \
+         AND (SELECT count(*) FROM del_items \
+              WHERE locked_by = $13 AND id IN (SELECT unnest($7::bigint[]))) = cardinality($7::bigint[]) \
+        THEN (SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15) \
+           + (SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id) \
+        ELSE duractor_refuse('a guarded batch found an instance, message or work item changed, or an id taken') \
+    END";
+
 /// Writes a guarded batch's plan and checks its guards in one statement, which commits on its
 /// own: the turns' instances must have the history lengths the turns expect and a lease that
 /// is the owner's, lapsed or nobody's, every consumed message and work item must still be
@@ -184,74 +260,7 @@ async fn guarded_write(
     attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    // The comment names the statement for whoever watches the wire (the fault tests' proxy
-    // loses answers to commits, and this statement is one).
-    const SQL: &str = "\
-        /* duractor: a guarded batch, which commits on its own */ \
-        WITH fence AS ( \
-            INSERT INTO writers (writer, batch, updated_at) VALUES ($1, $2, $3) \
-            ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at), \
-        hist AS ( \
-            INSERT INTO history (instance_id, idx, event) \
-            SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($4::jsonb) e), \
-        del_msgs AS ( \
-            DELETE FROM orch_queue WHERE id = ANY($5) OR instance_id = ANY($6) \
-            RETURNING id, locked_by), \
-        del_items AS ( \
-            /* each arm of the OR has an index (the cancelled calls' instance ids are an \
-               array of their own for it), so a backlog of work items is never scanned */ \
-            DELETE FROM activity_queue a WHERE a.id = ANY($7) OR a.instance_id = ANY($6) \
-               OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($8::jsonb) c)) \
-                   AND EXISTS (SELECT 1 FROM jsonb_array_elements($8::jsonb) c \
-                               WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
-                                 AND a.execution = (c->>2)::bigint)) \
-            RETURNING a.id, a.locked_by), \
-        new_inst AS ( \
-            INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
-            SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0, e->>5, (e->>6)::bigint \
-            FROM jsonb_array_elements($17::jsonb) e \
-            ON CONFLICT (instance_id) DO NOTHING RETURNING instance_id), \
-        new_msgs AS ( \
-            INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
-            SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
-            FROM jsonb_array_elements($9::jsonb) e), \
-        new_items AS ( \
-            INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
-            SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
-                   CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
-                   e->>10, (e->>11)::integer \
-            FROM jsonb_array_elements($10::jsonb) e), \
-        upd AS ( \
-            UPDATE instances i SET \
-                status = COALESCE(u.status, i.status), \
-                output = COALESCE(u.output, i.output), \
-                failure = COALESCE(u.failure, i.failure), \
-                custom_status = COALESCE(u.custom_status, i.custom_status), \
-                input = COALESCE(u.input, i.input), \
-                history_len = u.history_len, updated_at = u.updated_at, \
-                completed_at = COALESCE(u.completed_at, i.completed_at), \
-                locked_by = u.locked_by, locked_until = u.locked_until \
-            FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
-                         e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
-                         (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
-                         e->>11 AS input \
-                  FROM jsonb_array_elements($11::jsonb) e) AS u, \
-                 jsonb_array_elements($12::jsonb) g \
-            WHERE i.instance_id = u.id AND g->>0 = u.id AND i.history_len = (g->>1)::bigint \
-              AND (i.locked_by IS NULL OR i.locked_by = $13 OR i.locked_until < $3) \
-            RETURNING i.instance_id) \
-        SELECT CASE \
-            WHEN (SELECT count(*) FROM upd) = jsonb_array_length($12::jsonb) \
-             AND (SELECT count(*) FROM new_inst) = jsonb_array_length($17::jsonb) \
-             AND (SELECT count(*) FROM del_msgs \
-                  WHERE locked_by = $13 AND id IN (SELECT unnest($5::bigint[]))) = cardinality($5::bigint[]) \
-             AND (SELECT count(*) FROM del_items \
-                  WHERE locked_by = $13 AND id IN (SELECT unnest($7::bigint[]))) = cardinality($7::bigint[]) \
-            THEN (SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15) \
-               + (SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id) \
-            ELSE duractor_refuse('a guarded batch found an instance, message or work item changed, or an id taken') \
-        END";
-    sqlx::query(SQL)
+    sqlx::query(GUARDED_SQL)
         .bind(&writer.attempts.writer)
         .bind(attempt)
         .bind(now)
