@@ -20,17 +20,41 @@ use std::time::{Duration, Instant};
 /// What the proxy does to traffic, changeable while it runs.
 #[derive(Default)]
 struct Faults {
-    /// Lose the answer to one `COMMIT` in this many (0: never).
-    drop_commit_answer_one_in: AtomicU32,
-    /// How many answers to lose at most.
-    drop_commit_answer_budget: AtomicU64,
-    /// The same for statements that commit on their own, counted separately.
-    drop_own_answer_one_in: AtomicU32,
-    drop_own_answer_budget: AtomicU64,
+    /// Which answers to `COMMIT`s to lose.
+    commit_answers: Losing,
+    /// Which answers to statements that commit on their own to lose, counted separately.
+    own_answers: Losing,
     /// Delay every chunk in both directions by this many milliseconds.
     delay_ms: AtomicU64,
     /// Refuse and cut connections until then.
     down_until: Mutex<Option<Instant>>,
+}
+
+/// Losing one answer in `one_in` (0: none), at most `budget` of them.
+#[derive(Default)]
+struct Losing {
+    one_in: AtomicU32,
+    budget: AtomicU64,
+}
+
+impl Losing {
+    fn set(&self, one_in: u32, budget: u64) {
+        self.budget.store(budget, Ordering::Relaxed);
+        self.one_in.store(one_in, Ordering::Relaxed);
+    }
+
+    /// Whether to lose this answer, given a random number.
+    fn this_one(&self, random: u64) -> bool {
+        let one_in = self.one_in.load(Ordering::Relaxed);
+        one_in != 0
+            && random.is_multiple_of(u64::from(one_in))
+            && self
+                .budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+    }
 }
 
 /// Counts of what the proxy did.
@@ -83,25 +107,11 @@ impl Shared {
 
     /// Whether to lose the answer to the commit of `kind` just seen.
     fn lose_this_answer(&self, kind: Commit) -> bool {
-        let (one_in, budget) = match kind {
-            Commit::Statement => (
-                &self.faults.drop_commit_answer_one_in,
-                &self.faults.drop_commit_answer_budget,
-            ),
-            Commit::OnItsOwn => (
-                &self.faults.drop_own_answer_one_in,
-                &self.faults.drop_own_answer_budget,
-            ),
+        let losing = match kind {
+            Commit::Statement => &self.faults.commit_answers,
+            Commit::OnItsOwn => &self.faults.own_answers,
         };
-        let one_in = one_in.load(Ordering::Relaxed);
-        if one_in == 0 || !self.random().is_multiple_of(u64::from(one_in)) {
-            return false;
-        }
-        budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(1)
-            })
-            .is_ok()
+        losing.this_one(self.random())
     }
 }
 
@@ -170,26 +180,14 @@ impl PgProxy {
     /// Loses the server's answer to one `COMMIT` in `one_in` (after the server received it),
     /// then closes that connection; at most `budget` times.
     pub fn drop_commit_answers(&self, one_in: u32, budget: u64) {
-        let faults = &self.shared.faults;
-        faults
-            .drop_commit_answer_budget
-            .store(budget, Ordering::Relaxed);
-        faults
-            .drop_commit_answer_one_in
-            .store(one_in, Ordering::Relaxed);
+        self.shared.faults.commit_answers.set(one_in, budget);
     }
 
     /// Loses the server's answer to one statement that commits on its own (a turn's guarded
     /// statement) in `one_in`, then closes that connection; at most `budget` times, besides
     /// [`drop_commit_answers`](Self::drop_commit_answers)'.
     pub fn drop_own_commit_answers(&self, one_in: u32, budget: u64) {
-        let faults = &self.shared.faults;
-        faults
-            .drop_own_answer_budget
-            .store(budget, Ordering::Relaxed);
-        faults
-            .drop_own_answer_one_in
-            .store(one_in, Ordering::Relaxed);
+        self.shared.faults.own_answers.set(one_in, budget);
     }
 
     /// Delays every message with a statement, and every chunk of its answer, by `delay`

@@ -163,65 +163,38 @@ mod tests {
     use super::*;
     use crate::batch::Plan;
     use crate::batch::ops::{Lease, Reply};
+    use crate::batch::plan::tests::{self as plan_tests, NOW, new_instance};
+    use crate::common::from_millis;
 
-    /// A turn that consumes message 7 and work item 9 and schedules an activity and a timer.
+    /// A turn at history length 4 that consumes message 7 and work item 9 and schedules an
+    /// activity and a timer.
     fn turn(instance_id: &str, owner: &str) -> TurnCommit {
-        let now = crate::common::from_millis(1_800_000_000_000);
-        TurnCommit {
+        let now = from_millis(NOW);
+        let mut turn = plan_tests::turn(instance_id, owner);
+        turn.history_start = 4;
+        turn.consumed = vec![7];
+        turn.completed_activities = vec![9];
+        turn.activities = vec![NewActivity {
+            seq: 2,
+            name: "work".into(),
+            input: Payload::from_json("1").unwrap(),
+            timeouts: Default::default(),
+            deadline: None,
+            heartbeat: None,
+            run_here: true,
+            flow_key: None,
+            priority: 0,
+        }];
+        turn.messages = vec![NewMessage {
             instance_id: instance_id.to_owned(),
-            owner: owner.to_owned(),
-            history_start: 4,
-            reset_history: false,
-            execution: 0,
-            new_events: vec![Event::TimerFired {
-                seq: 1,
+            visible_at: now + TimeDelta::seconds(1),
+            event: Event::TimerFired {
+                seq: 3,
                 fire_at: now,
-            }],
-            consumed: vec![7],
-            completed_activities: vec![9],
-            activities: vec![NewActivity {
-                seq: 2,
-                name: "work".into(),
-                input: Payload::from_json("1").unwrap(),
-                timeouts: Default::default(),
-                deadline: None,
-                heartbeat: None,
-                run_here: true,
-                flow_key: None,
-                priority: 0,
-            }],
-            cancelled_activities: Vec::new(),
-            messages: vec![NewMessage {
-                instance_id: instance_id.to_owned(),
-                visible_at: now + TimeDelta::seconds(1),
-                event: Event::TimerFired {
-                    seq: 3,
-                    fire_at: now,
-                },
-                execution: Some(0),
-            }],
-            new_instances: Vec::new(),
-            status: Some(RuntimeStatus::Running),
-            output: None,
-            failure: None,
-            custom_status: None,
-            input: None,
-            entity: None,
-            lease_until: now + TimeDelta::seconds(30),
-            now,
-        }
-    }
-
-    fn new_instance(id: &str) -> NewInstance {
-        NewInstance {
-            instance_id: id.to_owned(),
-            name: "order".to_owned(),
-            version: String::new(),
-            input: Payload::null(),
-            created_at: Utc::now(),
-            parent: None,
-            flow: None,
-        }
+            },
+            execution: Some(0),
+        }];
+        turn
     }
 
     fn op(

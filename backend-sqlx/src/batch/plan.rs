@@ -774,8 +774,9 @@ pub(crate) fn ids_needed(ops: &[Op]) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The plan against hand-built states: no database.
+pub(crate) mod tests {
+    //! The plan against hand-built states: no database. The fixtures serve the other batch
+    //! modules' tests too.
 
     use chrono::TimeDelta;
     use duractor::store::{NewActivity, NewMessage};
@@ -787,7 +788,7 @@ mod tests {
     use crate::common::from_millis;
 
     /// When every op in these tests runs (Unix ms).
-    const NOW: i64 = 1_800_000_000_000;
+    pub(crate) const NOW: i64 = 1_800_000_000_000;
 
     fn lease() -> Lease {
         Lease::until(Utc::now() + TimeDelta::seconds(30))
@@ -810,7 +811,7 @@ mod tests {
         state
     }
 
-    fn new_instance(id: &str) -> NewInstance {
+    pub(crate) fn new_instance(id: &str) -> NewInstance {
         NewInstance {
             instance_id: id.to_owned(),
             name: "order".to_owned(),
@@ -823,7 +824,7 @@ mod tests {
     }
 
     /// A turn of `owner` on `instance_id` that appends one event and changes nothing else.
-    fn turn(instance_id: &str, owner: &str) -> TurnCommit {
+    pub(crate) fn turn(instance_id: &str, owner: &str) -> TurnCommit {
         TurnCommit {
             instance_id: instance_id.to_owned(),
             owner: owner.to_owned(),
