@@ -302,6 +302,11 @@ pub fn duration_ms(text: &str) -> Option<u64> {
 }
 
 fn timeout(text: &str) -> Option<&'static str> {
+    if text.trim_start().starts_with('-') {
+        return Some(
+            "a timeout cannot be negative; write how long to wait, e.g. `\"5m\"`, or leave the argument out for no timeout",
+        );
+    }
     match duration_ms(text) {
         None => Some(EXPECTED_DURATION),
         Some(0) => Some("a timeout must be at least 1 ms; leave the argument out for no timeout"),

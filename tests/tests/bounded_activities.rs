@@ -138,6 +138,75 @@ async fn schedule_to_close_ends_the_whole_call_however_many_retries_are_left() {
     app.stop().await;
 }
 
+static UNSTARTED_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[activity]
+async fn unstarted(_ctx: ActivityContext, _: ()) -> Result<(), duractor::Error> {
+    UNSTARTED_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[orchestrator]
+async fn bounded_unstarted(ctx: OrchestrationContext, _: ()) -> Result<(), duractor::Error> {
+    let options = ActivityOptions::new().schedule_to_close(Duration::from_millis(600));
+    ctx.call_activity_with(Unstarted, (), &options).await
+}
+
+#[tokio::test]
+async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
+    duractor_tests::init_tracing();
+    let dir = TempDir::new("bounded-unstarted");
+    let store = SqliteStore::open(dir.file("app.db")).await.unwrap();
+    // This worker runs the orchestration but not the activity: nobody ever starts it.
+    let runtime = Runtime::builder(store.clone())
+        .auto_register(false)
+        .orchestrator(BoundedUnstarted)
+        .poll_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let started = Instant::now();
+    let id = client.start(BoundedUnstarted, ()).await.unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(status.status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    let cause = failure.cause.as_deref().expect("the activity's failure");
+    assert_eq!(cause.kind, "schedule_to_close_timeout", "{failure:?}");
+    assert!(
+        cause
+            .message
+            .contains("was still waiting for a worker or running"),
+        "{}",
+        cause.message
+    );
+    assert!(elapsed >= Duration::from_millis(600), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    // The call was cancelled (recorded) and its work item is gone: a worker that has the
+    // activity, started now, finds nothing to run.
+    let history = client.history(&id).await.unwrap();
+    assert!(
+        history.iter().any(|event| matches!(
+            event,
+            Event::CallCancelled { seq: 0, reason } if reason.contains("schedule-to-close")
+        )),
+        "{history:?}"
+    );
+    assert!(store.list_activities(&id).await.unwrap().is_empty());
+    runtime.shutdown().await.unwrap();
+    let worker = Runtime::builder(store)
+        .auto_register(false)
+        .activity(Unstarted)
+        .poll_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(UNSTARTED_RUNS.load(Ordering::SeqCst), 0);
+    worker.shutdown().await.unwrap();
+}
+
 // --- heartbeats: a silent attempt times out, the retry resumes from its last details
 
 static SILENT_CALLS: AtomicU32 = AtomicU32::new(0);
@@ -174,6 +243,54 @@ async fn a_missed_heartbeat_times_the_attempt_out_and_the_retry_resumes_from_its
     assert_eq!(
         failures(&history),
         [("heartbeat_timeout".to_owned(), Some(serde_json::json!(3)))]
+    );
+    app.stop().await;
+}
+
+// --- an activity's own defaults bound a plain call; heartbeats are stored a few at a time;
+// --- a retry policy can refuse to retry a timeout
+
+static BUSY_BEATS: AtomicU32 = AtomicU32::new(0);
+
+/// Heartbeats as fast as it can until it is told to stop.
+#[activity(start_to_close = "400ms")]
+async fn busy_beats(ctx: ActivityContext, _: ()) -> Result<(), duractor::Error> {
+    let mut beats = 0u32;
+    while !ctx.is_cancelled() {
+        beats += 1;
+        ctx.heartbeat(&beats)?;
+        tokio::task::yield_now().await;
+    }
+    BUSY_BEATS.store(beats, Ordering::SeqCst);
+    Err(duractor::Error::msg("stopped"))
+}
+
+#[orchestrator]
+async fn busy_job(ctx: OrchestrationContext, _: ()) -> Result<(), duractor::Error> {
+    let policy = RetryPolicy::new(5, Duration::from_millis(10)).retry_if(|e| !e.is_timeout());
+    ctx.call_activity_with_retry(BusyBeats, (), &policy).await
+}
+
+#[tokio::test]
+async fn defaults_bound_a_plain_call_heartbeats_are_batched_and_retry_if_can_refuse_timeouts() {
+    let app = TestApp::start("bounded-defaults").await;
+    let id = app.client.start(BusyJob, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Failed);
+    let history = app.client.history(&id).await.unwrap();
+    // One attempt, stopped by the attribute's start-to-close timeout, not retried.
+    let failed = failures(&history);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "start_to_close_timeout");
+    let beats = BUSY_BEATS.load(Ordering::SeqCst);
+    assert!(beats > 1_000, "only {beats} heartbeats in 400 ms");
+    // The failure carries the latest details; the store saw a few of the thousands.
+    let last = failed[0].1.as_ref().and_then(|v| v.as_u64()).unwrap();
+    assert!(last >= u64::from(beats) - 1, "{last} of {beats}");
+    let stored = app.runtime.metrics().activity_heartbeats;
+    assert!(
+        (1..=5).contains(&stored),
+        "{stored} heartbeats stored for {beats}"
     );
     app.stop().await;
 }
@@ -492,11 +609,23 @@ async fn terminate_reaches_an_activity_running_in_another_process_on_postgresql(
     client.terminate(&id, "enough").cascade(true).await.unwrap();
     eventually("both activities stop", Duration::from_secs(2), || async {
         let log = log_of(&spec);
-        (log.contains("p-parent cancelled") && log.contains("p-child cancelled")).then_some(())
+        (log.contains("p-parent cancelled Cancelled")
+            && log.contains("p-child cancelled Cancelled"))
+        .then_some(())
     })
     .await;
     let took = terminated.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    // They stay stopped, and both instances are terminated.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = log_of(&spec);
+    let after = log.split("cancelled").last().unwrap_or_default();
+    assert!(!after.contains("step"), "{log}");
+    let child = format!("{id}:1");
+    for instance in [&id, &child] {
+        let status = client.status(instance).await.unwrap();
+        assert_eq!(status.status, RuntimeStatus::Terminated, "{instance}");
+    }
     runtime.shutdown().await.unwrap();
 }
 

@@ -5,7 +5,10 @@
 
 use std::cell::RefMut;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -282,10 +285,15 @@ impl OrchestrationContext {
         let first_started = self.now();
         let deadline = timeouts
             .schedule_to_close
-            .and_then(|timeout| checked_after(first_started, timeout));
+            .and_then(|timeout| checked_after(first_started, timeout))
+            .filter(|deadline| *deadline <= crate::clock::latest_timer_time());
+        // The deadline is also a durable timer (armed after the first attempt is scheduled):
+        // it ends the call even while no worker runs an attempt (none has the activity, flow
+        // control holds it back, or the one running it died and its lease has not lapsed).
+        let mut deadline_timer: Option<Timer> = None;
         let mut heartbeat = None;
         let mut number = 1;
-        loop {
+        let outcome = loop {
             let call = self.schedule_activity::<T>(
                 name,
                 input.clone(),
@@ -295,8 +303,18 @@ impl OrchestrationContext {
                 priority,
             );
             let seq = call.seq();
-            let error = match call.await {
-                Ok(output) => return Ok(output),
+            if let (Some(at), None) = (deadline, &deadline_timer) {
+                deadline_timer = Some(self.timer_at(at));
+            }
+            let result = match deadline_timer.as_mut() {
+                Some(timer) => match unless_due(call, timer, SCHEDULE_TO_CLOSE_CANCEL).await {
+                    Some(result) => result,
+                    None => break Err(deadline_passed(name, timeouts, number)),
+                },
+                None => call.await,
+            };
+            let error = match result {
+                Ok(output) => break Ok(output),
                 Err(error) => error,
             };
             if let Some(seq) = seq {
@@ -305,17 +323,22 @@ impl OrchestrationContext {
             let wait = policy.delay_before(number);
             let elapsed = (self.now() - first_started).to_std().unwrap_or_default();
             if !policy.should_retry(&error, number, elapsed, wait) {
-                return Err(error);
+                break Err(error);
             }
             if let Some(deadline) = deadline
                 && checked_after(self.now(), wait).is_none_or(|next| next >= deadline)
             {
-                return Err(schedule_to_close_error(name, timeouts, error));
+                break Err(schedule_to_close_error(name, timeouts, error));
             }
             tracing::debug!(instance_id = %self.instance_id, activity = name, attempt = number, %error, "retrying after {wait:?}");
             self.sleep(wait).await;
             number += 1;
+        };
+        if let Some(timer) = deadline_timer {
+            // A timer that already fired is left as it is.
+            timer.cancel_because("the call ended before its schedule-to-close deadline");
         }
+        outcome
     }
 
     /// Starts a sub-orchestration (a child instance with id `<this instance id>:<call number>`)
@@ -870,6 +893,53 @@ impl ProxyMode for SignalFromOrchestration {
 
 /// The error of a call whose schedule-to-close timeout ended it between attempts, carrying
 /// the last attempt's failure.
+/// Why an attempt in flight is cancelled when its call's schedule-to-close deadline passes.
+const SCHEDULE_TO_CLOSE_CANCEL: &str = "its call's schedule-to-close deadline passed";
+
+/// `call`'s result, or `None` when `deadline` fires first, which cancels the call (`reason`
+/// is recorded). When history has both, the one it recorded first wins, so replays agree.
+async fn unless_due<T: DeserializeOwned>(
+    mut call: Call<T>,
+    deadline: &mut Timer,
+    reason: &str,
+) -> Option<Result<T, Error>> {
+    std::future::poll_fn(|cx| {
+        let timer_first = match (call.__ready_at(), deadline.__ready_at()) {
+            (Some(call_at), Some(timer_at)) => timer_at < call_at,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if !timer_first && let Poll::Ready(result) = Pin::new(&mut call).poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if Pin::new(&mut *deadline).poll(cx).is_ready() {
+            call.__cancel(reason);
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut call).poll(cx).map(Some)
+    })
+    .await
+}
+
+/// The failure of a call whose schedule-to-close deadline passed while attempt `number` was
+/// still waiting for a worker or running.
+fn deadline_passed(name: &str, timeouts: ActivityTimeouts, number: u32) -> Error {
+    let timeout = timeouts.schedule_to_close.unwrap_or_default();
+    let mut failure = Failure::new(
+        SCHEDULE_TO_CLOSE_TIMEOUT,
+        format!(
+            "activity `{name}` did not complete within its schedule-to-close timeout of \
+             {timeout:?}: attempt {number} was still waiting for a worker or running, and was \
+             cancelled"
+        ),
+    );
+    failure.non_retriable = true;
+    Error::ActivityFailed {
+        name: name.to_owned(),
+        failure,
+    }
+}
+
 fn schedule_to_close_error(name: &str, timeouts: ActivityTimeouts, last: Error) -> Error {
     let timeout = timeouts.schedule_to_close.unwrap_or_default();
     let last = match last {

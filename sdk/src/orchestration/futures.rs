@@ -414,8 +414,13 @@ impl Future for Timer {
 impl Timer {
     /// Cancels the timer: it will not fire for this orchestration. Recorded in history
     /// (`CallCancelled`), so replays cancel at the same point.
-    pub fn cancel(mut self) {
-        self.__cancel("cancelled by the orchestrator");
+    pub fn cancel(self) {
+        self.cancel_because("cancelled by the orchestrator");
+    }
+
+    /// Cancels the timer, recording `reason` (a timer that has fired is left alone).
+    pub(crate) fn cancel_because(mut self, reason: &str) {
+        self.__cancel(reason);
     }
 }
 

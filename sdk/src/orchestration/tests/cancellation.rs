@@ -53,6 +53,15 @@ async fn cancels_its_own(ctx: OrchestrationContext, _: ()) -> Result<String, Err
     ctx.call_activity(Report, ()).await
 }
 
+/// A report bounded by a schedule-to-close timeout of 30 s, retried every 10 s.
+#[crate::orchestrator]
+async fn bounded_report(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    let options = ActivityOptions::new()
+        .schedule_to_close(Duration::from_secs(30))
+        .retry(RetryPolicy::new(5, Duration::from_secs(10)));
+    ctx.call_activity_with(Report, (), &options).await
+}
+
 fn cancellations(out: &TurnOutput) -> Vec<(u64, CancelTarget)> {
     out.actions
         .iter()
@@ -148,4 +157,60 @@ fn a_cancellation_the_code_no_longer_makes_is_nondeterminism() {
         "{}",
         failure.message
     );
+}
+
+#[test]
+fn a_schedule_to_close_deadline_is_a_timer_that_cancels_the_attempt_in_flight() {
+    let (mut instance, first) = Instance::start(BoundedReport, ());
+    // The first attempt, then the deadline as a durable timer: it fires even if no worker
+    // ever starts the attempt.
+    assert_eq!(activity_calls(&first).len(), 1);
+    assert_eq!(timers(&first), [(1, at(30))]);
+    let out = instance.turn(30, vec![timer_fired(1, at(30))]);
+    let failure = failed(&out);
+    let cause = failure.cause.as_deref().expect("the activity's failure");
+    assert_eq!(cause.kind, "schedule_to_close_timeout");
+    assert!(cause.non_retriable);
+    assert!(
+        cause
+            .message
+            .contains("attempt 1 was still waiting for a worker or running"),
+        "{}",
+        cause.message
+    );
+    assert_eq!(cancellations(&out), [(0, CancelTarget::Activity)]);
+    instance.replayed().expect("the history replays");
+}
+
+#[test]
+fn a_call_that_ends_before_its_deadline_cancels_the_deadline_timer() {
+    let (mut instance, _) = Instance::start(BoundedReport, ());
+    // A failed attempt, a retry 10 s later: the same timer still bounds it.
+    let out = instance.turn(1, vec![task_failed(0, "flaky")]);
+    assert_eq!(timers(&out), [(2, at(11))]);
+    let out = instance.turn(11, vec![timer_fired(2, at(11))]);
+    assert_eq!(activity_calls(&out).len(), 1);
+    assert!(timers(&out).is_empty(), "one deadline timer per call");
+    let out = instance.turn(12, vec![task_completed(3, "done")]);
+    assert_eq!(completed::<String>(&out), "done");
+    assert_eq!(cancellations(&out), [(1, CancelTarget::Nothing)]);
+    instance.replayed().expect("the history replays");
+}
+
+#[test]
+fn a_result_and_the_deadline_in_one_turn_are_decided_by_their_order_in_history() {
+    let (mut late, _) = Instance::start(BoundedReport, ());
+    let out = late.turn(30, vec![timer_fired(1, at(30)), task_completed(0, "late")]);
+    assert_eq!(
+        failed(&out).cause.as_deref().unwrap().kind,
+        "schedule_to_close_timeout"
+    );
+    late.replayed().expect("the history replays");
+    let (mut in_time, _) = Instance::start(BoundedReport, ());
+    let out = in_time.turn(
+        30,
+        vec![task_completed(0, "in time"), timer_fired(1, at(30))],
+    );
+    assert_eq!(completed::<String>(&out), "in time");
+    in_time.replayed().expect("the history replays");
 }
