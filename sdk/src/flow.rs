@@ -27,7 +27,8 @@ pub struct FlowControl {
     /// At most this many attempts running at once (per key, with a key).
     pub concurrency: Option<u32>,
     /// At most `count` attempts started per `period` (per key, with a key), spread evenly:
-    /// no more than a tenth of them (at least one) within any tenth of the period.
+    /// no more than a tenth of them (at least one) within each tenth of the period (tenths
+    /// are aligned on the clock).
     pub rate: Option<Rate>,
     /// A JSON pointer into the input (`/customer` or `/order/region`) whose value is the key
     /// the limits apply to separately; `None`: one limit for the whole activity type.
@@ -187,8 +188,18 @@ pub struct FlowUsage {
     pub running: HashMap<Option<String>, u32>,
     /// Attempts started in the last period of the rate.
     pub started_in_period: HashMap<Option<String>, u32>,
-    /// Attempts started in the last tenth of that period.
+    /// Attempts started in the current tenth of that period ([`tenth_start`]).
     pub started_in_tenth: HashMap<Option<String>, u32>,
+}
+
+/// When the current tenth of a rate's period began (milliseconds since the epoch, like
+/// `now_ms`): tenths are aligned on the clock, not on the last start. A claim that comes a
+/// little after a tenth begins then does not push the next tenth back by its delay, so a
+/// worker that looks again every few milliseconds holds the rate itself instead of falling
+/// short of it by its lag (a sliding tenth made 50/s run at about 45/s).
+pub fn tenth_start(now_ms: i64, period_ms: u64) -> i64 {
+    let tenth = i64::try_from(period_ms / 10).unwrap_or(i64::MAX).max(1);
+    now_ms - now_ms.rem_euclid(tenth)
 }
 
 /// Which of the waiting `candidates` (id and key, best first: priority, then age) a claim of
@@ -266,6 +277,16 @@ mod tests {
         ];
         assert_eq!(pick(&limits, &candidates, &usage, 10), vec![1, 3, 4]);
         assert_eq!(pick(&limits, &candidates, &usage, 2), vec![1, 3]);
+    }
+
+    #[test]
+    fn tenths_are_aligned_on_the_clock() {
+        // 50/s: tenths of 100 ms, starting at whole tenths whatever the time of the claim.
+        assert_eq!(tenth_start(1_000, 1_000), 1_000);
+        assert_eq!(tenth_start(1_099, 1_000), 1_000);
+        assert_eq!(tenth_start(1_100, 1_000), 1_100);
+        // A period under 10 ms still has tenths of at least 1 ms.
+        assert_eq!(tenth_start(1_234, 5), 1_234);
     }
 
     #[test]

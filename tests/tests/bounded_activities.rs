@@ -289,7 +289,7 @@ async fn defaults_bound_a_plain_call_heartbeats_are_batched_and_retry_if_can_ref
     assert!(last >= u64::from(beats) - 1, "{last} of {beats}");
     let stored = app.runtime.metrics().activity_heartbeats;
     assert!(
-        (1..=5).contains(&stored),
+        stored >= 1 && stored * 100 < u64::from(beats),
         "{stored} heartbeats stored for {beats}"
     );
     app.stop().await;
@@ -619,8 +619,13 @@ async fn terminate_reaches_an_activity_running_in_another_process_on_postgresql(
     // They stay stopped, and both instances are terminated.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = log_of(&spec);
-    let after = log.split("cancelled").last().unwrap_or_default();
-    assert!(!after.contains("step"), "{log}");
+    for label in ["p-parent", "p-child"] {
+        let after = log
+            .split(&format!("{label} cancelled"))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(!after.contains(&format!("{label} step")), "{log}");
+    }
     let child = format!("{id}:1");
     for instance in [&id, &child] {
         let status = client.status(instance).await.unwrap();

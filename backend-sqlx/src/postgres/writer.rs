@@ -1152,8 +1152,8 @@ pub(super) async fn admit(
     Ok(admission)
 }
 
-/// Counts the starts of `name` a rate sees now, per key: within its period and within the
-/// last tenth of it (forgetting older ones).
+/// Counts the starts of `name` a rate sees now, per key: within its period and within its
+/// current tenth ([`flow::tenth_start`]), forgetting older ones.
 async fn count_starts(
     conn: &mut PgConnection,
     name: &str,
@@ -1168,11 +1168,11 @@ async fn count_starts(
         .execute(&mut *conn)
         .await?;
     let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-        "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at > $2) \
+        "SELECT flow_key, count(*), count(*) FILTER (WHERE started_at >= $2) \
          FROM flow_starts WHERE name = $1 GROUP BY flow_key",
     )
     .bind(name)
-    .bind(now.saturating_sub(period / 10))
+    .bind(flow::tenth_start(now, rate.period_ms))
     .fetch_all(&mut *conn)
     .await?;
     for (key, in_period, in_tenth) in started {

@@ -710,7 +710,7 @@ impl Writer {
     }
 
     /// Counts the starts of `name` a rate sees now, per key: within its period and within
-    /// the last tenth of it (forgetting older ones).
+    /// its current tenth ([`flow::tenth_start`]), forgetting older ones.
     async fn count_starts(
         &mut self,
         name: &str,
@@ -726,11 +726,11 @@ impl Writer {
             .execute(&mut self.conn)
             .await?;
         let started: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT flow_key, count(*), sum(CASE WHEN started_at > ?2 THEN 1 ELSE 0 END) \
+            "SELECT flow_key, count(*), sum(CASE WHEN started_at >= ?2 THEN 1 ELSE 0 END) \
              FROM flow_starts WHERE name = ?1 GROUP BY flow_key",
         )
         .bind(name)
-        .bind(now.saturating_sub(period / 10))
+        .bind(flow::tenth_start(now, rate.period_ms))
         .fetch_all(&mut self.conn)
         .await?;
         for (key, in_period, in_tenth) in started {

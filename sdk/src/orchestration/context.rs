@@ -221,7 +221,8 @@ impl OrchestrationContext {
     ///   (`Failure::kind` `"start_to_close_timeout"` / `"heartbeat_timeout"`), which the retry
     ///   policy retries; a retry starts from the last heartbeat details of the attempt before
     ///   it ([`ActivityContext::heartbeat_details`](crate::ActivityContext::heartbeat_details)).
-    /// * Schedule-to-close bounds the whole call: the attempt running at the deadline is
+    /// * Schedule-to-close bounds the whole call: the deadline is a durable timer, so the
+    ///   call ends at it even if no worker ever started an attempt; the attempt in flight is
     ///   cancelled, no retry starts that could not begin before it, and the call fails with
     ///   kind `"schedule_to_close_timeout"` (not retriable).
     /// * A result an attempt returns after it timed out is ignored.
@@ -285,8 +286,7 @@ impl OrchestrationContext {
         let first_started = self.now();
         let deadline = timeouts
             .schedule_to_close
-            .and_then(|timeout| checked_after(first_started, timeout))
-            .filter(|deadline| *deadline <= crate::clock::latest_timer_time());
+            .and_then(|timeout| checked_after(first_started, timeout));
         // The deadline is also a durable timer (armed after the first attempt is scheduled):
         // it ends the call even while no worker runs an attempt (none has the activity, flow
         // control holds it back, or the one running it died and its lease has not lapsed).
@@ -332,6 +332,11 @@ impl OrchestrationContext {
             }
             tracing::debug!(instance_id = %self.instance_id, activity = name, attempt = number, %error, "retrying after {wait:?}");
             self.sleep(wait).await;
+            // The wait ends before the deadline, but a late worker may deliver both timers
+            // in one turn: then the deadline ends the call, with the last real failure.
+            if deadline.is_some_and(|deadline| self.now() >= deadline) {
+                break Err(schedule_to_close_error(name, timeouts, error));
+            }
             number += 1;
         };
         if let Some(timer) = deadline_timer {
@@ -891,8 +896,6 @@ impl ProxyMode for SignalFromOrchestration {
     }
 }
 
-/// The error of a call whose schedule-to-close timeout ended it between attempts, carrying
-/// the last attempt's failure.
 /// Why an attempt in flight is cancelled when its call's schedule-to-close deadline passes.
 const SCHEDULE_TO_CLOSE_CANCEL: &str = "its call's schedule-to-close deadline passed";
 
@@ -940,6 +943,8 @@ fn deadline_passed(name: &str, timeouts: ActivityTimeouts, number: u32) -> Error
     }
 }
 
+/// The error of a call whose schedule-to-close timeout ended it between attempts, carrying
+/// the last attempt's failure.
 fn schedule_to_close_error(name: &str, timeouts: ActivityTimeouts, last: Error) -> Error {
     let timeout = timeouts.schedule_to_close.unwrap_or_default();
     let last = match last {

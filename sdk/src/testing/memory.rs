@@ -830,7 +830,7 @@ impl State {
     }
 
     /// Counts the starts of `name` a rate sees now, per key: within its period and within
-    /// the last tenth of it (forgetting older ones).
+    /// its current tenth ([`flow::tenth_start`]), forgetting older ones.
     fn count_starts(
         &mut self,
         name: &str,
@@ -839,12 +839,12 @@ impl State {
         usage: &mut FlowUsage,
     ) {
         let period = chrono::Duration::milliseconds(rate.period_ms as i64);
-        let tenth = period / 10;
+        let tenth_start = flow::tenth_start(now.timestamp_millis(), rate.period_ms);
         self.flow_starts
             .retain(|(n, _, at)| n != name || *at > now - period);
         for (_, key, at) in self.flow_starts.iter().filter(|(n, _, _)| n == name) {
             *usage.started_in_period.entry(key.clone()).or_default() += 1;
-            if *at > now - tenth {
+            if at.timestamp_millis() >= tenth_start {
                 *usage.started_in_tenth.entry(key.clone()).or_default() += 1;
             }
         }
