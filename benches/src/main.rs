@@ -9,7 +9,8 @@
 //! temp directory, with the worker in this process. PostgreSQL (`--postgres-url`, default
 //! `$DURACTOR_BENCH_POSTGRES_URL`, then `$DURACTOR_TEST_POSTGRES_URL`): every run uses a fresh
 //! schema, served by `--workers N` worker processes (this program, started as `worker`);
-//! this process only starts instances and checks results, as a client. `ok` is true only when
+//! this process only starts instances and checks results, as a client. `--workers 0` runs
+//! the worker in this process instead (starts and completions then pass in memory). `ok` is true only when
 //! the result was checked. With `--runs N > 1`, a line with `"stat":"median"` follows each
 //! workload's runs.
 //!
@@ -171,8 +172,7 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or("--workers needs a value")?
                     .parse()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or("--workers takes a positive number")?;
+                    .ok_or("--workers takes a number (0: the worker runs in this process)")?;
             }
             "--help" | "-h" => {
                 println!(
@@ -340,6 +340,20 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
             },
         )
         .await?;
+        if *workers == 0 {
+            // The worker in this process, as an app that starts its own instances and waits
+            // for them: starts are handed to it in memory and completions wake the waiter
+            // in memory (what other engines' single-process harnesses measure).
+            let runtime = Runtime::builder(store.clone()).start().await?;
+            let client = runtime.client();
+            return Ok(Env {
+                _dir: None,
+                runtime: Some(runtime),
+                workers: Vec::new(),
+                client,
+                schema: Some(store),
+            });
+        }
         let workers = (0..*workers)
             .map(|_| Worker::start(url, &schema))
             .collect::<Result<Vec<_>, _>>()?;
