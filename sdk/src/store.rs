@@ -356,6 +356,10 @@ pub struct TurnCommit {
     /// Calls of this execution the turn cancelled (by `seq`): their work items are deleted,
     /// which is how the worker running one learns of it ([`Store::sync_activities`]).
     pub cancelled_activities: Vec<u64>,
+    /// Timers of this execution the turn cancelled (by `seq`): their queued `TimerFired`
+    /// messages are deleted unless a worker has claimed them already (a claimed one is
+    /// consumed by a turn as usual), so a cancelled timer does not wake the instance later.
+    pub cancelled_timers: Vec<u64>,
     /// Messages to enqueue: timers, events to this instance (continue-as-new), results to a
     /// parent, control messages to children.
     pub messages: Vec<NewMessage>,

@@ -207,6 +207,42 @@ async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
     worker.shutdown().await.unwrap();
 }
 
+#[activity]
+async fn quick(_ctx: ActivityContext, x: u64) -> Result<u64, duractor::Error> {
+    Ok(x + 1)
+}
+
+/// A bounded call that ends at once, then a wait for an event.
+#[orchestrator]
+async fn bounded_then_wait(ctx: OrchestrationContext, x: u64) -> Result<u64, duractor::Error> {
+    let options = ActivityOptions::new().schedule_to_close(Duration::from_secs(3_600));
+    let y = ctx.call_activity_with(Quick, x, &options).await?;
+    ctx.wait_for_event::<()>("done").await?;
+    Ok(y)
+}
+
+#[tokio::test]
+async fn a_call_that_ends_in_time_leaves_no_deadline_timer_behind() {
+    let app = TestApp::start("bounded-no-stale-timer").await;
+    let id = app.client.start(BoundedThenWait, 41).await.unwrap();
+    eventually("the call completes", WAIT, || async {
+        let history = app.client.history(&id).await.unwrap();
+        history
+            .iter()
+            .any(|e| matches!(e, Event::CallCancelled { seq: 1, .. }))
+            .then_some(())
+    })
+    .await;
+    // The deadline timer was cancelled with the call's end: its message is gone, so it will
+    // not wake the instance in an hour.
+    let stats = app.store.stats().await.unwrap().unwrap();
+    assert_eq!(stats.messages_delayed, 0, "{stats:?}");
+    app.client.raise_event(&id, "done", &()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 42);
+    app.stop().await;
+}
+
 // --- heartbeats: a silent attempt times out, the retry resumes from its last details
 
 static SILENT_CALLS: AtomicU32 = AtomicU32::new(0);

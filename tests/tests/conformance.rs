@@ -130,6 +130,7 @@ conformance!(
     activity_results_are_committed_once_by_the_holder,
     work_items_keep_bounds_and_heartbeats_and_go_when_cancelled,
     timers_stay_invisible_until_due,
+    cancelled_timers_are_dropped_unless_already_claimed,
     finishing_drops_leftover_messages_and_is_announced,
     continue_as_new_replaces_history_and_drops_old_work,
     purge_deletes_only_finished_instances,
@@ -179,6 +180,7 @@ fn turn(
         completed_activities: Vec::new(),
         activities: Vec::new(),
         cancelled_activities: Vec::new(),
+        cancelled_timers: Vec::new(),
         messages: Vec::new(),
         new_instances: Vec::new(),
         status: Some(RuntimeStatus::Running),
@@ -780,6 +782,43 @@ async fn timers_stay_invisible_until_due(b: &Backend) {
     assert_eq!(fired.len(), 1);
     assert!(matches!(fired[0].event, Event::TimerFired { seq: 0, .. }));
     assert_eq!(fired[0].execution, Some(0));
+}
+
+async fn cancelled_timers_are_dropped_unless_already_claimed(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("ct")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let timer = |seq: u64, due: DateTime<Utc>| NewMessage {
+        instance_id: "ct".into(),
+        visible_at: due,
+        event: Event::TimerFired { seq, fire_at: due },
+        execution: Some(0),
+    };
+    let soon = now() + duractor::chrono::Duration::milliseconds(200);
+    let later = now() + duractor::chrono::Duration::hours(1);
+    let mut commit = turn("ct", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.messages = vec![timer(0, soon), timer(1, later)];
+    store.commit_turn(commit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let due = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert!(matches!(due[0].event, Event::TimerFired { seq: 0, .. }));
+
+    // A turn cancels both: the one not due is deleted, so it never wakes the instance; the
+    // one already claimed stays for the turn that consumes it.
+    let mut cancel = turn("ct", "w1", 1, vec![started()], Vec::new());
+    cancel.cancelled_timers = vec![0, 1];
+    store.commit_turn(cancel).await.unwrap();
+    let stats = store.stats().await.unwrap().expect("every backend counts");
+    assert_eq!(stats.messages_delayed, 0, "{stats:?}");
+    store.release_instance("ct", "w1").await.unwrap();
+    assert_eq!(store.next_visible_at().await.unwrap(), None);
+    let again = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    store
+        .commit_turn(turn("ct", "w1", 2, vec![started()], vec![due[0].id]))
+        .await
+        .expect("the claimed timer is still there to consume");
 }
 
 async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {

@@ -131,6 +131,9 @@ pub(crate) struct Plan {
     pub(crate) done_items: Vec<i64>,
     /// Calls turns cancelled, [instance_id, seq, execution]: their work items go.
     pub(crate) cancelled_calls: Vec<(String, i64, u32)>,
+    /// Timers turns cancelled, [instance_id, seq, execution]: their `TimerFired` messages go
+    /// unless claimed.
+    pub(crate) cancelled_timers: Vec<(String, i64, u32)>,
     /// New queue messages.
     pub(crate) messages: Vec<MessageRow>,
     /// New activity work items, leased to the worker whose turn scheduled them.
@@ -228,6 +231,7 @@ impl Plan {
             && self.finished.is_empty()
             && self.done_items.is_empty()
             && self.cancelled_calls.is_empty()
+            && self.cancelled_timers.is_empty()
             && self.messages.is_empty()
             && self.activities.is_empty()
             && self.updates.is_empty())
@@ -239,6 +243,7 @@ impl Plan {
     pub(crate) fn only_guarded_writes(&self) -> bool {
         self.replaced.is_empty()
             && self.flow_holds.is_empty()
+            && self.cancelled_timers.is_empty()
             && self.reset_history.is_empty()
             && self.rewound.is_empty()
             && self.new_entities.is_empty()
@@ -580,6 +585,13 @@ impl Plan {
                 turn.execution,
             ));
         }
+        for seq in &turn.cancelled_timers {
+            self.cancelled_timers.push((
+                turn.instance_id.clone(),
+                i64::try_from(*seq).unwrap_or(i64::MAX),
+                turn.execution,
+            ));
+        }
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
         for child in &turn.new_instances {
             if let Err(error) = self.create(child, None, state, now)
@@ -838,6 +850,7 @@ pub(crate) mod tests {
             completed_activities: Vec::new(),
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
+            cancelled_timers: Vec::new(),
             messages: Vec::new(),
             new_instances: Vec::new(),
             status: Some(RuntimeStatus::Running),

@@ -618,8 +618,14 @@ async fn write(
                 INSERT INTO history (instance_id, idx, event) \
                 SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($2::jsonb) e), \
             del_msgs AS ( \
-                DELETE FROM orch_queue WHERE id = ANY($3) OR instance_id = ANY($4) \
-                   OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
+                DELETE FROM orch_queue q WHERE q.id = ANY($3) OR q.instance_id = ANY($4) \
+                   OR (q.instance_id = ANY($5) AND q.execution IS NOT NULL) \
+                   /* cancelled timers' messages, unless claimed */ \
+                   OR (q.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($16::jsonb) c)) \
+                       AND q.locked_by IS NULL \
+                       AND EXISTS (SELECT 1 FROM jsonb_array_elements($16::jsonb) c \
+                                   WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint \
+                                     AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint))), \
             del_items AS ( \
                 DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
                    OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($15::jsonb) c)) \
@@ -675,6 +681,7 @@ async fn write(
             .bind(&channels.finished_channel)
             .bind(&plan.effects.finished)
             .bind(json(&plan.cancelled_calls))
+            .bind(json(&plan.cancelled_timers))
             .execute(&mut **tx)
             .await?;
         announced = Announced {

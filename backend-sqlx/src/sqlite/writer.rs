@@ -869,9 +869,9 @@ impl Writer {
 
 /// The merged writes of turns, activity results, messages and status updates: one statement
 /// per list of the plan (in this order; each binds its list as its one parameter). Only the
-/// statements whose list has something are sent: a turn of one activity step needs 4 of 14,
+/// statements whose list has something are sent: a turn of one activity step needs 4 of 15,
 /// and each statement sent costs a prepare-cache lookup and a step even over an empty list.
-const CORE_WRITES: [&str; 14] = [
+const CORE_WRITES: [&str; 15] = [
     "INSERT OR IGNORE INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
        SELECT value->>0, 'entity', value->>1, 'Running', 'null', value->>2, value->>2 FROM json_each(?)",
     "DELETE FROM history WHERE instance_id IN (SELECT value FROM json_each(?))",
@@ -885,6 +885,11 @@ const CORE_WRITES: [&str; 14] = [
     "DELETE FROM activity_queue WHERE EXISTS (SELECT 1 FROM json_each(?) AS c \
        WHERE activity_queue.instance_id = c.value->>0 AND activity_queue.seq = c.value->>1 \
          AND activity_queue.execution = c.value->>2)",
+    // Cancelled timers' messages, unless claimed (found through the instance index).
+    "DELETE FROM orch_queue WHERE id IN (SELECT q.id FROM json_each(?) AS c \
+       JOIN orch_queue AS q ON q.instance_id = c.value->>0 \
+       WHERE q.execution = c.value->>2 AND q.locked_by IS NULL \
+         AND json_extract(q.message, '$.TimerFired.seq') = c.value->>1)",
     "INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
        SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
     "INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
@@ -916,7 +921,7 @@ const CORE_WRITES: [&str; 14] = [
 
 /// The plan's lists in [`CORE_WRITES`] order, as the JSON each statement binds; `None` for
 /// an empty list (its statement is left out).
-fn core_write_lists(plan: &Plan) -> [Option<String>; 14] {
+fn core_write_lists(plan: &Plan) -> [Option<String>; 15] {
     fn list<T: serde::Serialize>(items: &[T]) -> Option<String> {
         (!items.is_empty()).then(|| json(items))
     }
@@ -931,6 +936,7 @@ fn core_write_lists(plan: &Plan) -> [Option<String>; 14] {
         list(&plan.done_items),
         list(&cleared),
         list(&plan.cancelled_calls),
+        list(&plan.cancelled_timers),
         list(&plan.messages),
         list(&plan.activities),
         list(&plan.updates),

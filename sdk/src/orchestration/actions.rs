@@ -75,7 +75,10 @@ pub(crate) enum CancelTarget {
     Activity,
     /// The child instance is terminated.
     SubOrchestration(String),
-    /// Nothing runs: the completion is just no longer expected (timers, entity calls).
+    /// The timer's queued `TimerFired` is deleted (if not already due and claimed), so it
+    /// does not wake the instance for nothing.
+    Timer,
+    /// Nothing runs: the completion is just no longer expected (entity calls, locks).
     Nothing,
 }
 

@@ -350,7 +350,8 @@ impl State {
                 Some(child) => CancelTarget::SubOrchestration(child.clone()),
                 None => CancelTarget::Nothing,
             },
-            CallKind::Timer | CallKind::Entity | CallKind::Lock => CancelTarget::Nothing,
+            CallKind::Timer => CancelTarget::Timer,
+            CallKind::Entity | CallKind::Lock => CancelTarget::Nothing,
         };
         self.push_cancel(seq, target, reason);
     }
@@ -362,6 +363,7 @@ impl State {
             Some(Action::CallSubOrchestrator { instance_id, .. }) => {
                 CancelTarget::SubOrchestration(instance_id.clone())
             }
+            Some(Action::CreateTimer { .. }) => CancelTarget::Timer,
             _ => CancelTarget::Nothing,
         }
     }

@@ -264,6 +264,7 @@ impl EntityActor {
         };
         let commit = TurnCommit {
             cancelled_activities: Vec::new(),
+            cancelled_timers: Vec::new(),
             instance_id: self.res.instance_id.to_string(),
             owner: self.res.shared.owner.clone(),
             history_start: 0,

@@ -136,6 +136,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
     };
     let mut activities = Vec::new();
     let mut cancelled_activities = Vec::new();
+    let mut cancelled_timers = Vec::new();
     let mut children = Vec::new();
     for action in out.actions {
         match action {
@@ -179,6 +180,17 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                                 cascade: true,
                             },
                         ));
+                    }
+                }
+                CancelTarget::Timer => {
+                    // Created in this very turn: its message is simply not enqueued.
+                    let before = outbound.len();
+                    outbound.retain(|m: &NewMessage| {
+                        !matches!(m.event, Event::TimerFired { seq: timer, .. } if timer == seq)
+                            || m.instance_id != instance_id
+                    });
+                    if outbound.len() == before {
+                        cancelled_timers.push(seq);
                     }
                 }
                 CancelTarget::Nothing => {}
@@ -310,6 +322,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 .collect(),
             activities,
             cancelled_activities,
+            cancelled_timers,
             messages: outbound,
             new_instances: children,
             status,
@@ -661,6 +674,13 @@ mod tests {
                 cancel(2, CancelTarget::Activity),
                 cancel(3, CancelTarget::SubOrchestration("order-1:3".into())),
                 cancel(4, CancelTarget::Nothing),
+                // A timer made in this turn is never enqueued; one of an earlier turn goes.
+                Action::CreateTimer {
+                    seq: 7,
+                    fire_at: at(160),
+                },
+                cancel(7, CancelTarget::Timer),
+                cancel(6, CancelTarget::Timer),
             ],
             None,
         );
@@ -668,6 +688,8 @@ mod tests {
         let commit = &plan.commit;
         assert!(commit.activities.is_empty());
         assert_eq!(commit.cancelled_activities, [2]);
+        assert_eq!(commit.cancelled_timers, [6]);
+        assert!(plan.timer_due.is_empty());
         assert_eq!(commit.messages.len(), 1);
         let terminate = &commit.messages[0];
         assert_eq!(terminate.instance_id, "order-1:3");

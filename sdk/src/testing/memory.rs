@@ -1170,6 +1170,16 @@ impl State {
         if terminal || turn.reset_history {
             self.items.retain(|_, item| item.instance_id != instance_id);
         }
+        if !turn.cancelled_timers.is_empty() {
+            self.messages.retain(|_, m| {
+                let cancelled = matches!(m.event, Event::TimerFired { seq, .. }
+                    if turn.cancelled_timers.contains(&seq));
+                !(cancelled
+                    && m.instance_id == instance_id
+                    && m.execution == Some(turn.execution)
+                    && m.lease.is_none())
+            });
+        }
         if !turn.cancelled_activities.is_empty() {
             self.items.retain(|_, item| {
                 item.instance_id != instance_id
@@ -1600,6 +1610,7 @@ mod tests {
             completed_activities: Vec::new(),
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
+            cancelled_timers: Vec::new(),
             messages: vec![NewMessage {
                 instance_id: "i".into(),
                 visible_at: due,

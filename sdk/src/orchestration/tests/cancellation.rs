@@ -108,13 +108,13 @@ fn a_late_result_of_a_cancelled_call_is_not_recorded() {
 }
 
 #[test]
-fn cancelling_a_child_terminates_it_and_a_timer_needs_nothing() {
+fn cancelling_a_child_terminates_it_and_a_timer_is_dropped() {
     let (_, first) = Instance::start(CancelsItsOwn, ());
     assert_eq!(
         cancellations(&first),
         [
             (0, CancelTarget::SubOrchestration(format!("{ID}:0"))),
-            (1, CancelTarget::Nothing)
+            (1, CancelTarget::Timer)
         ]
     );
     // The activity after them is still made.
@@ -193,7 +193,7 @@ fn a_call_that_ends_before_its_deadline_cancels_the_deadline_timer() {
     assert!(timers(&out).is_empty(), "one deadline timer per call");
     let out = instance.turn(12, vec![task_completed(3, "done")]);
     assert_eq!(completed::<String>(&out), "done");
-    assert_eq!(cancellations(&out), [(1, CancelTarget::Nothing)]);
+    assert_eq!(cancellations(&out), [(1, CancelTarget::Timer)]);
     instance.replayed().expect("the history replays");
 }
 
