@@ -116,11 +116,26 @@ impl Clock {
 
     /// Sleeps until the clock reads `at` or later: real time for the system clock; for a
     /// manual clock, until it is moved there.
+    ///
+    /// On the system clock it wakes within a fraction of a millisecond of `at`: tokio's
+    /// timers tick in whole milliseconds and round a deadline up to the next tick (0–1 ms
+    /// late, which is most of what a 1 ms durable timer costs), so the last 2 ms are slept
+    /// on a blocking thread, whose sleep ends within tens of microseconds.
     pub async fn sleep_until(&self, at: DateTime<Utc>) {
         match &self.manual {
             None => {
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::time::sleep(wait).await;
+                if wait > PRECISE_TAIL {
+                    tokio::time::sleep(wait - PRECISE_TAIL).await;
+                }
+                let rest = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                if !rest.is_zero() {
+                    // A task dropped meanwhile leaves the thread to finish its short sleep.
+                    let slept = tokio::task::spawn_blocking(move || std::thread::sleep(rest));
+                    if slept.await.is_err() {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
             }
             Some(time) => {
                 let mut changes = time.subscribe();
@@ -130,6 +145,10 @@ impl Clock {
         }
     }
 }
+
+/// How much of a wait on the system clock [`Clock::sleep_until`] sleeps on a blocking thread
+/// instead of tokio's millisecond timer wheel.
+const PRECISE_TAIL: Duration = Duration::from_millis(2);
 
 /// The latest time a durable timer or a scheduled signal can have: the end of the year
 /// 9999, the last time RFC 3339 writes with four digits. Later times are refused with an
