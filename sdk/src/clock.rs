@@ -115,13 +115,26 @@ impl Clock {
     }
 
     /// Sleeps until the clock reads `at` or later: real time for the system clock; for a
-    /// manual clock, until it is moved there.
-    ///
-    /// On the system clock it wakes within a fraction of a millisecond of `at`: tokio's
-    /// timers tick in whole milliseconds and round a deadline up to the next tick (0–1 ms
-    /// late, which is most of what a 1 ms durable timer costs), so the last 2 ms are slept
-    /// on a blocking thread, whose sleep ends within tens of microseconds.
+    /// manual clock, until it is moved there. On the system clock it may wake up to a
+    /// millisecond late (tokio's timers tick in whole milliseconds and round a deadline up
+    /// to the next tick); [`sleep_until_precisely`](Self::sleep_until_precisely) does not.
     pub async fn sleep_until(&self, at: DateTime<Utc>) {
+        match &self.manual {
+            None => {
+                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::time::sleep(wait).await;
+            }
+            Some(_) => self.sleep_until_precisely(at).await,
+        }
+    }
+
+    /// Like [`sleep_until`](Self::sleep_until), but on the system clock it wakes within a
+    /// fraction of a millisecond of `at`: the last 2 ms are slept on a blocking thread, whose
+    /// sleep ends within tens of microseconds — or by tokio's timer, if that thread cannot
+    /// start at once (a busy blocking pool). For waits whose lateness is the cost, such as a
+    /// durable timer's wake-up (a 1 ms timer otherwise costs up to 2 ms); it takes a blocking
+    /// thread for up to 2 ms, so not for every deadline of a busy worker.
+    pub async fn sleep_until_precisely(&self, at: DateTime<Utc>) {
         match &self.manual {
             None => {
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -129,12 +142,17 @@ impl Clock {
                     tokio::time::sleep(wait - PRECISE_TAIL).await;
                 }
                 let rest = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                if !rest.is_zero() {
-                    // A task dropped meanwhile leaves the thread to finish its short sleep.
-                    let slept = tokio::task::spawn_blocking(move || std::thread::sleep(rest));
-                    if slept.await.is_err() {
-                        tokio::time::sleep(rest).await;
-                    }
+                if rest.is_zero() {
+                    return;
+                }
+                // The thread sleeps until a fixed instant, so time it spent queued counts.
+                let until = std::time::Instant::now() + rest;
+                let precise = tokio::task::spawn_blocking(move || {
+                    std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+                });
+                tokio::select! {
+                    _ = precise => {}
+                    () = tokio::time::sleep(rest) => {}
                 }
             }
             Some(time) => {
@@ -146,7 +164,7 @@ impl Clock {
     }
 }
 
-/// How much of a wait on the system clock [`Clock::sleep_until`] sleeps on a blocking thread
+/// How much of a wait on the system clock [`Clock::sleep_until_precisely`] sleeps on a blocking thread
 /// instead of tokio's millisecond timer wheel.
 const PRECISE_TAIL: Duration = Duration::from_millis(2);
 

@@ -243,7 +243,6 @@ impl Plan {
     pub(crate) fn only_guarded_writes(&self) -> bool {
         self.replaced.is_empty()
             && self.flow_holds.is_empty()
-            && self.cancelled_timers.is_empty()
             && self.reset_history.is_empty()
             && self.rewound.is_empty()
             && self.new_entities.is_empty()
@@ -585,7 +584,10 @@ impl Plan {
                 turn.execution,
             ));
         }
-        for seq in &turn.cancelled_timers {
+        // A turn that ends its instance or resets its history drops all its timers anyway.
+        let drops_timers =
+            turn.reset_history || turn.status.is_some_and(RuntimeStatus::is_terminal);
+        for seq in turn.cancelled_timers.iter().filter(|_| !drops_timers) {
             self.cancelled_timers.push((
                 turn.instance_id.clone(),
                 i64::try_from(*seq).unwrap_or(i64::MAX),
@@ -982,6 +984,36 @@ pub(crate) mod tests {
         let holder = |id: &str| state.instances[id].locked_by.clone();
         assert_eq!(holder("mine").as_deref(), Some("w1"));
         assert_eq!(holder("lapsed").as_deref(), Some("w1"));
+    }
+
+    #[test]
+    fn cancelled_timers_are_listed_unless_the_turn_drops_every_timer() {
+        let mut state = with_instances(&[
+            (
+                "goes-on",
+                RuntimeStatus::Running,
+                Some("w1"),
+                Some(NOW + 10_000),
+            ),
+            (
+                "ends",
+                RuntimeStatus::Running,
+                Some("w1"),
+                Some(NOW + 10_000),
+            ),
+        ]);
+        let mut plan = Plan::default();
+        let mut goes_on = turn("goes-on", "w1");
+        goes_on.cancelled_timers = vec![3];
+        plan.turn(&goes_on, lease(), &mut state, NOW).unwrap();
+        // Its instance's messages all go when it ends: nothing to list (and nothing for two
+        // deletes of one statement to both find).
+        let mut ends = turn("ends", "w1");
+        ends.cancelled_timers = vec![4];
+        ends.status = Some(RuntimeStatus::Completed);
+        plan.turn(&ends, lease(), &mut state, NOW).unwrap();
+        assert_eq!(plan.cancelled_timers, [("goes-on".to_owned(), 3, 0)]);
+        assert_eq!(plan.finished, ["ends"]);
     }
 
     #[test]

@@ -400,7 +400,7 @@ impl Dispatcher {
         // message is visible from that millisecond on; a wake-up a hair early (a wall clock
         // slewed under the monotonic one) claims nothing and sleeps again until `due`.
         let clock = self.shared.clock.clone();
-        let sleep = async move { clock.sleep_until(due).await };
+        let sleep = async move { clock.sleep_until_precisely(due).await };
         let handle = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
             act.timer_wakeup = None;
             let now = act.shared.now();
