@@ -152,6 +152,18 @@ async fn bounded_unstarted(ctx: OrchestrationContext, _: ()) -> Result<(), durac
     ctx.call_activity_with(Unstarted, (), &options).await
 }
 
+/// Bounded by its own default: a plain call of it is bounded too.
+#[activity(schedule_to_close = "600ms")]
+async fn unstarted_by_default(_ctx: ActivityContext, _: ()) -> Result<(), duractor::Error> {
+    UNSTARTED_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[orchestrator]
+async fn plain_unstarted(ctx: OrchestrationContext, _: ()) -> Result<(), duractor::Error> {
+    ctx.call_activity(UnstartedByDefault, ()).await
+}
+
 #[tokio::test]
 async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
     duractor_tests::init_tracing();
@@ -161,6 +173,7 @@ async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
     let runtime = Runtime::builder(store.clone())
         .auto_register(false)
         .orchestrator(BoundedUnstarted)
+        .orchestrator(PlainUnstarted)
         .poll_interval(Duration::from_millis(100))
         .start()
         .await
@@ -168,8 +181,18 @@ async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
     let client = runtime.client();
     let started = Instant::now();
     let id = client.start(BoundedUnstarted, ()).await.unwrap();
+    // A plain call, bounded by the activity's own default, ends the same way.
+    let plain = client.start(PlainUnstarted, ()).await.unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     let elapsed = started.elapsed();
+    let plain_status = client.wait_for_completion(&plain, WAIT).await.unwrap();
+    let plain_failure = plain_status.failure.expect("the plain call failed");
+    assert_eq!(
+        plain_failure.cause.as_deref().map(|c| c.kind.as_str()),
+        Some("schedule_to_close_timeout"),
+        "{plain_failure:?}"
+    );
+    assert!(store.list_activities(&plain).await.unwrap().is_empty());
     assert_eq!(status.status, RuntimeStatus::Failed);
     let failure = status.failure.unwrap();
     let cause = failure.cause.as_deref().expect("the activity's failure");
@@ -198,6 +221,7 @@ async fn schedule_to_close_ends_a_call_that_no_worker_starts() {
     let worker = Runtime::builder(store)
         .auto_register(false)
         .activity(Unstarted)
+        .activity(UnstartedByDefault)
         .poll_interval(Duration::from_millis(20))
         .start()
         .await

@@ -5,10 +5,7 @@
 
 use std::cell::RefMut;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +16,8 @@ use uuid::Uuid;
 use super::actions::Action;
 use super::combinators::{EventWaitTimeout, Join, JoinAll, Select, WhenAny};
 use super::futures::{
-    ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, EventWait, LockRequest,
-    SubOrchestrationCall, Target, Timer,
+    ActivityCall, Call, ContinueAsNew, Durable, DurableFuture, ENDED_IN_TIME, EventWait,
+    LockRequest, SCHEDULE_TO_CLOSE_CANCEL, SubOrchestrationCall, Target, Timer, deadline_passed,
 };
 use super::state::{State, StateHandle};
 use crate::clock::checked_after;
@@ -179,10 +176,15 @@ impl OrchestrationContext {
     ) -> ActivityCall<A::Output> {
         match self.encode_input(&input, format_args!("input for activity `{}`", A::NAME)) {
             Ok(payload) => {
-                let deadline = A::TIMEOUTS
-                    .schedule_to_close
-                    .and_then(|timeout| checked_after(self.now(), timeout));
-                self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None, 0)
+                let timeout = A::TIMEOUTS.schedule_to_close;
+                let deadline = timeout.and_then(|timeout| checked_after(self.now(), timeout));
+                let call = self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None, 0);
+                // The deadline is a durable timer too: it ends the call even if no worker
+                // ever starts it (see `run_activity_attempts`).
+                match (deadline, timeout) {
+                    (Some(at), Some(timeout)) => call.with_deadline(self.timer_at(at), timeout),
+                    _ => call,
+                }
             }
             Err(error) => Call::failed(self.state.clone(), Target::Activity(A::NAME), error),
         }
@@ -307,10 +309,19 @@ impl OrchestrationContext {
                 deadline_timer = Some(self.timer_at(at));
             }
             let result = match deadline_timer.as_mut() {
-                Some(timer) => match unless_due(call, timer, SCHEDULE_TO_CLOSE_CANCEL).await {
-                    Some(result) => result,
-                    None => break Err(deadline_passed(name, timeouts, number)),
-                },
+                Some(timer) => {
+                    let mut call = call;
+                    let raced = std::future::poll_fn(|cx| {
+                        call.poll_before(timer, SCHEDULE_TO_CLOSE_CANCEL, cx)
+                    });
+                    match raced.await {
+                        Some(result) => result,
+                        None => {
+                            let timeout = timeouts.schedule_to_close.unwrap_or_default();
+                            break Err(deadline_passed(name, timeout, number));
+                        }
+                    }
+                }
                 None => call.await,
             };
             let error = match result {
@@ -341,7 +352,7 @@ impl OrchestrationContext {
         };
         if let Some(timer) = deadline_timer {
             // A timer that already fired is left as it is.
-            timer.cancel_because("the call ended before its schedule-to-close deadline");
+            timer.cancel_because(ENDED_IN_TIME);
         }
         outcome
     }
@@ -893,53 +904,6 @@ impl ProxyMode for SignalFromOrchestration {
         target
             .sender
             .entity_signal(&target.entity, operation, input, target.at);
-    }
-}
-
-/// Why an attempt in flight is cancelled when its call's schedule-to-close deadline passes.
-const SCHEDULE_TO_CLOSE_CANCEL: &str = "its call's schedule-to-close deadline passed";
-
-/// `call`'s result, or `None` when `deadline` fires first, which cancels the call (`reason`
-/// is recorded). When history has both, the one it recorded first wins, so replays agree.
-async fn unless_due<T: DeserializeOwned>(
-    mut call: Call<T>,
-    deadline: &mut Timer,
-    reason: &str,
-) -> Option<Result<T, Error>> {
-    std::future::poll_fn(|cx| {
-        let timer_first = match (call.__ready_at(), deadline.__ready_at()) {
-            (Some(call_at), Some(timer_at)) => timer_at < call_at,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if !timer_first && let Poll::Ready(result) = Pin::new(&mut call).poll(cx) {
-            return Poll::Ready(Some(result));
-        }
-        if Pin::new(&mut *deadline).poll(cx).is_ready() {
-            call.__cancel(reason);
-            return Poll::Ready(None);
-        }
-        Pin::new(&mut call).poll(cx).map(Some)
-    })
-    .await
-}
-
-/// The failure of a call whose schedule-to-close deadline passed while attempt `number` was
-/// still waiting for a worker or running.
-fn deadline_passed(name: &str, timeouts: ActivityTimeouts, number: u32) -> Error {
-    let timeout = timeouts.schedule_to_close.unwrap_or_default();
-    let mut failure = Failure::new(
-        SCHEDULE_TO_CLOSE_TIMEOUT,
-        format!(
-            "activity `{name}` did not complete within its schedule-to-close timeout of \
-             {timeout:?}: attempt {number} was still waiting for a worker or running, and was \
-             cancelled"
-        ),
-    );
-    failure.non_retriable = true;
-    Error::ActivityFailed {
-        name: name.to_owned(),
-        failure,
     }
 }
 

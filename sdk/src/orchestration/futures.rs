@@ -14,12 +14,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use super::state::{Completion, StateHandle};
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::id::EntityId;
+use crate::timeouts::SCHEDULE_TO_CLOSE_TIMEOUT;
 
 pub(crate) mod sealed {
     /// Only duractor's own futures are durable.
@@ -71,7 +73,41 @@ pub struct Call<T> {
     seq: Option<u64>,
     target: Target,
     early_error: Option<Error>,
+    /// An activity call's schedule-to-close deadline as a durable timer, which ends the call
+    /// if it fires first (for calls without a retry loop, which arms its own).
+    deadline: Option<Deadline>,
     _output: PhantomData<fn() -> T>,
+}
+
+/// A call's schedule-to-close deadline: the timer and the timeout it came from.
+pub(crate) struct Deadline {
+    timer: Timer,
+    timeout: Duration,
+}
+
+/// Why an attempt in flight is cancelled when its call's schedule-to-close deadline passes.
+pub(crate) const SCHEDULE_TO_CLOSE_CANCEL: &str = "its call's schedule-to-close deadline passed";
+
+/// Why a deadline timer is cancelled when its call ends first.
+pub(crate) const ENDED_IN_TIME: &str = "the call ended before its schedule-to-close deadline";
+
+/// The failure of activity `name`'s call whose schedule-to-close deadline (`timeout` after it
+/// was first scheduled) passed while attempt `number` was still waiting for a worker or
+/// running.
+pub(crate) fn deadline_passed(name: &str, timeout: Duration, number: u32) -> Error {
+    let mut failure = Failure::new(
+        SCHEDULE_TO_CLOSE_TIMEOUT,
+        format!(
+            "activity `{name}` did not complete within its schedule-to-close timeout of \
+             {timeout:?}: attempt {number} was still waiting for a worker or running, and was \
+             cancelled"
+        ),
+    );
+    failure.non_retriable = true;
+    Error::ActivityFailed {
+        name: name.to_owned(),
+        failure,
+    }
 }
 
 /// The future of [`OrchestrationContext::call_activity`](crate::OrchestrationContext::call_activity).
@@ -87,8 +123,16 @@ impl<T> Call<T> {
             seq: Some(seq),
             target,
             early_error: None,
+            deadline: None,
             _output: PhantomData,
         }
+    }
+
+    /// Ends the call at `timer` (its schedule-to-close deadline, `timeout` after it was
+    /// scheduled) unless it completes first.
+    pub(crate) fn with_deadline(mut self, timer: Timer, timeout: Duration) -> Self {
+        self.deadline = Some(Deadline { timer, timeout });
+        self
     }
 
     /// The call's sequence number, until it completes or is cancelled.
@@ -102,6 +146,7 @@ impl<T> Call<T> {
             seq: None,
             target,
             early_error: Some(error),
+            deadline: None,
             _output: PhantomData,
         }
     }
@@ -112,7 +157,67 @@ impl<T> Unpin for Call<T> {}
 impl<T: DeserializeOwned> Future for Call<T> {
     type Output = Result<T, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(mut deadline) = this.deadline.take() else {
+            return this.poll_result();
+        };
+        match this.poll_before(&mut deadline.timer, SCHEDULE_TO_CLOSE_CANCEL, cx) {
+            Poll::Pending => {
+                this.deadline = Some(deadline);
+                Poll::Pending
+            }
+            Poll::Ready(Some(result)) => {
+                deadline.timer.cancel_because(ENDED_IN_TIME);
+                Poll::Ready(result)
+            }
+            Poll::Ready(None) => {
+                let name = match &this.target {
+                    Target::Activity(name) => *name,
+                    _ => "",
+                };
+                Poll::Ready(Err(deadline_passed(name, deadline.timeout, 1)))
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Call<T> {
+    /// Polls the call against `deadline`: its result, or `None` when the deadline fires
+    /// first, which cancels the call (`reason` is recorded). When history has both, the one
+    /// it recorded first wins, so replays agree.
+    pub(crate) fn poll_before(
+        &mut self,
+        deadline: &mut Timer,
+        reason: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, Error>>> {
+        let timer_first = match (self.own_ready_at(), deadline.__ready_at()) {
+            (Some(call_at), Some(timer_at)) => timer_at < call_at,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if !timer_first && let Poll::Ready(result) = self.poll_result() {
+            return Poll::Ready(Some(result));
+        }
+        if Pin::new(&mut *deadline).poll(cx).is_ready() {
+            self.cancel_open(reason);
+            return Poll::Ready(None);
+        }
+        self.poll_result().map(Some)
+    }
+
+    /// Where in history the call's own result is, if it has arrived.
+    fn own_ready_at(&self) -> Option<u64> {
+        if self.early_error.is_some() {
+            return Some(0);
+        }
+        self.seq
+            .and_then(|seq| self.state.borrow().result_ready_at(seq))
+    }
+
+    /// The call's own result, deadline aside.
+    fn poll_result(&mut self) -> Poll<Result<T, Error>> {
         if let Some(error) = self.early_error.take() {
             return Poll::Ready(Err(error));
         }
@@ -185,12 +290,20 @@ impl<T> Call<T> {
     /// }
     /// ```
     pub fn cancel(mut self) {
-        self.cancel_open("cancelled by the orchestrator");
+        self.cancel_with_deadline("cancelled by the orchestrator");
     }
 
     fn cancel_open(&mut self, reason: &str) {
         if let Some(seq) = self.seq.take() {
             self.state.borrow().cancel_call(seq, reason);
+        }
+    }
+
+    /// Cancels the call and its deadline timer, if it has one.
+    fn cancel_with_deadline(&mut self, reason: &str) {
+        self.cancel_open(reason);
+        if let Some(mut deadline) = self.deadline.take() {
+            deadline.timer.__cancel(reason);
         }
     }
 }
@@ -206,15 +319,15 @@ impl<T> Drop for Call<T> {
 impl<T> sealed::Sealed for Call<T> {}
 impl<T: DeserializeOwned> DurableFuture for Call<T> {
     fn __ready_at(&self) -> Option<u64> {
-        if self.early_error.is_some() {
-            return Some(0);
+        let deadline = self.deadline.as_ref().and_then(|d| d.timer.__ready_at());
+        match (self.own_ready_at(), deadline) {
+            (Some(own), Some(deadline)) => Some(own.min(deadline)),
+            (own, deadline) => own.or(deadline),
         }
-        self.seq
-            .and_then(|seq| self.state.borrow().result_ready_at(seq))
     }
 
     fn __cancel(&mut self, reason: &str) {
-        self.cancel_open(reason);
+        self.cancel_with_deadline(reason);
     }
 }
 

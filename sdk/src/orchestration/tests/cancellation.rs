@@ -62,6 +62,18 @@ async fn bounded_report(ctx: OrchestrationContext, _: ()) -> Result<String, Erro
     ctx.call_activity_with(Report, (), &options).await
 }
 
+/// A report whose activity bounds every call to 30 s.
+#[crate::activity(schedule_to_close = "30s")]
+async fn bounded_by_default(_ctx: crate::ActivityContext, _: ()) -> Result<String, Error> {
+    Ok(String::new())
+}
+
+/// A plain call (no options, no retry loop) of an activity with a default schedule-to-close.
+#[crate::orchestrator]
+async fn plain_bounded(ctx: OrchestrationContext, _: ()) -> Result<String, Error> {
+    ctx.call_activity(BoundedByDefault, ()).await
+}
+
 fn cancellations(out: &TurnOutput) -> Vec<(u64, CancelTarget)> {
     out.actions
         .iter()
@@ -212,5 +224,24 @@ fn a_result_and_the_deadline_in_one_turn_are_decided_by_their_order_in_history()
         vec![task_completed(0, "in time"), timer_fired(1, at(30))],
     );
     assert_eq!(completed::<String>(&out), "in time");
+    in_time.replayed().expect("the history replays");
+}
+
+#[test]
+fn a_plain_call_is_bounded_by_its_activitys_default_deadline_too() {
+    let (mut late, first) = Instance::start(PlainBounded, ());
+    assert_eq!(activity_calls(&first).len(), 1);
+    assert_eq!(timers(&first), [(1, at(30))]);
+    let out = late.turn(30, vec![timer_fired(1, at(30))]);
+    let failure = failed(&out);
+    let cause = failure.cause.as_deref().expect("the activity's failure");
+    assert_eq!(cause.kind, "schedule_to_close_timeout");
+    assert_eq!(cancellations(&out), [(0, CancelTarget::Activity)]);
+    late.replayed().expect("the history replays");
+
+    let (mut in_time, _) = Instance::start(PlainBounded, ());
+    let out = in_time.turn(1, vec![task_completed(0, "done")]);
+    assert_eq!(completed::<String>(&out), "done");
+    assert_eq!(cancellations(&out), [(1, CancelTarget::Timer)]);
     in_time.replayed().expect("the history replays");
 }
