@@ -136,7 +136,8 @@ impl ActivityContext {
         format!("{}:{}", self.info.instance_id, self.info.seq)
     }
 
-    /// Which delivery of this call this is, starting at 1 (higher after a crash).
+    /// Which attempt this is, starting at 1: the retry policy's attempt number (the third
+    /// try of `call_activity_with_retry` is 3), plus one for each delivery after a crash.
     pub fn attempt(&self) -> u32 {
         self.info.attempt
     }

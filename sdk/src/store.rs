@@ -243,6 +243,9 @@ pub struct NewActivity {
     pub flow_key: Option<String>,
     /// Its priority among waiting work (higher first; default 0).
     pub priority: i32,
+    /// The attempt number its first delivery gets: 1, or for a retry the retry policy's
+    /// attempt number (each delivery after a crash adds one).
+    pub attempt: u32,
 }
 
 /// Heartbeat details of a running work item, recorded by [`Store::sync_activities`].

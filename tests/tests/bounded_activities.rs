@@ -355,6 +355,37 @@ async fn defaults_bound_a_plain_call_heartbeats_are_batched_and_retry_if_can_ref
     app.stop().await;
 }
 
+// --- attempts are numbered across the retry policy's retries
+
+static FLAKY_ATTEMPTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Fails its first two attempts.
+#[activity]
+async fn flaky(ctx: ActivityContext, _: ()) -> Result<u32, duractor::Error> {
+    let mut seen = FLAKY_ATTEMPTS.lock().unwrap();
+    seen.push(ctx.attempt());
+    if seen.len() < 3 {
+        return Err(duractor::Error::msg("not yet"));
+    }
+    Ok(ctx.attempt())
+}
+
+#[orchestrator]
+async fn flaky_job(ctx: OrchestrationContext, _: ()) -> Result<u32, duractor::Error> {
+    let policy = RetryPolicy::new(5, Duration::from_millis(10));
+    ctx.call_activity_with_retry(Flaky, (), &policy).await
+}
+
+#[tokio::test]
+async fn attempts_are_numbered_across_retries() {
+    let app = TestApp::start("bounded-attempts").await;
+    let id = app.client.start(FlakyJob, ()).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u32>().unwrap(), 3);
+    assert_eq!(*FLAKY_ATTEMPTS.lock().unwrap(), [1, 2, 3]);
+    app.stop().await;
+}
+
 // --- select: the timer wins, the activity is cancelled and sees it; replay agrees
 
 static SLOW_CANCELLED_AT: Mutex<Option<Instant>> = Mutex::new(None);

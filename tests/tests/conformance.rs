@@ -129,6 +129,7 @@ conformance!(
     a_stale_history_is_refused,
     activity_results_are_committed_once_by_the_holder,
     work_items_keep_bounds_and_heartbeats_and_go_when_cancelled,
+    a_retrys_work_item_starts_at_its_attempt_number,
     timers_stay_invisible_until_due,
     cancelled_timers_are_dropped_unless_already_claimed,
     finishing_drops_leftover_messages_and_is_announced,
@@ -285,6 +286,7 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
         run_here: true,
         flow_key: None,
         priority: 0,
+        attempt: 1,
     });
     commit.custom_status = Some(Payload::encode(&"working").unwrap());
     let committed = store.commit_turn(commit).await.unwrap();
@@ -621,6 +623,7 @@ async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
         run_here: true,
         flow_key: None,
         priority: 0,
+        attempt: 1,
     });
     let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
     let completion = |owner: &str| ActivityCompletion {
@@ -681,6 +684,7 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
         run_here,
         flow_key: None,
         priority: 0,
+        attempt: 1,
     };
     commit.activities = vec![activity(0, true), activity(1, true), activity(2, false)];
     let ids = store.commit_turn(commit).await.unwrap().activity_ids;
@@ -747,6 +751,46 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
         .map(|a| a.seq)
         .collect();
     assert_eq!(left, [1, 2]);
+}
+
+async fn a_retrys_work_item_starts_at_its_attempt_number(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("retry")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    // The retry policy's third attempt: run here, and one left for another worker.
+    let third = |seq: u64, run_here: bool| NewActivity {
+        seq,
+        name: "act".into(),
+        input: Payload::null(),
+        timeouts: Default::default(),
+        deadline: None,
+        heartbeat: None,
+        run_here,
+        flow_key: None,
+        priority: 0,
+        attempt: 3,
+    };
+    let mut commit = turn("retry", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.activities = vec![third(0, true), third(1, false)];
+    store.commit_turn(commit).await.unwrap();
+    let listed: Vec<(u64, u32)> = store
+        .list_activities("retry")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| (a.seq, a.attempt))
+        .collect();
+    assert_eq!(
+        listed,
+        [(0, 3), (1, 2)],
+        "the unclaimed one counts its claim"
+    );
+    let taken = store
+        .claim_activities("w2", &names(), &[], 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].seq, taken[0].attempt), (1, 3));
 }
 
 async fn timers_stay_invisible_until_due(b: &Backend) {
@@ -911,6 +955,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
         run_here: true,
         flow_key: None,
         priority: 0,
+        attempt: 1,
     });
     store.commit_turn(first).await.unwrap();
     store

@@ -183,7 +183,9 @@ pub(crate) type MessageRow = (
 );
 
 /// [id, instance_id, seq, name, input, execution, locked_by, locked_until, timeouts,
-///  heartbeat, flow_key, priority]; unclaimed (no lock) when the turn's worker cannot run it.
+///  heartbeat, flow_key, priority, earlier attempts]; unclaimed (no lock) when the turn's
+/// worker cannot run it. Its `attempt` column starts at the earlier attempts (of the retry
+/// policy), plus one when it is born claimed: each claim adds one.
 pub(crate) type ActivityRow = (
     i64,
     String,
@@ -197,6 +199,7 @@ pub(crate) type ActivityRow = (
     Option<String>,
     Option<String>,
     i32,
+    u32,
 );
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
@@ -571,6 +574,7 @@ impl Plan {
                 activity.heartbeat.as_ref().map(|p| p.as_str().to_owned()),
                 activity.flow_key.clone(),
                 activity.priority,
+                activity.attempt.saturating_sub(1),
             ));
             activity_ids.push(id);
             if !activity.run_here {
@@ -1068,6 +1072,7 @@ pub(crate) mod tests {
                 run_here: true,
                 flow_key: None,
                 priority: 0,
+                attempt: 1,
             })
             .collect();
         commit.messages = (0..2)

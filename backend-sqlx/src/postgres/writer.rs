@@ -221,7 +221,7 @@ pub(super) const GUARDED_SQL: &str = "\
     new_items AS ( \
         INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
         SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
-               CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
+               (e->>12)::integer + CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
                e->>10, (e->>11)::integer \
         FROM jsonb_array_elements($10::jsonb) e), \
     upd AS ( \
@@ -647,7 +647,7 @@ async fn write(
             new_items AS ( \
                 INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
                 SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
-                       CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
+                       (e->>12)::integer + CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
                        e->>10, (e->>11)::integer \
                 FROM jsonb_array_elements($9::jsonb) e), \
             upd AS ( \

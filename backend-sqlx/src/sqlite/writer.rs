@@ -894,7 +894,7 @@ const CORE_WRITES: [&str; 15] = [
        SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
     "INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
        SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-         CASE WHEN value->>6 IS NULL THEN 0 ELSE 1 END, value->>6, value->>7, value->>8, value->>9, \
+         value->>12 + CASE WHEN value->>6 IS NULL THEN 0 ELSE 1 END, value->>6, value->>7, value->>8, value->>9, \
          value->>10, value->>11 FROM json_each(?)",
     "UPDATE instances SET \
          status = COALESCE(u.status, instances.status), \

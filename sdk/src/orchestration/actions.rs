@@ -24,6 +24,9 @@ pub(crate) enum Action {
         heartbeat: Option<Payload>,
         /// Its priority among waiting work (flow control; not recorded in history).
         priority: i32,
+        /// The retry policy's attempt this call is (1 for the first; not recorded in
+        /// history): its first delivery has this number.
+        attempt: u32,
     },
     CreateTimer {
         seq: u64,

@@ -178,7 +178,15 @@ impl OrchestrationContext {
             Ok(payload) => {
                 let timeout = A::TIMEOUTS.schedule_to_close;
                 let deadline = timeout.and_then(|timeout| checked_after(self.now(), timeout));
-                let call = self.schedule_activity(A::NAME, payload, A::TIMEOUTS, deadline, None, 0);
+                let call = self.schedule_activity(ActivitySpec {
+                    name: A::NAME,
+                    input: payload,
+                    timeouts: A::TIMEOUTS,
+                    deadline,
+                    heartbeat: None,
+                    priority: 0,
+                    attempt: 1,
+                });
                 // The deadline is a durable timer too: it ends the call even if no worker
                 // ever starts it (see `run_activity_attempts`).
                 match (deadline, timeout) {
@@ -296,14 +304,15 @@ impl OrchestrationContext {
         let mut heartbeat = None;
         let mut number = 1;
         let outcome = loop {
-            let call = self.schedule_activity::<T>(
+            let call = self.schedule_activity::<T>(ActivitySpec {
                 name,
-                input.clone(),
+                input: input.clone(),
                 timeouts,
                 deadline,
-                heartbeat.clone(),
+                heartbeat: heartbeat.clone(),
                 priority,
-            );
+                attempt: number,
+            });
             let seq = call.seq();
             if let (Some(at), None) = (deadline, &deadline_timer) {
                 deadline_timer = Some(self.timer_at(at));
@@ -449,15 +458,16 @@ impl OrchestrationContext {
         Ok(payload)
     }
 
-    fn schedule_activity<T>(
-        &self,
-        name: &'static str,
-        input: Payload,
-        timeouts: ActivityTimeouts,
-        deadline: Option<DateTime<Utc>>,
-        heartbeat: Option<Payload>,
-        priority: i32,
-    ) -> Call<T> {
+    fn schedule_activity<T>(&self, spec: ActivitySpec) -> Call<T> {
+        let ActivitySpec {
+            name,
+            input,
+            timeouts,
+            deadline,
+            heartbeat,
+            priority,
+            attempt,
+        } = spec;
         let seq = self.state().schedule(|seq| Action::CallActivity {
             seq,
             name: name.to_owned(),
@@ -466,6 +476,7 @@ impl OrchestrationContext {
             deadline,
             heartbeat,
             priority,
+            attempt,
         });
         Call::new(self.state.clone(), seq, Target::Activity(name))
     }
@@ -905,6 +916,20 @@ impl ProxyMode for SignalFromOrchestration {
             .sender
             .entity_signal(&target.entity, operation, input, target.at);
     }
+}
+
+/// One activity call to schedule: what its work item carries.
+struct ActivitySpec {
+    name: &'static str,
+    input: Payload,
+    timeouts: ActivityTimeouts,
+    /// When schedule-to-close ends the call.
+    deadline: Option<DateTime<Utc>>,
+    /// Heartbeat details the attempt starts from.
+    heartbeat: Option<Payload>,
+    priority: i32,
+    /// The retry policy's attempt number (1 for the first).
+    attempt: u32,
 }
 
 /// The error of a call whose schedule-to-close timeout ended it between attempts, carrying

@@ -507,7 +507,7 @@ impl InstanceActor {
                     seq: activity.seq,
                     name: activity.name,
                     input: activity.input,
-                    attempt: 1,
+                    attempt: activity.attempt,
                     execution,
                     timeouts: activity.timeouts,
                     deadline: activity.deadline,

@@ -148,6 +148,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 deadline,
                 heartbeat,
                 priority,
+                attempt,
             } => activities.push(NewActivity {
                 seq,
                 name,
@@ -158,6 +159,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 run_here: true,
                 flow_key: None,
                 priority,
+                attempt,
             }),
             Action::CancelCall { seq, target, .. } => match target {
                 CancelTarget::Activity => {
@@ -465,6 +467,7 @@ pub(super) fn rewind(
                 deadline: None,
                 heartbeat: None,
                 priority: 0,
+                attempt: 1,
             }),
             Event::TimerCreated { seq, fire_at } => {
                 out.actions.push(Action::CreateTimer { seq, fire_at })
@@ -602,6 +605,7 @@ mod tests {
                     deadline: None,
                     heartbeat: None,
                     priority: 0,
+                    attempt: 1,
                 },
                 Action::CreateTimer {
                     seq: 4,
@@ -658,6 +662,7 @@ mod tests {
             deadline: None,
             heartbeat: None,
             priority: 0,
+            attempt: 1,
         };
         let cancel = |seq, target| Action::CancelCall {
             seq,

@@ -1201,8 +1201,8 @@ impl State {
                     name: activity.name.clone(),
                     input: activity.input.clone(),
                     execution: turn.execution,
-                    // An unclaimed item's first claim makes it attempt 1.
-                    attempt: u32::from(activity.run_here),
+                    // An unclaimed item's first claim makes it its first attempt.
+                    attempt: activity.attempt.saturating_sub(1) + u32::from(activity.run_here),
                     holder: turn.owner.clone(),
                     lease_until: activity.run_here.then(|| truncate_millis(turn.lease_until)),
                     timeouts: activity.timeouts,
@@ -1709,6 +1709,7 @@ mod tests {
             run_here: true,
             flow_key: None,
             priority: 0,
+            attempt: 1,
         });
         let item = store.commit_turn(commit).await.unwrap().activity_ids[0];
         store
