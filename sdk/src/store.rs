@@ -204,7 +204,8 @@ pub struct ActivityWorkItem {
     pub name: String,
     /// Activity input.
     pub input: Payload,
-    /// 1 on first delivery, higher after a lease lapsed (crash) and the item was claimed again.
+    /// The attempt: the retry policy's attempt number on its first delivery (1 for a call's
+    /// first try), one more each time a lease lapsed (crash) and the item was claimed again.
     pub attempt: u32,
     /// The execution of the instance that called it.
     pub execution: u32,
@@ -268,7 +269,8 @@ pub struct ActivityStatus {
     pub seq: u64,
     /// Activity name.
     pub name: String,
-    /// The delivery: 1, higher after a crash.
+    /// The attempt: the retry policy's attempt number, one more for each delivery after a
+    /// crash.
     pub attempt: u32,
     /// The worker running it, if any.
     pub locked_by: Option<String>,

@@ -574,7 +574,7 @@ impl Plan {
                 activity.heartbeat.as_ref().map(|p| p.as_str().to_owned()),
                 activity.flow_key.clone(),
                 activity.priority,
-                activity.attempt.saturating_sub(1),
+                activity.attempt.max(1) - 1,
             ));
             activity_ids.push(id);
             if !activity.run_here {

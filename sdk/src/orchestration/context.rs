@@ -189,8 +189,8 @@ impl OrchestrationContext {
                 });
                 // The deadline is a durable timer too: it ends the call even if no worker
                 // ever starts it (see `run_activity_attempts`).
-                match (deadline, timeout) {
-                    (Some(at), Some(timeout)) => call.with_deadline(self.timer_at(at), timeout),
+                match (deadline.and_then(|at| self.deadline_timer(at)), timeout) {
+                    (Some(timer), Some(timeout)) => call.with_deadline(timer, timeout),
                     _ => call,
                 }
             }
@@ -314,8 +314,8 @@ impl OrchestrationContext {
                 attempt: number,
             });
             let seq = call.seq();
-            if let (Some(at), None) = (deadline, &deadline_timer) {
-                deadline_timer = Some(self.timer_at(at));
+            if let (Some(at), true) = (deadline, number == 1) {
+                deadline_timer = self.deadline_timer(at);
             }
             let result = match deadline_timer.as_mut() {
                 Some(timer) => {
@@ -456,6 +456,13 @@ impl OrchestrationContext {
         let limits = self.state().limits();
         limits.check_payload(&what.to_string(), &payload)?;
         Ok(payload)
+    }
+
+    /// The durable timer of the call just scheduled, for its schedule-to-close deadline `at`
+    /// (`None` when replaying a history recorded before calls armed one).
+    fn deadline_timer(&self, at: DateTime<Utc>) -> Option<Timer> {
+        let here = self.state().deadline_timer_here(at);
+        here.then(|| self.timer_at(at))
     }
 
     fn schedule_activity<T>(&self, spec: ActivitySpec) -> Call<T> {

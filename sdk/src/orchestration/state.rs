@@ -485,6 +485,20 @@ impl State {
         };
     }
 
+    /// Whether the timer a call arms for its own schedule-to-close deadline (firing at
+    /// `fire_at`, the next call) is made here: always when running new steps; while
+    /// replaying, only where history recorded it next, so a history written before calls
+    /// armed their deadline (an older build) replays as it ran, without it.
+    pub(crate) fn deadline_timer_here(&self, fire_at: DateTime<Utc>) -> bool {
+        match self.recorded_decisions.get(self.decisions_seen) {
+            Some(Event::TimerCreated { seq, fire_at: at }) => {
+                *seq == self.next_seq && *at == fire_at
+            }
+            Some(_) => false,
+            None => !self.replaying,
+        }
+    }
+
     /// `ctx.is_patched(name)`: while replaying, whether history took the patched path at this
     /// point; when running new steps, always (and the choice is recorded).
     pub(crate) fn patched(&mut self, name: &str) -> bool {

@@ -507,7 +507,7 @@ impl InstanceActor {
                     seq: activity.seq,
                     name: activity.name,
                     input: activity.input,
-                    attempt: activity.attempt,
+                    attempt: activity.attempt.max(1),
                     execution,
                     timeouts: activity.timeouts,
                     deadline: activity.deadline,

@@ -1202,7 +1202,7 @@ impl State {
                     input: activity.input.clone(),
                     execution: turn.execution,
                     // An unclaimed item's first claim makes it its first attempt.
-                    attempt: activity.attempt.saturating_sub(1) + u32::from(activity.run_here),
+                    attempt: activity.attempt.max(1) - 1 + u32::from(activity.run_here),
                     holder: turn.owner.clone(),
                     lease_until: activity.run_here.then(|| truncate_millis(turn.lease_until)),
                     timeouts: activity.timeouts,

@@ -245,3 +245,36 @@ fn a_plain_call_is_bounded_by_its_activitys_default_deadline_too() {
     assert_eq!(cancellations(&out), [(1, CancelTarget::Timer)]);
     in_time.replayed().expect("the history replays");
 }
+
+/// A history recorded by a build before calls armed their deadline timer: the same run
+/// without the `TimerCreated` and its `CallCancelled`.
+fn without_deadline_timer(history: &[Event]) -> Vec<Event> {
+    history
+        .iter()
+        .filter(|e| !matches!(e, Event::TimerCreated { .. } | Event::CallCancelled { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn histories_from_before_deadline_timers_replay_as_they_ran() {
+    // The retry loop's call and a plain call of an activity with a default.
+    let (mut retried, _) = Instance::start(BoundedReport, ());
+    retried.turn(1, vec![task_completed(0, "done")]);
+    let (mut plain, _) = Instance::start(PlainBounded, ());
+    plain.turn(1, vec![task_completed(0, "done")]);
+    for instance in [retried, plain] {
+        let older = without_deadline_timer(&instance.history);
+        assert_eq!(older.len() + 2, instance.history.len());
+        replay(instance.entry, &older).expect("a finished older history replays");
+        // Still running at the call: replays without a timer, and makes none later.
+        let scheduled = older
+            .iter()
+            .position(|e| matches!(e, Event::TaskScheduled { .. }))
+            .unwrap();
+        let mut executor = replay(instance.entry, &older[..=scheduled]).expect("it replays");
+        let out = executor.run_turn(at(1), vec![task_completed(0, "done")]);
+        assert_eq!(completed::<String>(&out), "done");
+        assert!(out.actions.is_empty(), "{:?}", out.actions);
+    }
+}
