@@ -124,7 +124,7 @@ impl Clock {
                 let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 tokio::time::sleep(wait).await;
             }
-            Some(_) => self.sleep_until_precisely(at).await,
+            Some(time) => until_moved_to(time, at).await,
         }
     }
 
@@ -155,13 +155,16 @@ impl Clock {
                     () = tokio::time::sleep(rest) => {}
                 }
             }
-            Some(time) => {
-                let mut changes = time.subscribe();
-                // The sender lives as long as this clock: `wait_for` only ends when it holds.
-                let _ = changes.wait_for(|now| *now >= at).await;
-            }
+            Some(time) => until_moved_to(time, at).await,
         }
     }
+}
+
+/// Waits until the manual clock `time` is moved to `at` or later.
+async fn until_moved_to(time: &watch::Sender<DateTime<Utc>>, at: DateTime<Utc>) {
+    let mut changes = time.subscribe();
+    // The sender lives as long as this clock: `wait_for` only ends when it holds.
+    let _ = changes.wait_for(|now| *now >= at).await;
 }
 
 /// How much of a wait on the system clock [`Clock::sleep_until_precisely`] sleeps on a blocking thread

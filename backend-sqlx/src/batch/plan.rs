@@ -581,24 +581,22 @@ impl Plan {
                 self.effects.work = true;
             }
         }
-        for seq in &turn.cancelled_activities {
-            self.cancelled_calls.push((
-                turn.instance_id.clone(),
-                i64::try_from(*seq).unwrap_or(i64::MAX),
-                turn.execution,
-            ));
-        }
-        // A turn that ends its instance or resets its history drops all its timers anyway.
-        let drops_timers =
-            turn.reset_history || turn.status.is_some_and(RuntimeStatus::is_terminal);
-        for seq in turn.cancelled_timers.iter().filter(|_| !drops_timers) {
-            self.cancelled_timers.push((
-                turn.instance_id.clone(),
-                i64::try_from(*seq).unwrap_or(i64::MAX),
-                turn.execution,
-            ));
-        }
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
+        // Cancelled calls of this execution as [instance_id, seq, execution].
+        let keyed = |seqs: &[u64]| {
+            seqs.iter()
+                .map(|seq| {
+                    let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+                    (turn.instance_id.clone(), seq, turn.execution)
+                })
+                .collect::<Vec<_>>()
+        };
+        self.cancelled_calls
+            .extend(keyed(&turn.cancelled_activities));
+        // A turn that ends its instance or resets its history drops all its timers anyway.
+        if !(terminal || turn.reset_history) {
+            self.cancelled_timers.extend(keyed(&turn.cancelled_timers));
+        }
         for child in &turn.new_instances {
             if let Err(error) = self.create(child, None, state, now)
                 && let Some(parent) = &child.parent

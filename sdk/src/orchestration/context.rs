@@ -178,8 +178,9 @@ impl OrchestrationContext {
             Ok(payload) => {
                 let timeout = A::TIMEOUTS.schedule_to_close;
                 let deadline = timeout.and_then(|timeout| checked_after(self.now(), timeout));
-                let call = self.schedule_activity(ActivitySpec {
-                    name: A::NAME,
+                let call = self.schedule_activity(A::NAME, |seq| Action::CallActivity {
+                    seq,
+                    name: A::NAME.to_owned(),
                     input: payload,
                     timeouts: A::TIMEOUTS,
                     deadline,
@@ -304,8 +305,9 @@ impl OrchestrationContext {
         let mut heartbeat = None;
         let mut number = 1;
         let outcome = loop {
-            let call = self.schedule_activity::<T>(ActivitySpec {
-                name,
+            let call = self.schedule_activity::<T>(name, |seq| Action::CallActivity {
+                seq,
+                name: name.to_owned(),
                 input: input.clone(),
                 timeouts,
                 deadline,
@@ -314,7 +316,9 @@ impl OrchestrationContext {
                 attempt: number,
             });
             let seq = call.seq();
-            if let (Some(at), true) = (deadline, number == 1) {
+            if number == 1
+                && let Some(at) = deadline
+            {
                 deadline_timer = self.deadline_timer(at);
             }
             let result = match deadline_timer.as_mut() {
@@ -465,26 +469,13 @@ impl OrchestrationContext {
         here.then(|| self.timer_at(at))
     }
 
-    fn schedule_activity<T>(&self, spec: ActivitySpec) -> Call<T> {
-        let ActivitySpec {
-            name,
-            input,
-            timeouts,
-            deadline,
-            heartbeat,
-            priority,
-            attempt,
-        } = spec;
-        let seq = self.state().schedule(|seq| Action::CallActivity {
-            seq,
-            name: name.to_owned(),
-            input,
-            timeouts,
-            deadline,
-            heartbeat,
-            priority,
-            attempt,
-        });
+    /// Schedules activity `name`'s call that `make` describes (given its sequence number).
+    fn schedule_activity<T>(
+        &self,
+        name: &'static str,
+        make: impl FnOnce(u64) -> Action,
+    ) -> Call<T> {
+        let seq = self.state().schedule(make);
         Call::new(self.state.clone(), seq, Target::Activity(name))
     }
 
@@ -923,20 +914,6 @@ impl ProxyMode for SignalFromOrchestration {
             .sender
             .entity_signal(&target.entity, operation, input, target.at);
     }
-}
-
-/// One activity call to schedule: what its work item carries.
-struct ActivitySpec {
-    name: &'static str,
-    input: Payload,
-    timeouts: ActivityTimeouts,
-    /// When schedule-to-close ends the call.
-    deadline: Option<DateTime<Utc>>,
-    /// Heartbeat details the attempt starts from.
-    heartbeat: Option<Payload>,
-    priority: i32,
-    /// The retry policy's attempt number (1 for the first).
-    attempt: u32,
 }
 
 /// The error of a call whose schedule-to-close timeout ended it between attempts, carrying
