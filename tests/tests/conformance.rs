@@ -1475,3 +1475,59 @@ async fn an_event_that_overtakes_its_start_is_delivered_after_it() {
     assert_eq!(status.output.unwrap().decode::<u64>().unwrap(), 1002);
     runtime.shutdown().await.unwrap();
 }
+
+/// Two processes writing one SQLite file: a writer plans its plain turns without a read, on
+/// queue ids past the last it saw. When another process has taken ids meanwhile (and even
+/// deleted their rows again), the turn is planned again on a read: its messages get ids past
+/// the other process's, so ids never repeat and a queue's order stays the order of writing.
+#[tokio::test]
+async fn sqlite_queue_ids_stay_apart_across_processes() {
+    let dir = TempDir::new("sqlite-two-writers");
+    let a = SqliteStore::open(dir.file("shared.db")).await.unwrap();
+    let b = SqliteStore::open(dir.file("shared.db")).await.unwrap();
+    let event = |instance_id: &str| NewMessage {
+        instance_id: instance_id.into(),
+        visible_at: now(),
+        event: Event::EventRaised {
+            name: "e".into(),
+            data: Payload::null(),
+        },
+        execution: None,
+    };
+    a.create_instance(new_instance("x")).await.unwrap();
+    let start = a.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut first = turn("x", "w1", 0, vec![started()], vec![start[0].id]);
+    first.messages = vec![event("x")];
+    a.commit_turn(first).await.unwrap();
+    let e1 = a.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(e1.len(), 1, "{e1:?}");
+
+    // The other process starts and runs an instance: it takes the next id and deletes it.
+    b.create_instance(new_instance("y")).await.unwrap();
+    let y = b.claim_messages("w2", 10, lease()).await.unwrap();
+    assert_eq!(y.len(), 1, "{y:?}");
+    assert!(y[0].id > e1[0].id);
+    b.commit_turn(turn("y", "w2", 0, vec![started()], vec![y[0].id]))
+        .await
+        .unwrap();
+
+    let mut second = turn("x", "w1", 1, vec![started()], vec![e1[0].id]);
+    second.messages = vec![event("x")];
+    a.commit_turn(second).await.unwrap();
+    let e2 = a.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(e2.len(), 1, "{e2:?}");
+    assert!(
+        e2[0].id > y[0].id,
+        "message id {} was already taken by the other process ({})",
+        e2[0].id,
+        y[0].id
+    );
+    let mut third = turn("x", "w1", 2, vec![started()], vec![e2[0].id]);
+    third.messages = vec![event("x")];
+    a.commit_turn(third).await.unwrap();
+    let e3 = a.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(e3.len(), 1, "{e3:?}");
+    assert!(e3[0].id > e2[0].id);
+    let history = a.load_history("x").await.unwrap();
+    assert_eq!(history.len(), 3);
+}

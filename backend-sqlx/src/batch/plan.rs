@@ -82,6 +82,14 @@ impl State {
         self.last_item_id = last_item + items as i64;
     }
 
+    /// The first message id and work item id past every id reserved or taken so far.
+    pub(crate) fn ids_after(&self) -> (i64, i64) {
+        (
+            self.last_message_id + self.extra_ids + 1,
+            self.last_item_id + self.extra_ids + 1,
+        )
+    }
+
     /// Reserves ids the database handed out (PostgreSQL's sequences), taken lowest first.
     pub(crate) fn reserve(&mut self, mut messages: Vec<i64>, mut items: Vec<i64>) {
         messages.sort_unstable();

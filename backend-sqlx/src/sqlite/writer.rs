@@ -6,11 +6,17 @@
 //! 1. one read: the state of every instance and work item the batch touches (lease owner,
 //!    history length, status) and the queue id counters — one statement;
 //! 2. validation in Rust: duplicate instance ids, lost leases, history that moved on;
-//! 3. the writes of all ops merged into a few statements, each over a JSON array bound as one
-//!    parameter (`INSERT … SELECT … FROM json_each(?)`), sent as one multi-statement call;
+//! 3. the writes of all ops merged into one statement per kind, each over a JSON array
+//!    (`INSERT … SELECT … FROM json_each(…)`), all run by one row inserted into the
+//!    connection's `write_batch` view, whose trigger holds the statements ([`install`]);
 //! 4. claims (`UPDATE … RETURNING`), then `COMMIT`.
 //!
-//! That is 3–5 round trips to SQLite per *batch*, whatever the number of ops in it. Replies
+//! That is 2–5 round trips to SQLite per *batch*, whatever the number of ops in it. A batch
+//! of plain turns and starts (most of them when work runs one operation at a time) takes one:
+//! it is planned on what it assumes instead of a read, and the trigger checks those
+//! assumptions before writing (`Writer::guarded`). Each round trip, and each statement and row
+//! within one, is an answer sent across threads by sqlx's connection thread, and a wake-up
+//! of this one: fewer of them is most of what makes a lone commit cheap. Replies
 //! are sent after the commit. A busy database (another process writing) is retried with
 //! backoff; other failures fail every op of the batch with the database's message.
 //!
@@ -26,11 +32,11 @@ use duractor::store::{
 use duractor::{Error, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor as _, Row};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+use crate::batch::guarded;
 use crate::batch::{
     AttemptError, Attempts, BatchExecutor, Effects, InstanceState, Op, Plan, State, ids_needed,
     run_writer, touched,
@@ -41,9 +47,10 @@ use crate::rows;
 pub(super) struct Writer {
     conn: SqliteConnection,
     attempts: Attempts,
-    /// The merged writes' SQL for each set of non-empty lists (and whether `COMMIT` rides
-    /// along), composed once.
-    core_sql: HashMap<(u16, bool), String>,
+    /// The queue ids (messages, work items) a guarded batch takes next: past every id this
+    /// writer has reserved. Its guard checks that no other process has taken ids this far
+    /// (`None` until an ordinary batch has read the counters, and after a refused batch).
+    next_ids: Option<(i64, i64)>,
 }
 
 impl Writer {
@@ -66,7 +73,7 @@ impl Writer {
                     let writer = Writer {
                         conn,
                         attempts: Attempts::new(),
-                        core_sql: HashMap::new(),
+                        next_ids: None,
                     };
                     run_writer(writer, rx, events, max_batch).await;
                 });
@@ -106,6 +113,9 @@ impl BatchExecutor for Writer {
     /// One attempt at the batch inside one transaction.
     async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
         let now = now_ms();
+        if let Some(effects) = self.guarded(ops, now).await? {
+            return Ok(effects);
+        }
         let attempt = self.attempts.next();
         let started = std::time::Instant::now();
         let mut state = self.read_state(ops, attempt, now).await?;
@@ -113,6 +123,7 @@ impl BatchExecutor for Writer {
         for op in ops.iter_mut() {
             plan.apply(op, &mut state, now);
         }
+        self.next_ids = Some(state.ids_after());
         tracing::trace!(
             ops = ops.len(),
             read_us = started.elapsed().as_micros() as u64,
@@ -227,6 +238,79 @@ impl BatchExecutor for Writer {
 }
 
 impl Writer {
+    /// Commits a batch of plain turns and starts as one statement planned on what it assumes
+    /// ([`guarded`]) instead of a read: a row inserted into the `write_batch` view, whose
+    /// trigger checks the guards and writes, committing on its own (no `BEGIN`, no read, no
+    /// `COMMIT`: one answer from sqlx's connection thread instead of one per statement).
+    /// `None` when the batch does not qualify or did not commit (a guard failed, or anything
+    /// else went wrong): the ordinary path then runs it and answers each op exactly.
+    async fn guarded(&mut self, ops: &mut [Op], now: i64) -> Result<Option<Effects>, AttemptError> {
+        let Some((mut state, guards)) = guarded::assume(ops) else {
+            return Ok(None);
+        };
+        let (messages, items) = ids_needed(ops);
+        let known = self.next_ids;
+        let (first_message, first_item) = match known {
+            Some(next) => next,
+            // Nothing to reserve: the id guards hold whatever the counters are.
+            None if messages + items == 0 => (i64::MAX, i64::MAX),
+            None => return Ok(None),
+        };
+        state.reserve_after(first_message - 1, messages, first_item - 1, items);
+        let mut plan = Plan::default();
+        for op in ops.iter_mut() {
+            plan.apply(op, &mut state, now);
+        }
+        if !plan.only_guarded_writes() {
+            return Ok(None);
+        }
+        let attempt = self.attempts.next();
+        let started = std::time::Instant::now();
+        let sent = sqlx::query(BATCH_INSERT)
+            .bind(&self.attempts.writer)
+            .bind(attempt)
+            .bind(now)
+            .bind(&guards.owner)
+            .bind(true)
+            .bind(json(&guards.instances))
+            .bind(json(&guards.absent))
+            .bind(json(&guards.consumed))
+            .bind(json(&guards.completed))
+            .bind(first_message)
+            .bind(first_item)
+            .bind((!plan.new_instances.is_empty()).then(|| json(&plan.new_instances)));
+        let sent = bind_core_lists(sent, &plan).execute(&mut self.conn).await;
+        tracing::trace!(
+            batch_us = started.elapsed().as_micros() as u64,
+            ok = sent.is_ok(),
+            "guarded batch sent"
+        );
+        let Err(error) = sent else {
+            if known.is_some() {
+                self.next_ids = Some(state.ids_after());
+            }
+            return Ok(Some(plan.effects));
+        };
+        // The error may have come from the statement's own commit (SQLite does not say): the
+        // fence row tells whether it happened. A refused batch never writes it.
+        self.next_ids = None;
+        match self.committed(attempt).await {
+            Ok(true) => Ok(Some(plan.effects)),
+            Ok(false) => {
+                if refused(&error) {
+                    tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
+                } else {
+                    tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
+                }
+                Ok(None)
+            }
+            Err(_) => Err(AttemptError {
+                error,
+                in_commit: Some((attempt, plan.effects)),
+            }),
+        }
+    }
+
     /// Begins the transaction, records the attempt in the writer's fence row, and reads what
     /// validation needs, in one round trip. A batch of claims only records nothing (a claim
     /// that finds nothing stays a read): if its `COMMIT` fails, it counts as not committed and
@@ -348,33 +432,25 @@ impl Writer {
                 self.conn.execute("COMMIT").await?;
             }
         } else {
-            let lists = core_write_lists(plan);
-            let mask = lists
-                .iter()
-                .enumerate()
-                .filter(|(_, list)| list.is_some())
-                .fold(0u16, |mask, (i, _)| mask | 1 << i);
-            let sql = self
-                .core_sql
-                .entry((mask, commit))
-                .or_insert_with(|| {
-                    let mut sql: Vec<&str> = CORE_WRITES
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| mask & (1 << i) != 0)
-                        .map(|(_, statement)| *statement)
-                        .collect();
-                    if commit {
-                        sql.push("COMMIT");
-                    }
-                    sql.join("; ")
-                })
-                .clone();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for list in lists.into_iter().flatten() {
-                query = query.bind(list);
-            }
-            query.execute(&mut self.conn).await?;
+            let query = sqlx::query(if commit {
+                BATCH_INSERT_COMMIT
+            } else {
+                BATCH_INSERT
+            });
+            let query = query
+                .bind(None::<&str>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<&str>)
+                .bind(false)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<&str>);
+            bind_core_lists(query, plan).execute(&mut self.conn).await?;
         }
         if plan.has_lease_writes() && !commit {
             const SQL: &str = "\
@@ -918,6 +994,109 @@ const CORE_WRITES: [&str; 15] = [
              FROM json_each(?)) AS u \
        WHERE instances.instance_id = u.id",
 ];
+
+/// The columns of the `write_batch` view besides the [`CORE_WRITES`] lists (`l0` to `l14`):
+/// the fence row's writer and attempt (`NULL`: already recorded by the batch's read), the
+/// time, and for a guarded batch its owner, its guards and the first queue ids it reserved.
+const BATCH_COLUMNS: &str = "writer, attempt, now, owner, guarded, g_instances, g_absent, \
+    g_consumed, g_completed, first_message, first_item, new_instances";
+
+/// A write batch as one statement (one answer from sqlx's connection thread, where a
+/// multi-statement call sends one per statement): a row inserted into the `write_batch`
+/// view, whose trigger ([`install`]) checks the guards and runs the writes.
+const BATCH_INSERT: &str = "INSERT INTO write_batch (writer, attempt, now, owner, guarded, \
+    g_instances, g_absent, g_consumed, g_completed, first_message, first_item, new_instances, \
+    l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// [`BATCH_INSERT`] with `COMMIT` riding along.
+const BATCH_INSERT_COMMIT: &str = "INSERT INTO write_batch (writer, attempt, now, owner, guarded, \
+    g_instances, g_absent, g_consumed, g_completed, first_message, first_item, new_instances, \
+    l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); COMMIT";
+
+/// A guarded batch's guards, checked first by the trigger: each turn's instance has the
+/// history length the turn expects and a lease that is the owner's, lapsed or nobody's; no
+/// instance has a new instance's id; every consumed message and work item is leased to the
+/// owner; and no queue id at or past the ones reserved has been taken (by another process
+/// writing the same file). If one fails, the statement aborts and writes nothing.
+const GUARDS: &str = "\
+    SELECT RAISE(ABORT, 'duractor: a guarded batch found an instance, message or work item changed, or an id taken') \
+    WHERE NEW.guarded AND NOT ( \
+        (SELECT count(*) FROM json_each(NEW.g_instances) AS g \
+           JOIN instances AS i ON i.instance_id = g.value->>0 \
+          WHERE i.history_len = g.value->>1 \
+            AND (i.locked_by IS NULL OR i.locked_by = NEW.owner OR i.locked_until < NEW.now)) \
+          = json_array_length(NEW.g_instances) \
+        AND NOT EXISTS (SELECT 1 FROM instances \
+                        WHERE instance_id IN (SELECT value FROM json_each(NEW.g_absent))) \
+        AND (SELECT count(*) FROM orch_queue \
+              WHERE id IN (SELECT value FROM json_each(NEW.g_consumed)) AND locked_by = NEW.owner) \
+          = json_array_length(NEW.g_consumed) \
+        AND (SELECT count(*) FROM activity_queue \
+              WHERE id IN (SELECT value FROM json_each(NEW.g_completed)) AND locked_by = NEW.owner) \
+          = json_array_length(NEW.g_completed) \
+        AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orch_queue'), 0) < NEW.first_message \
+        AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_queue'), 0) < NEW.first_item)";
+
+/// The fence row (when the batch's read did not write it) and a guarded batch's new
+/// instances, whose ids the guards found free.
+const FENCE_AND_CREATES: [&str; 2] = [
+    "INSERT INTO writers (writer, batch, updated_at) \
+       SELECT NEW.writer, NEW.attempt, NEW.now WHERE NEW.writer IS NOT NULL \
+       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at",
+    "INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+       SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0, value->>5, value->>6 \
+       FROM json_each(NEW.new_instances)",
+];
+
+/// Creates the writer connection's `write_batch` view and its trigger (temporary: they live
+/// with the connection, so they always match this build's statements and no migration
+/// carries them). The trigger runs [`GUARDS`], [`FENCE_AND_CREATES`] and every statement
+/// of [`CORE_WRITES`] over its list column; a statement over an empty list writes nothing
+/// and costs a step inside SQLite, not an answer across threads.
+pub(super) async fn install(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let lists: Vec<String> = (0..CORE_WRITES.len()).map(|i| format!("l{i}")).collect();
+    let columns: Vec<String> = BATCH_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .map(str::to_owned)
+        .chain(lists.iter().cloned())
+        .map(|column| format!("NULL AS {column}"))
+        .collect();
+    let mut body = vec![GUARDS.to_owned()];
+    body.extend(FENCE_AND_CREATES.iter().map(|s| (*s).to_owned()));
+    for (statement, list) in CORE_WRITES.iter().zip(&lists) {
+        debug_assert_eq!(statement.matches('?').count(), 1);
+        body.push(statement.replacen("json_each(?)", &format!("json_each(NEW.{list})"), 1));
+    }
+    let sql = format!(
+        "DROP TRIGGER IF EXISTS temp.write_batch_rows; DROP VIEW IF EXISTS temp.write_batch; \
+         CREATE TEMP VIEW write_batch AS SELECT {}; \
+         CREATE TEMP TRIGGER write_batch_rows INSTEAD OF INSERT ON write_batch BEGIN {}; END",
+        columns.join(", "),
+        body.join("; ")
+    );
+    conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+    Ok(())
+}
+
+/// Whether a guarded batch failed because a guard did not hold, rather than for another
+/// reason.
+fn refused(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.message().starts_with("duractor: a guarded batch"))
+}
+
+/// Binds the plan's [`CORE_WRITES`] lists to a batch insert (`NULL` for an empty one).
+fn bind_core_lists<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    plan: &Plan,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for list in core_write_lists(plan) {
+        query = query.bind(list);
+    }
+    query
+}
 
 /// The plan's lists in [`CORE_WRITES`] order, as the JSON each statement binds; `None` for
 /// an empty list (its statement is left out).
