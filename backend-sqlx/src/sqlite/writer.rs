@@ -123,13 +123,15 @@ impl BatchExecutor for Writer {
         for op in ops.iter_mut() {
             plan.apply(op, &mut state, now);
         }
-        self.next_ids = Some(state.ids_after());
+        let has_special = ops.iter().any(Op::runs_after_writes);
+        // Ops that run after the writes may take queue ids of their own (entity cleanup
+        // enqueues unlocks): then the next batch that needs ids reads the counters again.
+        self.next_ids = (!has_special).then(|| state.ids_after());
         tracing::trace!(
             ops = ops.len(),
             read_us = started.elapsed().as_micros() as u64,
             "batch read and planned"
         );
-        let has_special = ops.iter().any(Op::runs_after_writes);
         if !plan.new_instances.is_empty() {
             self.write_new_instances(&plan).await?;
         }
@@ -297,7 +299,7 @@ impl Writer {
         match self.committed(attempt).await {
             Ok(true) => Ok(Some(plan.effects)),
             Ok(false) => {
-                if refused(&error) {
+                if refused(&error) || Self::is_transient(&error) {
                     tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
                 } else {
                     tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
@@ -944,9 +946,9 @@ impl Writer {
 }
 
 /// The merged writes of turns, activity results, messages and status updates: one statement
-/// per list of the plan (in this order; each binds its list as its one parameter). Only the
-/// statements whose list has something are sent: a turn of one activity step needs 4 of 15,
-/// and each statement sent costs a prepare-cache lookup and a step even over an empty list.
+/// per list of the plan (in this order; each reads its list from one column of the
+/// `write_batch` row, see [`install`]). Every statement runs for every batch, over an empty
+/// list when the plan has nothing of its kind, so each must find its rows through an index.
 const CORE_WRITES: [&str; 15] = [
     "INSERT OR IGNORE INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
        SELECT value->>0, 'entity', value->>1, 'Running', 'null', value->>2, value->>2 FROM json_each(?)",
@@ -958,9 +960,11 @@ const CORE_WRITES: [&str; 15] = [
     "DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)) AND execution IS NOT NULL",
     "DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?))",
     "DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?))",
-    "DELETE FROM activity_queue WHERE EXISTS (SELECT 1 FROM json_each(?) AS c \
-       WHERE activity_queue.instance_id = c.value->>0 AND activity_queue.seq = c.value->>1 \
-         AND activity_queue.execution = c.value->>2)",
+    // Cancelled calls' work items, found through the instance index (the trigger runs
+    // every statement for every batch: none may scan a table).
+    "DELETE FROM activity_queue WHERE id IN (SELECT a.id FROM json_each(?) AS c \
+       JOIN activity_queue AS a ON a.instance_id = c.value->>0 \
+       WHERE a.seq = c.value->>1 AND a.execution = c.value->>2)",
     // Cancelled timers' messages, unless claimed (found through the instance index).
     "DELETE FROM orch_queue WHERE id IN (SELECT q.id FROM json_each(?) AS c \
        JOIN orch_queue AS q ON q.instance_id = c.value->>0 \
@@ -1099,7 +1103,7 @@ fn bind_core_lists<'q>(
 }
 
 /// The plan's lists in [`CORE_WRITES`] order, as the JSON each statement binds; `None` for
-/// an empty list (its statement is left out).
+/// an empty list (its statement then writes nothing).
 fn core_write_lists(plan: &Plan) -> [Option<String>; 15] {
     fn list<T: serde::Serialize>(items: &[T]) -> Option<String> {
         (!items.is_empty()).then(|| json(items))
@@ -1134,5 +1138,76 @@ async fn checkpoint(mut conn: SqliteConnection) {
         if let Err(error) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
             tracing::debug!(%error, "WAL checkpoint failed; retrying");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection as _;
+
+    /// The trigger runs every write statement for every batch, most of them over an empty
+    /// list: one that scans a table would make every commit as slow as the table is long
+    /// (a backlog of 100,000 work items, say). Checked against the real schema.
+    #[tokio::test]
+    async fn every_batch_statement_finds_its_rows_through_an_index() {
+        let dir = std::env::temp_dir().join(format!("duractor-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plans.db");
+        drop(super::super::SqliteStore::open(&path).await.unwrap());
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let guards = GUARDS
+            .split("WHERE NEW.guarded AND NOT (")
+            .nth(1)
+            .unwrap()
+            .trim_end()
+            .trim_end_matches(')');
+        let mut statements: Vec<String> = CORE_WRITES.iter().map(|s| (*s).to_owned()).collect();
+        statements.extend(FENCE_AND_CREATES.iter().map(|s| (*s).to_owned()));
+        statements.push(format!("SELECT {guards}"));
+        for statement in statements {
+            // `NEW.column` and `?` alike become a bound empty list (or NULL).
+            let sql = new_columns_as_parameters(&statement);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for _ in 0..sql.matches('?').count() {
+                query = query.bind("[]");
+            }
+            let plan: Vec<String> = query
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"))
+                .iter()
+                .map(|row| row.get::<String, _>(3))
+                .collect();
+            // `sqlite_sequence` has one row per AUTOINCREMENT table.
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.starts_with("SCAN") && !step.contains("VIRTUAL TABLE"))
+                .filter(|step| {
+                    !matches!(step.as_str(), "SCAN CONSTANT ROW" | "SCAN sqlite_sequence")
+                })
+                .collect();
+            assert!(scans.is_empty(), "{sql}\nscans {scans:?} in {plan:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `statement` with every `NEW.<column>` replaced by a parameter.
+    fn new_columns_as_parameters(statement: &str) -> String {
+        let mut out = String::new();
+        let mut rest = statement;
+        while let Some(at) = rest.find("NEW.") {
+            out.push_str(&rest[..at]);
+            rest = &rest[at + 4..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.push('?');
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
     }
 }
