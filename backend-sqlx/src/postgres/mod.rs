@@ -165,7 +165,7 @@ impl PostgresStore {
         let max_connections = options.max_connections.max(2);
         let setup_connect = connect.clone();
         let setup_connect_guarded = connect.clone();
-        let (pool, guarded_pool) = spawn_on(&runtime, async move {
+        let (pool, guarded_conn, guarded_options) = spawn_on(&runtime, async move {
             // Create the schema with a connection that does not depend on it.
             let mut admin = setup_connect
                 .clone()
@@ -195,15 +195,12 @@ impl PostgresStore {
             // statements once (a generic plan): re-planning the guarded statement for every
             // turn costs as much as a third of it. Only the writer uses it, one batch at a
             // time. It connects now, not in the first turn.
-            let guarded_pool = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(
-                    setup_connect_guarded.options([("plan_cache_mode", "force_generic_plan")]),
-                )
+            let guarded_options =
+                setup_connect_guarded.options([("plan_cache_mode", "force_generic_plan")]);
+            let guarded_conn = sqlx::ConnectOptions::connect(&guarded_options)
                 .await
                 .map_err(|e| store_error("connecting to PostgreSQL", e))?;
-            Ok::<_, Error>((pool, guarded_pool))
+            Ok::<_, Error>((pool, guarded_conn, guarded_options))
         })
         .await?;
 
@@ -225,7 +222,9 @@ impl PostgresStore {
             attempts: Attempts::new(),
             message_ids: Vec::new(),
             item_ids: Vec::new(),
-            guarded_pool,
+            guarded_conn: Some(guarded_conn),
+            guarded_options,
+            guarded_retry_at: None,
         };
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(

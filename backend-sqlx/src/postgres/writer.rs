@@ -25,8 +25,8 @@ use duractor::store::{
     PurgeQuery,
 };
 use duractor::{Error, RuntimeStatus};
-use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use sqlx::{ConnectOptions as _, Postgres, Row, Transaction};
 
 use super::store_error;
 use crate::batch::guarded::{self, Guards};
@@ -49,9 +49,22 @@ pub(super) struct Writer {
     /// (a claimed start's message id, a work item id). Lowest first.
     pub(super) message_ids: Vec<i64>,
     pub(super) item_ids: Vec<i64>,
-    /// The connection guarded turns run on: one, planning each statement once.
-    pub(super) guarded_pool: PgPool,
+    /// The connection guarded turns run on: one, planning each statement once, owned by the
+    /// writer rather than pooled (a pool pings a connection when it is taken and again when
+    /// it is given back: two round trips more per statement). `None` after a failure that
+    /// may have broken it; the next guarded batch connects again.
+    pub(super) guarded_conn: Option<PgConnection>,
+    /// How to connect it.
+    pub(super) guarded_options: PgConnectOptions,
+    /// After a failed connect, guarded batches wait for this instant before the next try
+    /// (batches meanwhile run the ordinary way, whose pool waits for the server).
+    pub(super) guarded_retry_at: Option<std::time::Instant>,
 }
+
+/// How long connecting the guarded connection may take, and how long after a failed try the
+/// next one waits.
+const GUARDED_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const GUARDED_CONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The SQLSTATE `duractor_refuse()` raises: a guard did not hold.
 const REFUSED: &str = "DU001";
@@ -113,8 +126,16 @@ impl Writer {
         let Some((mut state, guards)) = guarded::assume(ops) else {
             return Ok(None);
         };
+        let Some(mut conn) = self.guarded_connection().await else {
+            return Ok(None);
+        };
         let (messages, items) = ids_needed(ops);
-        self.take_ids_ahead(messages, items).await?;
+        if let Err(error) = self.take_ids_ahead(&mut conn, messages, items).await {
+            if matches!(error, sqlx::Error::Database(_)) {
+                self.guarded_conn = Some(conn);
+            }
+            return Err(error.into());
+        }
         state.reserve(
             self.message_ids.drain(..messages).collect(),
             self.item_ids.drain(..items).collect(),
@@ -124,10 +145,16 @@ impl Writer {
             plan.apply(op, &mut state, now);
         }
         if !plan.only_guarded_writes() {
+            self.guarded_conn = Some(conn);
             return Ok(None);
         }
         let attempt = self.attempts.next();
-        match guarded_write(self, &plan, &guards, attempt, now).await {
+        let written = guarded_write(self, &mut conn, &plan, &guards, attempt, now).await;
+        // A connection the server answered on is sound; after any other failure it is dropped.
+        if matches!(written, Ok(()) | Err(sqlx::Error::Database(_))) {
+            self.guarded_conn = Some(conn);
+        }
+        match written {
             Ok(()) => Ok(Some(plan.effects)),
             // The server answered: the statement did not commit.
             Err(sqlx::Error::Database(error)) => {
@@ -147,9 +174,44 @@ impl Writer {
 }
 
 impl Writer {
+    /// The guarded connection, connected again if a failure dropped it; `None` while the
+    /// server cannot be reached.
+    async fn guarded_connection(&mut self) -> Option<PgConnection> {
+        if let Some(conn) = self.guarded_conn.take() {
+            return Some(conn);
+        }
+        if self
+            .guarded_retry_at
+            .is_some_and(|at| std::time::Instant::now() < at)
+        {
+            return None;
+        }
+        let connect = self.guarded_options.connect();
+        match tokio::time::timeout(GUARDED_CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => {
+                self.guarded_retry_at = None;
+                Some(conn)
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::debug!(%error, "cannot connect for guarded batches; running batches the ordinary way for now");
+                self.guarded_retry_at = Some(std::time::Instant::now() + GUARDED_CONNECT_BACKOFF);
+                None
+            }
+        }
+    }
+
     /// Makes sure `messages` message ids and `items` work item ids are taken ahead, taking a
     /// block from a sequence that has too few.
-    async fn take_ids_ahead(&mut self, messages: usize, items: usize) -> Result<(), sqlx::Error> {
+    async fn take_ids_ahead(
+        &mut self,
+        conn: &mut PgConnection,
+        messages: usize,
+        items: usize,
+    ) -> Result<(), sqlx::Error> {
         let block = |have: usize, need: usize| if have < need { need.max(ID_BLOCK) } else { 0 };
         let (more_messages, more_items) = (
             block(self.message_ids.len(), messages),
@@ -164,7 +226,7 @@ impl Writer {
         )
         .bind(more_messages as i64)
         .bind(more_items as i64)
-        .fetch_all(&self.guarded_pool)
+        .fetch_all(conn)
         .await?;
         for (message, id) in rows {
             if message {
@@ -262,6 +324,7 @@ pub(super) const GUARDED_SQL: &str = "\
 /// row records the attempt, as in every transaction of the writer.
 async fn guarded_write(
     writer: &Writer,
+    conn: &mut PgConnection,
     plan: &Plan,
     guards: &Guards,
     attempt: i64,
@@ -286,7 +349,7 @@ async fn guarded_write(
         .bind(&writer.finished_channel)
         .bind(json(&plan.new_instances))
         .bind(json(&plan.cancelled_timers))
-        .execute(&writer.guarded_pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
