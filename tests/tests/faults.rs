@@ -392,3 +392,109 @@ async fn round_trips_slower_than_the_lease_apply_nothing_twice() {
     })
     .await;
 }
+
+/// A turn's guarded statement (one statement that commits on its own) whose connection is cut
+/// while the server has not finished it — here it waits for a row lock another session holds
+/// — could still commit after the writer asked the fence row and heard "not committed". The
+/// writer ends that server process first, so the turn commits exactly once, through the
+/// ordinary path, and its caller hears that it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_guarded_statement_is_ended_before_its_outcome_is_settled() {
+    use duractor::store::TurnCommit;
+    use sqlx::Connection as _;
+
+    let Some(url) = postgres_url("a_cut_off_guarded_statement_is_ended") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let schema = format!("faults_cut_{}", std::process::id());
+    let proxy = PgProxy::start(server_addr(&url));
+    let store = store_at(&proxy.url(&url), &schema).await;
+    let now = || {
+        duractor::chrono::DateTime::from_timestamp_millis(
+            duractor::chrono::Utc::now().timestamp_millis(),
+        )
+        .unwrap()
+    };
+    let lease = || now() + duractor::chrono::Duration::seconds(60);
+    store
+        .create_instance(duractor::store::NewInstance {
+            instance_id: "held".into(),
+            name: "flow".into(),
+            version: String::new(),
+            input: duractor::Payload::null(),
+            created_at: now(),
+            parent: None,
+            flow: None,
+        })
+        .await
+        .unwrap();
+    let start = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert_eq!(start.len(), 1);
+
+    // Another session holds the instance's row: the turn's statement will wait for it.
+    let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SET LOCAL search_path TO \"{schema}\"; \
+         SELECT 1 FROM instances WHERE instance_id = 'held' FOR UPDATE"
+    )))
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    let events = vec![
+        Event::OrchestratorStarted { timestamp: now() },
+        Event::ExecutionCompleted {
+            output: duractor::Payload::null(),
+        },
+    ];
+    let turn = TurnCommit {
+        instance_id: "held".into(),
+        owner: "w1".into(),
+        history_start: 0,
+        reset_history: false,
+        execution: 0,
+        new_events: events.clone(),
+        consumed: vec![start[0].id],
+        completed_activities: Vec::new(),
+        activities: Vec::new(),
+        cancelled_activities: Vec::new(),
+        cancelled_timers: Vec::new(),
+        messages: Vec::new(),
+        new_instances: Vec::new(),
+        status: Some(RuntimeStatus::Completed),
+        output: Some(duractor::Payload::null()),
+        failure: None,
+        custom_status: None,
+        input: None,
+        entity: None,
+        lease_until: lease(),
+        now: now(),
+    };
+    let committing = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit_turn(turn).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!committing.is_finished(), "the turn must wait for the lock");
+    // The database goes away for the store (not for the locker, which connects directly):
+    // the statement's answer can never arrive; the server is still running it.
+    proxy.outage(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+
+    let committed = tokio::time::timeout(Duration::from_secs(60), committing)
+        .await
+        .expect("the turn settles")
+        .unwrap();
+    assert!(
+        committed.is_ok(),
+        "the turn committed once, so its caller must hear so: {committed:?}"
+    );
+    let history = store.load_history("held").await.unwrap();
+    assert_eq!(history, events, "the turn's events, once");
+    let status = store.get_instance("held").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    drop(proxy);
+    let direct = store_at(&url, &schema).await;
+    direct.drop_schema().await.unwrap();
+}

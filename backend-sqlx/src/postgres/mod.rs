@@ -197,7 +197,7 @@ impl PostgresStore {
             // time. It connects now, not in the first turn.
             let guarded_options =
                 setup_connect_guarded.options([("plan_cache_mode", "force_generic_plan")]);
-            let guarded_conn = sqlx::ConnectOptions::connect(&guarded_options)
+            let guarded_conn = writer::GuardedConnection::connect(&guarded_options)
                 .await
                 .map_err(|e| store_error("connecting to PostgreSQL", e))?;
             Ok::<_, Error>((pool, guarded_conn, guarded_options))
@@ -224,7 +224,9 @@ impl PostgresStore {
             item_ids: Vec::new(),
             guarded_conn: Some(guarded_conn),
             guarded_options,
+            guarded_failures: 0,
             guarded_retry_at: None,
+            unsettled_backend: None,
         };
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(

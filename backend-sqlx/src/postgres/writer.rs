@@ -18,6 +18,7 @@
 //! So a turn batch is `BEGIN`, the read, the write, its claims if any, and `COMMIT`.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
@@ -53,18 +54,71 @@ pub(super) struct Writer {
     /// writer rather than pooled (a pool pings a connection when it is taken and again when
     /// it is given back: two round trips more per statement). `None` after a failure that
     /// may have broken it; the next guarded batch connects again.
-    pub(super) guarded_conn: Option<PgConnection>,
+    pub(super) guarded_conn: Option<GuardedConnection>,
     /// How to connect it.
     pub(super) guarded_options: PgConnectOptions,
-    /// After a failed connect, guarded batches wait for this instant before the next try
-    /// (batches meanwhile run the ordinary way, whose pool waits for the server).
-    pub(super) guarded_retry_at: Option<std::time::Instant>,
+    /// Failed connects in a row, and when the next try may be (batches meanwhile run the
+    /// ordinary way, whose pool waits for the server).
+    pub(super) guarded_failures: u32,
+    pub(super) guarded_retry_at: Option<Instant>,
+    /// The server process of a guarded connection whose answer was lost: ended before the
+    /// fence row is asked whether its statement committed (a statement the server has not
+    /// run yet, or that waits for a lock, could otherwise commit after the answer "no").
+    pub(super) unsettled_backend: Option<Backend>,
 }
 
-/// How long connecting the guarded connection may take, and how long after a failed try the
-/// next one waits.
-const GUARDED_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-const GUARDED_CONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// The writer's own connection for guarded batches.
+pub(super) struct GuardedConnection {
+    conn: PgConnection,
+    /// Its server process.
+    backend: Backend,
+    /// When it last ran a statement: one idle for longer than [`GUARDED_IDLE`] is replaced
+    /// (a pool would have pinged it; a firewall may have forgotten it).
+    used_at: Instant,
+}
+
+/// A server process: its pid and start time in microseconds (a pid alone may be reused).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backend {
+    pid: i32,
+    started_us: i64,
+}
+
+impl GuardedConnection {
+    /// Connects with `options`, learning the server process.
+    pub(super) async fn connect(options: &PgConnectOptions) -> Result<Self, sqlx::Error> {
+        let mut conn = options.connect().await?;
+        let (pid, started_us): (i32, i64) = sqlx::query_as(
+            "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint \
+             FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(GuardedConnection {
+            conn,
+            backend: Backend { pid, started_us },
+            used_at: Instant::now(),
+        })
+    }
+}
+
+/// How long connecting the guarded connection may take; after a failed try the next waits
+/// twice as long as the last, from [`GUARDED_CONNECT_BACKOFF`] up to 30 s.
+const GUARDED_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const GUARDED_CONNECT_BACKOFF: Duration = Duration::from_secs(1);
+/// A guarded connection idle for longer is connected again before use.
+const GUARDED_IDLE: Duration = Duration::from_secs(30);
+
+/// Whether a guarded connection is still sound after `error`: the server answered, and not
+/// with the end of the session (a terminated backend, a shutdown: SQLSTATE class 08, 57P).
+fn connection_survives(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_none_or(|code| !code.starts_with("08") && !code.starts_with("57P")),
+        _ => false,
+    }
+}
 
 /// The SQLSTATE `duractor_refuse()` raises: a guard did not hold.
 const REFUSED: &str = "DU001";
@@ -126,13 +180,16 @@ impl Writer {
         let Some((mut state, guards)) = guarded::assume(ops) else {
             return Ok(None);
         };
-        let Some(mut conn) = self.guarded_connection().await else {
+        let Some(mut guarded) = self.guarded_connection().await else {
             return Ok(None);
         };
         let (messages, items) = ids_needed(ops);
-        if let Err(error) = self.take_ids_ahead(&mut conn, messages, items).await {
-            if matches!(error, sqlx::Error::Database(_)) {
-                self.guarded_conn = Some(conn);
+        if let Err(error) = self
+            .take_ids_ahead(&mut guarded.conn, messages, items)
+            .await
+        {
+            if connection_survives(&error) {
+                self.guarded_conn = Some(guarded);
             }
             return Err(error.into());
         }
@@ -145,14 +202,18 @@ impl Writer {
             plan.apply(op, &mut state, now);
         }
         if !plan.only_guarded_writes() {
-            self.guarded_conn = Some(conn);
+            self.guarded_conn = Some(guarded);
             return Ok(None);
         }
         let attempt = self.attempts.next();
-        let written = guarded_write(self, &mut conn, &plan, &guards, attempt, now).await;
-        // A connection the server answered on is sound; after any other failure it is dropped.
-        if matches!(written, Ok(()) | Err(sqlx::Error::Database(_))) {
-            self.guarded_conn = Some(conn);
+        let written = guarded_write(self, &mut guarded.conn, &plan, &guards, attempt, now).await;
+        guarded.used_at = Instant::now();
+        // A connection the server answered on is sound; after any other failure it is
+        // dropped, and its server process is ended before the outcome is settled.
+        match &written {
+            Ok(()) => self.guarded_conn = Some(guarded),
+            Err(error) if connection_survives(error) => self.guarded_conn = Some(guarded),
+            Err(_) => self.unsettled_backend = Some(guarded.backend),
         }
         match written {
             Ok(()) => Ok(Some(plan.effects)),
@@ -174,34 +235,74 @@ impl Writer {
 }
 
 impl Writer {
-    /// The guarded connection, connected again if a failure dropped it; `None` while the
-    /// server cannot be reached.
-    async fn guarded_connection(&mut self) -> Option<PgConnection> {
-        if let Some(conn) = self.guarded_conn.take() {
-            return Some(conn);
-        }
-        if self
-            .guarded_retry_at
-            .is_some_and(|at| std::time::Instant::now() < at)
+    /// The guarded connection, connected again if a failure dropped it or it sat idle;
+    /// `None` while the server cannot be reached.
+    async fn guarded_connection(&mut self) -> Option<GuardedConnection> {
+        if let Some(guarded) = self.guarded_conn.take()
+            && guarded.used_at.elapsed() < GUARDED_IDLE
         {
+            return Some(guarded);
+        }
+        if self.guarded_retry_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }
-        let connect = self.guarded_options.connect();
+        let connect = GuardedConnection::connect(&self.guarded_options);
         match tokio::time::timeout(GUARDED_CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok(guarded)) => {
+                self.guarded_failures = 0;
                 self.guarded_retry_at = None;
-                Some(conn)
+                Some(guarded)
             }
             failed => {
                 let error = match failed {
                     Ok(Err(error)) => error.to_string(),
                     _ => "timed out".to_owned(),
                 };
-                tracing::debug!(%error, "cannot connect for guarded batches; running batches the ordinary way for now");
-                self.guarded_retry_at = Some(std::time::Instant::now() + GUARDED_CONNECT_BACKOFF);
+                let wait = GUARDED_CONNECT_BACKOFF
+                    .saturating_mul(1 << self.guarded_failures.min(5))
+                    .min(Duration::from_secs(30));
+                self.guarded_failures += 1;
+                tracing::debug!(%error, wait_ms = wait.as_millis() as u64, "cannot connect for guarded batches; running batches the ordinary way for now");
+                self.guarded_retry_at = Some(Instant::now() + wait);
                 None
             }
         }
+    }
+
+    /// Ends the server process of a guarded statement whose answer was lost and waits until
+    /// it is gone: an error (the server out of reach) leaves it to the next try.
+    async fn end_unsettled_backend(&mut self) -> Result<(), sqlx::Error> {
+        let Some(backend) = self.unsettled_backend else {
+            return Ok(());
+        };
+        const SAME: &str =
+            "pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {SAME}"
+        )))
+        .bind(backend.pid)
+        .bind(backend.started_us)
+        .execute(&self.pool)
+        .await?;
+        // Ending takes the process a moment (it rolls back what it was doing).
+        for _ in 0..200 {
+            let (alive,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE {SAME})"
+            )))
+            .bind(backend.pid)
+            .bind(backend.started_us)
+            .fetch_one(&self.pool)
+            .await?;
+            if !alive {
+                self.unsettled_backend = None;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "the server process {} of a guarded statement whose answer was lost has not ended yet",
+            backend.pid
+        )))
     }
 
     /// Makes sure `messages` message ids and `items` work item ids are taken ahead, taking a
@@ -450,6 +551,7 @@ impl BatchExecutor for Writer {
     }
 
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
+        self.end_unsettled_backend().await?;
         // Upserting the fence row waits for a transaction that still holds it (one whose
         // connection broke after `COMMIT` was sent) to end either way, then reads what
         // committed.
