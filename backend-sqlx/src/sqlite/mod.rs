@@ -165,10 +165,6 @@ impl SqliteStore {
             tracing::debug!(%error, "forgetting old writers failed");
         }
 
-        writer::install(&mut conn)
-            .await
-            .map_err(|e| store_error(&context, e))?;
-
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)

@@ -7,8 +7,8 @@
 //!    history length, status) and the queue id counters — one statement;
 //! 2. validation in Rust: duplicate instance ids, lost leases, history that moved on;
 //! 3. the writes of all ops merged into one statement per kind, each over a JSON array
-//!    (`INSERT … SELECT … FROM json_each(…)`), all run by one row inserted into the
-//!    connection's `write_batch` view, whose trigger holds the statements ([`install`]);
+//!    (`INSERT … SELECT … FROM json_each(…)`), all run by one row inserted into a temporary
+//!    view whose trigger holds the statements the batch needs (`Shape`);
 //! 4. claims (`UPDATE … RETURNING`), then `COMMIT`.
 //!
 //! That is 2–5 round trips to SQLite per *batch*, whatever the number of ops in it. A batch
@@ -32,6 +32,7 @@ use duractor::store::{
 use duractor::{Error, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor as _, Row};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -51,6 +52,11 @@ pub(super) struct Writer {
     /// writer has reserved. Its guard checks that no other process has taken ids this far
     /// (`None` until an ordinary batch has read the counters, and after a refused batch).
     next_ids: Option<(i64, i64)>,
+    /// The `INSERT` of each batch shape whose view and trigger exist on the connection.
+    shapes: HashMap<Shape, String>,
+    /// Shapes created by the transaction in progress: forgotten if it rolls back (which
+    /// drops their view and trigger too).
+    uncommitted_shapes: Vec<Shape>,
 }
 
 impl Writer {
@@ -74,6 +80,8 @@ impl Writer {
                         conn,
                         attempts: Attempts::new(),
                         next_ids: None,
+                        shapes: HashMap::new(),
+                        uncommitted_shapes: Vec::new(),
                     };
                     run_writer(writer, rx, events, max_batch).await;
                 });
@@ -88,6 +96,9 @@ impl BatchExecutor for Writer {
 
     async fn abort(&mut self) {
         let _ = self.conn.execute("ROLLBACK").await;
+        for shape in self.uncommitted_shapes.drain(..) {
+            self.shapes.remove(&shape);
+        }
     }
 
     /// Any error on the way to the commit leaves its outcome to be checked: SQLite reports
@@ -102,7 +113,7 @@ impl BatchExecutor for Writer {
 
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
         // This connection is the only writer of the process: nothing else can be deciding it.
-        let _ = self.conn.execute("ROLLBACK").await;
+        self.abort().await;
         let batch: Option<i64> = sqlx::query_scalar("SELECT batch FROM writers WHERE writer = ?1")
             .bind(&self.attempts.writer)
             .fetch_optional(&mut self.conn)
@@ -113,6 +124,8 @@ impl BatchExecutor for Writer {
     /// One attempt at the batch inside one transaction.
     async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
         let now = now_ms();
+        // Whatever an earlier attempt created was kept or forgotten by now.
+        self.uncommitted_shapes.clear();
         if let Some(effects) = self.guarded(ops, now).await? {
             return Ok(effects);
         }
@@ -241,7 +254,7 @@ impl BatchExecutor for Writer {
 
 impl Writer {
     /// Commits a batch of plain turns and starts as one statement planned on what it assumes
-    /// ([`guarded`]) instead of a read: a row inserted into the `write_batch` view, whose
+    /// ([`guarded`]) instead of a read: a row inserted into its shape's view, whose
     /// trigger checks the guards and writes, committing on its own (no `BEGIN`, no read, no
     /// `COMMIT`: one answer from sqlx's connection thread instead of one per statement).
     /// `None` when the batch does not qualify or did not commit (a guard failed, or anything
@@ -268,20 +281,37 @@ impl Writer {
         }
         let attempt = self.attempts.next();
         let started = std::time::Instant::now();
-        let sent = sqlx::query(BATCH_INSERT)
+        let lists = core_write_lists(&plan);
+        let shape = Shape {
+            mask: list_mask(&lists),
+            guarded: true,
+            creates: !plan.new_instances.is_empty(),
+        };
+        let insert = match self.batch_insert(shape, false).await {
+            Ok(insert) => insert,
+            Err(error) => {
+                tracing::warn!(%error, "preparing a guarded batch failed; running it the ordinary way");
+                return Ok(None);
+            }
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert))
             .bind(&self.attempts.writer)
             .bind(attempt)
             .bind(now)
             .bind(&guards.owner)
-            .bind(true)
             .bind(json(&guards.instances))
             .bind(json(&guards.absent))
             .bind(json(&guards.consumed))
             .bind(json(&guards.completed))
             .bind(first_message)
-            .bind(first_item)
-            .bind((!plan.new_instances.is_empty()).then(|| json(&plan.new_instances)));
-        let sent = bind_core_lists(sent, &plan).execute(&mut self.conn).await;
+            .bind(first_item);
+        if shape.creates {
+            query = query.bind(json(&plan.new_instances));
+        }
+        for list in lists.into_iter().flatten() {
+            query = query.bind(list);
+        }
+        let sent = query.execute(&mut self.conn).await;
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
             ok = sent.is_ok(),
@@ -311,6 +341,32 @@ impl Writer {
                 in_commit: Some((attempt, plan.effects)),
             }),
         }
+    }
+
+    /// The `INSERT` that runs a batch of `shape` as one statement (with `COMMIT` riding
+    /// along when `commit`), creating the shape's view and trigger on first use. Past
+    /// [`MAX_SHAPES`] shapes, new ones run as the shape with every list.
+    async fn batch_insert(&mut self, shape: Shape, commit: bool) -> Result<String, sqlx::Error> {
+        let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
+            Shape {
+                mask: ALL_LISTS,
+                ..shape
+            }
+        } else {
+            shape
+        };
+        if !self.shapes.contains_key(&shape) {
+            let (create, insert) = shape.sql();
+            self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
+            self.uncommitted_shapes.push(shape);
+            self.shapes.insert(shape, insert);
+        }
+        let insert = &self.shapes[&shape];
+        Ok(if commit {
+            format!("{insert}; COMMIT")
+        } else {
+            insert.clone()
+        })
     }
 
     /// Begins the transaction, records the attempt in the writer's fence row, and reads what
@@ -434,25 +490,18 @@ impl Writer {
                 self.conn.execute("COMMIT").await?;
             }
         } else {
-            let query = sqlx::query(if commit {
-                BATCH_INSERT_COMMIT
-            } else {
-                BATCH_INSERT
-            });
-            let query = query
-                .bind(None::<&str>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<&str>)
-                .bind(false)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<&str>);
-            bind_core_lists(query, plan).execute(&mut self.conn).await?;
+            let lists = core_write_lists(plan);
+            let shape = Shape {
+                mask: list_mask(&lists),
+                guarded: false,
+                creates: false,
+            };
+            let insert = self.batch_insert(shape, commit).await?;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(insert));
+            for list in lists.into_iter().flatten() {
+                query = query.bind(list);
+            }
+            query.execute(&mut self.conn).await?;
         }
         if plan.has_lease_writes() && !commit {
             const SQL: &str = "\
@@ -946,9 +995,9 @@ impl Writer {
 }
 
 /// The merged writes of turns, activity results, messages and status updates: one statement
-/// per list of the plan (in this order; each reads its list from one column of the
-/// `write_batch` row, see [`install`]). Every statement runs for every batch, over an empty
-/// list when the plan has nothing of its kind, so each must find its rows through an index.
+/// per list of the plan (in this order; each reads its list from one column of its shape's
+/// view, see [`Shape`]). A batch runs those whose list has something, and each must find its
+/// rows through an index.
 const CORE_WRITES: [&str; 15] = [
     "INSERT OR IGNORE INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
        SELECT value->>0, 'entity', value->>1, 'Running', 'null', value->>2, value->>2 FROM json_each(?)",
@@ -999,25 +1048,90 @@ const CORE_WRITES: [&str; 15] = [
        WHERE instances.instance_id = u.id",
 ];
 
-/// The columns of the `write_batch` view besides the [`CORE_WRITES`] lists (`l0` to `l14`):
-/// the fence row's writer and attempt (`NULL`: already recorded by the batch's read), the
-/// time, and for a guarded batch its owner, its guards and the first queue ids it reserved.
-const BATCH_COLUMNS: &str = "writer, attempt, now, owner, guarded, g_instances, g_absent, \
-    g_consumed, g_completed, first_message, first_item, new_instances";
+/// What a batch's one statement writes: which [`CORE_WRITES`] lists it has (bit `i` for
+/// statement `i`), whether it is guarded (its guards and fence row come first) and whether
+/// it creates instances. Each shape is a temporary view on the writer's connection whose
+/// `INSTEAD OF INSERT` trigger runs exactly its statements: inserting one row runs the whole
+/// batch as one statement, one answer from sqlx's connection thread (a multi-statement call
+/// sends one per statement, each a wake-up of the writer), and no statement runs over an
+/// empty list (each costs as much as a real one; a trigger running all fifteen cost twice
+/// the work of the four a turn needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    mask: u16,
+    guarded: bool,
+    creates: bool,
+}
 
-/// A write batch as one statement (one answer from sqlx's connection thread, where a
-/// multi-statement call sends one per statement): a row inserted into the `write_batch`
-/// view, whose trigger ([`install`]) checks the guards and runs the writes.
-const BATCH_INSERT: &str = "INSERT INTO write_batch (writer, attempt, now, owner, guarded, \
-    g_instances, g_absent, g_consumed, g_completed, first_message, first_item, new_instances, \
-    l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// How many shapes a connection keeps views for; batches of further shapes run as the shape
+/// with every list (the few dozen that occur are far below this).
+const MAX_SHAPES: usize = 256;
 
-/// [`BATCH_INSERT`] with `COMMIT` riding along.
-const BATCH_INSERT_COMMIT: &str = "INSERT INTO write_batch (writer, attempt, now, owner, guarded, \
-    g_instances, g_absent, g_consumed, g_completed, first_message, first_item, new_instances, \
-    l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14) \
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); COMMIT";
+/// Every [`CORE_WRITES`] list.
+const ALL_LISTS: u16 = (1 << CORE_WRITES.len()) - 1;
+
+impl Shape {
+    /// The SQL creating the shape's view and trigger (temporary: they live with the
+    /// connection, so they always match this build's statements; `IF NOT EXISTS`, so creating
+    /// one again is harmless), and the `INSERT` that runs a batch of the shape. The insert
+    /// binds, in order: for a guarded batch the fence row's writer, attempt and time, its
+    /// owner, its four guard lists and its first message and work item ids, then its new
+    /// instances if it creates any; then the lists of the mask, in [`CORE_WRITES`] order.
+    fn sql(self) -> (String, String) {
+        let name = format!(
+            "write_batch_{}{}_{:x}",
+            u8::from(self.guarded),
+            u8::from(self.creates),
+            self.mask
+        );
+        let mut columns: Vec<String> = Vec::new();
+        let mut body: Vec<String> = Vec::new();
+        if self.guarded {
+            columns.extend(
+                [
+                    "writer",
+                    "attempt",
+                    "now",
+                    "owner",
+                    "g_instances",
+                    "g_absent",
+                    "g_consumed",
+                    "g_completed",
+                    "first_message",
+                    "first_item",
+                ]
+                .map(str::to_owned),
+            );
+            body.push(GUARDS.to_owned());
+            body.push(FENCE.to_owned());
+        }
+        if self.creates {
+            columns.push("new_instances".to_owned());
+            body.push(CREATES.to_owned());
+        }
+        for (i, statement) in CORE_WRITES.iter().enumerate() {
+            if self.mask & (1 << i) != 0 {
+                debug_assert_eq!(statement.matches('?').count(), 1);
+                columns.push(format!("l{i}"));
+                body.push(statement.replacen("json_each(?)", &format!("json_each(NEW.l{i})"), 1));
+            }
+        }
+        let nulls: Vec<String> = columns.iter().map(|c| format!("NULL AS {c}")).collect();
+        let create = format!(
+            "CREATE TEMP VIEW IF NOT EXISTS {name} AS SELECT {}; \
+             CREATE TEMP TRIGGER IF NOT EXISTS {name}_rows INSTEAD OF INSERT ON {name} \
+             BEGIN {}; END",
+            nulls.join(", "),
+            body.join("; ")
+        );
+        let insert = format!(
+            "INSERT INTO {name} ({}) VALUES ({})",
+            columns.join(", "),
+            vec!["?"; columns.len()].join(", ")
+        );
+        (create, insert)
+    }
+}
 
 /// A guarded batch's guards, checked first by the trigger: each turn's instance has the
 /// history length the turn expects and a lease that is the owner's, lapsed or nobody's; no
@@ -1026,7 +1140,7 @@ const BATCH_INSERT_COMMIT: &str = "INSERT INTO write_batch (writer, attempt, now
 /// writing the same file). If one fails, the statement aborts and writes nothing.
 const GUARDS: &str = "\
     SELECT RAISE(ABORT, 'duractor: a guarded batch found an instance, message or work item changed, or an id taken') \
-    WHERE NEW.guarded AND NOT ( \
+    WHERE NOT ( \
         (SELECT count(*) FROM json_each(NEW.g_instances) AS g \
            JOIN instances AS i ON i.instance_id = g.value->>0 \
           WHERE i.history_len = g.value->>1 \
@@ -1043,47 +1157,16 @@ const GUARDS: &str = "\
         AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orch_queue'), 0) < NEW.first_message \
         AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_queue'), 0) < NEW.first_item)";
 
-/// The fence row (when the batch's read did not write it) and a guarded batch's new
-/// instances, whose ids the guards found free.
-const FENCE_AND_CREATES: [&str; 2] = [
-    "INSERT INTO writers (writer, batch, updated_at) \
-       SELECT NEW.writer, NEW.attempt, NEW.now WHERE NEW.writer IS NOT NULL \
-       ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at",
-    "INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
-       SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0, value->>5, value->>6 \
-       FROM json_each(NEW.new_instances)",
-];
+/// A guarded batch's fence row (an ordinary batch writes it with its read).
+const FENCE: &str = "INSERT INTO writers (writer, batch, updated_at) \
+    SELECT NEW.writer, NEW.attempt, NEW.now WHERE true \
+    ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at";
 
-/// Creates the writer connection's `write_batch` view and its trigger (temporary: they live
-/// with the connection, so they always match this build's statements and no migration
-/// carries them). The trigger runs [`GUARDS`], [`FENCE_AND_CREATES`] and every statement
-/// of [`CORE_WRITES`] over its list column; a statement over an empty list writes nothing
-/// and costs a step inside SQLite, not an answer across threads.
-pub(super) async fn install(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let lists: Vec<String> = (0..CORE_WRITES.len()).map(|i| format!("l{i}")).collect();
-    let columns: Vec<String> = BATCH_COLUMNS
-        .split(',')
-        .map(str::trim)
-        .map(str::to_owned)
-        .chain(lists.iter().cloned())
-        .map(|column| format!("NULL AS {column}"))
-        .collect();
-    let mut body = vec![GUARDS.to_owned()];
-    body.extend(FENCE_AND_CREATES.iter().map(|s| (*s).to_owned()));
-    for (statement, list) in CORE_WRITES.iter().zip(&lists) {
-        debug_assert_eq!(statement.matches('?').count(), 1);
-        body.push(statement.replacen("json_each(?)", &format!("json_each(NEW.{list})"), 1));
-    }
-    let sql = format!(
-        "DROP TRIGGER IF EXISTS temp.write_batch_rows; DROP VIEW IF EXISTS temp.write_batch; \
-         CREATE TEMP VIEW write_batch AS SELECT {}; \
-         CREATE TEMP TRIGGER write_batch_rows INSTEAD OF INSERT ON write_batch BEGIN {}; END",
-        columns.join(", "),
-        body.join("; ")
-    );
-    conn.execute(sqlx::AssertSqlSafe(sql)).await?;
-    Ok(())
-}
+/// A guarded batch's new instances, whose ids the guards found free.
+const CREATES: &str = "\
+    INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
+    SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0, value->>5, value->>6 \
+    FROM json_each(NEW.new_instances)";
 
 /// Whether a guarded batch failed because a guard did not hold, rather than for another
 /// reason.
@@ -1091,15 +1174,13 @@ fn refused(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.message().starts_with("duractor: a guarded batch"))
 }
 
-/// Binds the plan's [`CORE_WRITES`] lists to a batch insert (`NULL` for an empty one).
-fn bind_core_lists<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    plan: &Plan,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for list in core_write_lists(plan) {
-        query = query.bind(list);
-    }
-    query
+/// Which of `lists` have something: bit `i` for list `i`.
+fn list_mask(lists: &[Option<String>]) -> u16 {
+    lists
+        .iter()
+        .enumerate()
+        .filter(|(_, list)| list.is_some())
+        .fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
 /// The plan's lists in [`CORE_WRITES`] order, as the JSON each statement binds; `None` for
@@ -1159,13 +1240,13 @@ mod tests {
             .await
             .unwrap();
         let guards = GUARDS
-            .split("WHERE NEW.guarded AND NOT (")
+            .split("WHERE NOT (")
             .nth(1)
             .unwrap()
             .trim_end()
             .trim_end_matches(')');
         let mut statements: Vec<String> = CORE_WRITES.iter().map(|s| (*s).to_owned()).collect();
-        statements.extend(FENCE_AND_CREATES.iter().map(|s| (*s).to_owned()));
+        statements.extend([FENCE, CREATES].map(str::to_owned));
         statements.push(format!("SELECT {guards}"));
         for statement in statements {
             // `NEW.column` and `?` alike become a bound empty list (or NULL).
