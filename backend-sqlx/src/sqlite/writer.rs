@@ -6,15 +6,16 @@
 //! 1. one read: the state of every instance and work item the batch touches (lease owner,
 //!    history length, status) and the queue id counters — one statement;
 //! 2. validation in Rust: duplicate instance ids, lost leases, history that moved on;
-//! 3. the writes of all ops merged into one statement per kind, each over a JSON array
-//!    (`INSERT … SELECT … FROM json_each(…)`), all run by one row inserted into a temporary
-//!    view whose trigger holds the statements the batch needs (`Shape`);
+//! 3. the writes of all ops merged into one statement per kind, each over a JSON array bound
+//!    as one parameter (`INSERT … SELECT … FROM json_each(?)`), sent as one multi-statement
+//!    call;
 //! 4. claims (`UPDATE … RETURNING`), then `COMMIT`.
 //!
-//! That is 2–5 round trips to SQLite per *batch*, whatever the number of ops in it. A batch
-//! of plain turns and starts (most of them when work runs one operation at a time) takes one:
-//! it is planned on what it assumes instead of a read, and the trigger checks those
-//! assumptions before writing (`Writer::guarded`). Each round trip, and each statement and row
+//! That is 2–5 round trips to SQLite per *batch*, whatever the number of ops in it. A small
+//! batch of plain turns and starts (most of them when work runs one operation at a time)
+//! takes one statement: it is planned on what it assumes instead of a read, and one row
+//! inserted into a temporary view runs a trigger that checks those assumptions and then
+//! writes (`Writer::guarded`, `Shape`). Each round trip, and each statement and row
 //! within one, is an answer sent across threads by sqlx's connection thread, and a wake-up
 //! of this one: fewer of them is most of what makes a lone commit cheap. Replies
 //! are sent after the commit. A busy database (another process writing) is retried with
@@ -52,11 +53,12 @@ pub(super) struct Writer {
     /// writer has reserved. Its guard checks that no other process has taken ids this far
     /// (`None` until an ordinary batch has read the counters, and after a refused batch).
     next_ids: Option<(i64, i64)>,
-    /// The `INSERT` of each batch shape whose view and trigger exist on the connection.
+    /// The `INSERT` of each guarded batch shape whose view and trigger exist on the
+    /// connection.
     shapes: HashMap<Shape, String>,
-    /// Shapes created by the transaction in progress: forgotten if it rolls back (which
-    /// drops their view and trigger too).
-    uncommitted_shapes: Vec<Shape>,
+    /// The merged writes' SQL for each set of non-empty lists (and whether `COMMIT` rides
+    /// along), composed once.
+    core_sql: HashMap<(u16, bool), String>,
 }
 
 impl Writer {
@@ -81,7 +83,7 @@ impl Writer {
                         attempts: Attempts::new(),
                         next_ids: None,
                         shapes: HashMap::new(),
-                        uncommitted_shapes: Vec::new(),
+                        core_sql: HashMap::new(),
                     };
                     run_writer(writer, rx, events, max_batch).await;
                 });
@@ -96,9 +98,6 @@ impl BatchExecutor for Writer {
 
     async fn abort(&mut self) {
         let _ = self.conn.execute("ROLLBACK").await;
-        for shape in self.uncommitted_shapes.drain(..) {
-            self.shapes.remove(&shape);
-        }
     }
 
     /// Any error on the way to the commit leaves its outcome to be checked: SQLite reports
@@ -113,7 +112,7 @@ impl BatchExecutor for Writer {
 
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
         // This connection is the only writer of the process: nothing else can be deciding it.
-        self.abort().await;
+        let _ = self.conn.execute("ROLLBACK").await;
         let batch: Option<i64> = sqlx::query_scalar("SELECT batch FROM writers WHERE writer = ?1")
             .bind(&self.attempts.writer)
             .fetch_optional(&mut self.conn)
@@ -124,8 +123,6 @@ impl BatchExecutor for Writer {
     /// One attempt at the batch inside one transaction.
     async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
         let now = now_ms();
-        // Whatever an earlier attempt created was kept or forgotten by now.
-        self.uncommitted_shapes.clear();
         if let Some(effects) = self.guarded(ops, now).await? {
             return Ok(effects);
         }
@@ -137,9 +134,10 @@ impl BatchExecutor for Writer {
             plan.apply(op, &mut state, now);
         }
         let has_special = ops.iter().any(Op::runs_after_writes);
-        // Ops that run after the writes may take queue ids of their own (entity cleanup
-        // enqueues unlocks): then the next batch that needs ids reads the counters again.
-        self.next_ids = (!has_special).then(|| state.ids_after());
+        // Entity cleanup, which runs after the writes, enqueues unlocks with ids of its own:
+        // then the next batch that needs ids reads the counters again.
+        let cleans = ops.iter().any(|op| matches!(op, Op::CleanEntities { .. }));
+        self.next_ids = (!cleans).then(|| state.ids_after());
         tracing::trace!(
             ops = ops.len(),
             read_us = started.elapsed().as_micros() as u64,
@@ -284,10 +282,9 @@ impl Writer {
         let lists = core_write_lists(&plan);
         let shape = Shape {
             mask: list_mask(&lists),
-            guarded: true,
             creates: !plan.new_instances.is_empty(),
         };
-        let insert = match self.batch_insert(shape, false).await {
+        let insert = match self.batch_insert(shape).await {
             Ok(insert) => insert,
             Err(error) => {
                 tracing::warn!(%error, "preparing a guarded batch failed; running it the ordinary way");
@@ -343,10 +340,10 @@ impl Writer {
         }
     }
 
-    /// The `INSERT` that runs a batch of `shape` as one statement (with `COMMIT` riding
-    /// along when `commit`), creating the shape's view and trigger on first use. Past
-    /// [`MAX_SHAPES`] shapes, new ones run as the shape with every list.
-    async fn batch_insert(&mut self, shape: Shape, commit: bool) -> Result<String, sqlx::Error> {
+    /// The `INSERT` that runs a guarded batch of `shape` as one statement, creating the
+    /// shape's view and trigger on first use (outside any transaction: guarded batches run
+    /// in autocommit). Past [`MAX_SHAPES`] shapes, new ones run as the shape with every list.
+    async fn batch_insert(&mut self, shape: Shape) -> Result<String, sqlx::Error> {
         let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
             Shape {
                 mask: ALL_LISTS,
@@ -355,18 +352,13 @@ impl Writer {
         } else {
             shape
         };
-        if !self.shapes.contains_key(&shape) {
-            let (create, insert) = shape.sql();
-            self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
-            self.uncommitted_shapes.push(shape);
-            self.shapes.insert(shape, insert);
+        if let Some(insert) = self.shapes.get(&shape) {
+            return Ok(insert.clone());
         }
-        let insert = &self.shapes[&shape];
-        Ok(if commit {
-            format!("{insert}; COMMIT")
-        } else {
-            insert.clone()
-        })
+        let (create, insert) = shape.sql();
+        self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
+        self.shapes.insert(shape, insert.clone());
+        Ok(insert)
     }
 
     /// Begins the transaction, records the attempt in the writer's fence row, and reads what
@@ -490,14 +482,27 @@ impl Writer {
                 self.conn.execute("COMMIT").await?;
             }
         } else {
+            // Large batches (the ordinary path's usual ones) share the statements' answers
+            // among many ops: one statement per non-empty list, in one call.
             let lists = core_write_lists(plan);
-            let shape = Shape {
-                mask: list_mask(&lists),
-                guarded: false,
-                creates: false,
-            };
-            let insert = self.batch_insert(shape, commit).await?;
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(insert));
+            let mask = list_mask(&lists);
+            let sql = self
+                .core_sql
+                .entry((mask, commit))
+                .or_insert_with(|| {
+                    let mut sql: Vec<&str> = CORE_WRITES
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, statement)| *statement)
+                        .collect();
+                    if commit {
+                        sql.push("COMMIT");
+                    }
+                    sql.join("; ")
+                })
+                .clone();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for list in lists.into_iter().flatten() {
                 query = query.bind(list);
             }
@@ -1048,9 +1053,9 @@ const CORE_WRITES: [&str; 15] = [
        WHERE instances.instance_id = u.id",
 ];
 
-/// What a batch's one statement writes: which [`CORE_WRITES`] lists it has (bit `i` for
-/// statement `i`), whether it is guarded (its guards and fence row come first) and whether
-/// it creates instances. Each shape is a temporary view on the writer's connection whose
+/// What a guarded batch's one statement writes: which [`CORE_WRITES`] lists it has (bit `i`
+/// for statement `i`) and whether it creates instances; its guards and fence row come
+/// first. Each shape is a temporary view on the writer's connection whose
 /// `INSTEAD OF INSERT` trigger runs exactly its statements: inserting one row runs the whole
 /// batch as one statement, one answer from sqlx's connection thread (a multi-statement call
 /// sends one per statement, each a wake-up of the writer), and no statement runs over an
@@ -1059,7 +1064,6 @@ const CORE_WRITES: [&str; 15] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Shape {
     mask: u16,
-    guarded: bool,
     creates: bool,
 }
 
@@ -1074,37 +1078,28 @@ impl Shape {
     /// The SQL creating the shape's view and trigger (temporary: they live with the
     /// connection, so they always match this build's statements; `IF NOT EXISTS`, so creating
     /// one again is harmless), and the `INSERT` that runs a batch of the shape. The insert
-    /// binds, in order: for a guarded batch the fence row's writer, attempt and time, its
-    /// owner, its four guard lists and its first message and work item ids, then its new
+    /// binds, in order: the fence row's writer, attempt and time, the batch's owner, its
+    /// four guard lists and its first message and work item ids, then its new
     /// instances if it creates any; then the lists of the mask, in [`CORE_WRITES`] order.
     fn sql(self) -> (String, String) {
-        let name = format!(
-            "write_batch_{}{}_{:x}",
-            u8::from(self.guarded),
-            u8::from(self.creates),
-            self.mask
-        );
+        let name = format!("guarded_batch_{}_{:x}", u8::from(self.creates), self.mask);
         let mut columns: Vec<String> = Vec::new();
-        let mut body: Vec<String> = Vec::new();
-        if self.guarded {
-            columns.extend(
-                [
-                    "writer",
-                    "attempt",
-                    "now",
-                    "owner",
-                    "g_instances",
-                    "g_absent",
-                    "g_consumed",
-                    "g_completed",
-                    "first_message",
-                    "first_item",
-                ]
-                .map(str::to_owned),
-            );
-            body.push(GUARDS.to_owned());
-            body.push(FENCE.to_owned());
-        }
+        columns.extend(
+            [
+                "writer",
+                "attempt",
+                "now",
+                "owner",
+                "g_instances",
+                "g_absent",
+                "g_consumed",
+                "g_completed",
+                "first_message",
+                "first_item",
+            ]
+            .map(str::to_owned),
+        );
+        let mut body = vec![GUARDS.to_owned(), FENCE.to_owned()];
         if self.creates {
             columns.push("new_instances".to_owned());
             body.push(CREATES.to_owned());
@@ -1157,7 +1152,7 @@ const GUARDS: &str = "\
         AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orch_queue'), 0) < NEW.first_message \
         AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_queue'), 0) < NEW.first_item)";
 
-/// A guarded batch's fence row (an ordinary batch writes it with its read).
+/// A guarded batch's fence row.
 const FENCE: &str = "INSERT INTO writers (writer, batch, updated_at) \
     SELECT NEW.writer, NEW.attempt, NEW.now WHERE true \
     ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, updated_at = excluded.updated_at";
