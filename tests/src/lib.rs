@@ -514,3 +514,46 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Now, to the millisecond (what the stores keep).
+pub fn store_now() -> duractor::chrono::DateTime<duractor::chrono::Utc> {
+    duractor::chrono::DateTime::from_timestamp_millis(
+        duractor::chrono::Utc::now().timestamp_millis(),
+    )
+    .expect("now is a valid time")
+}
+
+/// A turn of `instance_id` by `owner` appending `events` at history index `start` and
+/// consuming the queue messages `consumed`, the instance Running, leased for 30 s; the
+/// store tests adjust the rest.
+pub fn turn(
+    instance_id: &str,
+    owner: &str,
+    start: u64,
+    events: Vec<duractor::Event>,
+    consumed: Vec<i64>,
+) -> duractor::store::TurnCommit {
+    duractor::store::TurnCommit {
+        instance_id: instance_id.to_owned(),
+        owner: owner.to_owned(),
+        history_start: start,
+        reset_history: false,
+        execution: 0,
+        new_events: events,
+        consumed,
+        completed_activities: Vec::new(),
+        activities: Vec::new(),
+        cancelled_activities: Vec::new(),
+        cancelled_timers: Vec::new(),
+        messages: Vec::new(),
+        new_instances: Vec::new(),
+        status: Some(duractor::RuntimeStatus::Running),
+        output: None,
+        failure: None,
+        custom_status: None,
+        input: None,
+        entity: None,
+        lease_until: store_now() + duractor::chrono::Duration::seconds(30),
+        now: store_now(),
+    }
+}

@@ -12,11 +12,11 @@ use duractor::flow::{FlowControl, FlowRule};
 use duractor::prelude::*;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, FlowHold, FlowKind, HeldWork,
-    InstanceQuery, NewActivity, NewInstance, NewMessage, PurgeQuery, TurnCommit,
+    InstanceQuery, NewActivity, NewInstance, NewMessage, PurgeQuery,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
-use duractor_tests::TempDir;
+use duractor_tests::{TempDir, turn};
 
 /// A fresh store of one backend.
 struct Backend {
@@ -143,7 +143,7 @@ conformance!(
 );
 
 fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+    duractor_tests::store_now()
 }
 
 fn lease() -> DateTime<Utc> {
@@ -159,39 +159,6 @@ fn new_instance(id: &str) -> NewInstance {
         created_at: now(),
         parent: None,
         flow: None,
-    }
-}
-
-/// A turn of `instance_id` by `owner` appending `events` at `start`, consuming `consumed`.
-fn turn(
-    instance_id: &str,
-    owner: &str,
-    start: u64,
-    events: Vec<Event>,
-    consumed: Vec<i64>,
-) -> TurnCommit {
-    TurnCommit {
-        instance_id: instance_id.to_owned(),
-        owner: owner.to_owned(),
-        history_start: start,
-        reset_history: false,
-        execution: 0,
-        new_events: events,
-        consumed,
-        completed_activities: Vec::new(),
-        activities: Vec::new(),
-        cancelled_activities: Vec::new(),
-        cancelled_timers: Vec::new(),
-        messages: Vec::new(),
-        new_instances: Vec::new(),
-        status: Some(RuntimeStatus::Running),
-        output: None,
-        failure: None,
-        custom_status: None,
-        input: None,
-        entity: None,
-        lease_until: lease(),
-        now: now(),
     }
 }
 

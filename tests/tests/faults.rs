@@ -400,7 +400,6 @@ async fn round_trips_slower_than_the_lease_apply_nothing_twice() {
 /// ordinary path, and its caller hears that it did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_guarded_statement_is_ended_before_its_outcome_is_settled() {
-    use duractor::store::TurnCommit;
     use sqlx::Connection as _;
 
     let Some(url) = postgres_url("a_cut_off_guarded_statement_is_ended") else {
@@ -410,12 +409,7 @@ async fn a_cut_off_guarded_statement_is_ended_before_its_outcome_is_settled() {
     let schema = format!("faults_cut_{}", std::process::id());
     let proxy = PgProxy::start(server_addr(&url));
     let store = store_at(&proxy.url(&url), &schema).await;
-    let now = || {
-        duractor::chrono::DateTime::from_timestamp_millis(
-            duractor::chrono::Utc::now().timestamp_millis(),
-        )
-        .unwrap()
-    };
+    let now = duractor_tests::store_now;
     let lease = || now() + duractor::chrono::Duration::seconds(60);
     store
         .create_instance(duractor::store::NewInstance {
@@ -447,29 +441,9 @@ async fn a_cut_off_guarded_statement_is_ended_before_its_outcome_is_settled() {
             output: duractor::Payload::null(),
         },
     ];
-    let turn = TurnCommit {
-        instance_id: "held".into(),
-        owner: "w1".into(),
-        history_start: 0,
-        reset_history: false,
-        execution: 0,
-        new_events: events.clone(),
-        consumed: vec![start[0].id],
-        completed_activities: Vec::new(),
-        activities: Vec::new(),
-        cancelled_activities: Vec::new(),
-        cancelled_timers: Vec::new(),
-        messages: Vec::new(),
-        new_instances: Vec::new(),
-        status: Some(RuntimeStatus::Completed),
-        output: Some(duractor::Payload::null()),
-        failure: None,
-        custom_status: None,
-        input: None,
-        entity: None,
-        lease_until: lease(),
-        now: now(),
-    };
+    let mut turn = duractor_tests::turn("held", "w1", 0, events.clone(), vec![start[0].id]);
+    turn.status = Some(RuntimeStatus::Completed);
+    turn.output = Some(duractor::Payload::null());
     let committing = tokio::spawn({
         let store = store.clone();
         async move { store.commit_turn(turn).await }
