@@ -129,6 +129,16 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
     Some((state, guards))
 }
 
+/// Logs that a guarded batch did not commit and runs the ordinary way: quietly when a guard
+/// did not hold (or the database was busy), as a warning for anything else.
+pub(crate) fn log_fallback(error: &dyn std::fmt::Display, expected: bool) {
+    if expected {
+        tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
+    } else {
+        tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
+    }
+}
+
 /// The most rows of any kind a guarded batch may write.
 pub(crate) const MAX_ROWS: usize = 16;
 

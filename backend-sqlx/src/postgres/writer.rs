@@ -210,20 +210,16 @@ impl Writer {
         guarded.used_at = Instant::now();
         // A connection the server answered on is sound; after any other failure it is
         // dropped, and its server process is ended before the outcome is settled.
-        match &written {
-            Ok(()) => self.guarded_conn = Some(guarded),
-            Err(error) if connection_survives(error) => self.guarded_conn = Some(guarded),
-            Err(_) => self.unsettled_backend = Some(guarded.backend),
+        if written.as_ref().err().is_none_or(connection_survives) {
+            self.guarded_conn = Some(guarded);
+        } else {
+            self.unsettled_backend = Some(guarded.backend);
         }
         match written {
             Ok(()) => Ok(Some(plan.effects)),
             // The server answered: the statement did not commit.
             Err(sqlx::Error::Database(error)) => {
-                if error.code().as_deref() == Some(REFUSED) {
-                    tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
-                } else {
-                    tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
-                }
+                guarded::log_fallback(&error, error.code().as_deref() == Some(REFUSED));
                 Ok(None)
             }
             Err(error) => Err(AttemptError {
@@ -275,25 +271,18 @@ impl Writer {
         let Some(backend) = self.unsettled_backend else {
             return Ok(());
         };
-        const SAME: &str =
-            "pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2";
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {SAME}"
-        )))
-        .bind(backend.pid)
-        .bind(backend.started_us)
-        .execute(&self.pool)
-        .await?;
-        // Ending takes the process a moment (it rolls back what it was doing).
+        // Ending takes the process a moment (it rolls back what it was doing); asking again
+        // is harmless, so one statement both ends it and says whether it was still there.
         for _ in 0..200 {
-            let (alive,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE {SAME})"
-            )))
+            let (alive,): (i64,) = sqlx::query_as(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
+            )
             .bind(backend.pid)
             .bind(backend.started_us)
             .fetch_one(&self.pool)
             .await?;
-            if !alive {
+            if alive == 0 {
                 self.unsettled_backend = None;
                 return Ok(());
             }

@@ -326,11 +326,7 @@ impl Writer {
         match self.committed(attempt).await {
             Ok(true) => Ok(Some(plan.effects)),
             Ok(false) => {
-                if refused(&error) || Self::is_transient(&error) {
-                    tracing::debug!(%error, "a guarded batch was refused; running it the ordinary way");
-                } else {
-                    tracing::warn!(%error, "a guarded batch failed; running it the ordinary way");
-                }
+                guarded::log_fallback(&error, refused(&error) || Self::is_transient(&error));
                 Ok(None)
             }
             Err(_) => Err(AttemptError {
@@ -1014,8 +1010,8 @@ const CORE_WRITES: [&str; 15] = [
     "DELETE FROM orch_queue WHERE instance_id IN (SELECT value FROM json_each(?)) AND execution IS NOT NULL",
     "DELETE FROM activity_queue WHERE id IN (SELECT value FROM json_each(?))",
     "DELETE FROM activity_queue WHERE instance_id IN (SELECT value FROM json_each(?))",
-    // Cancelled calls' work items, found through the instance index (the trigger runs
-    // every statement for every batch: none may scan a table).
+    // Cancelled calls' work items, found through the instance index (a scan would cost every
+    // batch that cancels a call the whole queue).
     "DELETE FROM activity_queue WHERE id IN (SELECT a.id FROM json_each(?) AS c \
        JOIN activity_queue AS a ON a.instance_id = c.value->>0 \
        WHERE a.seq = c.value->>1 AND a.execution = c.value->>2)",
@@ -1083,22 +1079,20 @@ impl Shape {
     /// instances if it creates any; then the lists of the mask, in [`CORE_WRITES`] order.
     fn sql(self) -> (String, String) {
         let name = format!("guarded_batch_{}_{:x}", u8::from(self.creates), self.mask);
-        let mut columns: Vec<String> = Vec::new();
-        columns.extend(
-            [
-                "writer",
-                "attempt",
-                "now",
-                "owner",
-                "g_instances",
-                "g_absent",
-                "g_consumed",
-                "g_completed",
-                "first_message",
-                "first_item",
-            ]
-            .map(str::to_owned),
-        );
+        let mut columns: Vec<String> = [
+            "writer",
+            "attempt",
+            "now",
+            "owner",
+            "g_instances",
+            "g_absent",
+            "g_consumed",
+            "g_completed",
+            "first_message",
+            "first_item",
+        ]
+        .map(str::to_owned)
+        .into();
         let mut body = vec![GUARDS.to_owned(), FENCE.to_owned()];
         if self.creates {
             columns.push("new_instances".to_owned());
