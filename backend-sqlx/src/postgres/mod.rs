@@ -227,6 +227,7 @@ impl PostgresStore {
             guarded_failures: 0,
             guarded_retry_at: None,
             unsettled_backend: None,
+            guarded_sql: std::collections::HashMap::new(),
         };
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
