@@ -195,8 +195,9 @@ impl PostgresStore {
             // statements once (a generic plan): re-planning the guarded statement for every
             // turn costs as much as a third of it. Only the writer uses it, one batch at a
             // time. It connects now, not in the first turn.
-            let guarded_options =
-                setup_connect_guarded.options([("plan_cache_mode", "force_generic_plan")]);
+            let guarded_options = setup_connect_guarded
+                .options([("plan_cache_mode", "force_generic_plan")])
+                .statement_cache_capacity(writer::GUARDED_STATEMENTS);
             let guarded_conn = writer::GuardedConnection::connect(&guarded_options)
                 .await
                 .map_err(|e| store_error("connecting to PostgreSQL", e))?;

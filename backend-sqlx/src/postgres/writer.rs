@@ -69,9 +69,15 @@ pub(super) struct Writer {
     pub(super) guarded_sql: HashMap<GuardedShape, String>,
 }
 
-/// How many shapes of guarded statements a writer keeps (each is a statement prepared on
-/// the guarded connection); batches of further shapes run as the shape with every part.
+/// How many shapes of guarded statements a writer keeps besides the one with every part
+/// (each is a statement prepared on the guarded connection); batches of further shapes run
+/// as that one.
 const MAX_GUARDED_SHAPES: usize = 64;
+
+/// How many prepared statements the guarded connection keeps: every shape, the one with
+/// every part, and the id reservation, with room to spare (sqlx closes the least recently
+/// used statement beyond it, which would make a shape's statement be prepared again).
+pub(super) const GUARDED_STATEMENTS: usize = MAX_GUARDED_SHAPES + 8;
 
 /// The writer's own connection for guarded batches.
 pub(super) struct GuardedConnection {
@@ -580,9 +586,15 @@ async fn guarded_write(
     attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let all = GuardedShape(GuardedShape::ALL);
     let mut shape = GuardedShape::of(plan, guards);
-    if !writer.guarded_sql.contains_key(&shape) && writer.guarded_sql.len() >= MAX_GUARDED_SHAPES {
-        shape = GuardedShape(GuardedShape::ALL);
+    let kept = writer
+        .guarded_sql
+        .keys()
+        .filter(|kept| **kept != all)
+        .count();
+    if !writer.guarded_sql.contains_key(&shape) && kept >= MAX_GUARDED_SHAPES {
+        shape = all;
     }
     let sql = writer
         .guarded_sql
@@ -1554,6 +1566,120 @@ async fn record_starts(
 mod tests {
     use super::*;
     use sqlx::Connection as _;
+
+    /// Whether `sql` refers to parameter `$n` (not to `$n0` or `$n1`).
+    fn refers_to(sql: &str, n: usize) -> bool {
+        let param = format!("${n}");
+        sql.match_indices(&param)
+            .any(|(at, _)| !sql[at + param.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    }
+
+    /// A batch with rows in one list gets the part that writes or checks that list (the
+    /// parameters it binds it at) and nothing else; a batch with rows in every list gets
+    /// every part.
+    #[test]
+    fn each_list_with_rows_gets_its_part() {
+        let guards = || Guards {
+            owner: "w".to_owned(),
+            instances: Vec::new(),
+            consumed: Vec::new(),
+            completed: Vec::new(),
+            absent: Vec::new(),
+        };
+        type Fill = fn(&mut Plan, &mut Guards);
+        let lists: [(&str, Fill, &[usize]); 11] = [
+            (
+                "history",
+                |p, _| p.history.push(("i".into(), 0, "e".into())),
+                &[4],
+            ),
+            ("consumed messages", |_, g| g.consumed.push(1), &[5, 13]),
+            (
+                "finished instances",
+                |p, _| p.finished.push("i".into()),
+                &[6, 16],
+            ),
+            ("completed work items", |_, g| g.completed.push(1), &[7, 13]),
+            (
+                "cancelled calls",
+                |p, _| p.cancelled_calls.push(("i".into(), 1, 0)),
+                &[8],
+            ),
+            (
+                "new messages",
+                |p, _| {
+                    p.messages
+                        .push((1, "i".into(), 0, "m".into(), None, None, None))
+                },
+                &[9],
+            ),
+            (
+                "new work items",
+                |p, _| {
+                    p.activities.push((
+                        1,
+                        "i".into(),
+                        1,
+                        "a".into(),
+                        "1".into(),
+                        0,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        0,
+                        0,
+                    ))
+                },
+                &[10],
+            ),
+            (
+                "turned instances",
+                |_, g| g.instances.push(("i".into(), 0)),
+                &[11, 12, 13],
+            ),
+            ("work to announce", |p, _| p.effects.work = true, &[14, 15]),
+            (
+                "new instances",
+                |p, _| {
+                    p.new_instances.push((
+                        "i".into(),
+                        "o".into(),
+                        String::new(),
+                        "1".into(),
+                        0,
+                        None,
+                        None,
+                    ))
+                },
+                &[17],
+            ),
+            (
+                "cancelled timers",
+                |p, _| p.cancelled_timers.push(("i".into(), 1, 0)),
+                &[18],
+            ),
+        ];
+        let always = [1, 2, 3];
+        let empty = GuardedShape::of(&Plan::default(), &guards()).sql();
+        let (mut full_plan, mut full_guards) = (Plan::default(), guards());
+        for (name, fill, params) in lists {
+            let (mut plan, mut guards) = (Plan::default(), guards());
+            fill(&mut plan, &mut guards);
+            fill(&mut full_plan, &mut full_guards);
+            let sql = GuardedShape::of(&plan, &guards).sql();
+            for n in 1..=18 {
+                let expected = always.contains(&n) || params.contains(&n);
+                assert_eq!(refers_to(&sql, n), expected, "{name}: ${n} in {sql}");
+                assert_eq!(refers_to(&empty, n), always.contains(&n), "${n} in {empty}");
+            }
+        }
+        assert_eq!(
+            GuardedShape::of(&full_plan, &full_guards),
+            GuardedShape(GuardedShape::ALL)
+        );
+    }
 
     /// Every shape's statement must be one the server accepts (each part refers only to parts
     /// the shape has): each is prepared against the real schema, with the parameter types
