@@ -165,9 +165,14 @@ impl SqliteStore {
             tracing::debug!(%error, "forgetting old writers failed");
         }
 
+        // No ping when a read connection is taken: it is a file handle on this machine, not a
+        // socket that can go stale, and sqlx's ping is a round trip to the connection's
+        // thread (two thread hops before every read; sqlx pings it when it is given back
+        // anyway).
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
+            .test_before_acquire(false)
             .connect_lazy_with(connect.clone().read_only(true));
 
         let checkpointer = SqliteConnection::connect_with(&connect)
