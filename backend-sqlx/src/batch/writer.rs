@@ -47,6 +47,11 @@ pub(crate) trait BatchExecutor: Send + 'static {
     /// A name for logs and errors ("SQLite", "PostgreSQL").
     const DATABASE: &'static str;
 
+    /// How long the writer loop keeps its thread looking for the next op before it parks
+    /// (a parked thread is woken by the kernel when an op comes). Zero when the thread's
+    /// runtime has other work to do meanwhile (PostgreSQL's listener and sockets).
+    const IDLE_SPIN: Duration = Duration::ZERO;
+
     /// One attempt at the batch inside one transaction, committed when it returns `Ok`:
     /// prepares every op's outcome in its [`Reply`](super::ops::Reply) and returns the
     /// notifications to send.
@@ -75,7 +80,7 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
     max_batch: usize,
 ) {
     let mut batch = Vec::new();
-    while let Some(op) = rx.recv().await {
+    while let Some(op) = next_op(&mut rx, B::IDLE_SPIN).await {
         batch.push(op);
         while batch.len() < max_batch.max(1) {
             match rx.try_recv() {
@@ -86,6 +91,25 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
         let result = commit(&mut executor, &mut batch).await;
         reply(std::mem::take(&mut batch), result, &events);
     }
+}
+
+/// The next op: looked for on this thread, yielding the CPU between looks, for up to
+/// `spin`, then waited for.
+async fn next_op(rx: &mut mpsc::UnboundedReceiver<Op>, spin: Duration) -> Option<Op> {
+    if !spin.is_zero() {
+        let started = std::time::Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(op) => return Some(op),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) if started.elapsed() < spin => {
+                    std::thread::yield_now();
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            }
+        }
+    }
+    rx.recv().await
 }
 
 /// Commits a batch, retrying transient failures (a busy database, a dropped connection). A
