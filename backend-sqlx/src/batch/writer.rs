@@ -48,8 +48,10 @@ pub(crate) trait BatchExecutor: Send + 'static {
     const DATABASE: &'static str;
 
     /// How long the writer loop keeps its thread looking for the next op before it parks
-    /// (a parked thread is woken by the kernel when an op comes). Zero when the thread's
-    /// runtime has other work to do meanwhile (PostgreSQL's listener and sockets).
+    /// (a parked thread is woken by the kernel when an op comes). The spin holds the
+    /// thread's runtime: its other tasks run when the writer waits, and at least every
+    /// [`RUNTIME_TURN`]. Zero for a runtime whose other work cannot wait that long
+    /// (PostgreSQL's: the listener, the sockets of reads).
     const IDLE_SPIN: Duration = Duration::ZERO;
 
     /// One attempt at the batch inside one transaction, committed when it returns `Ok`:
@@ -80,6 +82,7 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
     max_batch: usize,
 ) {
     let mut batch = Vec::new();
+    let mut turn_given = std::time::Instant::now();
     while let Some(op) = next_op(&mut rx, B::IDLE_SPIN).await {
         batch.push(op);
         while batch.len() < max_batch.max(1) {
@@ -90,11 +93,20 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
         }
         let result = commit(&mut executor, &mut batch).await;
         reply(std::mem::take(&mut batch), result, &events);
+        // A writer whose ops and answers keep coming within its spins never waits, and its
+        // runtime's other tasks (SQLite's WAL checkpointer) would never run.
+        if !B::IDLE_SPIN.is_zero() && turn_given.elapsed() >= RUNTIME_TURN {
+            tokio::task::yield_now().await;
+            turn_given = std::time::Instant::now();
+        }
     }
 }
 
-/// The next op: looked for on this thread, yielding the CPU between looks, for up to
-/// `spin`, then waited for.
+/// How often a spinning writer lets its runtime run its other tasks.
+const RUNTIME_TURN: Duration = Duration::from_millis(5);
+
+/// The next op: looked for on this thread, yielding the CPU between looks (to other
+/// threads; this thread's runtime does not run meanwhile), for up to `spin`, then waited for.
 async fn next_op(rx: &mut mpsc::UnboundedReceiver<Op>, spin: Duration) -> Option<Op> {
     if !spin.is_zero() {
         let started = std::time::Instant::now();
@@ -316,6 +328,71 @@ mod tests {
             Ok(Ok(n)) => n,
             other => panic!("unexpected outcome {other:?}"),
         }
+    }
+
+    /// Commits at once, and spins for the next op like SQLite's writer.
+    struct Eager;
+
+    #[async_trait::async_trait]
+    impl BatchExecutor for Eager {
+        const DATABASE: &'static str = "eager";
+        const IDLE_SPIN: Duration = Duration::from_micros(200);
+
+        async fn execute(&mut self, _: &mut [Op]) -> Result<Effects, AttemptError> {
+            Ok(Effects::default())
+        }
+
+        async fn abort(&mut self) {}
+
+        async fn committed(&mut self, _: i64) -> Result<bool, sqlx::Error> {
+            Ok(true)
+        }
+
+        fn outcome_unknown(_: &sqlx::Error) -> bool {
+            false
+        }
+
+        fn is_transient(_: &sqlx::Error) -> bool {
+            false
+        }
+    }
+
+    /// Ops that keep coming within the writer's spin must not keep the other tasks of its
+    /// runtime (SQLite's WAL checkpointer) from running.
+    #[test]
+    fn a_spinning_writer_lets_its_runtime_run_other_tasks() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = ticks.clone();
+        let writer = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+                run_writer(Eager, rx, Arc::new(StoreEvents::default()), 10).await;
+            });
+        });
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(300) {
+            let (caller, _answer) = oneshot::channel();
+            let op = Op::Purge {
+                query: PurgeQuery::default(),
+                reply: Reply::new(caller),
+            };
+            tx.send(op).unwrap();
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        drop(tx);
+        writer.join().unwrap();
+        assert!(during >= 10, "the other task ran {during} times in 300 ms");
     }
 
     #[tokio::test]

@@ -17,7 +17,8 @@
 //! inserted into a temporary view runs a trigger that checks those assumptions and then
 //! writes (`Writer::guarded`, `Shape`). Each round trip, and each statement and row
 //! within one, is an answer sent across threads by sqlx's connection thread, and a wake-up
-//! of this one: fewer of them is most of what makes a lone commit cheap. Replies
+//! of this one unless it is still looking for the answer (`spin_await`, and for the next op
+//! `BatchExecutor::IDLE_SPIN`): fewer of them is most of what makes a lone commit cheap. Replies
 //! are sent after the commit. A busy database (another process writing) is retried with
 //! backoff; other failures fail every op of the batch with the database's message.
 //!
@@ -1224,7 +1225,8 @@ const SPIN: Duration = Duration::from_micros(300);
 /// answer back through a channel: a writer thread parked meanwhile is woken by the kernel
 /// (tens of microseconds on a busy machine), one polling finds the answer at once. The
 /// answer does not depend on this thread's runtime (no socket, no timer), so polling without
-/// it makes progress.
+/// it makes progress; the runtime's other tasks wait meanwhile (the writer loop gives them
+/// their turn).
 async fn spin_await<F: std::future::Future>(future: F, budget: Duration) -> F::Output {
     let mut future = std::pin::pin!(future);
     let started = std::time::Instant::now();
@@ -1271,6 +1273,13 @@ mod tests {
         assert!(
             started.elapsed() > SPIN,
             "the statement was meant to outlast the spin"
+        );
+        // A lost wake-up would show here: the timeout polls the statement once more when it
+        // expires, and finds it answered.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the answer took {:?} to wake the writer",
+            started.elapsed()
         );
         // And one answered within the spin.
         let one: i64 = spin_await(sqlx::query_scalar("SELECT 1").fetch_one(&mut conn), SPIN)
