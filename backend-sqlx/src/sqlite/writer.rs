@@ -288,6 +288,18 @@ impl Writer {
         let shape = Shape {
             mask: list_mask(&lists),
             creates: !plan.new_instances.is_empty(),
+            guards: [
+                !guards.instances.is_empty(),
+                !guards.absent.is_empty(),
+                !guards.consumed.is_empty(),
+                !guards.completed.is_empty(),
+                messages > 0,
+                items > 0,
+            ]
+            .into_iter()
+            .enumerate()
+            .filter(|(_, checked)| *checked)
+            .fold(0, |bits, (i, _)| bits | 1 << i),
         };
         let insert = match self.batch_insert(shape).await {
             Ok(insert) => insert,
@@ -349,6 +361,7 @@ impl Writer {
         let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
             Shape {
                 mask: ALL_LISTS,
+                guards: ALL_GUARDS,
                 ..shape
             }
         } else {
@@ -1067,6 +1080,8 @@ const CORE_WRITES: [&str; 15] = [
 struct Shape {
     mask: u16,
     creates: bool,
+    /// Which guards it checks ([`guards_sql`]).
+    guards: u8,
 }
 
 /// How many shapes a connection keeps views for; batches of further shapes run as the shape
@@ -1084,7 +1099,12 @@ impl Shape {
     /// four guard lists and its first message and work item ids, then its new
     /// instances if it creates any; then the lists of the mask, in [`CORE_WRITES`] order.
     fn sql(self) -> (String, String) {
-        let name = format!("guarded_batch_{}_{:x}", u8::from(self.creates), self.mask);
+        let name = format!(
+            "guarded_batch_{}_{:x}_{:x}",
+            u8::from(self.creates),
+            self.mask,
+            self.guards
+        );
         let mut columns: Vec<String> = [
             "writer",
             "attempt",
@@ -1099,7 +1119,8 @@ impl Shape {
         ]
         .map(str::to_owned)
         .into();
-        let mut body = vec![GUARDS.to_owned(), FENCE.to_owned()];
+        let mut body: Vec<String> = guards_sql(self.guards).into_iter().collect();
+        body.push(FENCE.to_owned());
         if self.creates {
             columns.push("new_instances".to_owned());
             body.push(CREATES.to_owned());
@@ -1133,24 +1154,46 @@ impl Shape {
 /// instance has a new instance's id; every consumed message and work item is leased to the
 /// owner; and no queue id at or past the ones reserved has been taken (by another process
 /// writing the same file). If one fails, the statement aborts and writes nothing.
-const GUARDS: &str = "\
-    SELECT RAISE(ABORT, 'duractor: a guarded batch found an instance, message or work item changed, or an id taken') \
-    WHERE NOT ( \
-        (SELECT count(*) FROM json_each(NEW.g_instances) AS g \
-           JOIN instances AS i ON i.instance_id = g.value->>0 \
-          WHERE i.history_len = g.value->>1 \
-            AND (i.locked_by IS NULL OR i.locked_by = NEW.owner OR i.locked_until < NEW.now)) \
-          = json_array_length(NEW.g_instances) \
-        AND NOT EXISTS (SELECT 1 FROM instances \
-                        WHERE instance_id IN (SELECT value FROM json_each(NEW.g_absent))) \
-        AND (SELECT count(*) FROM orch_queue \
-              WHERE id IN (SELECT value FROM json_each(NEW.g_consumed)) AND locked_by = NEW.owner) \
-          = json_array_length(NEW.g_consumed) \
-        AND (SELECT count(*) FROM activity_queue \
-              WHERE id IN (SELECT value FROM json_each(NEW.g_completed)) AND locked_by = NEW.owner) \
-          = json_array_length(NEW.g_completed) \
-        AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orch_queue'), 0) < NEW.first_message \
-        AND COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_queue'), 0) < NEW.first_item)";
+const GUARD_PARTS: [&str; 6] = [
+    "(SELECT count(*) FROM json_each(NEW.g_instances) AS g \
+        JOIN instances AS i ON i.instance_id = g.value->>0 \
+       WHERE i.history_len = g.value->>1 \
+         AND (i.locked_by IS NULL OR i.locked_by = NEW.owner OR i.locked_until < NEW.now)) \
+       = json_array_length(NEW.g_instances)",
+    "NOT EXISTS (SELECT 1 FROM instances WHERE instance_id IN (SELECT value FROM json_each(NEW.g_absent)))",
+    "(SELECT count(*) FROM orch_queue \
+       WHERE id IN (SELECT value FROM json_each(NEW.g_consumed)) AND locked_by = NEW.owner) \
+       = json_array_length(NEW.g_consumed)",
+    "(SELECT count(*) FROM activity_queue \
+       WHERE id IN (SELECT value FROM json_each(NEW.g_completed)) AND locked_by = NEW.owner) \
+       = json_array_length(NEW.g_completed)",
+    "COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orch_queue'), 0) < NEW.first_message",
+    "COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_queue'), 0) < NEW.first_item",
+];
+
+/// Every guard of [`GUARD_PARTS`].
+const ALL_GUARDS: u8 = (1 << GUARD_PARTS.len()) - 1;
+
+/// The trigger's first statement: aborts unless the guards of `guards` (bit `i` for
+/// [`GUARD_PARTS`]`[i]`) hold; `None` without guards. A guard over an empty list holds
+/// whatever the rows are, and one over ids the batch does not take has nothing to protect,
+/// so a shape checks only what its batch has (each check over nothing cost about what it
+/// costs over one row).
+fn guards_sql(guards: u8) -> Option<String> {
+    let parts: Vec<&str> = GUARD_PARTS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| guards & (1 << i) != 0)
+        .map(|(_, part)| *part)
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "SELECT RAISE(ABORT, 'duractor: a guarded batch found an instance, message or work item changed, or an id taken') \
+             WHERE NOT ({})",
+            parts.join(" AND ")
+        )
+    })
+}
 
 /// A guarded batch's fence row.
 const FENCE: &str = "INSERT INTO writers (writer, batch, updated_at) \
@@ -1248,6 +1291,19 @@ mod tests {
     use super::*;
     use sqlx::Connection as _;
 
+    /// A shape checks exactly the guards its batch needs, and none at all when it needs none.
+    #[test]
+    fn a_shape_checks_the_guards_it_is_given() {
+        assert_eq!(guards_sql(0), None);
+        for (i, part) in GUARD_PARTS.iter().enumerate() {
+            let one = guards_sql(1 << i).unwrap();
+            for (j, other) in GUARD_PARTS.iter().enumerate() {
+                assert_eq!(one.contains(other), i == j, "guard {i} of {one}");
+            }
+            assert!(guards_sql(ALL_GUARDS).unwrap().contains(part));
+        }
+    }
+
     /// A statement that outlasts the spin is still answered: the writer then parks, and
     /// sqlx's channel wakes it (the spin's polls must not leave a waker behind that nobody
     /// wakes).
@@ -1300,7 +1356,8 @@ mod tests {
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        let guards = GUARDS
+        let all_guards = guards_sql(ALL_GUARDS).unwrap();
+        let guards = all_guards
             .split("WHERE NOT (")
             .nth(1)
             .unwrap()
