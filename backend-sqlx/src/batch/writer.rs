@@ -105,23 +105,33 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
 /// How often a spinning writer lets its runtime run its other tasks.
 const RUNTIME_TURN: Duration = Duration::from_millis(5);
 
-/// The next op: looked for on this thread, yielding the CPU between looks (to other
-/// threads; this thread's runtime does not run meanwhile), for up to `spin`, then waited for.
+/// The next op: looked for on this thread ([`spin_until`]) for up to `spin`, then waited for.
 async fn next_op(rx: &mut mpsc::UnboundedReceiver<Op>, spin: Duration) -> Option<Op> {
-    if !spin.is_zero() {
-        let started = std::time::Instant::now();
-        loop {
-            match rx.try_recv() {
-                Ok(op) => return Some(op),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) if started.elapsed() < spin => {
-                    std::thread::yield_now();
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-            }
-        }
+    let found = spin_until(spin, || match rx.try_recv() {
+        Ok(op) => Some(Some(op)),
+        Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+        Err(mpsc::error::TryRecvError::Empty) => None,
+    });
+    match found {
+        Some(op) => op,
+        None => rx.recv().await,
     }
-    rx.recv().await
+}
+
+/// Calls `attempt` until it gives a value or `budget` has passed, yielding the CPU to other
+/// threads between calls (this thread's runtime does not run meanwhile): how a writer waits
+/// for what is moments away without parking its thread.
+pub(crate) fn spin_until<T>(budget: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(found) = attempt() {
+            return Some(found);
+        }
+        if started.elapsed() >= budget {
+            return None;
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// Commits a batch, retrying transient failures (a busy database, a dropped connection). A

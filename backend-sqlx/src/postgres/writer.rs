@@ -66,7 +66,7 @@ pub(super) struct Writer {
     /// run yet, or that waits for a lock, could otherwise commit after the answer "no").
     pub(super) unsettled_backend: Option<Backend>,
     /// The statement of each guarded batch shape met so far.
-    pub(super) guarded_sql: HashMap<GuardedShape, String>,
+    pub(super) guarded_sql: HashMap<GuardedShape, std::sync::Arc<str>>,
 }
 
 /// How many shapes of guarded statements a writer keeps besides the one with every part
@@ -599,7 +599,7 @@ async fn guarded_write(
     let sql = writer
         .guarded_sql
         .entry(shape)
-        .or_insert_with(|| shape.sql())
+        .or_insert_with(|| shape.sql().into())
         .clone();
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&writer.attempts.writer)

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::batch::guarded;
 use crate::batch::{
     AttemptError, Attempts, BatchExecutor, Effects, InstanceState, Op, Plan, State, ids_needed,
-    run_writer, touched,
+    run_writer, spin_until, touched,
 };
 use crate::common::{json, millis, now_ms};
 use crate::rows;
@@ -56,10 +56,10 @@ pub(super) struct Writer {
     next_ids: Option<(i64, i64)>,
     /// The `INSERT` of each guarded batch shape whose view and trigger exist on the
     /// connection.
-    shapes: HashMap<Shape, String>,
+    shapes: HashMap<Shape, Arc<str>>,
     /// The merged writes' SQL for each set of non-empty lists (and whether `COMMIT` rides
     /// along), composed once.
-    core_sql: HashMap<(u16, bool), String>,
+    core_sql: HashMap<(u16, bool), Arc<str>>,
 }
 
 impl Writer {
@@ -288,18 +288,15 @@ impl Writer {
         let shape = Shape {
             mask: list_mask(&lists),
             creates: !plan.new_instances.is_empty(),
-            guards: [
+            // In `GUARD_PARTS` order.
+            guards: bits([
                 !guards.instances.is_empty(),
                 !guards.absent.is_empty(),
                 !guards.consumed.is_empty(),
                 !guards.completed.is_empty(),
                 messages > 0,
                 items > 0,
-            ]
-            .into_iter()
-            .enumerate()
-            .filter(|(_, checked)| *checked)
-            .fold(0, |bits, (i, _)| bits | 1 << i),
+            ]) as u8,
         };
         let insert = match self.batch_insert(shape).await {
             Ok(insert) => insert,
@@ -357,7 +354,7 @@ impl Writer {
     /// The `INSERT` that runs a guarded batch of `shape` as one statement, creating the
     /// shape's view and trigger on first use (outside any transaction: guarded batches run
     /// in autocommit). Past [`MAX_SHAPES`] shapes, new ones run as the shape with every list.
-    async fn batch_insert(&mut self, shape: Shape) -> Result<String, sqlx::Error> {
+    async fn batch_insert(&mut self, shape: Shape) -> Result<Arc<str>, sqlx::Error> {
         let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
             Shape {
                 mask: ALL_LISTS,
@@ -372,6 +369,7 @@ impl Writer {
         }
         let (create, insert) = shape.sql();
         self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
+        let insert: Arc<str> = insert.into();
         self.shapes.insert(shape, insert.clone());
         Ok(insert)
     }
@@ -514,7 +512,7 @@ impl Writer {
                     if commit {
                         sql.push("COMMIT");
                     }
-                    sql.join("; ")
+                    sql.join("; ").into()
                 })
                 .clone();
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -1214,10 +1212,15 @@ fn refused(error: &sqlx::Error) -> bool {
 
 /// Which of `lists` have something: bit `i` for list `i`.
 fn list_mask(lists: &[Option<String>]) -> u16 {
-    lists
-        .iter()
+    bits(lists.iter().map(Option::is_some))
+}
+
+/// Bit `i` set for each `i`-th flag that is set.
+fn bits(flags: impl IntoIterator<Item = bool>) -> u16 {
+    flags
+        .into_iter()
         .enumerate()
-        .filter(|(_, list)| list.is_some())
+        .filter(|(_, set)| *set)
         .fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
@@ -1272,18 +1275,17 @@ const SPIN: Duration = Duration::from_micros(300);
 /// their turn).
 async fn spin_await<F: std::future::Future>(future: F, budget: Duration) -> F::Output {
     let mut future = std::pin::pin!(future);
-    let started = std::time::Instant::now();
-    loop {
+    let answered = spin_until(budget, || {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
         }
-        if started.elapsed() >= budget {
-            break;
-        }
-        std::thread::yield_now();
+    });
+    match answered {
+        Some(output) => output,
+        None => future.await,
     }
-    future.await
 }
 
 #[cfg(test)]
