@@ -71,14 +71,21 @@ pub(crate) fn key_prefix_of_any_name(query: &duractor::store::EntityQuery) -> Op
 }
 
 /// Queue depths and orchestration counts by status for [`duractor::Store::stats`]; `$1` is
-/// now in milliseconds. Rows are `(what, count)`, folded by [`stats_from_rows`].
-pub(crate) const STATS_SQL: &str = "\
-    SELECT 'ready', COUNT(*) FROM orch_queue WHERE visible_at <= $1 \
-    UNION ALL SELECT 'delayed', COUNT(*) FROM orch_queue WHERE visible_at > $1 \
-    UNION ALL SELECT 'activities', COUNT(*) FROM activity_queue \
-    UNION ALL SELECT status, COUNT(*) FROM instances WHERE kind = 'orchestration' GROUP BY status";
+/// now in milliseconds; `json_each` names the backend's function over a JSON object's
+/// members (calls kept in memory count as activities). Rows are `(what, count)`, folded by
+/// [`stats_from_rows`].
+pub(crate) fn stats_sql(json_each: &str) -> String {
+    format!(
+        "SELECT 'ready', COUNT(*) FROM orch_queue WHERE visible_at <= $1 \
+         UNION ALL SELECT 'delayed', COUNT(*) FROM orch_queue WHERE visible_at > $1 \
+         UNION ALL SELECT 'activities', COUNT(*) FROM activity_queue \
+         UNION ALL SELECT 'activities', COUNT(*) FROM instances, {json_each}(instances.calls) \
+           WHERE instances.calls IS NOT NULL \
+         UNION ALL SELECT status, COUNT(*) FROM instances WHERE kind = 'orchestration' GROUP BY status"
+    )
+}
 
-/// Folds the rows of [`STATS_SQL`].
+/// Folds the rows of [`stats_sql`].
 pub(crate) fn stats_from_rows(
     rows: Vec<(String, i64)>,
 ) -> Result<duractor::store::StoreStats, Error> {
@@ -89,7 +96,8 @@ pub(crate) fn stats_from_rows(
         match what.as_str() {
             "ready" => ready = count(n),
             "delayed" => delayed = count(n),
-            "activities" => activities = count(n),
+            // Work items, then calls kept in memory.
+            "activities" => activities += count(n),
             status => instances.push((status.parse::<duractor::RuntimeStatus>()?, count(n))),
         }
     }

@@ -239,6 +239,14 @@ pub struct NewActivity {
     /// claimed by `owner` with the turn. Otherwise it is enqueued unclaimed, for a worker that
     /// has the activity (activity-only workers).
     pub run_here: bool,
+    /// Whether the turn's worker keeps the call in memory instead of a work item (with
+    /// `run_here`, on a store that [keeps calls in memory](Store::keeps_calls_in_memory)):
+    /// the store records the call on the instance's row, which the turn writes anyway, and
+    /// writes no queue row. The call becomes a work item when the worker asks
+    /// ([`Store::persist_calls`]: it runs long, or heartbeats), when it releases the
+    /// instance, or when its lease on the instance lapses ([`Store::recover_calls`]); the
+    /// turn that consumes its result lists it in [`TurnCommit::finished_calls`].
+    pub in_memory: bool,
     /// The flow-control key of the call (its activity's [`FlowControl::key`](crate::flow::FlowControl::key) read from the
     /// input), for limits per key.
     pub flow_key: Option<String>,
@@ -356,10 +364,15 @@ pub struct TurnCommit {
     /// that ran them) instead of as queue messages: deleted with the turn, so an activity's
     /// completion and the turn that consumes it commit together.
     pub completed_activities: Vec<i64>,
+    /// Calls of this execution kept in memory ([`NewActivity::in_memory`]) whose results the
+    /// turn consumed (by `seq`): they are no longer recorded on the instance's row, and a
+    /// work item made of one meanwhile ([`Store::persist_calls`]) is deleted.
+    pub finished_calls: Vec<u64>,
     /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
     pub activities: Vec<NewActivity>,
     /// Calls of this execution the turn cancelled (by `seq`): their work items are deleted,
-    /// which is how the worker running one learns of it ([`Store::sync_activities`]).
+    /// which is how the worker running one learns of it ([`Store::sync_activities`]), and
+    /// calls kept in memory are no longer recorded.
     pub cancelled_activities: Vec<u64>,
     /// Timers of this execution the turn cancelled (by `seq`): their queued `TimerFired`
     /// messages are deleted unless a worker has claimed them already (a claimed one is
@@ -461,7 +474,8 @@ pub struct HeldWork {
 /// What [`Store::commit_turn`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct TurnCommitted {
-    /// The queue ids given to [`TurnCommit::activities`], in order.
+    /// The queue ids given to [`TurnCommit::activities`], in order; 0 for a call kept in
+    /// memory ([`NewActivity::in_memory`]), which has no work item.
     pub activity_ids: Vec<i64>,
 }
 
@@ -481,6 +495,16 @@ pub struct ActivityCompletion {
     pub owner: String,
     /// Lease expiry for a message claimed that way.
     pub lease_until: DateTime<Utc>,
+}
+
+/// A call an instance keeps in memory ([`NewActivity::in_memory`]), by its instance and
+/// sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemoryCall {
+    /// The calling instance.
+    pub instance_id: String,
+    /// The call's sequence number.
+    pub seq: u64,
 }
 
 /// Filters for [`Store::list_instances`].
@@ -665,10 +689,46 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, Error>;
 
-    /// The activity work items of an instance (queued or running), in queue order.
+    /// The activity work items of an instance (queued or running), in queue order. Calls
+    /// kept in memory ([`NewActivity::in_memory`]) have no work item until they are
+    /// persisted ([`persist_calls`](Self::persist_calls)).
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error>;
 
-    /// Releases `owner`'s lease on an instance (it was unloaded from memory).
+    /// Whether the store can keep calls in memory ([`NewActivity::in_memory`]): record them
+    /// on the instance's row instead of as work items, and implement
+    /// [`persist_calls`](Self::persist_calls) and [`recover_calls`](Self::recover_calls).
+    /// The default is `false`: every call gets a work item.
+    fn keeps_calls_in_memory(&self) -> bool {
+        false
+    }
+
+    /// Turns calls `owner` keeps in memory into work items leased to it until `lease_until`
+    /// (an attempt that runs long enough to heartbeat, or to be listed): each is no longer
+    /// recorded on its instance's row, and its work item's attempt is the call's. Returns
+    /// each call's queue id, in order; `None` for a call no longer recorded (its result was
+    /// consumed, it was cancelled, or another worker recovered it) or whose instance `owner`
+    /// no longer holds. The default persists nothing.
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        let _ = (owner, lease_until);
+        Ok(vec![None; calls.len()])
+    }
+
+    /// Turns the calls kept in memory of instances whose lease lapsed (the worker running
+    /// them died or stalled) into work items any worker may claim, counted as one attempt
+    /// more (the lost worker may have started them). Returns how many. Releasing an instance
+    /// ([`release_instance`](Self::release_instance), [`unregister_worker`](Self::unregister_worker))
+    /// does the same for its calls at once. The default recovers nothing.
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
+
+    /// Releases `owner`'s lease on an instance (it was unloaded from memory); the calls it
+    /// kept in memory become work items any worker may claim.
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error>;
 
     /// The instance's history, in order.
@@ -719,7 +779,8 @@ pub struct StoreStats {
     pub messages_ready: u64,
     /// Orchestration messages visible later: durable timers not yet due.
     pub messages_delayed: u64,
-    /// Activity work items, queued or running.
+    /// Activity calls queued or running: work items, and calls kept in memory
+    /// ([`NewActivity::in_memory`]).
     pub activity_items: u64,
     /// How many instances have each status (statuses with none may be missing).
     pub instances: Vec<(RuntimeStatus, u64)>,
@@ -920,6 +981,20 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
         (**self).list_activities(instance_id).await
+    }
+    fn keeps_calls_in_memory(&self) -> bool {
+        (**self).keeps_calls_in_memory()
+    }
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        (**self).persist_calls(owner, calls, lease_until).await
+    }
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        (**self).recover_calls().await
     }
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         (**self).release_instance(instance_id, owner).await

@@ -542,6 +542,7 @@ pub fn turn(
         new_events: events,
         consumed,
         completed_activities: Vec::new(),
+        finished_calls: Vec::new(),
         activities: Vec::new(),
         cancelled_activities: Vec::new(),
         cancelled_timers: Vec::new(),

@@ -12,7 +12,7 @@ use duractor::flow::{FlowControl, FlowRule};
 use duractor::prelude::*;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, FlowHold, FlowKind, HeldWork,
-    InstanceQuery, NewActivity, NewInstance, NewMessage, PurgeQuery,
+    InstanceQuery, MemoryCall, NewActivity, NewInstance, NewMessage, PurgeQuery,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
@@ -140,6 +140,7 @@ conformance!(
     instances_list_with_filters_and_paging,
     end_to_end_orchestrations_and_entities,
     held_instances_wait_for_their_admission,
+    calls_kept_in_memory_become_work_items_only_when_let_go,
 );
 
 fn now() -> DateTime<Utc> {
@@ -251,6 +252,7 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        in_memory: false,
         flow_key: None,
         priority: 0,
         attempt: 1,
@@ -464,6 +466,140 @@ async fn a_lapsed_lease_lets_another_worker_take_over(b: &Backend) {
     store.unregister_worker("w2").await.unwrap();
 }
 
+/// A call kept in memory (`NewActivity::in_memory`), scheduled by a turn of `instance_id`.
+fn kept(seq: u64) -> NewActivity {
+    NewActivity {
+        seq,
+        name: "act".into(),
+        input: Payload::encode(&seq).unwrap(),
+        timeouts: Default::default(),
+        deadline: None,
+        heartbeat: None,
+        run_here: true,
+        in_memory: true,
+        flow_key: None,
+        priority: 0,
+        attempt: 1,
+    }
+}
+
+/// The first turn of a new instance, leased to `owner` until `until`, keeping `calls` in
+/// memory.
+async fn start_keeping(
+    store: &dyn Store,
+    id: &str,
+    owner: &str,
+    until: DateTime<Utc>,
+    calls: &[u64],
+) {
+    store.create_instance(new_instance(id)).await.unwrap();
+    let claimed = store.claim_messages(owner, 10, until).await.unwrap();
+    let mut commit = turn(id, owner, 0, vec![started()], vec![claimed[0].id]);
+    commit.activities = calls.iter().map(|seq| kept(*seq)).collect();
+    commit.lease_until = until;
+    let committed = store.commit_turn(commit).await.unwrap();
+    assert_eq!(
+        committed.activity_ids,
+        vec![0; calls.len()],
+        "a call kept in memory has no work item"
+    );
+}
+
+async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
+    let store = &*b.store;
+    if !store.keeps_calls_in_memory() {
+        return;
+    }
+    let short = now() + duractor::chrono::Duration::milliseconds(400);
+    start_keeping(store, "m", "w1", short, &[0, 1, 2]).await;
+    assert!(store.list_activities("m").await.unwrap().is_empty());
+    if let Some(stats) = store.stats().await.unwrap() {
+        assert_eq!(
+            stats.activity_items, 3,
+            "calls kept in memory count as running"
+        );
+    }
+    assert!(
+        store
+            .claim_activities("w2", &names(), &[], 10, lease())
+            .await
+            .unwrap()
+            .is_empty(),
+        "nobody else may claim a call its worker keeps"
+    );
+    // A long call gets a work item leased to its worker, once; nobody else can ask.
+    let call = |seq| MemoryCall {
+        instance_id: "m".into(),
+        seq,
+    };
+    let ids = store
+        .persist_calls("w1", &[call(1), call(9)], lease())
+        .await
+        .unwrap();
+    assert!(ids[0].is_some() && ids[1].is_none(), "{ids:?}");
+    assert_eq!(
+        store
+            .persist_calls("w1", &[call(1)], lease())
+            .await
+            .unwrap(),
+        [None]
+    );
+    assert_eq!(
+        store
+            .persist_calls("w2", &[call(0)], lease())
+            .await
+            .unwrap(),
+        [None]
+    );
+    let items = store.list_activities("m").await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].seq, items[0].attempt), (1, 1));
+    assert_eq!(items[0].locked_by.as_deref(), Some("w1"));
+    // Consuming results: the call's record goes, and so does a work item made of it.
+    let mut consume = turn("m", "w1", 1, vec![started()], Vec::new());
+    consume.finished_calls = vec![1, 2];
+    consume.lease_until = short;
+    store.commit_turn(consume).await.unwrap();
+    assert!(store.list_activities("m").await.unwrap().is_empty());
+    // Call 0 is recovered only once the lease lapsed, as a work item for anyone, one attempt
+    // later (the lost worker may have started it).
+    assert_eq!(store.recover_calls().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.recover_calls().await.unwrap(), 1);
+    assert_eq!(store.recover_calls().await.unwrap(), 0, "recovered once");
+    let items = store
+        .claim_activities("w2", &names(), &[], 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].seq, items[0].attempt), (0, 2));
+    assert_eq!(items[0].input.decode::<u64>().unwrap(), 0);
+    // Releasing an instance lets its calls go at once.
+    start_keeping(store, "r", "w1", lease(), &[5]).await;
+    store.release_instance("r", "w1").await.unwrap();
+    let items = store
+        .claim_activities("w2", &names(), &[], 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("r", 5));
+    // So does a worker stopping; and a cancelled call's record goes with the cancelling turn.
+    start_keeping(store, "s", "w1", lease(), &[3, 4]).await;
+    let mut cancel = turn("s", "w1", 1, vec![started()], Vec::new());
+    cancel.cancelled_activities = vec![4];
+    store.commit_turn(cancel).await.unwrap();
+    store.unregister_worker("w1").await.unwrap();
+    let items = store
+        .claim_activities("w2", &names(), &[], 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("s", 3));
+    if let Some(stats) = store.stats().await.unwrap() {
+        assert_eq!(stats.activity_items, 3, "only work items are left");
+    }
+}
+
 async fn renewals_keep_only_what_a_worker_holds(b: &Backend) {
     let store = &b.store;
     for id in ["kept", "forgotten"] {
@@ -588,6 +724,7 @@ async fn activity_results_are_committed_once_by_the_holder(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        in_memory: false,
         flow_key: None,
         priority: 0,
         attempt: 1,
@@ -649,6 +786,7 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
         deadline: Some(deadline),
         heartbeat: (seq == 0).then(|| Payload::encode(&"from the attempt before").unwrap()),
         run_here,
+        in_memory: false,
         flow_key: None,
         priority: 0,
         attempt: 1,
@@ -733,6 +871,7 @@ async fn a_retrys_work_item_starts_at_its_attempt_number(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here,
+        in_memory: false,
         flow_key: None,
         priority: 0,
         attempt: 3,
@@ -920,6 +1059,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
         deadline: None,
         heartbeat: None,
         run_here: true,
+        in_memory: false,
         flow_key: None,
         priority: 0,
         attempt: 1,

@@ -192,6 +192,7 @@ mod tests {
             deadline: None,
             heartbeat: None,
             run_here: true,
+            in_memory: false,
             flow_key: None,
             priority: 0,
             attempt: 1,
@@ -216,7 +217,7 @@ mod tests {
     ) {
         let (caller, answer) = oneshot::channel();
         let op = Op::Turn {
-            turn,
+            turn: Box::new(turn),
             lease: Lease::until(Utc::now() + TimeDelta::seconds(30)),
             reply: Reply::new(caller),
         };

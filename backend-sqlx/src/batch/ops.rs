@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, Admission, EntityCleanup, HeldWork,
-    NewInstance, OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
+    MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event};
 use tokio::sync::{mpsc, oneshot};
@@ -46,7 +46,7 @@ pub(crate) enum Op {
         reply: Reply<u64>,
     },
     Turn {
-        turn: TurnCommit,
+        turn: Box<TurnCommit>,
         /// How long the instance and the new work items stay leased, from when it runs.
         lease: Lease,
         reply: Reply<TurnCommitted>,
@@ -92,6 +92,18 @@ pub(crate) enum Op {
         running: Vec<i64>,
         reply: Reply<Vec<i64>>,
     },
+    /// Work items, leased to `owner`, of calls it keeps in memory; the reply has each one's
+    /// id, `None` for a call no longer recorded on an instance `owner` holds.
+    Persist {
+        owner: String,
+        calls: Vec<MemoryCall>,
+        lease: Lease,
+        reply: Reply<Vec<Option<i64>>>,
+    },
+    /// Claimable work items of the calls kept in memory on instances whose lease lapsed.
+    Recover {
+        reply: Reply<u64>,
+    },
     Release {
         instance_id: String,
         owner: String,
@@ -124,6 +136,8 @@ impl Op {
                 | Op::CleanEntities { .. }
                 | Op::Renew { .. }
                 | Op::Sync { .. }
+                | Op::Persist { .. }
+                | Op::Recover { .. }
         )
     }
 
@@ -144,6 +158,8 @@ impl Op {
             Op::Admit { reply, .. } => reply.send(failed),
             Op::Renew { reply, .. } => reply.send(failed),
             Op::Sync { reply, .. } => reply.send(failed),
+            Op::Persist { reply, .. } => reply.send(failed),
+            Op::Recover { reply } => reply.send(failed),
             Op::Purge { reply, .. } => reply.send(failed),
             Op::CleanEntities { reply } => reply.send(failed),
         }
@@ -342,7 +358,12 @@ impl Writes {
 
     pub(crate) async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         let lease = Lease::until(turn.lease_until);
-        self.write(|reply| Op::Turn { turn, lease, reply }).await
+        self.write(|reply| Op::Turn {
+            turn: Box::new(turn),
+            lease,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn complete_activity(
@@ -394,6 +415,27 @@ impl Writes {
             reply,
         })
         .await
+    }
+
+    pub(crate) async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        let (owner, calls) = (owner.to_owned(), calls.to_vec());
+        let lease = Lease::until(lease_until);
+        self.write(|reply| Op::Persist {
+            owner,
+            calls,
+            lease,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn recover_calls(&self) -> Result<u64, Error> {
+        self.write(|reply| Op::Recover { reply }).await
     }
 
     pub(crate) async fn release_instance(

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::store::{
-    ActivityCompletion, EntityCleanup, FLOW_HOLD_OWNER, NewInstance, OrchestrationMessage,
-    TurnCommit, TurnCommitted, flow_hold_until,
+    ActivityCompletion, EntityCleanup, FLOW_HOLD_OWNER, NewActivity, NewInstance,
+    OrchestrationMessage, TurnCommit, TurnCommitted, flow_hold_until,
 };
 use duractor::{Error, Event, RuntimeStatus};
 use serde::Serialize;
@@ -211,9 +211,12 @@ pub(crate) type ActivityRow = (
 );
 
 /// [instance_id, status, output, failure, custom_status, history_len, updated_at,
-///  completed_at, locked_by, locked_until, reset, input]; with `reset`, output, failure and
-/// completed_at are set as given (a rewound instance loses its failure); `input` replaces
-/// the input when set (continue-as-new).
+///  completed_at, locked_by, locked_until, reset, input, calls, drop_calls]; with `reset`,
+/// output, failure and completed_at are set as given (a rewound instance loses its failure);
+/// `input` replaces the input when set (continue-as-new). `calls` is a JSON merge patch
+/// (RFC 7396) of the row's calls kept in memory: `null` for each call that ended, the
+/// record of each new one ([`call_record`]); with `drop_calls` (the execution ended) it
+/// applies to no calls at all.
 #[derive(Serialize)]
 pub(crate) struct Update(
     String,
@@ -228,7 +231,29 @@ pub(crate) struct Update(
     Option<i64>,
     bool,
     Option<String>,
+    Option<String>,
+    bool,
 );
+
+/// Whether a turn's new call is kept in memory ([`NewActivity::in_memory`]): no work item.
+fn kept_in_memory(activity: &NewActivity) -> bool {
+    activity.in_memory && activity.run_here
+}
+
+/// A call kept in memory as the instance row records it: what its work item gets if one is
+/// made of it (`attempt` is the attempt number of its in-memory delivery; the stores'
+/// `attempt` column counts it the same way).
+fn call_record(activity: &NewActivity, execution: u32) -> serde_json::Value {
+    serde_json::json!({
+        "execution": execution,
+        "name": activity.name,
+        "input": activity.input.as_str(),
+        "attempt": activity.attempt.max(1),
+        "bounds": encode_bounds(&activity.timeouts, activity.deadline),
+        "heartbeat": activity.heartbeat.as_ref().map(|p| p.as_str()),
+        "priority": activity.priority,
+    })
+}
 
 impl Plan {
     /// Whether the merged writes (everything but creations and lease releases) have rows.
@@ -343,6 +368,8 @@ impl Plan {
             Op::CleanEntities { reply } => reply.set(Ok(EntityCleanup::default())),
             Op::Renew { reply, .. } => reply.set(Ok(Vec::new())),
             Op::Sync { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::Persist { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::Recover { reply } => reply.set(Ok(0)),
         }
     }
 
@@ -566,8 +593,23 @@ impl Plan {
             state.items.remove(id);
         }
         let lease_until = lease.from(now);
+        let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
+        // Calls kept in memory: those that ended go from the row (a work item made of one of
+        // them meanwhile goes too, below), new ones are recorded on it.
+        let mut calls = serde_json::Map::new();
+        for seq in turn.cancelled_activities.iter().chain(&turn.finished_calls) {
+            calls.insert(seq.to_string(), serde_json::Value::Null);
+        }
         let mut activity_ids = Vec::with_capacity(turn.activities.len());
         for activity in &turn.activities {
+            if kept_in_memory(activity) {
+                calls.insert(
+                    activity.seq.to_string(),
+                    call_record(activity, turn.execution),
+                );
+                activity_ids.push(0);
+                continue;
+            }
             let id = state.take_item_id();
             self.activities.push((
                 id,
@@ -589,7 +631,6 @@ impl Plan {
                 self.effects.work = true;
             }
         }
-        let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
         // Cancelled calls of this execution as [instance_id, seq, execution].
         let keyed = |seqs: &[u64]| {
             seqs.iter()
@@ -601,6 +642,7 @@ impl Plan {
         };
         self.cancelled_calls
             .extend(keyed(&turn.cancelled_activities));
+        self.cancelled_calls.extend(keyed(&turn.finished_calls));
         // A turn that ends its instance or resets its history drops all its timers anyway.
         if !(terminal || turn.reset_history) {
             self.cancelled_timers.extend(keyed(&turn.cancelled_timers));
@@ -676,6 +718,8 @@ impl Plan {
             locked_until,
             turn.reset_history,
             turn.input.as_ref().map(|p| p.as_str().to_owned()),
+            (!calls.is_empty()).then(|| serde_json::Value::Object(calls).to_string()),
+            terminal || turn.reset_history,
         ));
         if let Some(instance) = state.instances.get_mut(&turn.instance_id) {
             instance.history_len = history_len;
@@ -789,7 +833,11 @@ pub(crate) fn ids_needed(ops: &[Op]) -> (usize, usize) {
             Op::Create { .. } | Op::Enqueue { .. } | Op::Complete { .. } => messages += 1,
             Op::Turn { turn, .. } => {
                 messages += turn.messages.len() + 2 * turn.new_instances.len();
-                items += turn.activities.len();
+                items += turn
+                    .activities
+                    .iter()
+                    .filter(|activity| !kept_in_memory(activity))
+                    .count();
             }
             _ => {}
         }
@@ -803,7 +851,7 @@ pub(crate) mod tests {
     //! modules' tests too.
 
     use chrono::TimeDelta;
-    use duractor::store::{NewActivity, NewMessage};
+    use duractor::store::NewMessage;
     use duractor::{Payload, RuntimeStatus};
     use tokio::sync::oneshot;
 
@@ -860,6 +908,7 @@ pub(crate) mod tests {
             }],
             consumed: Vec::new(),
             completed_activities: Vec::new(),
+            finished_calls: Vec::new(),
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
             cancelled_timers: Vec::new(),
@@ -1076,6 +1125,7 @@ pub(crate) mod tests {
                 deadline: None,
                 heartbeat: None,
                 run_here: true,
+                in_memory: false,
                 flow_key: None,
                 priority: 0,
                 attempt: 1,

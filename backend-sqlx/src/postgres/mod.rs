@@ -33,8 +33,8 @@ use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
     EntityCleanup, EntityQuery, EntityStatus, FlowKind, FlowStatus, HeldWork, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
-    TurnCommit, TurnCommitted,
+    InstanceStatus, MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
+    StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 use sqlx::ConnectOptions;
@@ -354,6 +354,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "guarded turns",
             include_str!("../../migrations/postgres/0007_guarded_turns.sql"),
         ),
+        migration(
+            8,
+            "memory calls",
+            include_str!("../../migrations/postgres/0008_memory_calls.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -626,6 +631,26 @@ impl Store for PostgresStore {
         .await
     }
 
+    fn keeps_calls_in_memory(&self) -> bool {
+        true
+    }
+
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        self.inner
+            .writer
+            .persist_calls(owner, calls, lease_until)
+            .await
+    }
+
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        self.inner.writer.recover_calls().await
+    }
+
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         self.inner.writer.release_instance(instance_id, owner).await
     }
@@ -772,11 +797,12 @@ impl Store for PostgresStore {
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
         let pool = self.inner.pool.clone();
         self.run(async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(crate::common::STATS_SQL)
-                .bind(crate::common::now_ms())
-                .fetch_all(&pool)
-                .await
-                .map_err(|e| store_error("counting queued work", e))?;
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("jsonb_each")))
+                    .bind(crate::common::now_ms())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("counting queued work", e))?;
             crate::common::stats_from_rows(rows).map(Some)
         })
         .await

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, OrchestrationMessage,
-    PurgeQuery,
+    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
+    OrchestrationMessage, PurgeQuery,
 };
 use duractor::{Error, RuntimeStatus};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -507,11 +507,16 @@ impl GuardedShape {
                         input = COALESCE(u.input, i.input), \
                         history_len = u.history_len, updated_at = u.updated_at, \
                         completed_at = COALESCE(u.completed_at, i.completed_at), \
-                        locked_by = u.locked_by, locked_until = u.locked_until \
+                        locked_by = u.locked_by, locked_until = u.locked_until, \
+                        calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{}'::jsonb) \
+                                 WHEN u.calls IS NULL THEN i.calls \
+                                 ELSE nullif((COALESCE(i.calls, '{}'::jsonb) \
+                                              - ARRAY(SELECT p.key FROM jsonb_each(u.calls) AS p WHERE p.value = 'null'::jsonb)) \
+                                             || jsonb_strip_nulls(u.calls), '{}'::jsonb) END \
                     FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
                                  e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
                                  (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
-                                 e->>11 AS input \
+                                 e->>11 AS input, (e->>12)::jsonb AS calls, (e->>13)::boolean AS drop_calls \
                           FROM jsonb_array_elements($11::jsonb) e) AS u, \
                          jsonb_array_elements($12::jsonb) g \
                     WHERE i.instance_id = u.id AND g->>0 = u.id AND i.history_len = (g->>1)::bigint \
@@ -776,6 +781,27 @@ impl BatchExecutor for Writer {
                     let gone = sync(&mut tx, owner, heartbeats, running, now).await?;
                     reply.set(Ok(gone));
                 }
+                Op::Persist {
+                    owner,
+                    calls,
+                    lease,
+                    reply,
+                } => {
+                    let ids = persist_calls(&mut tx, owner, calls, lease.from(now)).await?;
+                    reply.set(Ok(ids));
+                }
+                Op::Recover { reply } => {
+                    let recovered = sqlx::query(sqlx::AssertSqlSafe(let_go_calls(
+                        "locked_by IS NOT NULL AND locked_until < $1",
+                        " SKIP LOCKED",
+                    )))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    plan.effects.work |= recovered > 0;
+                    reply.set(Ok(recovered));
+                }
                 Op::Abandon {
                     owner,
                     ids,
@@ -996,13 +1022,19 @@ async fn write(
                     completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, i.completed_at) END, \
                     locked_by = u.locked_by, locked_until = u.locked_until, \
                     entity_state = CASE WHEN u.is_entity THEN u.entity_state ELSE i.entity_state END, \
-                    lock_owner = CASE WHEN u.is_entity THEN u.lock_owner ELSE i.lock_owner END \
+                    lock_owner = CASE WHEN u.is_entity THEN u.lock_owner ELSE i.lock_owner END, \
+                    calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{}'::jsonb) \
+                                 WHEN u.calls IS NULL THEN i.calls \
+                                 ELSE nullif((COALESCE(i.calls, '{}'::jsonb) \
+                                              - ARRAY(SELECT p.key FROM jsonb_each(u.calls) AS p WHERE p.value = 'null'::jsonb)) \
+                                             || jsonb_strip_nulls(u.calls), '{}'::jsonb) END \
                 FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
                              e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
                              (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
                              (e->>10)::boolean AS reset, e->>11 AS input, \
-                             (e->>12)::boolean AS is_entity, e->>13 AS entity_state, \
-                             e->>14 AS lock_owner \
+                             (e->>12)::jsonb AS calls, (e->>13)::boolean AS drop_calls, \
+                             (e->>14)::boolean AS is_entity, e->>15 AS entity_state, \
+                             e->>16 AS lock_owner \
                       FROM jsonb_array_elements($10::jsonb) e) AS u \
                 WHERE i.instance_id = u.id) \
             SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
@@ -1039,6 +1071,23 @@ async fn write(
             .await?;
     }
     if plan.has_lease_writes() {
+        // The calls kept in memory of instances let go become work items for anyone.
+        for (instance_id, owner) in &plan.releases {
+            sqlx::query(sqlx::AssertSqlSafe(let_go_calls(
+                "instance_id = $1 AND locked_by = $2",
+                "",
+            )))
+            .bind(instance_id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for owner in &plan.release_all {
+            sqlx::query(sqlx::AssertSqlSafe(let_go_calls("locked_by = $1", "")))
+                .bind(owner)
+                .execute(&mut **tx)
+                .await?;
+        }
         for (instance_id, owner) in &plan.releases {
             sqlx::query(
                 "UPDATE instances SET locked_by = NULL, locked_until = NULL \
@@ -1061,6 +1110,57 @@ async fn write(
         }
     }
     Ok(announced)
+}
+
+/// The statement making work items, for anyone, of the calls kept in memory on the
+/// instances `condition` picks (locked first, `lock` after `FOR UPDATE`), which then no
+/// longer record them; it affects one row per call. A call's `attempt` is its in-memory
+/// delivery's: the next claim adds one (the lost delivery may have started).
+fn let_go_calls(condition: &str, lock: &str) -> String {
+    format!(
+        "WITH o AS (SELECT instance_id, calls FROM instances \
+                    WHERE calls IS NOT NULL AND {condition} FOR UPDATE{lock}), \
+              u AS (UPDATE instances i SET calls = NULL FROM o WHERE i.instance_id = o.instance_id) \
+         INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, \
+                                     timeouts, heartbeat, priority) \
+         SELECT o.instance_id, c.key::bigint, c.value->>'name', c.value->>'input', \
+                (c.value->>'execution')::bigint, (c.value->>'attempt')::bigint, c.value->>'bounds', \
+                c.value->>'heartbeat', COALESCE((c.value->>'priority')::integer, 0) \
+         FROM o, jsonb_each(o.calls) AS c"
+    )
+}
+
+/// Makes work items, leased to `owner` until `lease_until`, of the calls it keeps in memory
+/// that are still recorded on instances it holds; `None` for the others.
+async fn persist_calls(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    calls: &[MemoryCall],
+    lease_until: i64,
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    const SQL: &str = "\
+        WITH o AS (SELECT instance_id, calls -> $3::text AS call FROM instances \
+                   WHERE instance_id = $2 AND locked_by = $1 AND calls ? $3::text FOR UPDATE), \
+             u AS (UPDATE instances i SET calls = nullif(i.calls - $3::text, '{}'::jsonb) \
+                   FROM o WHERE i.instance_id = o.instance_id) \
+        INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, locked_by, \
+                                    locked_until, timeouts, heartbeat, priority) \
+        SELECT o.instance_id, $3::text::bigint, o.call->>'name', o.call->>'input', \
+               (o.call->>'execution')::bigint, (o.call->>'attempt')::bigint, $1, $4, \
+               o.call->>'bounds', o.call->>'heartbeat', COALESCE((o.call->>'priority')::integer, 0) \
+        FROM o RETURNING id";
+    let mut ids = Vec::with_capacity(calls.len());
+    for call in calls {
+        let id: Option<i64> = sqlx::query_scalar(SQL)
+            .bind(owner)
+            .bind(&call.instance_id)
+            .bind(call.seq.to_string())
+            .bind(lease_until)
+            .fetch_optional(&mut **tx)
+            .await?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Extends `owner`'s leases on what it holds; returns the held instances it no longer holds.

@@ -25,8 +25,8 @@ use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
     EntityCleanup, EntityQuery, EntityStatus, FlowKind, FlowStatus, HeldWork, InstanceQuery,
-    InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats,
-    TurnCommit, TurnCommitted,
+    InstanceStatus, MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
+    StoreStats, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 use sqlx::Connection;
@@ -249,6 +249,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             5,
             "orchestration flow control",
             include_str!("../../migrations/sqlite/0005_orchestration_flow.sql"),
+        ),
+        migration(
+            6,
+            "memory calls",
+            include_str!("../../migrations/sqlite/0006_memory_calls.sql"),
         ),
     ]);
     migrator.set_ignore_missing(true);
@@ -476,6 +481,26 @@ impl Store for SqliteStore {
         rows::activity_statuses(&found)
     }
 
+    fn keeps_calls_in_memory(&self) -> bool {
+        true
+    }
+
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        self.inner
+            .writer
+            .persist_calls(owner, calls, lease_until)
+            .await
+    }
+
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        self.inner.writer.recover_calls().await
+    }
+
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         self.inner.writer.release_instance(instance_id, owner).await
     }
@@ -591,11 +616,12 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
         // `$1` is a named parameter to SQLite: both uses take the one bound value.
-        let rows: Vec<(String, i64)> = sqlx::query_as(crate::common::STATS_SQL)
-            .bind(crate::common::now_ms())
-            .fetch_all(&self.inner.reader)
-            .await
-            .map_err(|e| store_error("counting queued work", e))?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("json_each")))
+                .bind(crate::common::now_ms())
+                .fetch_all(&self.inner.reader)
+                .await
+                .map_err(|e| store_error("counting queued work", e))?;
         crate::common::stats_from_rows(rows).map(Some)
     }
 }

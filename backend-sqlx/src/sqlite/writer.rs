@@ -28,8 +28,8 @@
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, OrchestrationMessage,
-    PurgeQuery, StoreEvents,
+    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
+    OrchestrationMessage, PurgeQuery, StoreEvents,
 };
 use duractor::{Error, RuntimeStatus};
 use sqlx::sqlite::SqliteConnection;
@@ -139,10 +139,18 @@ impl BatchExecutor for Writer {
             plan.apply(op, &mut state, now);
         }
         let has_special = ops.iter().any(Op::runs_after_writes);
-        // Entity cleanup, which runs after the writes, enqueues unlocks with ids of its own:
-        // then the next batch that needs ids reads the counters again.
-        let cleans = ops.iter().any(|op| matches!(op, Op::CleanEntities { .. }));
-        self.next_ids = (!cleans).then(|| state.ids_after());
+        // Entity cleanup, which runs after the writes, enqueues unlocks with ids of its own,
+        // and calls kept in memory become work items with ids of their own (made for a worker,
+        // recovered, or let go with a lease): then the next batch that needs ids reads the
+        // counters again.
+        let own_ids = plan.has_lease_writes()
+            || ops.iter().any(|op| {
+                matches!(
+                    op,
+                    Op::CleanEntities { .. } | Op::Persist { .. } | Op::Recover { .. }
+                )
+            });
+        self.next_ids = (!own_ids).then(|| state.ids_after());
         tracing::trace!(
             ops = ops.len(),
             read_us = started.elapsed().as_micros() as u64,
@@ -216,6 +224,34 @@ impl BatchExecutor for Writer {
                 } => {
                     let gone = self.sync(owner, heartbeats, running, now).await?;
                     reply.set(Ok(gone));
+                }
+                Op::Persist {
+                    owner,
+                    calls,
+                    lease,
+                    reply,
+                } => {
+                    let ids = self.persist_calls(owner, calls, lease.from(now)).await?;
+                    reply.set(Ok(ids));
+                }
+                Op::Recover { reply } => {
+                    const LAPSED: &str = "i.locked_by IS NOT NULL AND i.locked_until < ?1";
+                    let insert = calls_to_items(LAPSED, "NULL, NULL");
+                    let recovered = sqlx::query(sqlx::AssertSqlSafe(insert))
+                        .bind(now)
+                        .execute(&mut self.conn)
+                        .await?
+                        .rows_affected();
+                    if recovered > 0 {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE instances AS i SET calls = NULL WHERE calls IS NOT NULL AND {LAPSED}"
+                        )))
+                        .bind(now)
+                        .execute(&mut self.conn)
+                        .await?;
+                    }
+                    plan.effects.work |= recovered > 0;
+                    reply.set(Ok(recovered));
                 }
                 Op::Abandon {
                     owner,
@@ -522,6 +558,13 @@ impl Writer {
             query.execute(&mut self.conn).await?;
         }
         if plan.has_lease_writes() && !commit {
+            // The calls kept in memory of instances let go become work items for anyone.
+            sqlx::query(sqlx::AssertSqlSafe(let_go_calls()))
+                .bind(plan.reset_leases)
+                .bind(json(&plan.release_all))
+                .bind(json(&plan.releases))
+                .execute(&mut self.conn)
+                .await?;
             const SQL: &str = "\
                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                   WHERE ? AND locked_by IS NOT NULL AND locked_by <> 'duractor.flow'; \
@@ -550,6 +593,46 @@ impl Writer {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Makes work items, leased to `owner` until `lease_until`, of the calls it keeps in
+    /// memory that are still recorded on instances it holds; `None` for the others.
+    async fn persist_calls(
+        &mut self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: i64,
+    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
+        let insert = format!(
+            "{} RETURNING id",
+            calls_to_items(
+                "i.instance_id = ?3 AND i.locked_by = ?1 AND c.key = ?4",
+                "?1, ?2"
+            )
+        );
+        let mut ids = Vec::with_capacity(calls.len());
+        for call in calls {
+            let seq = call.seq.to_string();
+            let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(insert.as_str()))
+                .bind(owner)
+                .bind(lease_until)
+                .bind(&call.instance_id)
+                .bind(&seq)
+                .fetch_optional(&mut self.conn)
+                .await?;
+            if id.is_some() {
+                sqlx::query(
+                    "UPDATE instances SET calls = nullif(json_patch(calls, json_object(?2, NULL)), '{}') \
+                     WHERE instance_id = ?1",
+                )
+                .bind(&call.instance_id)
+                .bind(&seq)
+                .execute(&mut self.conn)
+                .await?;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// Extends `owner`'s leases on the held instances (with their claimed messages) and work
@@ -1051,11 +1134,14 @@ const CORE_WRITES: [&str; 15] = [
          input = COALESCE(u.input, instances.input), \
          history_len = u.history_len, updated_at = u.updated_at, \
          completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, instances.completed_at) END, \
-         locked_by = u.locked_by, locked_until = u.locked_until \
+         locked_by = u.locked_by, locked_until = u.locked_until, \
+         calls = CASE WHEN u.drop_calls THEN nullif(json_patch('{}', COALESCE(u.calls, '{}')), '{}') \
+                      WHEN u.calls IS NULL THEN instances.calls \
+                      ELSE nullif(json_patch(COALESCE(instances.calls, '{}'), u.calls), '{}') END \
        FROM (SELECT value->>0 AS id, value->>1 AS status, value->>2 AS output, value->>3 AS failure, \
                value->>4 AS custom_status, value->>5 AS history_len, value->>6 AS updated_at, \
                value->>7 AS completed_at, value->>8 AS locked_by, value->>9 AS locked_until, \
-               value->>10 AS reset, value->>11 AS input \
+               value->>10 AS reset, value->>11 AS input, value->>12 AS calls, value->>13 AS drop_calls \
              FROM json_each(?)) AS u \
        WHERE instances.instance_id = u.id",
     "UPDATE instances SET status = 'Pending' \
@@ -1203,6 +1289,34 @@ const CREATES: &str = "\
     INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
     SELECT value->>0, value->>1, value->>2, 'Pending', value->>3, value->>4, value->>4, 0, value->>5, value->>6 \
     FROM json_each(NEW.new_instances)";
+
+/// The `INSERT` making work items of the calls kept in memory (`c`, from `json_each` over
+/// the row `i`'s calls) that `condition` picks, locked by `lock` (`locked_by, locked_until`
+/// values). A call's `attempt` is its in-memory delivery's, as a work item born claimed
+/// counts it; an unclaimed one's next claim adds one (the lost delivery may have started).
+fn calls_to_items(condition: &str, lock: &str) -> String {
+    format!(
+        "INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, locked_by, locked_until, \
+                                     timeouts, heartbeat, priority) \
+         SELECT i.instance_id, CAST(c.key AS INTEGER), c.value->>'name', c.value->>'input', \
+                c.value->>'execution', c.value->>'attempt', {lock}, c.value->>'bounds', \
+                c.value->>'heartbeat', COALESCE(c.value->>'priority', 0) \
+         FROM instances AS i, json_each(i.calls) AS c WHERE i.calls IS NOT NULL AND {condition}"
+    )
+}
+
+/// The calls kept in memory on instances whose leases a batch lets go (binds: voiding every
+/// lease, the owners releasing all, the [instance, owner] pairs released) become work items
+/// for anyone.
+fn let_go_calls() -> String {
+    const LET_GO: &str = "(?1 OR i.locked_by IN (SELECT value FROM json_each(?2)) \
+          OR EXISTS (SELECT 1 FROM json_each(?3) AS r \
+                     WHERE r.value->>0 = i.instance_id AND r.value->>1 = i.locked_by))";
+    format!(
+        "{}; UPDATE instances AS i SET calls = NULL WHERE calls IS NOT NULL AND {LET_GO}",
+        calls_to_items(LET_GO, "NULL, NULL")
+    )
+}
 
 /// Whether a guarded batch failed because a guard did not hold, rather than for another
 /// reason.

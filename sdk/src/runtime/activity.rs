@@ -26,17 +26,39 @@ use crate::error::Failure;
 use crate::history::Event;
 use crate::panics::panic_message;
 use crate::panics::{Caught, take_location};
-use crate::store::{ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, HeldWork};
+use crate::store::{ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, HeldWork, MemoryCall};
 
 /// Where a work item came from, which decides how its result travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Origin {
     /// Scheduled by a turn in this worker: the result goes to the instance in memory and is
     /// committed with the turn that consumes it.
     Local,
+    /// Scheduled by a turn in this worker and kept in memory, without a work item unless
+    /// one is made of it while it runs ([`MemoryItem`]); the result goes to the instance in
+    /// memory.
+    Memory(Arc<MemoryItem>),
     /// Claimed from the store (after a crash, or from another worker): the result is
     /// committed as a queue message.
     Claimed,
+}
+
+/// A call kept in memory ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)):
+/// the work item made of it once it has run for a sync period, if one was. The lock is held
+/// while the item is being made, so a result is never delivered while it is unknown whether
+/// the call has an item.
+#[derive(Debug, Default)]
+struct MemoryItem {
+    item_id: tokio::sync::Mutex<Option<i64>>,
+    /// Making its work item has started (or is done).
+    persisting: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryItem {
+    /// Its work item, if it has one now (`None` while one is being made).
+    fn item_id(&self) -> Option<i64> {
+        self.item_id.try_lock().ok().and_then(|id| *id)
+    }
 }
 
 pub(super) struct ActivityWorker {
@@ -45,8 +67,11 @@ pub(super) struct ActivityWorker {
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
     /// The work items running now, with what their attempts share with the worker (their
-    /// leases are renewed with the queued ones).
+    /// leases are renewed with the queued ones). Calls kept in memory have negative keys of
+    /// their own ([`Self::next_memory_key`]).
     attempts: HashMap<i64, Attempt>,
+    /// The key of the last call kept in memory (counting down from -1).
+    memory_keys: i64,
     claiming: bool,
     /// A sync with the store (heartbeats out, cancellations in) is in flight.
     syncing: bool,
@@ -75,7 +100,14 @@ impl ActivityWorker {
             stopping: false,
             drain_waiters: Vec::new(),
             flow_recheck: false,
+            memory_keys: 0,
         }
+    }
+
+    /// A key for a call kept in memory, which has no queue id (those are positive).
+    fn next_memory_key(&mut self) -> i64 {
+        self.memory_keys -= 1;
+        self.memory_keys
     }
 
     /// Starts queued items while below the concurrency limit.
@@ -98,6 +130,11 @@ impl ActivityWorker {
                     instance_id: item.instance_id.clone(),
                     seq: item.seq,
                     control: control.clone(),
+                    memory: match &origin {
+                        Origin::Memory(call) => Some(call.clone()),
+                        _ => None,
+                    },
+                    started: Instant::now(),
                 },
             );
             let shared = self.shared.clone();
@@ -133,9 +170,14 @@ impl ActivityWorker {
             instances: Vec::new(),
             activity_items: self
                 .attempts
-                .keys()
-                .copied()
-                .chain(self.queue.iter().map(|(item, _)| item.id))
+                .iter()
+                .filter_map(|(key, attempt)| attempt.item_id(*key))
+                .chain(
+                    self.queue
+                        .iter()
+                        .map(|(item, _)| item.id)
+                        .filter(|id| *id > 0),
+                )
                 .collect(),
         };
         if held.activity_items.is_empty() {
@@ -162,20 +204,26 @@ impl ActivityWorker {
         if self.syncing || self.attempts.is_empty() {
             return;
         }
+        self.persist_long_calls(ctx);
         let heartbeats: Vec<ActivityHeartbeat> = self
             .attempts
             .iter()
-            .filter_map(|(id, attempt)| {
+            .filter_map(|(key, attempt)| {
+                let item_id = attempt.item_id(*key)?;
                 attempt
                     .control
                     .take_unsaved()
-                    .map(|details| ActivityHeartbeat {
-                        item_id: *id,
-                        details,
-                    })
+                    .map(|details| ActivityHeartbeat { item_id, details })
             })
             .collect();
-        let running: Vec<i64> = self.attempts.keys().copied().collect();
+        let running: Vec<i64> = self
+            .attempts
+            .iter()
+            .filter_map(|(key, attempt)| attempt.item_id(*key))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
         self.syncing = true;
         let shared = self.shared.clone();
         let sync = async move {
@@ -194,7 +242,11 @@ impl ActivityWorker {
                         .activity_heartbeats
                         .fetch_add(heartbeats.len() as u64, Ordering::Relaxed);
                     for id in gone {
-                        if let Some(attempt) = act.attempts.get(&id) {
+                        let gone = act
+                            .attempts
+                            .iter()
+                            .find(|(key, attempt)| attempt.item_id(**key) == Some(id));
+                        if let Some((_, attempt)) = gone {
                             tracing::debug!(instance_id = %attempt.instance_id, seq = attempt.seq, "the work item of a running activity is gone: telling it to stop");
                             attempt.control.cancel(CancelReason::Cancelled);
                         }
@@ -203,12 +255,94 @@ impl ActivityWorker {
                 Err(error) => {
                     tracing::warn!(%error, "storing activity heartbeats failed; will retry");
                     for beat in &heartbeats {
-                        if let Some(attempt) = act.attempts.get(&beat.item_id) {
+                        let beating = act
+                            .attempts
+                            .iter()
+                            .find(|(key, attempt)| attempt.item_id(**key) == Some(beat.item_id));
+                        if let Some((_, attempt)) = beating {
                             attempt.control.unsaved_again(&beat.details);
                         }
                     }
                 }
             }
+        }));
+    }
+
+    /// Gives the calls kept in memory that have run for a sync period work items (leased to
+    /// this worker): from then on their heartbeats are stored, their cancellation by another
+    /// process is noticed and they are listed, as every work item's. A call whose record is
+    /// gone (its instance was taken over) is told to stop.
+    fn persist_long_calls(&mut self, ctx: &mut Context<Self>) {
+        let period = self.shared.options.activity_sync_interval;
+        let long: Vec<(MemoryCall, Arc<MemoryItem>, Arc<AttemptControl>)> = self
+            .attempts
+            .values()
+            .filter(|attempt| attempt.started.elapsed() >= period)
+            .filter_map(|attempt| {
+                let call = attempt.memory.as_ref()?;
+                (!call.persisting.swap(true, Ordering::Relaxed)).then(|| {
+                    (
+                        MemoryCall {
+                            instance_id: attempt.instance_id.clone(),
+                            seq: attempt.seq,
+                        },
+                        call.clone(),
+                        attempt.control.clone(),
+                    )
+                })
+            })
+            .collect();
+        if long.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let persist = async move {
+            let mut locks = Vec::with_capacity(long.len());
+            for (_, call, _) in &long {
+                locks.push(call.item_id.lock().await);
+            }
+            let calls: Vec<MemoryCall> = long.iter().map(|(call, _, _)| call.clone()).collect();
+            let lease_until = shared.lease_until();
+            match shared
+                .store
+                .persist_calls(&shared.owner, &calls, lease_until)
+                .await
+            {
+                Ok(ids) => {
+                    for ((lock, id), (call, _, control)) in locks.iter_mut().zip(ids).zip(&long) {
+                        **lock = id;
+                        if id.is_none() {
+                            tracing::debug!(instance_id = %call.instance_id, seq = call.seq, "the record of a call kept in memory is gone: telling it to stop");
+                            control.cancel(CancelReason::Cancelled);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "giving long-running calls work items failed; will retry");
+                    for (_, call, _) in &long {
+                        call.persisting.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+        };
+        ctx.spawn(persist.into_actor(self));
+    }
+
+    /// Turns the calls kept in memory of instances whose lease lapsed (their worker died)
+    /// into work items, which this worker or another claims.
+    fn recover_calls(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let shared = self.shared.clone();
+        let recover = async move { shared.store.recover_calls().await };
+        ctx.spawn(recover.into_actor(self).map(|result, act, ctx| match result {
+            Ok(0) => {}
+            Ok(recovered) => {
+                tracing::info!(recovered, "calls kept in memory by a lost worker are work items again");
+                act.claim(ctx);
+            }
+            Err(error) => tracing::warn!(%error, "recovering calls of lost workers failed; will retry"),
         }));
     }
 
@@ -278,6 +412,20 @@ struct Attempt {
     instance_id: String,
     seq: u64,
     control: Arc<AttemptControl>,
+    /// For a call kept in memory: its work item, once it has one.
+    memory: Option<Arc<MemoryItem>>,
+    started: Instant,
+}
+
+impl Attempt {
+    /// The attempt's work item under `key`: the key itself, or for a call kept in memory the
+    /// item made of it, if any.
+    fn item_id(&self, key: i64) -> Option<i64> {
+        match &self.memory {
+            Some(call) => call.item_id(),
+            None => Some(key),
+        }
+    }
 }
 
 /// Runs one attempt and delivers its result to the instance: in memory for local work,
@@ -305,7 +453,7 @@ async fn run(
             .activities_timed_out
             .fetch_add(1, Ordering::Relaxed);
         let event = stopped(&item, CancelReason::ScheduleToCloseTimeout, &control);
-        deliver(&shared, &item, origin, event, &route).await;
+        deliver(&shared, &item, &origin, event, &route).await;
         return;
     }
     let mut attempt = std::pin::pin!(execute(&shared, &item, control.clone()).instrument(span));
@@ -337,7 +485,7 @@ async fn run(
                 _ => &shared.metrics.activities_failed,
             };
             outcome.fetch_add(1, Ordering::Relaxed);
-            deliver(&shared, &item, origin, event, &route).await;
+            deliver(&shared, &item, &origin, event, &route).await;
         }
         return;
     };
@@ -358,7 +506,7 @@ async fn run(
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(instance_id = %item.instance_id, activity = %item.name, seq = item.seq, "activity attempt timed out: {reason}");
         let event = stopped(&item, reason, &control);
-        deliver(&shared, &item, origin, event, &route).await;
+        deliver(&shared, &item, &origin, event, &route).await;
     }
     if finished.is_some() {
         return;
@@ -452,14 +600,20 @@ fn stopped(item: &ActivityWorkItem, reason: CancelReason, control: &AttemptContr
 async fn deliver(
     shared: &Shared,
     item: &ActivityWorkItem,
-    origin: Origin,
+    origin: &Origin,
     event: Event,
     route: &Recipient<Route>,
 ) {
-    if origin == Origin::Local {
+    let local = match origin {
+        Origin::Local => Some(Some(item.id)),
+        // Waits while its work item is being made: the turn must delete that item.
+        Origin::Memory(call) => Some(*call.item_id.lock().await),
+        Origin::Claimed => None,
+    };
+    if let Some(item_id) = local {
         tracing::trace!(instance_id = %item.instance_id, seq = item.seq, "activity result sent");
         route.do_send(Route(vec![Inbound::Local {
-            item_id: item.id,
+            item_id,
             instance_id: item.instance_id.clone(),
             execution: item.execution,
             event,
@@ -566,7 +720,8 @@ impl Actor for ActivityWorker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.shared.options.lease / 3, |act, ctx| {
-            act.renew_leases(ctx)
+            act.renew_leases(ctx);
+            act.recover_calls(ctx);
         });
         ctx.run_interval(self.shared.options.activity_sync_interval, |act, ctx| {
             act.sync(ctx)
@@ -579,8 +734,15 @@ impl Handler<RunActivities> for ActivityWorker {
     type Result = ();
 
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
-        self.queue
-            .extend(msg.0.into_iter().map(|item| (item, Origin::Local)));
+        for mut item in msg.0 {
+            let origin = if item.id == 0 {
+                item.id = self.next_memory_key();
+                Origin::Memory(Arc::default())
+            } else {
+                Origin::Local
+            };
+            self.queue.push_back((item, origin));
+        }
         self.pump(ctx);
     }
 }

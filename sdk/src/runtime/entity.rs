@@ -273,6 +273,7 @@ impl EntityActor {
             new_events: Vec::new(),
             consumed: queued_ids(&consumed),
             completed_activities: Vec::new(),
+            finished_calls: Vec::new(),
             activities: Vec::new(),
             messages,
             new_instances: {

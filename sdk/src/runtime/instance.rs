@@ -393,8 +393,20 @@ impl InstanceActor {
                     activity.flow_key = limits.key_of(&activity.input);
                     activity.run_here = false;
                 }
-                None => activity.run_here = shared.registry.get_activity(&activity.name).is_ok(),
+                None => {
+                    activity.run_here = shared.registry.get_activity(&activity.name).is_ok();
+                    activity.in_memory = activity.run_here && shared.store.keeps_calls_in_memory();
+                }
             }
+        }
+        // Results of calls kept in memory that this turn consumes, and calls it cancels, are
+        // no longer awaited.
+        for seq in commit
+            .finished_calls
+            .iter()
+            .chain(&commit.cancelled_activities)
+        {
+            self.res.memory_calls.remove(seq);
         }
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
@@ -454,6 +466,10 @@ impl InstanceActor {
                         act.executor = None;
                         act.history_len = 0;
                     }
+                    if finishes || continued {
+                        // The store dropped their records with the execution.
+                        act.res.memory_calls.clear();
+                    }
                     act.dispatch(committed.activity_ids, activities, execution, timer_due);
                     // Running attempts of calls the turn cancelled, or of an execution that
                     // ended, are told to stop at once (their work items are gone).
@@ -501,8 +517,14 @@ impl InstanceActor {
                 .into_iter()
                 .zip(activities)
                 .filter(|(_, activity)| activity.run_here)
+                .inspect(|(_, activity)| {
+                    if activity.in_memory {
+                        self.res.memory_calls.insert(activity.seq);
+                    }
+                })
                 .map(|(id, activity)| ActivityWorkItem {
-                    id,
+                    // 0 for a call kept in memory (the store returned no id).
+                    id: if activity.in_memory { 0 } else { id },
                     instance_id: self.res.instance_id.to_string(),
                     seq: activity.seq,
                     name: activity.name,
@@ -584,12 +606,15 @@ impl Resident for InstanceActor {
 
     /// Another worker holds the instance: the activity results this worker delivered in
     /// memory are committed as queue messages, so the other worker gets them. Queued
-    /// messages stay in the store for it as they are.
+    /// messages stay in the store for it as they are. Results of calls kept in memory are
+    /// dropped: their records became work items when the lease lapsed
+    /// ([`Store::recover_calls`](crate::store::Store::recover_calls)), which run again.
     fn hand_over(&mut self, held: &[Inbound], ctx: &mut Context<Self>) {
         self.executor = None;
+        self.res.memory_calls.clear();
         for inbound in held {
             if let Inbound::Local {
-                item_id,
+                item_id: Some(item_id),
                 instance_id,
                 execution,
                 event,

@@ -18,10 +18,11 @@ use crate::store::{ActivityWorkItem, OrchestrationMessage};
 pub(crate) enum Inbound {
     /// A message claimed from the orchestration queue; deleted when a turn consumes it.
     Queued(OrchestrationMessage),
-    /// An activity result handed over in memory by this worker's activity worker; its work
-    /// item is deleted by the turn that consumes it.
+    /// An activity result handed over in memory by this worker's activity worker; the turn
+    /// that consumes it deletes its work item, or, for a call kept in memory (`item_id`
+    /// `None`), the call's record on the instance's row.
     Local {
-        item_id: i64,
+        item_id: Option<i64>,
         instance_id: String,
         execution: u32,
         event: Event,

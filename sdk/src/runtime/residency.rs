@@ -99,6 +99,11 @@ pub(super) struct Residency {
     message_ids: MessageIds,
     /// Give up once the commit in flight returns.
     give_up_requested: bool,
+    /// Calls this worker runs for the instance without a work item
+    /// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)), by `seq`: while
+    /// there are some, the instance stays loaded (held), so their record never stays on the
+    /// row of an instance nobody holds.
+    pub(super) memory_calls: HashSet<u64>,
 }
 
 impl Residency {
@@ -124,6 +129,7 @@ impl Residency {
             drain_waiters: Vec::new(),
             message_ids,
             give_up_requested: false,
+            memory_calls: HashSet::new(),
         }
     }
 
@@ -134,7 +140,7 @@ impl Residency {
             work: !self.pending.is_empty() || more_work,
             finished,
             unload_requested: self.unload_requested,
-            held: !self.deferred.is_empty(),
+            held: !self.deferred.is_empty() || !self.memory_calls.is_empty(),
             unload_at_once: self.shared.options.idle_unload_after.is_zero(),
         }
         .next()

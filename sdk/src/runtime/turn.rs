@@ -157,6 +157,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                 deadline,
                 heartbeat,
                 run_here: true,
+                in_memory: false,
                 flow_key: None,
                 priority,
                 attempt,
@@ -318,8 +319,19 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
             completed_activities: messages
                 .iter()
                 .filter_map(|m| match m {
-                    Inbound::Local { item_id, .. } => Some(*item_id),
+                    Inbound::Local { item_id, .. } => *item_id,
                     Inbound::Queued(_) => None,
+                })
+                .collect(),
+            finished_calls: messages
+                .iter()
+                .filter_map(|m| match m {
+                    Inbound::Local {
+                        item_id: None,
+                        event: Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. },
+                        ..
+                    } => Some(*seq),
+                    _ => None,
                 })
                 .collect(),
             activities,
@@ -564,13 +576,13 @@ mod tests {
         })
     }
 
-    fn local(item_id: i64) -> Inbound {
+    fn local(item_id: Option<i64>, seq: u64) -> Inbound {
         Inbound::Local {
             item_id,
             instance_id: "order-1".into(),
             execution: 2,
             event: Event::TaskCompleted {
-                seq: 0,
+                seq,
                 output: json(1),
             },
         }
@@ -616,7 +628,7 @@ mod tests {
         );
         let plan = plan(
             out,
-            &[queued(11, raised()), local(21)],
+            &[queued(11, raised()), local(Some(21), 0), local(None, 2)],
             Extra::default(),
             facts(),
         );
@@ -630,6 +642,11 @@ mod tests {
             commit.completed_activities,
             [21],
             "local results delete their work items"
+        );
+        assert_eq!(
+            commit.finished_calls,
+            [2],
+            "results of calls kept in memory end their record by seq"
         );
         assert_eq!(commit.status, Some(RuntimeStatus::Running));
         assert_eq!(commit.activities.len(), 1);

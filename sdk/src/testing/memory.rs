@@ -30,8 +30,8 @@ use crate::id::EntityId;
 use crate::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
     EntityCleanup, EntityQuery, EntityStatus, FLOW_HOLD_OWNER, FlowKind, FlowStatus, HeldWork,
-    InstanceQuery, InstanceStatus, NewInstance, OrchestrationMessage, PurgeQuery, RuntimeStatus,
-    Store, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
+    InstanceQuery, InstanceStatus, MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery,
+    RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
 };
 use crate::timeouts::ActivityTimeouts;
 
@@ -231,6 +231,23 @@ impl Store for MemoryStore {
         Ok(self.read(|state, _| state.list_activities(instance_id)))
     }
 
+    fn keeps_calls_in_memory(&self) -> bool {
+        true
+    }
+
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        Ok(self.change(|state, _, _| state.persist_calls(owner, calls, lease_until)))
+    }
+
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        Ok(self.change(|state, now, effects| state.recover_calls(now, effects)))
+    }
+
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error> {
         self.change(|state, now, effects| state.release(instance_id, owner, now, effects));
         Ok(())
@@ -340,6 +357,9 @@ struct Instance {
     history: Vec<Event>,
     /// The worker holding the instance, if any.
     lease: Option<Lease>,
+    /// Calls its worker keeps in memory, by `seq`, as the work items they become when that
+    /// worker lets them go (their `attempt` is the call's).
+    calls: BTreeMap<u64, WorkItem>,
 }
 
 /// What an entity stores besides its row.
@@ -478,6 +498,7 @@ impl Instance {
             entity: None,
             history: Vec::new(),
             lease: None,
+            calls: BTreeMap::new(),
         }
     }
 
@@ -503,6 +524,7 @@ impl Instance {
             }),
             history: Vec::new(),
             lease: None,
+            calls: BTreeMap::new(),
         }
     }
 
@@ -1079,6 +1101,9 @@ impl State {
         };
         if instance.lease.as_ref().is_some_and(|l| l.owner == owner) {
             instance.lease = None;
+            let calls = std::mem::take(&mut instance.calls);
+            effects.work |= !calls.is_empty();
+            self.enqueue_calls(calls.into_values(), None);
             // Its waiting messages are anyone's now.
             effects.work |= self
                 .messages
@@ -1092,11 +1117,14 @@ impl State {
     fn release_all(&mut self, owner: &str, effects: &mut Effects) {
         let held_by_owner =
             |lease: &Option<Lease>| lease.as_ref().is_some_and(|l| l.owner == owner);
+        let mut calls = Vec::new();
         for instance in self.instances.values_mut() {
             if held_by_owner(&instance.lease) {
                 instance.lease = None;
+                calls.extend(std::mem::take(&mut instance.calls).into_values());
             }
         }
+        self.enqueue_calls(calls, None);
         for message in self.messages.values_mut() {
             if held_by_owner(&message.lease) {
                 message.lease = None;
@@ -1108,6 +1136,59 @@ impl State {
             }
         }
         effects.work = true;
+    }
+
+    /// Turns calls kept in memory into work items: leased by `lease` (the worker keeping them
+    /// asked), or unclaimed and counted as one attempt more (their worker let them go).
+    /// Returns their ids.
+    fn enqueue_calls(
+        &mut self,
+        calls: impl IntoIterator<Item = WorkItem>,
+        lease: Option<DateTime<Utc>>,
+    ) -> Vec<i64> {
+        calls
+            .into_iter()
+            .map(|mut item| {
+                item.lease_until = lease.map(truncate_millis);
+                self.last_item_id += 1;
+                self.items.insert(self.last_item_id, item);
+                self.last_item_id
+            })
+            .collect()
+    }
+
+    /// Makes work items, leased to `owner`, of the calls it keeps in memory that are still
+    /// recorded on instances it holds.
+    fn persist_calls(
+        &mut self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Vec<Option<i64>> {
+        calls
+            .iter()
+            .map(|call| {
+                let instance = self.instances.get_mut(&call.instance_id)?;
+                if instance.lease.as_ref().is_none_or(|l| l.owner != owner) {
+                    return None;
+                }
+                let item = instance.calls.remove(&call.seq)?;
+                self.enqueue_calls([item], Some(lease_until)).pop()
+            })
+            .collect()
+    }
+
+    /// Makes claimable work items of the calls kept in memory on instances whose lease
+    /// lapsed (or that nobody holds).
+    fn recover_calls(&mut self, now: DateTime<Utc>, effects: &mut Effects) -> u64 {
+        let mut calls = Vec::new();
+        for instance in self.instances.values_mut() {
+            if !instance.calls.is_empty() && instance.lease.as_ref().is_none_or(|l| l.until < now) {
+                calls.extend(std::mem::take(&mut instance.calls).into_values());
+            }
+        }
+        effects.work |= !calls.is_empty();
+        self.enqueue_calls(calls, None).len() as u64
     }
 
     /// Gives `owner`'s claimed messages back, visible again from `visible_at`.
@@ -1180,12 +1261,28 @@ impl State {
                     && m.lease.is_none())
             });
         }
-        if !turn.cancelled_activities.is_empty() {
+        // Calls that ended (cancelled, or their results consumed): their records go, and
+        // any work item made of one.
+        let ended: Vec<u64> = turn
+            .cancelled_activities
+            .iter()
+            .chain(&turn.finished_calls)
+            .copied()
+            .collect();
+        if !ended.is_empty() {
             self.items.retain(|_, item| {
                 item.instance_id != instance_id
                     || item.execution != turn.execution
-                    || !turn.cancelled_activities.contains(&item.seq)
+                    || !ended.contains(&item.seq)
             });
+        }
+        if let Some(instance) = self.instances.get_mut(instance_id) {
+            if terminal || turn.reset_history {
+                instance.calls.clear();
+            }
+            for seq in &ended {
+                instance.calls.remove(seq);
+            }
         }
 
         // New work: activities (claimed by the turn's worker, which runs them), children,
@@ -1194,7 +1291,7 @@ impl State {
             .activities
             .iter()
             .map(|activity| {
-                self.last_item_id += 1;
+                let in_memory = activity.in_memory && activity.run_here;
                 let item = WorkItem {
                     instance_id: turn.instance_id.clone(),
                     seq: activity.seq,
@@ -1202,7 +1299,8 @@ impl State {
                     input: activity.input.clone(),
                     execution: turn.execution,
                     // An unclaimed item's first claim makes it its first attempt.
-                    attempt: activity.attempt.max(1) - 1 + u32::from(activity.run_here),
+                    attempt: activity.attempt.max(1) - 1
+                        + u32::from(activity.run_here || in_memory),
                     holder: turn.owner.clone(),
                     lease_until: activity.run_here.then(|| truncate_millis(turn.lease_until)),
                     timeouts: activity.timeouts,
@@ -1212,6 +1310,13 @@ impl State {
                     flow_key: activity.flow_key.clone(),
                     priority: activity.priority,
                 };
+                if in_memory {
+                    if let Some(instance) = self.instances.get_mut(instance_id) {
+                        instance.calls.insert(activity.seq, item);
+                    }
+                    return 0;
+                }
+                self.last_item_id += 1;
                 self.items.insert(self.last_item_id, item);
                 effects.work |= !activity.run_here;
                 self.last_item_id
@@ -1534,7 +1639,8 @@ impl State {
             })
             .filter(|(_, count)| *count > 0)
             .collect();
-        StoreStats::new(ready, delayed, self.items.len() as u64, instances)
+        let calls: usize = self.instances.values().map(|i| i.calls.len()).sum();
+        StoreStats::new(ready, delayed, (self.items.len() + calls) as u64, instances)
     }
 }
 
@@ -1608,6 +1714,7 @@ mod tests {
             }],
             consumed,
             completed_activities: Vec::new(),
+            finished_calls: Vec::new(),
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
             cancelled_timers: Vec::new(),
@@ -1707,6 +1814,7 @@ mod tests {
             deadline: None,
             heartbeat: None,
             run_here: true,
+            in_memory: false,
             flow_key: None,
             priority: 0,
             attempt: 1,
