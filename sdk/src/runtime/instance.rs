@@ -395,7 +395,12 @@ impl InstanceActor {
                 }
                 None => {
                     activity.run_here = shared.registry.get_activity(&activity.name).is_ok();
-                    activity.in_memory = activity.run_here && shared.store.keeps_calls_in_memory();
+                    // Calls kept in memory (`Store::keeps_calls_in_memory`) stay off until
+                    // the runtime side is fixed: a review found results of an execution that
+                    // continued as new can end the next execution's record of the same seq,
+                    // an unload racing a turn can strand a call, and persisted calls are never
+                    // taken off `memory_calls` (docs/architecture.md, "Calls kept in memory").
+                    activity.in_memory = false;
                 }
             }
         }
