@@ -318,6 +318,12 @@ impl AttemptControl {
         lock(&self.details).0.clone()
     }
 
+    /// Whether a heartbeat's details are waiting to be stored.
+    pub(crate) fn has_unsaved(&self) -> bool {
+        let details = lock(&self.details);
+        !details.1 && details.0.is_some()
+    }
+
     /// The details of a heartbeat not stored yet, marking them stored.
     pub(crate) fn take_unsaved(&self) -> Option<Payload> {
         let mut details = lock(&self.details);

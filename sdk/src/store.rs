@@ -497,12 +497,14 @@ pub struct ActivityCompletion {
     pub lease_until: DateTime<Utc>,
 }
 
-/// A call an instance keeps in memory ([`NewActivity::in_memory`]), by its instance and
-/// sequence number.
+/// A call an instance keeps in memory ([`NewActivity::in_memory`]), by its instance,
+/// execution and sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemoryCall {
     /// The calling instance.
     pub instance_id: String,
+    /// The execution that made the call (a later execution may use its seq again).
+    pub execution: u32,
     /// The call's sequence number.
     pub seq: u64,
 }
@@ -719,8 +721,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Turns the calls kept in memory of instances whose lease lapsed (the worker running
-    /// them died or stalled) into work items any worker may claim, counted as one attempt
-    /// more (the lost worker may have started them). Returns how many. Releasing an instance
+    /// them died or stalled), or that another worker holds now (it took a lapsed lease over),
+    /// into work items any worker may claim, counted as one attempt more (the lost worker may
+    /// have started them). Returns how many. Releasing an instance
     /// ([`release_instance`](Self::release_instance), [`unregister_worker`](Self::unregister_worker))
     /// does the same for its calls at once. The default recovers nothing.
     async fn recover_calls(&self) -> Result<u64, Error> {

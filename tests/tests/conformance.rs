@@ -510,7 +510,7 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     if !store.keeps_calls_in_memory() {
         return;
     }
-    let short = now() + duractor::chrono::Duration::milliseconds(400);
+    let short = short_lease();
     start_keeping(store, "m", "w1", short, &[0, 1, 2]).await;
     assert!(store.list_activities("m").await.unwrap().is_empty());
     if let Some(stats) = store.stats().await.unwrap() {
@@ -530,13 +530,21 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     // A long call gets a work item leased to its worker, once; nobody else can ask.
     let call = |seq| MemoryCall {
         instance_id: "m".into(),
+        execution: 0,
         seq,
     };
+    let of_another_execution = MemoryCall {
+        execution: 1,
+        ..call(1)
+    };
     let ids = store
-        .persist_calls("w1", &[call(1), call(9)], lease())
+        .persist_calls("w1", &[of_another_execution, call(1), call(9)], lease())
         .await
         .unwrap();
-    assert!(ids[0].is_some() && ids[1].is_none(), "{ids:?}");
+    assert!(
+        ids[0].is_none() && ids[1].is_some() && ids[2].is_none(),
+        "only a call recorded for that execution: {ids:?}"
+    );
     assert_eq!(
         store
             .persist_calls("w1", &[call(1)], lease())
@@ -595,9 +603,35 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
         .unwrap();
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("s", 3));
+    // A worker that takes a lapsed instance over does not inherit the calls its old holder
+    // kept: they are recovered although the instance's lease is live again.
+    start_keeping(store, "t", "w1", short_lease(), &[7]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let go = Event::EventRaised {
+        name: "go".into(),
+        data: Payload::null(),
+    };
+    store.enqueue("t", go, None).await.unwrap();
+    let taken = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        store.recover_calls().await.unwrap(),
+        1,
+        "the old holder's call is lost"
+    );
+    let items = store
+        .claim_activities("w3", &names(), &[], 10, lease())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("t", 7));
     if let Some(stats) = store.stats().await.unwrap() {
-        assert_eq!(stats.activity_items, 3, "only work items are left");
+        assert_eq!(stats.activity_items, 4, "only work items are left");
     }
+}
+
+fn short_lease() -> DateTime<Utc> {
+    now() + duractor::chrono::Duration::milliseconds(400)
 }
 
 async fn renewals_keep_only_what_a_worker_holds(b: &Backend) {

@@ -240,11 +240,12 @@ fn kept_in_memory(activity: &NewActivity) -> bool {
     activity.in_memory && activity.run_here
 }
 
-/// A call kept in memory as the instance row records it: what its work item gets if one is
-/// made of it (`attempt` is the attempt number of its in-memory delivery; the stores'
-/// `attempt` column counts it the same way).
-fn call_record(activity: &NewActivity, execution: u32) -> serde_json::Value {
+/// A call kept in memory as the instance row records it: the worker keeping it, and what its
+/// work item gets if one is made of it (`attempt` is the attempt number of its in-memory
+/// delivery; the stores' `attempt` column counts it the same way).
+fn call_record(activity: &NewActivity, owner: &str, execution: u32) -> serde_json::Value {
     serde_json::json!({
+        "owner": owner,
         "execution": execution,
         "name": activity.name,
         "input": activity.input.as_str(),
@@ -605,7 +606,7 @@ impl Plan {
             if kept_in_memory(activity) {
                 calls.insert(
                     activity.seq.to_string(),
-                    call_record(activity, turn.execution),
+                    call_record(activity, &turn.owner, turn.execution),
                 );
                 activity_ids.push(0);
                 continue;

@@ -791,14 +791,11 @@ impl BatchExecutor for Writer {
                     reply.set(Ok(ids));
                 }
                 Op::Recover { reply } => {
-                    let recovered = sqlx::query(sqlx::AssertSqlSafe(let_go_calls(
-                        "locked_by IS NOT NULL AND locked_until < $1",
-                        " SKIP LOCKED",
-                    )))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    let recovered = sqlx::query(RECOVER_CALLS)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     plan.effects.work |= recovered > 0;
                     reply.set(Ok(recovered));
                 }
@@ -1075,7 +1072,6 @@ async fn write(
         for (instance_id, owner) in &plan.releases {
             sqlx::query(sqlx::AssertSqlSafe(let_go_calls(
                 "instance_id = $1 AND locked_by = $2",
-                "",
             )))
             .bind(instance_id)
             .bind(owner)
@@ -1083,7 +1079,7 @@ async fn write(
             .await?;
         }
         for owner in &plan.release_all {
-            sqlx::query(sqlx::AssertSqlSafe(let_go_calls("locked_by = $1", "")))
+            sqlx::query(sqlx::AssertSqlSafe(let_go_calls("locked_by = $1")))
                 .bind(owner)
                 .execute(&mut **tx)
                 .await?;
@@ -1113,13 +1109,12 @@ async fn write(
 }
 
 /// The statement making work items, for anyone, of the calls kept in memory on the
-/// instances `condition` picks (locked first, `lock` after `FOR UPDATE`), which then no
-/// longer record them; it affects one row per call. A call's `attempt` is its in-memory
+/// instances `condition` picks (locked first), which then no longer record them. A call's `attempt` is its in-memory
 /// delivery's: the next claim adds one (the lost delivery may have started).
-fn let_go_calls(condition: &str, lock: &str) -> String {
+fn let_go_calls(condition: &str) -> String {
     format!(
         "WITH o AS (SELECT instance_id, calls FROM instances \
-                    WHERE calls IS NOT NULL AND {condition} FOR UPDATE{lock}), \
+                    WHERE calls IS NOT NULL AND {condition} FOR UPDATE), \
               u AS (UPDATE instances i SET calls = NULL FROM o WHERE i.instance_id = o.instance_id) \
          INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, \
                                      timeouts, heartbeat, priority) \
@@ -1129,6 +1124,29 @@ fn let_go_calls(condition: &str, lock: &str) -> String {
          FROM o, jsonb_each(o.calls) AS c"
     )
 }
+
+/// Turns lost calls kept in memory into work items for anyone (binds: now): the calls of
+/// instances whose lease lapsed, and those kept by a worker that no longer holds their
+/// instance (another took the lapsed lease over). Rows another transaction holds are left for
+/// the next sweep. Affects one row per call.
+const RECOVER_CALLS: &str = "\
+    WITH o AS (SELECT instance_id, calls, locked_by, locked_until FROM instances \
+               WHERE calls IS NOT NULL AND locked_by IS NOT NULL \
+                 AND (locked_until < $1 OR EXISTS (SELECT 1 FROM jsonb_each(calls) AS c \
+                                                   WHERE c.value->>'owner' IS DISTINCT FROM locked_by)) \
+               FOR UPDATE SKIP LOCKED), \
+         lost AS (SELECT o.instance_id, c.key, c.value FROM o, jsonb_each(o.calls) AS c \
+                  WHERE o.locked_until < $1 OR c.value->>'owner' IS DISTINCT FROM o.locked_by), \
+         u AS (UPDATE instances i SET calls = \
+                 (SELECT jsonb_object_agg(c.key, c.value) FROM jsonb_each(o.calls) AS c \
+                  WHERE NOT (o.locked_until < $1 OR c.value->>'owner' IS DISTINCT FROM o.locked_by)) \
+               FROM o WHERE i.instance_id = o.instance_id) \
+    INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, \
+                                timeouts, heartbeat, priority) \
+    SELECT lost.instance_id, lost.key::bigint, lost.value->>'name', lost.value->>'input', \
+           (lost.value->>'execution')::bigint, (lost.value->>'attempt')::bigint, lost.value->>'bounds', \
+           lost.value->>'heartbeat', COALESCE((lost.value->>'priority')::integer, 0) \
+    FROM lost";
 
 /// Makes work items, leased to `owner` until `lease_until`, of the calls it keeps in memory
 /// that are still recorded on instances it holds; `None` for the others.
@@ -1140,7 +1158,9 @@ async fn persist_calls(
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     const SQL: &str = "\
         WITH o AS (SELECT instance_id, calls -> $3::text AS call FROM instances \
-                   WHERE instance_id = $2 AND locked_by = $1 AND calls ? $3::text FOR UPDATE), \
+                   WHERE instance_id = $2 AND locked_by = $1 AND calls ? $3::text \
+                     AND (calls -> $3::text ->> 'execution')::bigint = $5 \
+                     AND calls -> $3::text ->> 'owner' = $1 FOR UPDATE), \
              u AS (UPDATE instances i SET calls = nullif(i.calls - $3::text, '{}'::jsonb) \
                    FROM o WHERE i.instance_id = o.instance_id) \
         INSERT INTO activity_queue (instance_id, seq, name, input, execution, attempt, locked_by, \
@@ -1156,6 +1176,7 @@ async fn persist_calls(
             .bind(&call.instance_id)
             .bind(call.seq.to_string())
             .bind(lease_until)
+            .bind(i64::from(call.execution))
             .fetch_optional(&mut **tx)
             .await?;
         ids.push(id);

@@ -235,8 +235,14 @@ impl BatchExecutor for Writer {
                     reply.set(Ok(ids));
                 }
                 Op::Recover { reply } => {
-                    const LAPSED: &str = "i.locked_by IS NOT NULL AND i.locked_until < ?1";
-                    let insert = calls_to_items(LAPSED, "NULL, NULL");
+                    // A call is lost when its instance's lease lapsed, or another worker
+                    // holds the instance now (it took the lapsed lease over).
+                    const LOST: &str =
+                        "(i.locked_until < ?1 OR c.value->>'owner' IS NOT i.locked_by)";
+                    let insert = calls_to_items(
+                        &format!("i.locked_by IS NOT NULL AND {LOST}"),
+                        "NULL, NULL",
+                    );
                     let recovered = sqlx::query(sqlx::AssertSqlSafe(insert))
                         .bind(now)
                         .execute(&mut self.conn)
@@ -244,7 +250,11 @@ impl BatchExecutor for Writer {
                         .rows_affected();
                     if recovered > 0 {
                         sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "UPDATE instances AS i SET calls = NULL WHERE calls IS NOT NULL AND {LAPSED}"
+                            "UPDATE instances AS i SET calls = \
+                               (SELECT nullif(json_group_object(c.key, json(c.value)), '{{}}') \
+                                FROM json_each(i.calls) AS c WHERE NOT {LOST}) \
+                             WHERE i.calls IS NOT NULL AND i.locked_by IS NOT NULL \
+                               AND EXISTS (SELECT 1 FROM json_each(i.calls) AS c WHERE {LOST})"
                         )))
                         .bind(now)
                         .execute(&mut self.conn)
@@ -606,7 +616,8 @@ impl Writer {
         let insert = format!(
             "{} RETURNING id",
             calls_to_items(
-                "i.instance_id = ?3 AND i.locked_by = ?1 AND c.key = ?4",
+                "i.instance_id = ?3 AND i.locked_by = ?1 AND c.key = ?4 \
+                 AND c.value->>'execution' = ?5 AND c.value->>'owner' = ?1",
                 "?1, ?2"
             )
         );
@@ -618,6 +629,7 @@ impl Writer {
                 .bind(lease_until)
                 .bind(&call.instance_id)
                 .bind(&seq)
+                .bind(call.execution)
                 .fetch_optional(&mut self.conn)
                 .await?;
             if id.is_some() {

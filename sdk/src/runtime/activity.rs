@@ -128,6 +128,7 @@ impl ActivityWorker {
                 item_id,
                 Attempt {
                     instance_id: item.instance_id.clone(),
+                    execution: item.execution,
                     seq: item.seq,
                     control: control.clone(),
                     memory: match &origin {
@@ -200,41 +201,72 @@ impl ActivityWorker {
 
     /// Stores the latest heartbeats of running attempts and tells those whose work items are
     /// gone (their call cancelled, their orchestration ended, taken over elsewhere) to stop.
+    /// First, calls kept in memory that heartbeat or have run for a sync period get work
+    /// items leased to this worker (so their heartbeats are stored in this same sync, a
+    /// cancellation by another process is noticed and they are listed, as every work item's);
+    /// a call whose record is gone (its instance was recovered elsewhere) is told to stop.
     fn sync(&mut self, ctx: &mut Context<Self>) {
         if self.syncing || self.attempts.is_empty() {
             return;
         }
-        self.persist_long_calls(ctx);
-        let heartbeats: Vec<ActivityHeartbeat> = self
-            .attempts
-            .iter()
-            .filter_map(|(key, attempt)| {
-                let item_id = attempt.item_id(*key)?;
-                attempt
-                    .control
-                    .take_unsaved()
-                    .map(|details| ActivityHeartbeat { item_id, details })
-            })
-            .collect();
-        let running: Vec<i64> = self
-            .attempts
-            .iter()
-            .filter_map(|(key, attempt)| attempt.item_id(*key))
-            .collect();
-        if running.is_empty() {
-            return;
+        let period = self.shared.options.activity_sync_interval;
+        let mut persist: Vec<(MemoryCall, Arc<MemoryItem>, Arc<AttemptControl>)> = Vec::new();
+        for attempt in self.attempts.values() {
+            let Some(call) = &attempt.memory else {
+                continue;
+            };
+            let due = attempt.control.has_unsaved() || attempt.started.elapsed() >= period;
+            if due && !call.persisting.swap(true, Ordering::Relaxed) {
+                let id = MemoryCall {
+                    instance_id: attempt.instance_id.clone(),
+                    execution: attempt.execution,
+                    seq: attempt.seq,
+                };
+                persist.push((id, call.clone(), attempt.control.clone()));
+            }
         }
+        let tracked: Vec<(i64, Option<Arc<MemoryItem>>, Arc<AttemptControl>)> = self
+            .attempts
+            .iter()
+            .map(|(key, attempt)| (*key, attempt.memory.clone(), attempt.control.clone()))
+            .collect();
         self.syncing = true;
         let shared = self.shared.clone();
         let sync = async move {
+            persist_calls(&shared, &persist).await;
+            // The running work items, with their attempts' controls.
+            let running: Vec<(i64, Arc<AttemptControl>)> = tracked
+                .into_iter()
+                .filter_map(|(key, memory, control)| {
+                    let item_id = match memory {
+                        Some(call) => call.item_id()?,
+                        None => key,
+                    };
+                    Some((item_id, control))
+                })
+                .collect();
+            let heartbeats: Vec<ActivityHeartbeat> = running
+                .iter()
+                .filter_map(|(item_id, control)| {
+                    control.take_unsaved().map(|details| ActivityHeartbeat {
+                        item_id: *item_id,
+                        details,
+                    })
+                })
+                .collect();
+            if running.is_empty() {
+                return (Ok(Vec::new()), heartbeats, running);
+            }
+            let ids: Vec<i64> = running.iter().map(|(id, _)| *id).collect();
             let result = shared
                 .store
-                .sync_activities(&shared.owner, &heartbeats, &running, shared.now())
+                .sync_activities(&shared.owner, &heartbeats, &ids, shared.now())
                 .await;
-            (result, heartbeats)
+            (result, heartbeats, running)
         };
-        ctx.spawn(sync.into_actor(self).map(|(result, heartbeats), act, _| {
+        ctx.spawn(sync.into_actor(self).map(|(result, heartbeats, running), act, _| {
             act.syncing = false;
+            let control_of = |id: i64| running.iter().find(|(item_id, _)| *item_id == id);
             match result {
                 Ok(gone) => {
                     act.shared
@@ -242,90 +274,22 @@ impl ActivityWorker {
                         .activity_heartbeats
                         .fetch_add(heartbeats.len() as u64, Ordering::Relaxed);
                     for id in gone {
-                        let gone = act
-                            .attempts
-                            .iter()
-                            .find(|(key, attempt)| attempt.item_id(**key) == Some(id));
-                        if let Some((_, attempt)) = gone {
-                            tracing::debug!(instance_id = %attempt.instance_id, seq = attempt.seq, "the work item of a running activity is gone: telling it to stop");
-                            attempt.control.cancel(CancelReason::Cancelled);
+                        if let Some((_, control)) = control_of(id) {
+                            tracing::debug!(item_id = id, "the work item of a running activity is gone: telling it to stop");
+                            control.cancel(CancelReason::Cancelled);
                         }
                     }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "storing activity heartbeats failed; will retry");
                     for beat in &heartbeats {
-                        let beating = act
-                            .attempts
-                            .iter()
-                            .find(|(key, attempt)| attempt.item_id(**key) == Some(beat.item_id));
-                        if let Some((_, attempt)) = beating {
-                            attempt.control.unsaved_again(&beat.details);
+                        if let Some((_, control)) = control_of(beat.item_id) {
+                            control.unsaved_again(&beat.details);
                         }
                     }
                 }
             }
         }));
-    }
-
-    /// Gives the calls kept in memory that have run for a sync period work items (leased to
-    /// this worker): from then on their heartbeats are stored, their cancellation by another
-    /// process is noticed and they are listed, as every work item's. A call whose record is
-    /// gone (its instance was taken over) is told to stop.
-    fn persist_long_calls(&mut self, ctx: &mut Context<Self>) {
-        let period = self.shared.options.activity_sync_interval;
-        let long: Vec<(MemoryCall, Arc<MemoryItem>, Arc<AttemptControl>)> = self
-            .attempts
-            .values()
-            .filter(|attempt| attempt.started.elapsed() >= period)
-            .filter_map(|attempt| {
-                let call = attempt.memory.as_ref()?;
-                (!call.persisting.swap(true, Ordering::Relaxed)).then(|| {
-                    (
-                        MemoryCall {
-                            instance_id: attempt.instance_id.clone(),
-                            seq: attempt.seq,
-                        },
-                        call.clone(),
-                        attempt.control.clone(),
-                    )
-                })
-            })
-            .collect();
-        if long.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        let persist = async move {
-            let mut locks = Vec::with_capacity(long.len());
-            for (_, call, _) in &long {
-                locks.push(call.item_id.lock().await);
-            }
-            let calls: Vec<MemoryCall> = long.iter().map(|(call, _, _)| call.clone()).collect();
-            let lease_until = shared.lease_until();
-            match shared
-                .store
-                .persist_calls(&shared.owner, &calls, lease_until)
-                .await
-            {
-                Ok(ids) => {
-                    for ((lock, id), (call, _, control)) in locks.iter_mut().zip(ids).zip(&long) {
-                        **lock = id;
-                        if id.is_none() {
-                            tracing::debug!(instance_id = %call.instance_id, seq = call.seq, "the record of a call kept in memory is gone: telling it to stop");
-                            control.cancel(CancelReason::Cancelled);
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "giving long-running calls work items failed; will retry");
-                    for (_, call, _) in &long {
-                        call.persisting.store(false, Ordering::Relaxed);
-                    }
-                }
-            }
-        };
-        ctx.spawn(persist.into_actor(self));
     }
 
     /// Turns the calls kept in memory of instances whose lease lapsed (their worker died)
@@ -407,9 +371,50 @@ impl ActivityWorker {
     }
 }
 
+/// Gives calls kept in memory work items leased to this worker (see
+/// [`ActivityWorker::sync`]): each call's lock is held until its answer is in, so its result
+/// waits for it; a call whose record is gone is told to stop; after a failure they are tried
+/// again at the next sync.
+async fn persist_calls(
+    shared: &Shared,
+    calls: &[(MemoryCall, Arc<MemoryItem>, Arc<AttemptControl>)],
+) {
+    if calls.is_empty() {
+        return;
+    }
+    let mut locks = Vec::with_capacity(calls.len());
+    for (_, item, _) in calls {
+        locks.push(item.item_id.lock().await);
+    }
+    let ids: Vec<MemoryCall> = calls.iter().map(|(call, _, _)| call.clone()).collect();
+    let lease_until = shared.lease_until();
+    match shared
+        .store
+        .persist_calls(&shared.owner, &ids, lease_until)
+        .await
+    {
+        Ok(persisted) => {
+            for ((lock, id), (call, _, control)) in locks.iter_mut().zip(persisted).zip(calls) {
+                **lock = id;
+                if id.is_none() {
+                    tracing::debug!(instance_id = %call.instance_id, seq = call.seq, "the record of a call kept in memory is gone: telling it to stop");
+                    control.cancel(CancelReason::Cancelled);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "giving long-running calls work items failed; will retry");
+            for (_, item, _) in calls {
+                item.persisting.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// What the worker keeps of a running attempt.
 struct Attempt {
     instance_id: String,
+    execution: u32,
     seq: u64,
     control: Arc<AttemptControl>,
     /// For a call kept in memory: its work item, once it has one.

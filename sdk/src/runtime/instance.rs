@@ -395,22 +395,22 @@ impl InstanceActor {
                 }
                 None => {
                     activity.run_here = shared.registry.get_activity(&activity.name).is_ok();
-                    // Calls kept in memory (`Store::keeps_calls_in_memory`) stay off until
-                    // the runtime side is fixed: a review found results of an execution that
-                    // continued as new can end the next execution's record of the same seq,
-                    // an unload racing a turn can strand a call, and persisted calls are never
-                    // taken off `memory_calls` (docs/architecture.md, "Calls kept in memory").
-                    activity.in_memory = false;
+                    activity.in_memory = activity.run_here && shared.store.keeps_calls_in_memory();
                 }
             }
         }
-        // Results of calls kept in memory that this turn consumes, and calls it cancels, are
-        // no longer awaited.
-        for seq in commit
-            .finished_calls
-            .iter()
-            .chain(&commit.cancelled_activities)
-        {
+        // Calls of this execution whose results the turn consumes (in memory, or as queue
+        // messages when a work item was made of them), and calls it cancels, are no longer
+        // awaited.
+        let results = messages.iter().filter_map(|m| match m.event() {
+            Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. }
+                if m.execution() == Some(execution) =>
+            {
+                Some(seq)
+            }
+            _ => None,
+        });
+        for seq in results.chain(&commit.cancelled_activities) {
             self.res.memory_calls.remove(seq);
         }
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
@@ -478,7 +478,13 @@ impl InstanceActor {
                     act.dispatch(committed.activity_ids, activities, execution, timer_due);
                     // Running attempts of calls the turn cancelled, or of an execution that
                     // ended, are told to stop at once (their work items are gone).
-                    let seqs = if finishes { None } else { Some(cancelled) };
+                    // Continuing as new ends the execution's calls too: their records went
+                    // with it, and a late result of one would only be dropped.
+                    let seqs = if finishes || continued {
+                        None
+                    } else {
+                        Some(cancelled)
+                    };
                     if seqs.as_ref().is_none_or(|seqs| !seqs.is_empty()) {
                         act.worker.cancel.do_send(CancelActivities {
                             instance_id: act.res.instance_id.to_string(),

@@ -56,6 +56,9 @@ struct Situation {
     unload_requested: bool,
     /// Messages are held back (suspended, locked).
     held: bool,
+    /// Calls this worker keeps in memory for it are running: it stays loaded for their
+    /// results (unless an unload was requested: see [`Residency::memory_calls`]).
+    calls: bool,
     /// `idle_unload_after` is zero.
     unload_at_once: bool,
 }
@@ -71,7 +74,7 @@ impl Situation {
             // a message it routes meanwhile (a start that replaces the ended instance) is
             // sent to a stopped actor and lost. Unloading, it queues them for a new one.
             Next::AskToUnload
-        } else if self.held {
+        } else if self.held || self.calls {
             Next::Stay
         } else if self.unload_at_once {
             Next::AskToUnload
@@ -101,8 +104,11 @@ pub(super) struct Residency {
     give_up_requested: bool,
     /// Calls this worker runs for the instance without a work item
     /// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)), by `seq`: while
-    /// there are some, the instance stays loaded (held), so their record never stays on the
-    /// row of an instance nobody holds.
+    /// there are some, the instance stays loaded instead of waiting to be unloaded when idle.
+    /// An unload already requested (the idle timer fired as a turn that keeps a call began)
+    /// still stops it: releasing the instance turns the calls into work items, which may run
+    /// a second time beside the attempts still running here (at least once; the first result
+    /// committed wins).
     pub(super) memory_calls: HashSet<u64>,
 }
 
@@ -140,7 +146,8 @@ impl Residency {
             work: !self.pending.is_empty() || more_work,
             finished,
             unload_requested: self.unload_requested,
-            held: !self.deferred.is_empty() || !self.memory_calls.is_empty(),
+            held: !self.deferred.is_empty(),
+            calls: !self.memory_calls.is_empty(),
             unload_at_once: self.shared.options.idle_unload_after.is_zero(),
         }
         .next()
@@ -441,6 +448,7 @@ mod tests {
             finished: true,
             unload_requested: true,
             held: true,
+            calls: true,
             unload_at_once: true,
         };
         assert_eq!(
@@ -486,6 +494,26 @@ mod tests {
             ..idle
         };
         assert_eq!(held.next(), Next::Stay);
+        let calls = Situation {
+            calls: true,
+            unload_at_once: true,
+            ..idle
+        };
+        assert_eq!(
+            calls.next(),
+            Next::Stay,
+            "calls kept in memory keep an idle instance loaded for their results"
+        );
+        let calls_unloading = Situation {
+            calls: true,
+            unload_requested: true,
+            ..idle
+        };
+        assert_eq!(
+            calls_unloading.next(),
+            Next::Stop,
+            "but do not keep it once an unload was requested (the dispatcher queues its messages)"
+        );
     }
 
     fn queued(id: i64) -> Inbound {

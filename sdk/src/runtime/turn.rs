@@ -323,14 +323,17 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                     Inbound::Queued(_) => None,
                 })
                 .collect(),
+            // A late result of an execution that ended (continued as new) names a seq the
+            // new execution may use again: only this execution's calls end here.
             finished_calls: messages
                 .iter()
                 .filter_map(|m| match m {
                     Inbound::Local {
                         item_id: None,
+                        execution: of,
                         event: Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. },
                         ..
-                    } => Some(*seq),
+                    } if *of == execution => Some(*seq),
                     _ => None,
                 })
                 .collect(),
@@ -628,7 +631,20 @@ mod tests {
         );
         let plan = plan(
             out,
-            &[queued(11, raised()), local(Some(21), 0), local(None, 2)],
+            &[
+                queued(11, raised()),
+                local(Some(21), 0),
+                local(None, 2),
+                Inbound::Local {
+                    item_id: None,
+                    instance_id: "order-1".into(),
+                    execution: 1,
+                    event: Event::TaskCompleted {
+                        seq: 5,
+                        output: json(1),
+                    },
+                },
+            ],
             Extra::default(),
             facts(),
         );
@@ -646,7 +662,7 @@ mod tests {
         assert_eq!(
             commit.finished_calls,
             [2],
-            "results of calls kept in memory end their record by seq"
+            "results of calls kept in memory end their record by seq, only this execution's"
         );
         assert_eq!(commit.status, Some(RuntimeStatus::Running));
         assert_eq!(commit.activities.len(), 1);

@@ -1172,6 +1172,10 @@ impl State {
                 if instance.lease.as_ref().is_none_or(|l| l.owner != owner) {
                     return None;
                 }
+                let kept = instance.calls.get(&call.seq)?;
+                if kept.execution != call.execution || kept.holder != owner {
+                    return None;
+                }
                 let item = instance.calls.remove(&call.seq)?;
                 self.enqueue_calls([item], Some(lease_until)).pop()
             })
@@ -1179,13 +1183,22 @@ impl State {
     }
 
     /// Makes claimable work items of the calls kept in memory on instances whose lease
-    /// lapsed (or that nobody holds).
+    /// lapsed (or that nobody holds), and of those kept by a worker that no longer holds
+    /// their instance (another took the lapsed lease over).
     fn recover_calls(&mut self, now: DateTime<Utc>, effects: &mut Effects) -> u64 {
         let mut calls = Vec::new();
         for instance in self.instances.values_mut() {
-            if !instance.calls.is_empty() && instance.lease.as_ref().is_none_or(|l| l.until < now) {
-                calls.extend(std::mem::take(&mut instance.calls).into_values());
-            }
+            let holder = instance
+                .lease
+                .as_ref()
+                .filter(|l| l.until >= now)
+                .map(|l| l.owner.clone());
+            let (kept, lost): (BTreeMap<u64, WorkItem>, BTreeMap<u64, WorkItem>) =
+                std::mem::take(&mut instance.calls)
+                    .into_iter()
+                    .partition(|(_, call)| holder.as_deref() == Some(call.holder.as_str()));
+            instance.calls = kept;
+            calls.extend(lost.into_values());
         }
         effects.work |= !calls.is_empty();
         self.enqueue_calls(calls, None).len() as u64
