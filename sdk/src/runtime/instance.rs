@@ -395,7 +395,12 @@ impl InstanceActor {
                 }
                 None => {
                     activity.run_here = shared.registry.get_activity(&activity.name).is_ok();
-                    activity.in_memory = activity.run_here && shared.store.keeps_calls_in_memory();
+                    // Kept in memory only while the instance may stay loaded for the result:
+                    // an app that unloads after every turn (`idle_unload_after` zero) gets a
+                    // work item, as releasing the instance would make one anyway.
+                    activity.in_memory = activity.run_here
+                        && !shared.options.idle_unload_after.is_zero()
+                        && shared.store.keeps_calls_in_memory();
                 }
             }
         }

@@ -261,7 +261,10 @@ impl RuntimeBuilder {
 
     /// How long an instance with nothing to do stays loaded in memory (default 30 s). After
     /// that it is unloaded and replayed from history when it gets work again.
-    /// `Duration::ZERO` unloads after every turn (no cache; every step replays).
+    /// `Duration::ZERO` unloads after every turn (no cache; every step replays, and every
+    /// activity call gets a work item in the store instead of being kept in memory).
+    /// Otherwise an instance waiting for an activity this worker runs stays loaded until the
+    /// result arrives.
     pub fn idle_unload_after(mut self, after: Duration) -> Self {
         self.options.idle_unload_after = after;
         self
