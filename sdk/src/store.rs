@@ -245,7 +245,9 @@ pub struct NewActivity {
     /// writes no queue row. The call becomes a work item when the worker asks
     /// ([`Store::persist_calls`]: it runs long, or heartbeats), when it releases the
     /// instance, or when its lease on the instance lapses ([`Store::recover_calls`]); the
-    /// turn that consumes its result lists it in [`TurnCommit::finished_calls`].
+    /// turn that consumes its result lists it in [`TurnCommit::finished_calls`]. Ignored in
+    /// a turn that ends its execution (a terminal status, or `reset_history`): such a call
+    /// gets a work item, and the turn leaves no call on the row.
     pub in_memory: bool,
     /// The flow-control key of the call (its activity's [`FlowControl::key`](crate::flow::FlowControl::key) read from the
     /// input), for limits per key.

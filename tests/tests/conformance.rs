@@ -141,6 +141,7 @@ conformance!(
     end_to_end_orchestrations_and_entities,
     held_instances_wait_for_their_admission,
     calls_kept_in_memory_become_work_items_only_when_let_go,
+    a_turn_that_ends_its_execution_keeps_no_call_in_memory,
 );
 
 fn now() -> DateTime<Utc> {
@@ -627,6 +628,53 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("t", 7));
     if let Some(stats) = store.stats().await.unwrap() {
         assert_eq!(stats.activity_items, 4, "only work items are left");
+    }
+}
+
+/// A call scheduled by the turn that completes its instance (called, not awaited) gets a work
+/// item, and the completed instance's row keeps no call that a recovery could later turn into
+/// work for an ended instance.
+async fn a_turn_that_ends_its_execution_keeps_no_call_in_memory(b: &Backend) {
+    let store = &*b.store;
+    if !store.keeps_calls_in_memory() {
+        return;
+    }
+    start_keeping(store, "e", "w1", short_lease(), &[0]).await;
+    let output = Payload::encode(&"done").unwrap();
+    let mut done = turn(
+        "e",
+        "w1",
+        1,
+        vec![Event::ExecutionCompleted {
+            output: output.clone(),
+        }],
+        Vec::new(),
+    );
+    done.status = Some(RuntimeStatus::Completed);
+    done.output = Some(output);
+    done.activities = vec![kept(1)];
+    done.lease_until = short_lease();
+    let committed = store.commit_turn(done).await.unwrap();
+    assert_ne!(
+        committed.activity_ids,
+        [0],
+        "the ending turn's call gets a work item"
+    );
+    let items = store.list_activities("e").await.unwrap();
+    assert_eq!(
+        items.iter().map(|item| item.seq).collect::<Vec<_>>(),
+        [1],
+        "the earlier kept call went with the execution: {items:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store.recover_calls().await.unwrap(),
+        0,
+        "nothing is left on the ended instance's row"
+    );
+    store.unregister_worker("w1").await.unwrap();
+    if let Some(stats) = store.stats().await.unwrap() {
+        assert_eq!(stats.activity_items, 1, "only the work item: {stats:?}");
     }
 }
 

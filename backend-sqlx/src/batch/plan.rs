@@ -236,8 +236,15 @@ pub(crate) struct Update(
 );
 
 /// Whether a turn's new call is kept in memory ([`NewActivity::in_memory`]): no work item.
-fn kept_in_memory(activity: &NewActivity) -> bool {
-    activity.in_memory && activity.run_here
+/// Never for a turn that ends its execution (ends the instance or continues as new): no one
+/// stays loaded for such a call's result, so it gets a work item as before.
+fn kept_in_memory(turn: &TurnCommit, activity: &NewActivity) -> bool {
+    activity.in_memory && activity.run_here && !ends_execution(turn)
+}
+
+/// Whether a turn ends its execution: the instance ends, or continues as new.
+fn ends_execution(turn: &TurnCommit) -> bool {
+    turn.reset_history || turn.status.is_some_and(RuntimeStatus::is_terminal)
 }
 
 /// A call kept in memory as the instance row records it: the worker keeping it, and what its
@@ -603,7 +610,7 @@ impl Plan {
         }
         let mut activity_ids = Vec::with_capacity(turn.activities.len());
         for activity in &turn.activities {
-            if kept_in_memory(activity) {
+            if kept_in_memory(turn, activity) {
                 calls.insert(
                     activity.seq.to_string(),
                     call_record(activity, &turn.owner, turn.execution),
@@ -837,7 +844,7 @@ pub(crate) fn ids_needed(ops: &[Op]) -> (usize, usize) {
                 items += turn
                     .activities
                     .iter()
-                    .filter(|activity| !kept_in_memory(activity))
+                    .filter(|activity| !kept_in_memory(turn, activity))
                     .count();
             }
             _ => {}

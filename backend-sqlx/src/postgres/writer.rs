@@ -941,7 +941,7 @@ async fn write(
                status = 'Pending', input = excluded.input, output = NULL, failure = NULL, \
                custom_status = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at, \
                completed_at = NULL, history_len = 0, locked_by = excluded.locked_by, \
-               locked_until = excluded.locked_until",
+               locked_until = excluded.locked_until, calls = NULL",
         )
         .bind(&plan.replaced)
         .bind(json(&plan.new_instances))

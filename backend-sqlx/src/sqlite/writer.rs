@@ -509,7 +509,7 @@ impl Writer {
                     status = 'Pending', input = excluded.input, output = NULL, failure = NULL, \
                     custom_status = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at, \
                     completed_at = NULL, history_len = 0, locked_by = excluded.locked_by, \
-                    locked_until = excluded.locked_until";
+                    locked_until = excluded.locked_until, calls = NULL";
             let replaced = json(&plan.replaced);
             sqlx::query(SQL)
                 .bind(&replaced)

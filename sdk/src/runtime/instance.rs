@@ -384,6 +384,12 @@ impl InstanceActor {
             .shared
             .hold_flow_controlled(&mut commit.new_instances);
         let cancelled = commit.cancelled_activities.clone();
+        // A turn that ends the execution (completes, fails, continues as new) keeps no call in
+        // memory: no one stays loaded for its result.
+        let ends_execution = commit.reset_history
+            || commit
+                .status
+                .is_some_and(crate::store::RuntimeStatus::is_terminal);
         for activity in &mut commit.activities {
             // What this worker cannot run is left unclaimed for a worker that can; so is
             // flow-controlled work, which only a claim may start (the claim counts it).
@@ -399,6 +405,7 @@ impl InstanceActor {
                     // an app that unloads after every turn (`idle_unload_after` zero) gets a
                     // work item, as releasing the instance would make one anyway.
                     activity.in_memory = activity.run_here
+                        && !ends_execution
                         && !shared.options.idle_unload_after.is_zero()
                         && shared.store.keeps_calls_in_memory();
                 }

@@ -1238,6 +1238,7 @@ impl State {
         self.check_turn(turn, now)?;
         let instance_id = turn.instance_id.as_str();
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
+        let ends_execution = terminal || turn.reset_history;
 
         if let Some(instance) = self.instances.get_mut(instance_id) {
             if turn.reset_history {
@@ -1304,7 +1305,8 @@ impl State {
             .activities
             .iter()
             .map(|activity| {
-                let in_memory = activity.in_memory && activity.run_here;
+                // Never for a turn that ends its execution: no one waits for the result.
+                let in_memory = activity.in_memory && activity.run_here && !ends_execution;
                 let item = WorkItem {
                     instance_id: turn.instance_id.clone(),
                     seq: activity.seq,
