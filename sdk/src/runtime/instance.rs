@@ -24,6 +24,13 @@ use crate::history::Event;
 use crate::orchestration::{Executor, Outcome, TurnOutput};
 use crate::store::{ActivityCompletion, ActivityWorkItem, NewActivity};
 
+/// How many calls an instance keeps in memory at once
+/// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)); further calls get work
+/// items. A kept call saves a step its work item's insert and delete, but its record is part
+/// of the instance row every turn rewrites: a fan-out of 1,000 kept calls made each of its
+/// turns rewrite a 1,000-entry record (W2 13 % slower on SQLite).
+const MAX_CALLS_IN_MEMORY: usize = 8;
+
 pub(super) struct InstanceActor {
     res: Residency,
     worker: ToWorker,
@@ -390,6 +397,9 @@ impl InstanceActor {
             || commit
                 .status
                 .is_some_and(crate::store::RuntimeStatus::is_terminal);
+        // Room for calls kept in memory: their records live in the instance row, which every
+        // turn rewrites, so a fan-out beyond a few calls gets work items (batched anyway).
+        let mut room = MAX_CALLS_IN_MEMORY.saturating_sub(self.res.memory_calls.len());
         for activity in &mut commit.activities {
             // What this worker cannot run is left unclaimed for a worker that can; so is
             // flow-controlled work, which only a claim may start (the claim counts it).
@@ -405,9 +415,11 @@ impl InstanceActor {
                     // an app that unloads after every turn (`idle_unload_after` zero) gets a
                     // work item, as releasing the instance would make one anyway.
                     activity.in_memory = activity.run_here
+                        && room > 0
                         && !ends_execution
                         && !shared.options.idle_unload_after.is_zero()
                         && shared.store.keeps_calls_in_memory();
+                    room -= usize::from(activity.in_memory);
                 }
             }
         }
