@@ -47,9 +47,6 @@ use crate::error::{StoreError, transient_in_any_database};
 use crate::rows::{self, INSTANCE_COLUMNS, entity_status, instance_status};
 use writer::Writer;
 
-/// A pooled connection idle for at least this long is pinged before it is used.
-const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
-
 /// Options for [`PostgresStore::connect_with`].
 #[derive(Debug, Clone)]
 pub struct PostgresStoreOptions {
@@ -186,19 +183,6 @@ impl PostgresStore {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                // A connection in steady use is not pinged before each use (a round trip
-                // per claim, read or batch); one that sat idle may have been cut off (a
-                // server restart, a firewall) and is. sqlx still pings every connection
-                // given back, in the background, dropping a broken one.
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_IF_IDLE_FOR {
-                            sqlx::Connection::ping(conn).await?;
-                        }
-                        Ok(true)
-                    })
-                })
                 .connect_with(setup_connect)
                 .await
                 .map_err(|e| store_error("connecting to PostgreSQL", e))?;
