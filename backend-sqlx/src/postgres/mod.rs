@@ -47,6 +47,9 @@ use crate::error::{StoreError, transient_in_any_database};
 use crate::rows::{self, INSTANCE_COLUMNS, entity_status, instance_status};
 use writer::Writer;
 
+/// A pooled connection idle for at least this long is pinged before it is used.
+const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
+
 /// Options for [`PostgresStore::connect_with`].
 #[derive(Debug, Clone)]
 pub struct PostgresStoreOptions {
@@ -183,6 +186,19 @@ impl PostgresStore {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                // A connection in steady use is not pinged before each use (a round trip
+                // per claim, read or batch); one that sat idle may have been cut off (a
+                // server restart, a firewall) and is. sqlx still pings every connection
+                // given back, in the background, dropping a broken one.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_IF_IDLE_FOR {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(setup_connect)
                 .await
                 .map_err(|e| store_error("connecting to PostgreSQL", e))?;
@@ -259,24 +275,45 @@ impl PostgresStore {
     pub async fn drop_schema(&self) -> Result<(), Error> {
         let pool = self.inner.pool.clone();
         let schema = self.inner.options.schema.clone();
-        self.run(async move {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .execute(&pool)
-            .await
-            .map_err(|e| store_error("dropping the schema", e))?;
-            Ok(())
+        self.run(move || {
+            let pool = pool.clone();
+            let schema = schema.clone();
+            async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                )))
+                .execute(&pool)
+                .await
+                .map_err(|e| store_error("dropping the schema", e))?;
+                Ok(())
+            }
         })
         .await
     }
 
-    /// Runs a read on the store's runtime.
-    async fn run<T: Send + 'static>(
-        &self,
-        read: impl Future<Output = Result<T, Error>> + Send + 'static,
-    ) -> Result<T, Error> {
-        spawn_on(&self.inner.runtime, read).await
+    /// Runs a read on the store's runtime; again, up to [`READ_TRIES`] times in all, when
+    /// its pooled connection turns out to be gone (the server ended the session while it sat
+    /// in the pool: a restart, `pg_terminate_backend`): the next try takes another or a new
+    /// one. `read` makes each try's future.
+    async fn run<T, F, Fut>(&self, read: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        spawn_on(&self.inner.runtime, async move {
+            let mut tries = 1;
+            loop {
+                match read().await {
+                    Err(error) if tries < READ_TRIES && connection_lost(&error) => {
+                        tracing::debug!(%error, "the pooled connection was gone; reading again");
+                        tries += 1;
+                    }
+                    done => return done,
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -416,6 +453,31 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// How many times a read is tried when its pooled connection turns out to be gone: each
+/// failed try takes one dead connection out of the pool (sqlx drops it once its ping on
+/// return fails), and a pool of several may hold as many dead ones after a restart.
+const READ_TRIES: u32 = 4;
+
+/// Whether `error` says only that the connection was gone before anything ran: the server
+/// ended the session (SQLSTATE 57P01–57P03) or the socket broke.
+fn connection_lost(error: &Error) -> bool {
+    let Error::Store {
+        source: Some(source),
+        ..
+    } = error
+    else {
+        return false;
+    };
+    match source.get().downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_)) => true,
+        Some(sqlx::Error::Database(db)) => matches!(
+            db.code().as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "08006" | "08003")
+        ),
+        _ => false,
+    }
+}
+
 /// A store error from a PostgreSQL error met while doing `context`.
 fn store_error(context: &str, error: sqlx::Error) -> StoreError {
     StoreError::new(context, is_transient(&error), error)
@@ -507,19 +569,23 @@ impl Store for PostgresStore {
         let pool = self.inner.pool.clone();
         let names = names.to_vec();
         let now = crate::common::millis(self.clock().now());
-        self.run(async move {
-            let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
-                "SELECT name, flow_key, count(*) FILTER (WHERE locked_until >= $2), \
-                     count(*) FILTER (WHERE locked_until IS NULL OR locked_until < $2) \
-                 FROM activity_queue WHERE name = ANY($1) \
-                 GROUP BY name, flow_key ORDER BY name, flow_key",
-            )
-            .bind(&names)
-            .bind(now)
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| store_error("counting flow-controlled work", e))?;
-            Ok(crate::common::flow_statuses(FlowKind::Activity, rows))
+        self.run(move || {
+            let pool = pool.clone();
+            let names = names.clone();
+            async move {
+                let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                    "SELECT name, flow_key, count(*) FILTER (WHERE locked_until >= $2), \
+                         count(*) FILTER (WHERE locked_until IS NULL OR locked_until < $2) \
+                     FROM activity_queue WHERE name = ANY($1) \
+                     GROUP BY name, flow_key ORDER BY name, flow_key",
+                )
+                .bind(&names)
+                .bind(now)
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("counting flow-controlled work", e))?;
+                Ok(crate::common::flow_statuses(FlowKind::Activity, rows))
+            }
         })
         .await
     }
@@ -534,24 +600,30 @@ impl Store for PostgresStore {
         let events = self.inner.events.clone();
         let mut rules = rules.to_vec();
         rules.sort_by(|a, b| a.name.cmp(&b.name));
-        self.run(async move {
-            let failed = |e| Error::from(store_error("letting held instances run", e));
-            let mut tx = pool.begin().await.map_err(failed)?;
-            let admission = writer::admit(&mut tx, &rules, crate::common::now_ms())
-                .await
-                .map_err(failed)?;
-            if !admission.admitted.is_empty() {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(&channel)
-                    .execute(&mut *tx)
+        self.run(move || {
+            let pool = pool.clone();
+            let channel = channel.clone();
+            let events = events.clone();
+            let rules = rules.clone();
+            async move {
+                let failed = |e| Error::from(store_error("letting held instances run", e));
+                let mut tx = pool.begin().await.map_err(failed)?;
+                let admission = writer::admit(&mut tx, &rules, crate::common::now_ms())
                     .await
                     .map_err(failed)?;
+                if !admission.admitted.is_empty() {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(&channel)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(failed)?;
+                }
+                tx.commit().await.map_err(failed)?;
+                if !admission.admitted.is_empty() {
+                    events.notify_work();
+                }
+                Ok(admission)
             }
-            tx.commit().await.map_err(failed)?;
-            if !admission.admitted.is_empty() {
-                events.notify_work();
-            }
-            Ok(admission)
         })
         .await
     }
@@ -559,20 +631,24 @@ impl Store for PostgresStore {
     async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
         let pool = self.inner.pool.clone();
         let names = names.to_vec();
-        self.run(async move {
-            let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
-                "SELECT f.name, f.flow_key, count(*) FILTER (WHERE f.admitted = 1), \
-                     count(*) FILTER (WHERE f.admitted = 0) \
-                 FROM flow_instances f LEFT JOIN instances i ON i.instance_id = f.instance_id \
-                 WHERE f.name = ANY($1) \
-                   AND (f.admitted = 0 OR i.status IN ('Pending', 'Running', 'Suspended')) \
-                 GROUP BY f.name, f.flow_key ORDER BY f.name, f.flow_key",
-            )
-            .bind(&names)
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| store_error("counting flow-controlled instances", e))?;
-            Ok(crate::common::flow_statuses(FlowKind::Orchestration, rows))
+        self.run(move || {
+            let pool = pool.clone();
+            let names = names.clone();
+            async move {
+                let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+                    "SELECT f.name, f.flow_key, count(*) FILTER (WHERE f.admitted = 1), \
+                         count(*) FILTER (WHERE f.admitted = 0) \
+                     FROM flow_instances f LEFT JOIN instances i ON i.instance_id = f.instance_id \
+                     WHERE f.name = ANY($1) \
+                       AND (f.admitted = 0 OR i.status IN ('Pending', 'Running', 'Suspended')) \
+                     GROUP BY f.name, f.flow_key ORDER BY f.name, f.flow_key",
+                )
+                .bind(&names)
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("counting flow-controlled instances", e))?;
+                Ok(crate::common::flow_statuses(FlowKind::Orchestration, rows))
+            }
         })
         .await
     }
@@ -616,17 +692,21 @@ impl Store for PostgresStore {
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
         let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(async move {
-            let sql = format!(
-                "SELECT {} FROM activity_queue WHERE instance_id = $1 ORDER BY id",
-                rows::ACTIVITY_STATUS_COLUMNS
-            );
-            let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(instance_id)
-                .fetch_all(&pool)
-                .await
-                .map_err(|e| store_error("listing activity work items", e))?;
-            rows::activity_statuses(&found)
+        self.run(move || {
+            let pool = pool.clone();
+            let instance_id = instance_id.clone();
+            async move {
+                let sql = format!(
+                    "SELECT {} FROM activity_queue WHERE instance_id = $1 ORDER BY id",
+                    rows::ACTIVITY_STATUS_COLUMNS
+                );
+                let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(instance_id)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("listing activity work items", e))?;
+                rows::activity_statuses(&found)
+            }
         })
         .await
     }
@@ -658,14 +738,18 @@ impl Store for PostgresStore {
     async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
         let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(async move {
-            let rows: Vec<(String,)> =
-                sqlx::query_as("SELECT event FROM history WHERE instance_id = $1 ORDER BY idx")
-                    .bind(instance_id)
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(|e| store_error("loading history", e))?;
-            rows.iter().map(|(json,)| decode_event(json)).collect()
+        self.run(move || {
+            let pool = pool.clone();
+            let instance_id = instance_id.clone();
+            async move {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT event FROM history WHERE instance_id = $1 ORDER BY idx")
+                        .bind(instance_id)
+                        .fetch_all(&pool)
+                        .await
+                        .map_err(|e| store_error("loading history", e))?;
+                rows.iter().map(|(json,)| decode_event(json)).collect()
+            }
         })
         .await
     }
@@ -673,17 +757,21 @@ impl Store for PostgresStore {
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
         let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(async move {
-            let row = sqlx::query(
-                "SELECT instance_id, name, version, status, input, output, failure, custom_status, \
-                 created_at, updated_at, completed_at FROM instances \
-                 WHERE instance_id = $1 AND kind = 'orchestration'",
-            )
-            .bind(instance_id)
-            .fetch_optional(&pool)
-            .await
-            .map_err(|e| store_error("reading instance status", e))?;
-            row.as_ref().map(instance_status).transpose()
+        self.run(move || {
+            let pool = pool.clone();
+            let instance_id = instance_id.clone();
+            async move {
+                let row = sqlx::query(
+                    "SELECT instance_id, name, version, status, input, output, failure, custom_status, \
+                     created_at, updated_at, completed_at FROM instances \
+                     WHERE instance_id = $1 AND kind = 'orchestration'",
+                )
+                .bind(instance_id)
+                .fetch_optional(&pool)
+                .await
+                .map_err(|e| store_error("reading instance status", e))?;
+                row.as_ref().map(instance_status).transpose()
+            }
         })
         .await
     }
@@ -691,50 +779,57 @@ impl Store for PostgresStore {
     async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
         let pool = self.inner.pool.clone();
         let query = query.clone();
-        self.run(async move {
-            let statuses: Vec<String> = query
-                .statuses
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect();
-            let sql = format!(
-                "SELECT {INSTANCE_COLUMNS} FROM instances \
-                 WHERE kind = 'orchestration' \
-                   AND (cardinality($1::text[]) = 0 OR status = ANY($1)) \
-                   AND ($2::text IS NULL OR starts_with(instance_id, $2)) \
-                   AND ($3::bigint IS NULL OR created_at >= $3) \
-                   AND ($4::bigint IS NULL OR created_at < $4) \
-                   AND ($5::text IS NULL OR instance_id > $5) \
-                   AND ($7::text IS NULL OR name = $7) \
-                 ORDER BY instance_id COLLATE \"C\" LIMIT $6"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&statuses)
-                .bind(query.instance_id_prefix.as_deref())
-                .bind(query.created_from.map(millis))
-                .bind(query.created_to.map(millis))
-                .bind(query.after.as_deref())
-                .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
-                .bind(query.name.as_deref())
-                .fetch_all(&pool)
-                .await
-                .map_err(|e| store_error("listing instances", e))?;
-            rows.iter().map(instance_status).collect()
+        self.run(move || {
+            let pool = pool.clone();
+            let query = query.clone();
+            async move {
+                let statuses: Vec<String> = query
+                    .statuses
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect();
+                let sql = format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances \
+                     WHERE kind = 'orchestration' \
+                       AND (cardinality($1::text[]) = 0 OR status = ANY($1)) \
+                       AND ($2::text IS NULL OR starts_with(instance_id, $2)) \
+                       AND ($3::bigint IS NULL OR created_at >= $3) \
+                       AND ($4::bigint IS NULL OR created_at < $4) \
+                       AND ($5::text IS NULL OR instance_id > $5) \
+                       AND ($7::text IS NULL OR name = $7) \
+                     ORDER BY instance_id COLLATE \"C\" LIMIT $6"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&statuses)
+                    .bind(query.instance_id_prefix.as_deref())
+                    .bind(query.created_from.map(millis))
+                    .bind(query.created_to.map(millis))
+                    .bind(query.after.as_deref())
+                    .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+                    .bind(query.name.as_deref())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("listing instances", e))?;
+                rows.iter().map(instance_status).collect()
+            }
         })
         .await
     }
 
     async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
         let pool = self.inner.pool.clone();
-        self.run(async move {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(visible_at) FROM orch_queue WHERE locked_by IS NULL AND visible_at > $1",
-            )
-            .bind(crate::common::now_ms())
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| store_error("looking for the next timer", e))?;
-            Ok(next.map(from_millis))
+        self.run(move || {
+            let pool = pool.clone();
+            async move {
+                let next: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN(visible_at) FROM orch_queue WHERE locked_by IS NULL AND visible_at > $1",
+                )
+                .bind(crate::common::now_ms())
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| store_error("looking for the next timer", e))?;
+                Ok(next.map(from_millis))
+            }
         })
         .await
     }
@@ -742,16 +837,20 @@ impl Store for PostgresStore {
     async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
         let pool = self.inner.pool.clone();
         let instance_id = id.instance_id();
-        self.run(async move {
-            let row = sqlx::query(
-                "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
-                 WHERE instance_id = $1 AND kind = 'entity'",
-            )
-            .bind(instance_id)
-            .fetch_optional(&pool)
-            .await
-            .map_err(|e| store_error("reading an entity", e))?;
-            row.as_ref().map(entity_status).transpose()
+        self.run(move || {
+            let pool = pool.clone();
+            let instance_id = instance_id.clone();
+            async move {
+                let row = sqlx::query(
+                    "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+                     WHERE instance_id = $1 AND kind = 'entity'",
+                )
+                .bind(instance_id)
+                .fetch_optional(&pool)
+                .await
+                .map_err(|e| store_error("reading an entity", e))?;
+                row.as_ref().map(entity_status).transpose()
+            }
         })
         .await
     }
@@ -759,29 +858,33 @@ impl Store for PostgresStore {
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
         let pool = self.inner.pool.clone();
         let query = query.clone();
-        self.run(async move {
-            let prefix = query.name.as_ref().map(|name| {
-                format!("@{name}@{}", query.key_prefix.as_deref().unwrap_or_default())
-            });
-            let rows = sqlx::query(
-                "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
-                 WHERE kind = 'entity' \
-                   AND ($1::text IS NULL OR starts_with(instance_id, $1)) \
-                   AND ($2 OR entity_state IS NOT NULL) \
-                   AND ($3::text IS NULL OR instance_id > $3) \
-                   AND ($5::text IS NULL OR starts_with( \
-                        substr(instance_id, strpos(substr(instance_id, 2), '@') + 2), $5)) \
-                 ORDER BY instance_id COLLATE \"C\" LIMIT $4",
-            )
-            .bind(prefix)
-            .bind(query.include_empty)
-            .bind(query.after.as_ref().map(EntityId::instance_id))
-            .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
-            .bind(crate::common::key_prefix_of_any_name(&query))
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| store_error("listing entities", e))?;
-            rows.iter().map(entity_status).collect()
+        self.run(move || {
+            let pool = pool.clone();
+            let query = query.clone();
+            async move {
+                let prefix = query.name.as_ref().map(|name| {
+                    format!("@{name}@{}", query.key_prefix.as_deref().unwrap_or_default())
+                });
+                let rows = sqlx::query(
+                    "SELECT instance_id, entity_state, lock_owner, created_at, updated_at FROM instances \
+                     WHERE kind = 'entity' \
+                       AND ($1::text IS NULL OR starts_with(instance_id, $1)) \
+                       AND ($2 OR entity_state IS NOT NULL) \
+                       AND ($3::text IS NULL OR instance_id > $3) \
+                       AND ($5::text IS NULL OR starts_with( \
+                            substr(instance_id, strpos(substr(instance_id, 2), '@') + 2), $5)) \
+                     ORDER BY instance_id COLLATE \"C\" LIMIT $4",
+                )
+                .bind(prefix)
+                .bind(query.include_empty)
+                .bind(query.after.as_ref().map(EntityId::instance_id))
+                .bind(i64::from(query.limit.unwrap_or(100).min(10_000)))
+                .bind(crate::common::key_prefix_of_any_name(&query))
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| store_error("listing entities", e))?;
+                rows.iter().map(entity_status).collect()
+            }
         })
         .await
     }
@@ -796,15 +899,33 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
         let pool = self.inner.pool.clone();
-        self.run(async move {
-            let rows: Vec<(String, i64)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("jsonb_each")))
-                    .bind(crate::common::now_ms())
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(|e| store_error("counting queued work", e))?;
-            crate::common::stats_from_rows(rows).map(Some)
+        self.run(move || {
+            let pool = pool.clone();
+            async move {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("jsonb_each")))
+                        .bind(crate::common::now_ms())
+                        .fetch_all(&pool)
+                        .await
+                        .map_err(|e| store_error("counting queued work", e))?;
+                crate::common::stats_from_rows(rows).map(Some)
+            }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gone_connection_makes_a_read_try_again() {
+        let broken = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(connection_lost(&store_error("reading", broken).into()));
+        let bad_sql = sqlx::Error::Protocol("unexpected message".into());
+        assert!(!connection_lost(&store_error("reading", bad_sql).into()));
+        assert!(!connection_lost(&Error::store("no driver error")));
+        assert!(!connection_lost(&Error::InstanceNotFound("x".into())));
     }
 }
