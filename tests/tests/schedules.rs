@@ -197,8 +197,11 @@ async fn each_overlap_policy_with_runs_longer_than_the_interval() {
 async fn a_paused_schedule_stays_paused_across_a_restart_and_resumes() {
     let app = TestApp::start("schedule-pause").await;
     let spec = spec(&app.dir, 0);
-    let schedule =
-        Schedule::every("paused", Duration::from_secs(1)).start(ScheduledRun, spec.clone());
+    // Every run may overlap: the trigger below comes while the resumed tick's run may still
+    // be running, and under the default policy (skip) it would be skipped, as documented.
+    let schedule = Schedule::every("paused", Duration::from_secs(1))
+        .overlap(Overlap::AllowAll)
+        .start(ScheduledRun, spec.clone());
     app.client.create_schedule(&schedule).await.unwrap();
     applied(&app.client, "paused").await;
     app.client
