@@ -681,7 +681,10 @@ impl Client {
     }
 
     /// Waits until the instance is Completed, Failed or Terminated and returns its status;
-    /// [`Error::Timeout`] if it is still running after `timeout`.
+    /// [`Error::Timeout`] if it is still running after `timeout`. A store error that may
+    /// pass (`Error::Store` with `transient: true`: the database went away for a moment)
+    /// does not end the wait: it reads again until `timeout`, and returns that error if the
+    /// store has not answered by then.
     pub async fn wait_for_completion(
         &self,
         instance_id: &str,
@@ -695,13 +698,30 @@ impl Client {
             let notify = events.watch_finished(instance_id);
             let status = self.status(instance_id).await;
             let status = match status {
-                Ok(status) if !status.is_finished() => status,
+                Ok(status) if !status.is_finished() => Some(status),
+                Err(
+                    error @ Error::Store {
+                        transient: true, ..
+                    },
+                ) if deadline.is_none_or(|deadline| Instant::now() < deadline) => {
+                    tracing::debug!(instance_id, %error, "reading the status failed; waiting on");
+                    None
+                }
                 other => {
                     events.unwatch_finished(instance_id, &notify);
                     return other;
                 }
             };
             let now = Instant::now();
+            let Some(status) = status else {
+                // The store did not answer: try again after the back-off, not at a
+                // notification (none comes while it is away).
+                events.unwatch_finished(instance_id, &notify);
+                let wait = deadline.map_or(poll, |deadline| poll.min(deadline - now));
+                tokio::time::sleep(wait).await;
+                poll = (poll * 2).min(Duration::from_millis(250));
+                continue;
+            };
             if deadline.is_some_and(|deadline| now >= deadline) {
                 events.unwatch_finished(instance_id, &notify);
                 return Err(Error::Timeout {

@@ -472,3 +472,56 @@ async fn a_cut_off_guarded_statement_is_ended_before_its_outcome_is_settled() {
     let direct = store_at(&url, &schema).await;
     direct.drop_schema().await.unwrap();
 }
+
+#[orchestrator]
+async fn outage_nap(ctx: OrchestrationContext, ms: u64) -> Result<u64, duractor::Error> {
+    ctx.sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+/// A client waiting for an instance keeps waiting while its connections are cut and new ones
+/// refused for longer than the pool waits for a connection (10 s; the worker, connected
+/// directly, goes on), and then hears that the instance completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_completion_rides_out_an_outage() {
+    let Some(url) = postgres_url("waiting_for_completion_rides_out_an_outage") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let schema = format!("faults_wait_{}", std::process::id());
+    let direct = store_at(&url, &schema).await;
+    let runtime = Runtime::builder(direct.clone()).start().await.unwrap();
+    let proxy = PgProxy::start(server_addr(&url));
+    let proxied = with_param(&proxy.url(&url), "sslmode=disable");
+    let client = Client::new(store_at(&proxied, &schema).await);
+    let id = client
+        .start(OutageNap, 4_000)
+        .instance_id("nap")
+        .await
+        .unwrap();
+    let outage = tokio::spawn({
+        let proxy = Arc::new(proxy);
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            proxy.outage(Duration::from_secs(12));
+            proxy
+        }
+    });
+    let status = client
+        .wait_for_completion(&id, Duration::from_secs(60))
+        .await
+        .expect("the wait rides out the outage");
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    assert_eq!(status.output::<u64>().unwrap(), 4_000);
+    let proxy = outage.await.unwrap();
+    assert!(
+        proxy
+            .stats()
+            .connections_cut
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the client's connections were cut"
+    );
+    runtime.shutdown().await.unwrap();
+    direct.drop_schema().await.unwrap();
+}
