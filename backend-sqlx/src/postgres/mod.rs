@@ -291,10 +291,12 @@ impl PostgresStore {
         .await
     }
 
-    /// Runs a read on the store's runtime; again, up to [`READ_TRIES`] times in all, when
-    /// its pooled connection turns out to be gone (the server ended the session while it sat
-    /// in the pool: a restart, `pg_terminate_backend`): the next try takes another or a new
-    /// one. `read` makes each try's future.
+    /// Runs a store call on the store's runtime; again, up to [`READ_TRIES`] times in all,
+    /// when its pooled connection turns out to be gone (the server ended the session while it
+    /// sat in the pool: a restart, `pg_terminate_backend`): the next try takes another or a
+    /// new one. `read` makes each try's future. Every call run this way must be safe to run
+    /// twice, even after a first run that committed but whose answer was lost: reads, the
+    /// schema's `DROP … IF EXISTS`, and `admit_instances` (which finds what a first run did).
     async fn run<T, F, Fut>(&self, read: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -458,8 +460,9 @@ fn is_transient(error: &sqlx::Error) -> bool {
 /// return fails), and a pool of several may hold as many dead ones after a restart.
 const READ_TRIES: u32 = 4;
 
-/// Whether `error` says only that the connection was gone before anything ran: the server
-/// ended the session (SQLSTATE 57P01–57P03) or the socket broke.
+/// Whether `error` says that the connection was gone: the server ended the session
+/// (SQLSTATE 57P01–57P03, 08003, 08006) or the socket broke (which may also happen after a
+/// statement ran: what `PostgresStore::run` runs is safe to run again).
 fn connection_lost(error: &Error) -> bool {
     let Error::Store {
         source: Some(source),
