@@ -713,16 +713,11 @@ impl Client {
                 }
             };
             let now = Instant::now();
-            let Some(status) = status else {
-                // The store did not answer: try again after the back-off, not at a
-                // notification (none comes while it is away).
-                events.unwatch_finished(instance_id, &notify);
-                let wait = deadline.map_or(poll, |deadline| poll.min(deadline - now));
-                tokio::time::sleep(wait).await;
-                poll = (poll * 2).min(Duration::from_millis(250));
-                continue;
-            };
-            if deadline.is_some_and(|deadline| now >= deadline) {
+            // Without a status (the store did not answer) the wait goes on: the next read
+            // comes after the back-off, or returns the error once the deadline has passed.
+            if let Some(status) = &status
+                && deadline.is_some_and(|deadline| now >= deadline)
+            {
                 events.unwatch_finished(instance_id, &notify);
                 return Err(Error::Timeout {
                     what: format!(

@@ -405,6 +405,15 @@ pub struct TurnCommit {
     pub now: DateTime<Utc>,
 }
 
+impl TurnCommit {
+    /// Whether the turn ends its execution: the instance ends (a terminal status) or
+    /// continues as new (`reset_history`). Its timers, work items and calls kept in memory
+    /// go with it.
+    pub fn ends_execution(&self) -> bool {
+        self.reset_history || self.status.is_some_and(RuntimeStatus::is_terminal)
+    }
+}
+
 /// An entity's state and critical-section lock after a batch of its operations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityUpdate {

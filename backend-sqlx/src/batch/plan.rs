@@ -239,12 +239,7 @@ pub(crate) struct Update(
 /// Never for a turn that ends its execution (ends the instance or continues as new): no one
 /// stays loaded for such a call's result, so it gets a work item as before.
 fn kept_in_memory(turn: &TurnCommit, activity: &NewActivity) -> bool {
-    activity.in_memory && activity.run_here && !ends_execution(turn)
-}
-
-/// Whether a turn ends its execution: the instance ends, or continues as new.
-fn ends_execution(turn: &TurnCommit) -> bool {
-    turn.reset_history || turn.status.is_some_and(RuntimeStatus::is_terminal)
+    activity.in_memory && activity.run_here && !turn.ends_execution()
 }
 
 /// A call kept in memory as the instance row records it: the worker keeping it, and what its
@@ -652,7 +647,7 @@ impl Plan {
             .extend(keyed(&turn.cancelled_activities));
         self.cancelled_calls.extend(keyed(&turn.finished_calls));
         // A turn that ends its instance or resets its history drops all its timers anyway.
-        if !(terminal || turn.reset_history) {
+        if !turn.ends_execution() {
             self.cancelled_timers.extend(keyed(&turn.cancelled_timers));
         }
         for child in &turn.new_instances {
@@ -727,7 +722,7 @@ impl Plan {
             turn.reset_history,
             turn.input.as_ref().map(|p| p.as_str().to_owned()),
             (!calls.is_empty()).then(|| serde_json::Value::Object(calls).to_string()),
-            terminal || turn.reset_history,
+            turn.ends_execution(),
         ));
         if let Some(instance) = state.instances.get_mut(&turn.instance_id) {
             instance.history_len = history_len;

@@ -273,10 +273,8 @@ impl PostgresStore {
 
     /// Drops the store's schema with everything in it (for tests and tear-downs).
     pub async fn drop_schema(&self) -> Result<(), Error> {
-        let pool = self.inner.pool.clone();
         let schema = self.inner.options.schema.clone();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let schema = schema.clone();
             async move {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -291,24 +289,26 @@ impl PostgresStore {
         .await
     }
 
-    /// Runs a store call on the store's runtime; again, up to [`READ_TRIES`] times in all,
-    /// when its pooled connection turns out to be gone (the server ended the session while it
-    /// sat in the pool: a restart, `pg_terminate_backend`): the next try takes another or a
-    /// new one. `read` makes each try's future. Every call run this way must be safe to run
-    /// twice, even after a first run that committed but whose answer was lost: reads, the
-    /// schema's `DROP … IF EXISTS`, and `admit_instances` (which finds what a first run did).
-    async fn run<T, F, Fut>(&self, read: F) -> Result<T, Error>
+    /// Runs a store call on the store's runtime with the pool; again, up to [`READ_TRIES`]
+    /// times in all, when its pooled connection turns out to be gone (the server ended the
+    /// session while it sat in the pool: a restart, `pg_terminate_backend`): the next try
+    /// takes another or a new one. `call` makes each try's future. Every call run this way
+    /// must be safe to run twice, even after a first run that committed but whose answer was
+    /// lost: reads, the schema's `DROP … IF EXISTS`, and `admit_instances` (which finds what a
+    /// first run did).
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: Fn() -> Fut + Send + 'static,
+        F: Fn(PgPool) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
+        let pool = self.inner.pool.clone();
         spawn_on(&self.inner.runtime, async move {
             let mut tries = 1;
             loop {
-                match read().await {
+                match call(pool.clone()).await {
                     Err(error) if tries < READ_TRIES && connection_lost(&error) => {
-                        tracing::debug!(%error, "the pooled connection was gone; reading again");
+                        tracing::debug!(%error, "the pooled connection was gone; trying again");
                         tries += 1;
                     }
                     done => return done,
@@ -569,11 +569,9 @@ impl Store for PostgresStore {
     }
 
     async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let names = names.to_vec();
         let now = crate::common::millis(self.clock().now());
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let names = names.clone();
             async move {
                 let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
@@ -598,13 +596,11 @@ impl Store for PostgresStore {
     /// row, and a batch never waits for an advisory lock. Run again after a lost answer, it
     /// finds what the first run did and goes on from there.
     async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
-        let pool = self.inner.pool.clone();
         let channel = self.inner.work_channel.clone();
         let events = self.inner.events.clone();
         let mut rules = rules.to_vec();
         rules.sort_by(|a, b| a.name.cmp(&b.name));
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let channel = channel.clone();
             let events = events.clone();
             let rules = rules.clone();
@@ -632,10 +628,8 @@ impl Store for PostgresStore {
     }
 
     async fn instance_flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let names = names.to_vec();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let names = names.clone();
             async move {
                 let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
@@ -693,10 +687,8 @@ impl Store for PostgresStore {
     }
 
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
                 let sql = format!(
@@ -739,10 +731,8 @@ impl Store for PostgresStore {
     }
 
     async fn load_history(&self, instance_id: &str) -> Result<Vec<Event>, Error> {
-        let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
                 let rows: Vec<(String,)> =
@@ -758,10 +748,8 @@ impl Store for PostgresStore {
     }
 
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let instance_id = instance_id.to_owned();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
                 let row = sqlx::query(
@@ -780,10 +768,8 @@ impl Store for PostgresStore {
     }
 
     async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let query = query.clone();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let query = query.clone();
             async move {
                 let statuses: Vec<String> = query
@@ -820,9 +806,7 @@ impl Store for PostgresStore {
     }
 
     async fn next_visible_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
-        let pool = self.inner.pool.clone();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             async move {
                 let next: Option<i64> = sqlx::query_scalar(
                     "SELECT MIN(visible_at) FROM orch_queue WHERE locked_by IS NULL AND visible_at > $1",
@@ -838,10 +822,8 @@ impl Store for PostgresStore {
     }
 
     async fn load_entity(&self, id: &EntityId) -> Result<Option<EntityStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let instance_id = id.instance_id();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
                 let row = sqlx::query(
@@ -859,10 +841,8 @@ impl Store for PostgresStore {
     }
 
     async fn list_entities(&self, query: &EntityQuery) -> Result<Vec<EntityStatus>, Error> {
-        let pool = self.inner.pool.clone();
         let query = query.clone();
-        self.run(move || {
-            let pool = pool.clone();
+        self.run(move |pool| {
             let query = query.clone();
             async move {
                 let prefix = query.name.as_ref().map(|name| {
@@ -901,18 +881,14 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self) -> Result<Option<StoreStats>, Error> {
-        let pool = self.inner.pool.clone();
-        self.run(move || {
-            let pool = pool.clone();
-            async move {
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("jsonb_each")))
-                        .bind(crate::common::now_ms())
-                        .fetch_all(&pool)
-                        .await
-                        .map_err(|e| store_error("counting queued work", e))?;
-                crate::common::stats_from_rows(rows).map(Some)
-            }
+        self.run(move |pool| async move {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(crate::common::stats_sql("jsonb_each")))
+                    .bind(crate::common::now_ms())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("counting queued work", e))?;
+            crate::common::stats_from_rows(rows).map(Some)
         })
         .await
     }

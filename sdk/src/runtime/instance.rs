@@ -393,10 +393,7 @@ impl InstanceActor {
         let cancelled = commit.cancelled_activities.clone();
         // A turn that ends the execution (completes, fails, continues as new) keeps no call in
         // memory: no one stays loaded for its result.
-        let ends_execution = commit.reset_history
-            || commit
-                .status
-                .is_some_and(crate::store::RuntimeStatus::is_terminal);
+        let ends_execution = commit.ends_execution();
         // Room for calls kept in memory: their records live in the instance row, which every
         // turn rewrites, so a fan-out beyond a few calls gets work items (batched anyway).
         let mut room = MAX_CALLS_IN_MEMORY.saturating_sub(self.res.memory_calls.len());

@@ -1238,7 +1238,7 @@ impl State {
         self.check_turn(turn, now)?;
         let instance_id = turn.instance_id.as_str();
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
-        let ends_execution = terminal || turn.reset_history;
+        let ends_execution = turn.ends_execution();
 
         if let Some(instance) = self.instances.get_mut(instance_id) {
             if turn.reset_history {
@@ -1262,7 +1262,7 @@ impl State {
             self.messages
                 .retain(|_, m| m.instance_id != instance_id || m.execution.is_none());
         }
-        if terminal || turn.reset_history {
+        if ends_execution {
             self.items.retain(|_, item| item.instance_id != instance_id);
         }
         if !turn.cancelled_timers.is_empty() {
@@ -1291,7 +1291,7 @@ impl State {
             });
         }
         if let Some(instance) = self.instances.get_mut(instance_id) {
-            if terminal || turn.reset_history {
+            if ends_execution {
                 instance.calls.clear();
             }
             for seq in &ended {
