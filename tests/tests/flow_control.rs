@@ -1,6 +1,6 @@
 //! Flow control: 1,000 calls limited to 3 at once per customer over 10 customers never run
 //! more than 3 at once per customer (measured by the activities themselves), on SQLite and on
-//! PostgreSQL with two workers; a rate of 50 a second holds within 10 %; a priority reorders
+//! PostgreSQL with two workers (sharing one store, and on two stores of their own); a rate of 50 a second holds within 10 %; a priority reorders
 //! waiting work; what is held back is visible; bad limits are clear errors. The same for
 //! orchestrations: instances beyond their orchestrator's limits wait Pending and run in turn,
 //! started by a client or as sub-orchestrations, across a restart and across two workers.
@@ -144,6 +144,54 @@ async fn a_per_customer_limit_holds_across_two_workers_on_postgresql() {
     for customer in 0..10 {
         assert_eq!(
             most_at_once(&format!("pg-{customer}")),
+            3,
+            "customer {customer}"
+        );
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+}
+
+/// The same limit across two stores (each with its own writer and connections, as two
+/// processes have), where only the server can keep their claims apart.
+#[tokio::test]
+async fn a_per_customer_limit_holds_across_two_stores_on_postgresql() {
+    let Some((url, schema, store)) =
+        postgres("flowx", "the PostgreSQL two-store flow-control test").await
+    else {
+        return;
+    };
+    duractor_tests::init_tracing();
+    let other = PostgresStore::connect_with(
+        &url,
+        PostgresStoreOptions {
+            schema,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut workers = Vec::new();
+    for store in [store.clone(), other] {
+        workers.push(
+            Runtime::builder(store)
+                .poll_interval(Duration::from_millis(20))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let client = workers[0].client();
+    let id = client
+        .start(FanOutLimited, fan_out("per_customer", "px", 10, 1_000, 20))
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    for customer in 0..10 {
+        assert_eq!(
+            most_at_once(&format!("px-{customer}")),
             3,
             "customer {customer}"
         );

@@ -164,7 +164,11 @@ impl Writer {
                     continue;
                 }
             };
-            let claimed = claim(&mut conn, op, ClaimCommit::Alone, attempt, now).await;
+            let claimed = if flow_limited(op) {
+                claim_in_transaction(&mut conn, op, attempt, now).await
+            } else {
+                claim(&mut conn, op, ClaimCommit::Alone, attempt, now).await
+            };
             drop(conn);
             match claimed {
                 Ok(()) => {}
@@ -640,6 +644,29 @@ fn failed_claim(op: &mut Op, error: sqlx::Error) {
         Op::ClaimActivities { reply, .. } => reply.set(Err(error)),
         _ => {}
     }
+}
+
+/// Whether `op` claims activities under a flow-control rule: such a claim reads what runs
+/// and picks under the rule's advisory lock, which lasts as long as its transaction.
+fn flow_limited(op: &Op) -> bool {
+    matches!(op, Op::ClaimActivities { names, rules, .. }
+        if rules.iter().any(|rule| names.contains(&rule.name)))
+}
+
+/// Runs a claim op in a transaction of its own (flushed at its commit): for a flow-limited
+/// claim, whose statements must see and take work under one lock. As autocommit statements,
+/// the lock ended with its own statement, and two processes claiming at once each counted
+/// the other's running work as free (6 at once under a limit of 3, test
+/// `a_per_customer_limit_holds_across_two_stores_on_postgresql`).
+async fn claim_in_transaction(
+    conn: &mut PgConnection,
+    op: &mut Op,
+    attempt: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    claim(&mut tx, op, ClaimCommit::WithBatch, attempt, now).await?;
+    tx.commit().await
 }
 
 /// How a claim statement's transaction commits.
@@ -1411,7 +1438,15 @@ async fn claim_activities(
             Err(error) => return Ok(Err(error)),
         }
     }
-    for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
+    // In name order, whatever order the caller gives: each rule's advisory lock is held
+    // until the transaction ends, and two claims taking two locks in opposite orders would
+    // deadlock (they did, with rules in a worker's hash order).
+    let mut limited: Vec<&FlowRule> = rules
+        .iter()
+        .filter(|rule| names.contains(&rule.name))
+        .collect();
+    limited.sort_by(|a, b| a.name.cmp(&b.name));
+    for rule in limited {
         let want = (limit as usize).saturating_sub(items.len());
         if want == 0 {
             break;
@@ -1420,10 +1455,15 @@ async fn claim_activities(
         if ids.is_empty() {
             continue;
         }
+        // Rows another transaction is changing are skipped, not waited for: this one holds
+        // the activity's advisory lock, which a batch holding such rows may be waiting for.
         let rows = sqlx::query(
             "UPDATE activity_queue a SET locked_by = $1, locked_until = $2, \
                  attempt = a.attempt + 1, claim_token = $3 \
-             WHERE a.id = ANY($4) \
+             FROM (SELECT id FROM activity_queue WHERE id = ANY($4) \
+                   AND (locked_until IS NULL OR locked_until < $5) \
+                   FOR UPDATE SKIP LOCKED) free \
+             WHERE a.id = free.id \
              RETURNING a.id, a.instance_id, a.seq, a.name, a.input, a.attempt, a.execution, \
                  a.timeouts, a.heartbeat",
         )
@@ -1431,6 +1471,7 @@ async fn claim_activities(
         .bind(lease_until)
         .bind(attempt)
         .bind(&ids)
+        .bind(now)
         .fetch_all(&mut *conn)
         .await?;
         match rows::activity_items(&rows)? {
@@ -1576,6 +1617,9 @@ pub(super) async fn admit(
     now: i64,
 ) -> Result<Admission, sqlx::Error> {
     let mut admission = Admission::default();
+    // In name order, whatever order the caller gives (see `claim_activities`).
+    let mut rules: Vec<&FlowRule> = rules.iter().collect();
+    rules.sort_by(|a, b| a.name.cmp(&b.name));
     for rule in rules {
         sqlx::query(
             "SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow.orchestrator:' || $1, 0))",
