@@ -593,7 +593,7 @@ impl Store for PostgresStore {
 
     /// In a transaction of its own, outside the writer's batches: it waits for advisory locks
     /// (taken in name order, so two workers' admissions cannot deadlock) before it locks any
-    /// row, and a batch never waits for an advisory lock. Run again after a lost answer, it
+    /// row, and no batch or claim takes an orchestrator's lock. Run again after a lost answer, it
     /// finds what the first run did and goes on from there.
     async fn admit_instances(&self, rules: &[FlowRule]) -> Result<Admission, Error> {
         let channel = self.inner.work_channel.clone();

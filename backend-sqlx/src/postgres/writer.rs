@@ -145,7 +145,8 @@ impl Writer {
     /// A batch of claims only: each claim is one statement, atomic on its own, so they run
     /// without `BEGIN`, the locking read and `COMMIT` (one round trip per claim instead of
     /// four or more), each committed without waiting for the WAL flush
-    /// ([`ClaimCommit::Alone`]). Claims change no state another op of the batch reads and
+    /// ([`ClaimCommit::Alone`]); a flow-limited claim is a transaction of its own
+    /// ([`claim_in_transaction`]). Claims change no state another op of the batch reads and
     /// notify nobody.
     ///
     /// A claim whose answer is lost is not fenced (that would make every claim, even one that
@@ -646,6 +647,37 @@ fn failed_claim(op: &mut Op, error: sqlx::Error) {
     }
 }
 
+/// Takes the advisory locks of the flow-control rules the activity claims among `ops` count
+/// under (see [`limited_ids`]), each once, in name order; the claims then take them again,
+/// which a transaction may.
+async fn lock_flow_rules(conn: &mut PgConnection, ops: &[Op]) -> Result<(), sqlx::Error> {
+    let mut names = std::collections::BTreeSet::new();
+    for op in ops {
+        if let Op::ClaimActivities {
+            names: claimed,
+            rules,
+            ..
+        } = op
+        {
+            let limited = rules.iter().filter(|rule| claimed.contains(&rule.name));
+            names.extend(limited.map(|rule| rule.name.as_str()));
+        }
+    }
+    for name in names {
+        lock_flow_rule(conn, name).await?;
+    }
+    Ok(())
+}
+
+/// Takes the advisory lock of the limited activity `name` until the transaction ends.
+async fn lock_flow_rule(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow:' || $1, 0))")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether `op` claims activities under a flow-control rule: such a claim reads what runs
 /// and picks under the rule's advisory lock, which lasts as long as its transaction.
 fn flow_limited(op: &Op) -> bool {
@@ -824,9 +856,8 @@ impl BatchExecutor for Writer {
         let announced = write(&mut tx, &plan, self).await?;
         for op in ops.iter_mut() {
             match op {
-                Op::ClaimMessages { .. } | Op::ClaimActivities { .. } => {
-                    claim(&mut tx, op, ClaimCommit::WithBatch, attempt, now).await?;
-                }
+                // Last, below.
+                Op::ClaimMessages { .. } | Op::ClaimActivities { .. } => {}
                 Op::Renew {
                     owner,
                     held,
@@ -889,6 +920,14 @@ impl BatchExecutor for Writer {
                 }
                 _ => {}
             }
+        }
+        // Claims come after every op that may wait for a row, and the flow-control locks of
+        // all of them are taken first, in name order: from its first advisory lock on, the
+        // batch waits for nothing but advisory locks in that order (a claim skips locked
+        // rows), as a claim transaction of another worker does, so the two cannot deadlock.
+        lock_flow_rules(&mut tx, ops).await?;
+        for op in ops.iter_mut().filter(|op| op.is_claim()) {
+            claim(&mut tx, op, ClaimCommit::WithBatch, attempt, now).await?;
         }
         if plan.effects.work && !announced.work {
             sqlx::query("SELECT pg_notify($1, '')")
@@ -1492,10 +1531,7 @@ async fn limited_ids(
     want: usize,
     now: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow:' || $1, 0))")
-        .bind(&rule.name)
-        .execute(&mut *conn)
-        .await?;
+    lock_flow_rule(conn, &rule.name).await?;
     let mut usage = FlowUsage::default();
     let running: Vec<(Option<String>, i64)> = sqlx::query_as(
         "SELECT flow_key, count(*) FROM activity_queue \
