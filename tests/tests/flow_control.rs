@@ -53,12 +53,43 @@ async fn postgres(prefix: &str, test: &str) -> Option<(String, String, PostgresS
         return None;
     };
     let schema = format!("{prefix}_{}", std::process::id());
+    let store = store_on(&url, &schema).await;
+    Some((url, schema, store))
+}
+
+/// A store (with its own writer and connections) on `schema`.
+async fn store_on(url: &str, schema: &str) -> PostgresStore {
     let options = PostgresStoreOptions {
-        schema: schema.clone(),
+        schema: schema.to_owned(),
         ..Default::default()
     };
-    let store = PostgresStore::connect_with(&url, options).await.unwrap();
-    Some((url, schema, store))
+    PostgresStore::connect_with(url, options).await.unwrap()
+}
+
+/// Runs 1,000 calls over 10 customers (`{prefix}-{n}`) limited to 3 at once per customer
+/// on `workers` and checks that each customer had exactly 3 running at once at most; then
+/// shuts the workers down.
+async fn three_at_once_per_customer(workers: Vec<Runtime>, prefix: &str) {
+    let client = workers[0].client();
+    let id = client
+        .start(
+            FanOutLimited,
+            fan_out("per_customer", prefix, 10, 1_000, 20),
+        )
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    for customer in 0..10 {
+        assert_eq!(
+            most_at_once(&format!("{prefix}-{customer}")),
+            3,
+            "customer {customer}"
+        );
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
 }
 
 /// Two runtimes in this process on `store`.
@@ -133,24 +164,7 @@ async fn a_per_customer_limit_holds_across_two_workers_on_postgresql() {
         return;
     };
     duractor_tests::init_tracing();
-    let workers = two_workers(&store).await;
-    let client = workers[0].client();
-    let id = client
-        .start(FanOutLimited, fan_out("per_customer", "pg", 10, 1_000, 20))
-        .await
-        .unwrap();
-    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
-    for customer in 0..10 {
-        assert_eq!(
-            most_at_once(&format!("pg-{customer}")),
-            3,
-            "customer {customer}"
-        );
-    }
-    for worker in workers {
-        worker.shutdown().await.unwrap();
-    }
+    three_at_once_per_customer(two_workers(&store).await, "pg").await;
 }
 
 /// The same limit across two stores (each with its own writer and connections, as two
@@ -163,17 +177,8 @@ async fn a_per_customer_limit_holds_across_two_stores_on_postgresql() {
         return;
     };
     duractor_tests::init_tracing();
-    let other = PostgresStore::connect_with(
-        &url,
-        PostgresStoreOptions {
-            schema,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
     let mut workers = Vec::new();
-    for store in [store.clone(), other] {
+    for store in [store, store_on(&url, &schema).await] {
         workers.push(
             Runtime::builder(store)
                 .poll_interval(Duration::from_millis(20))
@@ -182,23 +187,7 @@ async fn a_per_customer_limit_holds_across_two_stores_on_postgresql() {
                 .unwrap(),
         );
     }
-    let client = workers[0].client();
-    let id = client
-        .start(FanOutLimited, fan_out("per_customer", "px", 10, 1_000, 20))
-        .await
-        .unwrap();
-    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
-    for customer in 0..10 {
-        assert_eq!(
-            most_at_once(&format!("px-{customer}")),
-            3,
-            "customer {customer}"
-        );
-    }
-    for worker in workers {
-        worker.shutdown().await.unwrap();
-    }
+    three_at_once_per_customer(workers, "px").await;
 }
 
 #[tokio::test]

@@ -1923,16 +1923,18 @@ mod tests {
         );
     }
 
-    /// Every shape's statement must be one the server accepts (each part refers only to parts
-    /// the shape has): each is prepared against the real schema, with the parameter types
-    /// [`guarded_write`] binds. Needs `DURACTOR_TEST_POSTGRES_URL`.
-    #[tokio::test]
-    async fn every_guarded_shape_prepares_against_the_schema() {
+    /// A store on a schema of its own (`{prefix}_{pid}`, migrated) on the test server, and a
+    /// connection whose search path is that schema; `None` (with a notice naming `test`)
+    /// when `DURACTOR_TEST_POSTGRES_URL` is not set.
+    async fn test_schema(
+        prefix: &str,
+        test: &str,
+    ) -> Option<(super::super::PostgresStore, PgConnection)> {
         let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
-            println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping the guarded shapes test");
-            return;
+            println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping the {test} test");
+            return None;
         };
-        let schema = format!("t_guarded_shapes_{}", std::process::id());
+        let schema = format!("{prefix}_{}", std::process::id());
         let store = super::super::PostgresStore::connect_with(
             &url,
             super::super::PostgresStoreOptions {
@@ -1949,6 +1951,18 @@ mod tests {
         .execute(&mut conn)
         .await
         .unwrap();
+        Some((store, conn))
+    }
+
+    /// Every shape's statement must be one the server accepts (each part refers only to parts
+    /// the shape has): each is prepared against the real schema, with the parameter types
+    /// [`guarded_write`] binds. Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn every_guarded_shape_prepares_against_the_schema() {
+        let Some((store, mut conn)) = test_schema("t_guarded_shapes", "guarded shapes").await
+        else {
+            return;
+        };
         const TYPES: &str = "text, bigint, bigint, text, bigint[], text[], bigint[], text, text, \
                              text, text, text, text, text, boolean, text, text, text";
         let mut sizes = Vec::new();
@@ -1976,27 +1990,14 @@ mod tests {
     /// `DURACTOR_TEST_POSTGRES_URL`.
     #[tokio::test]
     async fn only_a_claim_on_its_own_commits_unflushed() {
-        let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
-            println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping the claim commit test");
+        let Some((store, mut conn)) = test_schema("t_claim_commit", "claim commit").await else {
             return;
         };
-        let schema = format!("t_claim_commit_{}", std::process::id());
-        let store = super::super::PostgresStore::connect_with(
-            &url,
-            super::super::PostgresStoreOptions {
-                schema: schema.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut conn = PgConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET search_path = \"{schema}\"; \
-             INSERT INTO instances (instance_id, name, status, input, created_at, updated_at) \
+        sqlx::raw_sql(
+            "INSERT INTO instances (instance_id, name, status, input, created_at, updated_at) \
                  VALUES ('i', 'o', 'Pending', 'null', 0, 0); \
-             INSERT INTO orch_queue (instance_id, visible_at, message) VALUES ('i', 0, '{{}}')"
-        )))
+             INSERT INTO orch_queue (instance_id, visible_at, message) VALUES ('i', 0, '{}')",
+        )
         .execute(&mut conn)
         .await
         .unwrap();
