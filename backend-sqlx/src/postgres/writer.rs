@@ -647,35 +647,19 @@ fn failed_claim(op: &mut Op, error: sqlx::Error) {
     }
 }
 
-/// Takes the advisory locks of the flow-control rules the activity claims among `ops` count
-/// under (see [`limited_ids`]), each once, in name order; the claims then take them again,
-/// which a transaction may.
-async fn lock_flow_rules(conn: &mut PgConnection, ops: &[Op]) -> Result<(), sqlx::Error> {
-    let mut names = std::collections::BTreeSet::new();
-    for op in ops {
-        if let Op::ClaimActivities {
-            names: claimed,
-            rules,
-            ..
-        } = op
-        {
-            let limited = rules.iter().filter(|rule| claimed.contains(&rule.name));
-            names.extend(limited.map(|rule| rule.name.as_str()));
-        }
-    }
-    for name in names {
-        lock_flow_rule(conn, name).await?;
-    }
-    Ok(())
-}
-
-/// Takes the advisory lock of the limited activity `name` until the transaction ends.
-async fn lock_flow_rule(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('duractor.flow:' || $1, 0))")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Takes the advisory lock of the limited activity `name` until the transaction ends, if
+/// no other transaction holds it: `false` if one does. A claim never waits for the lock,
+/// so it can neither deadlock against another transaction nor stall the writer behind a
+/// claim whose connection hangs with the lock held; it takes nothing of that activity this
+/// time, and the worker claims again soon (`FLOW_RECHECK`), while the holder takes what
+/// the limits allow.
+async fn try_lock_flow_rule(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('duractor.flow:' || $1, 0))",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Whether `op` claims activities under a flow-control rule: such a claim reads what runs
@@ -921,11 +905,7 @@ impl BatchExecutor for Writer {
                 _ => {}
             }
         }
-        // Claims come after every op that may wait for a row, and the flow-control locks of
-        // all of them are taken first, in name order: from its first advisory lock on, the
-        // batch waits for nothing but advisory locks in that order (a claim skips locked
-        // rows), as a claim transaction of another worker does, so the two cannot deadlock.
-        lock_flow_rules(&mut tx, ops).await?;
+        // Claims come last: they hold flow-control locks (never waited for) until the commit.
         for op in ops.iter_mut().filter(|op| op.is_claim()) {
             claim(&mut tx, op, ClaimCommit::WithBatch, attempt, now).await?;
         }
@@ -1477,15 +1457,7 @@ async fn claim_activities(
             Err(error) => return Ok(Err(error)),
         }
     }
-    // In name order, whatever order the caller gives: each rule's advisory lock is held
-    // until the transaction ends, and two claims taking two locks in opposite orders would
-    // deadlock (they did, with rules in a worker's hash order).
-    let mut limited: Vec<&FlowRule> = rules
-        .iter()
-        .filter(|rule| names.contains(&rule.name))
-        .collect();
-    limited.sort_by(|a, b| a.name.cmp(&b.name));
-    for rule in limited {
+    for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
         let want = (limit as usize).saturating_sub(items.len());
         if want == 0 {
             break;
@@ -1494,8 +1466,8 @@ async fn claim_activities(
         if ids.is_empty() {
             continue;
         }
-        // Rows another transaction is changing are skipped, not waited for: this one holds
-        // the activity's advisory lock, which a batch holding such rows may be waiting for.
+        // Rows another transaction is changing are skipped, not waited for while holding the
+        // activity's advisory lock.
         let rows = sqlx::query(
             "UPDATE activity_queue a SET locked_by = $1, locked_until = $2, \
                  attempt = a.attempt + 1, claim_token = $3 \
@@ -1524,14 +1496,17 @@ async fn claim_activities(
 /// The waiting items of a limited activity a claim may take now ([`flow::pick`]), after
 /// taking the activity's advisory lock: claims of one limited activity run one at a time
 /// across workers (until the claiming transaction ends), so each counts what the one before
-/// took. Records the starts a rate counts.
+/// took. None while another transaction holds the lock ([`try_lock_flow_rule`]). Records the
+/// starts a rate counts.
 async fn limited_ids(
     conn: &mut PgConnection,
     rule: &FlowRule,
     want: usize,
     now: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    lock_flow_rule(conn, &rule.name).await?;
+    if !try_lock_flow_rule(conn, &rule.name).await? {
+        return Ok(Vec::new());
+    }
     let mut usage = FlowUsage::default();
     let running: Vec<(Option<String>, i64)> = sqlx::query_as(
         "SELECT flow_key, count(*) FROM activity_queue \
@@ -1980,6 +1955,71 @@ mod tests {
         assert!(
             sizes[0] < sizes[usize::from(GuardedShape::ALL)] / 5,
             "{sizes:?}"
+        );
+        store.drop_schema().await.unwrap();
+    }
+
+    /// The names of the activities a claim by `w` takes now (of `names`, under `rules`), in a
+    /// transaction of its own; fails if the claim waits for more than 5 s.
+    async fn claimed_names(
+        conn: &mut PgConnection,
+        names: &[String],
+        rules: &[FlowRule],
+    ) -> Vec<String> {
+        let mut tx = conn.begin().await.unwrap();
+        let claim = ActivityClaim {
+            owner: "w",
+            names,
+            rules,
+            limit: 10,
+        };
+        let claimed = claim_activities(&mut tx, claim, (i64::MAX, 1), ClaimCommit::WithBatch, 1);
+        let items = tokio::time::timeout(Duration::from_secs(5), claimed)
+            .await
+            .expect("the claim waited")
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        items.into_iter().map(|item| item.name).collect()
+    }
+
+    /// A limited claim does not wait for its rule's lock while another transaction holds it:
+    /// it takes the unlimited work at once and none of the limited; once the lock is free, it
+    /// takes the limited work too. Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn a_limited_claim_does_not_wait_for_a_rule_another_claim_holds() {
+        let Some((store, mut conn)) = test_schema("t_flow_lock", "flow lock").await else {
+            return;
+        };
+        sqlx::raw_sql(
+            "INSERT INTO activity_queue (instance_id, seq, name, input) \
+             VALUES ('i', 0, 't_flow_lock_limited', 'null'), ('i', 1, 'free', 'null')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").unwrap();
+        let mut holder = PgConnection::connect(&url).await.unwrap();
+        let mut held = holder.begin().await.unwrap();
+        assert!(
+            try_lock_flow_rule(&mut held, "t_flow_lock_limited")
+                .await
+                .unwrap()
+        );
+        let names = ["t_flow_lock_limited".to_owned(), "free".to_owned()];
+        let rules = [FlowRule {
+            name: names[0].clone(),
+            limits: duractor::flow::FlowControl {
+                concurrency: Some(1),
+                rate: None,
+                key: None,
+            },
+        }];
+        assert_eq!(claimed_names(&mut conn, &names, &rules).await, ["free"]);
+        held.rollback().await.unwrap();
+        assert_eq!(
+            claimed_names(&mut conn, &names, &rules).await,
+            ["t_flow_lock_limited"]
         );
         store.drop_schema().await.unwrap();
     }
