@@ -142,28 +142,9 @@ async fn strict_version_policy_fails_or_leaves_other_versions() {
     wait_for_first_step(&client, &failed).await;
     v1.shutdown().await.unwrap();
 
-    // A strict v2 worker that rejects leaves v1 instances alone.
-    let strict_reject = Versioning {
-        match_strategy: VersionMatch::Strict,
-        on_mismatch: VersionMismatch::Reject,
-        retry_rejected_after: Duration::from_secs(1),
-    };
-    let v2 = runtime(&path, true, strict_reject).await;
-    let client = v2.client();
-    client.raise_event(&rejected, "paid", &()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = client.status(&rejected).await.unwrap();
-    assert_eq!(status.status, RuntimeStatus::Running);
-    let history = client.history(&rejected).await.unwrap();
-    assert!(
-        !history
-            .iter()
-            .any(|e| matches!(e, Event::EventRaised { .. })),
-        "v2 ran a v1 instance"
-    );
-    v2.shutdown().await.unwrap();
-
-    // A strict v2 worker that fails fails them with a clear error.
+    // A strict v2 worker that fails fails them with a clear error. It runs before anything
+    // is raised on `rejected`: it fails every mismatched instance it can claim, and a message
+    // the rejecting worker gives back is claimable again after `retry_rejected_after`.
     let strict_fail = Versioning {
         match_strategy: VersionMatch::Strict,
         on_mismatch: VersionMismatch::Fail,
@@ -182,6 +163,27 @@ async fn strict_version_policy_fails_or_leaves_other_versions() {
         ),
         "{}",
         failure.message
+    );
+    v2.shutdown().await.unwrap();
+
+    // A strict v2 worker that rejects leaves v1 instances alone.
+    let strict_reject = Versioning {
+        match_strategy: VersionMatch::Strict,
+        on_mismatch: VersionMismatch::Reject,
+        retry_rejected_after: Duration::from_secs(1),
+    };
+    let v2 = runtime(&path, true, strict_reject).await;
+    let client = v2.client();
+    client.raise_event(&rejected, "paid", &()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = client.status(&rejected).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    let history = client.history(&rejected).await.unwrap();
+    assert!(
+        !history
+            .iter()
+            .any(|e| matches!(e, Event::EventRaised { .. })),
+        "v2 ran a v1 instance"
     );
     v2.shutdown().await.unwrap();
 
