@@ -905,7 +905,9 @@ impl BatchExecutor for Writer {
                 _ => {}
             }
         }
-        // Claims come last: they hold flow-control locks (never waited for) until the commit.
+        // Claims come last: a flow-limited claim holds its rule's advisory lock until the
+        // commit, and while it is held other workers take nothing of that activity (they try
+        // the lock, never wait for it), so the lock is taken as late in the batch as it can be.
         for op in ops.iter_mut().filter(|op| op.is_claim()) {
             claim(&mut tx, op, ClaimCommit::WithBatch, attempt, now).await?;
         }
