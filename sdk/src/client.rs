@@ -684,7 +684,10 @@ impl Client {
     /// [`Error::Timeout`] if it is still running after `timeout`. A store error that may
     /// pass (`Error::Store` with `transient: true`: the database went away for a moment)
     /// does not end the wait: it reads again until `timeout`, and returns that error if the
-    /// store has not answered by then.
+    /// store has not answered by then. A read the store leaves unanswered (a connection
+    /// that hangs, a pool waiting for a server that is gone) is given up at `timeout`, or
+    /// [`STATUS_READ_GRACE`] after it when less than that was left, so the wait returns
+    /// that late at most.
     pub async fn wait_for_completion(
         &self,
         instance_id: &str,
@@ -696,7 +699,7 @@ impl Client {
         let mut poll = Duration::from_millis(5);
         loop {
             let notify = events.watch_finished(instance_id);
-            let status = self.status(instance_id).await;
+            let status = self.status_by(instance_id, deadline).await;
             let status = match status {
                 Ok(status) if !status.is_finished() => Some(status),
                 Err(
@@ -732,6 +735,29 @@ impl Client {
             events.unwatch_finished(instance_id, &notify);
             poll = (poll * 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// The status of an instance, read within the time left until `deadline` (at least
+    /// [`STATUS_READ_GRACE`]): past it, a transient store error says the store did not answer.
+    async fn status_by(
+        &self,
+        instance_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<InstanceStatus, Error> {
+        let Some(deadline) = deadline else {
+            return self.status(instance_id).await;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let bound = left.max(STATUS_READ_GRACE);
+        tokio::time::timeout(bound, self.status(instance_id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::store_transient(format!(
+                    "reading the status of instance `{instance_id}` got no answer from the \
+                     store within {} ms; the instance goes on: check the database and wait again",
+                    bound.as_millis()
+                )))
+            })
     }
 
     /// The instance's history, oldest event first.
@@ -1222,6 +1248,11 @@ impl Client {
         }
     }
 }
+
+/// The least time [`Client::wait_for_completion`] gives one status read when its timeout is
+/// nearer than that: a wait returns at most this long after its timeout when the store does
+/// not answer.
+pub const STATUS_READ_GRACE: Duration = Duration::from_millis(250);
 
 /// The longest a schedule change waits for a worker to apply it before returning (the
 /// change stays stored and applies when a worker runs).

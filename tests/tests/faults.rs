@@ -525,3 +525,65 @@ async fn waiting_for_completion_rides_out_an_outage() {
     runtime.shutdown().await.unwrap();
     direct.drop_schema().await.unwrap();
 }
+
+/// A client's wait returns by its timeout (give or take `STATUS_READ_GRACE`) when the store
+/// does not answer its status read: once with every statement delayed by 5 s, once with the
+/// server gone (connections cut, new ones refused: the pool would wait up to its 10 s acquire
+/// timeout). Either way the error says the store did not answer and may pass, and the
+/// instance is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_returns_by_its_timeout_when_the_store_does_not_answer() {
+    let Some(url) = postgres_url("a_wait_returns_by_its_timeout_when_the_store_does_not_answer")
+    else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let schema = format!("faults_wait_bound_{}", std::process::id());
+    let direct = store_at(&url, &schema).await;
+    let proxy = PgProxy::start(server_addr(&url));
+    let proxied = with_param(&proxy.url(&url), "sslmode=disable");
+    let client = Client::new(store_at(&proxied, &schema).await);
+    // No worker runs it: it stays pending throughout.
+    let id = client
+        .start(OutageNap, 1)
+        .instance_id("unanswered")
+        .await
+        .unwrap();
+
+    let bounded_wait = async |what: &str| {
+        let began = Instant::now();
+        let error = client
+            .wait_for_completion(&id, Duration::from_secs(1))
+            .await
+            .expect_err("nothing runs the instance");
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_millis(2_500),
+            "{what}: the 1 s wait returned after {took:?}"
+        );
+        assert!(
+            matches!(
+                error,
+                duractor::Error::Store {
+                    transient: true,
+                    ..
+                }
+            ),
+            "{what}: {error}"
+        );
+        error
+    };
+    proxy.delay(Duration::from_secs(5));
+    let error = bounded_wait("every statement 5 s late").await;
+    assert!(
+        error.to_string().contains("got no answer from the store"),
+        "{error}"
+    );
+    proxy.delay(Duration::ZERO);
+    proxy.outage(Duration::from_secs(30));
+    bounded_wait("the server gone").await;
+
+    let status = direct.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Pending);
+    direct.drop_schema().await.unwrap();
+}
