@@ -379,7 +379,16 @@ pub struct TurnCommit {
     /// Timers of this execution the turn cancelled (by `seq`): their queued `TimerFired`
     /// messages are deleted unless a worker has claimed them already (a claimed one is
     /// consumed by a turn as usual), so a cancelled timer does not wake the instance later.
+    /// A timer held for `owner` ([`Self::hold_timers`]) and not due yet at the commit counts
+    /// as not claimed: the owner dropped it from memory when it made this turn.
     pub cancelled_timers: Vec<u64>,
+    /// Hold the turn's new timers for `owner`: each `TimerFired` message to this instance
+    /// not yet due is stored leased to `owner` until `lease_until` (so no claim takes it
+    /// while the lease is renewed) and returned in [`TurnCommitted::held_timers`], for the
+    /// owner to deliver from memory at its due time instead of claiming it then. Releasing
+    /// the instance ([`Store::release_instance`]) lets its held timers not yet due go. A
+    /// store may ignore this and return none (the owner then claims them when due).
+    pub hold_timers: bool,
     /// Messages to enqueue: timers, events to this instance (continue-as-new), results to a
     /// parent, control messages to children.
     pub messages: Vec<NewMessage>,
@@ -488,6 +497,9 @@ pub struct TurnCommitted {
     /// The queue ids given to [`TurnCommit::activities`], in order; 0 for a call kept in
     /// memory ([`NewActivity::in_memory`]), which has no work item.
     pub activity_ids: Vec<i64>,
+    /// The timers the store holds for the turn's owner ([`TurnCommit::hold_timers`]): their
+    /// `TimerFired` messages, due at their `fire_at`, leased to the owner.
+    pub held_timers: Vec<OrchestrationMessage>,
 }
 
 /// The result of an activity, committed by [`Store::complete_activity`].
@@ -742,7 +754,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Releases `owner`'s lease on an instance (it was unloaded from memory); the calls it
-    /// kept in memory become work items any worker may claim.
+    /// kept in memory become work items any worker may claim, and the timers held for it
+    /// ([`TurnCommit::hold_timers`]) that are not due yet become ordinary queued timers.
     async fn release_instance(&self, instance_id: &str, owner: &str) -> Result<(), Error>;
 
     /// The instance's history, in order.

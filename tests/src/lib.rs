@@ -546,6 +546,7 @@ pub fn turn(
         activities: Vec::new(),
         cancelled_activities: Vec::new(),
         cancelled_timers: Vec::new(),
+        hold_timers: false,
         messages: Vec::new(),
         new_instances: Vec::new(),
         status: Some(duractor::RuntimeStatus::Running),

@@ -22,6 +22,9 @@ use duractor_tests::{TempDir, turn};
 struct Backend {
     store: Arc<dyn Store>,
     postgres: Option<PostgresStore>,
+    /// The store holds timers for their owner when a turn asks (`TurnCommit::hold_timers`;
+    /// the test kit's store does not).
+    holds_timers: bool,
     _dir: TempDir,
 }
 
@@ -32,6 +35,7 @@ impl Backend {
         Backend {
             store: Arc::new(store),
             postgres: None,
+            holds_timers: true,
             _dir: dir,
         }
     }
@@ -40,6 +44,7 @@ impl Backend {
         Backend {
             store: Arc::new(duractor::testing::MemoryStore::new()),
             postgres: None,
+            holds_timers: false,
             _dir: TempDir::new(name),
         }
     }
@@ -68,6 +73,7 @@ impl Backend {
         Some(Backend {
             store: Arc::new(store.clone()),
             postgres: Some(store),
+            holds_timers: true,
             _dir: TempDir::new(name),
         })
     }
@@ -132,6 +138,7 @@ conformance!(
     a_retrys_work_item_starts_at_its_attempt_number,
     timers_stay_invisible_until_due,
     cancelled_timers_are_dropped_unless_already_claimed,
+    held_timers_stay_with_their_owner_until_released_or_cancelled,
     finishing_drops_leftover_messages_and_is_announced,
     continue_as_new_replaces_history_and_drops_old_work,
     purge_deletes_only_finished_instances,
@@ -1051,6 +1058,72 @@ async fn cancelled_timers_are_dropped_unless_already_claimed(b: &Backend) {
         .commit_turn(turn("ct", "w1", 2, vec![started()], vec![due[0].id]))
         .await
         .expect("the claimed timer is still there to consume");
+}
+
+async fn held_timers_stay_with_their_owner_until_released_or_cancelled(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("ht")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let timer = |seq: u64, due: DateTime<Utc>| NewMessage {
+        instance_id: "ht".into(),
+        visible_at: due,
+        event: Event::TimerFired { seq, fire_at: due },
+        execution: Some(0),
+    };
+    let soon = now() + duractor::chrono::Duration::milliseconds(300);
+    let later = now() + duractor::chrono::Duration::hours(1);
+    let mut commit = turn("ht", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.messages = vec![timer(0, soon), timer(1, later)];
+    commit.hold_timers = true;
+    let committed = store.commit_turn(commit).await.unwrap();
+    if !b.holds_timers {
+        assert!(committed.held_timers.is_empty());
+        return;
+    }
+    let held = committed.held_timers;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|m| m.instance_id == "ht" && m.execution == Some(0))
+    );
+    assert!(matches!(held[0].event, Event::TimerFired { seq: 0, fire_at } if fire_at == soon));
+    assert!(matches!(held[1].event, Event::TimerFired { seq: 1, .. }));
+    let stats = store.stats().await.unwrap().expect("every backend counts");
+    assert_eq!(stats.messages_delayed, 2, "{stats:?}");
+    assert_eq!(
+        store.next_visible_at().await.unwrap(),
+        None,
+        "no worker wakes up for another's held timers"
+    );
+
+    // Cancelled before it is due, a held timer's row goes with the cancelling turn.
+    let mut cancel = turn("ht", "w1", 1, vec![started()], Vec::new());
+    cancel.cancelled_timers = vec![1];
+    store.commit_turn(cancel).await.unwrap();
+    let stats = store.stats().await.unwrap().expect("every backend counts");
+    assert_eq!(stats.messages_delayed, 1, "{stats:?}");
+
+    // Due, it is still its owner's: no claim takes it; the owner consumes it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let taken = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert!(taken.is_empty(), "{taken:?}");
+    let mut consume = turn("ht", "w1", 2, vec![started()], vec![held[0].id]);
+    consume.hold_timers = true;
+    let soon = now() + duractor::chrono::Duration::milliseconds(300);
+    consume.messages = vec![timer(2, soon)];
+    let committed = store
+        .commit_turn(consume)
+        .await
+        .expect("the held timer is its owner's to consume");
+    assert_eq!(committed.held_timers.len(), 1);
+
+    // Released before it is due, a held timer is an ordinary queued timer again.
+    store.release_instance("ht", "w1").await.unwrap();
+    assert_eq!(store.next_visible_at().await.unwrap(), Some(soon));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fired = store.claim_messages("w2", 10, lease()).await.unwrap();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].id, committed.held_timers[0].id);
 }
 
 async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {

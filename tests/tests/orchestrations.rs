@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use duractor::prelude::*;
-use duractor::{Event, client::ListQuery};
+use duractor::{Event, Store, client::ListQuery};
 use duractor_tests::{TestApp, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -166,6 +166,69 @@ async fn approval_with_deadline(
         Some(decision) => format!("decided by {}", decision.by),
         None => "escalated".to_owned(),
     })
+}
+
+/// A timer of a loaded instance is held for its worker, which delivers it from memory; an
+/// instance unloaded before its timer is due hands the timer back to the queue, and it still
+/// fires on time (not when the worker's lease on it would have lapsed, 30 s by default).
+#[tokio::test]
+async fn a_durable_timer_fires_on_time_after_its_instance_is_unloaded() {
+    let app = TestApp::start_with("timer-unloaded", |b| {
+        b.idle_unload_after(Duration::from_millis(20))
+    })
+    .await;
+    let started = Instant::now();
+    let id = app.client.start(Nap, 800).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the timer fired late: {took:?}"
+    );
+    assert!(status.output::<i64>().unwrap() >= 800);
+    app.stop().await;
+}
+
+#[orchestrator]
+async fn race_then_wait(
+    ctx: OrchestrationContext,
+    timeout_ms: u64,
+) -> Result<String, duractor::Error> {
+    let timer = ctx.sleep(Duration::from_millis(timeout_ms));
+    let go = ctx.wait_for_event::<String>("go");
+    let first = match ctx.select(timer, go).await {
+        Either::Left(()) => "timer".to_owned(),
+        Either::Right(data) => data?,
+    };
+    ctx.set_custom_status(&first);
+    let done: String = ctx.wait_for_event("done").await?;
+    Ok(format!("{first} {done}"))
+}
+
+/// A timer that lost its race is dropped with the turn that cancels it: nothing stays queued
+/// to wake the instance later (held for the worker or not).
+#[tokio::test]
+async fn a_cancelled_timer_leaves_nothing_queued() {
+    let app = TestApp::start("timer-cancelled").await;
+    let id = app.client.start(RaceThenWait, 60_000).await.unwrap();
+    eventually("the timer to be queued", WAIT, || async {
+        let stats = app.store.stats().await.ok()??;
+        (stats.messages_delayed == 1).then_some(())
+    })
+    .await;
+    app.client.raise_event(&id, "go", "go").await.unwrap();
+    eventually("the event to win", WAIT, || async {
+        let status = app.client.status(&id).await.ok()?;
+        (status.custom_status::<String>().ok()?.as_deref() == Some("go")).then_some(())
+    })
+    .await;
+    let stats = app.store.stats().await.unwrap().unwrap();
+    assert_eq!(stats.messages_delayed, 0, "{stats:?}");
+    app.client.raise_event(&id, "done", "done").await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<String>().unwrap(), "go done");
+    app.stop().await;
 }
 
 #[tokio::test]

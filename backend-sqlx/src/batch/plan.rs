@@ -139,9 +139,9 @@ pub(crate) struct Plan {
     pub(crate) done_items: Vec<i64>,
     /// Calls turns cancelled, [instance_id, seq, execution]: their work items go.
     pub(crate) cancelled_calls: Vec<(String, i64, u32)>,
-    /// Timers turns cancelled, [instance_id, seq, execution]: their `TimerFired` messages go
-    /// unless claimed.
-    pub(crate) cancelled_timers: Vec<(String, i64, u32)>,
+    /// Timers turns cancelled, [instance_id, seq, execution, now]: their `TimerFired`
+    /// messages go unless claimed (a held one not due at `now` counts as not claimed).
+    pub(crate) cancelled_timers: Vec<(String, i64, u32, i64)>,
     /// New queue messages.
     pub(crate) messages: Vec<MessageRow>,
     /// New activity work items, leased to the worker whose turn scheduled them.
@@ -647,8 +647,14 @@ impl Plan {
             .extend(keyed(&turn.cancelled_activities));
         self.cancelled_calls.extend(keyed(&turn.finished_calls));
         // A turn that ends its instance or resets its history drops all its timers anyway.
+        // The fourth field is the batch's time: a timer held for its owner and not due by
+        // then was dropped from memory when the turn was made, so its row goes too.
         if !turn.ends_execution() {
-            self.cancelled_timers.extend(keyed(&turn.cancelled_timers));
+            self.cancelled_timers.extend(
+                keyed(&turn.cancelled_timers)
+                    .into_iter()
+                    .map(|(id, seq, execution)| (id, seq, execution, now)),
+            );
         }
         for child in &turn.new_instances {
             if let Err(error) = self.create(child, None, state, now)
@@ -669,6 +675,7 @@ impl Plan {
                 );
             }
         }
+        let mut held_timers = Vec::new();
         for message in &turn.messages {
             if terminal && message.instance_id == turn.instance_id {
                 continue; // the instance is done: its own timers would only be dropped
@@ -678,14 +685,28 @@ impl Plan {
                 continue;
             }
             let visible_at = millis(message.visible_at);
-            self.add_message(
+            // A timer of its own the owner asked to hold, leased to it like the instance:
+            // no claim takes it, and the owner delivers it from memory when it is due.
+            let held = turn.hold_timers
+                && visible_at > now
+                && message.instance_id == turn.instance_id
+                && matches!(message.event, Event::TimerFired { .. });
+            let id = self.add_message(
                 state,
                 &message.instance_id,
                 visible_at,
                 &message.event,
                 message.execution,
-                None,
+                held.then_some((turn.owner.as_str(), lease_until)),
             );
+            if held {
+                held_timers.push(OrchestrationMessage {
+                    id,
+                    instance_id: message.instance_id.clone(),
+                    event: message.event.clone(),
+                    execution: message.execution,
+                });
+            }
             if visible_at <= now {
                 self.effects.work = true;
             }
@@ -732,7 +753,10 @@ impl Plan {
                 instance.status = status.as_str().to_owned();
             }
         }
-        Ok(TurnCommitted { activity_ids })
+        Ok(TurnCommitted {
+            activity_ids,
+            held_timers,
+        })
     }
 
     /// An activity's result, from the worker holding its work item (anyone else's writes
@@ -915,6 +939,7 @@ pub(crate) mod tests {
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
             cancelled_timers: Vec::new(),
+            hold_timers: false,
             messages: Vec::new(),
             new_instances: Vec::new(),
             status: Some(RuntimeStatus::Running),
@@ -1074,7 +1099,7 @@ pub(crate) mod tests {
         ends.cancelled_timers = vec![4];
         ends.status = Some(RuntimeStatus::Completed);
         plan.turn(&ends, lease(), &mut state, NOW).unwrap();
-        assert_eq!(plan.cancelled_timers, [("goes-on".to_owned(), 3, 0)]);
+        assert_eq!(plan.cancelled_timers, [("goes-on".to_owned(), 3, 0, NOW)]);
         assert_eq!(plan.finished, ["ends"]);
     }
 

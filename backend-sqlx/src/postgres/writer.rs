@@ -449,7 +449,8 @@ impl GuardedShape {
             ctes.push(
                 "del_timers AS ( \
                     DELETE FROM orch_queue q USING jsonb_array_elements($18::jsonb) c \
-                    WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
+                    WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint \
+                      AND (q.locked_by IS NULL OR q.visible_at > (c->>3)::bigint) \
                       AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint)"
                     .to_owned(),
             );
@@ -837,7 +838,7 @@ impl BatchExecutor for Writer {
         for op in ops.iter_mut() {
             plan.apply(op, &mut state, now);
         }
-        let announced = write(&mut tx, &plan, self).await?;
+        let announced = write(&mut tx, &plan, self, now).await?;
         for op in ops.iter_mut() {
             match op {
                 // Last, below.
@@ -1012,6 +1013,7 @@ async fn write(
     tx: &mut Transaction<'_, Postgres>,
     plan: &Plan,
     channels: &Writer,
+    now: i64,
 ) -> Result<Announced, sqlx::Error> {
     let mut announced = Announced::default();
     if !plan.new_instances.is_empty() {
@@ -1075,7 +1077,8 @@ async fn write(
                 /* cancelled timers' messages, unless claimed (never rows del_msgs deletes: \
                    the plan lists none of instances that finish or reset their history) */ \
                 DELETE FROM orch_queue q USING jsonb_array_elements($16::jsonb) c \
-                WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
+                WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint \
+                      AND (q.locked_by IS NULL OR q.visible_at > (c->>3)::bigint) \
                   AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint), \
             del_items AS ( \
                 DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
@@ -1169,13 +1172,18 @@ async fn write(
                 .execute(&mut **tx)
                 .await?;
         }
+        // Timers held for the owner and not due yet become ordinary queued timers (rows not
+        // visible yet can only be held timers: a claim takes visible rows only).
         for (instance_id, owner) in &plan.releases {
             sqlx::query(
-                "UPDATE instances SET locked_by = NULL, locked_until = NULL \
+                "WITH q AS (UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                            WHERE instance_id = $1 AND locked_by = $2 AND visible_at > $3) \
+                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                  WHERE instance_id = $1 AND locked_by = $2",
             )
             .bind(instance_id)
             .bind(owner)
+            .bind(now)
             .execute(&mut **tx)
             .await?;
         }
@@ -1876,7 +1884,7 @@ mod tests {
             ),
             (
                 "cancelled timers",
-                |p, _| p.cancelled_timers.push(("i".into(), 1, 0)),
+                |p, _| p.cancelled_timers.push(("i".into(), 1, 0, 0)),
                 &[18],
             ),
         ];

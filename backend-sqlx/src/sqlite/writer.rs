@@ -161,7 +161,7 @@ impl BatchExecutor for Writer {
         }
         if !has_special && !plan.has_lease_writes() {
             // With nothing after them, the writes carry the commit: one round trip less.
-            let sent = self.write(&plan, true).await;
+            let sent = self.write(&plan, true, now).await;
             tracing::trace!(
                 batch_us = started.elapsed().as_micros() as u64,
                 "batch committed"
@@ -174,7 +174,7 @@ impl BatchExecutor for Writer {
                 }),
             };
         }
-        self.write(&plan, false).await?;
+        self.write(&plan, false, now).await?;
         // Claims, purges and abandons run last, so that claims see this batch's new messages.
         for op in ops.iter_mut() {
             match op {
@@ -535,7 +535,7 @@ impl Writer {
 
     /// Sends the merged writes of the batch; with `commit`, `COMMIT` rides along in the same
     /// round trip (then nothing may follow).
-    async fn write(&mut self, plan: &Plan, commit: bool) -> Result<(), sqlx::Error> {
+    async fn write(&mut self, plan: &Plan, commit: bool, now: i64) -> Result<(), sqlx::Error> {
         if !plan.has_core_writes() {
             if commit {
                 self.conn.execute("COMMIT").await?;
@@ -584,6 +584,10 @@ impl Writer {
                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                   FROM (SELECT value->>0 AS id, value->>1 AS owner FROM json_each(?)) AS r \
                   WHERE instances.instance_id = r.id AND instances.locked_by = r.owner; \
+                UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
+                  FROM (SELECT value->>0 AS id, value->>1 AS owner FROM json_each(?)) AS r \
+                  WHERE orch_queue.instance_id = r.id AND orch_queue.locked_by = r.owner \
+                    AND orch_queue.visible_at > ?; \
                 UPDATE instances SET locked_by = NULL, locked_until = NULL \
                   WHERE locked_by IN (SELECT value FROM json_each(?)); \
                 UPDATE orch_queue SET locked_by = NULL, locked_until = NULL \
@@ -596,6 +600,8 @@ impl Writer {
                 .bind(plan.reset_leases)
                 .bind(plan.reset_leases)
                 .bind(json(&plan.releases))
+                .bind(json(&plan.releases))
+                .bind(now)
                 .bind(&release_all)
                 .bind(&release_all)
                 .bind(&release_all)
@@ -1127,10 +1133,11 @@ const CORE_WRITES: [&str; 15] = [
     "DELETE FROM activity_queue WHERE id IN (SELECT a.id FROM json_each(?) AS c \
        JOIN activity_queue AS a ON a.instance_id = c.value->>0 \
        WHERE a.seq = c.value->>1 AND a.execution = c.value->>2)",
-    // Cancelled timers' messages, unless claimed (found through the instance index).
+    // Cancelled timers' messages, unless claimed (found through the instance index); one
+    // held for its owner and not due at the batch's time counts as not claimed.
     "DELETE FROM orch_queue WHERE id IN (SELECT q.id FROM json_each(?) AS c \
        JOIN orch_queue AS q ON q.instance_id = c.value->>0 \
-       WHERE q.execution = c.value->>2 AND q.locked_by IS NULL \
+       WHERE q.execution = c.value->>2 AND (q.locked_by IS NULL OR q.visible_at > c.value->>3) \
          AND json_extract(q.message, '$.TimerFired.seq') = c.value->>1)",
     "INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
        SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",

@@ -18,6 +18,7 @@ use super::messages::{
 };
 use super::poll::Poller;
 use super::residency::backoff;
+use super::timers::SharedTimers;
 use crate::error::Error;
 use crate::flow::{FlowControl, FlowRule};
 use crate::id::EntityId;
@@ -129,6 +130,8 @@ pub(super) struct Dispatcher {
     claim_failures: u32,
     /// Due times to wake up at (timers this worker armed or found), each once, earliest first.
     timers: BTreeSet<DateTime<Utc>>,
+    /// Timers the store holds for this worker: routed from memory when due.
+    held: SharedTimers,
     timer_wakeup: Option<(DateTime<Utc>, SpawnHandle)>,
     poller: Poller,
     stopping: bool,
@@ -150,6 +153,7 @@ impl Dispatcher {
             claim_again: false,
             claim_failures: 0,
             timers: BTreeSet::new(),
+            held: SharedTimers::default(),
             timer_wakeup: None,
             stopping: false,
             admitting: false,
@@ -358,6 +362,7 @@ impl Dispatcher {
                                 run: self.worker.clone().recipient(),
                                 cancel: self.worker.clone().recipient(),
                             },
+                            self.held.clone(),
                             messages,
                         )
                         .start(),
@@ -384,9 +389,11 @@ impl Dispatcher {
         self.poller.arm(ctx, Self::poll);
     }
 
-    /// Sleeps until the earliest armed timer is due, then claims.
+    /// Sleeps until the earliest armed or held timer is due, then routes the held ones that
+    /// are due and claims for the others.
     fn arm_timer_wakeup(&mut self, ctx: &mut Context<Self>) {
-        let Some(due) = self.timers.first().copied() else {
+        let held = self.held.borrow().next_due();
+        let Some(due) = self.timers.first().copied().into_iter().chain(held).min() else {
             return;
         };
         if let Some((armed, handle)) = self.timer_wakeup {
@@ -404,10 +411,18 @@ impl Dispatcher {
         let handle = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
             act.timer_wakeup = None;
             let now = act.shared.now();
+            let held = act.held.borrow_mut().take_due(now);
+            if !held.is_empty() {
+                act.route(held.into_iter().map(Inbound::Queued).collect(), ctx);
+            }
+            let mut armed_due = false;
             while act.timers.first().is_some_and(|due| *due <= now) {
                 act.timers.pop_first();
+                armed_due = true;
             }
-            act.claim(ctx);
+            if armed_due {
+                act.claim(ctx);
+            }
             act.arm_timer_wakeup(ctx);
         }));
         self.timer_wakeup = Some((due, handle));
@@ -548,9 +563,27 @@ impl Handler<Unloaded> for Dispatcher {
         }
         let mut messages = msg.leftover;
         messages.extend(slot.queued);
+        if msg.finished {
+            // Its timers went with it.
+            self.held.borrow_mut().remove_instance(&msg.instance_id);
+        } else {
+            // Its held timers due now are its next actor's to run (a release would leave
+            // them leased to this worker: they are visible already).
+            let now = self.shared.now();
+            let due = self.held.borrow_mut().take_due_of(&msg.instance_id, now);
+            messages.extend(due.into_iter().map(Inbound::Queued));
+        }
         if !messages.is_empty() && !self.stopping {
+            // The next actor of the instance takes its held timers over.
             self.deliver(msg.instance_id, messages, ctx);
         } else if !msg.finished {
+            // Releasing the instance lets its held timers not due yet go back to the queue:
+            // claim them when due, like any queued timer.
+            let dues = self.held.borrow_mut().remove_instance(&msg.instance_id);
+            if !dues.is_empty() {
+                self.timers.extend(dues);
+                self.arm_timer_wakeup(ctx);
+            }
             let shared = self.shared.clone();
             let instance_id = msg.instance_id;
             let release = async move {

@@ -265,6 +265,7 @@ impl EntityActor {
         let commit = TurnCommit {
             cancelled_activities: Vec::new(),
             cancelled_timers: Vec::new(),
+            hold_timers: false,
             instance_id: self.res.instance_id.to_string(),
             owner: self.res.shared.owner.clone(),
             history_start: 0,

@@ -3,6 +3,7 @@
 //! turn writes is planned by [`turn`](super::turn); whether this worker runs the instance at
 //! all is [`versioning`](super::versioning)'s answer.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -16,13 +17,14 @@ use super::messages::{
     ToWorker, Unload,
 };
 use super::residency::{self, Phase, Residency, Resident};
+use super::timers::SharedTimers;
 use super::turn::{self, Extra, Facts};
 use super::versioning::{self, Refusal};
 use crate::clock::saturating_after;
 use crate::error::Failure;
 use crate::history::Event;
 use crate::orchestration::{Executor, Outcome, TurnOutput};
-use crate::store::{ActivityCompletion, ActivityWorkItem, NewActivity};
+use crate::store::{ActivityCompletion, ActivityWorkItem, NewActivity, OrchestrationMessage};
 
 /// How many calls an instance keeps in memory at once
 /// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)); further calls get work
@@ -41,6 +43,13 @@ pub(super) struct InstanceActor {
     history_len: u64,
     /// When the turn being run or committed started (for the turn latency metric).
     turn_started: Option<Instant>,
+    /// The worker's held timers ([`super::timers`]), which the dispatcher delivers.
+    timers: SharedTimers,
+    /// This instance's held timers not delivered yet: message id → (seq, execution).
+    held_timers: HashMap<i64, (u64, Option<u32>)>,
+    /// Held timers a turn cancelled after the dispatcher had sent them: dropped on arrival
+    /// (their rows went with the cancelling turn, or stay for a later claim to consume).
+    dropped_timers: HashSet<i64>,
 }
 
 impl InstanceActor {
@@ -49,9 +58,20 @@ impl InstanceActor {
         instance_id: Arc<str>,
         dispatcher: ToDispatcher,
         worker: ToWorker,
+        timers: SharedTimers,
         pending: Vec<Inbound>,
     ) -> Self {
+        // Timers held for an earlier actor of the instance are this one's now.
+        let held_timers = timers
+            .borrow()
+            .of_instance(&instance_id)
+            .into_iter()
+            .map(|(id, seq, execution)| (id, (seq, execution)))
+            .collect();
         InstanceActor {
+            timers,
+            held_timers,
+            dropped_timers: HashSet::new(),
             res: Residency::new(shared, instance_id, dispatcher, pending),
             worker,
             executor: None,
@@ -434,6 +454,12 @@ impl InstanceActor {
         for seq in results.chain(&commit.cancelled_activities) {
             self.res.memory_calls.remove(seq);
         }
+        // Held timers: none when the instance is let go after every turn (the release would
+        // hand them back at once); those the turn cancels, or all when the execution ends,
+        // are dropped now, before the commit, so none is delivered for a row the commit
+        // deletes.
+        commit.hold_timers = !self.res.shared.options.idle_unload_after.is_zero();
+        self.drop_held_timers(&commit.cancelled_timers, ends_execution, execution);
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
         let commit_sent = Instant::now();
@@ -496,6 +522,7 @@ impl InstanceActor {
                         // The store dropped their records with the execution.
                         act.res.memory_calls.clear();
                     }
+                    let timer_due = act.hold_timers(committed.held_timers, timer_due);
                     act.dispatch(committed.activity_ids, activities, execution, timer_due);
                     // Running attempts of calls the turn cancelled, or of an execution that
                     // ended, are told to stop at once (their work items are gone).
@@ -534,6 +561,61 @@ impl InstanceActor {
                 }
             }
         }));
+    }
+
+    /// Holds the timers the store holds for this worker until they are due (the dispatcher
+    /// delivers them), and returns the due times of the others, which it claims.
+    fn hold_timers(
+        &mut self,
+        held: Vec<OrchestrationMessage>,
+        mut timer_due: Vec<DateTime<Utc>>,
+    ) -> Vec<DateTime<Utc>> {
+        if held.is_empty() {
+            return timer_due;
+        }
+        let mut timers = self.timers.borrow_mut();
+        for message in held {
+            if let Event::TimerFired { seq, fire_at } = message.event {
+                if let Some(i) = timer_due.iter().position(|due| *due == fire_at) {
+                    timer_due.swap_remove(i);
+                }
+                self.held_timers
+                    .insert(message.id, (seq, message.execution));
+                timers.hold(message);
+            }
+        }
+        drop(timers);
+        // Wakes the dispatcher up for them (an empty list only re-arms its wake-up).
+        if timer_due.is_empty() {
+            self.res
+                .dispatcher
+                .timers_armed
+                .do_send(TimersArmed(Vec::new()));
+        }
+        timer_due
+    }
+
+    /// Drops the held timers of `execution` with the `cancelled` seqs (all of them when the
+    /// execution ends); those the dispatcher already sent are dropped when they arrive.
+    fn drop_held_timers(&mut self, cancelled: &[u64], ends_execution: bool, execution: u32) {
+        if self.held_timers.is_empty() {
+            return;
+        }
+        let drop: Vec<i64> = self
+            .held_timers
+            .iter()
+            .filter(|(_, (seq, of))| {
+                ends_execution || (*of == Some(execution) && cancelled.contains(seq))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut timers = self.timers.borrow_mut();
+        for id in drop {
+            self.held_timers.remove(&id);
+            if !timers.cancel(id) {
+                self.dropped_timers.insert(id);
+            }
+        }
     }
 
     /// Hands new work to the activity worker and timers to the dispatcher.
@@ -697,7 +779,17 @@ impl Handler<Deliver> for InstanceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        residency::deliver(self, msg.0, ctx);
+        let mut messages = msg.0;
+        if !self.held_timers.is_empty() || !self.dropped_timers.is_empty() {
+            messages.retain(|m| match m {
+                Inbound::Queued(message) => {
+                    self.held_timers.remove(&message.id);
+                    !self.dropped_timers.remove(&message.id)
+                }
+                Inbound::Local { .. } => true,
+            });
+        }
+        residency::deliver(self, messages, ctx);
     }
 }
 

@@ -32,6 +32,7 @@ mod messages;
 pub(crate) mod metrics;
 mod poll;
 mod residency;
+mod timers;
 mod turn;
 mod versioning;
 

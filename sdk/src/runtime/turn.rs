@@ -340,6 +340,8 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
             activities,
             cancelled_activities,
             cancelled_timers,
+            // This worker delivers its timers from memory when the store holds them.
+            hold_timers: true,
             messages: outbound,
             new_instances: children,
             status,

@@ -1366,7 +1366,10 @@ impl State {
         if terminal {
             effects.finished.push(turn.instance_id.clone());
         }
-        Ok(TurnCommitted { activity_ids })
+        Ok(TurnCommitted {
+            activity_ids,
+            held_timers: Vec::new(),
+        })
     }
 
     /// Refuses a turn with `Conflict` when another worker holds the instance, or what the
@@ -1733,6 +1736,7 @@ mod tests {
             activities: Vec::new(),
             cancelled_activities: Vec::new(),
             cancelled_timers: Vec::new(),
+            hold_timers: false,
             messages: vec![NewMessage {
                 instance_id: "i".into(),
                 visible_at: due,
