@@ -26,6 +26,8 @@ pub(super) struct HeldTimers {
     by_due: BTreeSet<(DateTime<Utc>, i64)>,
     /// The timers by message id.
     timers: HashMap<i64, Held>,
+    /// The message ids of each instance's timers.
+    by_instance: HashMap<String, Vec<i64>>,
 }
 
 /// One held timer.
@@ -42,7 +44,14 @@ impl HeldTimers {
         let Event::TimerFired { seq, fire_at } = message.event else {
             return;
         };
+        if self.timers.contains_key(&message.id) {
+            return;
+        }
         self.by_due.insert((fire_at, message.id));
+        self.by_instance
+            .entry(message.instance_id.clone())
+            .or_default()
+            .push(message.id);
         self.timers.insert(
             message.id,
             Held {
@@ -66,7 +75,7 @@ impl HeldTimers {
                 break;
             }
             self.by_due.pop_first();
-            if let Some(held) = self.timers.remove(&id) {
+            if let Some(held) = self.remove(id) {
                 due.push(held.message);
             }
         }
@@ -80,54 +89,59 @@ impl HeldTimers {
         now: DateTime<Utc>,
     ) -> Vec<OrchestrationMessage> {
         let due: Vec<i64> = self
-            .timers
-            .iter()
-            .filter(|(_, held)| held.message.instance_id == instance_id && held.due <= now)
-            .map(|(id, _)| *id)
+            .ids_of(instance_id)
+            .filter(|id| self.timers.get(id).is_some_and(|held| held.due <= now))
             .collect();
         due.into_iter()
-            .filter_map(|id| {
-                let held = self.timers.remove(&id)?;
-                self.by_due.remove(&(held.due, id));
-                Some(held.message)
-            })
+            .filter_map(|id| self.remove(id))
+            .map(|held| held.message)
             .collect()
     }
 
     /// Removes the timer with message `id`; whether it was still held (not delivered yet).
     pub(super) fn cancel(&mut self, id: i64) -> bool {
-        match self.timers.remove(&id) {
-            Some(held) => {
-                self.by_due.remove(&(held.due, id));
-                true
+        self.remove(id).is_some()
+    }
+
+    /// Removes the timer with message `id` from every index.
+    fn remove(&mut self, id: i64) -> Option<Held> {
+        let held = self.timers.remove(&id)?;
+        self.by_due.remove(&(held.due, id));
+        if let Some(ids) = self.by_instance.get_mut(&held.message.instance_id) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_instance.remove(&held.message.instance_id);
             }
-            None => false,
         }
+        Some(held)
+    }
+
+    /// The message ids of an instance's timers.
+    fn ids_of(&self, instance_id: &str) -> impl Iterator<Item = i64> + '_ {
+        self.by_instance
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// The held timers of an instance: message id, seq and execution of each.
     pub(super) fn of_instance(&self, instance_id: &str) -> Vec<(i64, u64, Option<u32>)> {
-        self.timers
-            .iter()
-            .filter(|(_, held)| held.message.instance_id == instance_id)
-            .map(|(id, held)| (*id, held.seq, held.message.execution))
+        self.ids_of(instance_id)
+            .filter_map(|id| {
+                let held = self.timers.get(&id)?;
+                Some((id, held.seq, held.message.execution))
+            })
             .collect()
     }
 
     /// Removes an instance's held timers (it was let go, or it ended) and returns their due
     /// times.
     pub(super) fn remove_instance(&mut self, instance_id: &str) -> Vec<DateTime<Utc>> {
-        let ids: Vec<i64> = self
-            .of_instance(instance_id)
-            .into_iter()
-            .map(|(id, _, _)| id)
-            .collect();
+        let ids: Vec<i64> = self.ids_of(instance_id).collect();
         ids.into_iter()
-            .filter_map(|id| {
-                let held = self.timers.remove(&id)?;
-                self.by_due.remove(&(held.due, id));
-                Some(held.due)
-            })
+            .filter_map(|id| self.remove(id))
+            .map(|held| held.due)
             .collect()
     }
 }
@@ -199,6 +213,8 @@ mod tests {
         assert_eq!(dues, [at(100), at(200)]);
         assert_eq!(timers.next_due(), Some(at(150)));
         assert!(timers.of_instance("a").is_empty());
+        timers.cancel(2);
+        assert!(timers.by_instance.is_empty() && timers.by_due.is_empty());
     }
 
     #[test]
