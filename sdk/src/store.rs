@@ -379,8 +379,8 @@ pub struct TurnCommit {
     /// Timers of this execution the turn cancelled (by `seq`): their queued `TimerFired`
     /// messages are deleted unless a worker has claimed them already (a claimed one is
     /// consumed by a turn as usual), so a cancelled timer does not wake the instance later.
-    /// A timer held for `owner` ([`Self::hold_timers`]) and not due yet at the commit counts
-    /// as not claimed: the owner dropped it from memory when it made this turn.
+    /// A timer held for `owner` ([`Self::hold_timers`]) counts as claimed: the owner lists
+    /// it in [`Self::consumed`] when it drops it.
     pub cancelled_timers: Vec<u64>,
     /// Hold the turn's new timers for `owner`: each `TimerFired` message to this instance
     /// not yet due is stored leased to `owner` until `lease_until` (so no claim takes it

@@ -1096,10 +1096,15 @@ async fn held_timers_stay_with_their_owner_until_released_or_cancelled(b: &Backe
         "no worker wakes up for another's held timers"
     );
 
-    // Cancelled before it is due, a held timer's row goes with the cancelling turn.
+    // A held timer counts as claimed: cancelling it leaves it to its owner, which drops it
+    // by consuming it.
     let mut cancel = turn("ht", "w1", 1, vec![started()], Vec::new());
     cancel.cancelled_timers = vec![1];
     store.commit_turn(cancel).await.unwrap();
+    let stats = store.stats().await.unwrap().expect("every backend counts");
+    assert_eq!(stats.messages_delayed, 2, "{stats:?}");
+    let withdraw = turn("ht", "w1", 2, vec![started()], vec![held[1].id]);
+    store.commit_turn(withdraw).await.unwrap();
     let stats = store.stats().await.unwrap().expect("every backend counts");
     assert_eq!(stats.messages_delayed, 1, "{stats:?}");
 
@@ -1107,7 +1112,7 @@ async fn held_timers_stay_with_their_owner_until_released_or_cancelled(b: &Backe
     tokio::time::sleep(Duration::from_millis(350)).await;
     let taken = store.claim_messages("w2", 10, lease()).await.unwrap();
     assert!(taken.is_empty(), "{taken:?}");
-    let mut consume = turn("ht", "w1", 2, vec![started()], vec![held[0].id]);
+    let mut consume = turn("ht", "w1", 3, vec![started()], vec![held[0].id]);
     consume.hold_timers = true;
     let soon = now() + duractor::chrono::Duration::milliseconds(300);
     consume.messages = vec![timer(2, soon)];

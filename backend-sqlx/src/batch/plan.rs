@@ -139,9 +139,9 @@ pub(crate) struct Plan {
     pub(crate) done_items: Vec<i64>,
     /// Calls turns cancelled, [instance_id, seq, execution]: their work items go.
     pub(crate) cancelled_calls: Vec<(String, i64, u32)>,
-    /// Timers turns cancelled, [instance_id, seq, execution, now]: their `TimerFired`
-    /// messages go unless claimed (a held one not due at `now` counts as not claimed).
-    pub(crate) cancelled_timers: Vec<(String, i64, u32, i64)>,
+    /// Timers turns cancelled, [instance_id, seq, execution]: their `TimerFired` messages go
+    /// unless claimed (or held: the owner consumes a held one it no longer wants).
+    pub(crate) cancelled_timers: Vec<(String, i64, u32)>,
     /// New queue messages.
     pub(crate) messages: Vec<MessageRow>,
     /// New activity work items, leased to the worker whose turn scheduled them.
@@ -587,6 +587,11 @@ impl Plan {
                 encode_event(event),
             ));
         }
+        // A release of the instance earlier in the batch (its last actor unloaded, and a new
+        // one took it up at once) is void: the writes run before the lease writes, so the
+        // release would undo this turn's lease and that of the timers it holds.
+        self.releases
+            .retain(|(id, owner)| !(*id == turn.instance_id && *owner == turn.owner));
         self.consumed.extend(&turn.consumed);
         self.done_items.extend(&turn.completed_activities);
         for id in &turn.consumed {
@@ -647,14 +652,8 @@ impl Plan {
             .extend(keyed(&turn.cancelled_activities));
         self.cancelled_calls.extend(keyed(&turn.finished_calls));
         // A turn that ends its instance or resets its history drops all its timers anyway.
-        // The fourth field is the batch's time: a timer held for its owner and not due by
-        // then was dropped from memory when the turn was made, so its row goes too.
         if !turn.ends_execution() {
-            self.cancelled_timers.extend(
-                keyed(&turn.cancelled_timers)
-                    .into_iter()
-                    .map(|(id, seq, execution)| (id, seq, execution, now)),
-            );
+            self.cancelled_timers.extend(keyed(&turn.cancelled_timers));
         }
         for child in &turn.new_instances {
             if let Err(error) = self.create(child, None, state, now)
@@ -1041,6 +1040,74 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_turn_holds_its_own_timers_not_yet_due_for_its_owner_when_asked() {
+        let mut state = with_instances(&[
+            ("i", RuntimeStatus::Running, Some("w1"), Some(NOW + 1)),
+            ("other", RuntimeStatus::Running, None, None),
+        ]);
+        state.reserve_after(0, 10, 0, 0);
+        let timer = |instance_id: &str, seq: u64, at: i64| NewMessage {
+            instance_id: instance_id.into(),
+            visible_at: from_millis(at),
+            event: Event::TimerFired {
+                seq,
+                fire_at: from_millis(at),
+            },
+            execution: Some(0),
+        };
+        let mut held = turn("i", "w1");
+        held.hold_timers = true;
+        held.messages = vec![
+            timer("i", 0, NOW + 1_000),
+            timer("i", 1, NOW),
+            timer("other", 2, NOW + 1_000),
+            NewMessage {
+                event: raised("later"),
+                ..timer("i", 3, NOW + 1_000)
+            },
+        ];
+        let mut plan = Plan::default();
+        let committed = plan.turn(&held, lease(), &mut state, NOW).unwrap();
+        assert_eq!(
+            committed.held_timers.len(),
+            1,
+            "{:?}",
+            committed.held_timers
+        );
+        let kept = &committed.held_timers[0];
+        assert!(matches!(kept.event, Event::TimerFired { seq: 0, .. }));
+        let leased: Vec<(i64, Option<&str>)> = plan
+            .messages
+            .iter()
+            .map(|row| (row.0, row.5.as_deref()))
+            .collect();
+        assert_eq!(
+            leased,
+            [(kept.id, Some("w1")), (2, None), (3, None), (4, None)],
+            "only its own timer not yet due is leased"
+        );
+
+        let mut not_asked = turn("i", "w1");
+        not_asked.history_start = 1;
+        not_asked.messages = vec![timer("i", 5, NOW + 1_000)];
+        let committed = plan.turn(&not_asked, lease(), &mut state, NOW).unwrap();
+        assert!(committed.held_timers.is_empty());
+        assert_eq!(plan.messages.last().unwrap().5, None);
+    }
+
+    #[test]
+    fn a_turn_voids_a_release_of_its_instance_earlier_in_the_batch() {
+        let mut state = with_instances(&[("i", RuntimeStatus::Running, Some("w1"), Some(NOW + 1))]);
+        let mut plan = Plan::default();
+        plan.release("i", "w1", &mut state);
+        plan.release("j", "w1", &mut state);
+        plan.turn(&turn("i", "w1"), lease(), &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.releases, [("j".to_owned(), "w1".to_owned())]);
+        assert_eq!(state.instances["i"].locked_by.as_deref(), Some("w1"));
+    }
+
+    #[test]
     fn a_turn_commits_under_its_own_lapsed_lease_and_conflicts_under_another_workers() {
         let mut state = with_instances(&[
             ("mine", RuntimeStatus::Running, Some("w1"), Some(NOW - 1)),
@@ -1099,7 +1166,7 @@ pub(crate) mod tests {
         ends.cancelled_timers = vec![4];
         ends.status = Some(RuntimeStatus::Completed);
         plan.turn(&ends, lease(), &mut state, NOW).unwrap();
-        assert_eq!(plan.cancelled_timers, [("goes-on".to_owned(), 3, 0, NOW)]);
+        assert_eq!(plan.cancelled_timers, [("goes-on".to_owned(), 3, 0)]);
         assert_eq!(plan.finished, ["ends"]);
     }
 

@@ -449,8 +449,7 @@ impl GuardedShape {
             ctes.push(
                 "del_timers AS ( \
                     DELETE FROM orch_queue q USING jsonb_array_elements($18::jsonb) c \
-                    WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint \
-                      AND (q.locked_by IS NULL OR q.visible_at > (c->>3)::bigint) \
+                    WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
                       AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint)"
                     .to_owned(),
             );
@@ -1077,8 +1076,7 @@ async fn write(
                 /* cancelled timers' messages, unless claimed (never rows del_msgs deletes: \
                    the plan lists none of instances that finish or reset their history) */ \
                 DELETE FROM orch_queue q USING jsonb_array_elements($16::jsonb) c \
-                WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint \
-                      AND (q.locked_by IS NULL OR q.visible_at > (c->>3)::bigint) \
+                WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
                   AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint), \
             del_items AS ( \
                 DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
@@ -1884,7 +1882,7 @@ mod tests {
             ),
             (
                 "cancelled timers",
-                |p, _| p.cancelled_timers.push(("i".into(), 1, 0, 0)),
+                |p, _| p.cancelled_timers.push(("i".into(), 1, 0)),
                 &[18],
             ),
         ];

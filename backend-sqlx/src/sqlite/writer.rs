@@ -1133,11 +1133,10 @@ const CORE_WRITES: [&str; 15] = [
     "DELETE FROM activity_queue WHERE id IN (SELECT a.id FROM json_each(?) AS c \
        JOIN activity_queue AS a ON a.instance_id = c.value->>0 \
        WHERE a.seq = c.value->>1 AND a.execution = c.value->>2)",
-    // Cancelled timers' messages, unless claimed (found through the instance index); one
-    // held for its owner and not due at the batch's time counts as not claimed.
+    // Cancelled timers' messages, unless claimed (found through the instance index).
     "DELETE FROM orch_queue WHERE id IN (SELECT q.id FROM json_each(?) AS c \
        JOIN orch_queue AS q ON q.instance_id = c.value->>0 \
-       WHERE q.execution = c.value->>2 AND (q.locked_by IS NULL OR q.visible_at > c.value->>3) \
+       WHERE q.execution = c.value->>2 AND q.locked_by IS NULL \
          AND json_extract(q.message, '$.TimerFired.seq') = c.value->>1)",
     "INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
        SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",

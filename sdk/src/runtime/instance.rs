@@ -47,9 +47,12 @@ pub(super) struct InstanceActor {
     timers: SharedTimers,
     /// This instance's held timers not delivered yet: message id → (seq, execution).
     held_timers: HashMap<i64, (u64, Option<u32>)>,
-    /// Held timers a turn cancelled after the dispatcher had sent them: dropped on arrival
-    /// (their rows went with the cancelling turn, or stay for a later claim to consume).
+    /// Held timers the dispatcher had sent when a turn ended the execution: dropped on
+    /// arrival (their rows went with that turn).
     dropped_timers: HashSet<i64>,
+    /// Held timers turns cancelled before they were sent: each commit consumes them (deletes
+    /// their rows) until one succeeds.
+    withdrawn_timers: Vec<i64>,
 }
 
 impl InstanceActor {
@@ -72,6 +75,7 @@ impl InstanceActor {
             timers,
             held_timers,
             dropped_timers: HashSet::new(),
+            withdrawn_timers: Vec::new(),
             res: Residency::new(shared, instance_id, dispatcher, pending),
             worker,
             executor: None,
@@ -460,6 +464,11 @@ impl InstanceActor {
         // deletes.
         commit.hold_timers = !self.res.shared.options.idle_unload_after.is_zero();
         self.drop_held_timers(&commit.cancelled_timers, ends_execution, execution);
+        for id in &self.withdrawn_timers {
+            if !commit.consumed.contains(id) {
+                commit.consumed.push(*id);
+            }
+        }
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
         let commit_sent = Instant::now();
@@ -493,6 +502,7 @@ impl InstanceActor {
             match result {
                 Ok((committed, activities)) => {
                     act.res.committed(&messages);
+                    act.withdrawn_timers.clear();
                     let metrics = &act.res.shared.metrics;
                     metrics.turns.fetch_add(1, Ordering::Relaxed);
                     metrics.turn_latency.observe(turn_started.elapsed());
@@ -596,9 +606,12 @@ impl InstanceActor {
     }
 
     /// Drops the held timers of `execution` with the `cancelled` seqs (all of them when the
-    /// execution ends); those the dispatcher already sent are dropped when they arrive.
+    /// execution ends): those not sent yet are withdrawn (the commit consumes their rows);
+    /// one the dispatcher already sent arrives as a late timer, which the next turn consumes
+    /// as usual, unless the execution ended (its row goes with it): then it is dropped on
+    /// arrival.
     fn drop_held_timers(&mut self, cancelled: &[u64], ends_execution: bool, execution: u32) {
-        if self.held_timers.is_empty() {
+        if self.held_timers.is_empty() || (cancelled.is_empty() && !ends_execution) {
             return;
         }
         let drop: Vec<i64> = self
@@ -612,7 +625,9 @@ impl InstanceActor {
         let mut timers = self.timers.borrow_mut();
         for id in drop {
             self.held_timers.remove(&id);
-            if !timers.cancel(id) {
+            if timers.cancel(id) {
+                self.withdrawn_timers.push(id);
+            } else if ends_execution {
                 self.dropped_timers.insert(id);
             }
         }

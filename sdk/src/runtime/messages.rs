@@ -96,6 +96,8 @@ pub(super) struct Unloaded {
     pub(super) instance_id: Arc<str>,
     pub(super) leftover: Vec<Inbound>,
     pub(super) finished: bool,
+    /// It gave the instance up to another worker.
+    pub(super) gave_up: bool,
 }
 
 /// Stop claiming, drain the workers (for at most `grace`), return when done.

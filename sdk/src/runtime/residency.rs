@@ -102,6 +102,8 @@ pub(super) struct Residency {
     message_ids: MessageIds,
     /// Give up once the commit in flight returns.
     give_up_requested: bool,
+    /// Gave the instance up to another worker (told to the dispatcher when it stops).
+    gave_up: bool,
     /// Calls this worker runs for the instance without a work item
     /// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)), by `seq`: while
     /// there are some, the instance stays loaded instead of waiting to be unloaded when idle.
@@ -135,6 +137,7 @@ impl Residency {
             drain_waiters: Vec::new(),
             message_ids,
             give_up_requested: false,
+            gave_up: false,
             memory_calls: HashSet::new(),
         }
     }
@@ -289,6 +292,7 @@ pub(super) fn stop<A: Resident>(act: &mut A, ctx: &mut Context<A>) {
         instance_id: res.instance_id.clone(),
         leftover,
         finished,
+        gave_up: res.gave_up,
     });
     ctx.stop();
 }
@@ -301,6 +305,7 @@ pub(super) fn give_up<A: Resident>(act: &mut A, ctx: &mut Context<A>) {
     let held = {
         let res = act.residency();
         res.give_up_requested = false;
+        res.gave_up = true;
         res.take_held()
     };
     act.hand_over(&held, ctx);

@@ -8,7 +8,7 @@
 //! [`TurnCommit::hold_timers`]: crate::store::TurnCommit::hold_timers
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ pub(super) struct HeldTimers {
     /// The timers by message id.
     timers: HashMap<i64, Held>,
     /// The message ids of each instance's timers.
-    by_instance: HashMap<String, Vec<i64>>,
+    by_instance: HashMap<String, HashSet<i64>>,
 }
 
 /// One held timer.
@@ -51,7 +51,7 @@ impl HeldTimers {
         self.by_instance
             .entry(message.instance_id.clone())
             .or_default()
-            .push(message.id);
+            .insert(message.id);
         self.timers.insert(
             message.id,
             Held {
@@ -108,7 +108,7 @@ impl HeldTimers {
         let held = self.timers.remove(&id)?;
         self.by_due.remove(&(held.due, id));
         if let Some(ids) = self.by_instance.get_mut(&held.message.instance_id) {
-            ids.retain(|other| *other != id);
+            ids.remove(&id);
             if ids.is_empty() {
                 self.by_instance.remove(&held.message.instance_id);
             }
