@@ -583,18 +583,25 @@ impl InstanceActor {
         if held.is_empty() {
             return timer_due;
         }
+        // How many of each due time are held: the dispatcher claims only for the rest.
+        let mut held_at: HashMap<DateTime<Utc>, usize> = HashMap::new();
         let mut timers = self.timers.borrow_mut();
         for message in held {
             if let Event::TimerFired { seq, fire_at } = message.event {
-                if let Some(i) = timer_due.iter().position(|due| *due == fire_at) {
-                    timer_due.swap_remove(i);
-                }
+                *held_at.entry(fire_at).or_default() += 1;
                 self.held_timers
                     .insert(message.id, (seq, message.execution));
                 timers.hold(message);
             }
         }
         drop(timers);
+        timer_due.retain(|due| match held_at.get_mut(due) {
+            Some(count) if *count > 0 => {
+                *count -= 1;
+                false
+            }
+            _ => true,
+        });
         // Wakes the dispatcher up for them (an empty list only re-arms its wake-up).
         if timer_due.is_empty() {
             self.res
