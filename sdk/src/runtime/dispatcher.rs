@@ -17,7 +17,7 @@ use super::messages::{
     ToDispatcher, ToWorker, Unload, Unloaded,
 };
 use super::poll::Poller;
-use super::residency::backoff;
+use super::residency::{self, backoff};
 use super::timers::SharedTimers;
 use crate::clock::saturating_after;
 use crate::error::Error;
@@ -432,41 +432,6 @@ impl Dispatcher {
         self.timer_wakeup = Some((due, handle));
     }
 
-    /// Another worker holds the instance now: its timers held here go back to the store, the
-    /// due ones visible at once (abandoned), the others when due (released).
-    fn hand_held_timers_back(&mut self, instance_id: &str, ctx: &mut Context<Self>) {
-        let now = self.shared.now();
-        let (due, later) = {
-            let mut held = self.held.borrow_mut();
-            let due = held.take_due_of(instance_id, now);
-            (due, held.remove_instance(instance_id))
-        };
-        if due.is_empty() && later.is_empty() {
-            return;
-        }
-        let ids: Vec<i64> = due.iter().map(|m| m.id).collect();
-        let shared = self.shared.clone();
-        let instance_id = instance_id.to_owned();
-        let hand_back = async move {
-            shared
-                .store
-                .release_instance(&instance_id, &shared.owner)
-                .await?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            shared
-                .store
-                .abandon_messages(&shared.owner, &ids, shared.now())
-                .await
-        };
-        ctx.spawn(hand_back.into_actor(self).map(|result, _, _| {
-            if let Err(error) = result {
-                tracing::debug!(%error, "handing held timers back failed; they return when their lease lapses");
-            }
-        }));
-    }
-
     /// Finds the next due time of timers this worker did not arm (after a restart, or armed
     /// by other workers) and arms a wake-up for it.
     fn look_for_timers(&mut self, ctx: &mut Context<Self>) {
@@ -606,7 +571,14 @@ impl Handler<Unloaded> for Dispatcher {
             // Its timers went with it.
             self.held.borrow_mut().remove_instance(&msg.instance_id);
         } else if msg.gave_up {
-            self.hand_held_timers_back(&msg.instance_id, ctx);
+            // Another worker holds the instance now: its held timers that are due go back
+            // visible at once; the others are released below like any unloaded instance's.
+            let now = self.shared.now();
+            let due = self.held.borrow_mut().take_due_of(&msg.instance_id, now);
+            if !due.is_empty() {
+                let ids = due.iter().map(|m| m.id).collect();
+                ctx.spawn(residency::give_back(self.shared.clone(), ids).into_actor(self));
+            }
         } else {
             // Its held timers due now (or by the time the release runs) are its next actor's
             // to run: the release lets go only those not visible yet.

@@ -312,19 +312,21 @@ pub(super) fn give_up<A: Resident>(act: &mut A, ctx: &mut Context<A>) {
     let ids = queued_ids(&held);
     if !ids.is_empty() {
         let shared = act.residency().shared.clone();
-        let abandon = async move {
-            shared
-                .store
-                .abandon_messages(&shared.owner, &ids, shared.now())
-                .await
-        };
-        ctx.spawn(abandon.into_actor(act).map(|result, _, _| {
-            if let Err(error) = result {
-                tracing::warn!(%error, "giving messages back failed; they return when their lease lapses");
-            }
-        }));
+        ctx.spawn(give_back(shared, ids).into_actor(act));
     }
     stop(act, ctx);
+}
+
+/// Gives queue messages this worker holds back to the store, visible at once (another
+/// worker holds their instance now); a failure leaves them to return when their lease lapses.
+pub(super) async fn give_back(shared: Arc<Shared>, ids: Vec<i64>) {
+    if let Err(error) = shared
+        .store
+        .abandon_messages(&shared.owner, &ids, shared.now())
+        .await
+    {
+        tracing::warn!(%error, "giving messages back failed; they return when their lease lapses");
+    }
 }
 
 /// Handles [`Deliver`](super::messages::Deliver): messages not seen before are run (now if
