@@ -96,6 +96,15 @@ pub(crate) trait LocalWorker: Send + Sync {
     fn lease_until(&self) -> DateTime<Utc>;
     /// Runs a message leased to it (the `ExecutionStarted` of an instance just created).
     fn run(&self, message: OrchestrationMessage);
+    /// Runs a new instance whose first turn creates it in the store
+    /// ([`TurnCommit::create`](crate::store::TurnCommit::create)); the receiver gets that
+    /// commit's outcome. `None` when the worker cannot (its store does not create with
+    /// turns); a receiver dropped unanswered means the worker did not take it (the id is
+    /// loaded there, it is stopping): the caller creates the instance in the store instead.
+    fn start(
+        &self,
+        instance: NewInstance,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), Error>>>;
     /// Whether it has the orchestrator `name` (the others are left to workers that do).
     fn has_orchestrator(&self, name: &str) -> bool;
     /// The flow-control limits it enforces, by activity name.
@@ -300,8 +309,6 @@ impl Client {
         })
     }
 
-    /// Creates an instance: with a worker in this process that has its orchestrator, leased
-    /// to it in the same commit (it runs the instance from memory without claiming it).
     /// How a new instance of orchestrator `name` with `input` waits for its flow-control
     /// limits (`None`: it has none, it runs at once).
     fn hold_for(&self, name: &str, input: &Payload, priority: i32) -> Option<FlowHold> {
@@ -315,10 +322,22 @@ impl Client {
         })
     }
 
+    /// Creates an instance. With a worker in this process that has its orchestrator, that
+    /// worker runs it from memory: on a store that [creates instances with their first
+    /// turn](Store::creates_with_turn) the first turn's commit creates it (one commit for
+    /// both), otherwise it is created leased to the worker, which runs it without claiming
+    /// it.
     async fn create(&self, instance: NewInstance) -> Result<(), Error> {
         match &self.local {
             // A held instance waits for an admission, in this process or another.
             Some(worker) if worker.has_orchestrator(&instance.name) && instance.flow.is_none() => {
+                // One commit: the worker runs the first turn from memory and commits it
+                // with the creation.
+                if let Some(created) = worker.start(instance.clone())
+                    && let Ok(created) = created.await
+                {
+                    return created;
+                }
                 let claimed = self
                     .store
                     .create_instance_claimed(instance, worker.owner(), worker.lease_until())

@@ -352,6 +352,14 @@ pub struct TurnCommit {
     pub owner: String,
     /// History index of the first new event (the current history length).
     pub history_start: u64,
+    /// The instance this turn starts, created by the same commit
+    /// ([`Store::creates_with_turn`]): leased to `owner` and already past its first turn, its
+    /// `ExecutionStarted` (the first of `new_events`) never queued. It fails as
+    /// [`create_instance`](Store::create_instance) does ([`Error::InstanceExists`] for an id
+    /// a pending or running instance has; a finished one is replaced) and then writes
+    /// nothing. Such a turn consumes nothing (`consumed` and `completed_activities` empty)
+    /// and starts at history index 0.
+    pub create: Option<NewInstance>,
     /// Replace the whole history with `new_events` (`history_start` is then 0): for
     /// continue-as-new and rewind. Also drops the instance's queued activity results and
     /// timers, which belong to the old history.
@@ -681,6 +689,15 @@ pub trait Store: Send + Sync + 'static {
     /// Commits one turn atomically (see [`TurnCommit`]).
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error>;
 
+    /// Whether [`commit_turn`](Self::commit_turn) can create the instance it commits a turn
+    /// of ([`TurnCommit::create`]): a worker's own client then starts an instance by handing
+    /// it to the worker, which commits the creation together with the first turn (one
+    /// commit instead of two). The default is `false`: the client creates the instance
+    /// first ([`create_instance_claimed`](Self::create_instance_claimed)).
+    fn creates_with_turn(&self) -> bool {
+        false
+    }
+
     /// Deletes a completed work item and enqueues its result for the instance, atomically.
     /// Returns the result message when it was claimed for `completion.owner`.
     async fn complete_activity(
@@ -980,6 +997,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         (**self).commit_turn(turn).await
+    }
+    fn creates_with_turn(&self) -> bool {
+        (**self).creates_with_turn()
     }
     async fn complete_activity(
         &self,

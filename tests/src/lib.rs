@@ -537,6 +537,7 @@ pub fn turn(
         instance_id: instance_id.to_owned(),
         owner: owner.to_owned(),
         history_start: start,
+        create: None,
         reset_history: false,
         execution: 0,
         new_events: events,

@@ -125,6 +125,7 @@ macro_rules! conformance {
 conformance!(
     instances_are_created_once_while_running,
     a_start_can_be_leased_to_its_creator_in_the_same_commit,
+    a_first_turn_creates_its_instance_in_the_same_commit,
     messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message,
     a_turn_commits_history_work_and_status_together,
     a_second_worker_cannot_take_or_commit_a_held_instance,
@@ -348,6 +349,130 @@ async fn a_start_can_be_leased_to_its_creator_in_the_same_commit(b: &Backend) {
     assert!(matches!(err, Error::InstanceExists { .. }), "{err:?}");
 }
 
+/// The `ExecutionStarted` of `instance`, as its first turn records it.
+fn start_of(instance: &NewInstance) -> Event {
+    Event::ExecutionStarted {
+        name: instance.name.clone(),
+        version: instance.version.clone(),
+        input: instance.input.clone(),
+        execution: 0,
+        parent: None,
+    }
+}
+
+/// The first turn of `id` by `owner`, creating its instance (`TurnCommit::create`).
+fn creating_turn(id: &str, owner: &str) -> duractor::store::TurnCommit {
+    let instance = new_instance(id);
+    let mut commit = turn(id, owner, 0, vec![start_of(&instance), started()], vec![]);
+    commit.create = Some(instance);
+    commit
+}
+
+async fn a_first_turn_creates_its_instance_in_the_same_commit(b: &Backend) {
+    let store = &*b.store;
+    assert!(store.creates_with_turn());
+    // A first turn that keeps a call in memory, queues a work item and sets a custom status.
+    let mut first = creating_turn("c", "w1");
+    first.activities = vec![kept(0), queued_call(1)];
+    first.custom_status = Some(Payload::encode(&"started").unwrap());
+    let committed = store.commit_turn(first.clone()).await.unwrap();
+    assert_eq!(committed.activity_ids.len(), 2);
+    assert_eq!(
+        committed.activity_ids[0], 0,
+        "the kept call has no work item"
+    );
+    assert_eq!(store.load_history("c").await.unwrap(), first.new_events);
+    let status = store.get_instance("c").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    assert_eq!(status.name, "flow");
+    assert_eq!(status.input.decode::<u32>().unwrap(), 42);
+    assert_eq!(
+        status.custom_status.unwrap().decode::<String>().unwrap(),
+        "started"
+    );
+    // No start was queued; the instance and its call are leased to the turn's worker.
+    assert!(
+        store
+            .claim_messages("w2", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_messages("w1", 10, lease())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let call = MemoryCall {
+        instance_id: "c".into(),
+        execution: 0,
+        seq: 0,
+    };
+    if store.keeps_calls_in_memory() {
+        let ids = store
+            .persist_calls("w1", std::slice::from_ref(&call), lease())
+            .await
+            .unwrap();
+        assert!(ids[0].is_some(), "the call is recorded on the new row");
+    }
+    let err = store
+        .commit_turn(turn("c", "w2", 2, vec![started()], vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    store
+        .commit_turn(turn("c", "w1", 2, vec![started()], vec![]))
+        .await
+        .unwrap();
+
+    // A taken id refuses the turn and writes nothing of it, as a start does.
+    let mut again = creating_turn("c", "w1");
+    again.activities = vec![queued_call(5)];
+    let err = store.commit_turn(again).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InstanceExists { ref status, .. } if status == "Running"),
+        "{err:?}"
+    );
+    assert_eq!(store.load_history("c").await.unwrap().len(), 3);
+    let seqs: Vec<u64> = store
+        .list_activities("c")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.seq)
+        .collect();
+    assert!(!seqs.contains(&5), "{seqs:?}");
+
+    // A first turn that completes at once leaves a finished, unleased instance; a second
+    // one under its id replaces it.
+    let mut done = creating_turn("d", "w1");
+    done.status = Some(RuntimeStatus::Completed);
+    done.output = Some(Payload::encode(&7).unwrap());
+    done.new_events.push(Event::ExecutionCompleted {
+        output: Payload::encode(&7).unwrap(),
+    });
+    store.commit_turn(done).await.unwrap();
+    let status = store.get_instance("d").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    assert_eq!(status.output.unwrap().decode::<u32>().unwrap(), 7);
+    assert!(status.completed_at.is_some());
+    let replacing = creating_turn("d", "w2");
+    store.commit_turn(replacing.clone()).await.unwrap();
+    assert_eq!(store.load_history("d").await.unwrap(), replacing.new_events);
+    let status = store.get_instance("d").await.unwrap().unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    assert!(status.output.is_none() && status.completed_at.is_none());
+
+    // Only a first turn that consumes nothing can create its instance.
+    let mut consuming = creating_turn("e", "w1");
+    consuming.consumed = vec![1];
+    let err = store.commit_turn(consuming).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(store.get_instance("e").await.unwrap().is_none());
+}
+
 async fn a_second_worker_cannot_take_or_commit_a_held_instance(b: &Backend) {
     let store = &b.store;
     store.create_instance(new_instance("h")).await.unwrap();
@@ -472,6 +597,14 @@ async fn a_lapsed_lease_lets_another_worker_take_over(b: &Backend) {
     );
     store.release_instance("l", "w2").await.unwrap();
     store.unregister_worker("w2").await.unwrap();
+}
+
+/// A call with a work item, leased to the worker whose turn scheduled it.
+fn queued_call(seq: u64) -> NewActivity {
+    NewActivity {
+        in_memory: false,
+        ..kept(seq)
+    }
 }
 
 /// A call kept in memory (`NewActivity::in_memory`), scheduled by a turn of `instance_id`.

@@ -124,6 +124,58 @@ async fn each_start_policy_does_what_it_says() {
     app.stop().await;
 }
 
+/// The runtime's own client starts an instance with its first turn: the start returns once
+/// both are stored (one commit on SQLite). An id this worker has not loaded (unloaded when
+/// idle) but the store has is refused while it runs and replaced once it finished, as any
+/// start's.
+#[tokio::test]
+async fn a_start_from_the_runtime_returns_with_its_first_turn_stored() {
+    let app = TestApp::start_with("start-with-turn", |b| {
+        b.idle_unload_after(Duration::from_millis(20))
+    })
+    .await;
+    let client = &app.client;
+    let unloaded = || async { (app.runtime.metrics().instances_loaded == 0).then_some(()) };
+    client
+        .start(CollectEvents, 1)
+        .instance_id("w")
+        .await
+        .unwrap();
+    // Stored by the time the start returns: the first turn ran and waits for an event.
+    let status = client.status("w").await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Running);
+    let history = client.history("w").await.unwrap();
+    assert_eq!(starts(&history), 1, "{history:?}");
+    duractor_tests::eventually("the instance to unload", WAIT, unloaded).await;
+    let refused = client.start(CollectEvents, 2).instance_id("w").await;
+    assert!(
+        matches!(refused, Err(duractor::Error::InstanceExists { ref status, .. }) if status == "Running"),
+        "{refused:?}"
+    );
+    assert_eq!(input_of(client, "w").await, 1);
+    client.raise_event("w", "item", "first").await.unwrap();
+    let status = client.wait_for_completion("w", WAIT).await.unwrap();
+    assert_eq!(status.output::<Vec<String>>().unwrap(), ["first"]);
+
+    duractor_tests::eventually("the instance to unload", WAIT, unloaded).await;
+    client
+        .start(CollectEvents, 1)
+        .instance_id("w")
+        .await
+        .unwrap();
+    let history = client.history("w").await.unwrap();
+    assert_eq!(
+        starts(&history),
+        1,
+        "the finished run was replaced: {history:?}"
+    );
+    client.raise_event("w", "item", "second").await.unwrap();
+    let status = client.wait_for_completion("w", WAIT).await.unwrap();
+    assert_eq!(status.output::<Vec<String>>().unwrap(), ["second"]);
+    assert_eq!(app.runtime.metrics().turn_commit_failures, 0);
+    app.stop().await;
+}
+
 /// 20 callers at once: one instance, every event delivered.
 async fn twenty_callers_race(client: &Client, id: &str) {
     let calls = (0..20).map(|i| {

@@ -41,7 +41,8 @@ pub(crate) struct Guards {
 /// plan them on (the rows as the guards assume them; the caller reserves the queue ids,
 /// [`ids_needed`](super::ids_needed) of them, with [`State::reserve`]) and the guards.
 ///
-/// A batch qualifies when every op is a turn or a start, each of a different instance, and
+/// A batch qualifies when every op is a turn or a start (or a turn starting its instance,
+/// [`TurnCommit::create`](duractor::store::TurnCommit::create)), each of a different instance, and
 /// no turn reaches beyond its own instance: no sub-orchestrations, no messages to other
 /// instances (their existence would need a read), no entity state, no history reset; all
 /// turns are by one owner; no start is held by flow control. Every such op's outcome then
@@ -103,6 +104,15 @@ pub(crate) fn assume(ops: &[Op]) -> Option<(State, Guards)> {
         rows.consumed += turn.consumed.len() + turn.completed_activities.len();
         rows.messages += turn.messages.len();
         rows.activities += turn.activities.len();
+        if let Some(instance) = &turn.create {
+            // The first turn of an instance it creates: the id must be free (the plan creates
+            // the row on the state, leased to the owner).
+            if instance.flow.is_some() {
+                return None;
+            }
+            guards.absent.push(instance.instance_id.clone());
+            continue;
+        }
         let start = i64::try_from(turn.history_start).ok()?;
         guards.instances.push((turn.instance_id.clone(), start));
         state.instances.insert(
@@ -337,6 +347,40 @@ mod tests {
         assert!(assume(&[create(held)]).is_none());
         assert!(assume(&[create(new_instance("c")), create(new_instance("c"))]).is_none());
         assert!(assume(&[create(new_instance("a")), op(turn("a", "w")).0]).is_none());
+    }
+
+    #[test]
+    fn a_first_turn_creating_its_instance_qualifies_with_its_id_free() {
+        let mut first = turn("c", "w");
+        first.history_start = 0;
+        first.consumed = Vec::new();
+        first.completed_activities = Vec::new();
+        first.create = Some(new_instance("c"));
+        let ops = [op(first.clone()).0, op(turn("a", "w")).0];
+        let (state, guards) = assume(&ops).unwrap();
+        assert_eq!(guards.absent, ["c"]);
+        assert_eq!(
+            guards.instances,
+            [("a".to_owned(), 4)],
+            "no row to guard yet"
+        );
+        assert!(!state.instances.contains_key("c"), "the id is assumed free");
+        // Planned on that state, it creates the row and updates it with the turn's status.
+        let (mut first_op, _) = op(first.clone());
+        let (mut state, _) = assume(std::slice::from_ref(&first_op)).unwrap();
+        state.reserve(vec![50], vec![100]);
+        let mut plan = Plan::default();
+        plan.apply(&mut first_op, &mut state, crate::common::now_ms());
+        assert_eq!(plan.new_instances.len(), 1);
+        assert_eq!(plan.updates.len(), 1);
+        assert_eq!(plan.history.len(), first.new_events.len());
+
+        let mut held = first;
+        held.create.as_mut().unwrap().flow = Some(duractor::store::FlowHold {
+            key: None,
+            priority: 0,
+        });
+        assert!(!qualifies(vec![held]));
     }
 
     #[test]

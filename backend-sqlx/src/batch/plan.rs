@@ -444,10 +444,9 @@ impl Plan {
         true
     }
 
-    /// A new instance with its `ExecutionStarted` message. An id taken by an instance that
-    /// has not finished is refused; a finished one is replaced (its rows go).
-    /// A new instance and its `ExecutionStarted` message; with `claim`, both leased to that
-    /// owner and the message returned (the creating process's worker runs it at once).
+    /// A new instance and its `ExecutionStarted` message (see [`Plan::create_row`]); with
+    /// `claim`, both leased to that owner and the message returned (the creating process's
+    /// worker runs it at once).
     fn create(
         &mut self,
         instance: &NewInstance,
@@ -455,50 +454,13 @@ impl Plan {
         state: &mut State,
         now: i64,
     ) -> Result<Option<OrchestrationMessage>, Error> {
-        if let Some(existing) = state.instances.get(&instance.instance_id) {
-            let finished = existing
-                .status
-                .parse::<RuntimeStatus>()
-                .is_ok_and(RuntimeStatus::is_terminal);
-            if !finished {
-                return Err(Error::InstanceExists {
-                    instance_id: instance.instance_id.clone(),
-                    status: existing.status.clone(),
-                });
-            }
-            self.replaced.push(instance.instance_id.clone());
-        }
+        let claim = claim.map(|(owner, lease)| (owner, lease.from(now)));
+        let lease = self.create_row(instance, claim, state)?;
+        let lease = lease
+            .as_ref()
+            .map(|(owner, until)| (owner.as_str(), *until));
+        let held = instance.flow.is_some();
         let created_at = millis(instance.created_at);
-        // A held instance and its messages wait leased to the flow-control owner, which no
-        // worker is: only an admission lets them go.
-        let held = instance.flow.as_ref().map(|hold| {
-            self.flow_holds.push((
-                instance.instance_id.clone(),
-                instance.name.clone(),
-                hold.key.clone(),
-                hold.priority,
-            ));
-            (FLOW_HOLD_OWNER, millis(flow_hold_until()))
-        });
-        let lease = held.or(claim.map(|(owner, lease)| (owner, lease.from(now))));
-        self.new_instances.push((
-            instance.instance_id.clone(),
-            instance.name.clone(),
-            instance.version.clone(),
-            instance.input.as_str().to_owned(),
-            created_at,
-            lease.map(|(owner, _)| owner.to_owned()),
-            lease.map(|(_, until)| until),
-        ));
-        state.instances.insert(
-            instance.instance_id.clone(),
-            InstanceState {
-                status: RuntimeStatus::Pending.as_str().to_owned(),
-                history_len: 0,
-                locked_by: lease.map(|(owner, _)| owner.to_owned()),
-                locked_until: lease.map(|(_, until)| until),
-            },
-        );
         let start = Event::ExecutionStarted {
             name: instance.name.clone(),
             version: instance.version.clone(),
@@ -514,7 +476,7 @@ impl Plan {
             None,
             lease,
         );
-        if lease.is_none() || held.is_some() {
+        if lease.is_none() || held {
             self.effects.work = true;
             return Ok(None);
         }
@@ -524,6 +486,64 @@ impl Plan {
             event: start,
             execution: None,
         }))
+    }
+
+    /// The row of a new instance, leased to `lease` (owner, deadline) or, held by flow
+    /// control, to nobody who runs it; returns the lease it got. An id taken by an instance
+    /// that has not finished is refused (writing nothing); a finished one is replaced (its
+    /// rows go).
+    fn create_row(
+        &mut self,
+        instance: &NewInstance,
+        lease: Option<(&str, i64)>,
+        state: &mut State,
+    ) -> Result<Option<(String, i64)>, Error> {
+        if let Some(existing) = state.instances.get(&instance.instance_id) {
+            let finished = existing
+                .status
+                .parse::<RuntimeStatus>()
+                .is_ok_and(RuntimeStatus::is_terminal);
+            if !finished {
+                return Err(Error::InstanceExists {
+                    instance_id: instance.instance_id.clone(),
+                    status: existing.status.clone(),
+                });
+            }
+            self.replaced.push(instance.instance_id.clone());
+        }
+        // A held instance and its messages wait leased to the flow-control owner, which no
+        // worker is: only an admission lets them go.
+        let held = instance.flow.as_ref().map(|hold| {
+            self.flow_holds.push((
+                instance.instance_id.clone(),
+                instance.name.clone(),
+                hold.key.clone(),
+                hold.priority,
+            ));
+            (FLOW_HOLD_OWNER, millis(flow_hold_until()))
+        });
+        let lease = held
+            .or(lease)
+            .map(|(owner, until)| (owner.to_owned(), until));
+        self.new_instances.push((
+            instance.instance_id.clone(),
+            instance.name.clone(),
+            instance.version.clone(),
+            instance.input.as_str().to_owned(),
+            millis(instance.created_at),
+            lease.as_ref().map(|(owner, _)| owner.clone()),
+            lease.as_ref().map(|(_, until)| *until),
+        ));
+        state.instances.insert(
+            instance.instance_id.clone(),
+            InstanceState {
+                status: RuntimeStatus::Pending.as_str().to_owned(),
+                history_len: 0,
+                locked_by: lease.as_ref().map(|(owner, _)| owner.clone()),
+                locked_until: lease.as_ref().map(|(_, until)| *until),
+            },
+        );
+        Ok(lease)
     }
 
     /// An orchestration or entity turn: refused with `Conflict` when another worker holds the
@@ -536,6 +556,24 @@ impl Plan {
         state: &mut State,
         now: i64,
     ) -> Result<TurnCommitted, Error> {
+        if let Some(instance) = &turn.create {
+            // The instance starts with this turn: created (or refused) first, leased to the
+            // turn's owner, with no `ExecutionStarted` message (it is the turn's first event).
+            let first_turn = instance.instance_id == turn.instance_id
+                && instance.flow.is_none()
+                && turn.history_start == 0
+                && !turn.reset_history
+                && turn.consumed.is_empty()
+                && turn.completed_activities.is_empty();
+            if !first_turn {
+                return Err(Error::InvalidArgument(format!(
+                    "a turn of instance `{}` that creates its instance must be its first turn, \
+                     consume nothing and not be held by flow control",
+                    turn.instance_id
+                )));
+            }
+            self.create_row(instance, Some((&turn.owner, lease.from(now))), state)?;
+        }
         let Some(instance) = state.instances.get(&turn.instance_id) else {
             return Err(Error::InstanceNotFound(turn.instance_id.clone()));
         };
@@ -927,6 +965,7 @@ pub(crate) mod tests {
             instance_id: instance_id.to_owned(),
             owner: owner.to_owned(),
             history_start: 0,
+            create: None,
             reset_history: false,
             execution: 0,
             new_events: vec![Event::OrchestratorStarted {
@@ -1105,6 +1144,49 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(plan.releases, [("j".to_owned(), "w1".to_owned())]);
         assert_eq!(state.instances["i"].locked_by.as_deref(), Some("w1"));
+    }
+
+    #[test]
+    fn a_first_turn_creates_its_instance_without_a_start_message() {
+        let mut state = with_instances(&[
+            ("running", RuntimeStatus::Running, Some("w2"), Some(NOW + 1)),
+            ("done", RuntimeStatus::Completed, None, None),
+        ]);
+        let mut plan = Plan::default();
+        let creating = |id: &str| {
+            let mut first = turn(id, "w1");
+            first.create = Some(new_instance(id));
+            first
+        };
+        plan.turn(&creating("new"), lease(), &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.new_instances.len(), 1);
+        assert_eq!(plan.new_instances[0].5.as_deref(), Some("w1"));
+        assert!(plan.messages.is_empty(), "no start message is queued");
+        assert_eq!(plan.updates.len(), 1, "the row gets the turn's status");
+        assert_eq!(state.instances["new"].locked_by.as_deref(), Some("w1"));
+
+        // A running id refuses the turn, writing nothing of it; a finished one is replaced.
+        let refused = plan.turn(&creating("running"), lease(), &mut state, NOW);
+        assert!(
+            matches!(refused, Err(Error::InstanceExists { .. })),
+            "{refused:?}"
+        );
+        assert_eq!((plan.new_instances.len(), plan.updates.len()), (1, 1));
+        plan.turn(&creating("done"), lease(), &mut state, NOW)
+            .unwrap();
+        assert_eq!(plan.replaced, ["done"]);
+        assert_eq!(plan.new_instances.len(), 2);
+
+        // Only a first turn that consumes nothing creates.
+        let mut consuming = creating("other");
+        consuming.consumed = vec![3];
+        let refused = plan.turn(&consuming, lease(), &mut state, NOW);
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{refused:?}"
+        );
+        assert!(!state.instances.contains_key("other"));
     }
 
     #[test]

@@ -710,6 +710,10 @@ impl Store for PostgresStore {
         true
     }
 
+    fn creates_with_turn(&self) -> bool {
+        true
+    }
+
     async fn persist_calls(
         &self,
         owner: &str,

@@ -474,11 +474,19 @@ impl GuardedShape {
             ));
         }
         if self.has(Self::NEW_INSTANCES) {
+            // An instance created by its first turn (`TurnCommit::create`) is inserted as that
+            // turn leaves it, from its status update (`u`): the statement's `upd` cannot see
+            // a row the same statement inserts, and has no guard for it anyway.
             ctes.push(
                 "new_inst AS ( \
-                    INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, locked_by, locked_until) \
-                    SELECT e->>0, e->>1, e->>2, 'Pending', e->>3, (e->>4)::bigint, (e->>4)::bigint, 0, e->>5, (e->>6)::bigint \
-                    FROM jsonb_array_elements($17::jsonb) e \
+                    INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len, \
+                                           locked_by, locked_until, output, failure, custom_status, completed_at, calls) \
+                    SELECT e->>0, e->>1, e->>2, COALESCE(u->>1, 'Pending'), e->>3, (e->>4)::bigint, \
+                           COALESCE((u->>6)::bigint, (e->>4)::bigint), COALESCE((u->>5)::bigint, 0), \
+                           CASE WHEN u IS NULL THEN e->>5 ELSE u->>8 END, \
+                           CASE WHEN u IS NULL THEN (e->>6)::bigint ELSE (u->>9)::bigint END, \
+                           u->>2, u->>3, u->>4, (u->>7)::bigint, nullif(jsonb_strip_nulls((u->>12)::jsonb), '{}'::jsonb) \
+                    FROM jsonb_array_elements($17::jsonb) e LEFT JOIN jsonb_array_elements($11::jsonb) u ON u->>0 = e->>0 \
                     ON CONFLICT (instance_id) DO NOTHING RETURNING instance_id)"
                     .to_owned(),
             );
@@ -1878,7 +1886,8 @@ mod tests {
                         None,
                     ))
                 },
-                &[17],
+                // An instance its first turn creates is inserted from that turn's update.
+                &[17, 11],
             ),
             (
                 "cancelled timers",

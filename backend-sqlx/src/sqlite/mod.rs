@@ -485,6 +485,10 @@ impl Store for SqliteStore {
         true
     }
 
+    fn creates_with_turn(&self) -> bool {
+        true
+    }
+
     async fn persist_calls(
         &self,
         owner: &str,

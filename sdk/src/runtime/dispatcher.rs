@@ -1,6 +1,8 @@
 //! The dispatcher actor: claims orchestration messages and routes them to instance actors.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +13,10 @@ use tokio::sync::oneshot;
 use super::Shared;
 use super::activity::ActivityWorker;
 use super::entity::EntityActor;
-use super::instance::InstanceActor;
+use super::instance::{InstanceActor, PendingCreate};
 use super::messages::{
-    Deliver, Drain, GiveUp, Inbound, Poke, RequestUnload, Route, Shutdown, TimersArmed,
-    ToDispatcher, ToWorker, Unload, Unloaded,
+    Deliver, Drain, FromClient, GiveUp, Inbound, Poke, RequestUnload, Route, Shutdown, Start,
+    TimersArmed, ToDispatcher, ToWorker, UNQUEUED_START, Unload, Unloaded,
 };
 use super::poll::Poller;
 use super::residency::{self, backoff};
@@ -22,8 +24,9 @@ use super::timers::SharedTimers;
 use crate::clock::saturating_after;
 use crate::error::Error;
 use crate::flow::{FlowControl, FlowRule};
+use crate::history::Event;
 use crate::id::EntityId;
-use crate::store::HeldWork;
+use crate::store::{HeldWork, OrchestrationMessage};
 
 /// How long a release may take to run after an instance unloads: its held timers due by then
 /// stay in memory for its next actor (the release lets go only those not visible yet).
@@ -42,7 +45,7 @@ const STRANDED_SWEEP: Duration = Duration::from_secs(10);
 /// Runs the actix system of one runtime on the current thread until `shutdown` resolves.
 pub(super) fn run_system(
     shared: Arc<Shared>,
-    ready: oneshot::Sender<Recipient<Route>>,
+    ready: oneshot::Sender<FromClient>,
     shutdown: oneshot::Receiver<Duration>,
 ) -> Result<(), Error> {
     let system = actix_rt::System::new();
@@ -58,7 +61,10 @@ pub(super) fn run_system(
             });
             Dispatcher::new(shared, worker)
         });
-        let _ = ready.send(dispatcher.clone().recipient());
+        let _ = ready.send(FromClient {
+            route: dispatcher.clone().recipient(),
+            start: dispatcher.clone().recipient(),
+        });
         // A dropped `Runtime` (sender gone) stops at once, like a zero grace.
         let grace = shutdown.await.unwrap_or(Duration::ZERO);
         let _ = dispatcher.send(Shutdown { grace }).await;
@@ -123,6 +129,9 @@ struct Slot {
     /// The actor was asked to unload: hold its messages until it reports back.
     unloading: bool,
     queued: Vec<Inbound>,
+    /// Set while the first turn of an instance started in memory has not created it in the
+    /// store: lease renewals leave it out (the store would report it lost).
+    uncreated: Option<Rc<Cell<bool>>>,
 }
 
 pub(super) struct Dispatcher {
@@ -358,28 +367,39 @@ impl Dispatcher {
                         .start(),
                     ),
                     None => ActorAddr::Instance(
-                        InstanceActor::new(
-                            self.shared.clone(),
-                            instance_id.clone(),
-                            ToDispatcher::of(&ctx.address()),
-                            ToWorker {
-                                run: self.worker.clone().recipient(),
-                                cancel: self.worker.clone().recipient(),
-                            },
-                            self.held.clone(),
-                            messages,
-                        )
-                        .start(),
+                        self.instance_actor(instance_id.clone(), messages, ctx)
+                            .start(),
                     ),
                 };
                 let slot = Slot {
                     addr,
                     unloading: false,
                     queued: Vec::new(),
+                    uncreated: None,
                 };
                 self.instances.insert(instance_id, slot);
             }
         }
+    }
+
+    /// The actor of orchestration instance `instance_id`, to run `messages`.
+    fn instance_actor(
+        &self,
+        instance_id: Arc<str>,
+        messages: Vec<Inbound>,
+        ctx: &mut Context<Self>,
+    ) -> InstanceActor {
+        InstanceActor::new(
+            self.shared.clone(),
+            instance_id,
+            ToDispatcher::of(&ctx.address()),
+            ToWorker {
+                run: self.worker.clone().recipient(),
+                cancel: self.worker.clone().recipient(),
+            },
+            self.held.clone(),
+            messages,
+        )
     }
 
     /// The fallback poll: claims (unless a claim is running anyway), looks for timers armed
@@ -455,7 +475,12 @@ impl Dispatcher {
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
         let shared = self.shared.clone();
         let held = HeldWork {
-            instances: self.instances.keys().map(|id| id.to_string()).collect(),
+            instances: self
+                .instances
+                .iter()
+                .filter(|(_, slot)| !slot.uncreated.as_ref().is_some_and(|u| u.get()))
+                .map(|(id, _)| id.to_string())
+                .collect(),
             activity_items: Vec::new(),
         };
         if held.instances.is_empty() {
@@ -519,6 +544,50 @@ impl Handler<Route> for Dispatcher {
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
         self.route(msg.0, ctx);
+    }
+}
+
+impl Handler<Start> for Dispatcher {
+    type Result = ();
+
+    /// Runs a new instance from memory; its first turn creates it in the store. A start
+    /// whose id is loaded here (a finished instance it would replace, a running one it would
+    /// be refused by) or that comes while the worker stops is dropped: the client then
+    /// creates it in the store the ordinary way.
+    fn handle(&mut self, start: Start, ctx: &mut Context<Self>) {
+        let instance_id: Arc<str> = Arc::from(start.instance.instance_id.as_str());
+        if self.stopping || self.instances.contains_key(&instance_id) {
+            return;
+        }
+        let instance = &start.instance;
+        let message = Inbound::Queued(OrchestrationMessage {
+            id: UNQUEUED_START,
+            instance_id: instance.instance_id.clone(),
+            event: Event::ExecutionStarted {
+                name: instance.name.clone(),
+                version: instance.version.clone(),
+                input: instance.input.clone(),
+                execution: 0,
+                parent: instance.parent.clone(),
+            },
+            execution: None,
+        });
+        let uncreated = Rc::new(Cell::new(true));
+        let actor = self
+            .instance_actor(instance_id.clone(), vec![message], ctx)
+            .creating(PendingCreate {
+                instance: start.instance,
+                reply: start.reply,
+                uncreated: uncreated.clone(),
+            })
+            .start();
+        let slot = Slot {
+            addr: ActorAddr::Instance(actor),
+            unloading: false,
+            queued: Vec::new(),
+            uncreated: Some(uncreated),
+        };
+        self.instances.insert(instance_id, slot);
     }
 }
 

@@ -269,6 +269,7 @@ impl EntityActor {
             instance_id: self.res.instance_id.to_string(),
             owner: self.res.shared.owner.clone(),
             history_start: 0,
+            create: None,
             reset_history: false,
             execution: 0,
             new_events: Vec::new(),

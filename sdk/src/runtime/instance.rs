@@ -3,28 +3,33 @@
 //! turn writes is planned by [`turn`](super::turn); whether this worker runs the instance at
 //! all is [`versioning`](super::versioning)'s answer.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
 use super::Shared;
 use super::messages::{
     CancelActivities, Deliver, Drain, GiveUp, Inbound, RunActivities, TimersArmed, ToDispatcher,
-    ToWorker, Unload,
+    ToWorker, UNQUEUED_START, Unload,
 };
 use super::residency::{self, Phase, Residency, Resident};
 use super::timers::SharedTimers;
 use super::turn::{self, Extra, Facts};
 use super::versioning::{self, Refusal};
 use crate::clock::saturating_after;
-use crate::error::Failure;
+use crate::error::{Error, Failure};
 use crate::history::Event;
 use crate::orchestration::{Executor, Outcome, TurnOutput};
-use crate::store::{ActivityCompletion, ActivityWorkItem, NewActivity, OrchestrationMessage};
+use crate::store::{
+    ActivityCompletion, ActivityWorkItem, NewActivity, NewInstance, OrchestrationMessage,
+};
 
 /// How many calls an instance keeps in memory at once
 /// ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)); further calls get work
@@ -53,6 +58,19 @@ pub(super) struct InstanceActor {
     /// Held timers turns cancelled before they were sent: each commit consumes them (deletes
     /// their rows) until one succeeds.
     withdrawn_timers: Vec<i64>,
+    /// A start from this worker's own client that the first turn's commit creates.
+    create: Option<PendingCreate>,
+}
+
+/// A new instance whose first turn creates it in the store ([`Start`](super::messages::Start)).
+pub(super) struct PendingCreate {
+    pub(super) instance: NewInstance,
+    /// Gets the outcome of the commit; dropped unanswered, it tells the client to create the
+    /// instance in the store instead.
+    pub(super) reply: oneshot::Sender<Result<(), Error>>,
+    /// Set until the commit has created the instance (the dispatcher leaves it out of lease
+    /// renewals until then: the store does not know it).
+    pub(super) uncreated: Rc<Cell<bool>>,
 }
 
 impl InstanceActor {
@@ -76,6 +94,7 @@ impl InstanceActor {
             held_timers,
             dropped_timers: HashSet::new(),
             withdrawn_timers: Vec::new(),
+            create: None,
             res: Residency::new(shared, instance_id, dispatcher, pending),
             worker,
             executor: None,
@@ -83,6 +102,12 @@ impl InstanceActor {
             history_len: 0,
             turn_started: None,
         }
+    }
+
+    /// The actor of a new instance its first turn creates (`pending` holds its start).
+    pub(super) fn creating(mut self, create: PendingCreate) -> Self {
+        self.create = Some(create);
+        self
     }
 
     fn shared(&self) -> &Shared {
@@ -469,6 +494,16 @@ impl InstanceActor {
                 commit.consumed.push(*id);
             }
         }
+        // The first turn of an instance started in memory creates it: its start was never
+        // queued, so there is nothing to consume for it.
+        let (create_reply, uncreated) = match self.create.take() {
+            Some(create) => {
+                commit.consumed.retain(|id| *id != UNQUEUED_START);
+                commit.create = Some(create.instance);
+                (Some(create.reply), Some(create.uncreated))
+            }
+            None => (None, None),
+        };
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
         let commit_sent = Instant::now();
@@ -484,6 +519,9 @@ impl InstanceActor {
                 store_us = commit_sent.elapsed().as_micros() as u64,
                 "store committed"
             );
+            if let Some(reply) = create_reply {
+                let _ = reply.send(committed.as_ref().map(drop).map_err(Error::clone));
+            }
             committed.map(|committed| (committed, activities))
         };
         let (new_len, finishes, continued, timer_due, finished_as) = (
@@ -501,6 +539,9 @@ impl InstanceActor {
             );
             match result {
                 Ok((committed, activities)) => {
+                    if let Some(uncreated) = &uncreated {
+                        uncreated.set(false);
+                    }
                     act.res.committed(&messages);
                     act.withdrawn_timers.clear();
                     let metrics = &act.res.shared.metrics;
@@ -553,6 +594,20 @@ impl InstanceActor {
                         return residency::give_up(act, ctx);
                     }
                     residency::settle(act, ctx);
+                }
+                Err(error) if uncreated.is_some() => {
+                    // The instance was not created (its id is taken, the store failed): the
+                    // client has the error, and the actor stops. Messages that came for the
+                    // id meanwhile (the start of a client that created it in the store while
+                    // this one ran) go back to the dispatcher for the next actor.
+                    tracing::debug!(instance_id = %act.res.instance_id, %error, "a start was not created");
+                    let others = messages
+                        .into_iter()
+                        .filter(|m| !matches!(m, Inbound::Queued(q) if q.id == UNQUEUED_START))
+                        .collect();
+                    act.res.commit_failed(others);
+                    act.executor = None;
+                    residency::stop(act, ctx);
                 }
                 Err(error) => {
                     act.res

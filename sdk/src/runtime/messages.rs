@@ -10,8 +10,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
+use tokio::sync::oneshot;
+
+use crate::error::Error;
 use crate::history::Event;
-use crate::store::{ActivityWorkItem, OrchestrationMessage};
+use crate::store::{ActivityWorkItem, NewInstance, OrchestrationMessage};
 
 /// Work for an instance or entity actor.
 #[derive(Debug, Clone)]
@@ -73,6 +76,28 @@ pub(crate) fn queued_ids(messages: &[Inbound]) -> Vec<i64> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Route(pub(super) Vec<Inbound>);
+
+/// A new instance from this worker's own client, to run at once: its first turn commits the
+/// creation ([`TurnCommit::create`](crate::store::TurnCommit::create)), and `reply` gets that
+/// commit's outcome. Dropping it unanswered (the id is loaded here, the runtime is stopping,
+/// the first turn never committed) tells the client to create the instance in the store
+/// instead.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Start {
+    pub(super) instance: NewInstance,
+    pub(super) reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The id of an instance's `ExecutionStarted` that is in no queue: the start of an instance
+/// its first turn creates ([`Start`]). Queue ids start at 1.
+pub(super) const UNQUEUED_START: i64 = 0;
+
+/// How the runtime's own client reaches the dispatcher from its thread.
+pub(super) struct FromClient {
+    pub(super) route: Recipient<Route>,
+    pub(super) start: Recipient<Start>,
+}
 
 /// Wake up and claim work now.
 #[derive(Message)]

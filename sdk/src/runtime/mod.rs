@@ -470,10 +470,12 @@ impl RuntimeBuilder {
 }
 
 /// What the runtime's own client starts instances for: this worker, which runs them from
-/// memory (the dispatcher routes the leased `ExecutionStarted` as if it had claimed it).
+/// memory (the dispatcher routes the leased `ExecutionStarted` as if it had claimed it, or,
+/// on a store that [creates instances with their first turn](Store::creates_with_turn),
+/// runs the start before anything is stored).
 struct LocalStarts {
     shared: Arc<Shared>,
-    dispatcher: actix::Recipient<messages::Route>,
+    dispatcher: messages::FromClient,
 }
 
 impl crate::client::LocalWorker for LocalStarts {
@@ -489,7 +491,23 @@ impl crate::client::LocalWorker for LocalStarts {
         // A stopped runtime drops it: the message stays leased to this worker until its
         // lease lapses or the worker's leases are released, then any worker claims it.
         self.dispatcher
+            .route
             .do_send(messages::Route(vec![messages::Inbound::Queued(message)]));
+    }
+
+    fn start(
+        &self,
+        instance: crate::store::NewInstance,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), Error>>> {
+        if !self.shared.store.creates_with_turn() || !self.shared.runs_instances {
+            return None;
+        }
+        let (reply, created) = tokio::sync::oneshot::channel();
+        // A stopped runtime drops it: the client then creates the instance in the store.
+        self.dispatcher
+            .start
+            .do_send(messages::Start { instance, reply });
+        Some(created)
     }
 
     fn has_orchestrator(&self, name: &str) -> bool {

@@ -312,6 +312,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
             instance_id: instance_id.to_owned(),
             owner: owner.to_owned(),
             history_start,
+            create: None,
             reset_history,
             execution,
             new_events,

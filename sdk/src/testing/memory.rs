@@ -235,6 +235,10 @@ impl Store for MemoryStore {
         true
     }
 
+    fn creates_with_turn(&self) -> bool {
+        true
+    }
+
     async fn persist_calls(
         &self,
         owner: &str,
@@ -1235,6 +1239,9 @@ impl State {
         now: DateTime<Utc>,
         effects: &mut Effects,
     ) -> Result<TurnCommitted, Error> {
+        if let Some(new) = &turn.create {
+            self.create_for_turn(new, turn)?;
+        }
         self.check_turn(turn, now)?;
         let instance_id = turn.instance_id.as_str();
         let terminal = turn.status.is_some_and(RuntimeStatus::is_terminal);
@@ -1375,6 +1382,39 @@ impl State {
     /// Refuses a turn with `Conflict` when another worker holds the instance, or what the
     /// turn consumed is not held by its worker (or is consumed twice), and as transient when
     /// the history moved on since the worker loaded it.
+    /// The instance a turn starts ([`TurnCommit::create`]), leased to the turn's owner and
+    /// without a start message; refused, changing nothing, when the id is taken by an
+    /// instance that has not finished (a finished one is replaced). The turn's checks then
+    /// hold by construction.
+    fn create_for_turn(&mut self, new: &NewInstance, turn: &TurnCommit) -> Result<(), Error> {
+        let first_turn = new.instance_id == turn.instance_id
+            && new.flow.is_none()
+            && turn.history_start == 0
+            && !turn.reset_history
+            && turn.consumed.is_empty()
+            && turn.completed_activities.is_empty();
+        if !first_turn {
+            return Err(Error::InvalidArgument(format!(
+                "a turn of instance `{}` that creates its instance must be its first turn, \
+                 consume nothing and not be held by flow control",
+                turn.instance_id
+            )));
+        }
+        if let Some(existing) = self.instances.get(&new.instance_id) {
+            if !existing.row.status.is_terminal() {
+                return Err(Error::InstanceExists {
+                    instance_id: new.instance_id.clone(),
+                    status: existing.row.status.to_string(),
+                });
+            }
+            self.forget(&new.instance_id);
+        }
+        let mut instance = Instance::orchestration(new);
+        instance.lease = Some(Lease::new(&turn.owner, turn.lease_until));
+        self.instances.insert(new.instance_id.clone(), instance);
+        Ok(())
+    }
+
     fn check_turn(&self, turn: &TurnCommit, now: DateTime<Utc>) -> Result<(), Error> {
         let Some(instance) = self.instances.get(&turn.instance_id) else {
             return Err(Error::InstanceNotFound(turn.instance_id.clone()));
@@ -1725,6 +1765,7 @@ mod tests {
             instance_id: "i".into(),
             owner: owner.into(),
             history_start: 0,
+            create: None,
             reset_history: false,
             execution: 0,
             new_events: vec![Event::OrchestratorStarted {
