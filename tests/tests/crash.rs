@@ -10,7 +10,7 @@ use duractor::{Event, RuntimeStatus};
 use duractor_sqlx::SqliteStore;
 use duractor_tests::TempDir;
 
-const COUNT: u64 = 200;
+const COUNT: u64 = 600;
 const STEPS: u64 = 10;
 
 /// The output `crash_worker`'s `ten_steps` computes for a seed.
@@ -55,28 +55,44 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
     let mut kills = 0;
     let mut runs = 0;
+    // Kill delays after the first run are drawn below this. A run that ends on its own before
+    // its kill (the workload is done, only start-up and the final checks are left) bounds
+    // the delays after it by how long it lived, so the next kills land within a run's life
+    // instead of the loop restarting quick runs it never kills.
+    let mut window = 400;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         assert!(
             Instant::now() < deadline,
-            "the workload did not finish in time"
+            "the workload did not finish in time ({runs} runs, {kills} kills)"
         );
         let mut child = spawn();
+        let began = Instant::now();
         runs += 1;
         if kills < 6 {
             // The first start also migrates and creates instances: give it longer.
-            let delay = if runs == 1 {
+            let delay = Duration::from_millis(if runs == 1 {
                 150 + rng.next(300)
             } else {
-                30 + rng.next(400)
-            };
-            std::thread::sleep(Duration::from_millis(delay));
-            if child.try_wait().expect("poll the worker").is_none() {
+                5 + rng.next(window)
+            });
+            let mut exited = None;
+            while exited.is_none() && began.elapsed() < delay {
+                std::thread::sleep(Duration::from_millis(2));
+                exited = child.try_wait().expect("poll the worker");
+            }
+            let Some(status) = exited else {
                 child.kill().expect("SIGKILL the worker");
                 child.wait().expect("reap the worker");
                 kills += 1;
                 continue;
+            };
+            window = window.min(began.elapsed().as_millis() as u64).max(10);
+            assert!(status.success(), "the worker failed: {status}");
+            if kills >= 5 {
+                break;
             }
+            continue;
         }
         let status = child.wait().expect("wait for the worker");
         assert!(status.success(), "the worker failed: {status}");

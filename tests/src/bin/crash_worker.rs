@@ -10,7 +10,8 @@ use std::time::Duration;
 use duractor::prelude::*;
 use duractor_sqlx::SqliteStore;
 
-pub const COUNT: u64 = 200;
+/// Enough that the first kills land while the workload runs (about a second of work here).
+pub const COUNT: u64 = 600;
 pub const STEPS: u64 = 10;
 
 /// Where activities log their executions (one `instance seq` line each).
