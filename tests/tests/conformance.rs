@@ -360,6 +360,12 @@ fn start_of(instance: &NewInstance) -> Event {
     }
 }
 
+/// The input an instance's status shows.
+async fn input(store: &dyn Store, id: &str) -> u32 {
+    let status = store.get_instance(id).await.unwrap().unwrap();
+    status.input.decode().unwrap()
+}
+
 /// The first turn of `id` by `owner`, creating its instance (`TurnCommit::create`).
 fn creating_turn(id: &str, owner: &str) -> duractor::store::TurnCommit {
     let instance = new_instance(id);
@@ -464,6 +470,32 @@ async fn a_first_turn_creates_its_instance_in_the_same_commit(b: &Backend) {
     let status = store.get_instance("d").await.unwrap().unwrap();
     assert_eq!(status.status, RuntimeStatus::Running);
     assert!(status.output.is_none() && status.completed_at.is_none());
+
+    // A first turn that continues as new: the row takes the next execution's input, and its
+    // start is queued for it.
+    let mut continues = creating_turn("n", "w1");
+    continues.reset_history = true;
+    continues.input = Some(Payload::encode(&43).unwrap());
+    continues.new_events = vec![start_of(&new_instance("n"))];
+    continues.messages = vec![NewMessage {
+        instance_id: "n".into(),
+        event: Event::ExecutionStarted {
+            name: "flow".into(),
+            version: "1".into(),
+            input: Payload::encode(&43).unwrap(),
+            execution: 1,
+            parent: None,
+        },
+        visible_at: now(),
+        execution: None,
+    }];
+    store.commit_turn(continues).await.unwrap();
+    assert_eq!(input(store, "n").await, 43);
+    let next = store.claim_messages("w1", 10, lease()).await.unwrap();
+    assert!(
+        matches!(next.as_slice(), [m] if matches!(m.event, Event::ExecutionStarted { execution: 1, .. })),
+        "{next:?}"
+    );
 
     // Only a first turn that consumes nothing can create its instance.
     let mut consuming = creating_turn("e", "w1");

@@ -562,7 +562,6 @@ impl Plan {
             let first_turn = instance.instance_id == turn.instance_id
                 && instance.flow.is_none()
                 && turn.history_start == 0
-                && !turn.reset_history
                 && turn.consumed.is_empty()
                 && turn.completed_activities.is_empty();
             if !first_turn {

@@ -1390,7 +1390,6 @@ impl State {
         let first_turn = new.instance_id == turn.instance_id
             && new.flow.is_none()
             && turn.history_start == 0
-            && !turn.reset_history
             && turn.consumed.is_empty()
             && turn.completed_activities.is_empty();
         if !first_turn {
