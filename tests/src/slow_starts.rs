@@ -1,11 +1,8 @@
 //! A store that answers a worker's own starts late: the instance is created (and its start
 //! leased to the worker) at once, but the call returns only after a delay, so whatever is
-//! sent to the instance meanwhile reaches the worker before the start does. It can also fail
-//! turn commits now and then. It does not create instances with their first turn
-//! (`Store::creates_with_turn` is left `false`): starts take `create_instance_claimed`.
+//! sent to the instance meanwhile reaches the worker before the start does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use duractor::chrono::{DateTime, Utc};
@@ -15,20 +12,16 @@ use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
     EntityCleanup, EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus,
-    MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit,
+    NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit,
     TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 
-/// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late,
-/// and with [`failing_turns`](Self::failing_turns) some turn commits fail.
+/// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late.
 #[derive(Clone)]
 pub struct SlowStarts {
     inner: Arc<dyn Store>,
     delay: Duration,
-    /// Every how many turn commits one fails (0: none), and how many came so far.
-    fail_every: u32,
-    turns: Arc<AtomicU32>,
 }
 
 impl SlowStarts {
@@ -37,16 +30,7 @@ impl SlowStarts {
         SlowStarts {
             inner: Arc::new(inner),
             delay,
-            fail_every: 0,
-            turns: Arc::default(),
         }
-    }
-
-    /// Fails every `every`th [`Store::commit_turn`] with a transient error, writing nothing
-    /// (as a database that went away for a moment would).
-    pub fn failing_turns(mut self, every: u32) -> Self {
-        self.fail_every = every;
-        self
     }
 }
 
@@ -123,28 +107,7 @@ impl Store for SlowStarts {
         self.inner.instance_flow_status(names).await
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
-        let n = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
-            return Err(Error::store_transient(format!(
-                "turn commit {n} of instance `{}` failed on purpose",
-                turn.instance_id
-            )));
-        }
         self.inner.commit_turn(turn).await
-    }
-    fn keeps_calls_in_memory(&self) -> bool {
-        self.inner.keeps_calls_in_memory()
-    }
-    async fn persist_calls(
-        &self,
-        owner: &str,
-        calls: &[MemoryCall],
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Option<i64>>, Error> {
-        self.inner.persist_calls(owner, calls, lease_until).await
-    }
-    async fn recover_calls(&self) -> Result<u64, Error> {
-        self.inner.recover_calls().await
     }
     async fn complete_activity(
         &self,

@@ -46,47 +46,6 @@ async fn chaining_runs_activities_in_sequence() {
     app.stop().await;
 }
 
-/// One step at a time, a turn's calls kept in memory start before its commit; a commit that
-/// fails (the database went away for a moment) runs the turn again with the results that
-/// came meanwhile. Every third commit fails here: the history still records each step once,
-/// and nothing of the calls stays behind.
-#[tokio::test]
-async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
-    let dir = duractor_tests::TempDir::new("failing-turns");
-    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
-        .await
-        .unwrap();
-    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO)
-        .failing_turns(3);
-    let runtime = Runtime::builder(store).start().await.unwrap();
-    let client = runtime.client();
-    let id = client.start(Chain, 12).await.unwrap();
-    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.output::<u64>().unwrap(), 12);
-    let history = client.history(&id).await.unwrap();
-    let seqs = |completed: bool| -> Vec<u64> {
-        history
-            .iter()
-            .filter_map(|e| match e {
-                Event::TaskScheduled { seq, .. } if !completed => Some(*seq),
-                Event::TaskCompleted { seq, .. } if completed => Some(*seq),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(seqs(false), (0..12).collect::<Vec<_>>(), "{history:?}");
-    assert_eq!(seqs(true), (0..12).collect::<Vec<_>>(), "{history:?}");
-    assert!(runtime.metrics().turn_commit_failures >= 4);
-    let stats = sqlite.stats().await.unwrap().unwrap();
-    assert_eq!(
-        stats.activity_items,
-        0,
-        "{stats:?} {:?}",
-        sqlite.list_activities(&id).await
-    );
-    runtime.shutdown().await.unwrap();
-}
-
 #[orchestrator]
 async fn fan_out(ctx: OrchestrationContext, count: u64) -> Result<u64, duractor::Error> {
     let results = ctx
