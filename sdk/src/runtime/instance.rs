@@ -597,17 +597,24 @@ impl InstanceActor {
                 }
                 Err(error) if uncreated.is_some() => {
                     // The instance was not created (its id is taken, the store failed): the
-                    // client has the error, and the actor stops. Messages that came for the
-                    // id meanwhile (the start of a client that created it in the store while
-                    // this one ran) go back to the dispatcher for the next actor.
+                    // client has the error. The actor carries on as one loaded for the id:
+                    // stopping here would lose what the dispatcher routes to it before it
+                    // hears of the stop (the start of a client that created the instance in
+                    // the store meanwhile, leased to this worker). It reloads with the
+                    // messages that came meanwhile, and unloads when idle as any other.
                     tracing::debug!(instance_id = %act.res.instance_id, %error, "a start was not created");
+                    if let Some(uncreated) = &uncreated {
+                        uncreated.set(false);
+                    }
                     let others = messages
                         .into_iter()
                         .filter(|m| !matches!(m, Inbound::Queued(q) if q.id == UNQUEUED_START))
                         .collect();
                     act.res.commit_failed(others);
                     act.executor = None;
-                    residency::stop(act, ctx);
+                    act.history_len = 0;
+                    act.finished = false;
+                    act.load(ctx);
                 }
                 Err(error) => {
                     act.res
