@@ -423,6 +423,28 @@ pub struct TurnCommit {
 }
 
 impl TurnCommit {
+    /// The instance this turn creates ([`Self::create`]), if any; refused as invalid unless
+    /// the turn is that instance's first (history index 0), consumes nothing and the instance
+    /// is not held by flow control.
+    pub fn instance_to_create(&self) -> Result<Option<&NewInstance>, Error> {
+        let Some(instance) = &self.create else {
+            return Ok(None);
+        };
+        let first_turn = instance.instance_id == self.instance_id
+            && instance.flow.is_none()
+            && self.history_start == 0
+            && self.consumed.is_empty()
+            && self.completed_activities.is_empty();
+        if !first_turn {
+            return Err(Error::InvalidArgument(format!(
+                "a turn of instance `{}` that creates its instance must be its first turn, \
+                 consume nothing and not be held by flow control",
+                self.instance_id
+            )));
+        }
+        Ok(Some(instance))
+    }
+
     /// Whether the turn ends its execution: the instance ends (a terminal status) or
     /// continues as new (`reset_history`). Its timers, work items and calls kept in memory
     /// go with it.

@@ -556,21 +556,9 @@ impl Plan {
         state: &mut State,
         now: i64,
     ) -> Result<TurnCommitted, Error> {
-        if let Some(instance) = &turn.create {
+        if let Some(instance) = turn.instance_to_create()? {
             // The instance starts with this turn: created (or refused) first, leased to the
             // turn's owner, with no `ExecutionStarted` message (it is the turn's first event).
-            let first_turn = instance.instance_id == turn.instance_id
-                && instance.flow.is_none()
-                && turn.history_start == 0
-                && turn.consumed.is_empty()
-                && turn.completed_activities.is_empty();
-            if !first_turn {
-                return Err(Error::InvalidArgument(format!(
-                    "a turn of instance `{}` that creates its instance must be its first turn, \
-                     consume nothing and not be held by flow control",
-                    turn.instance_id
-                )));
-            }
             self.create_row(instance, Some((&turn.owner, lease.from(now))), state)?;
         }
         let Some(instance) = state.instances.get(&turn.instance_id) else {

@@ -1239,7 +1239,7 @@ impl State {
         now: DateTime<Utc>,
         effects: &mut Effects,
     ) -> Result<TurnCommitted, Error> {
-        if let Some(new) = &turn.create {
+        if let Some(new) = turn.instance_to_create()? {
             self.create_for_turn(new, turn)?;
         }
         self.check_turn(turn, now)?;
@@ -1387,18 +1387,6 @@ impl State {
     /// instance that has not finished (a finished one is replaced). The turn's checks then
     /// hold by construction.
     fn create_for_turn(&mut self, new: &NewInstance, turn: &TurnCommit) -> Result<(), Error> {
-        let first_turn = new.instance_id == turn.instance_id
-            && new.flow.is_none()
-            && turn.history_start == 0
-            && turn.consumed.is_empty()
-            && turn.completed_activities.is_empty();
-        if !first_turn {
-            return Err(Error::InvalidArgument(format!(
-                "a turn of instance `{}` that creates its instance must be its first turn, \
-                 consume nothing and not be held by flow control",
-                turn.instance_id
-            )));
-        }
         if let Some(existing) = self.instances.get(&new.instance_id) {
             if !existing.row.status.is_terminal() {
                 return Err(Error::InstanceExists {
