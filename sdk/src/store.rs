@@ -376,7 +376,10 @@ pub struct TurnCommit {
     pub completed_activities: Vec<i64>,
     /// Calls of this execution kept in memory ([`NewActivity::in_memory`]) whose results the
     /// turn consumed (by `seq`): they are no longer recorded on the instance's row, and a
-    /// work item made of one meanwhile ([`Store::persist_calls`]) is deleted.
+    /// work item made of one meanwhile ([`Store::persist_calls`]) is deleted. A call the turn
+    /// both schedules ([`Self::activities`]) and finishes gets neither a record nor a work
+    /// item (its id is 0): its worker ran it before an earlier attempt of this turn failed to
+    /// commit.
     pub finished_calls: Vec<u64>,
     /// Activities to enqueue, claimed by `owner` until `lease_until` (the owner runs them).
     pub activities: Vec<NewActivity>,

@@ -1,8 +1,12 @@
 //! A store that answers a worker's own starts late: the instance is created (and its start
 //! leased to the worker) at once, but the call returns only after a delay, so whatever is
-//! sent to the instance meanwhile reaches the worker before the start does.
+//! sent to the instance meanwhile reaches the worker before the start does. It can also fail
+//! turn commits now and then. It does not create instances with their first turn
+//! (`Store::creates_with_turn` is left `false`): starts take `create_instance_claimed`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duractor::chrono::{DateTime, Utc};
@@ -12,16 +16,24 @@ use duractor::flow::FlowRule;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
     EntityCleanup, EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus,
-    NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit,
+    MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit,
     TurnCommitted,
 };
 use duractor::{Error, Event, Store};
 
-/// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late.
+/// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late,
+/// and with [`failing_turns`](Self::failing_turns) some turn commits fail.
 #[derive(Clone)]
 pub struct SlowStarts {
     inner: Arc<dyn Store>,
     delay: Duration,
+    /// Every how many turn commits one fails (0: none), and how many came so far.
+    fail_every: u32,
+    turns: Arc<AtomicU32>,
+    /// Whether the first commit of each execution's first turn fails, and the instances
+    /// (with the execution) whose first turn failed already.
+    fail_first: bool,
+    failed_first: Arc<Mutex<HashSet<(String, u32)>>>,
 }
 
 impl SlowStarts {
@@ -30,7 +42,25 @@ impl SlowStarts {
         SlowStarts {
             inner: Arc::new(inner),
             delay,
+            fail_every: 0,
+            turns: Arc::default(),
+            fail_first: false,
+            failed_first: Arc::default(),
         }
+    }
+
+    /// Fails every `every`th [`Store::commit_turn`] with a transient error, writing nothing
+    /// (as a database that went away for a moment would).
+    pub fn failing_turns(mut self, every: u32) -> Self {
+        self.fail_every = every;
+        self
+    }
+
+    /// Fails the first commit of every execution's first turn (the one that consumes its
+    /// start) with a transient error, writing nothing; the turn's second try goes through.
+    pub fn failing_first_turns(mut self) -> Self {
+        self.fail_first = true;
+        self
     }
 }
 
@@ -107,7 +137,42 @@ impl Store for SlowStarts {
         self.inner.instance_flow_status(names).await
     }
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
+        let n = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
+        let first = turn.history_start == 0 || turn.reset_history;
+        if self.fail_first
+            && first
+            && self
+                .failed_first
+                .lock()
+                .unwrap()
+                .insert((turn.instance_id.clone(), turn.execution))
+        {
+            return Err(Error::store_transient(format!(
+                "the first turn of instance `{}` failed on purpose",
+                turn.instance_id
+            )));
+        }
+        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
+            return Err(Error::store_transient(format!(
+                "turn commit {n} of instance `{}` failed on purpose",
+                turn.instance_id
+            )));
+        }
         self.inner.commit_turn(turn).await
+    }
+    fn keeps_calls_in_memory(&self) -> bool {
+        self.inner.keeps_calls_in_memory()
+    }
+    async fn persist_calls(
+        &self,
+        owner: &str,
+        calls: &[MemoryCall],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, Error> {
+        self.inner.persist_calls(owner, calls, lease_until).await
+    }
+    async fn recover_calls(&self) -> Result<u64, Error> {
+        self.inner.recover_calls().await
     }
     async fn complete_activity(
         &self,

@@ -126,6 +126,7 @@ conformance!(
     instances_are_created_once_while_running,
     a_start_can_be_leased_to_its_creator_in_the_same_commit,
     a_first_turn_creates_its_instance_in_the_same_commit,
+    a_call_a_turn_schedules_and_finishes_leaves_nothing,
     messages_to_unknown_instances_are_refused_but_entities_exist_on_first_message,
     a_turn_commits_history_work_and_status_together,
     a_second_worker_cannot_take_or_commit_a_held_instance,
@@ -503,6 +504,35 @@ async fn a_first_turn_creates_its_instance_in_the_same_commit(b: &Backend) {
     let err = store.commit_turn(consuming).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     assert!(store.get_instance("e").await.unwrap().is_none());
+}
+
+/// A turn whose call ran before an earlier attempt of the turn failed to commit schedules the
+/// call and consumes its result at once: neither a record of it nor a work item stays.
+async fn a_call_a_turn_schedules_and_finishes_leaves_nothing(b: &Backend) {
+    let store = &*b.store;
+    store.create_instance(new_instance("f")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut commit = turn("f", "w1", 0, vec![started()], vec![claimed[0].id]);
+    commit.activities = vec![kept(0), queued_call(1), kept(2)];
+    commit.finished_calls = vec![0, 1];
+    let committed = store.commit_turn(commit).await.unwrap();
+    assert_eq!(committed.activity_ids[..2], [0, 0]);
+    assert!(store.list_activities("f").await.unwrap().is_empty());
+    if store.keeps_calls_in_memory() {
+        let call = |seq| MemoryCall {
+            instance_id: "f".into(),
+            execution: 0,
+            seq,
+        };
+        let ids = store
+            .persist_calls("w1", &[call(0), call(1), call(2)], lease())
+            .await
+            .unwrap();
+        assert!(
+            ids[0].is_none() && ids[1].is_none() && ids[2].is_some(),
+            "only the call still running is recorded: {ids:?}"
+        );
+    }
 }
 
 async fn a_second_worker_cannot_take_or_commit_a_held_instance(b: &Backend) {

@@ -46,6 +46,89 @@ async fn chaining_runs_activities_in_sequence() {
     app.stop().await;
 }
 
+/// One step at a time, a turn's calls kept in memory start before its commit; a commit that
+/// fails (the database went away for a moment) runs the turn again with the results that
+/// came meanwhile. Every third commit fails here: the history still records each step once,
+/// and nothing of the calls stays behind.
+#[tokio::test]
+async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
+    let dir = duractor_tests::TempDir::new("failing-turns");
+    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
+        .await
+        .unwrap();
+    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO)
+        .failing_turns(3);
+    let runtime = Runtime::builder(store).start().await.unwrap();
+    let client = runtime.client();
+    let id = client.start(Chain, 12).await.unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 12);
+    let history = client.history(&id).await.unwrap();
+    let seqs = |completed: bool| -> Vec<u64> {
+        history
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskScheduled { seq, .. } if !completed => Some(*seq),
+                Event::TaskCompleted { seq, .. } if completed => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(seqs(false), (0..12).collect::<Vec<_>>(), "{history:?}");
+    assert_eq!(seqs(true), (0..12).collect::<Vec<_>>(), "{history:?}");
+    assert!(runtime.metrics().turn_commit_failures >= 4);
+    let stats = sqlite.stats().await.unwrap().unwrap();
+    assert_eq!(
+        stats.activity_items,
+        0,
+        "{stats:?} {:?}",
+        sqlite.list_activities(&id).await
+    );
+    runtime.shutdown().await.unwrap();
+}
+
+/// The first turn of an instance started by a client of the store (its start queued, not
+/// handed over in memory) starts its first call before its commit like any other turn once
+/// it has a history; a first turn that fails to commit must not have started it: the turn
+/// runs again without an executor's history, where a result that came meanwhile is stale,
+/// and the call would be recorded as scheduled but kept nowhere (found by review: an
+/// instance stuck after its first `TaskScheduled` in the PostgreSQL outage test).
+#[tokio::test]
+async fn a_first_turn_whose_commit_fails_still_runs_its_first_call() {
+    let dir = duractor_tests::TempDir::new("failing-first-turns");
+    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
+        .await
+        .unwrap();
+    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO)
+        .failing_first_turns();
+    let runtime = Runtime::builder(store).start().await.unwrap();
+    let client = duractor::Client::new(sqlite.clone());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            client
+                .start(Chain, 3)
+                .instance_id(format!("first-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        let status = client.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 3, "{id}");
+        let history = client.history(id).await.unwrap();
+        let scheduled = history
+            .iter()
+            .filter(|e| matches!(e, Event::TaskScheduled { .. }))
+            .count();
+        assert_eq!(scheduled, 3, "{history:?}");
+    }
+    assert!(runtime.metrics().turn_commit_failures >= 20);
+    let stats = sqlite.stats().await.unwrap().unwrap();
+    assert_eq!(stats.activity_items, 0, "{stats:?}");
+    runtime.shutdown().await.unwrap();
+}
+
 #[orchestrator]
 async fn fan_out(ctx: OrchestrationContext, count: u64) -> Result<u64, duractor::Error> {
     let results = ctx

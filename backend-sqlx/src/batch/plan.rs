@@ -635,6 +635,12 @@ impl Plan {
         }
         let mut activity_ids = Vec::with_capacity(turn.activities.len());
         for activity in &turn.activities {
+            // A call whose result the same turn consumed (it ran before an earlier attempt
+            // of the turn failed to commit) has ended already: no record, no work item.
+            if turn.finished_calls.contains(&activity.seq) {
+                activity_ids.push(0);
+                continue;
+            }
             if kept_in_memory(turn, activity) {
                 calls.insert(
                     activity.seq.to_string(),

@@ -504,6 +504,34 @@ impl InstanceActor {
             }
             None => (None, None),
         };
+        // One operation at a time (no other turn of this worker committing), the turn's calls
+        // kept in memory start now rather than once the commit is back: the activity's round
+        // trip to the activity worker overlaps the commit, and its result waits for the
+        // commit like any message. Should the commit fail, the turn runs again with the
+        // results that came meanwhile (a call the new attempt schedules and finishes at once
+        // is not recorded, `TurnCommit::finished_calls`); at worst a call runs twice, as
+        // at-least-once allows. Only for a turn of an execution with a stored history: a
+        // first turn (a start, a rewind, the first of a continued execution) that fails runs
+        // again without an executor, to which a result that came meanwhile is stale. Under
+        // load the commits overlap anyway, and early starts cost W3.
+        let committing = CommitInFlight::start(&self.res.shared);
+        let mut skip: HashSet<u64> = commit.finished_calls.iter().copied().collect();
+        if committing.alone && create_reply.is_none() && self.history_len > 0 {
+            let early: Vec<NewActivity> = commit
+                .activities
+                .iter()
+                .filter(|a| a.in_memory && a.run_here && !skip.contains(&a.seq))
+                .cloned()
+                .collect();
+            skip.extend(early.iter().map(|a| a.seq));
+            self.dispatch(
+                vec![0; early.len()],
+                early,
+                execution,
+                Vec::new(),
+                &HashSet::new(),
+            );
+        }
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
         let commit_sent = Instant::now();
@@ -515,6 +543,7 @@ impl InstanceActor {
         let commit_fut = async move {
             let activities = commit.activities.clone();
             let committed = store.commit_turn(commit).await;
+            drop(committing);
             tracing::trace!(
                 store_us = commit_sent.elapsed().as_micros() as u64,
                 "store committed"
@@ -574,7 +603,7 @@ impl InstanceActor {
                         act.res.memory_calls.clear();
                     }
                     let timer_due = act.hold_timers(committed.held_timers, timer_due);
-                    act.dispatch(committed.activity_ids, activities, execution, timer_due);
+                    act.dispatch(committed.activity_ids, activities, execution, timer_due, &skip);
                     // Running attempts of calls the turn cancelled, or of an execution that
                     // ended, are told to stop at once (their work items are gone).
                     // Continuing as new ends the execution's calls too: their records went
@@ -702,19 +731,21 @@ impl InstanceActor {
         }
     }
 
-    /// Hands new work to the activity worker and timers to the dispatcher.
+    /// Hands new work to the activity worker (but the calls in `skip`: started already, or
+    /// finished) and timers to the dispatcher.
     fn dispatch(
         &mut self,
         ids: Vec<i64>,
         activities: Vec<NewActivity>,
         execution: u32,
         timer_due: Vec<DateTime<Utc>>,
+        skip: &HashSet<u64>,
     ) {
         if !activities.is_empty() {
             let items: Vec<ActivityWorkItem> = ids
                 .into_iter()
                 .zip(activities)
-                .filter(|(_, activity)| activity.run_here)
+                .filter(|(_, activity)| activity.run_here && !skip.contains(&activity.seq))
                 .inspect(|(_, activity)| {
                     if activity.in_memory {
                         self.res.memory_calls.insert(activity.seq);
@@ -898,5 +929,28 @@ impl Handler<Drain> for InstanceActor {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
         residency::on_drain(self)
+    }
+}
+
+/// A turn's commit in flight, counted in [`Shared::turns_committing`] until dropped.
+struct CommitInFlight {
+    shared: Arc<Shared>,
+    /// No other turn of this worker was being committed when it started.
+    alone: bool,
+}
+
+impl CommitInFlight {
+    fn start(shared: &Arc<Shared>) -> Self {
+        let others = shared.turns_committing.fetch_add(1, Ordering::Relaxed);
+        CommitInFlight {
+            shared: shared.clone(),
+            alone: others == 0,
+        }
+    }
+}
+
+impl Drop for CommitInFlight {
+    fn drop(&mut self) {
+        self.shared.turns_committing.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -43,6 +43,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -118,6 +119,10 @@ pub(crate) struct Shared {
     pub(crate) orchestrator_flow: HashMap<String, FlowControl>,
     /// The same, as the store's admissions take them (only orchestrators this worker has).
     pub(crate) orchestrator_flow_rules: Vec<FlowRule>,
+    /// How many turns of this worker's instances are being committed now: a turn committed
+    /// alone starts its calls kept in memory before its commit (see
+    /// [`InstanceActor`](instance::InstanceActor)'s commit).
+    pub(crate) turns_committing: AtomicUsize,
 }
 
 impl Shared {
@@ -431,6 +436,7 @@ impl RuntimeBuilder {
             flow_rules,
             orchestrator_flow,
             orchestrator_flow_rules,
+            turns_committing: AtomicUsize::new(0),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -302,6 +302,23 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
         out.finished,
         Some(Outcome::Completed(_) | Outcome::Failed(_) | Outcome::Terminated(_))
     );
+    // A late result of an execution that ended (continued as new) names a seq the
+    // new execution may use again: only this execution's calls end here. A call the turn
+    // schedules ends here only if the turn records its result too (the store then keeps
+    // nothing of it): a result consumed without being applied (stale to an executor that
+    // did not exist yet) must not end the call the turn starts awaiting.
+    let finished_calls: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Inbound::Local {
+                item_id: None,
+                execution: of,
+                event: Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. },
+                ..
+            } if *of == execution && !awaits_result(&new_events, *seq) => Some(*seq),
+            _ => None,
+        })
+        .collect();
     Plan {
         history_len: history_start + new_events.len() as u64,
         finishes,
@@ -324,20 +341,7 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
                     Inbound::Queued(_) => None,
                 })
                 .collect(),
-            // A late result of an execution that ended (continued as new) names a seq the
-            // new execution may use again: only this execution's calls end here.
-            finished_calls: messages
-                .iter()
-                .filter_map(|m| match m {
-                    Inbound::Local {
-                        item_id: None,
-                        execution: of,
-                        event: Event::TaskCompleted { seq, .. } | Event::TaskFailed { seq, .. },
-                        ..
-                    } if *of == execution => Some(*seq),
-                    _ => None,
-                })
-                .collect(),
+            finished_calls,
             activities,
             cancelled_activities,
             cancelled_timers,
@@ -355,6 +359,23 @@ pub(super) fn plan(out: TurnOutput, messages: &[Inbound], extra: Extra, facts: F
             now,
         },
     }
+}
+
+/// Whether `events` schedule call `seq` without recording its result.
+fn awaits_result(events: &[Event], seq: u64) -> bool {
+    let mut scheduled = false;
+    for event in events {
+        match event {
+            Event::TaskScheduled { seq: of, .. } if *of == seq => scheduled = true,
+            Event::TaskCompleted { seq: of, .. } | Event::TaskFailed { seq: of, .. }
+                if *of == seq =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    scheduled
 }
 
 /// A message for whichever execution of `instance_id` is current, visible now.
@@ -608,6 +629,41 @@ mod tests {
             finished,
             ..TurnOutput::default()
         }
+    }
+
+    /// A call started before its turn's commit, whose commit failed, can come back before
+    /// the turn runs again: applied, the result ends the call with the turn that schedules
+    /// it (the store keeps nothing of it); consumed unapplied (stale to a turn that had no
+    /// executor yet), it must not end the call the turn starts awaiting.
+    #[test]
+    fn a_result_ends_a_call_the_turn_schedules_only_when_the_turn_records_it() {
+        let scheduled = Event::TaskScheduled {
+            seq: 0,
+            name: "charge".into(),
+            input: json(5),
+        };
+        let completed = Event::TaskCompleted {
+            seq: 0,
+            output: json(1),
+        };
+        let applied = plan(
+            output(vec![scheduled.clone(), completed], Vec::new(), None),
+            &[local(None, 0)],
+            Extra::default(),
+            facts(),
+        );
+        assert_eq!(applied.commit.finished_calls, [0]);
+        let unapplied = plan(
+            output(vec![scheduled], Vec::new(), None),
+            &[local(None, 0)],
+            Extra::default(),
+            facts(),
+        );
+        assert!(
+            unapplied.commit.finished_calls.is_empty(),
+            "{:?}",
+            unapplied.commit.finished_calls
+        );
     }
 
     #[test]

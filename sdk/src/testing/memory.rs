@@ -1332,6 +1332,12 @@ impl State {
                     flow_key: activity.flow_key.clone(),
                     priority: activity.priority,
                 };
+                // A call whose result the same turn consumed (it ran before an earlier
+                // attempt of the turn failed to commit) has ended already: no record, no
+                // work item.
+                if turn.finished_calls.contains(&activity.seq) {
+                    return 0;
+                }
                 if in_memory {
                     if let Some(instance) = self.instances.get_mut(instance_id) {
                         instance.calls.insert(activity.seq, item);
