@@ -36,8 +36,9 @@ impl Limits {
     pub fn check_payload(&self, what: &str, payload: &Payload) -> Result<(), Error> {
         let depth = payload.nesting_depth();
         if depth > MAX_PAYLOAD_DEPTH {
+            // Shown as "invalid {what}": "the input of …" reads "invalid input of …".
             return Err(Error::InvalidPayload {
-                what: what.to_owned(),
+                what: what.strip_prefix("the ").unwrap_or(what).to_owned(),
                 message: format!(
                     "its arrays and objects nest {depth} levels deep; the limit is \
                      {MAX_PAYLOAD_DEPTH} (deeper JSON cannot be decoded)"

@@ -703,6 +703,14 @@ fn aggregator_entity_is_signalled_and_read_over_http_and_the_command_line() {
     assert_eq!(visits["key"], "visits");
     assert_eq!(visits["state"], json!({"value": 12, "updates": 2}));
     assert!(visits["lockOwner"].is_null(), "{visits}");
+    // Times as the instances' are written: RFC 3339 in UTC with a `Z`, milliseconds.
+    for field in ["createdTime", "lastModifiedTime"] {
+        let time = visits[field].as_str().expect("a time");
+        assert!(
+            time.ends_with('Z') && time.len() == "2026-01-01T00:00:00.000Z".len(),
+            "{field}: {time}"
+        );
+    }
 
     // 50 signals over HTTP, each applied exactly once.
     for n in 1..=50 {

@@ -355,6 +355,11 @@ async fn deep_payloads_and_bad_event_names_are_refused_where_they_enter() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidPayload { .. }), "{err:?}");
     assert!(err.to_string().contains("nest 5000 levels deep"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid input of orchestrator `waits_forever`: "),
+        "{err}"
+    );
 
     for name in ["", "a\0b", "line\nbreak"] {
         let err = client.raise_event(&id, name, &1).await.unwrap_err();

@@ -310,6 +310,13 @@ fn http_and_the_command_line_take_start_policies_and_signal_with_start() {
     )
     .expect_code(0);
     assert!(out.stdout.contains("s-1"), "{}", out.stdout);
+    // It may have started nothing: it does not claim it did.
+    assert!(
+        out.stderr
+            .contains("started (or kept the existing) instance s-1 of `collect_events`"),
+        "{}",
+        out.stderr
+    );
     let out = cli(
         APP,
         &db,

@@ -14,7 +14,7 @@ use super::entities;
 use super::output::{self, CliError, CliResult, Progress, print_json};
 use super::schedules;
 use super::{App, EXIT_TIMEOUT, OpenStore};
-use crate::client::{Client, InstanceStatus, ListQuery, PurgeQuery};
+use crate::client::{Client, IfExists, InstanceStatus, ListQuery, PurgeQuery};
 use crate::error::Error;
 use crate::http::view::{self, FunctionsView, StatusView};
 use crate::http::{HttpApi, HttpOptions};
@@ -199,15 +199,21 @@ async fn start(args: StartArgs, app: &App, client: Client) -> CliResult {
         start = start.if_exists(policy);
     }
     let id = start.await?;
+    // `use-existing` may have started nothing: the answer does not say which.
+    let started = if args.if_exists == Some(IfExists::UseExisting) {
+        "started (or kept the existing)"
+    } else {
+        "started"
+    };
     if !args.wait {
         println!("{id}");
         eprintln!(
-            "started instance {id} of `{}`; follow it with `{} status {id}`",
+            "{started} instance {id} of `{}`; follow it with `{} status {id}`",
             args.name, app.bin_name
         );
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("started instance {id} of `{}`", args.name);
+    eprintln!("{started} instance {id} of `{}`", args.name);
     report_outcome(&client, &id, timeout, app, false).await
 }
 

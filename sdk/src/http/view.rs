@@ -588,8 +588,8 @@ impl EntityView {
             name: status.id.name,
             key: status.id.key,
             lock_owner: status.lock_owner,
-            created_time: status.created_at.to_rfc3339(),
-            last_modified_time: status.updated_at.to_rfc3339(),
+            created_time: time(status.created_at),
+            last_modified_time: time(status.updated_at),
         }
     }
 }

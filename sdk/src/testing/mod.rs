@@ -13,7 +13,7 @@
 //!   stands still until the test moves it, or skips to the next timer while the test waits;
 //! * [`TestRuntime::mock_activity`]: an activity replaced by a closure, its calls recorded
 //!   ([`Mock`]); [`failing_first`] for retry tests;
-//! * [`replay_history`]: a recorded history (exported with `APP history ID --json`) replayed
+//! * [`replay_history`]: a recorded history (exported with `APP history ID --export`) replayed
 //!   against the current code, so a change that would break running instances fails a test;
 //! * `#[duractor::test]`: a test function that receives a fresh [`TestRuntime`].
 //!
