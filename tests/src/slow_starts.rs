@@ -21,6 +21,9 @@ use duractor::store::{
 };
 use duractor::{Error, Event, Store};
 
+/// Instances, with the execution, whose first turn failed once.
+type FailedFirst = HashSet<(String, u32)>;
+
 /// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late,
 /// and with [`failing_turns`](Self::failing_turns) some turn commits fail.
 #[derive(Clone)]
@@ -30,10 +33,9 @@ pub struct SlowStarts {
     /// Every how many turn commits one fails (0: none), and how many came so far.
     fail_every: u32,
     turns: Arc<AtomicU32>,
-    /// Whether the first commit of each execution's first turn fails, and the instances
-    /// (with the execution) whose first turn failed already.
-    fail_first: bool,
-    failed_first: Arc<Mutex<HashSet<(String, u32)>>>,
+    /// With [`failing_first_turns`](Self::failing_first_turns): the instances (with the
+    /// execution) whose first turn failed already.
+    failed_first: Option<Arc<Mutex<FailedFirst>>>,
 }
 
 impl SlowStarts {
@@ -44,8 +46,7 @@ impl SlowStarts {
             delay,
             fail_every: 0,
             turns: Arc::default(),
-            fail_first: false,
-            failed_first: Arc::default(),
+            failed_first: None,
         }
     }
 
@@ -59,7 +60,7 @@ impl SlowStarts {
     /// Fails the first commit of every execution's first turn (the one that consumes its
     /// start) with a transient error, writing nothing; the turn's second try goes through.
     pub fn failing_first_turns(mut self) -> Self {
-        self.fail_first = true;
+        self.failed_first = Some(Arc::default());
         self
     }
 }
@@ -139,10 +140,9 @@ impl Store for SlowStarts {
     async fn commit_turn(&self, turn: TurnCommit) -> Result<TurnCommitted, Error> {
         let n = self.turns.fetch_add(1, Ordering::Relaxed) + 1;
         let first = turn.history_start == 0 || turn.reset_history;
-        if self.fail_first
+        if let Some(failed) = &self.failed_first
             && first
-            && self
-                .failed_first
+            && failed
                 .lock()
                 .unwrap()
                 .insert((turn.instance_id.clone(), turn.execution))

@@ -46,18 +46,30 @@ async fn chaining_runs_activities_in_sequence() {
     app.stop().await;
 }
 
+/// A SQLite file, and the store in front of it whose turn commits a test makes fail.
+async fn failing_commits(
+    name: &str,
+) -> (
+    duractor_tests::TempDir,
+    duractor_sqlx::SqliteStore,
+    duractor_tests::slow_starts::SlowStarts,
+) {
+    let dir = duractor_tests::TempDir::new(name);
+    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
+        .await
+        .unwrap();
+    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO);
+    (dir, sqlite, store)
+}
+
 /// One step at a time, a turn's calls kept in memory start before its commit; a commit that
 /// fails (the database went away for a moment) runs the turn again with the results that
 /// came meanwhile. Every third commit fails here: the history still records each step once,
 /// and nothing of the calls stays behind.
 #[tokio::test]
 async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
-    let dir = duractor_tests::TempDir::new("failing-turns");
-    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
-        .await
-        .unwrap();
-    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO)
-        .failing_turns(3);
+    let (_dir, sqlite, store) = failing_commits("failing-turns").await;
+    let store = store.failing_turns(3);
     let runtime = Runtime::builder(store).start().await.unwrap();
     let client = runtime.client();
     let id = client.start(Chain, 12).await.unwrap();
@@ -95,12 +107,8 @@ async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
 /// instance stuck after its first `TaskScheduled` in the PostgreSQL outage test).
 #[tokio::test]
 async fn a_first_turn_whose_commit_fails_still_runs_its_first_call() {
-    let dir = duractor_tests::TempDir::new("failing-first-turns");
-    let sqlite = duractor_sqlx::SqliteStore::open(dir.file("app.db"))
-        .await
-        .unwrap();
-    let store = duractor_tests::slow_starts::SlowStarts::new(sqlite.clone(), Duration::ZERO)
-        .failing_first_turns();
+    let (_dir, sqlite, store) = failing_commits("failing-first-turns").await;
+    let store = store.failing_first_turns();
     let runtime = Runtime::builder(store).start().await.unwrap();
     let client = duractor::Client::new(sqlite.clone());
     let mut ids = Vec::new();
