@@ -219,20 +219,20 @@ pub(crate) type ActivityRow = (
 /// applies to no calls at all.
 #[derive(Serialize)]
 pub(crate) struct Update(
-    String,
-    Option<&'static str>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-    bool,
-    Option<String>,
-    Option<String>,
-    bool,
+    pub(crate) String,
+    pub(crate) Option<&'static str>,
+    pub(crate) Option<String>,
+    pub(crate) Option<String>,
+    pub(crate) Option<String>,
+    pub(crate) i64,
+    pub(crate) i64,
+    pub(crate) Option<i64>,
+    pub(crate) Option<String>,
+    pub(crate) Option<i64>,
+    pub(crate) bool,
+    pub(crate) Option<String>,
+    pub(crate) Option<String>,
+    pub(crate) bool,
 );
 
 /// Whether a turn's new call is kept in memory ([`NewActivity::in_memory`]): no work item.

@@ -331,9 +331,11 @@ impl Writer {
         let attempt = self.attempts.next();
         let started = std::time::Instant::now();
         let lists = core_write_lists(&plan);
+        let single = plan.updates.len() <= 1 && guards.instances.len() <= 1;
         let shape = Shape {
             mask: list_mask(&lists),
             creates: !plan.new_instances.is_empty(),
+            single,
             // In `GUARD_PARTS` order.
             guards: bits([
                 !guards.instances.is_empty(),
@@ -344,8 +346,8 @@ impl Writer {
                 items > 0,
             ]) as u8,
         };
-        let insert = match self.batch_insert(shape).await {
-            Ok(insert) => insert,
+        let (shape, insert) = match self.batch_insert(shape).await {
+            Ok(prepared) => prepared,
             Err(error) => {
                 tracing::warn!(%error, "preparing a guarded batch failed; running it the ordinary way");
                 return Ok(None);
@@ -355,8 +357,16 @@ impl Writer {
             .bind(&self.attempts.writer)
             .bind(attempt)
             .bind(now)
-            .bind(&guards.owner)
-            .bind(json(&guards.instances))
+            .bind(&guards.owner);
+        query = if shape.single {
+            let instance = guards.instances.first();
+            query
+                .bind(instance.map(|(id, _)| id.as_str()))
+                .bind(instance.map(|(_, history_len)| *history_len))
+        } else {
+            query.bind(json(&guards.instances))
+        };
+        query = query
             .bind(json(&guards.absent))
             .bind(json(&guards.consumed))
             .bind(json(&guards.completed))
@@ -365,8 +375,15 @@ impl Writer {
         if shape.creates {
             query = query.bind(json(&plan.new_instances));
         }
-        for list in lists.into_iter().flatten() {
-            query = query.bind(list);
+        for (i, list) in lists.into_iter().enumerate() {
+            if shape.mask & (1 << i) == 0 {
+                continue;
+            }
+            query = match (i, shape.single) {
+                (UPDATES, true) => bind_update(query, plan.updates.first()),
+                // An empty list of a wider shape's binds as NULL: its statement writes nothing.
+                _ => query.bind(list),
+            };
         }
         // The one statement of the common step: its answer is waited for on this thread.
         let sent = spin_await(query.execute(&mut self.conn), SPIN).await;
@@ -399,8 +416,9 @@ impl Writer {
 
     /// The `INSERT` that runs a guarded batch of `shape` as one statement, creating the
     /// shape's view and trigger on first use (outside any transaction: guarded batches run
-    /// in autocommit). Past [`MAX_SHAPES`] shapes, new ones run as the shape with every list.
-    async fn batch_insert(&mut self, shape: Shape) -> Result<Arc<str>, sqlx::Error> {
+    /// in autocommit), and the shape it runs as: past [`MAX_SHAPES`] shapes, new ones run as
+    /// the shape with every list and every guard.
+    async fn batch_insert(&mut self, shape: Shape) -> Result<(Shape, Arc<str>), sqlx::Error> {
         let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
             Shape {
                 mask: ALL_LISTS,
@@ -411,13 +429,13 @@ impl Writer {
             shape
         };
         if let Some(insert) = self.shapes.get(&shape) {
-            return Ok(insert.clone());
+            return Ok((shape, insert.clone()));
         }
         let (create, insert) = shape.sql();
         self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
         let insert: Arc<str> = insert.into();
         self.shapes.insert(shape, insert.clone());
-        Ok(insert)
+        Ok((shape, insert))
     }
 
     /// Begins the transaction, records the attempt in the writer's fence row, and reads what
@@ -1182,6 +1200,12 @@ const CORE_WRITES: [&str; 15] = [
 struct Shape {
     mask: u16,
     creates: bool,
+    /// Whether its batch updates at most one instance and guards at most one: that update
+    /// and that guard are bound as scalars instead of JSON lists ([`UPDATE_ONE`],
+    /// [`GUARD_ONE_INSTANCE`]). Every `->>` into a list element parses its JSON again, and
+    /// the update reads fourteen fields: a statement over bound values cost about a third
+    /// less of the whole batch (measured on SQLite 3.51, the bundled one).
+    single: bool,
     /// Which guards it checks ([`guards_sql`]).
     guards: u8,
 }
@@ -1198,37 +1222,50 @@ impl Shape {
     /// connection, so they always match this build's statements; `IF NOT EXISTS`, so creating
     /// one again is harmless), and the `INSERT` that runs a batch of the shape. The insert
     /// binds, in order: the fence row's writer, attempt and time, the batch's owner, its
-    /// four guard lists and its first message and work item ids, then its new
-    /// instances if it creates any; then the lists of the mask, in [`CORE_WRITES`] order.
+    /// instance guards (a [`single`](Self::single) shape: the instance id and its history
+    /// length, each NULL without one; else the list), its other three guard lists and its
+    /// first message and work item ids, then its new instances if it creates any; then the
+    /// lists of the mask, in [`CORE_WRITES`] order, the list of updates of a single shape as
+    /// the update's fourteen fields ([`UPDATE_ONE`]).
     fn sql(self) -> (String, String) {
         let name = format!(
-            "guarded_batch_{}_{:x}_{:x}",
+            "guarded_batch_{}{}_{:x}_{:x}",
             u8::from(self.creates),
+            u8::from(self.single),
             self.mask,
             self.guards
         );
-        let mut columns: Vec<String> = [
-            "writer",
-            "attempt",
-            "now",
-            "owner",
-            "g_instances",
-            "g_absent",
-            "g_consumed",
-            "g_completed",
-            "first_message",
-            "first_item",
-        ]
-        .map(str::to_owned)
-        .into();
-        let mut body: Vec<String> = guards_sql(self.guards).into_iter().collect();
+        let instance_guards: &[&str] = if self.single {
+            &["g_instance", "g_history_len"]
+        } else {
+            &["g_instances"]
+        };
+        let mut columns: Vec<String> = ["writer", "attempt", "now", "owner"]
+            .iter()
+            .chain(instance_guards)
+            .chain(&[
+                "g_absent",
+                "g_consumed",
+                "g_completed",
+                "first_message",
+                "first_item",
+            ])
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut body: Vec<String> = guards_sql(self.guards, self.single).into_iter().collect();
         body.push(FENCE.to_owned());
         if self.creates {
             columns.push("new_instances".to_owned());
             body.push(CREATES.to_owned());
         }
         for (i, statement) in CORE_WRITES.iter().enumerate() {
-            if self.mask & (1 << i) != 0 {
+            if self.mask & (1 << i) == 0 {
+                continue;
+            }
+            if i == UPDATES && self.single {
+                columns.extend((0..UPDATE_FIELDS).map(|f| format!("u{f}")));
+                body.push(UPDATE_ONE.to_owned());
+            } else {
                 debug_assert_eq!(statement.matches('?').count(), 1);
                 columns.push(format!("l{i}"));
                 body.push(statement.replacen("json_each(?)", &format!("json_each(NEW.l{i})"), 1));
@@ -1276,17 +1313,29 @@ const GUARD_PARTS: [&str; 6] = [
 /// Every guard of [`GUARD_PARTS`].
 const ALL_GUARDS: u8 = (1 << GUARD_PARTS.len()) - 1;
 
+/// The instance guard of a [`single`](Shape::single) shape: [`GUARD_PARTS`]`[0]` over the
+/// one instance bound as `g_instance` and `g_history_len` (none when NULL).
+const GUARD_ONE_INSTANCE: &str = "(NEW.g_instance IS NULL OR EXISTS (SELECT 1 FROM instances AS i \
+       WHERE i.instance_id = NEW.g_instance AND i.history_len = NEW.g_history_len \
+         AND (i.locked_by IS NULL OR i.locked_by = NEW.owner OR i.locked_until < NEW.now)))";
+
 /// The trigger's first statement: aborts unless the guards of `guards` (bit `i` for
-/// [`GUARD_PARTS`]`[i]`) hold; `None` without guards. A guard over an empty list holds
-/// whatever the rows are, and one over ids the batch does not take has nothing to protect,
-/// so a shape checks only what its batch has (each check over nothing cost about what it
-/// costs over one row).
-fn guards_sql(guards: u8) -> Option<String> {
+/// [`GUARD_PARTS`]`[i]`; for a `single` shape, its instance guard [`GUARD_ONE_INSTANCE`])
+/// hold; `None` without guards. A guard over an empty list holds whatever the rows are, and
+/// one over ids the batch does not take has nothing to protect, so a shape checks only what
+/// its batch has (each check over nothing cost about what it costs over one row).
+fn guards_sql(guards: u8, single: bool) -> Option<String> {
     let parts: Vec<&str> = GUARD_PARTS
         .iter()
         .enumerate()
         .filter(|(i, _)| guards & (1 << i) != 0)
-        .map(|(_, part)| *part)
+        .map(|(i, part)| {
+            if i == 0 && single {
+                GUARD_ONE_INSTANCE
+            } else {
+                *part
+            }
+        })
         .collect();
     (!parts.is_empty()).then(|| {
         format!(
@@ -1295,6 +1344,54 @@ fn guards_sql(guards: u8) -> Option<String> {
             parts.join(" AND ")
         )
     })
+}
+
+/// The index of the instance updates in [`CORE_WRITES`] (and [`core_write_lists`]).
+const UPDATES: usize = 12;
+
+/// How many fields an instance update has ([`Update`](crate::batch::Update)).
+const UPDATE_FIELDS: usize = 14;
+
+/// [`CORE_WRITES`]`[UPDATES]` for one update bound as its fields, `NEW.u0` to `NEW.u13` in
+/// [`Update`](crate::batch::Update)'s order (a [`single`](Shape::single) shape).
+const UPDATE_ONE: &str = "UPDATE instances SET \
+         status = COALESCE(NEW.u1, status), \
+         output = CASE WHEN NEW.u10 THEN NEW.u2 ELSE COALESCE(NEW.u2, output) END, \
+         failure = CASE WHEN NEW.u10 THEN NEW.u3 ELSE COALESCE(NEW.u3, failure) END, \
+         custom_status = COALESCE(NEW.u4, custom_status), \
+         input = COALESCE(NEW.u11, input), \
+         history_len = NEW.u5, updated_at = NEW.u6, \
+         completed_at = CASE WHEN NEW.u10 THEN NEW.u7 ELSE COALESCE(NEW.u7, completed_at) END, \
+         locked_by = NEW.u8, locked_until = NEW.u9, \
+         calls = CASE WHEN NEW.u13 THEN nullif(json_patch('{}', COALESCE(NEW.u12, '{}')), '{}') \
+                      WHEN NEW.u12 IS NULL THEN calls \
+                      ELSE nullif(json_patch(COALESCE(calls, '{}'), NEW.u12), '{}') END \
+       WHERE instance_id = NEW.u0";
+
+/// Binds `update`'s fields in order ([`UPDATE_ONE`]); NULLs without one (the updates of a
+/// wider shape than its batch's).
+fn bind_update<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    update: Option<&'q crate::batch::Update>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let Some(u) = update else {
+        return (0..UPDATE_FIELDS).fold(query, |query, _| query.bind(None::<i64>));
+    };
+    query
+        .bind(u.0.as_str())
+        .bind(u.1)
+        .bind(u.2.as_deref())
+        .bind(u.3.as_deref())
+        .bind(u.4.as_deref())
+        .bind(u.5)
+        .bind(u.6)
+        .bind(u.7)
+        .bind(u.8.as_deref())
+        .bind(u.9)
+        .bind(u.10)
+        .bind(u.11.as_deref())
+        .bind(u.12.as_deref())
+        .bind(u.13)
 }
 
 /// A guarded batch's fence row.
@@ -1428,14 +1525,18 @@ mod tests {
     /// A shape checks exactly the guards its batch needs, and none at all when it needs none.
     #[test]
     fn a_shape_checks_the_guards_it_is_given() {
-        assert_eq!(guards_sql(0), None);
+        assert_eq!(guards_sql(0, false), None);
         for (i, part) in GUARD_PARTS.iter().enumerate() {
-            let one = guards_sql(1 << i).unwrap();
+            let one = guards_sql(1 << i, false).unwrap();
             for (j, other) in GUARD_PARTS.iter().enumerate() {
                 assert_eq!(one.contains(other), i == j, "guard {i} of {one}");
             }
-            assert!(guards_sql(ALL_GUARDS).unwrap().contains(part));
+            assert!(guards_sql(ALL_GUARDS, false).unwrap().contains(part));
         }
+        // A single shape checks its one instance from bound values, and nothing else changes.
+        let single = guards_sql(ALL_GUARDS, true).unwrap();
+        assert!(single.contains(GUARD_ONE_INSTANCE) && !single.contains(GUARD_PARTS[0]));
+        assert!(GUARD_PARTS[1..].iter().all(|part| single.contains(part)));
     }
 
     /// A statement that outlasts the spin is still answered: the writer then parks, and
@@ -1490,7 +1591,7 @@ mod tests {
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        let all_guards = guards_sql(ALL_GUARDS).unwrap();
+        let all_guards = guards_sql(ALL_GUARDS, false).unwrap();
         let guards = all_guards
             .split("WHERE NOT (")
             .nth(1)
@@ -1498,8 +1599,9 @@ mod tests {
             .trim_end()
             .trim_end_matches(')');
         let mut statements: Vec<String> = CORE_WRITES.iter().map(|s| (*s).to_owned()).collect();
-        statements.extend([FENCE, CREATES].map(str::to_owned));
+        statements.extend([FENCE, CREATES, UPDATE_ONE].map(str::to_owned));
         statements.push(format!("SELECT {guards}"));
+        statements.push(format!("SELECT {GUARD_ONE_INSTANCE}"));
         for statement in statements {
             // `NEW.column` and `?` alike become a bound empty list (or NULL).
             let sql = new_columns_as_parameters(&statement);
