@@ -207,12 +207,12 @@ impl PostgresStore {
                 .await
                 .map_err(|e| Error::store(format!("migrating the PostgreSQL schema: {e}")))?;
             forget_old_writers(&pool).await;
-            // The writer's guarded batches run on a connection of their own that plans its
-            // statements once (a generic plan): re-planning the guarded statement for every
-            // turn costs as much as a third of it. Only the writer uses it, one batch at a
-            // time. It connects now, not in the first turn.
+            // The writer's guarded batches run on a connection of their own, with settings
+            // of its own (`writer::GUARDED_SETTINGS`: plans made once, reaching rows by key).
+            // Only the writer uses it, one batch at a time. It connects now, not in the
+            // first turn.
             let guarded_options = setup_connect_guarded
-                .options([("plan_cache_mode", "force_generic_plan")])
+                .options(writer::GUARDED_SETTINGS)
                 .statement_cache_capacity(writer::GUARDED_STATEMENTS);
             let guarded_conn = writer::GuardedConnection::connect(&guarded_options)
                 .await
