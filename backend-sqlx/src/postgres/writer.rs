@@ -1036,6 +1036,76 @@ struct Announced {
     finished: bool,
 }
 
+/// The ordinary path's writes of a plan, one statement (binds: see [`write`]). Each join of
+/// a table with a list also has the list's keys as `= ANY(ARRAY(…))`: the planner takes a
+/// `jsonb_array_elements` for 100 rows whatever the list, and joined them by scanning the
+/// whole table at a few thousand rows (test
+/// `ordinary_writes_find_their_rows_through_an_index_in_a_large_store`); over an `ANY` it
+/// reaches the rows through an index.
+const CORE_WRITES: &str = "\
+        WITH new_entities AS ( \
+            INSERT INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
+            SELECT e->>0, 'entity', e->>1, 'Running', 'null', (e->>2)::bigint, (e->>2)::bigint \
+            FROM jsonb_array_elements($1::jsonb) e ON CONFLICT (instance_id) DO NOTHING), \
+        hist AS ( \
+            INSERT INTO history (instance_id, idx, event) \
+            SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($2::jsonb) e), \
+        del_msgs AS ( \
+            DELETE FROM orch_queue WHERE id = ANY($3) OR instance_id = ANY($4) \
+               OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
+        del_timers AS ( \
+            /* cancelled timers' messages, unless claimed (never rows del_msgs deletes: \
+               the plan lists none of instances that finish or reset their history) */ \
+            DELETE FROM orch_queue q USING jsonb_array_elements($16::jsonb) c \
+            WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
+              AND q.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($16::jsonb) c)) \
+              AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint), \
+        del_items AS ( \
+            DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
+               OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($15::jsonb) c)) \
+                   AND EXISTS (SELECT 1 FROM jsonb_array_elements($15::jsonb) c \
+                               WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
+                                 AND a.execution = (c->>2)::bigint))), \
+        new_msgs AS ( \
+            INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
+            SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
+            FROM jsonb_array_elements($8::jsonb) e), \
+        new_items AS ( \
+            INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
+            SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
+                   (e->>12)::integer + CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
+                   e->>10, (e->>11)::integer \
+            FROM jsonb_array_elements($9::jsonb) e), \
+        upd AS ( \
+            UPDATE instances i SET \
+                status = COALESCE(u.status, i.status), \
+                output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, i.output) END, \
+                failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, i.failure) END, \
+                custom_status = COALESCE(u.custom_status, i.custom_status), \
+                input = COALESCE(u.input, i.input), \
+                history_len = u.history_len, updated_at = u.updated_at, \
+                completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, i.completed_at) END, \
+                locked_by = u.locked_by, locked_until = u.locked_until, \
+                entity_state = CASE WHEN u.is_entity THEN u.entity_state ELSE i.entity_state END, \
+                lock_owner = CASE WHEN u.is_entity THEN u.lock_owner ELSE i.lock_owner END, \
+                calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{}'::jsonb) \
+                             WHEN u.calls IS NULL THEN i.calls \
+                             ELSE nullif((COALESCE(i.calls, '{}'::jsonb) \
+                                          - ARRAY(SELECT p.key FROM jsonb_each(u.calls) AS p WHERE p.value = 'null'::jsonb)) \
+                                         || jsonb_strip_nulls(u.calls), '{}'::jsonb) END \
+            FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
+                         e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
+                         (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
+                         (e->>10)::boolean AS reset, e->>11 AS input, \
+                         (e->>12)::jsonb AS calls, (e->>13)::boolean AS drop_calls, \
+                         (e->>14)::boolean AS is_entity, e->>15 AS entity_state, \
+                         e->>16 AS lock_owner \
+                  FROM jsonb_array_elements($10::jsonb) e) AS u \
+            WHERE i.instance_id = u.id \
+              AND i.instance_id = ANY(ARRAY(SELECT e->>0 FROM jsonb_array_elements($10::jsonb) e))) \
+        SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
+               (SELECT count(pg_notify($13, id)) FROM unnest($14::text[]) AS id)";
+
 /// Writes a plan: the instance creations, then everything else in one statement, which also
 /// queues the batch's notifications (saving a round trip per batch).
 async fn write(
@@ -1091,69 +1161,8 @@ async fn write(
             .await?;
     }
     if plan.has_core_writes() {
-        const SQL: &str = "\
-            WITH new_entities AS ( \
-                INSERT INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
-                SELECT e->>0, 'entity', e->>1, 'Running', 'null', (e->>2)::bigint, (e->>2)::bigint \
-                FROM jsonb_array_elements($1::jsonb) e ON CONFLICT (instance_id) DO NOTHING), \
-            hist AS ( \
-                INSERT INTO history (instance_id, idx, event) \
-                SELECT e->>0, (e->>1)::bigint, e->>2 FROM jsonb_array_elements($2::jsonb) e), \
-            del_msgs AS ( \
-                DELETE FROM orch_queue WHERE id = ANY($3) OR instance_id = ANY($4) \
-                   OR (instance_id = ANY($5) AND execution IS NOT NULL)), \
-            del_timers AS ( \
-                /* cancelled timers' messages, unless claimed (never rows del_msgs deletes: \
-                   the plan lists none of instances that finish or reset their history) */ \
-                DELETE FROM orch_queue q USING jsonb_array_elements($16::jsonb) c \
-                WHERE q.instance_id = c->>0 AND q.execution = (c->>2)::bigint AND q.locked_by IS NULL \
-                  AND (q.message::jsonb -> 'TimerFired' ->> 'seq')::bigint = (c->>1)::bigint), \
-            del_items AS ( \
-                DELETE FROM activity_queue a WHERE a.id = ANY($6) OR a.instance_id = ANY($7) \
-                   OR (a.instance_id = ANY(ARRAY(SELECT c->>0 FROM jsonb_array_elements($15::jsonb) c)) \
-                       AND EXISTS (SELECT 1 FROM jsonb_array_elements($15::jsonb) c \
-                                   WHERE a.instance_id = c->>0 AND a.seq = (c->>1)::bigint \
-                                     AND a.execution = (c->>2)::bigint))), \
-            new_msgs AS ( \
-                INSERT INTO orch_queue (id, instance_id, visible_at, message, execution, locked_by, locked_until) \
-                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, (e->>4)::bigint, e->>5, (e->>6)::bigint \
-                FROM jsonb_array_elements($8::jsonb) e), \
-            new_items AS ( \
-                INSERT INTO activity_queue (id, instance_id, seq, name, input, execution, attempt, locked_by, locked_until, timeouts, heartbeat, flow_key, priority) \
-                SELECT (e->>0)::bigint, e->>1, (e->>2)::bigint, e->>3, e->>4, (e->>5)::bigint, \
-                       (e->>12)::integer + CASE WHEN e->>6 IS NULL THEN 0 ELSE 1 END, e->>6, (e->>7)::bigint, e->>8, e->>9, \
-                       e->>10, (e->>11)::integer \
-                FROM jsonb_array_elements($9::jsonb) e), \
-            upd AS ( \
-                UPDATE instances i SET \
-                    status = COALESCE(u.status, i.status), \
-                    output = CASE WHEN u.reset THEN u.output ELSE COALESCE(u.output, i.output) END, \
-                    failure = CASE WHEN u.reset THEN u.failure ELSE COALESCE(u.failure, i.failure) END, \
-                    custom_status = COALESCE(u.custom_status, i.custom_status), \
-                    input = COALESCE(u.input, i.input), \
-                    history_len = u.history_len, updated_at = u.updated_at, \
-                    completed_at = CASE WHEN u.reset THEN u.completed_at ELSE COALESCE(u.completed_at, i.completed_at) END, \
-                    locked_by = u.locked_by, locked_until = u.locked_until, \
-                    entity_state = CASE WHEN u.is_entity THEN u.entity_state ELSE i.entity_state END, \
-                    lock_owner = CASE WHEN u.is_entity THEN u.lock_owner ELSE i.lock_owner END, \
-                    calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{}'::jsonb) \
-                                 WHEN u.calls IS NULL THEN i.calls \
-                                 ELSE nullif((COALESCE(i.calls, '{}'::jsonb) \
-                                              - ARRAY(SELECT p.key FROM jsonb_each(u.calls) AS p WHERE p.value = 'null'::jsonb)) \
-                                             || jsonb_strip_nulls(u.calls), '{}'::jsonb) END \
-                FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
-                             e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
-                             (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
-                             (e->>10)::boolean AS reset, e->>11 AS input, \
-                             (e->>12)::jsonb AS calls, (e->>13)::boolean AS drop_calls, \
-                             (e->>14)::boolean AS is_entity, e->>15 AS entity_state, \
-                             e->>16 AS lock_owner \
-                      FROM jsonb_array_elements($10::jsonb) e) AS u \
-                WHERE i.instance_id = u.id) \
-            SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
-                   (SELECT count(pg_notify($13, id)) FROM unnest($14::text[]) AS id)";
         let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
-        sqlx::query(SQL)
+        sqlx::query(CORE_WRITES)
             .bind(json(&plan.new_entities))
             .bind(json(&plan.history))
             .bind(&plan.consumed)
@@ -1305,7 +1314,16 @@ async fn persist_calls(
     Ok(ids)
 }
 
-/// Extends `owner`'s leases on what it holds; returns the held instances it no longer holds.
+/// Records heartbeats ($2: [id, heartbeat] of items leased to $3, at $1) and answers
+/// which of the items $4 are still leased to $3. The join with the list also has the list's
+/// ids as `= ANY(ARRAY(…))`, for the planner to reach them through the key ([`CORE_WRITES`]).
+const SYNC_RUNNING: &str = "\
+    WITH b AS (UPDATE activity_queue a SET heartbeat = e->>1, heartbeat_at = $1 \
+               FROM jsonb_array_elements($2::jsonb) e \
+               WHERE a.id = (e->>0)::bigint AND a.locked_by = $3 \
+                 AND a.id = ANY(ARRAY(SELECT (e->>0)::bigint FROM jsonb_array_elements($2::jsonb) e))) \
+    SELECT id FROM activity_queue WHERE id = ANY($4) AND locked_by = $3";
+
 /// Stores heartbeats on the work items `owner` holds; returns the ids of `running` it no
 /// longer holds.
 async fn sync(
@@ -1315,18 +1333,13 @@ async fn sync(
     running: &[i64],
     now: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let held: Vec<i64> = sqlx::query_scalar(
-        "WITH b AS (UPDATE activity_queue a SET heartbeat = e->>1, heartbeat_at = $1 \
-                    FROM jsonb_array_elements($2::jsonb) e \
-                    WHERE a.id = (e->>0)::bigint AND a.locked_by = $3) \
-         SELECT id FROM activity_queue WHERE id = ANY($4) AND locked_by = $3",
-    )
-    .bind(now)
-    .bind(json(heartbeats))
-    .bind(owner)
-    .bind(running)
-    .fetch_all(&mut **tx)
-    .await?;
+    let held: Vec<i64> = sqlx::query_scalar(SYNC_RUNNING)
+        .bind(now)
+        .bind(json(heartbeats))
+        .bind(owner)
+        .bind(running)
+        .fetch_all(&mut **tx)
+        .await?;
     let held: std::collections::HashSet<i64> = held.into_iter().collect();
     Ok(running
         .iter()
@@ -1335,6 +1348,7 @@ async fn sync(
         .collect())
 }
 
+/// Extends `owner`'s leases on what it holds; returns the held instances it no longer holds.
 async fn renew(
     tx: &mut Transaction<'_, Postgres>,
     owner: &str,
@@ -2024,24 +2038,7 @@ mod tests {
         // at 20,000, where 100 lookups cost less than the scan).
         let mut stored = 0_i32;
         for size in [2_000, 10_000] {
-            for fill in [
-                "INSERT INTO instances (instance_id, name, status, input, created_at, updated_at, \
-                                        history_len) \
-                   SELECT 'i' || g, 'o', 'Completed', 'null', g, g, 8 FROM generate_series($1, $2) g",
-                "INSERT INTO history (instance_id, idx, event) \
-                   SELECT 'i' || g, i, '{}' FROM generate_series($1, $2) g, generate_series(0, 7) i",
-                "INSERT INTO orch_queue (instance_id, visible_at, message) \
-                   SELECT 'i' || g, g, '{}' FROM generate_series($1, $2) g",
-                "INSERT INTO activity_queue (instance_id, seq, name, input) \
-                   SELECT 'i' || g, 1, 'a', 'null' FROM generate_series($1, $2) g",
-            ] {
-                sqlx::query(fill)
-                    .bind(stored + 1)
-                    .bind(size)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-            }
+            fill_store(&mut conn, stored + 1, size).await;
             stored = size;
             sqlx::raw_sql("ANALYZE").execute(&mut conn).await.unwrap();
             for bits in 0..=GuardedShape::ALL {
@@ -2059,6 +2056,82 @@ mod tests {
                 assert!(
                     plan.iter().all(|line| !line.contains("Seq Scan")),
                     "at {size} instances, shape {bits:#x} scans a table:\n{}\n{sql}",
+                    plan.join("\n")
+                );
+            }
+        }
+        store.drop_schema().await.unwrap();
+    }
+
+    /// Fills the store of `conn` with instances `from..=to`, eight history rows, a message and
+    /// a work item each, and analyzes it.
+    async fn fill_store(conn: &mut PgConnection, from: i32, to: i32) {
+        for fill in [
+            "INSERT INTO instances (instance_id, name, status, input, created_at, updated_at, \
+                                    history_len) \
+               SELECT 'i' || g, 'o', 'Completed', 'null', g, g, 8 FROM generate_series($1, $2) g",
+            "INSERT INTO history (instance_id, idx, event) \
+               SELECT 'i' || g, i, '{}' FROM generate_series($1, $2) g, generate_series(0, 7) i",
+            "INSERT INTO orch_queue (instance_id, visible_at, message) \
+               SELECT 'i' || g, g, '{}' FROM generate_series($1, $2) g",
+            "INSERT INTO activity_queue (instance_id, seq, name, input) \
+               SELECT 'i' || g, 1, 'a', 'null' FROM generate_series($1, $2) g",
+        ] {
+            sqlx::query(fill)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql("ANALYZE").execute(&mut *conn).await.unwrap();
+    }
+
+    /// The ordinary path's statements over one-row lists (a batch of one turn, planned for
+    /// its values) reach the rows of a large store through an index: without the `ANY`s, the
+    /// instance update and the cancelled timers' delete scanned their tables at 10,000 rows.
+    /// Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn ordinary_writes_find_their_rows_through_an_index_in_a_large_store() {
+        let Some((store, mut conn)) = test_schema("t_ordinary_plans", "ordinary plans").await
+        else {
+            return;
+        };
+        let statements = [
+            (
+                CORE_WRITES,
+                "jsonb, jsonb, bigint[], text[], text[], bigint[], text[], jsonb, jsonb, jsonb, \
+                 text, boolean, text, text[], jsonb, jsonb",
+                r#"'[["e1", "e", 1]]', '[["i1", 8, "{}"]]', '{1}', '{i2}', '{i3}', '{1}', '{i2}',
+                   '[[99999999, "i1", 1, "{}", 0, null, null]]', '[]',
+                   '[["i1", "Running", null, null, null, 10, 1, null, "w", 2, false, null,
+                      "{\"1\": null}", false, false, null, null]]',
+                   'c', false, 'd', '{}', '[["i1", 1, 0]]', '[["i1", 1, 0]]'"#,
+            ),
+            (
+                SYNC_RUNNING,
+                "bigint, jsonb, text, bigint[]",
+                r#"1, '[[1, "beat"]]', 'w', '{1}'"#,
+            ),
+        ];
+        let mut stored = 0_i32;
+        for size in [2_000, 10_000] {
+            fill_store(&mut conn, stored + 1, size).await;
+            stored = size;
+            for (sql, types, values) in statements {
+                let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "PREPARE ordinary ({types}) AS {sql}; EXPLAIN EXECUTE ordinary ({values}); \
+                     DEALLOCATE ordinary"
+                )))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{sql}"))
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect();
+                assert!(
+                    plan.iter().all(|line| !line.contains("Seq Scan")),
+                    "at {size} instances, a statement scans a table:\n{}\n{sql}",
                     plan.join("\n")
                 );
             }
