@@ -18,6 +18,12 @@
 //! see `floor`) just before its workload, and its line carries `floor_ms` and the workload's
 //! cost in floors: `unit_floors` (ms per unit of `per_sec` ÷ `floor_ms`) and, for W6,
 //! `p50_floors` and `p99_floors`. `--workload FLOOR` prints the floor's own lines.
+//!
+//! `--prefill N` puts `N` finished instances (eight history rows and an untaken message
+//! each) in every run's store before the workload, and its lines carry `"prefill": N`: the
+//! store's statements then run on tables the size of a store in use, where a plan that
+//! scans a table shows (on PostgreSQL, 10,000 of them made a guarded turn 5× slower until
+//! its plans were pinned to the keys).
 
 mod floor;
 
@@ -100,6 +106,8 @@ struct Options {
     runs: usize,
     synchronous: Synchronous,
     backend: Backend,
+    /// Finished instances put in the store before each run (`--prefill N`).
+    prefill: u32,
 }
 
 /// Where the workloads run.
@@ -127,6 +135,7 @@ fn parse_args() -> Result<Options, String> {
         runs: 1,
         synchronous: Synchronous::Normal,
         backend: Backend::Sqlite,
+        prefill: 0,
     };
     let mut postgres = false;
     let mut workers = 1;
@@ -166,6 +175,13 @@ fn parse_args() -> Result<Options, String> {
                 }
             }
             "--postgres-url" => url = Some(args.next().ok_or("--postgres-url needs a value")?),
+            "--prefill" => {
+                options.prefill = args
+                    .next()
+                    .ok_or("--prefill needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--prefill takes a number of instances: {e}"))?;
+            }
             "--workers" => {
                 workers = args
                     .next()
@@ -178,7 +194,7 @@ fn parse_args() -> Result<Options, String> {
                 println!(
                     "usage: duractor-benches [--workload all|W1,W2,W3,W4,W5,W6,W7,W8,FLOOR] [--runs N] \
                      [--sync normal|full] [--backend sqlite|postgres] [--postgres-url URL] \
-                     [--workers N]"
+                     [--workers N] [--prefill N]"
                 );
                 std::process::exit(0);
             }
@@ -327,7 +343,12 @@ async fn serve_worker(url: &str, schema: &str) -> Result<(), duractor::Error> {
     Ok(())
 }
 
-async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duractor::Error> {
+/// The store of one run, holding `prefill` finished instances, and its workers.
+async fn env(
+    synchronous: Synchronous,
+    backend: &Backend,
+    prefill: u32,
+) -> Result<Env, duractor::Error> {
     static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Backend::Postgres { url, workers } = backend {
@@ -340,6 +361,7 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
             },
         )
         .await?;
+        prefill_postgres(url, &schema, prefill).await?;
         if *workers == 0 {
             // The worker in this process, as an app that starts its own instances and waits
             // for them: starts are handed to it in memory and completions wake the waiter
@@ -382,6 +404,7 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
         },
     )
     .await?;
+    prefill_sqlite(&dir.join("bench.db"), prefill).await?;
     let runtime = Runtime::builder(store).start().await?;
     let client = runtime.client();
     Ok(Env {
@@ -391,6 +414,75 @@ async fn env(synchronous: Synchronous, backend: &Backend) -> Result<Env, duracto
         schema: None,
         client,
     })
+}
+
+/// What `--prefill N` puts in a store before a run, as a store in use holds it: `N`
+/// finished instances of eight history rows each, and `N` messages no worker takes (leased
+/// far ahead), then statistics. Measures what the store's statements cost on tables that
+/// are not nearly empty (a plan that scans a table only shows there).
+const PREFILL: [&str; 3] = [
+    "INSERT INTO instances (instance_id, name, status, input, created_at, updated_at, history_len) \
+     SELECT 'prefill-' || g, 'o', 'Completed', 'null', g, g, 8 FROM n",
+    "INSERT INTO history (instance_id, idx, event) \
+     SELECT 'prefill-' || g, i, '{}' FROM n, (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2 \
+       UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7) AS k",
+    "INSERT INTO orch_queue (instance_id, visible_at, message, locked_by, locked_until) \
+     SELECT 'prefill-' || g, 9000000000000, '{}', 'prefill', 9000000000000 FROM n",
+];
+
+/// [`PREFILL`] on the PostgreSQL schema `schema`.
+async fn prefill_postgres(url: &str, schema: &str, n: u32) -> Result<(), duractor::Error> {
+    use sqlx::Connection as _;
+    if n == 0 {
+        return Ok(());
+    }
+    let connect = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(duractor::Error::msg)?
+        .options([("search_path", schema)]);
+    let mut conn = sqlx::PgConnection::connect_with(&connect)
+        .await
+        .map_err(duractor::Error::msg)?;
+    for fill in PREFILL {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH n AS (SELECT generate_series(1, $1) AS g) {fill}"
+        )))
+        .bind(i64::from(n))
+        .execute(&mut conn)
+        .await
+        .map_err(duractor::Error::msg)?;
+    }
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .map_err(duractor::Error::msg)?;
+    Ok(())
+}
+
+/// [`PREFILL`] on the SQLite file at `path`.
+async fn prefill_sqlite(path: &std::path::Path, n: u32) -> Result<(), duractor::Error> {
+    use sqlx::Connection as _;
+    if n == 0 {
+        return Ok(());
+    }
+    let connect = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut conn = sqlx::SqliteConnection::connect_with(&connect)
+        .await
+        .map_err(duractor::Error::msg)?;
+    for fill in PREFILL {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < ?1) {fill}"
+        )))
+        .bind(i64::from(n))
+        .execute(&mut conn)
+        .await
+        .map_err(duractor::Error::msg)?;
+    }
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .map_err(duractor::Error::msg)?;
+    Ok(())
 }
 
 impl Env {
@@ -445,12 +537,13 @@ async fn run_workload(
     name: &str,
     synchronous: Synchronous,
     backend: &Backend,
+    prefill: u32,
 ) -> Result<serde_json::Value, duractor::Error> {
     let floor = measure_floor(synchronous, backend).await?;
     if name == "FLOOR" {
         return Ok(floor.to_json());
     }
-    let result = run_measured(name, synchronous, backend).await?;
+    let result = run_measured(name, synchronous, backend, prefill).await?;
     Ok(in_floors(result, floor.single_ms))
 }
 
@@ -479,8 +572,9 @@ async fn run_measured(
     name: &str,
     synchronous: Synchronous,
     backend: &Backend,
+    prefill: u32,
 ) -> Result<serde_json::Value, duractor::Error> {
-    let env = env(synchronous, backend).await?;
+    let env = env(synchronous, backend, prefill).await?;
     let client = &env.client;
     let cpu_before = cpu_times();
     let result = match name {
@@ -773,7 +867,14 @@ async fn main() {
     for workload in &options.workloads {
         let mut runs = Vec::new();
         for _ in 0..options.runs {
-            let result = match run_workload(workload, options.synchronous, &options.backend).await {
+            let result = match run_workload(
+                workload,
+                options.synchronous,
+                &options.backend,
+                options.prefill,
+            )
+            .await
+            {
                 Ok(result) => result,
                 Err(error) => {
                     eprintln!("{workload} failed: {error}");
@@ -784,6 +885,11 @@ async fn main() {
                 "system": "duractor", "backend": backend, "durability": durability,
                 "workload": workload, "cores": cores, "workers": workers,
             });
+            if options.prefill > 0
+                && let Some(line) = line.as_object_mut()
+            {
+                line.insert("prefill".into(), json!(options.prefill));
+            }
             if let (Some(line), Some(result)) = (line.as_object_mut(), result.as_object()) {
                 line.extend(result.clone());
                 line.insert(
