@@ -2040,27 +2040,39 @@ mod tests {
         for size in [2_000, 10_000] {
             fill_store(&mut conn, stored + 1, size).await;
             stored = size;
-            sqlx::raw_sql("ANALYZE").execute(&mut conn).await.unwrap();
             for bits in 0..=GuardedShape::ALL {
+                let what = format!("at {size} instances, shape {bits:#x}");
                 let sql = GuardedShape(bits).sql();
-                let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "PREPARE shape ({TYPES}) AS {sql}; EXPLAIN EXECUTE shape ({nulls}); \
-                     DEALLOCATE shape"
-                )))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("shape {bits:#x}: {e}\n{sql}"))
-                .iter()
-                .map(|row| row.get::<String, _>(0))
-                .collect();
-                assert!(
-                    plan.iter().all(|line| !line.contains("Seq Scan")),
-                    "at {size} instances, shape {bits:#x} scans a table:\n{}\n{sql}",
-                    plan.join("\n")
-                );
+                assert_no_scan(&mut conn, &what, TYPES, &sql, &nulls).await;
             }
         }
         store.drop_schema().await.unwrap();
+    }
+
+    /// Explains `sql` (parameters of `types`) run with `values`, planned as the connection's
+    /// settings plan it, and fails if the plan scans a table; `what` names the statement.
+    async fn assert_no_scan(
+        conn: &mut PgConnection,
+        what: &str,
+        types: &str,
+        sql: &str,
+        values: &str,
+    ) {
+        let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE checked ({types}) AS {sql}; EXPLAIN EXECUTE checked ({values}); \
+             DEALLOCATE checked"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{sql}"))
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+        assert!(
+            plan.iter().all(|line| !line.contains("Seq Scan")),
+            "{what} scans a table:\n{}\n{sql}",
+            plan.join("\n")
+        );
     }
 
     /// Fills the store of `conn` with instances `from..=to`, eight history rows, a message and
@@ -2119,21 +2131,8 @@ mod tests {
             fill_store(&mut conn, stored + 1, size).await;
             stored = size;
             for (sql, types, values) in statements {
-                let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "PREPARE ordinary ({types}) AS {sql}; EXPLAIN EXECUTE ordinary ({values}); \
-                     DEALLOCATE ordinary"
-                )))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{e}\n{sql}"))
-                .iter()
-                .map(|row| row.get::<String, _>(0))
-                .collect();
-                assert!(
-                    plan.iter().all(|line| !line.contains("Seq Scan")),
-                    "at {size} instances, a statement scans a table:\n{}\n{sql}",
-                    plan.join("\n")
-                );
+                let what = format!("at {size} instances, a statement");
+                assert_no_scan(&mut conn, &what, types, sql, values).await;
             }
         }
         store.drop_schema().await.unwrap();
