@@ -443,20 +443,9 @@ async fn prefill_postgres(url: &str, schema: &str, n: u32) -> Result<(), duracto
     let mut conn = sqlx::PgConnection::connect_with(&connect)
         .await
         .map_err(duractor::Error::msg)?;
-    for fill in PREFILL {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH n AS (SELECT generate_series(1, $1) AS g) {fill}"
-        )))
-        .bind(i64::from(n))
-        .execute(&mut conn)
+    prefill::<sqlx::Postgres>(&mut conn, n, "$1")
         .await
-        .map_err(duractor::Error::msg)?;
-    }
-    sqlx::query("ANALYZE")
-        .execute(&mut conn)
-        .await
-        .map_err(duractor::Error::msg)?;
-    Ok(())
+        .map_err(duractor::Error::msg)
 }
 
 /// [`PREFILL`] on the SQLite file at `path`.
@@ -469,19 +458,30 @@ async fn prefill_sqlite(path: &std::path::Path, n: u32) -> Result<(), duractor::
     let mut conn = sqlx::SqliteConnection::connect_with(&connect)
         .await
         .map_err(duractor::Error::msg)?;
+    prefill::<sqlx::Sqlite>(&mut conn, n, "?1")
+        .await
+        .map_err(duractor::Error::msg)
+}
+
+/// Runs [`PREFILL`] for `n` instances on `conn`, then `ANALYZE`; `param` is how the database
+/// spells the first parameter.
+async fn prefill<DB>(conn: &mut DB::Connection, n: u32, param: &str) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
     for fill in PREFILL {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < ?1) {fill}"
+        sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+            "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < {param}) \
+             {fill}"
         )))
         .bind(i64::from(n))
-        .execute(&mut conn)
-        .await
-        .map_err(duractor::Error::msg)?;
+        .execute(&mut *conn)
+        .await?;
     }
-    sqlx::query("ANALYZE")
-        .execute(&mut conn)
-        .await
-        .map_err(duractor::Error::msg)?;
+    sqlx::query::<DB>("ANALYZE").execute(&mut *conn).await?;
     Ok(())
 }
 
