@@ -184,6 +184,7 @@ mod tests {
     use crate::batch::Plan;
     use crate::batch::ops::{Lease, Reply};
     use crate::batch::plan::tests::{self as plan_tests, NOW, new_instance};
+    use crate::batch::writer::claims_apart;
     use crate::common::from_millis;
 
     /// A turn at history length 4 that consumes message 7 and work item 9 and schedules an
@@ -237,6 +238,40 @@ mod tests {
     fn qualifies(turns: Vec<TurnCommit>) -> bool {
         let ops: Vec<Op> = turns.into_iter().map(|t| op(t).0).collect();
         assume(&ops).is_some()
+    }
+
+    /// Claims that come with turns that qualify on their own are taken out of the batch
+    /// (they commit apart), so the turns keep the one-statement path; a batch that would not
+    /// qualify anyway, or holds only claims, is left as it is.
+    #[test]
+    fn claims_leave_a_batch_whose_turns_qualify_without_them() {
+        let claim = || {
+            let (caller, _) = oneshot::channel();
+            Op::ClaimMessages {
+                owner: "w".into(),
+                limit: 10,
+                lease: Lease::until(Utc::now() + TimeDelta::seconds(30)),
+                reply: Reply::new(caller),
+            }
+        };
+        let mut batch = vec![claim(), op(turn("a", "w")).0, claim()];
+        let claims = claims_apart(&mut batch).expect("the turn qualifies on its own");
+        assert_eq!(claims.len(), 2);
+        assert!(claims.iter().all(Op::is_claim));
+        assert!(matches!(batch.as_slice(), [Op::Turn { .. }]));
+
+        // Turns of two owners do not qualify: the claims stay with them.
+        let mut other = turn("b", "v");
+        other.consumed = vec![8];
+        other.completed_activities = vec![10];
+        let mut batch = vec![op(turn("a", "w")).0, claim(), op(other).0];
+        assert!(claims_apart(&mut batch).is_none());
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.iter().filter(|op| op.is_claim()).count(), 1);
+
+        let mut batch = vec![claim(), claim()];
+        assert!(claims_apart(&mut batch).is_none());
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]

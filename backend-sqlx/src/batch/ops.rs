@@ -119,6 +119,29 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The op's name, for traces.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Enqueue { .. } => "enqueue",
+            Op::CleanEntities { .. } => "clean_entities",
+            Op::Abandon { .. } => "abandon",
+            Op::Purge { .. } => "purge",
+            Op::Turn { .. } => "turn",
+            Op::Complete { .. } => "complete",
+            Op::ClaimMessages { .. } => "claim_messages",
+            Op::ClaimActivities { .. } => "claim_activities",
+            Op::Admit { .. } => "admit",
+            Op::Renew { .. } => "renew",
+            Op::Sync { .. } => "sync",
+            Op::Persist { .. } => "persist",
+            Op::Recover { .. } => "recover",
+            Op::Release { .. } => "release",
+            Op::ReleaseAll { .. } => "release_all",
+            Op::ResetLeases { .. } => "reset_leases",
+        }
+    }
+
     /// Whether this op only claims work (it reads and leases rows, writes nothing else).
     pub(crate) fn is_claim(&self) -> bool {
         matches!(self, Op::ClaimMessages { .. } | Op::ClaimActivities { .. })

@@ -10,6 +10,7 @@ use duractor::Error;
 use duractor::store::StoreEvents;
 use tokio::sync::mpsc;
 
+use super::guarded;
 use super::ops::Op;
 use super::plan::Effects;
 use crate::error::StoreError;
@@ -54,6 +55,19 @@ pub(crate) trait BatchExecutor: Send + 'static {
     /// (PostgreSQL's: the listener, the sockets of reads).
     const IDLE_SPIN: Duration = Duration::ZERO;
 
+    /// Whether claims that come with a batch small enough for the one-statement path
+    /// ([`guarded::assume`]) are committed apart from it, after it: for a backend whose
+    /// claims are statements of their own anyway (PostgreSQL's claim-only batches), where a
+    /// claim in the batch would make its turns take the ordinary path of several round trips.
+    const CLAIMS_APART: bool = false;
+
+    /// How long the writer waits for an op before it does its upkeep ([`idle`](Self::idle)),
+    /// and again after each upkeep while none comes; `None`: no upkeep.
+    const IDLE_UPKEEP_EVERY: Option<Duration> = None;
+
+    /// Upkeep while no op comes (keeping a connection, and what is prepared on it, alive).
+    async fn idle(&mut self) {}
+
     /// One attempt at the batch inside one transaction, committed when it returns `Ok`:
     /// prepares every op's outcome in its [`Reply`](super::ops::Reply) and returns the
     /// notifications to send.
@@ -83,13 +97,35 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
 ) {
     let mut batch = Vec::new();
     let mut turn_given = std::time::Instant::now();
-    while let Some(op) = next_op(&mut rx, B::IDLE_SPIN).await {
+    loop {
+        let next = match B::IDLE_UPKEEP_EVERY {
+            Some(every) => {
+                match tokio::time::timeout(every, next_op(&mut rx, B::IDLE_SPIN)).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        executor.idle().await;
+                        continue;
+                    }
+                }
+            }
+            None => next_op(&mut rx, B::IDLE_SPIN).await,
+        };
+        let Some(op) = next else {
+            break;
+        };
         batch.push(op);
         while batch.len() < max_batch.max(1) {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
+        }
+        if B::CLAIMS_APART
+            && let Some(claims) = claims_apart(&mut batch)
+        {
+            let result = commit(&mut executor, &mut batch).await;
+            reply(std::mem::take(&mut batch), result, &events);
+            batch = claims;
         }
         let result = commit(&mut executor, &mut batch).await;
         reply(std::mem::take(&mut batch), result, &events);
@@ -100,6 +136,24 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
             turn_given = std::time::Instant::now();
         }
     }
+}
+
+/// Takes the claims out of `batch` when the rest of it qualifies for the one-statement path
+/// ([`guarded::assume`]) with them out and not with them in; `None` (and `batch` as it was)
+/// otherwise. Claims change nothing another op reads, so they may commit apart.
+pub(super) fn claims_apart(batch: &mut Vec<Op>) -> Option<Vec<Op>> {
+    if batch.iter().all(Op::is_claim) || !batch.iter().any(Op::is_claim) {
+        return None;
+    }
+    let (claims, rest): (Vec<Op>, Vec<Op>) =
+        std::mem::take(batch).into_iter().partition(Op::is_claim);
+    if guarded::assume(&rest).is_none() {
+        *batch = rest;
+        batch.extend(claims);
+        return None;
+    }
+    *batch = rest;
+    Some(claims)
 }
 
 /// How often a spinning writer lets its runtime run its other tasks.

@@ -246,6 +246,13 @@ impl PostgresStore {
             unsettled_backend: None,
             guarded_sql: std::collections::HashMap::new(),
         };
+        // The first turns find their statements planned.
+        let writer = spawn_on(&runtime, async move {
+            let mut writer = writer;
+            writer.warm().await;
+            Ok(writer)
+        })
+        .await?;
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
             pool.clone(),

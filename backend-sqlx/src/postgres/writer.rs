@@ -100,8 +100,9 @@ pub(super) struct GuardedConnection {
     conn: PgConnection,
     /// Its server process.
     backend: Backend,
-    /// When it last ran a statement: one idle for longer than [`GUARDED_IDLE`] is replaced
-    /// (a pool would have pinged it; a firewall may have forgotten it).
+    /// When it last ran a statement or answered a ping: one idle for longer than
+    /// [`GUARDED_IDLE`] is pinged before use, and replaced if it does not answer (a firewall
+    /// may have forgotten it). Replacing it would lose its planned statements.
     used_at: Instant,
 }
 
@@ -130,12 +131,36 @@ impl GuardedConnection {
     }
 }
 
+impl GuardedConnection {
+    /// Whether the connection answers a ping within [`GUARDED_PING_TIMEOUT`] (marking it
+    /// used if so); one that does not is to be dropped.
+    async fn answers_ping(&mut self) -> bool {
+        let ping = sqlx::Connection::ping(&mut self.conn);
+        let answered = matches!(
+            tokio::time::timeout(GUARDED_PING_TIMEOUT, ping).await,
+            Ok(Ok(()))
+        );
+        if answered {
+            self.used_at = Instant::now();
+        } else {
+            tracing::debug!("the guarded connection did not answer a ping; connecting again");
+        }
+        answered
+    }
+}
+
 /// How long connecting the guarded connection may take; after a failed try the next waits
 /// twice as long as the last, from [`GUARDED_CONNECT_BACKOFF`] up to 30 s.
 const GUARDED_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const GUARDED_CONNECT_BACKOFF: Duration = Duration::from_secs(1);
-/// A guarded connection idle for longer is connected again before use.
+/// A guarded connection idle for longer is pinged before use (and connected again if the
+/// ping fails or takes longer than [`GUARDED_PING_TIMEOUT`]).
 const GUARDED_IDLE: Duration = Duration::from_secs(30);
+const GUARDED_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// While no batch comes, the writer pings a guarded connection idle this long (so it stays
+/// fresh, and a broken one is found then, not in the next turn), and connects one a failure
+/// dropped, planning its statements ahead.
+const GUARDED_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Whether a guarded connection is still sound after `error`: the server answered, and not
 /// with the end of the session (a terminated backend, a shutdown: SQLSTATE class 08, 57P).
@@ -171,6 +196,7 @@ impl Writer {
     /// (its transaction still deciding) is leased to this worker but held by nobody, so it is
     /// not renewed and is claimed again within a lease period.
     async fn claim_only(&mut self, ops: &mut [Op], now: i64) -> Result<Effects, AttemptError> {
+        let started = Instant::now();
         for op in ops.iter_mut() {
             let attempt = self.attempts.next();
             let mut conn = match self.pool.acquire().await {
@@ -202,6 +228,11 @@ impl Writer {
                 Err(error) => failed_claim(op, error),
             }
         }
+        tracing::trace!(
+            claims = ops.len(),
+            batch_us = started.elapsed().as_micros() as u64,
+            "claims sent"
+        );
         Ok(Effects::default())
     }
 }
@@ -246,6 +277,7 @@ impl Writer {
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
             ok = written.is_ok(),
+            shape = GuardedShape::of(&plan, &guards).0,
             "guarded batch sent"
         );
         guarded.used_at = Instant::now();
@@ -272,11 +304,56 @@ impl Writer {
 }
 
 impl Writer {
+    /// Prepares and plans on the guarded connection the statements of the [common
+    /// shapes](GuardedShape::COMMON) and of every shape this writer has met, so no turn pays
+    /// for that (the first run of a shape's statement on a connection took 2–5 ms, ten
+    /// times a warm one): each runs once over empty lists inside a transaction that is
+    /// rolled back, which writes nothing and sends no notice, while the prepared statement
+    /// and its generic plan stay with the connection. A failure only leaves the rest to
+    /// their first turns (and drops a connection it may have broken).
+    pub(super) async fn warm(&mut self) {
+        let Some(mut guarded) = self.guarded_conn.take() else {
+            return;
+        };
+        let started = Instant::now();
+        let mut shapes: Vec<GuardedShape> = GuardedShape::COMMON
+            .into_iter()
+            .map(GuardedShape)
+            .chain(self.guarded_sql.keys().copied())
+            .collect();
+        shapes.sort_unstable_by_key(|shape| shape.0);
+        shapes.dedup();
+        let (plan, guards) = (Plan::default(), Guards::default());
+        let warmed = async {
+            let mut tx = sqlx::Connection::begin(&mut guarded.conn).await?;
+            for shape in &shapes {
+                statement(self, &mut tx, *shape, &plan, &guards, 0, now_ms()).await?;
+            }
+            tx.rollback().await
+        }
+        .await;
+        match warmed {
+            Ok(()) => tracing::debug!(
+                shapes = shapes.len(),
+                warm_us = started.elapsed().as_micros() as u64,
+                "guarded statements planned ahead"
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "planning the guarded statements ahead failed; each is planned in its first turn");
+                if !connection_survives(&error) {
+                    return;
+                }
+            }
+        }
+        guarded.used_at = Instant::now();
+        self.guarded_conn = Some(guarded);
+    }
+
     /// The guarded connection, connected again if a failure dropped it or it sat idle;
     /// `None` while the server cannot be reached.
     async fn guarded_connection(&mut self) -> Option<GuardedConnection> {
-        if let Some(guarded) = self.guarded_conn.take()
-            && guarded.used_at.elapsed() < GUARDED_IDLE
+        if let Some(mut guarded) = self.guarded_conn.take()
+            && (guarded.used_at.elapsed() < GUARDED_IDLE || guarded.answers_ping().await)
         {
             return Some(guarded);
         }
@@ -303,6 +380,23 @@ impl Writer {
                 self.guarded_retry_at = Some(Instant::now() + wait);
                 None
             }
+        }
+    }
+
+    /// Keeps the guarded connection while no batch comes: pings one idle for
+    /// [`GUARDED_KEEPALIVE`], and connects one that a failure dropped (or that did not answer
+    /// the ping), planning its statements ahead ([`Writer::warm`]) — now, rather than in the
+    /// next turn.
+    async fn keep_guarded(&mut self) {
+        if let Some(guarded) = &mut self.guarded_conn {
+            if guarded.used_at.elapsed() < GUARDED_KEEPALIVE || guarded.answers_ping().await {
+                return;
+            }
+            self.guarded_conn = None;
+        }
+        if let Some(guarded) = self.guarded_connection().await {
+            self.guarded_conn = Some(guarded);
+            self.warm().await;
         }
     }
 
@@ -421,6 +515,29 @@ impl GuardedShape {
                 .fold(0, |shape, (part, _)| shape | part),
         )
     }
+
+    /// The shapes most turns have, whose statements a guarded connection plans when it
+    /// connects ([`Writer::warm`]): an instance's first turn started by the runtime's own
+    /// client, or the first turn of one started by another process, a turn consuming an
+    /// activity's result and calling the next, the last turn, the same as one batch with
+    /// other turns, a timer's turn and its last turn, and a start by another process's
+    /// client (the shapes `RUST_LOG=duractor_sqlx=trace` showed in W1, W6, W7 and W8).
+    const COMMON: [u16; 10] = [
+        Self::HISTORY | Self::NEW_INSTANCES | Self::UPDATES,
+        Self::HISTORY | Self::CONSUMED | Self::UPDATES,
+        Self::HISTORY | Self::CANCELLED_CALLS | Self::UPDATES,
+        Self::HISTORY | Self::CANCELLED_CALLS | Self::FINISHED | Self::UPDATES,
+        Self::HISTORY | Self::CANCELLED_CALLS | Self::NEW_INSTANCES | Self::UPDATES,
+        Self::HISTORY
+            | Self::CANCELLED_CALLS
+            | Self::NEW_INSTANCES
+            | Self::FINISHED
+            | Self::UPDATES,
+        Self::HISTORY | Self::CONSUMED | Self::MESSAGES | Self::UPDATES,
+        Self::HISTORY | Self::CONSUMED | Self::FINISHED | Self::UPDATES,
+        Self::HISTORY | Self::CONSUMED | Self::MESSAGES | Self::UPDATES | Self::WORK,
+        Self::NEW_INSTANCES | Self::MESSAGES | Self::WORK,
+    ];
 
     fn has(self, part: u16) -> bool {
         self.0 & part != 0
@@ -628,8 +745,31 @@ async fn guarded_write(
     attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    statement(
+        writer,
+        conn,
+        GuardedShape::of(plan, guards),
+        plan,
+        guards,
+        attempt,
+        now,
+    )
+    .await
+}
+
+/// Runs the statement of `shape` (or of every part, once a writer keeps
+/// [`MAX_GUARDED_SHAPES`]) over `plan` and `guards`: [`guarded_write`], and the warm-up's runs
+/// over empty lists.
+async fn statement(
+    writer: &mut Writer,
+    conn: &mut PgConnection,
+    mut shape: GuardedShape,
+    plan: &Plan,
+    guards: &Guards,
+    attempt: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let all = GuardedShape(GuardedShape::ALL);
-    let mut shape = GuardedShape::of(plan, guards);
     let kept = writer
         .guarded_sql
         .keys()
@@ -821,6 +961,16 @@ async fn reclaimed(conn: &mut PgConnection, op: &mut Op, attempt: i64) -> Result
 impl BatchExecutor for Writer {
     const DATABASE: &'static str = "PostgreSQL";
 
+    /// A claim on its own is one autocommit statement, as in a batch it is one statement
+    /// more of its transaction; apart, it keeps a turn's batch on the one-statement path.
+    const CLAIMS_APART: bool = true;
+
+    const IDLE_UPKEEP_EVERY: Option<Duration> = Some(GUARDED_KEEPALIVE);
+
+    async fn idle(&mut self) {
+        self.keep_guarded().await;
+    }
+
     async fn abort(&mut self) {
         // The transaction rolls back when it is dropped.
     }
@@ -860,6 +1010,10 @@ impl BatchExecutor for Writer {
         if let Some(effects) = self.guarded(ops, now).await? {
             return Ok(effects);
         }
+        tracing::trace!(
+            ops = ?ops.iter().map(Op::kind).collect::<Vec<_>>(),
+            "ordinary batch"
+        );
         let attempt = self.attempts.next();
         let mut tx = self.pool.begin().await?;
         let mut state = read_state(&mut tx, ops, &self.attempts.writer, attempt, now).await?;
@@ -1980,6 +2134,69 @@ mod tests {
         .await
         .unwrap();
         Some((store, conn))
+    }
+
+    /// Warming a guarded connection leaves every common shape's statement prepared on it
+    /// with its generic plan made, and writes nothing (it runs them in a transaction it
+    /// rolls back). Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn warming_plans_the_common_shapes_and_writes_nothing() {
+        let Some((store, mut conn)) = test_schema("t_guarded_warm", "guarded warm-up").await else {
+            return;
+        };
+        let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").unwrap();
+        let schema = format!("t_guarded_warm_{}", std::process::id());
+        let options = url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())])
+            .options(GUARDED_SETTINGS)
+            .statement_cache_capacity(GUARDED_STATEMENTS);
+        let mut writer = Writer {
+            pool: PgPool::connect_with(options.clone()).await.unwrap(),
+            work_channel: "t_guarded_warm_work".to_owned(),
+            finished_channel: "t_guarded_warm_finished".to_owned(),
+            attempts: Attempts::new(),
+            message_ids: Vec::new(),
+            item_ids: Vec::new(),
+            guarded_conn: Some(GuardedConnection::connect(&options).await.unwrap()),
+            guarded_options: options,
+            guarded_failures: 0,
+            guarded_retry_at: None,
+            unsettled_backend: None,
+            guarded_sql: HashMap::new(),
+        };
+        writer.warm().await;
+        let guarded = writer
+            .guarded_conn
+            .as_mut()
+            .expect("warming keeps a sound connection");
+        let planned: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT statement, generic_plans FROM pg_prepared_statements \
+             WHERE statement LIKE '/* duractor: a guarded batch%'",
+        )
+        .fetch_all(&mut guarded.conn)
+        .await
+        .unwrap();
+        assert_eq!(planned.len(), GuardedShape::COMMON.len(), "{planned:?}");
+        for bits in GuardedShape::COMMON {
+            let sql = GuardedShape(bits).sql();
+            assert!(
+                planned
+                    .iter()
+                    .any(|(statement, plans)| *statement == sql && *plans == 1),
+                "shape {bits:#x} was not planned: {planned:?}"
+            );
+        }
+        let written: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM writers) + (SELECT count(*) FROM instances) \
+                  + (SELECT count(*) FROM history) + (SELECT count(*) FROM orch_queue)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(written, 0, "warming wrote rows");
+        store.drop_schema().await.unwrap();
     }
 
     /// Every shape's statement must be one the server accepts (each part refers only to parts
