@@ -50,6 +50,56 @@ use writer::Writer;
 /// A pooled connection idle for at least this long is pinged before it is used.
 const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
 
+/// An instance's history, in order.
+const LOAD_HISTORY: &str = "SELECT event FROM history WHERE instance_id = $1 ORDER BY idx";
+
+/// An orchestration's status.
+const GET_INSTANCE: &str = "SELECT instance_id, name, version, status, input, output, failure, \
+     custom_status, created_at, updated_at, completed_at FROM instances \
+     WHERE instance_id = $1 AND kind = 'orchestration'";
+
+/// How many pooled connections a store opens and warms when it opens ([`warm_pool`]): one
+/// for the claims and one for the reads that run beside them.
+const WARM_CONNECTIONS: usize = 2;
+
+/// Opens `count` pooled connections and runs on each, once, the statements a worker and a
+/// client run on every start or wait — claims that take nothing, reads of an instance id no
+/// instance has — so those find their statements prepared and the server process's caches
+/// filled: the first claim on a new connection took 4–14 ms, a warm one 0.3–1 ms. Writes
+/// nothing; a failure only leaves the rest cold.
+async fn warm_pool(pool: &PgPool, count: usize) {
+    let started = std::time::Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..count {
+        match pool.acquire().await {
+            Ok(conn) => held.push(conn),
+            Err(_) => break,
+        }
+    }
+    for conn in &mut held {
+        let warmed = async {
+            writer::warm_claims(conn).await?;
+            sqlx::query(LOAD_HISTORY)
+                .bind("")
+                .execute(&mut **conn)
+                .await?;
+            sqlx::query(GET_INSTANCE)
+                .bind("")
+                .execute(&mut **conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        if let Err(error) = warmed.await {
+            tracing::debug!(%error, "warming a pooled connection failed; its statements are prepared when first used");
+        }
+    }
+    tracing::debug!(
+        connections = held.len(),
+        warm_us = started.elapsed().as_micros() as u64,
+        "pooled connections warmed"
+    );
+}
+
 /// Options for [`PostgresStore::connect_with`].
 #[derive(Debug, Clone)]
 pub struct PostgresStoreOptions {
@@ -207,6 +257,7 @@ impl PostgresStore {
                 .await
                 .map_err(|e| Error::store(format!("migrating the PostgreSQL schema: {e}")))?;
             forget_old_writers(&pool).await;
+            warm_pool(&pool, WARM_CONNECTIONS).await;
             // The writer's guarded batches run on a connection of their own, with settings
             // of its own (`writer::GUARDED_SETTINGS`: plans made once, reaching rows by key).
             // Only the writer uses it, one batch at a time. It connects now, not in the
@@ -746,12 +797,11 @@ impl Store for PostgresStore {
         self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
-                let rows: Vec<(String,)> =
-                    sqlx::query_as("SELECT event FROM history WHERE instance_id = $1 ORDER BY idx")
-                        .bind(instance_id)
-                        .fetch_all(&pool)
-                        .await
-                        .map_err(|e| store_error("loading history", e))?;
+                let rows: Vec<(String,)> = sqlx::query_as(LOAD_HISTORY)
+                    .bind(instance_id)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| store_error("loading history", e))?;
                 rows.iter().map(|(json,)| decode_event(json)).collect()
             }
         })
@@ -763,15 +813,11 @@ impl Store for PostgresStore {
         self.run(move |pool| {
             let instance_id = instance_id.clone();
             async move {
-                let row = sqlx::query(
-                    "SELECT instance_id, name, version, status, input, output, failure, custom_status, \
-                     created_at, updated_at, completed_at FROM instances \
-                     WHERE instance_id = $1 AND kind = 'orchestration'",
-                )
-                .bind(instance_id)
-                .fetch_optional(&pool)
-                .await
-                .map_err(|e| store_error("reading instance status", e))?;
+                let row = sqlx::query(GET_INSTANCE)
+                    .bind(instance_id)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(|e| store_error("reading instance status", e))?;
                 row.as_ref().map(instance_status).transpose()
             }
         })
@@ -917,5 +963,73 @@ mod tests {
         assert!(!connection_lost(&store_error("reading", bad_sql).into()));
         assert!(!connection_lost(&Error::store("no driver error")));
         assert!(!connection_lost(&Error::InstanceNotFound("x".into())));
+    }
+
+    /// Warming a pool leaves its connections with the claim and read statements prepared,
+    /// and claims nothing: a queued message stays unclaimed. Needs
+    /// `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn a_warmed_pool_has_its_statements_prepared_and_claimed_nothing() {
+        let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+            println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping the pool warm-up test");
+            return;
+        };
+        let schema = format!("t_warm_pool_{}", std::process::id());
+        let store = PostgresStore::connect_with(
+            &url,
+            PostgresStoreOptions {
+                schema: schema.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let options = url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO instances (instance_id, name, version, status, input, created_at, updated_at, history_len) \
+             VALUES ('i', 'o', '', 'Pending', 'null', 0, 0, 0); \
+             INSERT INTO orch_queue (instance_id, visible_at, message) VALUES ('i', 0, '{}')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        warm_pool(&pool, 2).await;
+        assert_eq!(pool.size(), 2, "both connections were opened");
+        let mut conns = vec![pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+        for conn in &mut conns {
+            let prepared: Vec<String> =
+                sqlx::query_scalar("SELECT statement FROM pg_prepared_statements")
+                    .fetch_all(&mut **conn)
+                    .await
+                    .unwrap();
+            for wanted in [
+                "UPDATE orch_queue",
+                "UPDATE activity_queue",
+                LOAD_HISTORY,
+                GET_INSTANCE,
+            ] {
+                assert!(
+                    prepared.iter().any(|statement| statement.contains(wanted)),
+                    "{wanted:?} is not prepared: {prepared:?}"
+                );
+            }
+        }
+        drop(conns);
+        let locked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orch_queue WHERE locked_by IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(locked, 0, "warming claimed a message");
+        pool.close().await;
+        store.drop_schema().await.unwrap();
     }
 }

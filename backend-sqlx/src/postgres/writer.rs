@@ -926,6 +926,26 @@ async fn claim(
     Ok(())
 }
 
+/// Runs both claim statements, as a claim-only batch runs them, asking for nothing (a limit
+/// of 0 takes no row): a pooled connection's warm-up ([`super::warm_pool`]).
+pub(super) async fn warm_claims(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    claim_messages(conn, "", 0, (now, now), ClaimCommit::Alone, 0)
+        .await?
+        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+    let names = [String::new()];
+    let claim = ActivityClaim {
+        owner: "",
+        names: &names,
+        rules: &[],
+        limit: 0,
+    };
+    claim_activities(conn, claim, (now, now), ClaimCommit::Alone, 0)
+        .await?
+        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+    Ok(())
+}
+
 /// Sets a claim's outcome to what attempt `attempt` took, read back by the mark it left on
 /// the rows (its answer was lost after it committed).
 async fn reclaimed(conn: &mut PgConnection, op: &mut Op, attempt: i64) -> Result<(), sqlx::Error> {
