@@ -180,8 +180,19 @@ impl SqliteStore {
             .map_err(|e| store_error(&context, e))?;
         let events = Arc::new(StoreEvents::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        Writer::spawn(conn, checkpointer, rx, events.clone(), options.max_batch)
-            .map_err(|e| Error::store(format!("starting the SQLite writer thread: {e}")))?;
+        let (warmed, warming) = tokio::sync::oneshot::channel();
+        Writer::spawn(
+            conn,
+            checkpointer,
+            rx,
+            events.clone(),
+            options.max_batch,
+            warmed,
+        )
+        .map_err(|e| Error::store(format!("starting the SQLite writer thread: {e}")))?;
+        // The first turns find their statements prepared (a writer that failed to start
+        // answers its first op with the error).
+        let _ = warming.await;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
