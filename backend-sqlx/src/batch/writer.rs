@@ -139,8 +139,9 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
 }
 
 /// Takes the claims out of `batch` when the rest of it qualifies for the one-statement path
-/// ([`guarded::assume`]) with them out and not with them in; `None` (and `batch` as it was)
-/// otherwise. Claims change nothing another op reads, so they may commit apart.
+/// ([`guarded::assume`]) with them out and not with them in; `None` otherwise (`batch`
+/// then has its claims last, where the ordinary path runs them anyway). Claims change
+/// nothing another op reads, so they may commit apart.
 pub(super) fn claims_apart(batch: &mut Vec<Op>) -> Option<Vec<Op>> {
     if batch.iter().all(Op::is_claim) || !batch.iter().any(Op::is_claim) {
         return None;
@@ -457,6 +458,80 @@ mod tests {
         drop(tx);
         writer.join().unwrap();
         assert!(during >= 10, "the other task ran {during} times in 300 ms");
+    }
+
+    /// Counts its upkeeps and its batches.
+    #[derive(Default)]
+    struct Kept {
+        upkeeps: Arc<std::sync::atomic::AtomicU32>,
+        batches: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    #[async_trait::async_trait]
+    impl BatchExecutor for Kept {
+        const DATABASE: &'static str = "kept";
+        const IDLE_UPKEEP_EVERY: Option<Duration> = Some(Duration::from_millis(20));
+
+        async fn idle(&mut self) {
+            self.upkeeps
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        async fn execute(&mut self, ops: &mut [Op]) -> Result<Effects, AttemptError> {
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for op in ops.iter_mut() {
+                if let Op::Purge { reply, .. } = op {
+                    reply.set(Ok(7));
+                }
+            }
+            Ok(Effects::default())
+        }
+
+        async fn abort(&mut self) {}
+
+        async fn committed(&mut self, _: i64) -> Result<bool, sqlx::Error> {
+            Ok(true)
+        }
+
+        fn outcome_unknown(_: &sqlx::Error) -> bool {
+            false
+        }
+
+        fn is_transient(_: &sqlx::Error) -> bool {
+            false
+        }
+    }
+
+    /// A writer with nothing to do does its upkeep every `IDLE_UPKEEP_EVERY`, and an op that
+    /// comes meanwhile is still committed and answered; the loop ends when the senders go.
+    #[tokio::test]
+    async fn an_idle_writer_does_its_upkeep_and_still_takes_ops() {
+        let kept = Kept::default();
+        let (upkeeps, batches) = (kept.upkeeps.clone(), kept.batches.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(run_writer(kept, rx, Arc::new(StoreEvents::default()), 10));
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        let idle = upkeeps.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(idle >= 2, "{idle} upkeeps in 110 ms of idling");
+        let (caller, answer) = oneshot::channel();
+        tx.send(Op::Purge {
+            query: PurgeQuery::default(),
+            reply: Reply::new(caller),
+        })
+        .unwrap();
+        let purged = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("the op was answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(purged, 7);
+        assert_eq!(batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer ended with its senders")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -2156,26 +2156,21 @@ mod tests {
         Some((store, conn))
     }
 
-    /// Warming a guarded connection leaves every common shape's statement prepared on it
-    /// with its generic plan made, and writes nothing (it runs them in a transaction it
-    /// rolls back). Needs `DURACTOR_TEST_POSTGRES_URL`.
-    #[tokio::test]
-    async fn warming_plans_the_common_shapes_and_writes_nothing() {
-        let Some((store, mut conn)) = test_schema("t_guarded_warm", "guarded warm-up").await else {
-            return;
-        };
+    /// A writer on the schema `{prefix}_{pid}` (made by [`test_schema`]) with its guarded
+    /// connection, not warmed yet.
+    async fn test_writer(prefix: &str) -> Writer {
         let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").unwrap();
-        let schema = format!("t_guarded_warm_{}", std::process::id());
+        let schema = format!("{prefix}_{}", std::process::id());
         let options = url
             .parse::<PgConnectOptions>()
             .unwrap()
             .options([("search_path", schema.as_str())])
             .options(GUARDED_SETTINGS)
             .statement_cache_capacity(GUARDED_STATEMENTS);
-        let mut writer = Writer {
+        Writer {
             pool: PgPool::connect_with(options.clone()).await.unwrap(),
-            work_channel: "t_guarded_warm_work".to_owned(),
-            finished_channel: "t_guarded_warm_finished".to_owned(),
+            work_channel: format!("{prefix}_work"),
+            finished_channel: format!("{prefix}_finished"),
             attempts: Attempts::new(),
             message_ids: Vec::new(),
             item_ids: Vec::new(),
@@ -2185,19 +2180,72 @@ mod tests {
             guarded_retry_at: None,
             unsettled_backend: None,
             guarded_sql: HashMap::new(),
-        };
-        writer.warm().await;
+        }
+    }
+
+    /// How many guarded statements are prepared on the writer's guarded connection, and
+    /// how many of them have their generic plan made.
+    async fn planned(writer: &mut Writer) -> Vec<(String, i64)> {
         let guarded = writer
             .guarded_conn
             .as_mut()
-            .expect("warming keeps a sound connection");
-        let planned: Vec<(String, i64)> = sqlx::query_as(
+            .expect("the writer has a guarded connection");
+        sqlx::query_as(
             "SELECT statement, generic_plans FROM pg_prepared_statements \
              WHERE statement LIKE '/* duractor: a guarded batch%'",
         )
         .fetch_all(&mut guarded.conn)
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// While the writer idles, a guarded connection whose server process was ended is
+    /// found by its ping and replaced, and the new one has the common statements planned
+    /// before any turn needs them. Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn an_idle_writer_replaces_a_guarded_connection_the_server_ended() {
+        let Some((store, mut conn)) = test_schema("t_guarded_keep", "guarded keep-alive").await
+        else {
+            return;
+        };
+        let mut writer = test_writer("t_guarded_keep").await;
+        writer.warm().await;
+        let ended = writer.guarded_conn.as_ref().unwrap().backend.pid;
+        let gone: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+            .bind(ended)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(gone);
+        // A connection in use is left alone; one idle for the keep-alive period is pinged.
+        writer.keep_guarded().await;
+        assert_eq!(writer.guarded_conn.as_ref().unwrap().backend.pid, ended);
+        writer.guarded_conn.as_mut().unwrap().used_at =
+            Instant::now().checked_sub(GUARDED_KEEPALIVE).unwrap();
+        writer.keep_guarded().await;
+        let replaced = writer
+            .guarded_conn
+            .as_ref()
+            .expect("the writer connected again")
+            .backend
+            .pid;
+        assert_ne!(replaced, ended);
+        let planned = planned(&mut writer).await;
+        assert_eq!(planned.len(), GuardedShape::COMMON.len(), "{planned:?}");
+        store.drop_schema().await.unwrap();
+    }
+
+    /// Warming a guarded connection leaves every common shape's statement prepared on it
+    /// with its generic plan made, and writes nothing (it runs them in a transaction it
+    /// rolls back). Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn warming_plans_the_common_shapes_and_writes_nothing() {
+        let Some((store, mut conn)) = test_schema("t_guarded_warm", "guarded warm-up").await else {
+            return;
+        };
+        let mut writer = test_writer("t_guarded_warm").await;
+        writer.warm().await;
+        let planned = planned(&mut writer).await;
         assert_eq!(planned.len(), GuardedShape::COMMON.len(), "{planned:?}");
         for bits in GuardedShape::COMMON {
             let sql = GuardedShape(bits).sql();
