@@ -521,8 +521,10 @@ impl GuardedShape {
     /// client, or the first turn of one started by another process, a turn consuming an
     /// activity's result and calling the next, the last turn, the same as one batch with
     /// other turns, a timer's turn and its last turn, and a start by another process's
-    /// client (the shapes `RUST_LOG=duractor_sqlx=trace` showed in W1, W6, W7 and W8).
-    const COMMON: [u16; 10] = [
+    /// client (the shapes `RUST_LOG=duractor_sqlx=trace` showed in W1, W6, W7 and W8), and
+    /// a first turn that sets a timer, with and without work to announce (test
+    /// `one_operation_at_a_time_meets_only_shapes_prepared_when_the_store_opened`).
+    const COMMON: [u16; 12] = [
         Self::HISTORY | Self::NEW_INSTANCES | Self::UPDATES,
         Self::HISTORY | Self::CONSUMED | Self::UPDATES,
         Self::HISTORY | Self::CANCELLED_CALLS | Self::UPDATES,
@@ -537,6 +539,8 @@ impl GuardedShape {
         Self::HISTORY | Self::CONSUMED | Self::FINISHED | Self::UPDATES,
         Self::HISTORY | Self::CONSUMED | Self::MESSAGES | Self::UPDATES | Self::WORK,
         Self::NEW_INSTANCES | Self::MESSAGES | Self::WORK,
+        Self::HISTORY | Self::NEW_INSTANCES | Self::MESSAGES | Self::UPDATES,
+        Self::HISTORY | Self::NEW_INSTANCES | Self::MESSAGES | Self::UPDATES | Self::WORK,
     ];
 
     fn has(self, part: u16) -> bool {
@@ -745,16 +749,15 @@ async fn guarded_write(
     attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    statement(
-        writer,
-        conn,
-        GuardedShape::of(plan, guards),
-        plan,
-        guards,
-        attempt,
-        now,
-    )
-    .await
+    let shape = GuardedShape::of(plan, guards);
+    if !writer.guarded_sql.contains_key(&shape) {
+        // Its statement is prepared and planned in this turn ([`Writer::warm`] did not).
+        tracing::debug!(
+            shape = shape.0,
+            "a guarded batch shape met for the first time"
+        );
+    }
+    statement(writer, conn, shape, plan, guards, attempt, now).await
 }
 
 /// Runs the statement of `shape` (or of every part, once a writer keeps

@@ -350,6 +350,11 @@ impl Writer {
                 items > 0,
             ]) as u8,
         };
+        if !self.shapes.contains_key(&shape) {
+            // Its view is created and its insert prepared in this batch ([`Writer::warm`]
+            // did not).
+            tracing::debug!(shape = ?shape, "a guarded batch shape met for the first time");
+        }
         let (shape, insert) = match self.batch_insert(shape).await {
             Ok(prepared) => prepared,
             Err(error) => {
