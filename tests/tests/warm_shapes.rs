@@ -82,6 +82,20 @@ async fn timer_loses(ctx: OrchestrationContext, n: u64) -> Result<u64, duractor:
     }
 }
 
+/// Starts `orchestrator` with `input`, waits for it, and returns its output.
+async fn run_to_end<O: Orchestrator<Input = u64>>(
+    client: &Client,
+    orchestrator: O,
+    input: u64,
+) -> u64 {
+    let id = client.start(orchestrator, input).await.unwrap();
+    let status = client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    status.output::<u64>().unwrap()
+}
+
 /// Runs, one at a time, three sequences of activities and two sequences of timers on
 /// `store`, and returns the shapes its writer met for the first time meanwhile; then runs
 /// an orchestration whose turn cancels a timer and checks that its shape is reported (so
@@ -95,28 +109,13 @@ async fn run_one_at_a_time(store: impl Store + Clone + 'static, seen: &FirstShap
     let client = runtime.client();
     seen.0.lock().unwrap().clear();
     for i in 0..3 {
-        let id = client.start(ThreeSteps, i).await.unwrap();
-        let status = client
-            .wait_for_completion(&id, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(status.output::<u64>().unwrap(), i + 3);
+        assert_eq!(run_to_end(&client, ThreeSteps, i).await, i + 3);
     }
     for i in 0..2 {
-        let id = client.start(ThreeNaps, i).await.unwrap();
-        let status = client
-            .wait_for_completion(&id, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(status.output::<u64>().unwrap(), i);
+        assert_eq!(run_to_end(&client, ThreeNaps, i).await, i);
     }
     let met = seen.0.lock().unwrap().clone();
-    let id = client.start(TimerLoses, 1).await.unwrap();
-    let status = client
-        .wait_for_completion(&id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(status.output::<u64>().unwrap(), 2);
+    assert_eq!(run_to_end(&client, TimerLoses, 1).await, 2);
     assert!(
         seen.0.lock().unwrap().len() > met.len(),
         "a turn cancelling a timer met no new shape: the report is not seen"

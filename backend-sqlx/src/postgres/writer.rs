@@ -129,9 +129,7 @@ impl GuardedConnection {
             used_at: Instant::now(),
         })
     }
-}
 
-impl GuardedConnection {
     /// Whether the connection answers a ping within [`GUARDED_PING_TIMEOUT`] (marking it
     /// used if so); one that does not is to be dropped.
     async fn answers_ping(&mut self) -> bool {
@@ -273,11 +271,13 @@ impl Writer {
         }
         let attempt = self.attempts.next();
         let started = Instant::now();
-        let written = guarded_write(self, &mut guarded.conn, &plan, &guards, attempt, now).await;
+        let shape = GuardedShape::of(&plan, &guards);
+        let written =
+            guarded_write(self, &mut guarded.conn, shape, &plan, &guards, attempt, now).await;
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
             ok = written.is_ok(),
-            shape = GuardedShape::of(&plan, &guards).0,
+            shape = shape.0,
             "guarded batch sent"
         );
         guarded.used_at = Instant::now();
@@ -740,16 +740,16 @@ impl GuardedShape {
 /// is the owner's, lapsed or nobody's, every consumed message and work item must still be
 /// leased to the owner, and the ids of new instances must be free. Otherwise `duractor_refuse`
 /// raises and nothing is written. The fence row records the attempt, as in every transaction
-/// of the writer.
+/// of the writer. `shape` is the batch's ([`GuardedShape::of`] its plan and guards).
 async fn guarded_write(
     writer: &mut Writer,
     conn: &mut PgConnection,
+    shape: GuardedShape,
     plan: &Plan,
     guards: &Guards,
     attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let shape = GuardedShape::of(plan, guards);
     if !writer.guarded_sql.contains_key(&shape) {
         // Its statement is prepared and planned in this turn ([`Writer::warm`] did not).
         tracing::debug!(
