@@ -34,6 +34,24 @@ async fn wait_for_history(store: &SqliteStore, what: &str, condition: impl Fn(&[
     }
 }
 
+/// Checks that a kill landed in a backoff: every attempt the counter file saw has its
+/// failure in history (none was running).
+async fn in_backoff(store: &SqliteStore, counter: &std::path::Path) {
+    let history = store.load_history("the-instance").await.unwrap();
+    let failed = history
+        .iter()
+        .filter(|e| matches!(e, Event::TaskFailed { .. }))
+        .count();
+    let attempts = std::fs::read_to_string(counter)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(
+        attempts, failed,
+        "the kill caught an attempt that had not recorded its result (history: {history:?})"
+    );
+}
+
 fn kill(mut child: Child) {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
@@ -51,12 +69,13 @@ async fn sigkill_during_a_retry_backoff_resumes_the_backoff() {
     let counter = dir.file("attempts");
     let mode = std::path::Path::new("retry");
 
+    // The observer opens the store first, so it watches from the first event on: each kill
+    // must land well inside a backoff (1 s), far from the timer's due time. A kill just as
+    // the timer fires can catch an attempt that started before its turn committed: the
+    // attempt counts in the file but not in history, and the retry then ends an attempt
+    // early (at least once allows it; this test's count would not).
+    let observer = SqliteStore::open(&db).await.unwrap();
     let worker = spawn(&[mode, &db, &counter]);
-    let observer = {
-        // The observer opens the store after the worker created it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        SqliteStore::open(&db).await.unwrap()
-    };
     // Kill while a backoff timer is pending (after a failed attempt, before the next).
     wait_for_history(&observer, "the first backoff timer", |h| {
         h.iter().any(|e| matches!(e, Event::TimerCreated { .. }))
@@ -64,6 +83,7 @@ async fn sigkill_during_a_retry_backoff_resumes_the_backoff() {
     })
     .await;
     kill(worker);
+    in_backoff(&observer, &counter).await;
 
     // Restart; kill again during the second backoff.
     let worker = spawn(&[mode, &db, &counter]);
@@ -79,6 +99,7 @@ async fn sigkill_during_a_retry_backoff_resumes_the_backoff() {
     })
     .await;
     kill(worker);
+    in_backoff(&observer, &counter).await;
 
     finish(spawn(&[mode, &db, &counter]));
     let status = observer

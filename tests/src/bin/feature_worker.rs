@@ -2,7 +2,7 @@
 //! the database given as the second argument until it completes, then exits 0.
 //!
 //! * `feature_worker retry DB COUNTER`: an activity fails its first 3 attempts (counted in the
-//!   file COUNTER, across processes), retried with 300 ms durable backoff timers.
+//!   file COUNTER, across processes), retried with 1 s durable backoff timers.
 //! * `feature_worker eternal DB`: counts to 30, continuing-as-new after every step, with a
 //!   short durable timer in each execution.
 //!
@@ -44,7 +44,7 @@ async fn unreliable(_ctx: ActivityContext, _: ()) -> Result<usize, duractor::Err
 
 #[orchestrator]
 async fn patient(ctx: OrchestrationContext, _: ()) -> Result<usize, duractor::Error> {
-    let policy = RetryPolicy::new(10, Duration::from_millis(300));
+    let policy = RetryPolicy::new(10, Duration::from_secs(1));
     ctx.call_activity_with_retry(Unreliable, (), &policy).await
 }
 
@@ -67,6 +67,12 @@ async fn main() -> Result<(), duractor::Error> {
             std::process::exit(2);
         }
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if let Some(counter) = args.get(2) {
         let _ = COUNTER.set(counter.into());
     }
