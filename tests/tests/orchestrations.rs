@@ -46,6 +46,92 @@ async fn chaining_runs_activities_in_sequence() {
     app.stop().await;
 }
 
+#[activity]
+async fn slow_add_one(_ctx: ActivityContext, x: u64) -> Result<u64, duractor::Error> {
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    Ok(x + 1)
+}
+
+#[orchestrator]
+async fn slow_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
+    let mut value = 0;
+    for _ in 0..steps {
+        value = ctx.call_activity(SlowAddOne, value).await?;
+    }
+    Ok(value)
+}
+
+/// The history of a chain of `steps` calls of `name`, as recorded step by step.
+fn chain_history(history: &[Event], name: &str, steps: u64) {
+    let kinds: Vec<String> = history
+        .iter()
+        .filter(|e| !matches!(e, Event::OrchestratorStarted { .. }))
+        .map(|e| match e {
+            Event::ExecutionStarted { .. } => "started".to_owned(),
+            Event::TaskScheduled { seq, name: of, .. } if of == name => format!("scheduled {seq}"),
+            Event::TaskCompleted { seq, .. } => format!("completed {seq}"),
+            Event::ExecutionCompleted { .. } => "completed".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let mut expected = vec!["started".to_owned()];
+    for seq in 0..steps {
+        expected.push(format!("scheduled {seq}"));
+        expected.push(format!("completed {seq}"));
+    }
+    expected.push("completed".to_owned());
+    assert_eq!(kinds, expected);
+}
+
+/// One step at a time, a turn whose call runs in memory holds its commit for the result: a
+/// call that answers at once joins the next turn's commit, so steps share commits (at most
+/// four turns each), and the history records every step as committing them one by one
+/// would. A call slower than the hold (about a millisecond) lets its turn commit alone.
+#[tokio::test]
+async fn fast_calls_share_commits_and_slow_ones_do_not() {
+    let app = TestApp::start("held-turns").await;
+    let id = app.client.start(Chain, 12).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 12);
+    chain_history(&app.client.history(&id).await.unwrap(), "add_one", 12);
+    // The waiter hears of the completion from the store, the metrics when the commit's
+    // answer is back in the instance's actor.
+    let counted = |instances: u64| {
+        let runtime = &app.runtime;
+        eventually(
+            "the metrics of the finished instance",
+            WAIT,
+            move || async move {
+                let metrics = runtime.metrics();
+                (metrics.instances_completed == instances).then_some(metrics)
+            },
+        )
+    };
+    let fast = counted(1).await;
+    // The start's turn, one turn per result (the last one completes).
+    assert_eq!(fast.turns, 13, "{fast:?}");
+    assert!(
+        fast.turn_commits < fast.turns && fast.turn_commits >= fast.turns.div_ceil(4),
+        "{} commits for {} turns",
+        fast.turn_commits,
+        fast.turns
+    );
+    assert_eq!(app.store.stats().await.unwrap().unwrap().activity_items, 0);
+
+    let id = app.client.start(SlowChain, 3).await.unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<u64>().unwrap(), 3);
+    chain_history(&app.client.history(&id).await.unwrap(), "slow_add_one", 3);
+    let slow = counted(2).await;
+    assert_eq!(slow.turns - fast.turns, 4, "{slow:?}");
+    assert_eq!(
+        slow.turn_commits - fast.turn_commits,
+        4,
+        "a turn waited for a call slower than the hold"
+    );
+    app.stop().await;
+}
+
 /// A SQLite file, and the store in front of it whose turn commits a test makes fail.
 async fn failing_commits(
     name: &str,
@@ -64,17 +150,19 @@ async fn failing_commits(
 
 /// One step at a time, a turn's calls kept in memory start before its commit; a commit that
 /// fails (the database went away for a moment) runs the turn again with the results that
-/// came meanwhile. Every third commit fails here: the history still records each step once,
+/// came meanwhile. Every second commit fails here: the history still records each step once,
 /// and nothing of the calls stays behind.
 #[tokio::test]
 async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
     let (_dir, sqlite, store) = failing_commits("failing-turns").await;
-    let store = store.failing_turns(3);
+    let store = store.failing_turns(2);
     let runtime = Runtime::builder(store).start().await.unwrap();
     let client = runtime.client();
-    let id = client.start(Chain, 12).await.unwrap();
+    // Enough steps for several failed commits though fast steps share commits (up to four
+    // turns each): a failed commit of held turns runs all of them again.
+    let id = client.start(Chain, 40).await.unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    assert_eq!(status.output::<u64>().unwrap(), 12);
+    assert_eq!(status.output::<u64>().unwrap(), 40);
     let history = client.history(&id).await.unwrap();
     let seqs = |completed: bool| -> Vec<u64> {
         history
@@ -86,9 +174,10 @@ async fn steps_survive_failed_commits_of_the_turns_that_started_them() {
             })
             .collect()
     };
-    assert_eq!(seqs(false), (0..12).collect::<Vec<_>>(), "{history:?}");
-    assert_eq!(seqs(true), (0..12).collect::<Vec<_>>(), "{history:?}");
-    assert!(runtime.metrics().turn_commit_failures >= 4);
+    assert_eq!(seqs(false), (0..40).collect::<Vec<_>>(), "{history:?}");
+    assert_eq!(seqs(true), (0..40).collect::<Vec<_>>(), "{history:?}");
+    let failures = runtime.metrics().turn_commit_failures;
+    assert!(failures >= 4, "{failures} failed commits");
     let stats = sqlite.stats().await.unwrap().unwrap();
     assert_eq!(
         stats.activity_items,

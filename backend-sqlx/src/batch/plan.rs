@@ -890,10 +890,14 @@ pub(crate) fn ids_needed(ops: &[Op]) -> (usize, usize) {
             Op::Create { .. } | Op::Enqueue { .. } | Op::Complete { .. } => messages += 1,
             Op::Turn { turn, .. } => {
                 messages += turn.messages.len() + 2 * turn.new_instances.len();
+                // Calls kept in memory, and calls the turn also finished, get no work item.
                 items += turn
                     .activities
                     .iter()
-                    .filter(|activity| !kept_in_memory(turn, activity))
+                    .filter(|activity| {
+                        !kept_in_memory(turn, activity)
+                            && !turn.finished_calls.contains(&activity.seq)
+                    })
                     .count();
             }
             _ => {}

@@ -156,7 +156,7 @@ impl BatchExecutor for Writer {
             });
         self.next_ids = (!own_ids).then(|| state.ids_after());
         tracing::trace!(
-            ops = ops.len(),
+            ops = ?ops.iter().map(Op::kind).collect::<Vec<_>>(),
             read_us = started.elapsed().as_micros() as u64,
             "batch read and planned"
         );

@@ -128,6 +128,12 @@ pub(crate) fn render(
         &[("", m.turns)],
     );
     metric(
+        "duractor_turn_commits_total",
+        "counter",
+        "Commits of orchestration turns (several turns may share one).",
+        &[("", m.turn_commits)],
+    );
+    metric(
         "duractor_turn_commit_failures_total",
         "counter",
         "Turn commits that failed and were retried or handed over.",

@@ -52,7 +52,7 @@ pub(crate) enum Outcome {
 }
 
 /// What one turn produced.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct TurnOutput {
     /// Events to append to history, in order.
     pub(crate) new_events: Vec<Event>,
@@ -64,6 +64,20 @@ pub(crate) struct TurnOutput {
     pub(crate) deferred: Vec<usize>,
     /// Sub-orchestrations to terminate with this instance (cascading terminate).
     pub(crate) terminate_children: Vec<String>,
+}
+
+impl TurnOutput {
+    /// Appends what the next turn of the same execution produced: its events and calls come
+    /// after these, and its ending (if any) is the ending. `deferred` indexes the messages of
+    /// one turn only, so a turn that deferred messages cannot be followed.
+    pub(crate) fn append(&mut self, next: TurnOutput) {
+        debug_assert!(self.deferred.is_empty() && self.finished.is_none());
+        self.new_events.extend(next.new_events);
+        self.actions.extend(next.actions);
+        self.finished = next.finished;
+        self.deferred = next.deferred;
+        self.terminate_children.extend(next.terminate_children);
+    }
 }
 
 /// One instance's live orchestrator future and its replay state.

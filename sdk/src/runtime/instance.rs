@@ -38,6 +38,39 @@ use crate::store::{
 /// turns rewrite a 1,000-entry record (W2 13 % slower on SQLite).
 const MAX_CALLS_IN_MEMORY: usize = 8;
 
+/// How many turns one commit may carry: a turn whose calls run in memory holds its commit for
+/// their results ([`HeldTurn`]), and the turns they wake join it, up to this many. A crash
+/// before the commit runs those calls again (at least once), so the number stays small.
+const MAX_TURNS_PER_COMMIT: u32 = 4;
+
+/// How long a held turn waits for the results of its calls before it commits without them.
+/// Tokio's timers tick in milliseconds, so in effect up to about a millisecond: a call that
+/// takes longer runs while the commit does, as before.
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// A turn not committed yet, held for the results of the calls it started in memory: one
+/// operation at a time, a call that answers within [`HOLD_FOR`] (a computation, a cache
+/// read) then costs no commit of its own. The next turn's commit carries this one's events
+/// and consumed messages with its own, and the call scheduled and finished in between leaves
+/// no record in the store ([`TurnCommit::finished_calls`](crate::store::TurnCommit::finished_calls)).
+struct HeldTurn {
+    /// The held turns' output, in order.
+    out: TurnOutput,
+    /// The messages they consumed.
+    messages: Vec<Inbound>,
+    /// The calls they started in memory (not to be started again after the commit).
+    started: HashSet<u64>,
+    /// How many turns are held.
+    turns: u32,
+    /// The custom status they set last (taken from the executor), unless a later turn sets
+    /// another.
+    custom_status: Option<crate::Payload>,
+    /// Ends the hold at [`HOLD_FOR`].
+    timer: SpawnHandle,
+    /// Counts as a commit in flight (other instances do not start calls early meanwhile).
+    _committing: CommitInFlight,
+}
+
 pub(super) struct InstanceActor {
     res: Residency,
     worker: ToWorker,
@@ -60,6 +93,10 @@ pub(super) struct InstanceActor {
     withdrawn_timers: Vec<i64>,
     /// A start from this worker's own client that the first turn's commit creates.
     create: Option<PendingCreate>,
+    /// Turns held for their calls' results ([`HeldTurn`]).
+    held: Option<HeldTurn>,
+    /// The next commit sends what is held, holding nothing more.
+    releasing: bool,
 }
 
 /// A new instance whose first turn creates it in the store ([`Start`](super::messages::Start)).
@@ -95,6 +132,8 @@ impl InstanceActor {
             dropped_timers: HashSet::new(),
             withdrawn_timers: Vec::new(),
             create: None,
+            held: None,
+            releasing: false,
             res: Residency::new(shared, instance_id, dispatcher, pending),
             worker,
             executor: None,
@@ -413,6 +452,32 @@ impl InstanceActor {
         extra: Extra,
         ctx: &mut Context<Self>,
     ) {
+        // Turns held for their calls' results: this one joins them.
+        let (out, messages, mut started, held_turns, held_status) = match self.held.take() {
+            Some(held) => {
+                ctx.cancel_future(held.timer);
+                let mut all = held.out;
+                all.append(out);
+                let mut consumed = held.messages;
+                consumed.extend(messages);
+                (all, consumed, held.started, held.turns, held.custom_status)
+            }
+            None => (out, messages, HashSet::new(), 0, None),
+        };
+        let releasing = std::mem::take(&mut self.releasing);
+        // Whether this turn may be held in turn (see below): only a turn of a running
+        // execution with a stored history, not suspended, whose output can be followed.
+        let may_hold = !releasing
+            && held_turns + 1 < MAX_TURNS_PER_COMMIT
+            && self.history_len > 0
+            && self.create.is_none()
+            && out.finished.is_none()
+            && out.deferred.is_empty()
+            && self
+                .executor
+                .as_ref()
+                .is_some_and(|e| !e.is_suspended() && !e.has_unrecorded_outcome());
+        let kept = may_hold.then(|| (out.clone(), messages.clone()));
         self.res.begin_commit(ctx);
         let continues = matches!(out.finished, Some(Outcome::ContinuedAsNew { .. }));
         let executor = self.executor.as_mut();
@@ -427,7 +492,9 @@ impl InstanceActor {
                 .as_ref()
                 .filter(|_| continues)
                 .map(|e| e.name_and_version()),
-            custom_status: executor.and_then(Executor::take_custom_status),
+            custom_status: executor
+                .and_then(Executor::take_custom_status)
+                .or(held_status),
             now: self.res.shared.now(),
             lease_until: self.res.shared.lease_until(),
         };
@@ -516,6 +583,7 @@ impl InstanceActor {
         // load the commits overlap anyway, and early starts cost W3.
         let committing = CommitInFlight::start(&self.res.shared);
         let mut skip: HashSet<u64> = commit.finished_calls.iter().copied().collect();
+        skip.extend(&started);
         if committing.alone && create_reply.is_none() && self.history_len > 0 {
             let early: Vec<NewActivity> = commit
                 .activities
@@ -524,6 +592,16 @@ impl InstanceActor {
                 .cloned()
                 .collect();
             skip.extend(early.iter().map(|a| a.seq));
+            started.extend(early.iter().map(|a| a.seq));
+            // A turn whose only new work is calls it just started in memory waits for their
+            // results before committing ([`HeldTurn`]); nothing else it writes (messages,
+            // children, cancellations) is waited for by anyone meanwhile.
+            let hold = !early.is_empty()
+                && commit.activities.iter().all(|a| a.in_memory && a.run_here)
+                && commit.messages.is_empty()
+                && commit.new_instances.is_empty()
+                && commit.cancelled_activities.is_empty()
+                && commit.cancelled_timers.is_empty();
             self.dispatch(
                 vec![0; early.len()],
                 early,
@@ -531,7 +609,23 @@ impl InstanceActor {
                 Vec::new(),
                 &HashSet::new(),
             );
+            if let (true, Some((out, messages))) = (hold, kept) {
+                let timer = ctx.run_later(HOLD_FOR, |act, ctx| act.release_held(ctx));
+                tracing::trace!(instance_id = %self.res.instance_id, turns = held_turns + 1, "turn held for its calls");
+                self.held = Some(HeldTurn {
+                    out,
+                    messages,
+                    started,
+                    turns: held_turns + 1,
+                    custom_status: commit.custom_status.take(),
+                    timer,
+                    _committing: committing,
+                });
+                return;
+            }
         }
+        // The held turns and this one (a release adds none).
+        let turns_committed = u64::from(held_turns) + u64::from(!releasing);
         // Where a turn's time goes, at `trace` level: its own work, the store's commit, the
         // hop back to this actor (see "One operation at a time" in docs/architecture.md).
         let commit_sent = Instant::now();
@@ -574,7 +668,8 @@ impl InstanceActor {
                     act.res.committed(&messages);
                     act.withdrawn_timers.clear();
                     let metrics = &act.res.shared.metrics;
-                    metrics.turns.fetch_add(1, Ordering::Relaxed);
+                    metrics.turns.fetch_add(turns_committed, Ordering::Relaxed);
+                    metrics.turn_commits.fetch_add(1, Ordering::Relaxed);
                     metrics.turn_latency.observe(turn_started.elapsed());
                     let finished_counter = match finished_as {
                         Some(crate::store::RuntimeStatus::Completed) => {
@@ -662,6 +757,24 @@ impl InstanceActor {
                 }
             }
         }));
+    }
+
+    /// The hold ran out before the held calls answered: commits the held turns as they are.
+    fn release_held(&mut self, ctx: &mut Context<Self>) {
+        if self.held.is_none() {
+            return;
+        }
+        self.releasing = true;
+        self.turn_started = Some(Instant::now());
+        self.commit(TurnOutput::default(), Vec::new(), Extra::default(), ctx);
+    }
+
+    /// Messages came for a held turn (its calls' results): the next turn runs now and joins it.
+    fn follow_held(&mut self, ctx: &mut Context<Self>) {
+        if self.held.is_some() && !self.res.pending.is_empty() {
+            self.res.phase = Phase::Ready;
+            self.turn(ctx);
+        }
     }
 
     /// Holds the timers the store holds for this worker until they are due (the dispatcher
@@ -905,6 +1018,7 @@ impl Handler<Deliver> for InstanceActor {
             });
         }
         residency::deliver(self, messages, ctx);
+        self.follow_held(ctx);
     }
 }
 

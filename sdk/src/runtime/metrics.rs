@@ -50,6 +50,7 @@ impl Histogram {
 #[derive(Default)]
 pub(crate) struct Metrics {
     pub(crate) turns: AtomicU64,
+    pub(crate) turn_commits: AtomicU64,
     pub(crate) turn_commit_failures: AtomicU64,
     pub(crate) replays: AtomicU64,
     pub(crate) instances_completed: AtomicU64,
@@ -73,6 +74,7 @@ impl Metrics {
         let gauge = |gauge: &AtomicI64| u64::try_from(gauge.load(Ordering::Relaxed)).unwrap_or(0);
         MetricsSnapshot {
             turns: get(&self.turns),
+            turn_commits: get(&self.turn_commits),
             turn_commit_failures: get(&self.turn_commit_failures),
             replays: get(&self.replays),
             instances_completed: get(&self.instances_completed),
@@ -100,6 +102,10 @@ impl Metrics {
 pub struct MetricsSnapshot {
     /// Orchestration turns committed.
     pub turns: u64,
+    /// Commits of orchestration turns: fewer than [`turns`](Self::turns) when turns held for
+    /// their in-memory calls' results shared a commit (see "One operation at a time" in
+    /// docs/architecture.md).
+    pub turn_commits: u64,
     /// Turn commits that failed (the turn was retried or the instance unloaded).
     pub turn_commit_failures: u64,
     /// Instances loaded from history and replayed (after being unloaded, or a restart).

@@ -32,6 +32,37 @@ async fn with_fallback(ctx: OrchestrationContext, n: i64) -> Result<String, Erro
     }
 }
 
+/// Turns held for their calls' results share one commit: their outputs appended are what
+/// the turns produced one by one, events and calls in order, ending with the last ending.
+#[test]
+fn appended_turns_carry_every_event_and_call_in_order_and_the_last_ending() {
+    let (mut instance, _) = Instance::start(Chain, 5);
+    let mut held = instance.turn(1, vec![task_completed(0, 10)]);
+    let second = held.clone();
+    let third = instance.turn(2, vec![task_completed(1, 20)]);
+    held.append(third.clone());
+    let events: Vec<Event> = second
+        .new_events
+        .iter()
+        .chain(&third.new_events)
+        .cloned()
+        .collect();
+    assert_eq!(held.new_events, events);
+    assert!(matches!(
+        &held.new_events[..],
+        [
+            Event::OrchestratorStarted { .. },
+            Event::TaskCompleted { seq: 0, .. },
+            Event::TaskScheduled { seq: 1, .. },
+            Event::OrchestratorStarted { .. },
+            Event::TaskCompleted { seq: 1, .. },
+            Event::ExecutionCompleted { .. },
+        ]
+    ));
+    assert_eq!(activity_calls(&held), [(1, "double".to_owned(), json(10))]);
+    assert_eq!(completed::<i64>(&held), 20);
+}
+
 #[test]
 fn a_chain_schedules_one_call_per_turn_and_completes_with_the_last_result() {
     let (mut instance, first) = Instance::start(Chain, 5);
