@@ -226,6 +226,34 @@ async fn a_first_turn_whose_commit_fails_still_runs_its_first_call() {
     runtime.shutdown().await.unwrap();
 }
 
+/// One at a time, the first turn of an instance a client created in the store starts its
+/// first call before its commit, and holds the commit for the result (the instance exists:
+/// its start was queued). When that commit fails, the turn runs again without the result
+/// (stale to a new executor) and the call runs again: every instance still completes with
+/// each call recorded once and nothing left behind.
+#[tokio::test]
+async fn a_held_first_turn_whose_commit_fails_runs_its_calls_again() {
+    duractor_tests::init_tracing();
+    let (_dir, sqlite, store) = failing_commits("failing-held-first-turns").await;
+    let store = store.failing_first_turns();
+    let runtime = Runtime::builder(store).start().await.unwrap();
+    let client = duractor::Client::new(sqlite.clone());
+    for i in 0..10 {
+        let id = client
+            .start(Chain, 3)
+            .instance_id(format!("held-first-{i}"))
+            .await
+            .unwrap();
+        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 3, "{id}");
+        chain_history(&client.history(&id).await.unwrap(), "add_one", 3);
+    }
+    let metrics = runtime.metrics();
+    assert!(metrics.turn_commit_failures >= 10, "{metrics:?}");
+    assert_eq!(sqlite.stats().await.unwrap().unwrap().activity_items, 0);
+    runtime.shutdown().await.unwrap();
+}
+
 #[orchestrator]
 async fn fan_out(ctx: OrchestrationContext, count: u64) -> Result<u64, duractor::Error> {
     let results = ctx

@@ -465,11 +465,19 @@ impl InstanceActor {
             None => (out, messages, HashSet::new(), 0, None),
         };
         let releasing = std::mem::take(&mut self.releasing);
+        // Calls may start before the commit in a turn of an execution with a stored history,
+        // and in the first turn of an instance a client created in the store (its start
+        // claimed from the queue): see below.
+        let stored = self.history_len > 0
+            || (self.create.is_none()
+                && messages.iter().any(|m| {
+                    matches!(m, Inbound::Queued(q) if matches!(q.event, Event::ExecutionStarted { execution: 0, .. }))
+                }));
         // Whether this turn may be held in turn (see below): only a turn of a running
         // execution with a stored history, not suspended, whose output can be followed.
         let may_hold = !releasing
             && held_turns + 1 < MAX_TURNS_PER_COMMIT
-            && self.history_len > 0
+            && stored
             && self.create.is_none()
             && out.finished.is_none()
             && out.deferred.is_empty()
@@ -577,14 +585,18 @@ impl InstanceActor {
         // commit like any message. Should the commit fail, the turn runs again with the
         // results that came meanwhile (a call the new attempt schedules and finishes at once
         // is not recorded, `TurnCommit::finished_calls`); at worst a call runs twice, as
-        // at-least-once allows. Only for a turn of an execution with a stored history: a
-        // first turn (a start, a rewind, the first of a continued execution) that fails runs
-        // again without an executor, to which a result that came meanwhile is stale. Under
+        // at-least-once allows. Only for a turn of an execution with a stored history, or
+        // the first turn of an instance created in the store by a client (its start was
+        // queued): another first turn (a start this commit creates, a rewind, the first of a
+        // continued execution) must not run calls before it is stored — the instance may not
+        // be created (its id is taken). A first turn that fails runs again without an
+        // executor, to which a result that came meanwhile is stale: consumed, not applied,
+        // and the call it schedules again runs again (`turn::plan` keeps its record). Under
         // load the commits overlap anyway, and early starts cost W3.
         let committing = CommitInFlight::start(&self.res.shared);
         let mut skip: HashSet<u64> = commit.finished_calls.iter().copied().collect();
         skip.extend(&started);
-        if committing.alone && create_reply.is_none() && self.history_len > 0 {
+        if committing.alone && create_reply.is_none() && stored {
             let early: Vec<NewActivity> = commit
                 .activities
                 .iter()
