@@ -61,8 +61,9 @@ async fn slow_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duract
     Ok(value)
 }
 
-/// The history of a chain of `steps` calls of `name`, as recorded step by step.
-fn chain_history(history: &[Event], name: &str, steps: u64) {
+/// Asserts that `history` is that of a chain of `steps` calls of `name`, as recorded step by
+/// step.
+fn assert_chain_history(history: &[Event], name: &str, steps: u64) {
     let kinds: Vec<String> = history
         .iter()
         .filter(|e| !matches!(e, Event::OrchestratorStarted { .. }))
@@ -93,7 +94,7 @@ async fn fast_calls_share_commits_and_slow_ones_do_not() {
     let id = app.client.start(Chain, 12).await.unwrap();
     let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.output::<u64>().unwrap(), 12);
-    chain_history(&app.client.history(&id).await.unwrap(), "add_one", 12);
+    assert_chain_history(&app.client.history(&id).await.unwrap(), "add_one", 12);
     // The waiter hears of the completion from the store, the metrics when the commit's
     // answer is back in the instance's actor.
     let counted = |instances: u64| {
@@ -121,7 +122,7 @@ async fn fast_calls_share_commits_and_slow_ones_do_not() {
     let id = app.client.start(SlowChain, 3).await.unwrap();
     let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.output::<u64>().unwrap(), 3);
-    chain_history(&app.client.history(&id).await.unwrap(), "slow_add_one", 3);
+    assert_chain_history(&app.client.history(&id).await.unwrap(), "slow_add_one", 3);
     let slow = counted(2).await;
     assert_eq!(slow.turns - fast.turns, 4, "{slow:?}");
     assert_eq!(
@@ -246,7 +247,7 @@ async fn a_held_first_turn_whose_commit_fails_runs_its_calls_again() {
             .unwrap();
         let status = client.wait_for_completion(&id, WAIT).await.unwrap();
         assert_eq!(status.output::<u64>().unwrap(), 3, "{id}");
-        chain_history(&client.history(&id).await.unwrap(), "add_one", 3);
+        assert_chain_history(&client.history(&id).await.unwrap(), "add_one", 3);
     }
     let metrics = runtime.metrics();
     assert!(metrics.turn_commit_failures >= 10, "{metrics:?}");

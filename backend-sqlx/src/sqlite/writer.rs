@@ -1672,15 +1672,22 @@ mod tests {
         assert_eq!(one, 1);
     }
 
+    /// A database file with the store's schema, in a directory of its own for `name` (the
+    /// test removes it): the directory and the file.
+    async fn fresh_database(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("duractor-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.db"));
+        drop(super::super::SqliteStore::open(&path).await.unwrap());
+        (dir, path)
+    }
+
     /// The trigger runs every write statement for every batch, most of them over an empty
     /// list: one that scans a table would make every commit as slow as the table is long
     /// (a backlog of 100,000 work items, say). Checked against the real schema.
     #[tokio::test]
     async fn every_batch_statement_finds_its_rows_through_an_index() {
-        let dir = std::env::temp_dir().join(format!("duractor-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("plans.db");
-        drop(super::super::SqliteStore::open(&path).await.unwrap());
+        let (dir, path) = fresh_database("plan").await;
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
@@ -1727,10 +1734,7 @@ mod tests {
     /// nothing to the database.
     #[tokio::test]
     async fn warming_prepares_the_common_shapes_and_writes_nothing() {
-        let dir = std::env::temp_dir().join(format!("duractor-warm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("warm.db");
-        drop(super::super::SqliteStore::open(&path).await.unwrap());
+        let (dir, path) = fresh_database("warm").await;
         let url = format!("sqlite://{}", path.display());
         let mut writer = Writer {
             conn: SqliteConnection::connect(&url).await.unwrap(),

@@ -485,7 +485,10 @@ impl InstanceActor {
                 .executor
                 .as_ref()
                 .is_some_and(|e| !e.is_suspended() && !e.has_unrecorded_outcome());
-        let kept = may_hold.then(|| (out.clone(), messages.clone()));
+        // Counted from here, so that only a turn committed alone keeps a copy of its output
+        // for a hold (under load none holds, and none pays for the copy).
+        let committing = CommitInFlight::start(&self.res.shared);
+        let kept = (may_hold && committing.alone).then(|| (out.clone(), messages.clone()));
         self.res.begin_commit(ctx);
         let continues = matches!(out.finished, Some(Outcome::ContinuedAsNew { .. }));
         let executor = self.executor.as_mut();
@@ -593,7 +596,6 @@ impl InstanceActor {
         // executor, to which a result that came meanwhile is stale: consumed, not applied,
         // and the call it schedules again runs again (`turn::plan` keeps its record). Under
         // load the commits overlap anyway, and early starts cost W3.
-        let committing = CommitInFlight::start(&self.res.shared);
         let mut skip: HashSet<u64> = commit.finished_calls.iter().copied().collect();
         skip.extend(&started);
         if committing.alone && create_reply.is_none() && stored {
