@@ -191,6 +191,19 @@ pub struct OrchestrationMessage {
     pub execution: Option<u32>,
 }
 
+/// What [`Store::claim_activities`] took.
+#[derive(Debug, Default)]
+pub struct ClaimedActivities {
+    /// The work items claimed, leased to the claiming worker.
+    pub items: Vec<ActivityWorkItem>,
+    /// Work items of a limited activity may still wait: its limits held some back, another
+    /// worker's claim of it held its rule, or the claim's `limit` was reached before its rule
+    /// was looked at. Limits free up as attempts end anywhere and as rate windows pass, so
+    /// the worker claims again soon while this is true (and only then: an idle worker with
+    /// limited activities makes no claims beyond its poll).
+    pub held_back: bool,
+}
+
 /// A claimed activity work item.
 #[derive(Debug, Clone)]
 pub struct ActivityWorkItem {
@@ -686,7 +699,8 @@ pub trait Store: Send + Sync + 'static {
     /// Items of an activity with a rule in `rules` are taken only as far as its limits allow
     /// ([`crate::flow::pick`] over what runs now and what started recently, per key), with
     /// the claims of that activity serialized across workers so two claims never both take
-    /// the last free slot; a claim records the starts its rate counts.
+    /// the last free slot; a claim records the starts its rate counts, and says whether it
+    /// left any of their items waiting ([`ClaimedActivities::held_back`]).
     async fn claim_activities(
         &self,
         owner: &str,
@@ -694,7 +708,7 @@ pub trait Store: Send + Sync + 'static {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error>;
+    ) -> Result<ClaimedActivities, Error>;
 
     /// Running and waiting work items of the activities in `names`, per activity and key.
     async fn flow_status(&self, names: &[String]) -> Result<Vec<FlowStatus>, Error>;
@@ -1005,7 +1019,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error> {
+    ) -> Result<ClaimedActivities, Error> {
         (**self)
             .claim_activities(owner, names, rules, limit, lease_until)
             .await

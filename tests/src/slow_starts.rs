@@ -14,7 +14,7 @@ use duractor::clock::Clock;
 use duractor::entity::EntityId;
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, Admission, ClaimedActivities,
     EntityCleanup, EntityQuery, EntityStatus, FlowStatus, HeldWork, InstanceQuery, InstanceStatus,
     MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents, StoreStats, TurnCommit,
     TurnCommitted,
@@ -123,7 +123,7 @@ impl Store for SlowStarts {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error> {
+    ) -> Result<ClaimedActivities, Error> {
         self.inner
             .claim_activities(owner, names, rules, limit, lease_until)
             .await

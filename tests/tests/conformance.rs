@@ -291,6 +291,7 @@ async fn a_turn_commits_history_work_and_status_together(b: &Backend) {
             .claim_activities("w2", &names(), &[], 10, lease())
             .await
             .unwrap()
+            .items
             .is_empty()
     );
 }
@@ -727,6 +728,7 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
             .claim_activities("w2", &names(), &[], 10, lease())
             .await
             .unwrap()
+            .items
             .is_empty(),
         "nobody else may claim a call its worker keeps"
     );
@@ -781,7 +783,8 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     let items = store
         .claim_activities("w2", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items.len(), 1);
     assert_eq!((items[0].seq, items[0].attempt), (0, 2));
     assert_eq!(items[0].input.decode::<u64>().unwrap(), 0);
@@ -791,7 +794,8 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     let items = store
         .claim_activities("w2", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items.len(), 1);
     assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("r", 5));
     // So does a worker stopping; and a cancelled call's record goes with the cancelling turn.
@@ -803,7 +807,8 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     let items = store
         .claim_activities("w2", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("s", 3));
     // A worker that takes a lapsed instance over does not inherit the calls its old holder
@@ -825,7 +830,8 @@ async fn calls_kept_in_memory_become_work_items_only_when_let_go(b: &Backend) {
     let items = store
         .claim_activities("w3", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!((items[0].instance_id.as_str(), items[0].seq), ("t", 7));
     if let Some(stats) = store.stats().await.unwrap() {
@@ -1112,12 +1118,14 @@ async fn work_items_keep_bounds_and_heartbeats_and_go_when_cancelled(b: &Backend
     let others = store
         .claim_activities("w3", &["import".to_owned()], &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(others.is_empty(), "a worker without `export` leaves it");
     let taken = store
         .claim_activities("w2", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].id, taken[0].attempt), (ids[2], 1));
     assert_eq!(taken[0].timeouts, timeouts);
@@ -1178,7 +1186,8 @@ async fn a_retrys_work_item_starts_at_its_attempt_number(b: &Backend) {
     let taken = store
         .claim_activities("w2", &names(), &[], 10, lease())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].seq, taken[0].attempt), (1, 3));
 }
@@ -1459,6 +1468,7 @@ async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
             .claim_activities("w2", &names(), &[], 10, lease())
             .await
             .unwrap()
+            .items
             .is_empty()
     );
     let messages = store.claim_messages("w2", 10, lease()).await.unwrap();

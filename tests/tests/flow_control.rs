@@ -190,6 +190,53 @@ async fn a_per_customer_limit_holds_across_two_stores_on_postgresql() {
     three_at_once_per_customer(workers, "px").await;
 }
 
+/// An idle worker with limited activities sends its store no claims (it used to claim every
+/// 20 ms for ever); limited work its turns queue is claimed at once, and while limits hold
+/// some back the worker looks again as they free up. The poll is an hour away here, so only
+/// those claims can run the 60 calls (3 at once per customer, 20 ms each).
+#[tokio::test]
+async fn an_idle_worker_with_limited_activities_makes_no_claims_and_queued_work_still_runs() {
+    let app = TestApp::start_with("flow-idle", |builder| {
+        builder.poll_interval(Duration::from_secs(3600))
+    })
+    .await;
+    let claims = || app.runtime.metrics().activity_claims;
+    // The first poll's claim, at start.
+    eventually("the first claim", WAIT, || async {
+        (claims() > 0).then_some(())
+    })
+    .await;
+    let idle = claims();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(claims(), idle, "an idle worker claimed activity work");
+
+    let id = app
+        .client
+        .start(FanOutLimited, fan_out("per_customer", "idle", 2, 60, 20))
+        .await
+        .unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    for customer in 0..2 {
+        assert_eq!(most_at_once(&format!("idle-{customer}")), 3);
+    }
+    assert!(
+        claims() > idle + 10,
+        "the held-back calls were claimed as slots freed"
+    );
+
+    // Nothing waits any more: the claims stop again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let done = claims();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        claims(),
+        done,
+        "a worker with nothing waiting claimed activity work"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_rate_of_50_a_second_holds_within_10_percent() {
     let app = TestApp::start("flow-rate").await;

@@ -103,15 +103,13 @@ async fn run_to_end<O: Orchestrator<Input = u64>>(
 async fn run_one_at_a_time(store: impl Store + Clone + 'static, seen: &FirstShapes) -> Vec<String> {
     // No claims meanwhile: a claim in the same batch as a turn takes the batch off the
     // guarded path on SQLite, and a shape would go unreported. So no polls (the first comes
-    // after minutes; starts and timers reach the dispatcher in memory), and none of the
-    // flow-controlled functions this binary links from `duractor_tests::flow`, whose limits
-    // make the workers claim every 20 ms.
+    // after minutes; starts and timers reach the dispatcher in memory), and no admissions of
+    // the flow-controlled orchestrators this binary links from `duractor_tests::flow` (a
+    // worker limiting orchestrators looks for held instances every second). Its limited
+    // activities stay limited: with nothing of theirs waiting they cost no claims.
     use duractor_tests::flow;
     let runtime = Runtime::builder(store)
         .poll_interval(Duration::from_secs(3600))
-        .no_flow_control(flow::PerCustomer)
-        .no_flow_control(flow::RateLimited)
-        .no_flow_control(flow::OneAtATime)
         .no_orchestrator_flow_control(flow::LimitedJob)
         .no_orchestrator_flow_control(flow::OneJobAtATime)
         .start()

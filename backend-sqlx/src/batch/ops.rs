@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityWorkItem, Admission, EntityCleanup, HeldWork,
+    ActivityCompletion, ActivityHeartbeat, Admission, ClaimedActivities, EntityCleanup, HeldWork,
     MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, TurnCommit, TurnCommitted,
 };
 use duractor::{Error, Event};
@@ -70,7 +70,7 @@ pub(crate) enum Op {
         rules: Vec<FlowRule>,
         limit: u32,
         lease: Lease,
-        reply: Reply<Vec<ActivityWorkItem>>,
+        reply: Reply<ClaimedActivities>,
     },
     /// Lets held instances of flow-controlled orchestrators run as far as the rules allow.
     Admit {
@@ -358,7 +358,7 @@ impl Writes {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error> {
+    ) -> Result<ClaimedActivities, Error> {
         let owner = owner.to_owned();
         let names = names.to_vec();
         let rules = rules.to_vec();

@@ -364,7 +364,7 @@ impl Plan {
             }
             // Run after the writes.
             Op::ClaimMessages { reply, .. } => reply.set(Ok(Vec::new())),
-            Op::ClaimActivities { reply, .. } => reply.set(Ok(Vec::new())),
+            Op::ClaimActivities { reply, .. } => reply.set(Ok(Default::default())),
             Op::Admit { reply, .. } => reply.set(Ok(Default::default())),
             Op::Abandon { reply, .. } => reply.set(Ok(())),
             Op::Purge { reply, .. } => reply.set(Ok(0)),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
+    Admission, ClaimedActivities, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
     OrchestrationMessage, PurgeQuery,
 };
 use duractor::{Error, RuntimeStatus};
@@ -973,7 +973,13 @@ async fn reclaimed(conn: &mut PgConnection, op: &mut Op, attempt: i64) -> Result
             .bind(attempt)
             .fetch_all(&mut *conn)
             .await?;
-            reply.set(rows::activity_items(&rows)?);
+            // Whether its limits held work back is not known now: say so, the worker looks
+            // again soon.
+            let items = rows::activity_items(&rows)?;
+            reply.set(items.map(|items| ClaimedActivities {
+                items,
+                held_back: true,
+            }));
         }
         _ => {}
     }
@@ -1647,7 +1653,7 @@ async fn claim_activities(
     (lease_until, now): (i64, i64),
     commit: ClaimCommit,
     attempt: i64,
-) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
+) -> Result<Result<ClaimedActivities, Error>, sqlx::Error> {
     let ActivityClaim {
         owner,
         names,
@@ -1686,12 +1692,15 @@ async fn claim_activities(
             Err(error) => return Ok(Err(error)),
         }
     }
+    let mut held_back = false;
     for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
         let want = (limit as usize).saturating_sub(items.len());
         if want == 0 {
+            held_back = true;
             break;
         }
-        let ids = limited_ids(conn, rule, want, now).await?;
+        let (ids, held) = limited_ids(conn, rule, want, now).await?;
+        held_back |= held;
         if ids.is_empty() {
             continue;
         }
@@ -1714,27 +1723,30 @@ async fn claim_activities(
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
+        // A picked row another transaction was changing stays waiting.
+        held_back |= rows.len() < ids.len();
         match rows::activity_items(&rows)? {
             Ok(claimed) => items.extend(claimed),
             Err(error) => return Ok(Err(error)),
         }
     }
-    Ok(Ok(items))
+    Ok(Ok(ClaimedActivities { items, held_back }))
 }
 
 /// The waiting items of a limited activity a claim may take now ([`flow::pick`]), after
 /// taking the activity's advisory lock: claims of one limited activity run one at a time
 /// across workers (until the claiming transaction ends), so each counts what the one before
-/// took. None while another transaction holds the lock ([`try_lock_flow_rule`]). Records the
-/// starts a rate counts.
+/// took. None while another transaction holds the lock ([`try_lock_flow_rule`]), which
+/// counts as holding work back. Records the starts a rate counts. Also says whether the limits
+/// held any waiting item back.
 async fn limited_ids(
     conn: &mut PgConnection,
     rule: &FlowRule,
     want: usize,
     now: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<(Vec<i64>, bool), sqlx::Error> {
     if !try_lock_flow_rule(conn, &rule.name).await? {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     }
     let mut usage = FlowUsage::default();
     let running: Vec<(Option<String>, i64)> = sqlx::query_as(
@@ -1766,7 +1778,8 @@ async fn limited_ids(
     if rule.limits.rate.is_some() {
         record_starts(conn, &rule.name, &candidates, &picked, now).await?;
     }
-    Ok(picked)
+    let held = picked.len() < candidates.len();
+    Ok((picked, held))
 }
 
 fn counts(rows: Vec<(Option<String>, i64)>) -> std::collections::HashMap<Option<String>, u32> {
@@ -2447,7 +2460,7 @@ mod tests {
             .unwrap()
             .unwrap();
         tx.commit().await.unwrap();
-        items.into_iter().map(|item| item.name).collect()
+        items.items.into_iter().map(|item| item.name).collect()
     }
 
     /// A limited claim does not wait for its rule's lock while another transaction holds it:

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use duractor::entity::EntityId;
 use duractor::flow::FlowRule;
 use duractor::store::{
-    ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
+    ActivityCompletion, ActivityHeartbeat, ActivityStatus, Admission, ClaimedActivities,
     EntityCleanup, EntityQuery, EntityStatus, FlowKind, FlowStatus, HeldWork, InstanceQuery,
     InstanceStatus, MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery, StoreEvents,
     StoreStats, TurnCommit, TurnCommitted,
@@ -398,7 +398,7 @@ impl Store for SqliteStore {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error> {
+    ) -> Result<ClaimedActivities, Error> {
         self.inner
             .writer
             .claim_activities(owner, names, rules, limit, lease_until)

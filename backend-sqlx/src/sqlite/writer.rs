@@ -28,7 +28,7 @@
 
 use duractor::flow::{self, FlowRule, FlowUsage};
 use duractor::store::{
-    ActivityWorkItem, Admission, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
+    Admission, ClaimedActivities, EntityCleanup, FLOW_HOLD_OWNER, HeldWork, MemoryCall,
     OrchestrationMessage, PurgeQuery, StoreEvents,
 };
 use duractor::{Error, RuntimeStatus};
@@ -910,7 +910,7 @@ impl Writer {
         limit: u32,
         lease_until: i64,
         now: i64,
-    ) -> Result<Result<Vec<ActivityWorkItem>, Error>, sqlx::Error> {
+    ) -> Result<Result<ClaimedActivities, Error>, sqlx::Error> {
         const CLAIM: &str = "\
             UPDATE activity_queue SET locked_by = ?1, locked_until = ?2, attempt = attempt + 1 \
             WHERE id IN ( \
@@ -944,12 +944,15 @@ impl Writer {
         }
         // One writer connection runs every claim of this file: the counts below cannot
         // change under it.
+        let mut held_back = false;
         for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
             let want = (limit as usize).saturating_sub(items.len());
             if want == 0 {
+                held_back = true;
                 break;
             }
-            let ids = self.limited_ids(rule, want, now).await?;
+            let (ids, held) = self.limited_ids(rule, want, now).await?;
+            held_back |= held;
             if ids.is_empty() {
                 continue;
             }
@@ -964,17 +967,17 @@ impl Writer {
                 Err(error) => return Ok(Err(error)),
             }
         }
-        Ok(Ok(items))
+        Ok(Ok(ClaimedActivities { items, held_back }))
     }
 
-    /// The waiting items of a limited activity a claim may take now ([`flow::pick`]);
-    /// records the starts a rate counts.
+    /// The waiting items of a limited activity a claim may take now ([`flow::pick`]), and
+    /// whether its limits held any back; records the starts a rate counts.
     async fn limited_ids(
         &mut self,
         rule: &FlowRule,
         want: usize,
         now: i64,
-    ) -> Result<Vec<i64>, sqlx::Error> {
+    ) -> Result<(Vec<i64>, bool), sqlx::Error> {
         let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
         let mut usage = FlowUsage::default();
         let running: Vec<(Option<String>, i64)> = sqlx::query_as(
@@ -1007,7 +1010,8 @@ impl Writer {
             self.record_starts(&rule.name, &candidates, &picked, now)
                 .await?;
         }
-        Ok(picked)
+        let held = picked.len() < candidates.len();
+        Ok((picked, held))
     }
 
     /// Counts the starts of `name` a rate sees now, per key: within its period and within

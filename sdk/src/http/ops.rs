@@ -180,6 +180,12 @@ pub(crate) fn render(
         &[("", m.activity_heartbeats)],
     );
     metric(
+        "duractor_activity_claims_total",
+        "counter",
+        "Claims of activity work items sent to the store.",
+        &[("", m.activity_claims)],
+    );
+    metric(
         "duractor_instances_loaded",
         "gauge",
         "Instances held in memory by this worker.",

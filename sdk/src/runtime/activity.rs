@@ -78,12 +78,15 @@ pub(super) struct ActivityWorker {
     poller: Poller,
     stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
-    /// A claim is due in [`FLOW_RECHECK`] (this worker has flow-controlled activities).
+    /// The last claim left work of a flow-controlled activity waiting
+    /// ([`ClaimedActivities::held_back`](crate::store::ClaimedActivities::held_back)).
+    flow_waiting: bool,
+    /// A claim is due in [`FLOW_RECHECK`] (flow-controlled work waits).
     flow_recheck: bool,
 }
 
-/// How soon a worker with flow-controlled activities claims again after a claim: limits free
-/// up when attempts end on any worker and as rate windows pass.
+/// How soon a worker claims again while its flow-controlled activities' limits hold work back:
+/// limits free up when attempts end on any worker and as rate windows pass.
 const FLOW_RECHECK: Duration = Duration::from_millis(20);
 
 impl ActivityWorker {
@@ -99,6 +102,7 @@ impl ActivityWorker {
             syncing: false,
             stopping: false,
             drain_waiters: Vec::new(),
+            flow_waiting: false,
             flow_recheck: false,
             memory_keys: 0,
         }
@@ -327,6 +331,10 @@ impl ActivityWorker {
             return;
         }
         self.claiming = true;
+        self.shared
+            .metrics
+            .activity_claims
+            .fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
         let want = u32::try_from(limit - busy).unwrap_or(u32::MAX);
         let claim = async move {
@@ -344,30 +352,48 @@ impl ActivityWorker {
         };
         ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
             act.claiming = false;
-            if !act.shared.flow_rules.is_empty() && !act.flow_recheck {
-                // Limits free up as attempts end anywhere and as rate windows pass: look
-                // again soon, not only at the next poll.
-                act.flow_recheck = true;
-                ctx.run_later(FLOW_RECHECK, |act, ctx| {
-                    act.flow_recheck = false;
-                    act.claim(ctx);
-                });
-            }
             match result {
-                Ok(items) => {
-                    if act.poller.claim_finished(!items.is_empty()) {
+                Ok(claimed) => {
+                    act.flow_waiting = claimed.held_back;
+                    if act.poller.claim_finished(!claimed.items.is_empty()) {
                         act.poller.arm(ctx, Self::poll);
                     }
-                    act.queue
-                        .extend(items.into_iter().map(|item| (item, Origin::Claimed)));
+                    act.queue.extend(
+                        claimed
+                            .items
+                            .into_iter()
+                            .map(|item| (item, Origin::Claimed)),
+                    );
                     act.pump(ctx);
                 }
                 Err(error) => {
+                    // Whether limited work waits is not known: look again soon.
+                    act.flow_waiting = !act.shared.flow_rules.is_empty();
                     act.poller.claim_finished(false);
                     tracing::warn!(%error, "claiming activity work failed");
                 }
             }
+            act.recheck_flow(ctx);
         }));
+    }
+
+    /// While flow-controlled work waits, claims again within [`FLOW_RECHECK`]: limits free
+    /// up as attempts end anywhere and as rate windows pass, and no one announces either.
+    /// Nothing is due while none waits: new limited work is claimed when this worker's
+    /// turns queue it ([`RunActivities::claim`]) and otherwise at the poll.
+    fn recheck_flow(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.flow_recheck || !self.flow_waiting {
+            return;
+        }
+        self.flow_recheck = true;
+        ctx.run_later(FLOW_RECHECK, |act, ctx| {
+            act.flow_recheck = false;
+            act.claim(ctx);
+            if !act.claiming {
+                // Every slot is busy: look again later (a finished claim re-arms itself).
+                act.recheck_flow(ctx);
+            }
+        });
     }
 }
 
@@ -739,7 +765,7 @@ impl Handler<RunActivities> for ActivityWorker {
     type Result = ();
 
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
-        for mut item in msg.0 {
+        for mut item in msg.items {
             let origin = if item.id == 0 {
                 item.id = self.next_memory_key();
                 Origin::Memory(Arc::default())
@@ -749,6 +775,9 @@ impl Handler<RunActivities> for ActivityWorker {
             self.queue.push_back((item, origin));
         }
         self.pump(ctx);
+        if msg.claim {
+            self.claim(ctx);
+        }
     }
 }
 

@@ -859,7 +859,8 @@ impl InstanceActor {
     }
 
     /// Hands new work to the activity worker (but the calls in `skip`: started already, or
-    /// finished) and timers to the dispatcher.
+    /// finished) and timers to the dispatcher; after a commit that queued calls of
+    /// flow-controlled activities, has the worker claim them.
     fn dispatch(
         &mut self,
         ids: Vec<i64>,
@@ -869,6 +870,10 @@ impl InstanceActor {
         skip: &HashSet<u64>,
     ) {
         if !activities.is_empty() {
+            let shared = &self.res.shared;
+            let claim = activities
+                .iter()
+                .any(|a| !a.run_here && shared.flow.contains_key(&a.name));
             let items: Vec<ActivityWorkItem> = ids
                 .into_iter()
                 .zip(activities)
@@ -892,8 +897,8 @@ impl InstanceActor {
                     heartbeat: activity.heartbeat,
                 })
                 .collect();
-            if !items.is_empty() {
-                self.worker.run.do_send(RunActivities(items));
+            if !items.is_empty() || claim {
+                self.worker.run.do_send(RunActivities { items, claim });
             }
         }
         if !timer_due.is_empty() {

@@ -192,7 +192,12 @@ pub(super) struct Drain;
 /// results go back to the instance in memory.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct RunActivities(pub(super) Vec<ActivityWorkItem>);
+pub(super) struct RunActivities {
+    pub(super) items: Vec<ActivityWorkItem>,
+    /// The turn's commit also queued calls of flow-controlled activities, which only a claim
+    /// starts (it counts them against their limits): the worker claims now.
+    pub(super) claim: bool,
+}
 
 /// How an instance reaches the activity worker.
 #[derive(Clone)]

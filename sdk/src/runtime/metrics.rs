@@ -61,6 +61,7 @@ pub(crate) struct Metrics {
     pub(crate) activities_timed_out: AtomicU64,
     pub(crate) activities_cancelled: AtomicU64,
     pub(crate) activity_heartbeats: AtomicU64,
+    pub(crate) activity_claims: AtomicU64,
     pub(crate) instances_loaded: AtomicI64,
     pub(crate) activities_running: AtomicI64,
     pub(crate) activities_queued: AtomicI64,
@@ -85,6 +86,7 @@ impl Metrics {
             activities_timed_out: get(&self.activities_timed_out),
             activities_cancelled: get(&self.activities_cancelled),
             activity_heartbeats: get(&self.activity_heartbeats),
+            activity_claims: get(&self.activity_claims),
             instances_loaded: gauge(&self.instances_loaded),
             activities_running: gauge(&self.activities_running),
             activities_queued: gauge(&self.activities_queued),
@@ -126,6 +128,11 @@ pub struct MetricsSnapshot {
     pub activities_cancelled: u64,
     /// Activity heartbeats stored (the latest details of an attempt, a few times a second).
     pub activity_heartbeats: u64,
+    /// Claims of activity work items sent to the store: the fallback poll's, after a
+    /// recovery, and those of a worker with flow-controlled activities (when one of their
+    /// calls is queued, when a limited attempt ends, and every 20 ms while their limits hold
+    /// work back; none while nothing of theirs waits).
+    pub activity_claims: u64,
     /// Gauge: instances held in memory now.
     pub instances_loaded: u64,
     /// Gauge: activities running now.

@@ -29,9 +29,10 @@ use crate::history::{Event, Payload};
 use crate::id::EntityId;
 use crate::store::{
     ActivityCompletion, ActivityHeartbeat, ActivityStatus, ActivityWorkItem, Admission,
-    EntityCleanup, EntityQuery, EntityStatus, FLOW_HOLD_OWNER, FlowKind, FlowStatus, HeldWork,
-    InstanceQuery, InstanceStatus, MemoryCall, NewInstance, OrchestrationMessage, PurgeQuery,
-    RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit, TurnCommitted,
+    ClaimedActivities, EntityCleanup, EntityQuery, EntityStatus, FLOW_HOLD_OWNER, FlowKind,
+    FlowStatus, HeldWork, InstanceQuery, InstanceStatus, MemoryCall, NewInstance,
+    OrchestrationMessage, PurgeQuery, RuntimeStatus, Store, StoreEvents, StoreStats, TurnCommit,
+    TurnCommitted,
 };
 use crate::timeouts::ActivityTimeouts;
 
@@ -179,7 +180,7 @@ impl Store for MemoryStore {
         rules: &[FlowRule],
         limit: u32,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<ActivityWorkItem>, Error> {
+    ) -> Result<ClaimedActivities, Error> {
         Ok(self.change(|state, now, _| {
             state.claim_activities(owner, names, rules, limit, lease_until, now)
         }))
@@ -773,7 +774,7 @@ impl State {
         limit: u32,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Vec<ActivityWorkItem> {
+    ) -> ClaimedActivities {
         let until = truncate_millis(lease_until);
         let limited = |name: &String| rules.iter().any(|rule| rule.name == *name);
         let mut waiting: Vec<(i32, i64)> = self
@@ -790,14 +791,19 @@ impl State {
             .take(limit as usize)
             .map(|(_, id)| id)
             .collect();
+        let mut held_back = false;
         for rule in rules.iter().filter(|rule| names.contains(&rule.name)) {
             let want = (limit as usize).saturating_sub(ids.len());
             if want == 0 {
+                held_back = true;
                 break;
             }
-            ids.extend(self.claim_limited(owner, rule, want, now));
+            let (picked, held) = self.claim_limited(owner, rule, want, now);
+            ids.extend(picked);
+            held_back |= held;
         }
-        ids.into_iter()
+        let items = ids
+            .into_iter()
             .filter_map(|id| {
                 let item = self.items.get_mut(&id)?;
                 item.holder = owner.to_owned();
@@ -816,18 +822,19 @@ impl State {
                     heartbeat: item.heartbeat.clone(),
                 })
             })
-            .collect()
+            .collect();
+        ClaimedActivities { items, held_back }
     }
 
     /// The ids of waiting items of a limited activity that `rule` lets a claim take now
-    /// (recording their starts for its rate).
+    /// (recording their starts for its rate), and whether it left any waiting.
     fn claim_limited(
         &mut self,
         owner: &str,
         rule: &FlowRule,
         want: usize,
         now: DateTime<Utc>,
-    ) -> Vec<i64> {
+    ) -> (Vec<i64>, bool) {
         let mut usage = FlowUsage::default();
         let mut candidates: Vec<(i32, i64, Option<String>)> = Vec::new();
         for (id, item) in self.items.iter().filter(|(_, item)| item.name == rule.name) {
@@ -852,7 +859,8 @@ impl State {
                 self.flow_starts.push((rule.name.clone(), key, now));
             }
         }
-        picked
+        let held = picked.len() < candidates.len();
+        (picked, held)
     }
 
     /// Counts the starts of `name` a rate sees now, per key: within its period and within
@@ -1894,6 +1902,7 @@ mod tests {
                 .claim_activities("w1", &["slow".to_owned()], &[], 10, lease(&clock))
                 .await
                 .unwrap()
+                .items
                 .is_empty()
         );
         assert!(
@@ -1910,7 +1919,8 @@ mod tests {
         let taken = store
             .claim_activities("w2", &["slow".to_owned()], &[], 10, lease(&clock))
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         assert_eq!((taken[0].id, taken[0].attempt), (item, 2));
         let taken = store.claim_messages("w2", 10, lease(&clock)).await.unwrap();
         assert_eq!(taken[0].id, event[0].id);
