@@ -105,6 +105,11 @@ impl BatchExecutor for Writer {
     /// activity ran) comes within tens of microseconds of the answer to the last.
     const IDLE_SPIN: Duration = Duration::from_micros(200);
 
+    /// A claim (a poll's, a wake-up's) in a turn's batch would send the turn down the
+    /// ordinary path (a read, then the writes: ~1 ms instead of ~0.15); apart, the turn stays
+    /// one guarded statement and the claims follow in a transaction of their own.
+    const CLAIMS_APART: bool = true;
+
     async fn abort(&mut self) {
         let _ = self.conn.execute("ROLLBACK").await;
     }
@@ -136,6 +141,9 @@ impl BatchExecutor for Writer {
             return Ok(effects);
         }
         let attempt = self.attempts.next();
+        if ops.iter().all(Op::is_claim) {
+            return self.claims_only(ops, attempt, now).await;
+        }
         let started = std::time::Instant::now();
         let mut state = self.read_state(ops, attempt, now).await?;
         let mut plan = Plan::default();
@@ -182,29 +190,8 @@ impl BatchExecutor for Writer {
         // Claims, purges and abandons run last, so that claims see this batch's new messages.
         for op in ops.iter_mut() {
             match op {
-                Op::ClaimMessages {
-                    owner,
-                    limit,
-                    lease,
-                    reply,
-                } => {
-                    let claimed = self
-                        .claim_messages(owner, *limit, lease.from(now), now)
-                        .await?;
-                    reply.set(claimed);
-                }
-                Op::ClaimActivities {
-                    owner,
-                    names,
-                    rules,
-                    limit,
-                    lease,
-                    reply,
-                } => {
-                    let claimed = self
-                        .claim_activities(owner, names, rules, *limit, lease.from(now), now)
-                        .await?;
-                    reply.set(claimed);
+                Op::ClaimMessages { .. } | Op::ClaimActivities { .. } => {
+                    self.claim(op, now).await?;
                 }
                 Op::Admit { rules, reply } => {
                     let admission = self.admit(rules, now).await?;
@@ -306,6 +293,68 @@ impl BatchExecutor for Writer {
 }
 
 impl Writer {
+    /// A batch of claims only (a poll's, a wake-up's; taken apart from turns,
+    /// [`BatchExecutor::CLAIMS_APART`]): each claim reads what it takes, so the batch reads
+    /// nothing first — `BEGIN IMMEDIATE`, the claims, `COMMIT`. Claims write no queue ids:
+    /// the counters the next guarded batch reserves from stay as they are.
+    async fn claims_only(
+        &mut self,
+        ops: &mut [Op],
+        attempt: i64,
+        now: i64,
+    ) -> Result<Effects, AttemptError> {
+        let started = std::time::Instant::now();
+        self.conn.execute("BEGIN IMMEDIATE").await?;
+        for op in ops.iter_mut() {
+            self.claim(op, now).await?;
+        }
+        let sent = self.conn.execute("COMMIT").await;
+        tracing::trace!(
+            claims = ops.len(),
+            batch_us = started.elapsed().as_micros() as u64,
+            "claims committed"
+        );
+        match sent {
+            Ok(_) => Ok(Effects::default()),
+            Err(error) => Err(AttemptError {
+                error,
+                in_commit: Some((attempt, Effects::default())),
+            }),
+        }
+    }
+
+    /// Runs a claim op and sets its outcome; any other op is left alone.
+    async fn claim(&mut self, op: &mut Op, now: i64) -> Result<(), sqlx::Error> {
+        match op {
+            Op::ClaimMessages {
+                owner,
+                limit,
+                lease,
+                reply,
+            } => {
+                let claimed = self
+                    .claim_messages(owner, *limit, lease.from(now), now)
+                    .await?;
+                reply.set(claimed);
+            }
+            Op::ClaimActivities {
+                owner,
+                names,
+                rules,
+                limit,
+                lease,
+                reply,
+            } => {
+                let claimed = self
+                    .claim_activities(owner, names, rules, *limit, lease.from(now), now)
+                    .await?;
+                reply.set(claimed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Commits a batch of plain turns and starts as one statement planned on what it assumes
     /// ([`guarded`]) instead of a read: a row inserted into its shape's view, whose
     /// trigger checks the guards and writes, committing on its own (no `BEGIN`, no read, no

@@ -778,6 +778,7 @@ impl InstanceActor {
         if self.held.is_none() {
             return;
         }
+        tracing::trace!(instance_id = %self.res.instance_id, "held turns released: their calls took longer than the hold");
         self.releasing = true;
         self.turn_started = Some(Instant::now());
         self.commit(TurnOutput::default(), Vec::new(), Extra::default(), ctx);
