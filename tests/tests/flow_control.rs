@@ -237,6 +237,46 @@ async fn an_idle_worker_with_limited_activities_makes_no_claims_and_queued_work_
     app.stop().await;
 }
 
+/// Naps `ms` (no limits).
+#[activity]
+async fn unlimited_nap(_ctx: ActivityContext, ms: u64) -> Result<(), duractor::Error> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
+/// A 300 ms call without limits beside a limited one.
+#[orchestrator]
+async fn nap_beside_a_limited_call(
+    ctx: OrchestrationContext,
+    customer: String,
+) -> Result<(), duractor::Error> {
+    let nap = ctx.call_activity(UnlimitedNap, 300);
+    let limited = ctx.call_activity(PerCustomer, job(&customer, 0));
+    let (nap, limited) = ctx.join(nap, limited).await;
+    nap.and(limited)
+}
+
+/// Limited work queued while the worker's every slot is busy is claimed when one frees, not
+/// left to the poll (an hour away here): the worker's one slot runs the nap, and the limited
+/// call's claim waits for it.
+#[tokio::test]
+async fn limited_work_queued_while_every_slot_is_busy_starts_when_one_frees() {
+    let app = TestApp::start_with("flow-busy", |builder| {
+        builder
+            .poll_interval(Duration::from_secs(3600))
+            .activity_concurrency(1)
+    })
+    .await;
+    let id = app
+        .client
+        .start(NapBesideALimitedCall, "busy".to_owned())
+        .await
+        .unwrap();
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_rate_of_50_a_second_holds_within_10_percent() {
     let app = TestApp::start("flow-rate").await;

@@ -73,6 +73,9 @@ pub(super) struct ActivityWorker {
     /// The key of the last call kept in memory (counting down from -1).
     memory_keys: i64,
     claiming: bool,
+    /// A claim was asked for while one ran or every slot was busy: it runs when the running
+    /// one ends or a slot frees (work queued meanwhile is not left to the poll).
+    claim_pending: bool,
     /// A sync with the store (heartbeats out, cancellations in) is in flight.
     syncing: bool,
     poller: Poller,
@@ -99,6 +102,7 @@ impl ActivityWorker {
             running: 0,
             attempts: HashMap::new(),
             claiming: false,
+            claim_pending: false,
             syncing: false,
             stopping: false,
             drain_waiters: Vec::new(),
@@ -150,8 +154,8 @@ impl ActivityWorker {
                 act.running -= 1;
                 act.attempts.remove(&item_id);
                 act.pump(ctx);
-                if limited {
-                    // A slot of its limit is free: what waits for it may start.
+                if limited || act.claim_pending {
+                    // A slot (of its limit) is free: what waits for it may start.
                     act.claim(ctx);
                 }
             }));
@@ -327,9 +331,14 @@ impl ActivityWorker {
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
         let busy = self.running + self.queue.len();
-        if self.stopping || self.claiming || busy >= limit {
+        if self.stopping {
             return;
         }
+        if self.claiming || busy >= limit {
+            self.claim_pending = true;
+            return;
+        }
+        self.claim_pending = false;
         self.claiming = true;
         self.shared
             .metrics
@@ -373,6 +382,9 @@ impl ActivityWorker {
                     tracing::warn!(%error, "claiming activity work failed");
                 }
             }
+            if act.claim_pending {
+                act.claim(ctx);
+            }
             act.recheck_flow(ctx);
         }));
     }
@@ -380,7 +392,8 @@ impl ActivityWorker {
     /// While flow-controlled work waits, claims again within [`FLOW_RECHECK`]: limits free
     /// up as attempts end anywhere and as rate windows pass, and no one announces either.
     /// Nothing is due while none waits: new limited work is claimed when this worker's
-    /// turns queue it ([`RunActivities::claim`]) and otherwise at the poll.
+    /// turns queue it ([`RunActivities::claim`]) and otherwise at the poll. A recheck that
+    /// finds every slot busy claims when one frees ([`Self::claim_pending`]).
     fn recheck_flow(&mut self, ctx: &mut Context<Self>) {
         if self.stopping || self.flow_recheck || !self.flow_waiting {
             return;
@@ -389,10 +402,6 @@ impl ActivityWorker {
         ctx.run_later(FLOW_RECHECK, |act, ctx| {
             act.flow_recheck = false;
             act.claim(ctx);
-            if !act.claiming {
-                // Every slot is busy: look again later (a finished claim re-arms itself).
-                act.recheck_flow(ctx);
-            }
         });
     }
 }
