@@ -240,9 +240,9 @@ mod tests {
         assume(&ops).is_some()
     }
 
-    /// Claims that come with turns that qualify on their own are taken out of the batch
-    /// (they commit apart), so the turns keep the one-statement path; a batch that would not
-    /// qualify anyway, or holds only claims, is left as it is.
+    /// Claims and admissions that come with turns that qualify on their own are taken out
+    /// of the batch (they commit apart), so the turns keep the one-statement path; a batch
+    /// that would not qualify anyway, or holds only claims, is left as it is.
     #[test]
     fn claims_leave_a_batch_whose_turns_qualify_without_them() {
         let claim = || {
@@ -254,10 +254,18 @@ mod tests {
                 reply: Reply::new(caller),
             }
         };
-        let mut batch = vec![claim(), op(turn("a", "w")).0, claim()];
+        let admit = || {
+            let (caller, _) = oneshot::channel();
+            Op::Admit {
+                rules: Vec::new(),
+                reply: Reply::new(caller),
+            }
+        };
+        let mut batch = vec![claim(), op(turn("a", "w")).0, admit(), claim()];
         let claims = claims_apart(&mut batch).expect("the turn qualifies on its own");
-        assert_eq!(claims.len(), 2);
-        assert!(claims.iter().all(Op::is_claim));
+        assert_eq!(claims.len(), 3);
+        assert!(claims.iter().all(Op::commits_apart));
+        assert!(matches!(claims[1], Op::Admit { .. }), "in their order");
         assert!(matches!(batch.as_slice(), [Op::Turn { .. }]));
 
         // Turns of two owners do not qualify: the claims stay with them.

@@ -147,6 +147,15 @@ impl Op {
         matches!(self, Op::ClaimMessages { .. } | Op::ClaimActivities { .. })
     }
 
+    /// Whether this op may commit after the rest of its batch, apart from it
+    /// ([`claims_apart`](super::writer::claims_apart)): claims, and admissions of held
+    /// instances, change nothing another op reads (they lease rows of their own, or let go
+    /// instances held for the flow-control pseudo-owner, which no turn touches); after the
+    /// batch, they see what it committed (a slot its turns freed, a child they created).
+    pub(crate) fn commits_apart(&self) -> bool {
+        self.is_claim() || matches!(self, Op::Admit { .. })
+    }
+
     /// Ops that run after the merged writes, each with statements of its own.
     pub(crate) fn runs_after_writes(&self) -> bool {
         matches!(

@@ -138,16 +138,17 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
     }
 }
 
-/// Takes the claims out of `batch` when the rest of it qualifies for the one-statement path
-/// ([`guarded::assume`]) with them out and not with them in; `None` otherwise (`batch`
-/// then has its claims last, where the ordinary path runs them anyway). Claims change
-/// nothing another op reads, so they may commit apart.
+/// Takes the claims (and admissions, [`Op::commits_apart`]) out of `batch` when the rest of
+/// it qualifies for the one-statement path ([`guarded::assume`]) with them out and not with
+/// them in; `None` otherwise (`batch` then has them last, where the ordinary path runs them
+/// anyway). They change nothing another op reads, so they may commit apart.
 pub(super) fn claims_apart(batch: &mut Vec<Op>) -> Option<Vec<Op>> {
-    if batch.iter().all(Op::is_claim) || !batch.iter().any(Op::is_claim) {
+    if batch.iter().all(Op::commits_apart) || !batch.iter().any(Op::commits_apart) {
         return None;
     }
-    let (claims, rest): (Vec<Op>, Vec<Op>) =
-        std::mem::take(batch).into_iter().partition(Op::is_claim);
+    let (claims, rest): (Vec<Op>, Vec<Op>) = std::mem::take(batch)
+        .into_iter()
+        .partition(Op::commits_apart);
     if guarded::assume(&rest).is_none() {
         *batch = rest;
         batch.extend(claims);
