@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod scale;
 pub mod schedules;
 pub mod slow_starts;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

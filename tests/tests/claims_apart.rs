@@ -15,7 +15,7 @@ use duractor::Runtime;
 use duractor::prelude::*;
 use duractor_sqlx::SqliteStore;
 use duractor_tests::TempDir;
-use tracing::field::{Field, Visit};
+use duractor_tests::trace::TraceFields;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -27,30 +27,18 @@ struct Batches {
     claims_alone: Arc<Mutex<u64>>,
 }
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    ops: String,
-}
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            "ops" => self.ops = format!("{value:?}"),
-            _ => {}
-        }
-    }
-}
-
 impl<S: tracing::Subscriber> Layer<S> for Batches {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if fields.message == "batch read and planned" {
-            self.ordinary.lock().unwrap().push(fields.ops);
-        } else if fields.message == "claims committed" {
-            *self.claims_alone.lock().unwrap() += 1;
+        let fields = TraceFields::of(event);
+        match fields.get("message") {
+            "batch read and planned" => {
+                self.ordinary
+                    .lock()
+                    .unwrap()
+                    .push(fields.get("ops").to_owned());
+            }
+            "claims committed" => *self.claims_alone.lock().unwrap() += 1,
+            _ => {}
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use duractor::prelude::*;
 use duractor_tests::TestApp;
-use tracing::field::{Field, Visit};
+use duractor_tests::trace::TraceFields;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -16,26 +16,11 @@ struct Recorder {
     spans: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-#[derive(Default)]
-struct Fields(Vec<(String, String)>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
 impl<S: tracing::Subscriber> Layer<S> for Recorder {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        for (name, value) in fields.0 {
-            if name == "message" && value.starts_with("orchestrator step") {
-                self.messages.lock().unwrap().push(value);
-            }
+        let message = TraceFields::of(event).get("message").to_owned();
+        if message.starts_with("orchestrator step") {
+            self.messages.lock().unwrap().push(message);
         }
     }
 
@@ -45,13 +30,12 @@ impl<S: tracing::Subscriber> Layer<S> for Recorder {
         _: &tracing::span::Id,
         _: Context<'_, S>,
     ) {
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        if let Some((_, id)) = fields.0.iter().find(|(name, _)| name == "instance_id") {
+        let id = TraceFields::of_span(attrs).get("instance_id").to_owned();
+        if !id.is_empty() {
             self.spans
                 .lock()
                 .unwrap()
-                .push((attrs.metadata().name().to_owned(), id.clone()));
+                .push((attrs.metadata().name().to_owned(), id));
         }
     }
 }

@@ -11,7 +11,7 @@ use duractor::prelude::*;
 use duractor::{Runtime, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
 use duractor_tests::TempDir;
-use tracing::field::{Field, Visit};
+use duractor_tests::trace::TraceFields;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -19,33 +19,14 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 #[derive(Clone, Default)]
 struct FirstShapes(Arc<Mutex<Vec<String>>>);
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    shape: String,
-}
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            "shape" => self.shape = format!("{value:?}"),
-            _ => {}
-        }
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == "shape" {
-            self.shape = value.to_string();
-        }
-    }
-}
-
 impl<S: tracing::Subscriber> Layer<S> for FirstShapes {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if fields.message.contains("shape met for the first time") {
-            self.0.lock().unwrap().push(fields.shape);
+        let fields = TraceFields::of(event);
+        if fields
+            .get("message")
+            .contains("shape met for the first time")
+        {
+            self.0.lock().unwrap().push(fields.get("shape").to_owned());
         }
     }
 }
