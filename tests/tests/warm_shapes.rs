@@ -82,20 +82,10 @@ async fn run_to_end<O: Orchestrator<Input = u64>>(
 /// activities and two sequences of timers on `store`, and returns the shapes its writer met
 /// for the first time meanwhile.
 async fn run_one_at_a_time(store: impl Store + Clone + 'static, seen: &FirstShapes) -> Vec<String> {
-    // No claims meanwhile: a claim in the same batch as a turn takes the batch off the
-    // guarded path on SQLite, and a shape would go unreported. So no polls (the first comes
-    // after minutes; starts and timers reach the dispatcher in memory), and no admissions of
-    // the flow-controlled orchestrators this binary links from `duractor_tests::flow` (a
-    // worker limiting orchestrators looks for held instances every second). Its limited
-    // activities stay limited: with nothing of theirs waiting they cost no claims.
-    use duractor_tests::flow;
-    let runtime = Runtime::builder(store)
-        .poll_interval(Duration::from_secs(3600))
-        .no_orchestrator_flow_control(flow::LimitedJob)
-        .no_orchestrator_flow_control(flow::OneJobAtATime)
-        .start()
-        .await
-        .unwrap();
+    // Default polls, and the flow-controlled functions this binary links from
+    // `duractor_tests::flow` as they are: claims and admissions that meet a turn commit apart
+    // from it (`claims_apart.rs`), so the turn's shape is still the one reported.
+    let runtime = Runtime::builder(store).start().await.unwrap();
     let client = runtime.client();
     // Each probe starts once the writes before it are done: the runtime's first claims,
     // then what an instance that ended writes as it unloads.
