@@ -127,7 +127,22 @@ pub(crate) fn instance_status<R: Row>(row: &R) -> Result<InstanceStatus, Error>
 where
     for<'r> InstanceColumns: FromRow<'r, R>,
 {
-    let (
+    status_of(
+        InstanceColumns::from_row(row).map_err(|e| undecodable("reading an instance row", e))?,
+    )
+}
+
+/// An orchestration instance's status from a JSON array of [`INSTANCE_COLUMNS`] (a
+/// statement's `json_build_array(…)`, a notification's payload).
+pub(crate) fn instance_status_json(json: &str) -> Result<InstanceStatus, Error> {
+    status_of(
+        serde_json::from_str(json)
+            .map_err(|e| Error::store(format!("an instance row in JSON is not readable: {e}")))?,
+    )
+}
+
+fn status_of(
+    (
         instance_id,
         name,
         version,
@@ -139,7 +154,8 @@ where
         created_at,
         updated_at,
         completed_at,
-    ) = InstanceColumns::from_row(row).map_err(|e| undecodable("reading an instance row", e))?;
+    ): InstanceColumns,
+) -> Result<InstanceStatus, Error> {
     Ok(InstanceStatus {
         instance_id,
         name,

@@ -752,6 +752,11 @@ impl Client {
             let wait = deadline.map_or(poll, |deadline| poll.min(deadline - now));
             let _ = tokio::time::timeout(wait, notify.notified()).await;
             events.unwatch_finished(instance_id, &notify);
+            // A finish whose commit handed over the instance's row (a backend that had it at
+            // hand, `StoreEvents::notify_finished_with`) needs no read.
+            if let Some(status) = notify.take_status().filter(InstanceStatus::is_finished) {
+                return Ok(status);
+            }
             poll = (poll * 2).min(Duration::from_millis(250));
         }
     }

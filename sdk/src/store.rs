@@ -895,13 +895,15 @@ impl StoreStats {
 /// In-process notifications from a store: work became available, an instance finished.
 ///
 /// Backends call [`StoreEvents::notify_work`] after committing messages or work items that no
-/// worker holds, and [`StoreEvents::notify_finished`] after committing a terminal status. The
-/// runtime's dispatcher and [`Client::wait_for_completion`](crate::Client::wait_for_completion)
-/// listen, and fall back to polling for changes made by other processes.
+/// worker holds, and [`StoreEvents::notify_finished`] (or, when the commit gave them the
+/// instance's row as it now stands, [`StoreEvents::notify_finished_with`]) after committing a
+/// terminal status. The runtime's dispatcher and
+/// [`Client::wait_for_completion`](crate::Client::wait_for_completion) listen, and fall back
+/// to polling for changes made by other processes.
 #[derive(Default)]
 pub struct StoreEvents {
     work: Notify,
-    finished: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    finished: Mutex<HashMap<String, Vec<Arc<FinishWatch>>>>,
 }
 
 impl fmt::Debug for StoreEvents {
@@ -922,44 +924,82 @@ impl StoreEvents {
         self.work.notified().await;
     }
 
-    /// Wakes everyone waiting for this instance to finish.
+    /// Wakes everyone waiting for this instance to finish; they read its status.
     pub fn notify_finished(&self, instance_id: &str) {
-        let waiters = match self.finished.lock() {
-            Ok(mut map) => map.remove(instance_id),
-            Err(poisoned) => poisoned.into_inner().remove(instance_id),
-        };
-        for waiter in waiters.into_iter().flatten() {
-            waiter.notify_one();
+        for watch in self.take_watches(instance_id) {
+            watch.notify.notify_one();
         }
     }
 
-    /// Registers interest in an instance finishing; await `notified()` on the result.
-    /// Register before checking the status, so a finish in between is not missed.
-    pub fn watch_finished(&self, instance_id: &str) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
-        let mut map = match self.finished.lock() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(instance_id.to_owned())
+    /// Wakes everyone waiting for this instance to finish, handing each `status`: the
+    /// instance's row as the commit that finished it wrote it (the store's own answer, not
+    /// one pieced together from the turn), so a waiter need not read it again.
+    pub fn notify_finished_with(&self, status: &InstanceStatus) {
+        for watch in self.take_watches(&status.instance_id) {
+            *lock(&watch.status) = Some(status.clone());
+            watch.notify.notify_one();
+        }
+    }
+
+    /// Whether anyone waits for this instance to finish (a backend may skip reading a status
+    /// to hand over when nobody would take it).
+    pub fn is_watched(&self, instance_id: &str) -> bool {
+        lock(&self.finished).contains_key(instance_id)
+    }
+
+    /// Registers interest in an instance finishing; await
+    /// [`notified`](FinishWatch::notified) on the result. Register before checking the
+    /// status, so a finish in between is not missed.
+    pub fn watch_finished(&self, instance_id: &str) -> Arc<FinishWatch> {
+        let watch = Arc::new(FinishWatch::default());
+        lock(&self.finished)
+            .entry(instance_id.to_owned())
             .or_default()
-            .push(notify.clone());
-        notify
+            .push(watch.clone());
+        watch
     }
 
     /// Drops a registration made by [`watch_finished`](Self::watch_finished).
-    pub fn unwatch_finished(&self, instance_id: &str, notify: &Arc<Notify>) {
-        let mut map = match self.finished.lock() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+    pub fn unwatch_finished(&self, instance_id: &str, watch: &Arc<FinishWatch>) {
+        let mut map = lock(&self.finished);
         if let Some(list) = map.get_mut(instance_id) {
-            list.retain(|n| !Arc::ptr_eq(n, notify));
+            list.retain(|w| !Arc::ptr_eq(w, watch));
             if list.is_empty() {
                 map.remove(instance_id);
             }
         }
     }
+
+    fn take_watches(&self, instance_id: &str) -> Vec<Arc<FinishWatch>> {
+        lock(&self.finished).remove(instance_id).unwrap_or_default()
+    }
+}
+
+/// One registration for an instance finishing ([`StoreEvents::watch_finished`]).
+#[derive(Debug, Default)]
+pub struct FinishWatch {
+    notify: Notify,
+    status: Mutex<Option<InstanceStatus>>,
+}
+
+impl FinishWatch {
+    /// Resolves once the instance is announced finished (or was since the registration).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The finished status the announcement carried, if it carried one
+    /// ([`StoreEvents::notify_finished_with`]); taken, so a second call answers `None`.
+    pub fn take_status(&self) -> Option<InstanceStatus> {
+        lock(&self.status).take()
+    }
+}
+
+/// Locks `mutex`, going on with its data if a holder panicked (every holder leaves it whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A shared store is a store: `Runtime::builder(Arc<dyn Store>)` works (for instance with

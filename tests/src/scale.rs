@@ -57,3 +57,16 @@ pub async fn three_steps(ctx: OrchestrationContext, seed: u64) -> Result<u64, du
 pub fn three_steps_output(seed: u64) -> u64 {
     (0..3).fold(seed, |value, k| value.wrapping_mul(31).wrapping_add(k + 1))
 }
+
+/// Sets a custom status, runs one step, and returns a text of `len` bytes: the orchestration
+/// whose finished row waiters in another process are handed (or, past a notification's
+/// size, read themselves).
+#[orchestrator]
+pub async fn sized_output(
+    ctx: OrchestrationContext,
+    len: usize,
+) -> Result<String, duractor::Error> {
+    ctx.set_custom_status("stepping");
+    ctx.call_activity(ScaleStep, (len as u64, 0)).await?;
+    Ok("x".repeat(len))
+}

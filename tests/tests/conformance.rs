@@ -142,6 +142,7 @@ conformance!(
     cancelled_timers_are_dropped_unless_already_claimed,
     held_timers_stay_with_their_owner_until_released_or_cancelled,
     finishing_drops_leftover_messages_and_is_announced,
+    a_finish_hands_its_waiters_the_row_as_stored,
     continue_as_new_replaces_history_and_drops_old_work,
     purge_deletes_only_finished_instances,
     entities_store_state_and_locks_and_are_cleaned_up,
@@ -1402,6 +1403,54 @@ async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {
     // The finished instance is free: a new start with its id replaces it.
     store.create_instance(new_instance("f")).await.unwrap();
     assert!(store.load_history("f").await.unwrap().is_empty());
+}
+
+/// A waiter of this process is handed the finished instance's row with the announcement
+/// (`FinishWatch::take_status`), so `wait_for_completion` reads nothing more: it must be the
+/// row a read gives, including what earlier turns set and the last one left alone (custom
+/// status, input) — never one pieced together from the last turn.
+async fn a_finish_hands_its_waiters_the_row_as_stored(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("h")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    let mut first = turn("h", "w1", 0, vec![started()], vec![claimed[0].id]);
+    first.custom_status = Some(Payload::encode(&"halfway").unwrap());
+    store.commit_turn(first).await.unwrap();
+    let watch = store.events().watch_finished("h");
+    let unwatched = store.events().watch_finished("h");
+    store.events().unwatch_finished("h", &unwatched);
+    let mut last = turn(
+        "h",
+        "w1",
+        1,
+        vec![Event::ExecutionCompleted {
+            output: Payload::encode(&"done").unwrap(),
+        }],
+        vec![],
+    );
+    last.status = Some(RuntimeStatus::Completed);
+    last.output = Some(Payload::encode(&"done").unwrap());
+    store.commit_turn(last).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.notified())
+        .await
+        .expect("the finish is announced");
+    let handed = watch
+        .take_status()
+        .expect("the announcement carries the finished row");
+    let read = store.get_instance("h").await.unwrap().unwrap();
+    assert_eq!(handed, read);
+    assert_eq!(handed.status, RuntimeStatus::Completed);
+    assert_eq!(
+        handed.custom_status.unwrap().decode::<String>().unwrap(),
+        "halfway"
+    );
+    assert_eq!(handed.input.decode::<u32>().unwrap(), 42);
+    assert_eq!(handed.output.unwrap().decode::<String>().unwrap(), "done");
+    assert!(watch.take_status().is_none(), "the row is handed over once");
+    assert!(
+        unwatched.take_status().is_none(),
+        "a registration dropped before the finish is handed nothing"
+    );
 }
 
 async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {

@@ -11,7 +11,7 @@ use duractor::prelude::*;
 use duractor::{Event, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions};
 use duractor_tests::ChildGuard;
-use duractor_tests::scale::{FiveSteps, Hits, five_steps_output};
+use duractor_tests::scale::{FiveSteps, Hits, SizedOutput, five_steps_output};
 
 fn postgres_url(test: &str) -> Option<String> {
     let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").ok();
@@ -336,6 +336,70 @@ async fn a_schema_migrated_by_a_newer_release_still_opens() {
         .unwrap();
     assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
     runtime.shutdown().await.unwrap();
+    store.drop_schema().await.unwrap();
+}
+
+/// A waiter in this process for an instance a worker process finishes is handed the row by
+/// the notification, as a read gives it (custom status set by an earlier turn included), so
+/// `wait_for_completion` needs no read after the wake-up; a row too long for a notification
+/// is announced by its id, and the waiter reads it.
+#[tokio::test]
+async fn a_finish_in_another_process_hands_the_waiter_its_row() {
+    let Some(url) = postgres_url("a_finish_in_another_process_hands_the_waiter_its_row") else {
+        return;
+    };
+    let schema = format!("handed_{}", std::process::id());
+    let store = store_in(&url, &schema).await;
+    let client = Client::new(store.clone());
+    let _worker = spawn_worker(&url, &schema, 2_000);
+    for (id, len, carried) in [("small", 100, true), ("large", 9_000, false)] {
+        let watch = store.events().watch_finished(id);
+        client
+            .start(SizedOutput, len)
+            .instance_id(id)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), watch.notified())
+            .await
+            .expect("the finish is announced to this process");
+        let read = client.status(id).await.unwrap();
+        assert_eq!(read.status, RuntimeStatus::Completed, "{read:?}");
+        assert_eq!(
+            read.output
+                .as_ref()
+                .unwrap()
+                .decode::<String>()
+                .unwrap()
+                .len(),
+            len
+        );
+        assert_eq!(
+            read.custom_status
+                .as_ref()
+                .unwrap()
+                .decode::<String>()
+                .unwrap(),
+            "stepping"
+        );
+        match watch.take_status() {
+            Some(handed) => {
+                assert!(
+                    carried,
+                    "a {len}-byte output fits no notification: {handed:?}"
+                );
+                assert_eq!(handed, read);
+            }
+            None => assert!(
+                !carried,
+                "the notification carries the {len}-byte output's row"
+            ),
+        }
+        let waited = client
+            .wait_for_completion(id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(waited, read);
+    }
     store.drop_schema().await.unwrap();
 }
 

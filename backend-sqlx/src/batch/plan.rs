@@ -117,6 +117,10 @@ pub(crate) struct Effects {
     pub(crate) work: bool,
     /// Orchestration instances that finished (their waiters should look).
     pub(crate) finished: Vec<String>,
+    /// The rows of finished instances as the commit left them, where the backend had them
+    /// at hand: handed to their waiters, who then need not read them
+    /// ([`StoreEvents::notify_finished_with`](duractor::store::StoreEvents::notify_finished_with)).
+    pub(crate) statuses: Vec<duractor::store::InstanceStatus>,
 }
 
 /// The merged writes of a batch, as JSON-array parameters.

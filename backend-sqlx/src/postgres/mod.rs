@@ -282,11 +282,13 @@ impl PostgresStore {
             });
         let work_channel = format!("duractor_{tag:016x}_work");
         let finished_channel = format!("duractor_{tag:016x}_finished");
+        let finished_rows_channel = format!("duractor_{tag:016x}_finished_rows");
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             pool: pool.clone(),
             work_channel: work_channel.clone(),
             finished_channel: finished_channel.clone(),
+            finished_rows_channel: finished_rows_channel.clone(),
             attempts: Attempts::new(),
             message_ids: Vec::new(),
             item_ids: Vec::new(),
@@ -307,8 +309,11 @@ impl PostgresStore {
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
         runtime.spawn(listen(
             pool.clone(),
-            work_channel.clone(),
-            finished_channel,
+            [
+                work_channel.clone(),
+                finished_channel,
+                finished_rows_channel,
+            ],
             events.clone(),
         ));
         Ok(PostgresStore {
@@ -461,9 +466,12 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-/// Listens for other workers' notifications; reconnects (with backoff) when the connection
-/// drops. Notifications sent meanwhile are lost: the runtime's polling finds that work.
-async fn listen(pool: PgPool, work: String, finished: String, events: Arc<StoreEvents>) {
+/// Listens for other workers' notifications on `[work, finished, finished_rows]`: work
+/// available, an instance finished (its id), an instance finished (its row, handed to its
+/// waiters); reconnects (with backoff) when the connection drops. Notifications sent
+/// meanwhile are lost: the runtime's polling finds that work, and waiters read again.
+async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
+    let [work, finished, finished_rows] = &channels;
     let mut failures = 0u32;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -476,7 +484,7 @@ async fn listen(pool: PgPool, work: String, finished: String, events: Arc<StoreE
             }
         };
         if let Err(error) = listener
-            .listen_all([work.as_str(), finished.as_str()])
+            .listen_all(channels.iter().map(String::as_str))
             .await
         {
             tracing::debug!(%error, "LISTEN failed; retrying");
@@ -487,12 +495,31 @@ async fn listen(pool: PgPool, work: String, finished: String, events: Arc<StoreE
         // Whatever happened while we were not listening: look for work.
         events.notify_work();
         loop {
-            match listener.recv().await {
-                Ok(notification) if notification.channel() == work => events.notify_work(),
-                Ok(notification) => events.notify_finished(notification.payload()),
+            let notification = match listener.recv().await {
+                Ok(notification) => notification,
                 Err(error) => {
                     tracing::debug!(%error, "LISTEN connection lost; reconnecting");
                     break;
+                }
+            };
+            let channel = notification.channel();
+            if channel == work {
+                events.notify_work();
+            } else if channel == finished {
+                events.notify_finished(notification.payload());
+            } else if channel == finished_rows {
+                match crate::rows::instance_status_json(notification.payload()) {
+                    Ok(status) => events.notify_finished_with(&status),
+                    Err(error) => {
+                        tracing::warn!(%error, "a finished instance's row in a notification is not readable; its waiters read it");
+                        // Its waiters are still woken, by the id the row starts with.
+                        if let Ok(row) =
+                            serde_json::from_str::<Vec<serde_json::Value>>(notification.payload())
+                            && let Some(id) = row.first().and_then(serde_json::Value::as_str)
+                        {
+                            events.notify_finished(id);
+                        }
+                    }
                 }
             }
         }

@@ -40,9 +40,11 @@ use crate::rows;
 
 pub(super) struct Writer {
     pub(super) pool: PgPool,
-    /// Notification channels: work available, instance finished.
+    /// Notification channels: work available, instance finished (its id), instance finished
+    /// (its row, [`FINISHED_ROW_MAX`]).
     pub(super) work_channel: String,
     pub(super) finished_channel: String,
+    pub(super) finished_rows_channel: String,
     /// This writer's fence row and attempt numbers.
     pub(super) attempts: Attempts,
     /// Queue ids taken from the sequences ahead of need, for guarded batches: their one
@@ -289,7 +291,11 @@ impl Writer {
             self.unsettled_backend = Some(guarded.backend);
         }
         match written {
-            Ok(()) => Ok(Some(plan.effects)),
+            Ok(finished_rows) => {
+                let mut effects = plan.effects;
+                effects.statuses = finished_statuses(finished_rows);
+                Ok(Some(effects))
+            }
             // The server answered: the statement did not commit.
             Err(sqlx::Error::Database(error)) => {
                 guarded::log_fallback(&error, error.code().as_deref() == Some(REFUSED));
@@ -655,7 +661,7 @@ impl GuardedShape {
             );
         }
         if self.has(Self::UPDATES) {
-            ctes.push(
+            ctes.push(format!(
                 "upd AS ( \
                     UPDATE instances i SET \
                         status = COALESCE(u.status, i.status), \
@@ -666,11 +672,11 @@ impl GuardedShape {
                         history_len = u.history_len, updated_at = u.updated_at, \
                         completed_at = COALESCE(u.completed_at, i.completed_at), \
                         locked_by = u.locked_by, locked_until = u.locked_until, \
-                        calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{}'::jsonb) \
+                        calls = CASE WHEN u.drop_calls THEN nullif(jsonb_strip_nulls(u.calls), '{{}}'::jsonb) \
                                  WHEN u.calls IS NULL THEN i.calls \
-                                 ELSE nullif((COALESCE(i.calls, '{}'::jsonb) \
+                                 ELSE nullif((COALESCE(i.calls, '{{}}'::jsonb) \
                                               - ARRAY(SELECT p.key FROM jsonb_each(u.calls) AS p WHERE p.value = 'null'::jsonb)) \
-                                             || jsonb_strip_nulls(u.calls), '{}'::jsonb) END \
+                                             || jsonb_strip_nulls(u.calls), '{{}}'::jsonb) END \
                     FROM (SELECT e->>0 AS id, e->>1 AS status, e->>2 AS output, e->>3 AS failure, \
                                  e->>4 AS custom_status, (e->>5)::bigint AS history_len, (e->>6)::bigint AS updated_at, \
                                  (e->>7)::bigint AS completed_at, e->>8 AS locked_by, (e->>9)::bigint AS locked_until, \
@@ -679,9 +685,14 @@ impl GuardedShape {
                          jsonb_array_elements($12::jsonb) g \
                     WHERE i.instance_id = u.id AND g->>0 = u.id AND i.history_len = (g->>1)::bigint \
                       AND (i.locked_by IS NULL OR i.locked_by = $13 OR i.locked_until < $3) \
-                    RETURNING i.instance_id)"
-                    .to_owned(),
-            );
+                    RETURNING {})",
+                if self.has(Self::FINISHED) {
+                    // The rows of instances that finish, as their waiters will be handed them.
+                    updated_instance_columns()
+                } else {
+                    "i.instance_id".to_owned()
+                }
+            ));
         }
         // The guards: a part that is not there has nothing to check.
         let checks = self.present(&[
@@ -704,22 +715,35 @@ impl GuardedShape {
                   WHERE locked_by = $13 AND id IN (SELECT unnest($7::bigint[]))) = cardinality($7::bigint[])",
             ),
         ]);
+        // Each finished instance's row where it fits a notification, else its id.
+        let finished_notice = if self.has(Self::UPDATES) {
+            finished_notices("$16", "$19")
+        } else {
+            "(SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id)".to_owned()
+        };
         let notices = self.present(&[
             (
                 Self::WORK,
                 "(SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15)",
             ),
-            (
-                Self::FINISHED,
-                "(SELECT count(pg_notify($16, id)) FROM unnest($6::text[]) AS id)",
-            ),
+            (Self::FINISHED, &finished_notice),
         ]);
+        // The finished instances' rows, for their waiters here (the statement's second column,
+        // [`finished_statuses`]) and in other processes (the notifications): each as a JSON
+        // array of its columns, NULL for one the statement did not update (created and
+        // finished by one turn) or too long for a notification.
+        let finished_rows = if self.has(Self::FINISHED) && self.has(Self::UPDATES) {
+            ctes.push(finished_rows_cte("$6"));
+            FINISHED_ROWS
+        } else {
+            "NULL::text[]"
+        };
         format!(
             "/* duractor: a guarded batch, which commits on its own */ \
              WITH {} \
              SELECT CASE WHEN {} THEN {} \
              ELSE duractor_refuse('a guarded batch found an instance, message or work item changed, or an id taken') \
-             END",
+             END, {finished_rows}",
             ctes.join(", "),
             if checks.is_empty() {
                 "true".to_owned()
@@ -735,12 +759,69 @@ impl GuardedShape {
     }
 }
 
+/// The columns `upd` returns for the rows of finished instances: [`rows::INSTANCE_COLUMNS`]
+/// of the updated row (`i`).
+fn updated_instance_columns() -> String {
+    rows::INSTANCE_COLUMNS
+        .split(',')
+        .map(|column| format!("i.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The CTE `fin`: each finished instance of the id list `ids` with its row as `upd` (whose
+/// `RETURNING` has [`updated_instance_columns`]) left it, a JSON array of
+/// [`rows::INSTANCE_COLUMNS`]; `r` is NULL for one `upd` did not update (created and finished
+/// by one turn) or too long for a notification ([`FINISHED_ROW_MAX`]). A statement's other
+/// parts cannot read what it writes (they see the rows as it began), hence `upd`'s rows.
+fn finished_rows_cte(ids: &str) -> String {
+    format!(
+        "fin AS (SELECT id, (SELECT r FROM (SELECT json_build_array({})::text AS r FROM upd \
+                                            WHERE upd.instance_id = id) AS j \
+                             WHERE octet_length(r) <= {FINISHED_ROW_MAX}) AS r \
+                 FROM unnest({ids}::text[]) AS id)",
+        rows::INSTANCE_COLUMNS
+    )
+}
+
+/// Announces each finished instance of [`finished_rows_cte`]: its row on `rows_channel` where
+/// it has one, else its id on `ids_channel`.
+fn finished_notices(ids_channel: &str, rows_channel: &str) -> String {
+    format!(
+        "(SELECT count(pg_notify(CASE WHEN r IS NULL THEN {ids_channel} ELSE {rows_channel} END, \
+                                 COALESCE(r, id))) FROM fin)"
+    )
+}
+
+/// The finished rows of [`finished_rows_cte`] a statement returns, for this process's waiters
+/// ([`finished_statuses`]).
+const FINISHED_ROWS: &str = "(SELECT array_agg(r) FROM fin WHERE r IS NOT NULL)";
+
+/// The longest row of a finished instance a notification carries (PostgreSQL's limit is 8,000
+/// bytes); a longer one is announced by its id, and its waiters read it.
+pub(super) const FINISHED_ROW_MAX: usize = 7_900;
+
+/// The statuses of the instances a guarded batch finished, from its statement's second
+/// column (their rows as the statement left them, [`rows::instance_status_json`]); a row
+/// that cannot be read is left out with a warning (its waiters then read it themselves).
+fn finished_statuses(rows: Option<Vec<String>>) -> Vec<duractor::store::InstanceStatus> {
+    rows.unwrap_or_default()
+        .iter()
+        .filter_map(|row| {
+            rows::instance_status_json(row)
+                .inspect_err(|error| tracing::warn!(%error, "the row of a finished instance a guarded batch returned is not readable; its waiters read it"))
+                .ok()
+        })
+        .collect()
+}
+
 /// Writes a guarded batch's plan and checks its guards in one statement, which commits on its
 /// own: the turns' instances must have the history lengths the turns expect and a lease that
 /// is the owner's, lapsed or nobody's, every consumed message and work item must still be
 /// leased to the owner, and the ids of new instances must be free. Otherwise `duractor_refuse`
 /// raises and nothing is written. The fence row records the attempt, as in every transaction
-/// of the writer. `shape` is the batch's ([`GuardedShape::of`] its plan and guards).
+/// of the writer. `shape` is the batch's ([`GuardedShape::of`] its plan and guards). Answers
+/// the rows of the instances it finished, each a JSON array ([`finished_statuses`] reads them).
 async fn guarded_write(
     writer: &mut Writer,
     conn: &mut PgConnection,
@@ -749,7 +830,7 @@ async fn guarded_write(
     guards: &Guards,
     attempt: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<Vec<String>>, sqlx::Error> {
     if !writer.guarded_sql.contains_key(&shape) {
         // Its statement is prepared and planned in this turn ([`Writer::warm`] did not).
         tracing::debug!(
@@ -771,7 +852,7 @@ async fn statement(
     guards: &Guards,
     attempt: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<Vec<String>>, sqlx::Error> {
     let all = GuardedShape(GuardedShape::ALL);
     let kept = writer
         .guarded_sql
@@ -805,9 +886,10 @@ async fn statement(
         .bind(&writer.finished_channel)
         .bind(json(&plan.new_instances))
         .bind(json(&plan.cancelled_timers))
-        .execute(conn)
-        .await?;
-    Ok(())
+        .bind(&writer.finished_rows_channel)
+        .fetch_one(conn)
+        .await
+        .map(|row| row.get(1))
 }
 
 /// Answers a claim that did not happen with its error: the caller claims again later.
@@ -1138,7 +1220,10 @@ impl BatchExecutor for Writer {
                 .await?;
         }
         match tx.commit().await {
-            Ok(()) => Ok(plan.effects),
+            Ok(()) => {
+                plan.effects.statuses = finished_statuses(announced.finished_rows);
+                Ok(plan.effects)
+            }
             Err(error) => Err(AttemptError {
                 error,
                 in_commit: Some((attempt, plan.effects)),
@@ -1217,6 +1302,8 @@ async fn read_state(
 struct Announced {
     work: bool,
     finished: bool,
+    /// The rows of the finished instances, for this process's waiters ([`FINISHED_ROWS`]).
+    finished_rows: Option<Vec<String>>,
 }
 
 /// The ordinary path's writes of a plan, one statement (binds: see [`write`]). Each join of
@@ -1225,7 +1312,19 @@ struct Announced {
 /// whole table at a few thousand rows (test
 /// `ordinary_writes_find_their_rows_through_an_index_in_a_large_store`); over an `ANY` it
 /// reaches the rows through an index.
-const CORE_WRITES: &str = "\
+static CORE_WRITES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{CORE_WRITES_CTES} RETURNING {}), {} \
+         SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
+                {}, {FINISHED_ROWS}",
+        updated_instance_columns(),
+        finished_rows_cte("$14"),
+        finished_notices("$13", "$17"),
+    )
+});
+
+/// [`CORE_WRITES`] up to `upd`'s `RETURNING`.
+const CORE_WRITES_CTES: &str = "\
         WITH new_entities AS ( \
             INSERT INTO instances (instance_id, kind, name, status, input, created_at, updated_at) \
             SELECT e->>0, 'entity', e->>1, 'Running', 'null', (e->>2)::bigint, (e->>2)::bigint \
@@ -1285,9 +1384,7 @@ const CORE_WRITES: &str = "\
                          e->>16 AS lock_owner \
                   FROM jsonb_array_elements($10::jsonb) e) AS u \
             WHERE i.instance_id = u.id \
-              AND i.instance_id = ANY(ARRAY(SELECT e->>0 FROM jsonb_array_elements($10::jsonb) e))) \
-        SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
-               (SELECT count(pg_notify($13, id)) FROM unnest($14::text[]) AS id)";
+              AND i.instance_id = ANY(ARRAY(SELECT e->>0 FROM jsonb_array_elements($10::jsonb) e))";
 
 /// Writes a plan: the instance creations, then everything else in one statement, which also
 /// queues the batch's notifications (saving a round trip per batch).
@@ -1345,7 +1442,7 @@ async fn write(
     }
     if plan.has_core_writes() {
         let cleared: Vec<&String> = plan.finished.iter().chain(&plan.reset_history).collect();
-        sqlx::query(CORE_WRITES)
+        let finished_rows = sqlx::query(sqlx::AssertSqlSafe(CORE_WRITES.as_str()))
             .bind(json(&plan.new_entities))
             .bind(json(&plan.history))
             .bind(&plan.consumed)
@@ -1362,11 +1459,14 @@ async fn write(
             .bind(&plan.effects.finished)
             .bind(json(&plan.cancelled_calls))
             .bind(json(&plan.cancelled_timers))
-            .execute(&mut **tx)
-            .await?;
+            .bind(&channels.finished_rows_channel)
+            .fetch_one(&mut **tx)
+            .await?
+            .get(2);
         announced = Announced {
             work: plan.effects.work,
             finished: true,
+            finished_rows,
         };
     }
     if !plan.rewound.is_empty() {
@@ -2187,6 +2287,7 @@ mod tests {
             pool: PgPool::connect_with(options.clone()).await.unwrap(),
             work_channel: format!("{prefix}_work"),
             finished_channel: format!("{prefix}_finished"),
+            finished_rows_channel: format!("{prefix}_finished_rows"),
             attempts: Attempts::new(),
             message_ids: Vec::new(),
             item_ids: Vec::new(),
@@ -2333,8 +2434,8 @@ mod tests {
                 .unwrap();
         }
         const TYPES: &str = "text, bigint, bigint, text, bigint[], text[], bigint[], text, text, \
-                             text, text, text, text, text, boolean, text, text, text";
-        let nulls = vec!["NULL"; 18].join(", ");
+                             text, text, text, text, text, boolean, text, text, text, text";
+        let nulls = vec!["NULL"; 19].join(", ");
         // Without the settings, a turn's shape scanned `instances` at 10,000 rows (and not
         // at 20,000, where 100 lookups cost less than the scan).
         let mut stored = 0_i32;
@@ -2412,14 +2513,14 @@ mod tests {
         };
         let statements = [
             (
-                CORE_WRITES,
+                CORE_WRITES.as_str(),
                 "jsonb, jsonb, bigint[], text[], text[], bigint[], text[], jsonb, jsonb, jsonb, \
-                 text, boolean, text, text[], jsonb, jsonb",
+                 text, boolean, text, text[], jsonb, jsonb, text",
                 r#"'[["e1", "e", 1]]', '[["i1", 8, "{}"]]', '{1}', '{i2}', '{i3}', '{1}', '{i2}',
                    '[[99999999, "i1", 1, "{}", 0, null, null]]', '[]',
                    '[["i1", "Running", null, null, null, 10, 1, null, "w", 2, false, null,
                       "{\"1\": null}", false, false, null, null]]',
-                   'c', false, 'd', '{}', '[["i1", 1, 0]]', '[["i1", 1, 0]]'"#,
+                   'c', false, 'd', '{}', '[["i1", 1, 0]]', '[["i1", 1, 0]]', 'r'"#,
             ),
             (
                 SYNC_RUNNING,

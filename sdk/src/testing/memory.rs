@@ -556,8 +556,9 @@ impl Instance {
 struct Effects {
     /// Unclaimed work became visible: wake the dispatchers.
     work: bool,
-    /// Orchestration instances that finished: wake their waiters.
-    finished: Vec<String>,
+    /// Orchestration instances that finished, as they now stand: hand them to their
+    /// waiters.
+    finished: Vec<InstanceStatus>,
 }
 
 impl Effects {
@@ -565,8 +566,8 @@ impl Effects {
         if self.work {
             events.notify_work();
         }
-        for instance_id in &self.finished {
-            events.notify_finished(instance_id);
+        for status in &self.finished {
+            events.notify_finished_with(status);
         }
     }
 }
@@ -1383,9 +1384,9 @@ impl State {
 
         if let Some(instance) = self.instances.get_mut(instance_id) {
             apply_status(instance, turn, terminal);
-        }
-        if terminal {
-            effects.finished.push(turn.instance_id.clone());
+            if terminal {
+                effects.finished.push(instance.row.clone());
+            }
         }
         Ok(TurnCommitted {
             activity_ids,

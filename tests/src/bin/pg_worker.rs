@@ -3,7 +3,7 @@
 //! `pg_worker URL SCHEMA LEASE_MS`
 //!
 //! It runs the functions of `duractor_tests::scale` (linked in, so registered): 5 sequential
-//! activities per orchestration, then a signal to an entity.
+//! activities per orchestration, then a signal to an entity; and `sized_output`.
 
 use std::time::Duration;
 
