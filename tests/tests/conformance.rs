@@ -1408,49 +1408,69 @@ async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {
 /// A waiter of this process is handed the finished instance's row with the announcement
 /// (`FinishWatch::take_status`), so `wait_for_completion` reads nothing more: it must be the
 /// row a read gives, including what earlier turns set and the last one left alone (custom
-/// status, input) — never one pieced together from the last turn.
+/// status, input) — never one pieced together from the last turn. Both ways a backend
+/// commits a turn: `h` finishes in a plain turn (one guarded statement), `h2` in a turn
+/// that also messages another instance (the ordinary path reads that instance first).
 async fn a_finish_hands_its_waiters_the_row_as_stored(b: &Backend) {
     let store = &b.store;
-    store.create_instance(new_instance("h")).await.unwrap();
-    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
-    let mut first = turn("h", "w1", 0, vec![started()], vec![claimed[0].id]);
-    first.custom_status = Some(Payload::encode(&"halfway").unwrap());
-    store.commit_turn(first).await.unwrap();
-    let watch = store.events().watch_finished("h");
-    let unwatched = store.events().watch_finished("h");
-    store.events().unwatch_finished("h", &unwatched);
-    let mut last = turn(
-        "h",
-        "w1",
-        1,
-        vec![Event::ExecutionCompleted {
-            output: Payload::encode(&"done").unwrap(),
-        }],
-        vec![],
-    );
-    last.status = Some(RuntimeStatus::Completed);
-    last.output = Some(Payload::encode(&"done").unwrap());
-    store.commit_turn(last).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), watch.notified())
-        .await
-        .expect("the finish is announced");
-    let handed = watch
-        .take_status()
-        .expect("the announcement carries the finished row");
-    let read = store.get_instance("h").await.unwrap().unwrap();
-    assert_eq!(handed, read);
-    assert_eq!(handed.status, RuntimeStatus::Completed);
-    assert_eq!(
-        handed.custom_status.unwrap().decode::<String>().unwrap(),
-        "halfway"
-    );
-    assert_eq!(handed.input.decode::<u32>().unwrap(), 42);
-    assert_eq!(handed.output.unwrap().decode::<String>().unwrap(), "done");
-    assert!(watch.take_status().is_none(), "the row is handed over once");
-    assert!(
-        unwatched.take_status().is_none(),
-        "a registration dropped before the finish is handed nothing"
-    );
+    store.create_instance(new_instance("other")).await.unwrap();
+    for (id, message_to_other) in [("h", false), ("h2", true)] {
+        store.create_instance(new_instance(id)).await.unwrap();
+        let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+        let start = claimed
+            .iter()
+            .find(|m| m.instance_id == id)
+            .expect("the start is claimed");
+        let mut first = turn(id, "w1", 0, vec![started()], vec![start.id]);
+        first.custom_status = Some(Payload::encode(&"halfway").unwrap());
+        store.commit_turn(first).await.unwrap();
+        let watch = store.events().watch_finished(id);
+        let unwatched = store.events().watch_finished(id);
+        store.events().unwatch_finished(id, &unwatched);
+        let mut last = turn(
+            id,
+            "w1",
+            1,
+            vec![Event::ExecutionCompleted {
+                output: Payload::encode(&"done").unwrap(),
+            }],
+            vec![],
+        );
+        last.status = Some(RuntimeStatus::Completed);
+        last.output = Some(Payload::encode(&"done").unwrap());
+        if message_to_other {
+            last.messages.push(NewMessage {
+                instance_id: "other".into(),
+                visible_at: now(),
+                event: Event::EventRaised {
+                    name: "done".into(),
+                    data: Payload::null(),
+                },
+                execution: None,
+            });
+        }
+        store.commit_turn(last).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watch.notified())
+            .await
+            .expect("the finish is announced");
+        let handed = watch
+            .take_status()
+            .unwrap_or_else(|| panic!("the announcement of `{id}` carries the finished row"));
+        let read = store.get_instance(id).await.unwrap().unwrap();
+        assert_eq!(handed, read);
+        assert_eq!(handed.status, RuntimeStatus::Completed);
+        assert_eq!(
+            handed.custom_status.unwrap().decode::<String>().unwrap(),
+            "halfway"
+        );
+        assert_eq!(handed.input.decode::<u32>().unwrap(), 42);
+        assert_eq!(handed.output.unwrap().decode::<String>().unwrap(), "done");
+        assert!(watch.take_status().is_none(), "the row is handed over once");
+        assert!(
+            unwatched.take_status().is_none(),
+            "a registration dropped before the finish is handed nothing"
+        );
+    }
 }
 
 async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {
