@@ -753,9 +753,16 @@ impl Client {
             let _ = tokio::time::timeout(wait, notify.notified()).await;
             events.unwatch_finished(instance_id, &notify);
             // A finish whose commit handed over the instance's row (a backend that had it at
-            // hand, `StoreEvents::notify_finished_with`) needs no read.
-            if let Some(status) = notify.take_status().filter(InstanceStatus::is_finished) {
-                return Ok(status);
+            // hand, `StoreEvents::notify_finished_with`) needs no read — if it is the run just
+            // read as running: a notification from another process may arrive late, and the
+            // finish of an earlier run under the same id (one started again since) is not
+            // this one's.
+            if let Some(handed) = notify.take_status().filter(InstanceStatus::is_finished)
+                && status
+                    .as_ref()
+                    .is_some_and(|running| handed.created_at >= running.created_at)
+            {
+                return Ok(handed);
             }
             poll = (poll * 2).min(Duration::from_millis(250));
         }

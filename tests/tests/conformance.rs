@@ -143,6 +143,7 @@ conformance!(
     held_timers_stay_with_their_owner_until_released_or_cancelled,
     finishing_drops_leftover_messages_and_is_announced,
     a_finish_hands_its_waiters_the_row_as_stored,
+    a_waiter_takes_no_handed_row_of_an_earlier_run,
     continue_as_new_replaces_history_and_drops_old_work,
     purge_deletes_only_finished_instances,
     entities_store_state_and_locks_and_are_cleaned_up,
@@ -1471,6 +1472,59 @@ async fn a_finish_hands_its_waiters_the_row_as_stored(b: &Backend) {
             "a registration dropped before the finish is handed nothing"
         );
     }
+}
+
+/// A row handed with a finish is taken only if it is the run the waiter read as running:
+/// a notification from another process can arrive after the instance was started again
+/// under the same id, and the earlier run's finish must not end the wait for this one.
+async fn a_waiter_takes_no_handed_row_of_an_earlier_run(b: &Backend) {
+    let store = &b.store;
+    store.create_instance(new_instance("rerun")).await.unwrap();
+    let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+    store
+        .commit_turn(turn("rerun", "w1", 0, vec![started()], vec![claimed[0].id]))
+        .await
+        .unwrap();
+    let running = store.get_instance("rerun").await.unwrap().unwrap();
+    let client = duractor::Client::new(store.clone());
+    let waiter = tokio::spawn(async move {
+        client
+            .wait_for_completion("rerun", Duration::from_secs(20))
+            .await
+    });
+    // The waiter has read the run as running and waits for its finish.
+    while !store.events().is_watched("rerun") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut earlier = running.clone();
+    earlier.status = RuntimeStatus::Completed;
+    earlier.output = Some(Payload::encode(&"the earlier run's").unwrap());
+    earlier.created_at = running.created_at - duractor::chrono::Duration::seconds(60);
+    store.events().notify_finished_with(&earlier);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the earlier run's finish ended the wait: {:?}",
+        waiter.await
+    );
+    let mut last = turn(
+        "rerun",
+        "w1",
+        1,
+        vec![Event::ExecutionCompleted {
+            output: Payload::encode(&"this run's").unwrap(),
+        }],
+        vec![],
+    );
+    last.status = Some(RuntimeStatus::Completed);
+    last.output = Some(Payload::encode(&"this run's").unwrap());
+    store.commit_turn(last).await.unwrap();
+    let finished = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        finished.output.unwrap().decode::<String>().unwrap(),
+        "this run's"
+    );
+    assert_eq!(finished.created_at, running.created_at);
 }
 
 async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {

@@ -3,6 +3,7 @@
 //! commits whose answer was lost (the commit fences, numbered by [`Attempts`]), then answer
 //! every op and tell the store's listeners.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,12 +155,15 @@ async fn commit_and_reply<B: BatchExecutor>(
 ) {
     let mut result = commit(executor, &mut batch).await;
     if let Ok(effects) = &mut result {
+        let read: HashSet<&str> = effects
+            .statuses
+            .iter()
+            .map(|status| status.instance_id.as_str())
+            .collect();
         let unread: Vec<String> = effects
             .finished
             .iter()
-            .filter(|id| {
-                !effects.statuses.iter().any(|s| s.instance_id == **id) && events.is_watched(id)
-            })
+            .filter(|id| !read.contains(id.as_str()) && events.is_watched(id))
             .cloned()
             .collect();
         if !unread.is_empty() {
@@ -300,12 +304,13 @@ fn reply(ops: Vec<Op>, result: Result<Effects, Error>, events: &StoreEvents) {
             if effects.work {
                 events.notify_work();
             }
+            let statuses: HashMap<&str, &InstanceStatus> = effects
+                .statuses
+                .iter()
+                .map(|status| (status.instance_id.as_str(), status))
+                .collect();
             for instance_id in &effects.finished {
-                match effects
-                    .statuses
-                    .iter()
-                    .find(|s| s.instance_id == *instance_id)
-                {
+                match statuses.get(instance_id.as_str()) {
                     Some(status) => events.notify_finished_with(status),
                     None => events.notify_finished(instance_id),
                 }

@@ -797,6 +797,16 @@ fn finished_notices(ids_channel: &str, rows_channel: &str) -> String {
 /// ([`finished_statuses`]).
 const FINISHED_ROWS: &str = "(SELECT array_agg(r) FROM fin WHERE r IS NOT NULL)";
 
+/// The finished rows ([`FINISHED_ROWS`]) in column `index` of a statement's answer; none,
+/// with a warning, if they cannot be decoded (the statement has committed all the same, and
+/// the waiters read the rows themselves).
+fn returned_rows(row: &sqlx::postgres::PgRow, index: usize) -> Option<Vec<String>> {
+    row.try_get(index).unwrap_or_else(|error| {
+        tracing::warn!(%error, "the rows of finished instances a statement returned are not readable; their waiters read them");
+        None
+    })
+}
+
 /// The longest row of a finished instance a notification carries (PostgreSQL's limit is 8,000
 /// bytes); a longer one is announced by its id, and its waiters read it.
 pub(super) const FINISHED_ROW_MAX: usize = 7_900;
@@ -889,7 +899,7 @@ async fn statement(
         .bind(&writer.finished_rows_channel)
         .fetch_one(conn)
         .await
-        .map(|row| row.get(1))
+        .map(|row| returned_rows(&row, 1))
 }
 
 /// Answers a claim that did not happen with its error: the caller claims again later.
@@ -1487,8 +1497,8 @@ async fn write(
             .bind(json(&plan.cancelled_timers))
             .bind(&channels.finished_rows_channel)
             .fetch_one(&mut **tx)
-            .await?
-            .get(2);
+            .await
+            .map(|row| returned_rows(&row, 2))?;
         announced = Announced {
             work: plan.effects.work,
             finished: true,

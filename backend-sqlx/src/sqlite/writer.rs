@@ -132,7 +132,11 @@ impl BatchExecutor for Writer {
         match read {
             Ok(found) => found
                 .iter()
-                .filter_map(|row| rows::instance_status(row).ok())
+                .filter_map(|row| {
+                    rows::instance_status(row)
+                        .inspect_err(|error| tracing::warn!(%error, "a finished instance's row is not readable; its waiters read it"))
+                        .ok()
+                })
                 .collect(),
             Err(error) => {
                 tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
