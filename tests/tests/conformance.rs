@@ -12,7 +12,7 @@ use duractor::flow::{FlowControl, FlowRule};
 use duractor::prelude::*;
 use duractor::store::{
     ActivityCompletion, ActivityHeartbeat, EntityQuery, EntityUpdate, FlowHold, FlowKind, HeldWork,
-    InstanceQuery, MemoryCall, NewActivity, NewInstance, NewMessage, PurgeQuery,
+    InstanceQuery, MemoryCall, NewActivity, NewInstance, NewMessage, PurgeQuery, TurnCommit,
 };
 use duractor::{Event, Payload, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions, SqliteStore};
@@ -178,6 +178,23 @@ fn new_instance(id: &str) -> NewInstance {
 /// The activities the conformance tests enqueue.
 fn names() -> Vec<String> {
     ["act", "export", "slow"].map(str::to_owned).to_vec()
+}
+
+/// The turn of `instance_id` by `w1` at history index `start` that completes it with
+/// `output`.
+fn completing_turn(instance_id: &str, start: u64, output: Payload) -> TurnCommit {
+    let mut done = turn(
+        instance_id,
+        "w1",
+        start,
+        vec![Event::ExecutionCompleted {
+            output: output.clone(),
+        }],
+        Vec::new(),
+    );
+    done.status = Some(RuntimeStatus::Completed);
+    done.output = Some(output);
+    done
 }
 
 fn started() -> Event {
@@ -851,17 +868,7 @@ async fn a_turn_that_ends_its_execution_keeps_no_call_in_memory(b: &Backend) {
     }
     start_keeping(store, "e", "w1", short_lease(), &[0]).await;
     let output = Payload::encode(&"done").unwrap();
-    let mut done = turn(
-        "e",
-        "w1",
-        1,
-        vec![Event::ExecutionCompleted {
-            output: output.clone(),
-        }],
-        Vec::new(),
-    );
-    done.status = Some(RuntimeStatus::Completed);
-    done.output = Some(output);
+    let mut done = completing_turn("e", 1, output);
     done.activities = vec![kept(1)];
     done.lease_until = short_lease();
     let committed = store.commit_turn(done).await.unwrap();
@@ -1354,17 +1361,7 @@ async fn finishing_drops_leftover_messages_and_is_announced(b: &Backend) {
     });
     store.commit_turn(commit).await.unwrap();
     let watch = store.events().watch_finished("f");
-    let mut done = turn(
-        "f",
-        "w1",
-        1,
-        vec![Event::ExecutionCompleted {
-            output: Payload::encode(&"ok").unwrap(),
-        }],
-        vec![],
-    );
-    done.status = Some(RuntimeStatus::Completed);
-    done.output = Some(Payload::encode(&"ok").unwrap());
+    let done = completing_turn("f", 1, Payload::encode(&"ok").unwrap());
     store.commit_turn(done).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), watch.notified())
         .await
@@ -1428,17 +1425,7 @@ async fn a_finish_hands_its_waiters_the_row_as_stored(b: &Backend) {
         let watch = store.events().watch_finished(id);
         let unwatched = store.events().watch_finished(id);
         store.events().unwatch_finished(id, &unwatched);
-        let mut last = turn(
-            id,
-            "w1",
-            1,
-            vec![Event::ExecutionCompleted {
-                output: Payload::encode(&"done").unwrap(),
-            }],
-            vec![],
-        );
-        last.status = Some(RuntimeStatus::Completed);
-        last.output = Some(Payload::encode(&"done").unwrap());
+        let mut last = completing_turn(id, 1, Payload::encode(&"done").unwrap());
         if message_to_other {
             last.messages.push(NewMessage {
                 instance_id: "other".into(),
@@ -1507,17 +1494,7 @@ async fn a_waiter_takes_no_handed_row_of_an_earlier_run(b: &Backend) {
         "the earlier run's finish ended the wait: {:?}",
         waiter.await
     );
-    let mut last = turn(
-        "rerun",
-        "w1",
-        1,
-        vec![Event::ExecutionCompleted {
-            output: Payload::encode(&"this run's").unwrap(),
-        }],
-        vec![],
-    );
-    last.status = Some(RuntimeStatus::Completed);
-    last.output = Some(Payload::encode(&"this run's").unwrap());
+    let last = completing_turn("rerun", 1, Payload::encode(&"this run's").unwrap());
     store.commit_turn(last).await.unwrap();
     let finished = waiter.await.unwrap().unwrap();
     assert_eq!(
