@@ -508,19 +508,24 @@ async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
             } else if channel == finished {
                 events.notify_finished(notification.payload());
             } else if channel == finished_rows {
-                match crate::rows::instance_status_json(notification.payload()) {
-                    Ok(status) => events.notify_finished_with(&status),
-                    Err(error) => {
-                        tracing::warn!(%error, "a finished instance's row in a notification is not readable; its waiters read it");
-                        // Its waiters are still woken, by the id the row starts with.
-                        if let Ok(row) =
-                            serde_json::from_str::<Vec<serde_json::Value>>(notification.payload())
-                            && let Some(id) = row.first().and_then(serde_json::Value::as_str)
-                        {
-                            events.notify_finished(id);
-                        }
-                    }
-                }
+                announce_finished_row(&events, notification.payload());
+            }
+        }
+    }
+}
+
+/// Hands the finished instance's row a notification carries to its waiters; one that cannot
+/// be read still wakes them by the id it starts with (they read the row), and a payload
+/// without an id is dropped with a warning (their polls find the finish).
+fn announce_finished_row(events: &StoreEvents, payload: &str) {
+    match crate::rows::instance_status_json(payload) {
+        Ok(status) => events.notify_finished_with(&status),
+        Err(error) => {
+            tracing::warn!(%error, "a finished instance's row in a notification is not readable; its waiters read it");
+            if let Ok(row) = serde_json::from_str::<Vec<serde_json::Value>>(payload)
+                && let Some(id) = row.first().and_then(serde_json::Value::as_str)
+            {
+                events.notify_finished(id);
             }
         }
     }
@@ -981,6 +986,38 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished row's notification hands its row to the instance's waiters; an unreadable
+    /// row still wakes them (without a row: they read it), and nothing else is woken.
+    #[tokio::test]
+    async fn a_row_notification_hands_its_row_or_at_least_wakes_the_waiters() {
+        let events = StoreEvents::default();
+        let row = r#"["done", "flow", "1", "Completed", "42", "\"ok\"", null, "\"halfway\"", 1000, 2000, 2000]"#;
+        let watch = events.watch_finished("done");
+        announce_finished_row(&events, row);
+        tokio::time::timeout(Duration::from_secs(1), watch.notified())
+            .await
+            .expect("the waiter is woken");
+        let handed = watch.take_status().expect("the row is handed over");
+        assert_eq!(handed.status, duractor::RuntimeStatus::Completed);
+        assert_eq!(handed.output.unwrap().decode::<String>().unwrap(), "ok");
+        assert_eq!(
+            handed.custom_status.unwrap().decode::<String>().unwrap(),
+            "halfway"
+        );
+        assert_eq!(handed.completed_at.unwrap().timestamp_millis(), 2000);
+
+        let watch = events.watch_finished("odd");
+        let other = events.watch_finished("other");
+        announce_finished_row(&events, r#"["odd", "flow", "1", "NoSuchStatus"]"#);
+        tokio::time::timeout(Duration::from_secs(1), watch.notified())
+            .await
+            .expect("a waiter is woken by the id of a row it cannot read");
+        assert!(watch.take_status().is_none());
+        announce_finished_row(&events, "not json");
+        assert!(events.is_watched("other"), "no other waiter was woken");
+        events.unwatch_finished("other", &other);
+    }
 
     #[test]
     fn only_a_gone_connection_makes_a_read_try_again() {
