@@ -754,13 +754,13 @@ impl Client {
             events.unwatch_finished(instance_id, &notify);
             // A finish whose commit handed over the instance's row (a backend that had it at
             // hand, `StoreEvents::notify_finished_with`) needs no read — if it is the run just
-            // read as running: a notification from another process may arrive late, and the
-            // finish of an earlier run under the same id (one started again since) is not
-            // this one's.
+            // read as running (a finish never changes `created_at`): a notification from
+            // another process may arrive late, and the finish of an earlier run under the
+            // same id (one started again since) is not this one's.
             if let Some(handed) = notify.take_status().filter(InstanceStatus::is_finished)
                 && status
                     .as_ref()
-                    .is_some_and(|running| handed.created_at >= running.created_at)
+                    .is_some_and(|running| handed.created_at == running.created_at)
             {
                 return Ok(handed);
             }

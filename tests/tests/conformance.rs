@@ -144,6 +144,7 @@ conformance!(
     finishing_drops_leftover_messages_and_is_announced,
     a_finish_hands_its_waiters_the_row_as_stored,
     a_waiter_takes_no_handed_row_of_an_earlier_run,
+    a_start_replacing_a_run_that_finishes_beside_it_starts_the_new_run,
     continue_as_new_replaces_history_and_drops_old_work,
     purge_deletes_only_finished_instances,
     entities_store_state_and_locks_and_are_cleaned_up,
@@ -1502,6 +1503,56 @@ async fn a_waiter_takes_no_handed_row_of_an_earlier_run(b: &Backend) {
         "this run's"
     );
     assert_eq!(finished.created_at, running.created_at);
+}
+
+/// A start of an id whose run finishes at the same moment either is refused (the run was
+/// still going) or replaces the finished run with a new one: Pending, with the new input,
+/// its `ExecutionStarted` queued, an empty history — never the old run's last turn written
+/// onto the new row (both backends wrote a batch's new instances before its turns: with the
+/// finish and the start in one batch, the new run read Completed with the old output, 28
+/// times in 30 on SQLite, until the writer split such batches).
+async fn a_start_replacing_a_run_that_finishes_beside_it_starts_the_new_run(b: &Backend) {
+    let store = &b.store;
+    let mut replaced = 0;
+    for i in 0..30 {
+        let id = format!("x{i}");
+        store.create_instance(new_instance(&id)).await.unwrap();
+        let claimed = store.claim_messages("w1", 10, lease()).await.unwrap();
+        let start = claimed.iter().find(|m| m.instance_id == id).unwrap();
+        store
+            .commit_turn(turn(&id, "w1", 0, vec![started()], vec![start.id]))
+            .await
+            .unwrap();
+        let mut again = new_instance(&id);
+        again.input = Payload::encode(&43).unwrap();
+        let (finished, created) = tokio::join!(
+            store.commit_turn(completing_turn(&id, 1, Payload::encode(&"old").unwrap())),
+            store.create_instance(again)
+        );
+        finished.unwrap();
+        let status = store.get_instance(&id).await.unwrap().unwrap();
+        match created {
+            Ok(()) => {
+                replaced += 1;
+                assert_eq!(status.status, RuntimeStatus::Pending, "{status:?}");
+                assert_eq!(status.input.decode::<u32>().unwrap(), 43);
+                assert!(status.output.is_none(), "{status:?}");
+                assert!(store.load_history(&id).await.unwrap().is_empty());
+                let queued = store.claim_messages("w2", 100, lease()).await.unwrap();
+                assert!(
+                    queued.iter().any(|m| m.instance_id == id
+                        && matches!(m.event, Event::ExecutionStarted { .. })),
+                    "the new run's start is queued: {queued:?}"
+                );
+            }
+            Err(Error::InstanceExists { .. }) => {
+                assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+                assert_eq!(status.input.decode::<u32>().unwrap(), 42);
+            }
+            Err(error) => panic!("{error:?}"),
+        }
+    }
+    println!("{replaced} of 30 starts replaced the finished run");
 }
 
 async fn continue_as_new_replaces_history_and_drops_old_work(b: &Backend) {

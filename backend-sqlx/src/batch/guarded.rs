@@ -184,7 +184,7 @@ mod tests {
     use crate::batch::Plan;
     use crate::batch::ops::{Lease, Reply};
     use crate::batch::plan::tests::{self as plan_tests, NOW, new_instance};
-    use crate::batch::writer::claims_apart;
+    use crate::batch::writer::{claims_apart, split_before_recreate};
     use crate::common::from_millis;
 
     /// A turn at history length 4 that consumes message 7 and work item 9 and schedules an
@@ -280,6 +280,47 @@ mod tests {
         let mut batch = vec![claim(), claim()];
         assert!(claims_apart(&mut batch).is_none());
         assert_eq!(batch.len(), 2);
+    }
+
+    /// A start (or a turn's sub-orchestration) of an id a turn earlier in the batch commits
+    /// to replaces that run: the batch is split before it, so the old run's last turn
+    /// commits first (one transaction wrote it onto the new run's row).
+    #[test]
+    fn a_batch_splits_before_a_start_that_replaces_a_run_it_finishes() {
+        let create = |id: &str| {
+            let (caller, _) = oneshot::channel();
+            Op::Create {
+                instance: new_instance(id),
+                claim: None,
+                reply: Reply::new(caller),
+            }
+        };
+        let mut batch = vec![
+            create("b"),
+            op(turn("a", "w")).0,
+            create("c"),
+            create("a"),
+            op(turn("c", "w")).0,
+        ];
+        let rest = split_before_recreate(&mut batch).expect("`a` is started again");
+        assert_eq!(batch.len(), 3);
+        assert!(matches!(&rest[0], Op::Create { instance, .. } if instance.instance_id == "a"));
+        assert_eq!(rest.len(), 2);
+        let mut rest = rest;
+        assert!(
+            split_before_recreate(&mut rest).is_none(),
+            "a turn after a start is not split"
+        );
+
+        let mut parent = turn("p", "w");
+        parent.new_instances = vec![new_instance("a")];
+        let mut batch = vec![op(turn("a", "w")).0, op(parent).0];
+        let rest = split_before_recreate(&mut batch).expect("the child `a` is created again");
+        assert_eq!((batch.len(), rest.len()), (1, 1));
+
+        let mut batch = vec![create("a"), op(turn("b", "w")).0, create("c")];
+        assert!(split_before_recreate(&mut batch).is_none());
+        assert_eq!(batch.len(), 3);
     }
 
     #[test]

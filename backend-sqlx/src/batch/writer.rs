@@ -130,6 +130,10 @@ pub(crate) async fn run_writer<B: BatchExecutor>(
                 Err(_) => break,
             }
         }
+        while let Some(rest) = split_before_recreate(&mut batch) {
+            commit_and_reply(&mut executor, std::mem::take(&mut batch), &events).await;
+            batch = rest;
+        }
         if B::CLAIMS_APART
             && let Some(claims) = claims_apart(&mut batch)
         {
@@ -173,6 +177,34 @@ async fn commit_and_reply<B: BatchExecutor>(
         }
     }
     reply(batch, result, events);
+}
+
+/// Splits `batch` before its first op that creates an instance (a start, a turn creating its
+/// own instance or sub-orchestrations) a turn earlier in the batch committed to, and returns
+/// that op and the rest; `None` if there is none. Such a create replaces the run the turn
+/// finished, and both backends write a batch's new instances before its turns' writes: in
+/// one transaction the old run's last turn would land on the new run's row (its status,
+/// output and history) — so the old run's batch commits first.
+pub(super) fn split_before_recreate(batch: &mut Vec<Op>) -> Option<Vec<Op>> {
+    let at = {
+        let mut turned: HashSet<&str> = HashSet::new();
+        batch.iter().position(|op| {
+            let recreates = match op {
+                Op::Create { instance, .. } => turned.contains(instance.instance_id.as_str()),
+                Op::Turn { turn, .. } => turn
+                    .create
+                    .iter()
+                    .chain(&turn.new_instances)
+                    .any(|new| turned.contains(new.instance_id.as_str())),
+                _ => false,
+            };
+            if let Op::Turn { turn, .. } = op {
+                turned.insert(turn.instance_id.as_str());
+            }
+            recreates
+        })?
+    };
+    Some(batch.split_off(at))
 }
 
 /// Takes the claims (and admissions, [`Op::commits_apart`]) out of `batch` when the rest of

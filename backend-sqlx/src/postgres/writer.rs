@@ -808,18 +808,19 @@ fn returned_rows(row: &sqlx::postgres::PgRow, index: usize) -> Option<Vec<String
 }
 
 /// The longest row of a finished instance a notification carries (PostgreSQL's limit is 8,000
-/// bytes); a longer one is announced by its id, and its waiters read it.
+/// bytes less the channel name on servers built with the default 8 kB pages, which this
+/// assumes); a longer one is announced by its id, and its waiters read it.
 pub(super) const FINISHED_ROW_MAX: usize = 7_900;
 
-/// The statuses of the instances a guarded batch finished, from its statement's second
-/// column (their rows as the statement left them, [`rows::instance_status_json`]); a row
+/// The statuses of the instances a batch finished, from the rows its statement returned
+/// ([`returned_rows`]: as the statement left them, [`rows::instance_status_json`]); a row
 /// that cannot be read is left out with a warning (its waiters then read it themselves).
 fn finished_statuses(rows: Option<Vec<String>>) -> Vec<duractor::store::InstanceStatus> {
     rows.unwrap_or_default()
         .iter()
         .filter_map(|row| {
             rows::instance_status_json(row)
-                .inspect_err(|error| tracing::warn!(%error, "the row of a finished instance a guarded batch returned is not readable; its waiters read it"))
+                .inspect_err(|error| tracing::warn!(%error, "the row of a finished instance a batch returned is not readable; its waiters read it"))
                 .ok()
         })
         .collect()
@@ -1231,7 +1232,13 @@ impl BatchExecutor for Writer {
         }
         match tx.commit().await {
             Ok(()) => {
-                plan.effects.statuses = finished_statuses(announced.finished_rows);
+                // A row a later statement of the transaction changed is not handed over (a
+                // rewind sets it Pending; none can rewind an instance its batch finishes
+                // today, as a rewind needs it Failed before).
+                plan.effects.statuses = finished_statuses(announced.finished_rows)
+                    .into_iter()
+                    .filter(|status| !plan.rewound.contains(&status.instance_id))
+                    .collect();
                 Ok(plan.effects)
             }
             Err(error) => Err(AttemptError {
