@@ -186,6 +186,15 @@ async fn commit_and_reply<B: BatchExecutor>(
 /// one transaction the old run's last turn would land on the new run's row (its status,
 /// output and history) — so the old run's batch commits first.
 pub(super) fn split_before_recreate(batch: &mut Vec<Op>) -> Option<Vec<Op>> {
+    let creates = |op: &Op| match op {
+        Op::Create { .. } => true,
+        Op::Turn { turn, .. } => turn.create.is_some() || !turn.new_instances.is_empty(),
+        _ => false,
+    };
+    // Most batches create nothing: they are not looked through.
+    if batch.len() < 2 || !batch.iter().any(creates) {
+        return None;
+    }
     let at = {
         let mut turned: HashSet<&str> = HashSet::new();
         batch.iter().position(|op| {
