@@ -516,18 +516,51 @@ async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
 
 /// Hands the finished instance's row a notification carries to its waiters; one that cannot
 /// be read still wakes them by the id it starts with (they read the row), and a payload
-/// without an id is dropped with a warning (their polls find the finish).
+/// without an id is dropped with a warning (their polls find the finish). A row nobody in
+/// this process waits for is not read beyond its id (every process gets every finish).
 fn announce_finished_row(events: &StoreEvents, payload: &str) {
+    let Ok(LeadingId(id)) = serde_json::from_str::<LeadingId>(payload) else {
+        tracing::warn!(
+            "a finished instance's notification names no instance; its waiters' polls find it"
+        );
+        return;
+    };
+    if !events.is_watched(&id) {
+        return;
+    }
     match crate::rows::instance_status_json(payload) {
         Ok(status) => events.notify_finished_with(&status),
         Err(error) => {
             tracing::warn!(%error, "a finished instance's row in a notification is not readable; its waiters read it");
-            if let Ok(row) = serde_json::from_str::<Vec<serde_json::Value>>(payload)
-                && let Some(id) = row.first().and_then(serde_json::Value::as_str)
-            {
-                events.notify_finished(id);
+            events.notify_finished(&id);
+        }
+    }
+}
+
+/// The first element of a JSON array, a string (a row's instance id); the rest is skipped
+/// unread.
+struct LeadingId(String);
+
+impl<'de> serde::Deserialize<'de> for LeadingId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LeadingId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array starting with an instance id")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LeadingId, A::Error> {
+                let id: String = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(LeadingId(id))
             }
         }
+        deserializer.deserialize_seq(Visitor)
     }
 }
 
@@ -1015,6 +1048,9 @@ mod tests {
             .expect("a waiter is woken by the id of a row it cannot read");
         assert!(watch.take_status().is_none());
         announce_finished_row(&events, "not json");
+        announce_finished_row(&events, "[]");
+        // A row nobody waits for wakes nobody, readable or not.
+        announce_finished_row(&events, r#"["unwatched", "flow"]"#);
         assert!(events.is_watched("other"), "no other waiter was woken");
         events.unwatch_finished("other", &other);
     }
