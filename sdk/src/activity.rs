@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Failure};
 use crate::handles::{Activity, LocalBoxFuture, decode_input, encode_output};
 use crate::limits::Limits;
+use crate::panics::lock;
 use crate::payload::Payload;
 
 /// How an activity's function runs: implemented by `#[activity]` beside [`Activity`].
@@ -382,13 +383,6 @@ impl AttemptControl {
             notified.await;
         }
     }
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Values shared with every activity, by type.

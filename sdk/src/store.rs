@@ -30,6 +30,7 @@ use crate::error::{Error, Failure};
 use crate::flow::FlowRule;
 use crate::history::{Event, ParentInstance, Payload};
 use crate::id::EntityId;
+use crate::panics::lock;
 use crate::timeouts::ActivityTimeouts;
 
 /// The status of an orchestration instance.
@@ -993,13 +994,6 @@ impl FinishWatch {
     pub fn take_status(&self) -> Option<InstanceStatus> {
         lock(&self.status).take()
     }
-}
-
-/// Locks `mutex`, going on with its data if a holder panicked (every holder leaves it whole).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A shared store is a store: `Runtime::builder(Arc<dyn Store>)` works (for instance with

@@ -118,12 +118,14 @@ impl BatchExecutor for Writer {
     /// ([`spin_await`]): tens of microseconds, against a waiter's read through the pool on
     /// sqlx's worker thread and back.
     async fn read_finished(&mut self, instance_ids: &[String]) -> Vec<InstanceStatus> {
-        let sql = format!(
-            "SELECT {} FROM instances WHERE instance_id IN (SELECT value FROM json_each(?1))",
-            rows::INSTANCE_COLUMNS
-        );
+        static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM instances WHERE instance_id IN (SELECT value FROM json_each(?1))",
+                rows::INSTANCE_COLUMNS
+            )
+        });
         let read = spin_await(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
+            sqlx::query(sqlx::AssertSqlSafe(READ.as_str()))
                 .bind(json(instance_ids))
                 .fetch_all(&mut self.conn),
             SPIN,

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::activity::{ActivityContext, ActivityEntry};
 use crate::error::{Error, Failure};
 use crate::handles::{Activity, LocalBoxFuture};
+use crate::panics::lock;
 use crate::payload::Payload;
 use crate::registry::Registry;
 
@@ -105,12 +106,6 @@ fn route(
             )
         }),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The mock of one activity, returned by
