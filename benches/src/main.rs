@@ -233,6 +233,89 @@ fn cpu_times() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// CPU time (user + system, in clock ticks, the unit of `/proc/stat`) a process has used so
+/// far, from `/proc/PID/stat`; `None` once it is gone.
+fn process_cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; utime and stime are fields 14 and 15.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// CPU time used so far by the PostgreSQL server's processes on this machine (every process
+/// named `postgres`: the backends serving the store's connections, the WAL writer, the
+/// checkpointer), in clock ticks; `None` when none is visible (a server elsewhere).
+fn server_cpu_ticks() -> Option<u64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let named_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "postgres");
+        if let (true, Some(ticks)) = (named_postgres, process_cpu_ticks(pid)) {
+            *total.get_or_insert(0) += ticks;
+        }
+    }
+    total
+}
+
+/// Who used the CPU during a timed part: the machine's busy and total ticks (all cores),
+/// this process's, the worker processes' and the PostgreSQL server's.
+struct CpuSample {
+    machine: Option<(u64, u64)>,
+    bench: Option<u64>,
+    workers: Option<u64>,
+    server: Option<u64>,
+}
+
+impl CpuSample {
+    fn take(env: &Env) -> CpuSample {
+        let workers = env
+            .workers
+            .iter()
+            .map(|w| process_cpu_ticks(&w.child.id().to_string()))
+            .sum::<Option<u64>>()
+            .filter(|_| !env.workers.is_empty());
+        CpuSample {
+            machine: cpu_times(),
+            bench: process_cpu_ticks("self"),
+            workers,
+            server: env.schema.as_ref().and_then(|_| server_cpu_ticks()),
+        }
+    }
+
+    /// The shares of all cores' time between `self` and `later`, in percent, as JSON
+    /// fields: `cpu_busy_pct` (the whole machine) and, where measured, `bench_cpu_pct`,
+    /// `workers_cpu_pct` and `server_cpu_pct`.
+    fn shares_until(&self, later: &CpuSample) -> serde_json::Map<String, serde_json::Value> {
+        let mut shares = serde_json::Map::new();
+        let (Some((busy0, total0)), Some((busy1, total1))) = (self.machine, later.machine) else {
+            return shares;
+        };
+        let total = (total1 - total0).max(1) as f64;
+        let pct = |ticks: u64| json!((100.0 * ticks as f64 / total).round());
+        shares.insert("cpu_busy_pct".into(), pct(busy1 - busy0));
+        for (key, before, after) in [
+            ("bench_cpu_pct", self.bench, later.bench),
+            ("workers_cpu_pct", self.workers, later.workers),
+            ("server_cpu_pct", self.server, later.server),
+        ] {
+            if let (Some(before), Some(after)) = (before, after) {
+                shares.insert(key.into(), pct(after.saturating_sub(before)));
+            }
+        }
+        shares
+    }
+}
+
 /// Peak resident set size of this process in MiB.
 fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("/proc/self/status")
@@ -578,7 +661,7 @@ async fn run_measured(
 ) -> Result<serde_json::Value, duractor::Error> {
     let env = env(synchronous, backend, prefill).await?;
     let client = &env.client;
-    let cpu_before = cpu_times();
+    let cpu_before = CpuSample::take(&env);
     let result = match name {
         "W1" => {
             let n = 100u64;
@@ -737,15 +820,11 @@ async fn run_measured(
             )));
         }
     };
-    let cpu_busy = cpu_before
-        .zip(cpu_times())
-        .map(|((busy0, total0), (busy1, total1))| {
-            100.0 * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
-        });
+    let cpu_shares = cpu_before.shares_until(&CpuSample::take(&env));
     let (worker_rss, worker_turns) = env.stop().await?;
     let mut result = result;
-    if let (Some(busy), Some(fields)) = (cpu_busy, result.as_object_mut()) {
-        fields.insert("cpu_busy_pct".into(), json!(busy.round()));
+    if let Some(fields) = result.as_object_mut() {
+        fields.extend(cpu_shares);
     }
     if let (Some(rss), Some(fields)) = (worker_rss, result.as_object_mut()) {
         fields.insert("worker_rss_mb".into(), json!((rss * 10.0).round() / 10.0));
@@ -919,6 +998,10 @@ async fn main() {
                 "p50_floors",
                 "p99_floors",
                 "batched_per_sec",
+                "cpu_busy_pct",
+                "bench_cpu_pct",
+                "workers_cpu_pct",
+                "server_cpu_pct",
             ] {
                 let mut values: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
                 if values.len() == runs.len() {
