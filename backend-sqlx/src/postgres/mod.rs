@@ -20,6 +20,7 @@
 //! All database I/O runs on the store's own thread and tokio runtime, so the store can be used
 //! from any runtime (the actix threads of the worker, a test's runtime, a CLI's).
 
+mod workers;
 mod writer;
 
 use std::future::Future;
@@ -133,6 +134,8 @@ struct Inner {
     writer: Writes,
     /// The channel that tells every worker of the schema that work is ready.
     work_channel: String,
+    /// The schema's live workers, as this process sees them: who claims a lone start.
+    workers: Arc<workers::Workers>,
     events: Arc<StoreEvents>,
     runtime: tokio::runtime::Handle,
     options: PostgresStoreOptions,
@@ -307,6 +310,7 @@ impl PostgresStore {
         })
         .await?;
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
+        let workers = Arc::new(workers::Workers::new(tag));
         runtime.spawn(listen(
             pool.clone(),
             [
@@ -315,12 +319,14 @@ impl PostgresStore {
                 finished_rows_channel,
             ],
             events.clone(),
+            workers.clone(),
         ));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 writer: Writes::new(tx, "PostgreSQL"),
                 work_channel,
+                workers,
                 events,
                 runtime,
                 options,
@@ -390,6 +396,32 @@ async fn spawn_on<T: Send + 'static>(
         .spawn(future)
         .await
         .map_err(|e| Error::store(format!("the PostgreSQL thread failed: {e}")))?
+}
+
+impl PostgresStore {
+    /// Tells every process of the schema (this one's listener too) that a worker joined or
+    /// left: each reads the list of live workers again before it leaves a lone start to
+    /// another ([`workers`]). Best effort: until a list is read again, lone starts whose lead
+    /// is gone are found by the workers' polls.
+    async fn announce_workers_changed(&self) {
+        let channel = self.inner.work_channel.clone();
+        let sent = self
+            .run(move |pool| {
+                let channel = channel.clone();
+                async move {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&channel)
+                        .bind(workers::MEMBERSHIP_CHANGED)
+                        .execute(&pool)
+                        .await
+                        .map_err(|e| Error::from(store_error("announcing a worker", e)))
+                }
+            })
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, "announcing that a worker joined or left failed");
+        }
+    }
 }
 
 /// Deletes the fence rows of writers that have not written for a week (every open store
@@ -467,10 +499,17 @@ fn migrator() -> sqlx::migrate::Migrator {
 }
 
 /// Listens for other workers' notifications on `[work, finished, finished_rows]`: work
-/// available, an instance finished (its id), an instance finished (its row, handed to its
-/// waiters); reconnects (with backoff) when the connection drops. Notifications sent
-/// meanwhile are lost: the runtime's polling finds that work, and waiters read again.
-async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
+/// available (for every worker, or a lone start for its lead only: [`workers`]), an instance
+/// finished (its id), an instance finished (its row, handed to its waiters); reconnects (with
+/// backoff) when the connection drops. Notifications sent meanwhile are lost: the runtime's
+/// polling finds that work, and waiters read again. While a worker is registered in this
+/// process, the connection carries its name ([`workers::Workers::application_name`]).
+async fn listen(
+    pool: PgPool,
+    channels: [String; 3],
+    events: Arc<StoreEvents>,
+    workers: Arc<workers::Workers>,
+) {
     let [work, finished, finished_rows] = &channels;
     let mut failures = 0u32;
     loop {
@@ -492,11 +531,25 @@ async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
             continue;
         }
         failures = 0;
+        // The connection's name (none yet: a new connection has the pool's).
+        let mut named = String::new();
         // Whatever happened while we were not listening: look for work.
         events.notify_work();
         loop {
-            let notification = match listener.recv().await {
-                Ok(notification) => notification,
+            if name_listener(&mut listener, &mut named, &workers)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let notification = match listener.try_recv().await {
+                Ok(Some(notification)) => notification,
+                // The connection was lost and made again (unnamed, and deaf meanwhile).
+                Ok(None) => {
+                    named.clear();
+                    events.notify_work();
+                    continue;
+                }
                 Err(error) => {
                     tracing::debug!(%error, "LISTEN connection lost; reconnecting");
                     break;
@@ -504,13 +557,55 @@ async fn listen(pool: PgPool, channels: [String; 3], events: Arc<StoreEvents>) {
             };
             let channel = notification.channel();
             if channel == work {
-                events.notify_work();
+                on_work(notification.payload(), &pool, &events, &workers);
             } else if channel == finished {
                 events.notify_finished(notification.payload());
             } else if channel == finished_rows {
                 announce_finished_row(&events, notification.payload());
             }
         }
+    }
+}
+
+/// Gives the listener connection the name `workers` wants it to carry (a worker registered
+/// or stopped in this process since): the other workers find this one by it. An error means
+/// the connection is unusable.
+async fn name_listener(
+    listener: &mut PgListener,
+    named: &mut String,
+    workers: &workers::Workers,
+) -> Result<(), sqlx::Error> {
+    let wanted = workers.application_name();
+    if wanted != *named {
+        sqlx::query("SELECT set_config('application_name', $1, false)")
+            .bind(&wanted)
+            .execute(&mut *listener)
+            .await?;
+        *named = wanted;
+    }
+    Ok(())
+}
+
+/// A work notification: an empty payload is work for every worker; a lone start's names its
+/// instance, which only its lead claims (a read of the live workers is started when the list
+/// is stale); [`workers::MEMBERSHIP_CHANGED`] says a worker joined or left.
+fn on_work(payload: &str, pool: &PgPool, events: &StoreEvents, workers: &Arc<workers::Workers>) {
+    if payload.is_empty() {
+        events.notify_work();
+        return;
+    }
+    if payload == workers::MEMBERSHIP_CHANGED {
+        workers.mark_stale();
+        events.notify_work();
+        return;
+    }
+    let (answer, read) = workers.answer(payload, std::time::Instant::now());
+    if answer == workers::Answer::Claim {
+        events.notify_work();
+    }
+    if read {
+        let (pool, workers) = (pool.clone(), workers.clone());
+        tokio::spawn(async move { workers.read(&pool).await });
     }
 }
 
@@ -612,12 +707,17 @@ fn store_error(context: &str, error: sqlx::Error) -> StoreError {
 #[async_trait]
 impl Store for PostgresStore {
     async fn register_worker(&self, owner: &str) -> Result<(), Error> {
-        // Workers compete on leases; there is nothing to take exclusively.
+        // Workers compete on leases; there is nothing to take exclusively. The listener
+        // connection takes the worker's name, and every worker reads the list again.
+        self.inner.workers.set_owner(Some(owner));
+        self.announce_workers_changed().await;
         tracing::debug!(owner, schema = %self.inner.options.schema, "worker registered");
         Ok(())
     }
 
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
+        self.inner.workers.set_owner(None);
+        self.announce_workers_changed().await;
         self.inner.writer.release_all(owner).await
     }
 
@@ -1053,6 +1153,114 @@ mod tests {
         announce_finished_row(&events, r#"["unwatched", "flow"]"#);
         assert!(events.is_watched("other"), "no other waiter was woken");
         events.unwatch_finished("other", &other);
+    }
+
+    /// Whether `store`'s worker was woken within `wait` (taking the wake-up).
+    async fn woken(store: &PostgresStore, wait: Duration) -> bool {
+        tokio::time::timeout(wait, store.events().work_notified())
+            .await
+            .is_ok()
+    }
+
+    fn new_instance(id: &str) -> NewInstance {
+        NewInstance {
+            instance_id: id.to_owned(),
+            name: "order".to_owned(),
+            version: String::new(),
+            input: duractor::Payload::null(),
+            created_at: Utc::now(),
+            parent: None,
+            flow: None,
+        }
+    }
+
+    /// Of two worker processes' stores, a lone start wakes one, the instance's lead, and the
+    /// starts spread over both; a worker that stops leaves every start to the other at once.
+    /// Needs `DURACTOR_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn a_lone_start_wakes_one_worker_and_a_stopped_one_leaves_them_all_to_the_other() {
+        let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
+            println!("DURACTOR_TEST_POSTGRES_URL is not set: skipping the lone start test");
+            return;
+        };
+        let options = PostgresStoreOptions {
+            schema: format!("t_lone_starts_{}", std::process::id()),
+            ..Default::default()
+        };
+        let client = PostgresStore::connect_with(&url, options.clone())
+            .await
+            .unwrap();
+        let workers = [
+            PostgresStore::connect_with(&url, options.clone())
+                .await
+                .unwrap(),
+            PostgresStore::connect_with(&url, options.clone())
+                .await
+                .unwrap(),
+        ];
+        workers[0].register_worker("worker-1").await.unwrap();
+        workers[1].register_worker("worker-2").await.unwrap();
+        // Both listeners carry their workers' names once they have taken the announcements.
+        let named = |pool: PgPool, prefix: String| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE left(application_name, length($1)) = $1",
+            )
+            .bind(prefix)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        };
+        let prefix = client.inner.workers.prefix().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while named(client.inner.pool.clone(), prefix.clone()).await < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listeners were not named"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut led = [0usize; 2];
+        let mut both = 0;
+        for i in 0..60 {
+            for worker in &workers {
+                woken(worker, Duration::from_millis(1)).await;
+            }
+            client
+                .create_instance(new_instance(&format!("lone-{i}")))
+                .await
+                .unwrap();
+            let first = tokio::select! {
+                _ = workers[0].events().work_notified() => 0,
+                _ = workers[1].events().work_notified() => 1,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("start {i} woke no worker"),
+            };
+            led[first] += 1;
+            if woken(&workers[1 - first], Duration::from_millis(30)).await {
+                both += 1;
+            }
+        }
+        // Both are woken while a worker's list of workers is stale (a read every 250 ms).
+        assert!(both <= 15, "{both} of 60 starts woke both workers");
+        assert!(
+            led.iter().all(|n| *n >= 10),
+            "the starts did not spread: {led:?}"
+        );
+
+        // The second worker stops: its share goes to the first from the next start on.
+        workers[1].unregister_worker("worker-2").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for i in 0..20 {
+            woken(&workers[0], Duration::from_millis(1)).await;
+            client
+                .create_instance(new_instance(&format!("after-{i}")))
+                .await
+                .unwrap();
+            assert!(
+                woken(&workers[0], Duration::from_secs(5)).await,
+                "start {i} after the second worker stopped woke nobody"
+            );
+        }
+        client.drop_schema().await.unwrap();
     }
 
     #[test]

@@ -724,7 +724,7 @@ impl GuardedShape {
         let notices = self.present(&[
             (
                 Self::WORK,
-                "(SELECT count(pg_notify($14, '')) FROM (SELECT 1) AS one WHERE $15)",
+                "(SELECT count(pg_notify($14, $15)) FROM (SELECT 1) AS one WHERE $15 IS NOT NULL)",
             ),
             (Self::FINISHED, &finished_notice),
         ]);
@@ -893,7 +893,8 @@ async fn statement(
         .bind(json(&guards.instances))
         .bind(&guards.owner)
         .bind(&writer.work_channel)
-        .bind(plan.effects.work)
+        // A guarded batch holds only turns and starts: one without history holds no turn.
+        .bind(work_notice(plan, true))
         .bind(&writer.finished_channel)
         .bind(json(&plan.new_instances))
         .bind(json(&plan.cancelled_timers))
@@ -901,6 +902,32 @@ async fn statement(
         .fetch_one(conn)
         .await
         .map(|row| returned_rows(&row, 1))
+}
+
+/// What a batch's notification on the work channel carries ([`super::workers`]): `None` when
+/// it made no work for other workers; the instance id of a lone start — a batch of one op
+/// (`alone`) that made one new instance, not leased, its first message and nothing else — for
+/// the instance's lead alone; an empty payload, for every worker, otherwise.
+fn work_notice(plan: &Plan, alone: bool) -> Option<String> {
+    if !plan.effects.work {
+        return None;
+    }
+    let lone_start = match (plan.new_instances.as_slice(), plan.messages.as_slice()) {
+        ([created], [message]) => {
+            alone
+                && created.5.is_none()
+                && message.1 == created.0
+                && plan.history.is_empty()
+                && plan.updates.is_empty()
+                && plan.activities.is_empty()
+        }
+        _ => false,
+    };
+    Some(if lone_start {
+        plan.new_instances[0].0.clone()
+    } else {
+        String::new()
+    })
 }
 
 /// Answers a claim that did not happen with its error: the caller claims again later.
@@ -1143,7 +1170,7 @@ impl BatchExecutor for Writer {
         for op in ops.iter_mut() {
             plan.apply(op, &mut state, now);
         }
-        let announced = write(&mut tx, &plan, self, now).await?;
+        let announced = write(&mut tx, &plan, ops.len() == 1, self, now).await?;
         for op in ops.iter_mut() {
             match op {
                 // Last, below.
@@ -1337,7 +1364,7 @@ struct Announced {
 static CORE_WRITES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{CORE_WRITES_CTES}) \
-         SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
+         SELECT (SELECT count(pg_notify($11, $12)) FROM (SELECT 1) AS one WHERE $12 IS NOT NULL), \
                 (SELECT count(pg_notify($13, id)) FROM unnest($14::text[]) AS id), NULL::text[]"
     )
 });
@@ -1349,7 +1376,7 @@ static CORE_WRITES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 static CORE_WRITES_WITH_ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{CORE_WRITES_CTES} RETURNING {}), {} \
-         SELECT (SELECT count(pg_notify($11, '')) FROM (SELECT 1) AS one WHERE $12), \
+         SELECT (SELECT count(pg_notify($11, $12)) FROM (SELECT 1) AS one WHERE $12 IS NOT NULL), \
                 {}, {FINISHED_ROWS}",
         updated_instance_columns(),
         finished_rows_cte("$14"),
@@ -1429,6 +1456,7 @@ const CORE_WRITES_CTES: &str = "\
 async fn write(
     tx: &mut Transaction<'_, Postgres>,
     plan: &Plan,
+    alone: bool,
     channels: &Writer,
     now: i64,
 ) -> Result<Announced, sqlx::Error> {
@@ -1497,7 +1525,7 @@ async fn write(
             .bind(json(&plan.activities))
             .bind(updates_with_entities(plan))
             .bind(&channels.work_channel)
-            .bind(plan.effects.work)
+            .bind(work_notice(plan, alone))
             .bind(&channels.finished_channel)
             .bind(&plan.effects.finished)
             .bind(json(&plan.cancelled_calls))
@@ -2437,7 +2465,7 @@ mod tests {
             return;
         };
         const TYPES: &str = "text, bigint, bigint, text, bigint[], text[], bigint[], text, text, \
-                             text, text, text, text, text, boolean, text, text, text";
+                             text, text, text, text, text, text, text, text, text";
         let mut sizes = Vec::new();
         for bits in 0..=GuardedShape::ALL {
             let sql = GuardedShape(bits).sql();
@@ -2477,7 +2505,7 @@ mod tests {
                 .unwrap();
         }
         const TYPES: &str = "text, bigint, bigint, text, bigint[], text[], bigint[], text, text, \
-                             text, text, text, text, text, boolean, text, text, text, text";
+                             text, text, text, text, text, text, text, text, text, text";
         let nulls = vec!["NULL"; 19].join(", ");
         // Without the settings, a turn's shape scanned `instances` at 10,000 rows (and not
         // at 20,000, where 100 lookups cost less than the scan).
@@ -2555,12 +2583,12 @@ mod tests {
             return;
         };
         const CORE_TYPES: &str = "jsonb, jsonb, bigint[], text[], text[], bigint[], text[], \
-                                  jsonb, jsonb, jsonb, text, boolean, text, text[], jsonb, jsonb, text";
+                                  jsonb, jsonb, jsonb, text, text, text, text[], jsonb, jsonb, text";
         const CORE_VALUES: &str = r#"'[["e1", "e", 1]]', '[["i1", 8, "{}"]]', '{1}', '{i2}', '{i3}', '{1}', '{i2}',
                    '[[99999999, "i1", 1, "{}", 0, null, null]]', '[]',
                    '[["i1", "Running", null, null, null, 10, 1, null, "w", 2, false, null,
                       "{\"1\": null}", false, false, null, null]]',
-                   'c', false, 'd', '{i2}', '[["i1", 1, 0]]', '[["i1", 1, 0]]', 'r'"#;
+                   'c', NULL, 'd', '{i2}', '[["i1", 1, 0]]', '[["i1", 1, 0]]', 'r'"#;
         let statements = [
             (CORE_WRITES.as_str(), CORE_TYPES, CORE_VALUES),
             (CORE_WRITES_WITH_ROWS.as_str(), CORE_TYPES, CORE_VALUES),

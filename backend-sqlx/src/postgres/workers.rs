@@ -1,0 +1,287 @@
+//! Which worker process answers a lone start.
+//!
+//! Every worker listens on the schema's work channel, and a notification used to wake them
+//! all: for a start on its own (a client starting one instance at a time) every worker then
+//! sent a claim, one took the instance and the others found nothing — on two workers, twice
+//! the claims, and a second claim competing with the first for the server. Now a lone start's
+//! notification names its instance, and only that instance's *lead* claims: the worker whose
+//! score for the instance id ([`score`]) is highest among the schema's live workers
+//! (rendezvous hashing: the starts spread evenly, and a worker joining or leaving moves only
+//! its own share). Every other notification still wakes every worker.
+//!
+//! The live workers are the listener connections named for this schema in
+//! `pg_stat_activity` (a worker names its listener connection once it registers, and a
+//! connection ends with its process, so a killed worker drops out at once). Each worker reads
+//! that list again when it is older than [`FRESH`], and claims itself while its list is stale,
+//! while it is not in it, or before it ever read it: a worker that is unsure claims. A start
+//! whose lead died within [`FRESH`] before it is claimed by the next fallback poll (at most the
+//! runtime's poll interval, a second by default) — the one case where a lone start waits.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// How long a list of the live workers is trusted.
+pub(super) const FRESH: Duration = Duration::from_millis(250);
+
+/// The work notification's payload that tells every worker the set of workers changed (one
+/// registered or stopped): each reads the list again, and claims.
+pub(super) const MEMBERSHIP_CHANGED: &str = "*";
+
+/// Locks `mutex`, taking a poisoned one as it is (no critical section here can leave its
+/// data half-changed).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// FNV-1a over `bytes`, from `seed`: stable across processes, builds and Rust releases (the
+/// workers of one schema must agree).
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A worker's name in the list: a hash of its owner id (application names are cut at 63
+/// bytes; owner ids may be longer).
+pub(super) fn member_id(owner: &str) -> u64 {
+    fnv1a(0xcbf2_9ce4_8422_2325, owner.as_bytes())
+}
+
+/// How strongly `member` is drawn to `instance_id`; the highest score leads.
+pub(super) fn score(member: u64, instance_id: &str) -> u64 {
+    // A final mix: FNV's last steps alone leave neighbouring ids' scores correlated.
+    let mut x = fnv1a(member, instance_id.as_bytes());
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// The lead of `instance_id` among `members` (`None` for no members).
+pub(super) fn lead(members: &[u64], instance_id: &str) -> Option<u64> {
+    members
+        .iter()
+        .copied()
+        .max_by_key(|member| (score(*member, instance_id), *member))
+}
+
+/// This process's view of the schema's workers.
+pub(super) struct Workers {
+    /// The application name prefix of this schema's workers' listener connections.
+    prefix: String,
+    /// This process's worker, once registered.
+    me: Mutex<Option<u64>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// When the list was read; `None`: never, or marked stale.
+    at: Option<Instant>,
+    members: Vec<u64>,
+    /// A read of the list is under way.
+    reading: bool,
+}
+
+/// What the listener does with a lone start's notification.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Wake this process's worker: it claims.
+    Claim,
+    /// Another worker leads the instance.
+    Leave,
+}
+
+impl Workers {
+    /// The view of the schema tagged `tag` (the hash its channel names carry).
+    pub(super) fn new(tag: u64) -> Workers {
+        Workers {
+            prefix: format!("duractor worker {tag:016x} "),
+            me: Mutex::new(None),
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The application name prefix of this schema's workers' listener connections.
+    #[cfg(test)]
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This process runs the worker `owner` from now on (`None`: no longer).
+    pub(super) fn set_owner(&self, owner: Option<&str>) {
+        *lock(&self.me) = owner.map(member_id);
+        self.mark_stale();
+    }
+
+    /// The application name this process's listener connection should carry: empty unless a
+    /// worker is registered.
+    pub(super) fn application_name(&self) -> String {
+        match *lock(&self.me) {
+            Some(me) => format!("{}{me:016x}", self.prefix),
+            None => String::new(),
+        }
+    }
+
+    /// Forgets the list: the next lone start is claimed, and the list read again.
+    pub(super) fn mark_stale(&self) {
+        lock(&self.seen).at = None;
+    }
+
+    /// Whether this process's worker claims the lone start of `instance_id`, and whether the
+    /// list must be read again first (the caller starts [`Workers::read`] then).
+    pub(super) fn answer(&self, instance_id: &str, now: Instant) -> (Answer, bool) {
+        let Some(me) = *lock(&self.me) else {
+            return (Answer::Claim, false);
+        };
+        let mut seen = lock(&self.seen);
+        let fresh = seen.at.is_some_and(|at| now.duration_since(at) < FRESH);
+        if !fresh {
+            let read = !seen.reading;
+            seen.reading = true;
+            return (Answer::Claim, read);
+        }
+        let answer = if !seen.members.contains(&me) || lead(&seen.members, instance_id) == Some(me)
+        {
+            Answer::Claim
+        } else {
+            Answer::Leave
+        };
+        (answer, false)
+    }
+
+    /// Reads the list of live workers from `pg_stat_activity`; on failure the list stays
+    /// stale (this worker claims every lone start until a read succeeds).
+    pub(super) async fn read(&self, pool: &PgPool) {
+        let names: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT application_name FROM pg_stat_activity \
+             WHERE left(application_name, length($1)) = $1",
+        )
+        .bind(&self.prefix)
+        .fetch_all(pool)
+        .await;
+        let mut seen = lock(&self.seen);
+        seen.reading = false;
+        match names {
+            Ok(names) => {
+                seen.members = names
+                    .iter()
+                    .filter_map(|name| name.strip_prefix(&self.prefix))
+                    .filter_map(|id| u64::from_str_radix(id, 16).ok())
+                    .collect();
+                seen.at = Some(Instant::now());
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reading the live workers failed; claiming every start meanwhile");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn set_members(&self, members: Vec<u64>, at: Instant) {
+        let mut seen = lock(&self.seen);
+        seen.members = members;
+        seen.at = Some(at);
+        seen.reading = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_instance_has_one_lead_and_the_leads_spread_evenly() {
+        let members: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(member_id).collect();
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let id = format!("{i:032x}");
+            let lead = lead(&members, &id).unwrap();
+            counts[members.iter().position(|m| *m == lead).unwrap()] += 1;
+        }
+        // An even split is 1,000 each.
+        assert!(
+            counts.iter().all(|c| (850..=1150).contains(c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_worker_leaving_moves_only_its_own_instances() {
+        let all: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(member_id).collect();
+        let without_w3 = &all[..2];
+        for i in 0..1000 {
+            let id = format!("instance-{i}");
+            let lead_of_all = lead(&all, &id).unwrap();
+            if lead_of_all != all[2] {
+                assert_eq!(lead(without_w3, &id), Some(lead_of_all), "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_lead_leaves_a_start_to_nobody_else() {
+        let now = Instant::now();
+        let views: Vec<Workers> = ["w1", "w2"]
+            .into_iter()
+            .map(|owner| {
+                let workers = Workers::new(7);
+                workers.set_owner(Some(owner));
+                workers.set_members(vec![member_id("w1"), member_id("w2")], now);
+                workers
+            })
+            .collect();
+        let mut led = [0usize; 2];
+        for i in 0..200 {
+            let id = format!("{i}");
+            let claims: Vec<bool> = views
+                .iter()
+                .map(|view| view.answer(&id, now) == (Answer::Claim, false))
+                .collect();
+            assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{id}: {claims:?}");
+            led[claims.iter().position(|c| *c).unwrap()] += 1;
+        }
+        assert!(led.iter().all(|n| *n > 60), "{led:?}");
+    }
+
+    #[test]
+    fn an_unsure_worker_claims() {
+        let now = Instant::now();
+        let workers = Workers::new(7);
+        // Not a worker: claims (the wake-up finds no dispatcher, or one of the runtime's).
+        assert_eq!(workers.answer("a", now), (Answer::Claim, false));
+        workers.set_owner(Some("w1"));
+        // Never read the list: claims, and reads it (once while a read is under way).
+        assert_eq!(workers.answer("a", now), (Answer::Claim, true));
+        assert_eq!(workers.answer("a", now), (Answer::Claim, false));
+        // Not in its own list (its listener not named yet): claims everything.
+        workers.set_members(vec![member_id("w2")], now);
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(workers.answer(id, now), (Answer::Claim, false));
+        }
+        // A stale list: claims, and reads again.
+        workers.set_members(vec![member_id("w1"), member_id("w2")], now);
+        let id = (0..)
+            .map(|i| i.to_string())
+            .find(|id| lead(&[member_id("w1"), member_id("w2")], id) == Some(member_id("w2")))
+            .unwrap();
+        assert_eq!(workers.answer(&id, now), (Answer::Leave, false));
+        assert_eq!(workers.answer(&id, now + FRESH), (Answer::Claim, true));
+        // Marked stale (a worker joined or left): claims.
+        workers.set_members(vec![member_id("w1"), member_id("w2")], now);
+        workers.mark_stale();
+        assert_eq!(workers.answer(&id, now).0, Answer::Claim);
+        // Unregistered: its name goes.
+        assert!(
+            workers
+                .application_name()
+                .starts_with("duractor worker 0000000000000007 ")
+        );
+        workers.set_owner(None);
+        assert_eq!(workers.application_name(), "");
+    }
+}
