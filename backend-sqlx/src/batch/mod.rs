@@ -23,8 +23,8 @@
 //! a lost `COMMIT` answer, the outcomes of the attempt that is settled as committed).
 
 pub(crate) mod guarded;
-mod ops;
-mod plan;
+pub(crate) mod ops;
+pub(crate) mod plan;
 mod writer;
 
 pub(crate) use ops::{Op, Writes};

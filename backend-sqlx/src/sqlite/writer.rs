@@ -32,7 +32,7 @@ use duractor::store::{
     MemoryCall, OrchestrationMessage, PurgeQuery, StoreEvents,
 };
 use duractor::{Error, RuntimeStatus};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Executor as _, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +60,9 @@ pub(super) struct Writer {
     /// The merged writes' SQL for each set of non-empty lists (and whether `COMMIT` rides
     /// along), composed once.
     core_sql: HashMap<(u16, bool), Arc<str>>,
+    /// Who waits for which instance to finish: a guarded batch finishing one reads its row
+    /// in the same round trip.
+    events: Arc<StoreEvents>,
 }
 
 impl Writer {
@@ -87,6 +90,7 @@ impl Writer {
                         next_ids: None,
                         shapes: HashMap::new(),
                         core_sql: HashMap::new(),
+                        events: events.clone(),
                     };
                     writer.warm().await;
                     let _ = warmed.send(());
@@ -95,6 +99,28 @@ impl Writer {
             })?;
         Ok(())
     }
+}
+
+/// The rows of the instances whose ids the JSON list bound last names: read for their
+/// waiters after the commit that finished them ([`Writer::read_finished`]), or in the same
+/// round trip as a guarded batch's statement.
+static READ_FINISHED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM instances WHERE instance_id IN (SELECT value FROM json_each(?))",
+        rows::INSTANCE_COLUMNS
+    )
+});
+
+/// The statuses of finished instances' rows ([`READ_FINISHED`]); a row that cannot be read
+/// is left out (its waiters read it themselves).
+fn finished_statuses(rows: &[SqliteRow]) -> Vec<InstanceStatus> {
+    rows.iter()
+        .filter_map(|row| {
+            rows::instance_status(row)
+                .inspect_err(|error| tracing::warn!(%error, "a finished instance's row is not readable; its waiters read it"))
+                .ok()
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -118,28 +144,15 @@ impl BatchExecutor for Writer {
     /// ([`spin_await`]): tens of microseconds, against a waiter's read through the pool on
     /// sqlx's worker thread and back.
     async fn read_finished(&mut self, instance_ids: &[String]) -> Vec<InstanceStatus> {
-        static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {} FROM instances WHERE instance_id IN (SELECT value FROM json_each(?1))",
-                rows::INSTANCE_COLUMNS
-            )
-        });
         let read = spin_await(
-            sqlx::query(sqlx::AssertSqlSafe(READ.as_str()))
+            sqlx::query(sqlx::AssertSqlSafe(READ_FINISHED.as_str()))
                 .bind(json(instance_ids))
                 .fetch_all(&mut self.conn),
             SPIN,
         )
         .await;
         match read {
-            Ok(found) => found
-                .iter()
-                .filter_map(|row| {
-                    rows::instance_status(row)
-                        .inspect_err(|error| tracing::warn!(%error, "a finished instance's row is not readable; its waiters read it"))
-                        .ok()
-                })
-                .collect(),
+            Ok(found) => finished_statuses(&found),
             Err(error) => {
                 tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
                 Vec::new()
@@ -444,7 +457,21 @@ impl Writer {
                 return Ok(None);
             }
         };
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert))
+        // The rows of finished instances someone here waits for are read in the same round
+        // trip: a second statement in the query, run after the insert committed, binding the
+        // list last.
+        let watched: Vec<&String> = plan
+            .effects
+            .finished
+            .iter()
+            .filter(|id| self.events.is_watched(id))
+            .collect();
+        let sql: Arc<str> = if watched.is_empty() {
+            insert
+        } else {
+            format!("{insert}; {}", READ_FINISHED.as_str()).into()
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&self.attempts.writer)
             .bind(attempt)
             .bind(now)
@@ -477,18 +504,30 @@ impl Writer {
             };
         }
         // The one statement of the common step: its answer is waited for on this thread.
-        let sent = spin_await(query.execute(&mut self.conn), SPIN).await;
+        let sent = if watched.is_empty() {
+            spin_await(query.execute(&mut self.conn), SPIN)
+                .await
+                .map(|_| Vec::new())
+        } else {
+            let query = query.bind(json(&watched));
+            spin_await(query.fetch_all(&mut self.conn), SPIN).await
+        };
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
             ok = sent.is_ok(),
             shape = ?shape,
             "guarded batch sent"
         );
-        let Err(error) = sent else {
-            if known.is_some() {
-                self.next_ids = Some(state.ids_after());
+        let error = match sent {
+            Ok(finished) => {
+                if known.is_some() {
+                    self.next_ids = Some(state.ids_after());
+                }
+                let mut effects = plan.effects;
+                effects.statuses = finished_statuses(&finished);
+                return Ok(Some(effects));
             }
-            return Ok(Some(plan.effects));
+            Err(error) => error,
         };
         // The error may have come from the statement's own commit (SQLite does not say): the
         // fence row tells whether it happened. A refused batch never writes it.
@@ -1828,6 +1867,7 @@ mod tests {
             next_ids: None,
             shapes: HashMap::new(),
             core_sql: HashMap::new(),
+            events: Arc::new(StoreEvents::default()),
         };
         let cached_before = writer.conn.cached_statements_size();
         writer.warm().await;
@@ -1857,6 +1897,78 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(written, 0, "warming wrote rows");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A guarded batch that finishes an instance someone in this process waits for reads
+    /// its row in the statement's own round trip (the batch's effects carry it: nothing reads
+    /// it after the commit); one nobody waits for is not read.
+    #[tokio::test]
+    async fn a_guarded_finish_reads_a_watched_row_in_its_round_trip() {
+        use crate::batch::ops::{Lease, Reply};
+        use crate::batch::plan::tests::{new_instance, turn};
+        use chrono::{TimeDelta, Utc};
+        use duractor::Payload;
+
+        let (dir, path) = fresh_database("finish_read").await;
+        let events = Arc::new(StoreEvents::default());
+        let mut writer = Writer {
+            conn: SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap(),
+            attempts: Attempts::new(),
+            next_ids: None,
+            shapes: HashMap::new(),
+            core_sql: HashMap::new(),
+            events: events.clone(),
+        };
+        writer.warm().await;
+        let lease = || Lease::until(Utc::now() + TimeDelta::seconds(30));
+        for (id, watched) in [("watched", true), ("unwatched", false)] {
+            let (caller, _answer) = tokio::sync::oneshot::channel();
+            let mut create = [Op::Create {
+                instance: new_instance(id),
+                claim: Some(("w".to_owned(), lease())),
+                reply: Reply::new(caller),
+            }];
+            writer
+                .execute(&mut create)
+                .await
+                .map_err(|e| e.error)
+                .unwrap();
+            let watch = watched.then(|| events.watch_finished(id));
+            let mut last = turn(id, "w");
+            last.status = Some(RuntimeStatus::Completed);
+            last.output = Some(Payload::encode(&"done").unwrap());
+            let (caller, _answer) = tokio::sync::oneshot::channel();
+            let mut finish = [Op::Turn {
+                turn: Box::new(last),
+                lease: lease(),
+                reply: Reply::new(caller),
+            }];
+            let effects = writer
+                .execute(&mut finish)
+                .await
+                .map_err(|e| e.error)
+                .unwrap();
+            assert_eq!(effects.finished, [id]);
+            if watch.is_some() {
+                let [status] = effects.statuses.as_slice() else {
+                    panic!(
+                        "the finished row was not read with the batch: {:?}",
+                        effects.statuses
+                    );
+                };
+                assert_eq!(status.instance_id, id);
+                assert_eq!(status.status, RuntimeStatus::Completed);
+                assert_eq!(
+                    status.output.as_ref().unwrap().decode::<String>().unwrap(),
+                    "done"
+                );
+            } else {
+                assert!(effects.statuses.is_empty(), "an unwatched row was read");
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
