@@ -403,13 +403,15 @@ async fn a_finish_in_another_process_hands_the_waiter_its_row() {
     store.drop_schema().await.unwrap();
 }
 
-/// Terminates the backends of connections named `application_name`; returns how many.
+/// Terminates the backends of connections named `application_name` (a store's connections)
+/// or `<application_name> worker <id>` (its worker's listener); returns how many.
 async fn terminate_connections(url: &str, application_name: &str) -> u64 {
     use sqlx::Connection;
     let mut conn = sqlx::postgres::PgConnection::connect(url).await.unwrap();
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+         WHERE (application_name = $1 OR left(application_name, length($1) + 8) = $1 || ' worker ') \
+           AND pid <> pg_backend_pid()",
     )
     .bind(application_name)
     .fetch_all(&mut conn)

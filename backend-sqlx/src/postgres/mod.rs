@@ -221,6 +221,7 @@ impl PostgresStore {
         let max_connections = options.max_connections.max(2);
         let setup_connect = connect.clone();
         let setup_connect_guarded = connect.clone();
+        let listener_connect = connect.clone();
         let (pool, guarded_conn, guarded_options) = spawn_on(&runtime, async move {
             // Create the schema with a connection that does not depend on it.
             let mut admin = setup_connect
@@ -310,8 +311,18 @@ impl PostgresStore {
         })
         .await?;
         runtime.spawn(run_writer(writer, rx, events.clone(), options.max_batch));
-        let workers = Arc::new(workers::Workers::new(tag));
+        let workers = Arc::new(workers::Workers::new(&options.schema, tag));
+        // The listener's connection comes from a pool of its own: it carries the worker's
+        // name while one is registered ([`workers`]), and must never serve another query
+        // under that name once given back.
+        let listener_pool = spawn_on(&runtime, async move {
+            Ok(PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(listener_connect))
+        })
+        .await?;
         runtime.spawn(listen(
+            listener_pool,
             pool.clone(),
             [
                 work_channel.clone(),
@@ -503,8 +514,10 @@ fn migrator() -> sqlx::migrate::Migrator {
 /// finished (its id), an instance finished (its row, handed to its waiters); reconnects (with
 /// backoff) when the connection drops. Notifications sent meanwhile are lost: the runtime's
 /// polling finds that work, and waiters read again. While a worker is registered in this
-/// process, the connection carries its name ([`workers::Workers::application_name`]).
+/// process, the connection (`listener_pool`'s one) carries its name
+/// ([`workers::Workers::application_name`]); `pool` serves the reads of the live workers.
 async fn listen(
+    listener_pool: PgPool,
     pool: PgPool,
     channels: [String; 3],
     events: Arc<StoreEvents>,
@@ -513,7 +526,7 @@ async fn listen(
     let [work, finished, finished_rows] = &channels;
     let mut failures = 0u32;
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match PgListener::connect_with(&listener_pool).await {
             Ok(listener) => listener,
             Err(error) => {
                 failures += 1;

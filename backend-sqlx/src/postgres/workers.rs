@@ -97,10 +97,17 @@ pub(super) enum Answer {
 }
 
 impl Workers {
-    /// The view of the schema tagged `tag` (the hash its channel names carry).
-    pub(super) fn new(tag: u64) -> Workers {
+    /// The view of the workers of `schema`, tagged `tag` (the hash its channel names carry).
+    /// Their listener connections are named `duractor:<schema> worker <id>` (the store's
+    /// other connections are `duractor:<schema>`); a schema name too long for that in an
+    /// application name (63 bytes) is replaced by its tag.
+    pub(super) fn new(schema: &str, tag: u64) -> Workers {
+        let mut prefix = format!("duractor:{schema} worker ");
+        if prefix.len() + 16 > 63 {
+            prefix = format!("duractor:{tag:016x} worker ");
+        }
         Workers {
-            prefix: format!("duractor worker {tag:016x} "),
+            prefix,
             me: Mutex::new(None),
             seen: Mutex::new(Seen::default()),
         }
@@ -229,7 +236,7 @@ mod tests {
         let views: Vec<Workers> = ["w1", "w2"]
             .into_iter()
             .map(|owner| {
-                let workers = Workers::new(7);
+                let workers = Workers::new("orders", 7);
                 workers.set_owner(Some(owner));
                 workers.set_members(vec![member_id("w1"), member_id("w2")], now);
                 workers
@@ -251,7 +258,7 @@ mod tests {
     #[test]
     fn an_unsure_worker_claims() {
         let now = Instant::now();
-        let workers = Workers::new(7);
+        let workers = Workers::new("orders", 7);
         // Not a worker: claims (the wake-up finds no dispatcher, or one of the runtime's).
         assert_eq!(workers.answer("a", now), (Answer::Claim, false));
         workers.set_owner(Some("w1"));
@@ -276,11 +283,17 @@ mod tests {
         workers.mark_stale();
         assert_eq!(workers.answer(&id, now).0, Answer::Claim);
         // Unregistered: its name goes.
+        let name = workers.application_name();
+        assert!(name.starts_with("duractor:orders worker "), "{name}");
+        assert!(name.len() <= 63);
+        let long = Workers::new(&"s".repeat(63), 7);
+        long.set_owner(Some("w1"));
+        let name = long.application_name();
         assert!(
-            workers
-                .application_name()
-                .starts_with("duractor worker 0000000000000007 ")
+            name.starts_with("duractor:0000000000000007 worker "),
+            "{name}"
         );
+        assert!(name.len() <= 63);
         workers.set_owner(None);
         assert_eq!(workers.application_name(), "");
     }
