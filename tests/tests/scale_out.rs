@@ -11,7 +11,9 @@ use duractor::prelude::*;
 use duractor::{Event, Store};
 use duractor_sqlx::{PostgresStore, PostgresStoreOptions};
 use duractor_tests::ChildGuard;
-use duractor_tests::scale::{FiveSteps, Hits, SizedOutput, five_steps_output};
+use duractor_tests::scale::{
+    FiveSteps, Hits, SizedOutput, ThreeSteps, five_steps_output, three_steps_output,
+};
 
 fn postgres_url(test: &str) -> Option<String> {
     let url = std::env::var("DURACTOR_TEST_POSTGRES_URL").ok();
@@ -400,6 +402,56 @@ async fn a_finish_in_another_process_hands_the_waiter_its_row() {
             .unwrap();
         assert_eq!(waited, read);
     }
+    store.drop_schema().await.unwrap();
+}
+
+/// Starts one at a time, as a client serving requests makes them, with two worker
+/// processes: each start wakes one worker (the instance's lead), and when a worker is
+/// SIGKILLed every start still runs — those led by the dead worker within the other's
+/// fallback poll (`pg_worker` polls every 200 ms) until its list of live workers drops the
+/// dead one.
+#[tokio::test]
+async fn lone_starts_run_when_the_worker_chosen_for_them_is_killed() {
+    let Some(url) = postgres_url("lone_starts_run_when_the_worker_chosen_for_them_is_killed")
+    else {
+        return;
+    };
+    let schema = format!("lone_{}", std::process::id());
+    let store = store_in(&url, &schema).await;
+    let client = Client::new(store.clone());
+    let mut workers: Vec<ChildGuard> = (0..2).map(|_| spawn_worker(&url, &schema, 2_000)).collect();
+    let run = |i: u64| {
+        let client = client.clone();
+        async move {
+            let id = client
+                .start(ThreeSteps, i)
+                .instance_id(format!("lone-{i}"))
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let status = client
+                .wait_for_completion(&id, Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(status.status, RuntimeStatus::Completed, "{id}: {status:?}");
+            assert_eq!(status.output::<u64>().unwrap(), three_steps_output(i));
+            started.elapsed()
+        }
+    };
+    for i in 0..40 {
+        run(i).await;
+    }
+    workers.remove(0).kill();
+    let mut slowest = Duration::ZERO;
+    for i in 40..80 {
+        slowest = slowest.max(run(i).await);
+    }
+    println!("slowest start after the kill: {slowest:?}");
+    // A start left to a dead lead waits for a poll, not for a lease to lapse.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a start after the kill took {slowest:?}"
+    );
     store.drop_schema().await.unwrap();
 }
 
