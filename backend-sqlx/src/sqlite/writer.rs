@@ -66,6 +66,18 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// A writer on `conn` that has prepared nothing yet ([`Writer::warm`]).
+    fn new(conn: SqliteConnection, events: Arc<StoreEvents>) -> Writer {
+        Writer {
+            conn,
+            attempts: Attempts::new(),
+            next_ids: None,
+            shapes: HashMap::new(),
+            core_sql: HashMap::new(),
+            events,
+        }
+    }
+
     /// Starts the writer thread; it runs until every sender is dropped. `warmed` is told once
     /// the common shapes' statements are prepared ([`Writer::warm`]), before the first batch.
     pub(super) fn spawn(
@@ -84,14 +96,7 @@ impl Writer {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(checkpoint(checkpointer));
-                    let mut writer = Writer {
-                        conn,
-                        attempts: Attempts::new(),
-                        next_ids: None,
-                        shapes: HashMap::new(),
-                        core_sql: HashMap::new(),
-                        events: events.clone(),
-                    };
+                    let mut writer = Writer::new(conn, events.clone());
                     writer.warm().await;
                     let _ = warmed.send(());
                     run_writer(writer, rx, events, max_batch).await;
@@ -1861,14 +1866,10 @@ mod tests {
     async fn warming_prepares_the_common_shapes_and_writes_nothing() {
         let (dir, path) = fresh_database("warm").await;
         let url = format!("sqlite://{}", path.display());
-        let mut writer = Writer {
-            conn: SqliteConnection::connect(&url).await.unwrap(),
-            attempts: Attempts::new(),
-            next_ids: None,
-            shapes: HashMap::new(),
-            core_sql: HashMap::new(),
-            events: Arc::new(StoreEvents::default()),
-        };
+        let mut writer = Writer::new(
+            SqliteConnection::connect(&url).await.unwrap(),
+            Arc::new(StoreEvents::default()),
+        );
         let cached_before = writer.conn.cached_statements_size();
         writer.warm().await;
         let common = Shape::common();
@@ -1912,16 +1913,12 @@ mod tests {
 
         let (dir, path) = fresh_database("finish_read").await;
         let events = Arc::new(StoreEvents::default());
-        let mut writer = Writer {
-            conn: SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        let mut writer = Writer::new(
+            SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .unwrap(),
-            attempts: Attempts::new(),
-            next_ids: None,
-            shapes: HashMap::new(),
-            core_sql: HashMap::new(),
-            events: events.clone(),
-        };
+            events.clone(),
+        );
         writer.warm().await;
         let lease = || Lease::until(Utc::now() + TimeDelta::seconds(30));
         for (id, watched) in [("watched", true), ("unwatched", false)] {
