@@ -245,11 +245,12 @@ fn process_cpu_ticks(pid: &str) -> Option<u64> {
     Some(user + system)
 }
 
-/// CPU time used so far by the PostgreSQL server's processes on this machine (every process
-/// named `postgres`: the backends serving the store's connections, the WAL writer, the
-/// checkpointer), in clock ticks; `None` when none is visible (a server elsewhere).
-fn server_cpu_ticks() -> Option<u64> {
-    let mut total = None;
+/// CPU time used so far by each of the PostgreSQL server's processes on this machine (every
+/// process named `postgres`: the backends serving the store's connections, the WAL writer,
+/// the checkpointer), in clock ticks by pid; `None` when none is visible (a server
+/// elsewhere).
+fn server_cpu_ticks() -> Option<std::collections::HashMap<String, u64>> {
+    let mut ticks = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = entry.file_name();
         let Some(pid) = pid
@@ -260,11 +261,11 @@ fn server_cpu_ticks() -> Option<u64> {
         };
         let named_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|comm| comm.trim_end() == "postgres");
-        if let (true, Some(ticks)) = (named_postgres, process_cpu_ticks(pid)) {
-            *total.get_or_insert(0) += ticks;
+        if let (true, Some(used)) = (named_postgres, process_cpu_ticks(pid)) {
+            ticks.insert(pid.to_owned(), used);
         }
     }
-    total
+    (!ticks.is_empty()).then_some(ticks)
 }
 
 /// Who used the CPU during a timed part: the machine's busy and total ticks (all cores),
@@ -273,7 +274,7 @@ struct CpuSample {
     machine: Option<(u64, u64)>,
     bench: Option<u64>,
     workers: Option<u64>,
-    server: Option<u64>,
+    server: Option<std::collections::HashMap<String, u64>>,
 }
 
 impl CpuSample {
@@ -306,11 +307,19 @@ impl CpuSample {
         for (key, before, after) in [
             ("bench_cpu_pct", self.bench, later.bench),
             ("workers_cpu_pct", self.workers, later.workers),
-            ("server_cpu_pct", self.server, later.server),
         ] {
             if let (Some(before), Some(after)) = (before, after) {
                 shares.insert(key.into(), pct(after.saturating_sub(before)));
             }
+        }
+        // The server's processes at the end, less what each had used at the start (one that
+        // ended in between is not counted; one that started, all it used).
+        if let (Some(before), Some(after)) = (&self.server, &later.server) {
+            let used: u64 = after
+                .iter()
+                .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+                .sum();
+            shares.insert("server_cpu_pct".into(), pct(used));
         }
         shares
     }

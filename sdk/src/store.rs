@@ -628,6 +628,15 @@ pub trait Store: Send + Sync + 'static {
     /// work at once, and gives up what `register_worker` took.
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error>;
 
+    /// Called when a worker stops claiming orchestration work (its runtime is shutting down
+    /// and drains what it holds), before [`unregister_worker`](Self::unregister_worker): a
+    /// backend that leaves new work to particular workers leaves none to this one from now
+    /// on. The default does nothing.
+    async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
+        let _ = owner;
+        Ok(())
+    }
+
     /// Creates an instance and enqueues its `ExecutionStarted` message. Fails with
     /// [`Error::InstanceExists`] if the id is used by a pending or running instance; a
     /// finished instance with the same id is replaced (its history is deleted).
@@ -1005,6 +1014,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
         (**self).unregister_worker(owner).await
+    }
+    async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
+        (**self).stop_claiming(owner).await
     }
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
         (**self).create_instance(instance).await

@@ -73,6 +73,9 @@ impl Store for SlowStarts {
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
         self.inner.unregister_worker(owner).await
     }
+    async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
+        self.inner.stop_claiming(owner).await
+    }
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
         self.inner.create_instance(instance).await
     }

@@ -318,7 +318,15 @@ impl PostgresStore {
         let listener_pool = spawn_on(&runtime, async move {
             Ok(PgPoolOptions::new()
                 .max_connections(1)
-                .connect_lazy_with(listener_connect))
+                // Never reused: a connection given back may still carry the worker name.
+                .after_release(|_, _| Box::pin(async { Ok(false) }))
+                // The server drops the listener of a host that vanished (a crash of the
+                // machine, a partition) within about 8 s, and with it the worker name.
+                .connect_lazy_with(listener_connect.options([
+                    ("tcp_keepalives_idle", "5"),
+                    ("tcp_keepalives_interval", "1"),
+                    ("tcp_keepalives_count", "3"),
+                ])))
         })
         .await?;
         runtime.spawn(listen(
@@ -410,11 +418,11 @@ async fn spawn_on<T: Send + 'static>(
 }
 
 impl PostgresStore {
-    /// Tells every process of the schema (this one's listener too) that a worker joined or
-    /// left: each reads the list of live workers again before it leaves a lone start to
-    /// another ([`workers`]). Best effort: until a list is read again, lone starts whose lead
-    /// is gone are found by the workers' polls.
-    async fn announce_workers_changed(&self) {
+    /// Wakes this process's listener (and every other: they read the list of live workers
+    /// again) with [`workers::MEMBERSHIP_CHANGED`], so that it takes or gives up the worker
+    /// name ([`name_listener`], which tells every worker again once it has). Best effort:
+    /// until then, lone starts are claimed as before by whoever leads them.
+    async fn wake_listener(&self) {
         let channel = self.inner.work_channel.clone();
         let sent = self
             .run(move |pool| {
@@ -430,7 +438,7 @@ impl PostgresStore {
             })
             .await;
         if let Err(error) = sent {
-            tracing::debug!(%error, "announcing that a worker joined or left failed");
+            tracing::debug!(%error, "waking the listener to rename its connection failed");
         }
     }
 }
@@ -544,12 +552,12 @@ async fn listen(
             continue;
         }
         failures = 0;
-        // The connection's name (none yet: a new connection has the pool's).
-        let mut named = String::new();
+        // The name the connection carries (not known yet: set on the first pass).
+        let mut named = None;
         // Whatever happened while we were not listening: look for work.
         events.notify_work();
         loop {
-            if name_listener(&mut listener, &mut named, &workers)
+            if name_listener(&mut listener, &mut named, &workers, work)
                 .await
                 .is_err()
             {
@@ -559,7 +567,7 @@ async fn listen(
                 Ok(Some(notification)) => notification,
                 // The connection was lost and made again (unnamed, and deaf meanwhile).
                 Ok(None) => {
-                    named.clear();
+                    named = None;
                     events.notify_work();
                     continue;
                 }
@@ -580,22 +588,34 @@ async fn listen(
     }
 }
 
-/// Gives the listener connection the name `workers` wants it to carry (a worker registered
-/// or stopped in this process since): the other workers find this one by it. An error means
-/// the connection is unusable.
+/// Gives the listener connection the name `workers` wants it to carry (a worker of this
+/// store started or stopped claiming since): the other workers find this one by it. When it
+/// takes or gives up a worker name, the same statement tells every worker on `work` to read
+/// the list again ([`workers::MEMBERSHIP_CHANGED`]), so no worker reads the list between
+/// the change and the name. An error means the connection is unusable.
 async fn name_listener(
     listener: &mut PgListener,
-    named: &mut String,
+    named: &mut Option<String>,
     workers: &workers::Workers,
+    work: &str,
 ) -> Result<(), sqlx::Error> {
     let wanted = workers.application_name();
-    if wanted != *named {
-        sqlx::query("SELECT set_config('application_name', $1, false)")
-            .bind(&wanted)
-            .execute(&mut *listener)
-            .await?;
-        *named = wanted;
+    if named.as_ref() == Some(&wanted) {
+        return Ok(());
     }
+    let announce = workers.is_worker_name(&wanted)
+        || named.as_deref().is_some_and(|n| workers.is_worker_name(n));
+    sqlx::query(
+        "SELECT set_config('application_name', $1, false), \
+                (SELECT pg_notify($2, $3) WHERE $4)",
+    )
+    .bind(&wanted)
+    .bind(work)
+    .bind(workers::MEMBERSHIP_CHANGED)
+    .bind(announce)
+    .execute(&mut *listener)
+    .await?;
+    *named = Some(wanted);
     Ok(())
 }
 
@@ -720,17 +740,22 @@ fn store_error(context: &str, error: sqlx::Error) -> StoreError {
 #[async_trait]
 impl Store for PostgresStore {
     async fn register_worker(&self, owner: &str) -> Result<(), Error> {
-        // Workers compete on leases; there is nothing to take exclusively. The listener
-        // connection takes the worker's name, and every worker reads the list again.
-        self.inner.workers.set_owner(Some(owner));
-        self.announce_workers_changed().await;
+        // Workers compete on leases; there is nothing to take exclusively. A worker joins the
+        // list of those that lone starts are left to with its first claim of orchestration
+        // work ([`workers`]): a worker that runs only activities never claims any.
         tracing::debug!(owner, schema = %self.inner.options.schema, "worker registered");
         Ok(())
     }
 
+    async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
+        if self.inner.workers.stop_claiming(owner) {
+            self.wake_listener().await;
+        }
+        Ok(())
+    }
+
     async fn unregister_worker(&self, owner: &str) -> Result<(), Error> {
-        self.inner.workers.set_owner(None);
-        self.announce_workers_changed().await;
+        self.stop_claiming(owner).await?;
         self.inner.writer.release_all(owner).await
     }
 
@@ -784,6 +809,9 @@ impl Store for PostgresStore {
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error> {
+        if self.inner.workers.start_claiming(owner) {
+            self.wake_listener().await;
+        }
         self.inner
             .writer
             .claim_messages(owner, limit, lease_until)
@@ -1211,12 +1239,24 @@ mod tests {
                 .await
                 .unwrap(),
         ];
-        workers[0].register_worker("worker-1").await.unwrap();
-        workers[1].register_worker("worker-2").await.unwrap();
+        // A worker joins the list with its first claim of orchestration work; one that never
+        // claims any (it runs only activities) is never left a start.
+        for (store, owner) in workers.iter().zip(["worker-1", "worker-2"]) {
+            store.register_worker(owner).await.unwrap();
+            store
+                .claim_messages(owner, 0, Utc::now() + chrono::TimeDelta::seconds(30))
+                .await
+                .unwrap();
+        }
+        let activities_only = PostgresStore::connect_with(&url, options.clone())
+            .await
+            .unwrap();
+        activities_only.register_worker("worker-3").await.unwrap();
         // Both listeners carry their workers' names once they have taken the announcements.
         let named = |pool: PgPool, prefix: String| async move {
             sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity WHERE left(application_name, length($1)) = $1",
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND left(application_name, length($1)) = $1",
             )
             .bind(prefix)
             .fetch_one(&pool)
@@ -1259,8 +1299,19 @@ mod tests {
             "the starts did not spread: {led:?}"
         );
 
-        // The second worker stops: its share goes to the first from the next start on.
-        workers[1].unregister_worker("worker-2").await.unwrap();
+        assert_eq!(named(client.inner.pool.clone(), prefix.clone()).await, 2);
+
+        // The second worker stops claiming (its runtime drains before it unregisters): its
+        // share goes to the first from the next start on.
+        workers[1].stop_claiming("worker-2").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while named(client.inner.pool.clone(), prefix.clone()).await > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the name was not given up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         for i in 0..20 {
             woken(&workers[0], Duration::from_millis(1)).await;

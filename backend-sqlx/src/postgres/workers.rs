@@ -17,7 +17,9 @@
 //! whose lead died within [`FRESH`] before it is claimed by the next fallback poll (at most the
 //! runtime's poll interval, a second by default) — the one case where a lone start waits.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -73,18 +75,35 @@ pub(super) fn lead(members: &[u64], instance_id: &str) -> Option<u64> {
 pub(super) struct Workers {
     /// The application name prefix of this schema's workers' listener connections.
     prefix: String,
-    /// This process's worker, once registered.
-    me: Mutex<Option<u64>>,
+    /// The name of the store's connections that are not a worker's listener.
+    plain_name: String,
+    /// This store's id in the list (random per store: the list is of processes' stores, and
+    /// any worker of this store answers a wake-up).
+    me: u64,
+    claiming: Mutex<Claiming>,
     seen: Mutex<Seen>,
+}
+
+/// The workers of this store that claim orchestration work: while there are any, its
+/// listener carries [`Workers::application_name`]'s worker name.
+#[derive(Default)]
+struct Claiming {
+    owners: HashSet<String>,
+    /// Workers that stopped claiming (shutting down): a claim still under way does not make
+    /// them claimers again.
+    stopped: HashSet<String>,
 }
 
 #[derive(Default)]
 struct Seen {
     /// When the list was read; `None`: never, or marked stale.
     at: Option<Instant>,
+    /// The ids the list held.
     members: Vec<u64>,
     /// A read of the list is under way.
     reading: bool,
+    /// Bumped by [`Workers::mark_stale`]: a read that started before does not count as fresh.
+    generation: u64,
 }
 
 /// What the listener does with a lone start's notification.
@@ -106,9 +125,20 @@ impl Workers {
         if prefix.len() + 16 > 63 {
             prefix = format!("duractor:{tag:016x} worker ");
         }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        static STORES: AtomicU64 = AtomicU64::new(0);
+        let me = member_id(&format!(
+            "{}:{nanos}:{}",
+            std::process::id(),
+            STORES.fetch_add(1, Ordering::Relaxed)
+        ));
         Workers {
             prefix,
-            me: Mutex::new(None),
+            plain_name: format!("duractor:{schema}"),
+            me,
+            claiming: Mutex::new(Claiming::default()),
             seen: Mutex::new(Seen::default()),
         }
     }
@@ -119,32 +149,59 @@ impl Workers {
         &self.prefix
     }
 
-    /// This process runs the worker `owner` from now on (`None`: no longer).
-    pub(super) fn set_owner(&self, owner: Option<&str>) {
-        *lock(&self.me) = owner.map(member_id);
-        self.mark_stale();
+    /// The worker `owner` claims orchestration work from now on (its first claim), unless it
+    /// stopped; true when the store's listener must take the worker name.
+    pub(super) fn start_claiming(&self, owner: &str) -> bool {
+        let mut claiming = lock(&self.claiming);
+        if claiming.owners.contains(owner) || claiming.stopped.contains(owner) {
+            return false;
+        }
+        claiming.owners.insert(owner.to_owned());
+        claiming.owners.len() == 1
     }
 
-    /// The application name this process's listener connection should carry: empty unless a
-    /// worker is registered.
+    /// The worker `owner` claims no more (it stops); true when the store's listener must give
+    /// the worker name up.
+    pub(super) fn stop_claiming(&self, owner: &str) -> bool {
+        let mut claiming = lock(&self.claiming);
+        claiming.stopped.insert(owner.to_owned());
+        claiming.owners.remove(owner) && claiming.owners.is_empty()
+    }
+
+    /// Whether a worker of this store claims orchestration work.
+    fn is_claiming(&self) -> bool {
+        !lock(&self.claiming).owners.is_empty()
+    }
+
+    /// The application name this process's listener connection should carry: the worker
+    /// name while a worker of this store claims, else the store's plain name.
     pub(super) fn application_name(&self) -> String {
-        match *lock(&self.me) {
-            Some(me) => format!("{}{me:016x}", self.prefix),
-            None => String::new(),
+        if self.is_claiming() {
+            format!("{}{:016x}", self.prefix, self.me)
+        } else {
+            self.plain_name.clone()
         }
     }
 
-    /// Forgets the list: the next lone start is claimed, and the list read again.
+    /// Whether `name` is one of this schema's worker names.
+    pub(super) fn is_worker_name(&self, name: &str) -> bool {
+        name.starts_with(&self.prefix)
+    }
+
+    /// Forgets the list: the next lone start is claimed, and the list read again (a read
+    /// under way does not count).
     pub(super) fn mark_stale(&self) {
-        lock(&self.seen).at = None;
+        let mut seen = lock(&self.seen);
+        seen.at = None;
+        seen.generation += 1;
     }
 
     /// Whether this process's worker claims the lone start of `instance_id`, and whether the
     /// list must be read again first (the caller starts [`Workers::read`] then).
     pub(super) fn answer(&self, instance_id: &str, now: Instant) -> (Answer, bool) {
-        let Some(me) = *lock(&self.me) else {
+        if !self.is_claiming() {
             return (Answer::Claim, false);
-        };
+        }
         let mut seen = lock(&self.seen);
         let fresh = seen.at.is_some_and(|at| now.duration_since(at) < FRESH);
         if !fresh {
@@ -152,7 +209,8 @@ impl Workers {
             seen.reading = true;
             return (Answer::Claim, read);
         }
-        let answer = if !seen.members.contains(&me) || lead(&seen.members, instance_id) == Some(me)
+        let answer = if !seen.members.contains(&self.me)
+            || lead(&seen.members, instance_id) == Some(self.me)
         {
             Answer::Claim
         } else {
@@ -161,12 +219,14 @@ impl Workers {
         (answer, false)
     }
 
-    /// Reads the list of live workers from `pg_stat_activity`; on failure the list stays
-    /// stale (this worker claims every lone start until a read succeeds).
+    /// Reads the list of live workers (of this database: notifications do not cross
+    /// databases) from `pg_stat_activity`; on failure the list stays stale (this worker
+    /// claims every lone start until a read succeeds).
     pub(super) async fn read(&self, pool: &PgPool) {
+        let generation = lock(&self.seen).generation;
         let names: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
             "SELECT application_name FROM pg_stat_activity \
-             WHERE left(application_name, length($1)) = $1",
+             WHERE datname = current_database() AND left(application_name, length($1)) = $1",
         )
         .bind(&self.prefix)
         .fetch_all(pool)
@@ -180,7 +240,10 @@ impl Workers {
                     .filter_map(|name| name.strip_prefix(&self.prefix))
                     .filter_map(|id| u64::from_str_radix(id, 16).ok())
                     .collect();
-                seen.at = Some(Instant::now());
+                // Marked stale meanwhile (a worker joined or left): read again next time.
+                if seen.generation == generation {
+                    seen.at = Some(Instant::now());
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, "reading the live workers failed; claiming every start meanwhile");
@@ -233,15 +296,12 @@ mod tests {
     #[test]
     fn only_the_lead_leaves_a_start_to_nobody_else() {
         let now = Instant::now();
-        let views: Vec<Workers> = ["w1", "w2"]
-            .into_iter()
-            .map(|owner| {
-                let workers = Workers::new("orders", 7);
-                workers.set_owner(Some(owner));
-                workers.set_members(vec![member_id("w1"), member_id("w2")], now);
-                workers
-            })
-            .collect();
+        let views: Vec<Workers> = (0..2).map(|_| Workers::new("orders", 7)).collect();
+        let members: Vec<u64> = views.iter().map(|view| view.me).collect();
+        for (view, owner) in views.iter().zip(["w1", "w2"]) {
+            assert!(view.start_claiming(owner));
+            view.set_members(members.clone(), now);
+        }
         let mut led = [0usize; 2];
         for i in 0..200 {
             let id = format!("{i}");
@@ -259,42 +319,62 @@ mod tests {
     fn an_unsure_worker_claims() {
         let now = Instant::now();
         let workers = Workers::new("orders", 7);
-        // Not a worker: claims (the wake-up finds no dispatcher, or one of the runtime's).
+        let other = member_id("elsewhere");
+        // No worker of this store claims: every wake-up is passed on.
         assert_eq!(workers.answer("a", now), (Answer::Claim, false));
-        workers.set_owner(Some("w1"));
+        assert!(workers.start_claiming("w1"));
+        assert!(!workers.start_claiming("w1"), "named once");
         // Never read the list: claims, and reads it (once while a read is under way).
         assert_eq!(workers.answer("a", now), (Answer::Claim, true));
         assert_eq!(workers.answer("a", now), (Answer::Claim, false));
         // Not in its own list (its listener not named yet): claims everything.
-        workers.set_members(vec![member_id("w2")], now);
+        workers.set_members(vec![other], now);
         for id in ["a", "b", "c", "d"] {
             assert_eq!(workers.answer(id, now), (Answer::Claim, false));
         }
         // A stale list: claims, and reads again.
-        workers.set_members(vec![member_id("w1"), member_id("w2")], now);
+        let both = vec![workers.me, other];
+        workers.set_members(both.clone(), now);
         let id = (0..)
             .map(|i| i.to_string())
-            .find(|id| lead(&[member_id("w1"), member_id("w2")], id) == Some(member_id("w2")))
+            .find(|id| lead(&both, id) == Some(other))
             .unwrap();
         assert_eq!(workers.answer(&id, now), (Answer::Leave, false));
         assert_eq!(workers.answer(&id, now + FRESH), (Answer::Claim, true));
         // Marked stale (a worker joined or left): claims.
-        workers.set_members(vec![member_id("w1"), member_id("w2")], now);
+        workers.set_members(both, now);
         workers.mark_stale();
         assert_eq!(workers.answer(&id, now).0, Answer::Claim);
-        // Unregistered: its name goes.
+    }
+
+    #[test]
+    fn the_listener_carries_the_worker_name_while_a_worker_claims() {
+        let workers = Workers::new("orders", 7);
+        assert_eq!(workers.application_name(), "duractor:orders");
+        assert!(workers.start_claiming("w1"));
+        assert!(
+            !workers.start_claiming("w2"),
+            "the name is the store's, taken once"
+        );
         let name = workers.application_name();
         assert!(name.starts_with("duractor:orders worker "), "{name}");
         assert!(name.len() <= 63);
+        assert!(!workers.stop_claiming("w1"), "w2 still claims");
+        assert!(workers.stop_claiming("w2"));
+        assert_eq!(workers.application_name(), "duractor:orders");
+        // A claim of a stopped worker still under way does not name the listener again.
+        assert!(!workers.start_claiming("w2"));
+        assert_eq!(workers.application_name(), "duractor:orders");
+        // A schema name too long for the worker name: the schema's tag instead.
         let long = Workers::new(&"s".repeat(63), 7);
-        long.set_owner(Some("w1"));
+        long.start_claiming("w1");
         let name = long.application_name();
         assert!(
             name.starts_with("duractor:0000000000000007 worker "),
             "{name}"
         );
         assert!(name.len() <= 63);
-        workers.set_owner(None);
-        assert_eq!(workers.application_name(), "");
+        // Two stores of one process have different ids.
+        assert_ne!(Workers::new("orders", 7).me, workers.me);
     }
 }

@@ -694,8 +694,13 @@ impl Handler<Shutdown> for Dispatcher {
             .values()
             .map(|slot| slot.addr.clone())
             .collect();
+        let shared = self.shared.clone();
         Box::pin(
             async move {
+                // New work goes to other workers from now on, not to this one while it drains.
+                if let Err(error) = shared.store.stop_claiming(&shared.owner).await {
+                    tracing::debug!(%error, "telling the store this worker stops claiming failed");
+                }
                 let drain = async move {
                     let _ = worker.send(Drain).await;
                     for instance in instances {

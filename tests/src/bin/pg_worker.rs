@@ -1,6 +1,7 @@
 //! A worker process for the PostgreSQL scale-out tests: runs until killed.
 //!
-//! `pg_worker URL SCHEMA LEASE_MS`
+//! `pg_worker URL SCHEMA LEASE_MS [POLL_MS]` (the fallback poll's interval, 200 ms unless
+//! given)
 //!
 //! It runs the functions of `duractor_tests::scale` (linked in, so registered): 5 sequential
 //! activities per orchestration, then a signal to an entity; and `sized_output`.
@@ -15,9 +16,13 @@ use duractor_tests::scale as _;
 #[tokio::main]
 async fn main() -> Result<(), duractor::Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, schema, lease_ms] = args.as_slice() else {
-        eprintln!("usage: pg_worker URL SCHEMA LEASE_MS");
-        std::process::exit(2);
+    let (url, schema, lease_ms, poll_ms) = match args.as_slice() {
+        [url, schema, lease_ms] => (url, schema, lease_ms, "200"),
+        [url, schema, lease_ms, poll_ms] => (url, schema, lease_ms, poll_ms.as_str()),
+        _ => {
+            eprintln!("usage: pg_worker URL SCHEMA LEASE_MS [POLL_MS]");
+            std::process::exit(2);
+        }
     };
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -28,6 +33,9 @@ async fn main() -> Result<(), duractor::Error> {
     let lease_ms: u64 = lease_ms
         .parse()
         .map_err(|e| duractor::Error::InvalidArgument(format!("LEASE_MS: {e}")))?;
+    let poll_ms: u64 = poll_ms
+        .parse()
+        .map_err(|e| duractor::Error::InvalidArgument(format!("POLL_MS: {e}")))?;
     let store = PostgresStore::connect_with(
         url,
         PostgresStoreOptions {
@@ -38,7 +46,7 @@ async fn main() -> Result<(), duractor::Error> {
     .await?;
     let _runtime = Runtime::builder(store)
         .lease_duration(Duration::from_millis(lease_ms))
-        .poll_interval(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(poll_ms))
         .start()
         .await?;
     println!("worker started");
