@@ -280,8 +280,9 @@ async fn huge_durations_fail_the_call_with_a_clear_error_instead_of_panicking() 
         .unwrap();
     assert_eq!(status.output::<String>().unwrap(), "waited");
 
-    // The worker survived all of it.
-    let id = client.start(WaitsForever, 0).await.unwrap();
+    // The worker survived all of it. (An hour's timeout: with none, the wait could end, and
+    // the instance finish, before the event is raised.)
+    let id = client.start(WaitsForever, 3600).await.unwrap();
     client.raise_event(&id, "go", "still here").await.unwrap();
     let status = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(status.output::<String>().unwrap(), "waited");

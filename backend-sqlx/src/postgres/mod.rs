@@ -420,26 +420,22 @@ async fn spawn_on<T: Send + 'static>(
 impl PostgresStore {
     /// Wakes this process's listener (and every other: they read the list of live workers
     /// again) with [`workers::MEMBERSHIP_CHANGED`], so that it takes or gives up the worker
-    /// name ([`name_listener`], which tells every worker again once it has). Best effort:
-    /// until then, lone starts are claimed as before by whoever leads them.
-    async fn wake_listener(&self) {
-        let channel = self.inner.work_channel.clone();
-        let sent = self
-            .run(move |pool| {
-                let channel = channel.clone();
-                async move {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(&channel)
-                        .bind(workers::MEMBERSHIP_CHANGED)
-                        .execute(&pool)
-                        .await
-                        .map_err(|e| Error::from(store_error("announcing a worker", e)))
-                }
-            })
-            .await;
-        if let Err(error) = sent {
-            tracing::debug!(%error, "waking the listener to rename its connection failed");
-        }
+    /// name ([`name_listener`], which tells every worker again once it has). Best effort,
+    /// and not waited for: until then, lone starts are claimed as before by whoever leads
+    /// them (a worker not yet in the lists claims every lone start itself).
+    fn wake_listener(&self) {
+        let (pool, channel) = (self.inner.pool.clone(), self.inner.work_channel.clone());
+        // Not awaited: neither the first claim nor a shutdown waits for it.
+        self.inner.runtime.spawn(async move {
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&channel)
+                .bind(workers::MEMBERSHIP_CHANGED)
+                .execute(&pool)
+                .await;
+            if let Err(error) = sent {
+                tracing::debug!(%error, "waking the listener to rename its connection failed");
+            }
+        });
     }
 }
 
@@ -749,7 +745,7 @@ impl Store for PostgresStore {
 
     async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
         if self.inner.workers.stop_claiming(owner) {
-            self.wake_listener().await;
+            self.wake_listener();
         }
         Ok(())
     }
@@ -810,7 +806,7 @@ impl Store for PostgresStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<OrchestrationMessage>, Error> {
         if self.inner.workers.start_claiming(owner) {
-            self.wake_listener().await;
+            self.wake_listener();
         }
         self.inner
             .writer
