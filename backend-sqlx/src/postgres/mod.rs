@@ -278,12 +278,7 @@ impl PostgresStore {
 
         let events = Arc::new(StoreEvents::default());
         // Channel names are identifiers (at most 63 bytes): name them by a hash of the schema.
-        let tag = options
-            .schema
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let tag = workers::hash_text(&options.schema);
         let work_channel = format!("duractor_{tag:016x}_work");
         let finished_channel = format!("duractor_{tag:016x}_finished");
         let finished_rows_channel = format!("duractor_{tag:016x}_finished_rows");
@@ -591,16 +586,17 @@ async fn listen(
 /// the change and the name. An error means the connection is unusable.
 async fn name_listener(
     listener: &mut PgListener,
-    named: &mut Option<String>,
+    named: &mut Option<bool>,
     workers: &workers::Workers,
     work: &str,
 ) -> Result<(), sqlx::Error> {
-    let wanted = workers.application_name();
-    if named.as_ref() == Some(&wanted) {
+    // `named`: whether the connection carries the worker name (`None`: not known yet).
+    let claiming = workers.is_claiming();
+    if *named == Some(claiming) {
         return Ok(());
     }
-    let announce = workers.is_worker_name(&wanted)
-        || named.as_deref().is_some_and(|n| workers.is_worker_name(n));
+    let wanted = workers.application_name(claiming);
+    let announce = claiming || *named == Some(true);
     sqlx::query(
         "SELECT set_config('application_name', $1, false), \
                 (SELECT pg_notify($2, $3) WHERE $4)",
@@ -611,7 +607,7 @@ async fn name_listener(
     .bind(announce)
     .execute(&mut *listener)
     .await?;
-    *named = Some(wanted);
+    *named = Some(claiming);
     Ok(())
 }
 

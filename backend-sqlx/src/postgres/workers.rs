@@ -47,10 +47,10 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     })
 }
 
-/// A worker's name in the list: a hash of its owner id (application names are cut at 63
-/// bytes; owner ids may be longer).
-pub(super) fn member_id(owner: &str) -> u64 {
-    fnv1a(0xcbf2_9ce4_8422_2325, owner.as_bytes())
+/// FNV-1a of `text` from FNV's standard seed: the schema's tag in channel and connection
+/// names, and a store's id in the list of workers.
+pub(super) fn hash_text(text: &str) -> u64 {
+    fnv1a(0xcbf2_9ce4_8422_2325, text.as_bytes())
 }
 
 /// How strongly `member` is drawn to `instance_id`; the highest score leads.
@@ -129,7 +129,7 @@ impl Workers {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
         static STORES: AtomicU64 = AtomicU64::new(0);
-        let me = member_id(&format!(
+        let me = hash_text(&format!(
             "{}:{nanos}:{}",
             std::process::id(),
             STORES.fetch_add(1, Ordering::Relaxed)
@@ -169,23 +169,19 @@ impl Workers {
     }
 
     /// Whether a worker of this store claims orchestration work.
-    fn is_claiming(&self) -> bool {
+    pub(super) fn is_claiming(&self) -> bool {
         !lock(&self.claiming).owners.is_empty()
     }
 
-    /// The application name this process's listener connection should carry: the worker
-    /// name while a worker of this store claims, else the store's plain name.
-    pub(super) fn application_name(&self) -> String {
-        if self.is_claiming() {
+    /// The application name this process's listener connection carries while a worker of
+    /// this store claims (`claiming`, [`Workers::is_claiming`]): the worker name, else the
+    /// store's plain name.
+    pub(super) fn application_name(&self, claiming: bool) -> String {
+        if claiming {
             format!("{}{:016x}", self.prefix, self.me)
         } else {
             self.plain_name.clone()
         }
-    }
-
-    /// Whether `name` is one of this schema's worker names.
-    pub(super) fn is_worker_name(&self, name: &str) -> bool {
-        name.starts_with(&self.prefix)
     }
 
     /// Forgets the list: the next lone start is claimed, and the list read again (a read
@@ -266,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_instance_has_one_lead_and_the_leads_spread_evenly() {
-        let members: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(member_id).collect();
+        let members: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(hash_text).collect();
         let mut counts = [0usize; 3];
         for i in 0..3000 {
             let id = format!("{i:032x}");
@@ -282,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_worker_leaving_moves_only_its_own_instances() {
-        let all: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(member_id).collect();
+        let all: Vec<u64> = ["w1", "w2", "w3"].into_iter().map(hash_text).collect();
         let without_w3 = &all[..2];
         for i in 0..1000 {
             let id = format!("instance-{i}");
@@ -319,7 +315,7 @@ mod tests {
     fn an_unsure_worker_claims() {
         let now = Instant::now();
         let workers = Workers::new("orders", 7);
-        let other = member_id("elsewhere");
+        let other = hash_text("elsewhere");
         // No worker of this store claims: every wake-up is passed on.
         assert_eq!(workers.answer("a", now), (Answer::Claim, false));
         assert!(workers.start_claiming("w1"));
@@ -350,25 +346,34 @@ mod tests {
     #[test]
     fn the_listener_carries_the_worker_name_while_a_worker_claims() {
         let workers = Workers::new("orders", 7);
-        assert_eq!(workers.application_name(), "duractor:orders");
+        assert_eq!(
+            workers.application_name(workers.is_claiming()),
+            "duractor:orders"
+        );
         assert!(workers.start_claiming("w1"));
         assert!(
             !workers.start_claiming("w2"),
             "the name is the store's, taken once"
         );
-        let name = workers.application_name();
+        let name = workers.application_name(workers.is_claiming());
         assert!(name.starts_with("duractor:orders worker "), "{name}");
         assert!(name.len() <= 63);
         assert!(!workers.stop_claiming("w1"), "w2 still claims");
         assert!(workers.stop_claiming("w2"));
-        assert_eq!(workers.application_name(), "duractor:orders");
+        assert_eq!(
+            workers.application_name(workers.is_claiming()),
+            "duractor:orders"
+        );
         // A claim of a stopped worker still under way does not name the listener again.
         assert!(!workers.start_claiming("w2"));
-        assert_eq!(workers.application_name(), "duractor:orders");
+        assert_eq!(
+            workers.application_name(workers.is_claiming()),
+            "duractor:orders"
+        );
         // A schema name too long for the worker name: the schema's tag instead.
         let long = Workers::new(&"s".repeat(63), 7);
         long.start_claiming("w1");
-        let name = long.application_name();
+        let name = long.application_name(long.is_claiming());
         assert!(
             name.starts_with("duractor:0000000000000007 worker "),
             "{name}"
