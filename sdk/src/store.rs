@@ -637,6 +637,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The messages this store was handed for the worker `owner` to run without a claim,
+    /// already leased to it (a backend whose clients lease a start to one worker and tell it
+    /// in memory: PostgreSQL), taken once; [`StoreEvents::notify_offered`] says some came. The
+    /// default has none.
+    fn take_offered(&self, owner: &str) -> Vec<OrchestrationMessage> {
+        let _ = owner;
+        Vec::new()
+    }
+
     /// Creates an instance and enqueues its `ExecutionStarted` message. Fails with
     /// [`Error::InstanceExists`] if the id is used by a pending or running instance; a
     /// finished instance with the same id is replaced (its history is deleted).
@@ -913,6 +922,7 @@ impl StoreStats {
 #[derive(Default)]
 pub struct StoreEvents {
     work: Notify,
+    offered: Notify,
     finished: Mutex<HashMap<String, Vec<Arc<FinishWatch>>>>,
 }
 
@@ -932,6 +942,18 @@ impl StoreEvents {
     /// last wait).
     pub async fn work_notified(&self) {
         self.work.notified().await;
+    }
+
+    /// Wakes the dispatchers: messages were handed to this store for a worker to take
+    /// without a claim ([`Store::take_offered`]).
+    pub fn notify_offered(&self) {
+        self.offered.notify_one();
+    }
+
+    /// Resolves when [`notify_offered`](Self::notify_offered) is called (or was called
+    /// since the last wait).
+    pub async fn offered_notified(&self) {
+        self.offered.notified().await;
     }
 
     /// Wakes everyone waiting for this instance to finish; they read its status.
@@ -1017,6 +1039,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
         (**self).stop_claiming(owner).await
+    }
+    fn take_offered(&self, owner: &str) -> Vec<OrchestrationMessage> {
+        (**self).take_offered(owner)
     }
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
         (**self).create_instance(instance).await

@@ -76,6 +76,9 @@ impl Store for SlowStarts {
     async fn stop_claiming(&self, owner: &str) -> Result<(), Error> {
         self.inner.stop_claiming(owner).await
     }
+    fn take_offered(&self, owner: &str) -> Vec<OrchestrationMessage> {
+        self.inner.take_offered(owner)
+    }
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
         self.inner.create_instance(instance).await
     }

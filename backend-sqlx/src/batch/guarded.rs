@@ -292,6 +292,7 @@ mod tests {
             Op::Create {
                 instance: new_instance(id),
                 claim: None,
+                offer: false,
                 reply: Reply::new(caller),
             }
         };
@@ -389,6 +390,7 @@ mod tests {
         Op::Create {
             instance,
             claim: Some(("w".into(), Lease::until(Utc::now()))),
+            offer: false,
             reply: Reply::new(caller),
         }
     }

@@ -24,6 +24,11 @@ pub(crate) enum Op {
         /// Lease the instance and its `ExecutionStarted` message to this owner at once (a
         /// start by a worker's own client: its worker runs it without a claim).
         claim: Option<(String, Lease)>,
+        /// The claim is for another process's worker, which the commit's work notification
+        /// hands the message ([`crate::batch::plan::Plan::offered`]); the reply carries no
+        /// message. A start whose message cannot travel that way (too large, or held by flow
+        /// control) is left unclaimed instead.
+        offer: bool,
         reply: Reply<Option<OrchestrationMessage>>,
     },
     Enqueue {
@@ -252,6 +257,11 @@ impl Lease {
         Lease((millis(until) - now_ms()).max(0))
     }
 
+    /// A lease lasting `length` from when its op runs.
+    pub(crate) fn lasting(length: std::time::Duration) -> Lease {
+        Lease(i64::try_from(length.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// The lease's deadline for an op running at `now` (Unix ms).
     pub(crate) fn from(self, now: i64) -> i64 {
         now.saturating_add(self.0)
@@ -285,6 +295,26 @@ impl Writes {
         self.write(|reply| Op::Create {
             instance,
             claim: None,
+            offer: false,
+            reply,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Creates an instance leased to `owner`, a worker of another process, which the
+    /// commit's work notification hands its start (see [`Op::Create`]'s `offer`).
+    pub(crate) async fn create_instance_offered(
+        &self,
+        instance: NewInstance,
+        owner: &str,
+        lease: Lease,
+    ) -> Result<(), Error> {
+        let claim = Some((owner.to_owned(), lease));
+        self.write(|reply| Op::Create {
+            instance,
+            claim,
+            offer: true,
             reply,
         })
         .await
@@ -301,6 +331,7 @@ impl Writes {
         self.write(|reply| Op::Create {
             instance,
             claim,
+            offer: false,
             reply,
         })
         .await

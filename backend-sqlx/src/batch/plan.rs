@@ -169,6 +169,24 @@ pub(crate) struct Plan {
     pub(crate) release_all: Vec<String>,
     /// The notifications to send after the commit.
     pub(crate) effects: Effects,
+    /// A start leased to another process's worker, whose work notification must hand it its
+    /// `ExecutionStarted` message (the created instance's message, leased to that worker).
+    pub(crate) offered: bool,
+}
+
+/// The most bytes an offered start's message and instance id may take: they travel in a
+/// PostgreSQL notification (at most 8,000 bytes) beside the owner's name and the message id.
+const MAX_OFFERED_START: usize = 7_500;
+
+/// The `ExecutionStarted` message that starts `instance`.
+fn start_event(instance: &NewInstance) -> Event {
+    Event::ExecutionStarted {
+        name: instance.name.clone(),
+        version: instance.version.clone(),
+        input: instance.input.clone(),
+        execution: 0,
+        parent: instance.parent.clone(),
+    }
 }
 
 /// [id, instance_id, visible_at, message, execution, locked_by, locked_until]
@@ -330,12 +348,17 @@ impl Plan {
             Op::Create {
                 instance,
                 claim,
+                offer,
                 reply,
             } => {
                 let claim = claim
                     .as_ref()
                     .map(|(owner, lease)| (owner.as_str(), *lease));
-                reply.set(self.create(instance, claim, state, now));
+                reply.set(if *offer {
+                    self.offer(instance, claim, state, now).map(|()| None)
+                } else {
+                    self.create(instance, claim, state, now)
+                });
             }
             Op::Enqueue {
                 instance_id,
@@ -465,13 +488,7 @@ impl Plan {
             .map(|(owner, until)| (owner.as_str(), *until));
         let held = instance.flow.is_some();
         let created_at = millis(instance.created_at);
-        let start = Event::ExecutionStarted {
-            name: instance.name.clone(),
-            version: instance.version.clone(),
-            input: instance.input.clone(),
-            execution: 0,
-            parent: instance.parent.clone(),
-        };
+        let start = start_event(instance);
         let id = self.add_message(
             state,
             &instance.instance_id,
@@ -490,6 +507,28 @@ impl Plan {
             event: start,
             execution: None,
         }))
+    }
+
+    /// A start leased to another process's worker, which the work notification hands the
+    /// message ([`Plan::offered`]); one whose message is too large for a notification, or
+    /// that flow control holds, is created unclaimed (any worker claims it).
+    fn offer(
+        &mut self,
+        instance: &NewInstance,
+        claim: Option<(&str, Lease)>,
+        state: &mut State,
+        now: i64,
+    ) -> Result<(), Error> {
+        let travels = instance.flow.is_none()
+            && encode_event(&start_event(instance)).len() + instance.instance_id.len()
+                <= MAX_OFFERED_START;
+        if !travels {
+            return self.create(instance, None, state, now).map(drop);
+        }
+        let message = self.create(instance, claim, state, now)?;
+        self.offered = message.is_some();
+        self.effects.work |= self.offered;
+        Ok(())
     }
 
     /// The row of a new instance, leased to `lease` (owner, deadline) or, held by flow
@@ -1376,6 +1415,7 @@ pub(crate) mod tests {
             Op::Create {
                 instance: new_instance("new"),
                 claim: None,
+                offer: false,
                 reply: Reply::new(create),
             },
             Op::Enqueue {

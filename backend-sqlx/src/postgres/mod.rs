@@ -543,7 +543,8 @@ async fn listen(
             continue;
         }
         failures = 0;
-        // The name the connection carries (not known yet: set on the first pass).
+        // The version of the name the connection carries (not known yet: set on the first
+        // pass; see `Workers::renames`).
         let mut named = None;
         // Whatever happened while we were not listening: look for work.
         events.notify_work();
@@ -586,17 +587,18 @@ async fn listen(
 /// the change and the name. An error means the connection is unusable.
 async fn name_listener(
     listener: &mut PgListener,
-    named: &mut Option<bool>,
+    named: &mut Option<u64>,
     workers: &workers::Workers,
     work: &str,
 ) -> Result<(), sqlx::Error> {
-    // `named`: whether the connection carries the worker name (`None`: not known yet).
-    let claiming = workers.is_claiming();
-    if *named == Some(claiming) {
+    let renames = workers.renames();
+    if *named == Some(renames) {
         return Ok(());
     }
-    let wanted = workers.application_name(claiming);
-    let announce = claiming || *named == Some(true);
+    let wanted = workers.application_name();
+    // Every worker reads the list again, unless the connection is new and carries no worker
+    // name (a client's).
+    let announce = workers.is_claiming() || named.is_some();
     sqlx::query(
         "SELECT set_config('application_name', $1, false), \
                 (SELECT pg_notify($2, $3) WHERE $4)",
@@ -607,7 +609,7 @@ async fn name_listener(
     .bind(announce)
     .execute(&mut *listener)
     .await?;
-    *named = Some(claiming);
+    *named = Some(renames);
     Ok(())
 }
 
@@ -617,6 +619,30 @@ async fn name_listener(
 fn on_work(payload: &str, pool: &PgPool, events: &StoreEvents, workers: &Arc<workers::Workers>) {
     if payload.is_empty() {
         events.notify_work();
+        return;
+    }
+    if let Some(offer) = workers::parse_offer(payload) {
+        match offer.and_then(|offer| {
+            let event = crate::common::decode_event(offer.message).map_err(|e| e.to_string())?;
+            Ok((offer, event))
+        }) {
+            Ok((offer, event)) => {
+                let message = OrchestrationMessage {
+                    id: offer.id,
+                    instance_id: offer.instance_id.to_owned(),
+                    event,
+                    execution: None,
+                };
+                if workers.hand(offer.owner, message) {
+                    events.notify_offered();
+                }
+            }
+            Err(error) => {
+                // Leased to a worker that cannot take it: it runs once the lease lapses.
+                tracing::warn!(%error, "a start handed to a worker in a notification is not readable");
+                events.notify_work();
+            }
+        }
         return;
     }
     if payload == workers::MEMBERSHIP_CHANGED {
@@ -752,7 +778,26 @@ impl Store for PostgresStore {
     }
 
     async fn create_instance(&self, instance: NewInstance) -> Result<(), Error> {
-        self.inner.writer.create_instance(instance).await
+        // Handed to the instance's lead, leased to it, when the list of workers is fresh: the
+        // worker runs it from the notification, without a claim ([`workers`]).
+        let workers = &self.inner.workers;
+        let (lead, read) = workers.offer_to(&instance.instance_id, std::time::Instant::now());
+        if read {
+            let (pool, workers) = (self.inner.pool.clone(), workers.clone());
+            self.inner
+                .runtime
+                .spawn(async move { workers.read(&pool).await });
+        }
+        match lead {
+            Some(owner) => {
+                let lease = crate::batch::ops::Lease::lasting(workers::OFFER_LEASE);
+                self.inner
+                    .writer
+                    .create_instance_offered(instance, &owner, lease)
+                    .await
+            }
+            None => self.inner.writer.create_instance(instance).await,
+        }
     }
 
     async fn create_instance_claimed(
@@ -804,10 +849,22 @@ impl Store for PostgresStore {
         if self.inner.workers.start_claiming(owner) {
             self.wake_listener();
         }
-        self.inner
+        // Starts handed to this worker whose wake-up another worker of this store took.
+        let mut offered = self.inner.workers.take_offered(owner);
+        let mut claimed = self
+            .inner
             .writer
             .claim_messages(owner, limit, lease_until)
-            .await
+            .await?;
+        if !offered.is_empty() {
+            claimed.append(&mut offered);
+            claimed.sort_by_key(|m| m.id);
+        }
+        Ok(claimed)
+    }
+
+    fn take_offered(&self, owner: &str) -> Vec<OrchestrationMessage> {
+        self.inner.workers.take_offered(owner)
     }
 
     async fn claim_activities(
@@ -1208,8 +1265,9 @@ mod tests {
     }
 
     /// Of two worker processes' stores, a lone start wakes one, the instance's lead, and the
-    /// starts spread over both; a worker that stops leaves every start to the other at once.
-    /// Needs `DURACTOR_TEST_POSTGRES_URL`.
+    /// starts spread over both; a client that knows the workers hands each start to its lead,
+    /// leased to it; a worker that stops leaves every start to the other at once. Needs
+    /// `DURACTOR_TEST_POSTGRES_URL`.
     #[tokio::test]
     async fn a_lone_start_wakes_one_worker_and_a_stopped_one_leaves_them_all_to_the_other() {
         let Ok(url) = std::env::var("DURACTOR_TEST_POSTGRES_URL") else {
@@ -1264,6 +1322,8 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A lone start the client could not hand over (its list of workers stale) wakes the
+        // instance's lead only.
         let mut led = [0usize; 2];
         let mut both = 0;
         for i in 0..60 {
@@ -1271,6 +1331,8 @@ mod tests {
                 woken(worker, Duration::from_millis(1)).await;
             }
             client
+                .inner
+                .writer
                 .create_instance(new_instance(&format!("lone-{i}")))
                 .await
                 .unwrap();
@@ -1291,6 +1353,56 @@ mod tests {
             "the starts did not spread: {led:?}"
         );
 
+        // A start from a client whose list is fresh is handed to the lead, leased to it: the
+        // lead takes it from its store without a claim (a claim would not find it), the other
+        // gets nothing.
+        let owners = ["worker-1", "worker-2"];
+        let lease = || Utc::now() + chrono::TimeDelta::seconds(30);
+        let mut handed = [0usize; 2];
+        for i in 0..60 {
+            let id = format!("handed-{i}");
+            // A fresh list (a busy client reads it every 250 ms, a start never waits for it).
+            client.inner.workers.read(&client.inner.pool).await;
+            client.create_instance(new_instance(&id)).await.unwrap();
+            let to = tokio::select! {
+                _ = workers[0].events().offered_notified() => 0,
+                _ = workers[1].events().offered_notified() => 1,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("{id} was not handed over"),
+            };
+            handed[to] += 1;
+            let taken = workers[to].take_offered(owners[to]);
+            assert_eq!(taken.len(), 1, "{id}: {taken:?}");
+            assert_eq!(taken[0].instance_id, id);
+            assert!(
+                matches!(&taken[0].event, duractor::history::Event::ExecutionStarted { name, .. } if name == "order"),
+                "{taken:?}"
+            );
+            assert!(workers[1 - to].take_offered(owners[1 - to]).is_empty());
+            let claimed = workers[to]
+                .inner
+                .writer
+                .claim_messages(owners[to], 100, lease())
+                .await
+                .unwrap();
+            assert!(
+                !claimed.iter().any(|m| m.instance_id == id),
+                "{id} was left claimable: {claimed:?}"
+            );
+            let locked_by: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT locked_by FROM {}.instances WHERE instance_id = $1",
+                options.schema
+            )))
+            .bind(&id)
+            .fetch_one(&client.inner.pool)
+            .await
+            .unwrap();
+            assert_eq!(locked_by.as_deref(), Some(owners[to]), "{id}");
+        }
+        assert!(
+            handed.iter().all(|n| *n >= 10),
+            "the starts did not spread: {handed:?}"
+        );
+
         assert_eq!(named(client.inner.pool.clone(), prefix.clone()).await, 2);
 
         // The second worker stops claiming (its runtime drains before it unregisters): its
@@ -1308,6 +1420,8 @@ mod tests {
         for i in 0..20 {
             woken(&workers[0], Duration::from_millis(1)).await;
             client
+                .inner
+                .writer
                 .create_instance(new_instance(&format!("after-{i}")))
                 .await
                 .unwrap();
@@ -1315,6 +1429,17 @@ mod tests {
                 woken(&workers[0], Duration::from_secs(5)).await,
                 "start {i} after the second worker stopped woke nobody"
             );
+        }
+        for i in 0..20 {
+            let id = format!("handed-after-{i}");
+            client.inner.workers.read(&client.inner.pool).await;
+            client.create_instance(new_instance(&id)).await.unwrap();
+            tokio::select! {
+                _ = workers[0].events().offered_notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("{id} was not handed over"),
+            }
+            assert_eq!(workers[0].take_offered("worker-1").len(), 1, "{id}");
+            assert!(workers[1].take_offered("worker-2").is_empty(), "{id}");
         }
         client.drop_schema().await.unwrap();
     }

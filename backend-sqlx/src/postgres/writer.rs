@@ -923,11 +923,35 @@ fn work_notice(plan: &Plan, alone: bool) -> Option<String> {
         }
         _ => false,
     };
+    if let (true, [message]) = (alone && plan.offered, plan.messages.as_slice())
+        && let Some(owner) = &message.5
+    {
+        return Some(super::workers::offer_payload(
+            owner, message.0, &message.1, &message.3,
+        ));
+    }
     Some(if lone_start {
         plan.new_instances[0].0.clone()
     } else {
         String::new()
     })
+}
+
+/// Leaves a start to be offered to another process's worker only in a batch of its own:
+/// a batch's work notification hands over one message at most (any other batch notifies
+/// every worker, and they claim what it left unleased).
+fn offer_only_alone(ops: &mut [Op]) {
+    if ops.len() == 1 {
+        return;
+    }
+    for op in ops {
+        if let Op::Create { claim, offer, .. } = op
+            && *offer
+        {
+            *claim = None;
+            *offer = false;
+        }
+    }
 }
 
 /// Answers a claim that did not happen with its error: the caller claims again later.
@@ -1156,6 +1180,7 @@ impl BatchExecutor for Writer {
         if ops.iter().all(Op::is_claim) {
             return self.claim_only(ops, now).await;
         }
+        offer_only_alone(ops);
         if let Some(effects) = self.guarded(ops, now).await? {
             return Ok(effects);
         }

@@ -1926,6 +1926,7 @@ mod tests {
             let mut create = [Op::Create {
                 instance: new_instance(id),
                 claim: Some(("w".to_owned(), lease())),
+                offer: false,
                 reply: Reply::new(caller),
             }];
             writer

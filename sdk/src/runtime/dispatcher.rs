@@ -16,7 +16,7 @@ use super::entity::EntityActor;
 use super::instance::{InstanceActor, PendingCreate};
 use super::messages::{
     Deliver, Drain, FromClient, GiveUp, Inbound, Poke, RequestUnload, Route, Shutdown, Start,
-    TimersArmed, ToDispatcher, ToWorker, UNQUEUED_START, Unload, Unloaded,
+    TakeOffered, TimersArmed, ToDispatcher, ToWorker, UNQUEUED_START, Unload, Unloaded,
 };
 use super::poll::Poller;
 use super::residency::{self, backoff};
@@ -527,6 +527,18 @@ impl Actor for Dispatcher {
                 me.do_send(Poke);
             }
         });
+        // And when it was handed messages leased to this worker already (no claim to run).
+        let store = self.shared.store.clone();
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            loop {
+                store.events().offered_notified().await;
+                if !me.connected() {
+                    break;
+                }
+                me.do_send(TakeOffered);
+            }
+        });
 
         if !self.shared.orchestrator_flow_rules.is_empty() {
             ctx.run_interval(ADMIT_POLL, |act, ctx| act.admit(ctx));
@@ -598,6 +610,23 @@ impl Handler<Poke> for Dispatcher {
         self.claim(ctx);
         // New work may be a held instance (its creation announces work too).
         self.admit(ctx);
+    }
+}
+
+impl Handler<TakeOffered> for Dispatcher {
+    type Result = ();
+
+    /// Routes what the store was handed for this worker. While stopping, they stay with the
+    /// store: leased to this worker, they are let go with its other leases when it
+    /// unregisters.
+    fn handle(&mut self, _: TakeOffered, ctx: &mut Context<Self>) {
+        if self.stopping || !self.shared.runs_instances {
+            return;
+        }
+        let offered = self.shared.store.take_offered(&self.shared.owner);
+        if !offered.is_empty() {
+            self.route(offered.into_iter().map(Inbound::Queued).collect(), ctx);
+        }
     }
 }
 

@@ -104,6 +104,12 @@ pub(super) struct FromClient {
 #[rtype(result = "()")]
 pub(super) struct Poke;
 
+/// The store was handed messages for this worker to run without a claim
+/// ([`Store::take_offered`](crate::store::Store::take_offered)): take and route them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct TakeOffered;
+
 /// A turn created durable timers due at these times: claim when they are due.
 #[derive(Message)]
 #[rtype(result = "()")]
