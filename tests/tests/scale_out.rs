@@ -471,8 +471,10 @@ async fn lone_starts_run_when_the_worker_chosen_for_them_is_killed() {
         i += 1;
     }
     workers.remove(0).kill();
-    // A start now may be left to the dead worker until the other reads its list again: it
-    // runs at the other's poll. Once one start has run at once, the list is read.
+    // A start now may be left to the dead worker until the other worker and this client
+    // read their lists again: handed to it, it runs once its lease lapses (3 s) at the
+    // other's poll; left to it as a lone start, at the other's poll. Once one start has run,
+    // the lists are read.
     let first = run(i).await;
     i += 1;
     println!("the first start after the kill took {first:?}");

@@ -1402,6 +1402,37 @@ mod tests {
             handed.iter().all(|n| *n >= 10),
             "the starts did not spread: {handed:?}"
         );
+        // A start handed to a worker that never takes it (it died after the client read the
+        // list) is claimable by the others once its lease lapses.
+        client.inner.workers.read(&client.inner.pool).await;
+        let id = (0..1000)
+            .map(|i| format!("untaken-{i}"))
+            .find(|id| {
+                client
+                    .inner
+                    .workers
+                    .offer_to(id, std::time::Instant::now())
+                    .0
+                    .as_deref()
+                    == Some("worker-2")
+            })
+            .expect("worker-2 leads one of 1,000 ids while the list is fresh");
+        client.create_instance(new_instance(&id)).await.unwrap();
+        let taken =
+            |claimed: Vec<OrchestrationMessage>| claimed.iter().any(|m| m.instance_id == id);
+        let claim = || {
+            workers[0]
+                .inner
+                .writer
+                .claim_messages("worker-1", 100, lease())
+        };
+        assert!(!taken(claim().await.unwrap()), "{id} was claimable at once");
+        tokio::time::sleep(workers::OFFER_LEASE + Duration::from_millis(100)).await;
+        assert!(
+            taken(claim().await.unwrap()),
+            "{id} was not claimable after its lease"
+        );
+        assert_eq!(workers[1].take_offered("worker-2").len(), 1);
 
         assert_eq!(named(client.inner.pool.clone(), prefix.clone()).await, 2);
 
