@@ -639,8 +639,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The messages this store was handed for the worker `owner` to run without a claim,
     /// already leased to it (a backend whose clients lease a start to one worker and tell it
-    /// in memory: PostgreSQL), taken once; [`StoreEvents::notify_offered`] says some came. The
-    /// default has none.
+    /// in memory: PostgreSQL), taken once; [`StoreEvents::notify_offered`] says some came.
+    /// Their lease may be short (PostgreSQL's: 3 s): the runtime renews its leases within a
+    /// second of taking them. The default has none; a store that wraps another must forward
+    /// this, or what the inner store was handed waits until its lease lapses and is claimed.
     fn take_offered(&self, owner: &str) -> Vec<OrchestrationMessage> {
         let _ = owner;
         Vec::new()
@@ -922,8 +924,21 @@ impl StoreStats {
 #[derive(Default)]
 pub struct StoreEvents {
     work: Notify,
-    offered: Notify,
+    /// Bumped by every [`StoreEvents::notify_offered`]: each dispatcher watches it.
+    offered: tokio::sync::watch::Sender<u64>,
     finished: Mutex<HashMap<String, Vec<Arc<FinishWatch>>>>,
+}
+
+/// One waiter's watch of [`StoreEvents::notify_offered`] ([`StoreEvents::watch_offered`]).
+#[derive(Debug)]
+pub struct OfferedWatch(tokio::sync::watch::Receiver<u64>);
+
+impl OfferedWatch {
+    /// Resolves when messages were handed to the store since this watch last resolved (or
+    /// was made); `false` once the store is gone.
+    pub async fn notified(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 impl fmt::Debug for StoreEvents {
@@ -944,16 +959,17 @@ impl StoreEvents {
         self.work.notified().await;
     }
 
-    /// Wakes the dispatchers: messages were handed to this store for a worker to take
-    /// without a claim ([`Store::take_offered`]).
+    /// Wakes every dispatcher of this store: messages were handed to it for a worker to
+    /// take without a claim ([`Store::take_offered`]; each takes its own).
     pub fn notify_offered(&self) {
-        self.offered.notify_one();
+        self.offered
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    /// Resolves when [`notify_offered`](Self::notify_offered) is called (or was called
-    /// since the last wait).
-    pub async fn offered_notified(&self) {
-        self.offered.notified().await;
+    /// A watch of [`notify_offered`](Self::notify_offered) for one waiter: every waiter
+    /// sees every call (a call while it was not waiting included).
+    pub fn watch_offered(&self) -> OfferedWatch {
+        OfferedWatch(self.offered.subscribe())
     }
 
     /// Wakes everyone waiting for this instance to finish; they read its status.
@@ -1207,7 +1223,24 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_password;
+    use super::{StoreEvents, redact_password};
+    use std::time::Duration;
+
+    /// Every dispatcher of a store sees every hand-over, one made while it was not waiting
+    /// included, and only once.
+    #[tokio::test]
+    async fn every_watch_sees_each_hand_over_once() {
+        let events = StoreEvents::default();
+        let (mut first, mut second) = (events.watch_offered(), events.watch_offered());
+        events.notify_offered();
+        let wait = Duration::from_secs(5);
+        assert!(tokio::time::timeout(wait, first.notified()).await.unwrap());
+        assert!(tokio::time::timeout(wait, second.notified()).await.unwrap());
+        let again = tokio::time::timeout(Duration::from_millis(20), first.notified()).await;
+        assert!(again.is_err(), "seen twice");
+        drop(events);
+        assert!(!second.notified().await, "the store is gone");
+    }
 
     #[test]
     fn only_passwords_are_redacted() {

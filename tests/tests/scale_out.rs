@@ -455,7 +455,7 @@ async fn lone_starts_run_when_the_worker_chosen_for_them_is_killed() {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
         )
-        .bind(format!("duractor:{schema} worker %"))
+        .bind(format!("duractor:{schema} worker:%"))
         .fetch_one(&mut conn)
         .await
         .unwrap()
@@ -492,13 +492,13 @@ async fn lone_starts_run_when_the_worker_chosen_for_them_is_killed() {
 }
 
 /// Terminates the backends of connections named `application_name` (a store's connections)
-/// or `<application_name> worker <id>` (its worker's listener); returns how many.
+/// or `<application_name> worker:<owner>` (its worker's listener); returns how many.
 async fn terminate_connections(url: &str, application_name: &str) -> u64 {
     use sqlx::Connection;
     let mut conn = sqlx::postgres::PgConnection::connect(url).await.unwrap();
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE (application_name = $1 OR left(application_name, length($1) + 8) = $1 || ' worker ') \
+         WHERE (application_name = $1 OR left(application_name, length($1) + 8) = $1 || ' worker:') \
            AND pid <> pg_backend_pid()",
     )
     .bind(application_name)

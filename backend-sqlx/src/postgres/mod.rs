@@ -509,7 +509,8 @@ fn migrator() -> sqlx::migrate::Migrator {
 }
 
 /// Listens for other workers' notifications on `[work, finished, finished_rows]`: work
-/// available (for every worker, or a lone start for its lead only: [`workers`]), an instance
+/// available (for every worker, a lone start for its lead only, or a start handed to one
+/// worker: [`workers`]), an instance
 /// finished (its id), an instance finished (its row, handed to its waiters); reconnects (with
 /// backoff) when the connection drops. Notifications sent meanwhile are lost: the runtime's
 /// polling finds that work, and waiters read again. While a worker is registered in this
@@ -615,13 +616,22 @@ async fn name_listener(
 
 /// A work notification: an empty payload is work for every worker; a lone start's names its
 /// instance, which only its lead claims (a read of the live workers is started when the list
-/// is stale); [`workers::MEMBERSHIP_CHANGED`] says a worker joined or left.
+/// is stale); a start handed to a worker ([`workers::offer_payload`]) is kept for that
+/// worker, if it is one of this store's, which is woken to take it without a claim;
+/// [`workers::MEMBERSHIP_CHANGED`] says a worker joined or left.
 fn on_work(payload: &str, pool: &PgPool, events: &StoreEvents, workers: &Arc<workers::Workers>) {
     if payload.is_empty() {
         events.notify_work();
         return;
     }
     if let Some(offer) = workers::parse_offer(payload) {
+        // Every process gets every notification: only the worker it was handed to reads it.
+        if offer
+            .as_ref()
+            .is_ok_and(|offer| !workers.claims(offer.owner))
+        {
+            return;
+        }
         match offer.and_then(|offer| {
             let event = crate::common::decode_event(offer.message).map_err(|e| e.to_string())?;
             Ok((offer, event))
@@ -849,13 +859,14 @@ impl Store for PostgresStore {
         if self.inner.workers.start_claiming(owner) {
             self.wake_listener();
         }
-        // Starts handed to this worker whose wake-up another worker of this store took.
-        let mut offered = self.inner.workers.take_offered(owner);
         let mut claimed = self
             .inner
             .writer
             .claim_messages(owner, limit, lease_until)
             .await?;
+        // And what was handed to this worker and not taken yet (taken once the claim
+        // succeeded: a failed claim leaves it for the next).
+        let mut offered = self.inner.workers.take_offered(owner);
         if !offered.is_empty() {
             claimed.append(&mut offered);
             claimed.sort_by_key(|m| m.id);
@@ -1359,14 +1370,18 @@ mod tests {
         let owners = ["worker-1", "worker-2"];
         let lease = || Utc::now() + chrono::TimeDelta::seconds(30);
         let mut handed = [0usize; 2];
+        let (mut watch_1, mut watch_2) = (
+            workers[0].events().watch_offered(),
+            workers[1].events().watch_offered(),
+        );
         for i in 0..60 {
             let id = format!("handed-{i}");
             // A fresh list (a busy client reads it every 250 ms, a start never waits for it).
             client.inner.workers.read(&client.inner.pool).await;
             client.create_instance(new_instance(&id)).await.unwrap();
             let to = tokio::select! {
-                _ = workers[0].events().offered_notified() => 0,
-                _ = workers[1].events().offered_notified() => 1,
+                _ = watch_1.notified() => 0,
+                _ = watch_2.notified() => 1,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("{id} was not handed over"),
             };
             handed[to] += 1;
@@ -1466,7 +1481,7 @@ mod tests {
             client.inner.workers.read(&client.inner.pool).await;
             client.create_instance(new_instance(&id)).await.unwrap();
             tokio::select! {
-                _ = workers[0].events().offered_notified() => {}
+                _ = watch_1.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("{id} was not handed over"),
             }
             assert_eq!(workers[0].take_offered("worker-1").len(), 1, "{id}");

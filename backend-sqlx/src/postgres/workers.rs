@@ -3,19 +3,28 @@
 //! Every worker listens on the schema's work channel, and a notification used to wake them
 //! all: for a start on its own (a client starting one instance at a time) every worker then
 //! sent a claim, one took the instance and the others found nothing — on two workers, twice
-//! the claims, and a second claim competing with the first for the server. Now a lone start's
-//! notification names its instance, and only that instance's *lead* claims: the worker whose
-//! score for the instance id ([`score`]) is highest among the schema's live workers
-//! (rendezvous hashing: the starts spread evenly, and a worker joining or leaving moves only
-//! its own share). Every other notification still wakes every worker.
+//! the claims, and a second claim competing with the first for the server. Now a lone start
+//! goes to that instance's *lead*: the worker whose score for the instance id ([`score`]) is
+//! highest among the schema's live workers (rendezvous hashing: the starts spread evenly, and
+//! a worker joining or leaving moves only its own share). Every other notification still
+//! wakes every worker.
+//!
+//! A client that knows the live workers *hands* the start to its lead: it creates the
+//! instance leased to the lead for [`OFFER_LEASE`], and the commit's notification carries the
+//! start's message ([`offer_payload`]), so the lead runs it without a claim
+//! ([`Workers::offer_to`], [`Workers::hand`]). A client whose list is stale makes a plain
+//! lone start: the notification names the instance, and only its lead claims it
+//! ([`Workers::answer`]).
 //!
 //! The live workers are the listener connections named for this schema in
-//! `pg_stat_activity` (a worker names its listener connection once it registers, and a
-//! connection ends with its process, so a killed worker drops out at once). Each worker reads
-//! that list again when it is older than [`FRESH`], and claims itself while its list is stale,
-//! while it is not in it, or before it ever read it: a worker that is unsure claims. A start
-//! whose lead died within [`FRESH`] before it is claimed by the next fallback poll (at most the
-//! runtime's poll interval, a second by default) — the one case where a lone start waits.
+//! `pg_stat_activity` (a worker names its listener connection after its first claim of
+//! orchestration work, for its owner id, and a connection ends with its process, so a killed
+//! worker drops out at once). Each process reads that list again when it is older than
+//! [`FRESH`]; a worker claims itself while its list is stale, while it is not in it, or before
+//! it ever read it (a worker that is unsure claims), and a client hands nothing over then. A
+//! start whose lead died within [`FRESH`] before is claimed by the next fallback poll (at most
+//! the runtime's poll interval, a second by default), after its [`OFFER_LEASE`] if it was
+//! handed over — the cases where a lone start waits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -69,12 +78,17 @@ pub(super) fn score(member: u64, instance_id: &str) -> u64 {
     x
 }
 
-/// The lead of `instance_id` among `members` (`None` for no members).
-pub(super) fn lead(members: &[u64], instance_id: &str) -> Option<u64> {
-    members
-        .iter()
-        .copied()
-        .max_by_key(|member| (score(*member, instance_id), *member))
+/// The lead of `instance_id` among `members` (`None` for no members), each member known by
+/// its hash (`hash_of`).
+pub(super) fn lead<'a, M>(
+    members: &'a [M],
+    hash_of: impl Fn(&M) -> u64,
+    instance_id: &str,
+) -> Option<&'a M> {
+    members.iter().max_by_key(|member| {
+        let hash = hash_of(member);
+        (score(hash, instance_id), hash)
+    })
 }
 
 /// What starts a work notification's payload that hands a start to one worker: a character
@@ -158,12 +172,7 @@ struct Seen {
 impl Seen {
     /// The lead of `instance_id` in the list, by owner id.
     fn lead(&self, instance_id: &str) -> Option<&str> {
-        let hashes: Vec<u64> = self.members.iter().map(|(hash, _)| *hash).collect();
-        let lead = lead(&hashes, instance_id)?;
-        self.members
-            .iter()
-            .find(|(hash, _)| *hash == lead)
-            .map(|(_, owner)| owner.as_str())
+        lead(&self.members, |(hash, _)| *hash, instance_id).map(|(_, owner)| owner.as_str())
     }
 }
 
@@ -178,14 +187,15 @@ pub(super) enum Answer {
 
 impl Workers {
     /// The view of the workers of `schema`, tagged `tag` (the hash its channel names carry).
-    /// Their listener connections are named `duractor:<schema> worker <owner id>` (the
-    /// store's other connections are `duractor:<schema>`); a schema name too long for that
-    /// in an application name (63 bytes, with room for a runtime's owner id) is replaced by
-    /// its tag.
+    /// Their listener connections are named `duractor:<schema> worker:<owner id>` (the
+    /// store's other connections are `duractor:<schema>`; releases before 2026-12-07 named
+    /// theirs `… worker <random hex id>`, which this one does not list: it could not hand them
+    /// starts); a schema name too long for that in an application name (63 bytes, with room
+    /// for a runtime's owner id) is replaced by its tag.
     pub(super) fn new(schema: &str, tag: u64) -> Workers {
-        let mut prefix = format!("duractor:{schema} worker ");
+        let mut prefix = format!("duractor:{schema} worker:");
         if prefix.len() + OWNER_ROOM > MAX_NAME {
-            prefix = format!("duractor:{tag:016x} worker ");
+            prefix = format!("duractor:{tag:016x} worker:");
         }
         Workers {
             prefix,
@@ -208,8 +218,11 @@ impl Workers {
         claiming
             .owners
             .iter()
+            // PostgreSQL shows other bytes of an application name escaped: the others would
+            // not find the worker by its id.
             .find(|owner| {
-                self.prefix.len() + owner.len() <= MAX_NAME && !owner.contains(char::is_control)
+                self.prefix.len() + owner.len() <= MAX_NAME
+                    && owner.bytes().all(|b| (0x20..=0x7e).contains(&b))
             })
             .map(String::as_str)
     }
@@ -233,6 +246,8 @@ impl Workers {
         claiming.stopped.insert(owner.to_owned());
         let before = self.named(&claiming).map(str::to_owned);
         claiming.owners.retain(|o| o != owner);
+        // What it was handed and did not take is let go with its leases when it unregisters.
+        lock(&self.offered).remove(owner);
         self.renamed(before.as_deref(), &claiming)
     }
 
@@ -324,6 +339,12 @@ impl Workers {
         }
     }
 
+    /// Whether `owner` is a worker of this store that claims (and so takes what it is
+    /// handed).
+    pub(super) fn claims(&self, owner: &str) -> bool {
+        lock(&self.claiming).owners.iter().any(|o| o == owner)
+    }
+
     /// Keeps `message`, handed to this store's worker `owner`, for its dispatcher; false
     /// (dropped) if `owner` is not a worker of this store that claims: one that stopped lets
     /// it go with its other leases when it unregisters, and another store's is not ours.
@@ -405,7 +426,7 @@ mod tests {
         let mut counts = [0usize; 3];
         for i in 0..3000 {
             let id = format!("{i:032x}");
-            let lead = lead(&members, &id).unwrap();
+            let lead = *lead(&members, |m| *m, &id).unwrap();
             counts[members.iter().position(|m| *m == lead).unwrap()] += 1;
         }
         // An even split is 1,000 each.
@@ -421,9 +442,9 @@ mod tests {
         let without_w3 = &all[..2];
         for i in 0..1000 {
             let id = format!("instance-{i}");
-            let lead_of_all = lead(&all, &id).unwrap();
+            let lead_of_all = *lead(&all, |m| *m, &id).unwrap();
             if lead_of_all != all[2] {
-                assert_eq!(lead(without_w3, &id), Some(lead_of_all), "{id}");
+                assert_eq!(lead(without_w3, |m| *m, &id), Some(&lead_of_all), "{id}");
             }
         }
     }
@@ -507,10 +528,10 @@ mod tests {
         assert_eq!(workers.application_name(), "duractor:orders");
         assert!(workers.start_claiming("w1"));
         assert!(!workers.start_claiming("w2"), "the name stays w1's");
-        assert_eq!(workers.application_name(), "duractor:orders worker w1");
+        assert_eq!(workers.application_name(), "duractor:orders worker:w1");
         let renames = workers.renames();
         assert!(workers.stop_claiming("w1"), "w2 takes the name");
-        assert_eq!(workers.application_name(), "duractor:orders worker w2");
+        assert_eq!(workers.application_name(), "duractor:orders worker:w2");
         assert!(workers.stop_claiming("w2"));
         assert_eq!(workers.application_name(), "duractor:orders");
         assert_eq!(workers.renames(), renames + 2);
@@ -524,7 +545,7 @@ mod tests {
         let name = long.application_name();
         assert_eq!(
             name,
-            "duractor:0000000000000007 worker 4194304-0123456789ab"
+            "duractor:0000000000000007 worker:4194304-0123456789ab"
         );
         assert!(name.len() <= MAX_NAME);
         // An owner id that does not fit is not named: the store claims every lone start.

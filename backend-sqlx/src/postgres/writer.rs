@@ -905,9 +905,11 @@ async fn statement(
 }
 
 /// What a batch's notification on the work channel carries ([`super::workers`]): `None` when
-/// it made no work for other workers; the instance id of a lone start — a batch of one op
-/// (`alone`) that made one new instance, not leased, its first message and nothing else — for
-/// the instance's lead alone; an empty payload, for every worker, otherwise.
+/// it made no work for other workers; a start handed to a worker (a batch of one op, `alone`,
+/// whose plan is [`Plan::offered`]: the owner, the message id, the instance id and the
+/// message); the instance id of a lone start — a batch of one op that made one new instance,
+/// not leased, its first message and nothing else — for the instance's lead alone; an empty
+/// payload, for every worker, otherwise.
 fn work_notice(plan: &Plan, alone: bool) -> Option<String> {
     if !plan.effects.work {
         return None;
@@ -923,6 +925,11 @@ fn work_notice(plan: &Plan, alone: bool) -> Option<String> {
         }
         _ => false,
     };
+    // `offer_only_alone` left offers in batches of one op only.
+    debug_assert!(
+        alone || !plan.offered,
+        "a start handed over in a batch of several ops"
+    );
     if let (true, [message]) = (alone && plan.offered, plan.messages.as_slice())
         && let Some(owner) = &message.5
     {

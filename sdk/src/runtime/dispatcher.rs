@@ -37,6 +37,12 @@ const ADMIT_RECHECK: Duration = Duration::from_millis(50);
 /// How often a worker with flow-controlled orchestrators looks for held instances anyway
 /// (created by another process).
 const ADMIT_POLL: Duration = Duration::from_secs(1);
+/// How soon after taking starts handed over ([`Store::take_offered`]) the leases are renewed:
+/// within the shortest lease a backend gives them (PostgreSQL's: 3 s).
+///
+/// [`Store::take_offered`]: crate::store::Store::take_offered
+const OFFERED_RENEWAL: Duration = Duration::from_secs(1);
+
 /// How often a worker looks for held instances of orchestrators it has but does not limit
 /// (held by a process that limits them: a client or worker configured differently), to
 /// let them run rather than leave them Pending for ever.
@@ -140,6 +146,8 @@ pub(super) struct Dispatcher {
     instances: HashMap<Arc<str>, Slot>,
     claiming: bool,
     claim_again: bool,
+    /// A renewal of the leases is armed for starts handed over ([`TakeOffered`]).
+    offered_renewal: bool,
     claim_failures: u32,
     /// Due times to wake up at (timers this worker armed or found), each once, earliest first.
     timers: BTreeSet<DateTime<Utc>>,
@@ -164,6 +172,7 @@ impl Dispatcher {
             instances: HashMap::new(),
             claiming: false,
             claim_again: false,
+            offered_renewal: false,
             claim_failures: 0,
             timers: BTreeSet::new(),
             held: SharedTimers::default(),
@@ -528,17 +537,15 @@ impl Actor for Dispatcher {
             }
         });
         // And when it was handed messages leased to this worker already (no claim to run).
-        let store = self.shared.store.clone();
-        let me = ctx.address();
-        actix_rt::spawn(async move {
-            loop {
-                store.events().offered_notified().await;
-                if !me.connected() {
-                    break;
+        if self.shared.runs_instances {
+            let mut offered = self.shared.store.events().watch_offered();
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                while offered.notified().await && me.connected() {
+                    me.do_send(TakeOffered);
                 }
-                me.do_send(TakeOffered);
-            }
-        });
+            });
+        }
 
         if !self.shared.orchestrator_flow_rules.is_empty() {
             ctx.run_interval(ADMIT_POLL, |act, ctx| act.admit(ctx));
@@ -624,8 +631,18 @@ impl Handler<TakeOffered> for Dispatcher {
             return;
         }
         let offered = self.shared.store.take_offered(&self.shared.owner);
-        if !offered.is_empty() {
-            self.route(offered.into_iter().map(Inbound::Queued).collect(), ctx);
+        if offered.is_empty() {
+            return;
+        }
+        self.route(offered.into_iter().map(Inbound::Queued).collect(), ctx);
+        // Their lease may be short (a client chose it): renewed with the others in a second,
+        // unless their first turns have committed (taking the runtime's lease) by then.
+        if !self.offered_renewal {
+            self.offered_renewal = true;
+            ctx.run_later(OFFERED_RENEWAL, |act, ctx| {
+                act.offered_renewal = false;
+                act.renew_leases(ctx);
+            });
         }
     }
 }
