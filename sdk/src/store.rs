@@ -918,7 +918,8 @@ impl StoreStats {
 /// Backends call [`StoreEvents::notify_work`] after committing messages or work items that no
 /// worker holds, and [`StoreEvents::notify_finished`] (or, when the commit gave them the
 /// instance's row as it now stands, [`StoreEvents::notify_finished_with`]) after committing a
-/// terminal status. The runtime's dispatcher and
+/// terminal status; [`StoreEvents::notify_offered`] when they were handed messages for one of
+/// their workers to take without a claim ([`Store::take_offered`]). The runtime's dispatcher and
 /// [`Client::wait_for_completion`](crate::Client::wait_for_completion) listen, and fall back
 /// to polling for changes made by other processes.
 #[derive(Default)]
