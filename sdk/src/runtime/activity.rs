@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,8 +18,12 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::Shared;
-use super::messages::{CancelActivities, Drain, Inbound, Route, RunActivities, ToDispatcher};
+use super::messages::{
+    Adopt, AttemptEnded, CancelActivities, Drain, Inbound, MemoryItem, Route, RunActivities,
+    ToDispatcher, ToWorker,
+};
 use super::poll::Poller;
+use super::quick::FirstPoll;
 use super::residency::backoff;
 use crate::activity::{ActivityContext, AttemptControl, CancelReason};
 use crate::clock::checked_after;
@@ -43,35 +48,16 @@ enum Origin {
     Claimed,
 }
 
-/// A call kept in memory ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)):
-/// the work item made of it once it has run for a sync period, if one was. The lock is held
-/// while the item is being made, so a result is never delivered while it is unknown whether
-/// the call has an item.
-#[derive(Debug, Default)]
-struct MemoryItem {
-    item_id: tokio::sync::Mutex<Option<i64>>,
-    /// Making its work item has started (or is done).
-    persisting: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryItem {
-    /// Its work item, if it has one now (`None` while one is being made).
-    fn item_id(&self) -> Option<i64> {
-        self.item_id.try_lock().ok().and_then(|id| *id)
-    }
-}
-
 pub(super) struct ActivityWorker {
     shared: Arc<Shared>,
     dispatcher: ToDispatcher,
     queue: VecDeque<(ActivityWorkItem, Origin)>,
     running: usize,
     /// The work items running now, with what their attempts share with the worker (their
-    /// leases are renewed with the queued ones). Calls kept in memory have negative keys of
-    /// their own ([`Self::next_memory_key`]).
+    /// leases are renewed with the queued ones), and the attempts of quick activities that
+    /// go on on the runtime's thread ([`Adopt`]). Calls kept in memory have negative keys of
+    /// their own ([`Shared::next_memory_key`]).
     attempts: HashMap<i64, Attempt>,
-    /// The key of the last call kept in memory (counting down from -1).
-    memory_keys: i64,
     claiming: bool,
     /// A claim was asked for while one ran or every slot was busy: it runs when the running
     /// one ends or a slot frees (work queued meanwhile is not left to the poll).
@@ -108,14 +94,7 @@ impl ActivityWorker {
             drain_waiters: Vec::new(),
             flow_waiting: false,
             flow_recheck: false,
-            memory_keys: 0,
         }
-    }
-
-    /// A key for a call kept in memory, which has no queue id (those are positive).
-    fn next_memory_key(&mut self) -> i64 {
-        self.memory_keys -= 1;
-        self.memory_keys
     }
 
     /// Starts queued items while below the concurrency limit.
@@ -149,7 +128,7 @@ impl ActivityWorker {
             let shared = self.shared.clone();
             let route = self.dispatcher.route.clone();
             let limited = shared.flow.contains_key(&item.name);
-            let run = run(shared, item, origin, control, route).into_actor(self);
+            let run = run(shared, item, origin, control, route, Thread::Worker).into_actor(self);
             ctx.spawn(run.map(move |(), act, ctx| {
                 act.running -= 1;
                 act.attempts.remove(&item_id);
@@ -468,6 +447,75 @@ impl Attempt {
     }
 }
 
+/// Where an attempt runs, which decides what its first poll says about its activity
+/// ([`QuickActivities`](super::quick::QuickActivities)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Thread {
+    /// The activity worker's.
+    Worker,
+    /// The runtime's, where the instance that called a quick activity runs ([`start_here`]).
+    Runtime,
+}
+
+/// Starts an attempt of a call of a quick activity on this thread, the runtime's, where
+/// the instance that scheduled it runs: its first poll runs now, and usually finishes it,
+/// its result routed to the instance like the worker's. An attempt that is not done after
+/// that poll goes on on this thread, with its timeouts and cancellation as on the worker,
+/// which the worker is told of ([`Adopt`]) so that it counts, renews and syncs it with its
+/// own until it ends ([`AttemptEnded`]).
+pub(super) fn start_here(
+    shared: &Arc<Shared>,
+    mut item: ActivityWorkItem,
+    route: Recipient<Route>,
+    worker: &ToWorker,
+) {
+    let started = Instant::now();
+    let (origin, memory) = if item.id == 0 {
+        item.id = shared.next_memory_key();
+        let call = Arc::new(MemoryItem::default());
+        (Origin::Memory(call.clone()), Some(call))
+    } else {
+        (Origin::Local, None)
+    };
+    let control = Arc::new(AttemptControl::new(
+        item.heartbeat.clone(),
+        shared.options.limits,
+        shared.clock.clone(),
+    ));
+    let adopt = Adopt {
+        key: item.id,
+        instance_id: item.instance_id.clone(),
+        execution: item.execution,
+        seq: item.seq,
+        control: control.clone(),
+        memory,
+        started,
+    };
+    let mut attempt = Box::pin(run(
+        shared.clone(),
+        item,
+        origin,
+        control,
+        route,
+        Thread::Runtime,
+    ));
+    // Polled with a waker that does nothing: an attempt not done is polled again at once by
+    // the task that takes it over, which registers that task's waker.
+    let first = attempt
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    if first.is_ready() {
+        return;
+    }
+    let key = adopt.key;
+    worker.adopt.do_send(adopt);
+    let ended = worker.ended.clone();
+    actix::spawn(async move {
+        attempt.await;
+        ended.do_send(AttemptEnded { key });
+    });
+}
+
 /// Runs one attempt and delivers its result to the instance: in memory for local work,
 /// otherwise committed first (and routed when the message was claimed for this worker). An
 /// attempt that times out has its failure delivered at once and is then given the cancel
@@ -478,6 +526,7 @@ async fn run(
     origin: Origin,
     control: Arc<AttemptControl>,
     route: Recipient<Route>,
+    thread: Thread,
 ) {
     let span = tracing::info_span!("activity", instance_id = %item.instance_id, name = %item.name, seq = item.seq, attempt = item.attempt);
     let started = Instant::now();
@@ -496,7 +545,8 @@ async fn run(
         deliver(&shared, &item, &origin, event, &route).await;
         return;
     }
-    let mut attempt = std::pin::pin!(execute(&shared, &item, control.clone()).instrument(span));
+    let mut attempt =
+        std::pin::pin!(execute(&shared, &item, control.clone(), thread).instrument(span));
     let finished = loop {
         let wake = next_deadline(&item, &control, started_at);
         let timeout = async {
@@ -690,8 +740,14 @@ async fn deliver(
     }
 }
 
-/// Runs the activity function, turning errors and panics into `TaskFailed`.
-async fn execute(shared: &Shared, item: &ActivityWorkItem, control: Arc<AttemptControl>) -> Event {
+/// Runs the activity function, turning errors and panics into `TaskFailed`; tells
+/// [`QuickActivities`](super::quick::QuickActivities) how its first poll went.
+async fn execute(
+    shared: &Shared,
+    item: &ActivityWorkItem,
+    control: Arc<AttemptControl>,
+    thread: Thread,
+) -> Event {
     let entry = match shared.registry.get_activity(&item.name) {
         Ok(entry) => *entry,
         Err(error) => {
@@ -713,7 +769,26 @@ async fn execute(shared: &Shared, item: &ActivityWorkItem, control: Arc<AttemptC
         control.clone(),
     );
     let future = (entry.invoke)(ctx, item.input.clone());
-    match AssertUnwindSafe(Caught(future)).catch_unwind().await {
+    let mut caught = std::pin::pin!(AssertUnwindSafe(Caught(future)).catch_unwind());
+    let polled_at = Instant::now();
+    let first = std::future::poll_fn(|cx| Poll::Ready(caught.as_mut().poll(cx))).await;
+    let poll = FirstPoll {
+        done: first.is_ready(),
+        took: polled_at.elapsed(),
+    };
+    match thread {
+        Thread::Worker => shared.quick.on_worker(&item.name, poll),
+        Thread::Runtime => {
+            if shared.quick.on_runtime_thread(&item.name, poll) {
+                tracing::debug!(activity = %item.name, done = poll.done, took_us = poll.took.as_micros() as u64, "a quick activity's attempt was not quick: it runs on the activity worker again");
+            }
+        }
+    }
+    let outcome = match first {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => caught.await,
+    };
+    match outcome {
         Ok(Ok(output)) => {
             let what = format!("the output of activity `{}`", item.name);
             match shared.options.limits.check_payload(&what, &output) {
@@ -776,7 +851,7 @@ impl Handler<RunActivities> for ActivityWorker {
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
         for mut item in msg.items {
             let origin = if item.id == 0 {
-                item.id = self.next_memory_key();
+                item.id = self.shared.next_memory_key();
                 Origin::Memory(Arc::default())
             } else {
                 Origin::Local
@@ -785,6 +860,40 @@ impl Handler<RunActivities> for ActivityWorker {
         }
         self.pump(ctx);
         if msg.claim {
+            self.claim(ctx);
+        }
+    }
+}
+
+impl Handler<Adopt> for ActivityWorker {
+    type Result = ();
+
+    fn handle(&mut self, adopt: Adopt, ctx: &mut Context<Self>) {
+        self.running += 1;
+        self.attempts.insert(
+            adopt.key,
+            Attempt {
+                instance_id: adopt.instance_id,
+                execution: adopt.execution,
+                seq: adopt.seq,
+                control: adopt.control,
+                memory: adopt.memory,
+                started: adopt.started,
+            },
+        );
+        self.pump(ctx);
+    }
+}
+
+impl Handler<AttemptEnded> for ActivityWorker {
+    type Result = ();
+
+    fn handle(&mut self, AttemptEnded { key }: AttemptEnded, ctx: &mut Context<Self>) {
+        if self.attempts.remove(&key).is_some() {
+            self.running -= 1;
+        }
+        self.pump(ctx);
+        if self.claim_pending {
             self.claim(ctx);
         }
     }

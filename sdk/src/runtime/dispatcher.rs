@@ -405,6 +405,8 @@ impl Dispatcher {
             ToWorker {
                 run: self.worker.clone().recipient(),
                 cancel: self.worker.clone().recipient(),
+                adopt: self.worker.clone().recipient(),
+                ended: self.worker.clone().recipient(),
             },
             self.held.clone(),
             messages,

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::Shared;
+use super::activity;
 use super::messages::{
     CancelActivities, Deliver, Drain, GiveUp, Inbound, RunActivities, TimersArmed, ToDispatcher,
     ToWorker, UNQUEUED_START, Unload,
@@ -898,6 +899,14 @@ impl InstanceActor {
                     heartbeat: activity.heartbeat,
                 })
                 .collect();
+            // Calls of quick activities run their first poll here and now.
+            let (quick, items): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|item| shared.quick.is_quick(&item.name));
+            for item in quick {
+                let route = self.res.dispatcher.route.clone();
+                activity::start_here(&self.res.shared, item, route, &self.worker);
+            }
             if !items.is_empty() || claim {
                 self.worker.run.do_send(RunActivities { items, claim });
             }

@@ -5,13 +5,14 @@
 //! its type.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use tokio::sync::oneshot;
 
+use crate::activity::AttemptControl;
 use crate::error::Error;
 use crate::history::Event;
 use crate::store::{ActivityWorkItem, NewInstance, OrchestrationMessage};
@@ -210,6 +211,51 @@ pub(super) struct RunActivities {
 pub(super) struct ToWorker {
     pub(super) run: Recipient<RunActivities>,
     pub(super) cancel: Recipient<CancelActivities>,
+    pub(super) adopt: Recipient<Adopt>,
+    pub(super) ended: Recipient<AttemptEnded>,
+}
+
+/// An attempt of a quick activity that was not done after its first poll on the runtime's
+/// thread: it goes on there, and the worker counts it as one of its own (a slot of its
+/// concurrency, its lease, heartbeats, cancellation, a work item if it runs long) until
+/// [`AttemptEnded`] says it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Adopt {
+    /// Its work item's id, or for a call kept in memory a key of its own (negative).
+    pub(super) key: i64,
+    pub(super) instance_id: String,
+    pub(super) execution: u32,
+    pub(super) seq: u64,
+    pub(super) control: Arc<AttemptControl>,
+    /// For a call kept in memory: the work item made of it, once one is.
+    pub(super) memory: Option<Arc<MemoryItem>>,
+    pub(super) started: Instant,
+}
+
+/// An [`Adopt`]ed attempt ended (its result delivered, or it was stopped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct AttemptEnded {
+    pub(super) key: i64,
+}
+
+/// A call kept in memory ([`NewActivity::in_memory`](crate::store::NewActivity::in_memory)):
+/// the work item made of it once it has run for a sync period, if one was. The lock is held
+/// while the item is being made, so a result is never delivered while it is unknown whether
+/// the call has an item.
+#[derive(Debug, Default)]
+pub(super) struct MemoryItem {
+    pub(super) item_id: tokio::sync::Mutex<Option<i64>>,
+    /// Making its work item has started (or is done).
+    pub(super) persisting: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryItem {
+    /// Its work item, if it has one now (`None` while one is being made).
+    pub(super) fn item_id(&self) -> Option<i64> {
+        self.item_id.try_lock().ok().and_then(|id| *id)
+    }
 }
 
 /// Calls a turn of a loaded instance cancelled, or all its calls when its execution ended
