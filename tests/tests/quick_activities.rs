@@ -167,6 +167,8 @@ async fn a_quick_activity_runs_where_its_instance_runs_and_a_call_that_waits_goe
     );
     // Every attempt counted, none left running in the worker's books.
     let calls = log.len() as u64;
+    let here = log.iter().filter(|(_, ran)| ran.here()).count() as u64;
+    assert_eq!(app.runtime.metrics().activities_quick, here);
     eventually(
         "the adopted attempt leaves the worker's books",
         WAIT,
@@ -279,5 +281,6 @@ async fn with_quick_activities_off_every_call_runs_on_the_worker() {
     let log = run_quick_then(&app, Do::Quick).await;
     assert_eq!(log.len(), MAX_PROMOTING_CALLS, "{log:#?}");
     assert!(log.iter().all(|(_, ran)| !ran.here()), "{log:#?}");
+    assert_eq!(app.runtime.metrics().activities_quick, 0);
     app.stop().await;
 }

@@ -186,6 +186,12 @@ pub(crate) fn render(
         &[("", m.activity_claims)],
     );
     metric(
+        "duractor_activity_quick_attempts_total",
+        "counter",
+        "Activity attempts of quick activities started where their instance runs.",
+        &[("", m.activities_quick)],
+    );
+    metric(
         "duractor_instances_loaded",
         "gauge",
         "Instances held in memory by this worker.",

@@ -470,6 +470,10 @@ pub(super) fn start_here(
     worker: &ToWorker,
 ) {
     let started = Instant::now();
+    shared
+        .metrics
+        .activities_quick
+        .fetch_add(1, Ordering::Relaxed);
     let (origin, memory) = if item.id == 0 {
         item.id = shared.next_memory_key();
         let call = Arc::new(MemoryItem::default());

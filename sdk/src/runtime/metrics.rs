@@ -62,6 +62,7 @@ pub(crate) struct Metrics {
     pub(crate) activities_cancelled: AtomicU64,
     pub(crate) activity_heartbeats: AtomicU64,
     pub(crate) activity_claims: AtomicU64,
+    pub(crate) activities_quick: AtomicU64,
     pub(crate) instances_loaded: AtomicI64,
     pub(crate) activities_running: AtomicI64,
     pub(crate) activities_queued: AtomicI64,
@@ -87,6 +88,7 @@ impl Metrics {
             activities_cancelled: get(&self.activities_cancelled),
             activity_heartbeats: get(&self.activity_heartbeats),
             activity_claims: get(&self.activity_claims),
+            activities_quick: get(&self.activities_quick),
             instances_loaded: gauge(&self.instances_loaded),
             activities_running: gauge(&self.activities_running),
             activities_queued: gauge(&self.activities_queued),
@@ -133,6 +135,10 @@ pub struct MetricsSnapshot {
     /// calls is queued, when a limited attempt ends, and every 20 ms while their limits hold
     /// work back; none while nothing of theirs waits).
     pub activity_claims: u64,
+    /// Activity attempts of quick activities started on the runtime's thread, where their
+    /// instance runs, instead of the activity worker's
+    /// ([`RuntimeBuilder::quick_activities`](crate::RuntimeBuilder::quick_activities)).
+    pub activities_quick: u64,
     /// Gauge: instances held in memory now.
     pub instances_loaded: u64,
     /// Gauge: activities running now.
