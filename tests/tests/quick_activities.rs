@@ -33,6 +33,8 @@ enum Do {
     Block(u64),
     /// Waits until told to stop, and records why.
     UntilStopped,
+    /// Spawns a task (`tokio::spawn`) and waits for it; ends on the thread it ran on.
+    Spawn,
     /// Panics.
     Panic,
 }
@@ -77,6 +79,13 @@ async fn step(ctx: ActivityContext, what: Do) -> Result<Ran, duractor::Error> {
             return Err(duractor::Error::msg("stopped"));
         }
         Do::Panic => panic!("a quick step broke"),
+        Do::Spawn => {
+            let spawned = tokio::spawn(async { thread_name() }).await.unwrap();
+            return Ok(Ran {
+                started,
+                ended: spawned,
+            });
+        }
     }
     Ok(Ran {
         started,
@@ -178,6 +187,18 @@ async fn a_quick_activity_runs_where_its_instance_runs_and_a_call_that_waits_goe
         },
     )
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn what_a_quick_call_spawns_runs_on_the_activity_worker() {
+    let app = TestApp::start("quick-spawns").await;
+    let log = run_quick_then(&app, Do::Spawn).await;
+    let (spawned, _) = after_the_one_here(&log, "Spawn");
+    assert!(
+        spawned.ended != RUNTIME_THREAD && spawned.ended == log[0].1.started,
+        "a task spawned by an attempt started where the instance runs runs on the worker's thread, as the first attempts did: {log:#?}"
+    );
     app.stop().await;
 }
 

@@ -4,7 +4,9 @@
 //! sync with the store).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -495,19 +497,21 @@ pub(super) fn start_here(
         memory,
         started,
     };
-    let mut attempt = Box::pin(run(
-        shared.clone(),
-        item,
-        origin,
-        control,
-        route,
-        Thread::Runtime,
-    ));
+    let mut attempt = OnWorkerRuntime {
+        runtime: shared.worker_runtime.get().cloned(),
+        attempt: Box::pin(run(
+            shared.clone(),
+            item,
+            origin,
+            control,
+            route,
+            Thread::Runtime,
+        )),
+    };
     // Polled with a waker that does nothing: an attempt not done is polled again at once by
     // the task that takes it over, which registers that task's waker.
-    let first = attempt
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    let first =
+        Pin::new(&mut attempt).poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
     if first.is_ready() {
         return;
     }
@@ -518,6 +522,24 @@ pub(super) fn start_here(
         attempt.await;
         ended.do_send(AttemptEnded { key });
     });
+}
+
+/// An attempt started on the runtime's thread, polled with the activity worker's tokio
+/// runtime entered: what it spawns (`tokio::spawn`) runs on the worker's thread, and the
+/// timers and sockets it makes are that runtime's, as for an attempt the worker runs.
+struct OnWorkerRuntime<F> {
+    runtime: Option<tokio::runtime::Handle>,
+    attempt: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for OnWorkerRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let _entered = this.runtime.as_ref().map(tokio::runtime::Handle::enter);
+        this.attempt.as_mut().poll(cx)
+    }
 }
 
 /// Runs one attempt and delivers its result to the instance: in memory for local work,
@@ -838,6 +860,10 @@ impl Actor for ActivityWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let _ = self
+            .shared
+            .worker_runtime
+            .set(tokio::runtime::Handle::current());
         ctx.run_interval(self.shared.options.lease / 3, |act, ctx| {
             act.renew_leases(ctx);
             act.recover_calls(ctx);

@@ -20,6 +20,7 @@ use super::messages::{
     CancelActivities, Deliver, Drain, GiveUp, Inbound, RunActivities, TimersArmed, ToDispatcher,
     ToWorker, UNQUEUED_START, Unload,
 };
+use super::quick;
 use super::residency::{self, Phase, Residency, Resident};
 use super::timers::SharedTimers;
 use super::turn::{self, Extra, Facts};
@@ -899,14 +900,19 @@ impl InstanceActor {
                     heartbeat: activity.heartbeat,
                 })
                 .collect();
-            // Calls of quick activities run their first poll here and now.
-            let (quick, items): (Vec<_>, Vec<_>) = items
-                .into_iter()
-                .partition(|item| shared.quick.is_quick(&item.name));
-            for item in quick {
-                let route = self.res.dispatcher.route.clone();
-                activity::start_here(&self.res.shared, item, route, &self.worker);
+            // Calls of quick activities run their first poll here and now, for as long as
+            // the budget lasts (a fan-out's other calls run on the worker meanwhile).
+            let began = Instant::now();
+            let mut rest = Vec::with_capacity(items.len());
+            for item in items {
+                if began.elapsed() < quick::DISPATCH_BUDGET && shared.quick.is_quick(&item.name) {
+                    let route = self.res.dispatcher.route.clone();
+                    activity::start_here(shared, item, route, &self.worker);
+                } else {
+                    rest.push(item);
+                }
             }
+            let items = rest;
             if !items.is_empty() || claim {
                 self.worker.run.do_send(RunActivities { items, claim });
             }

@@ -131,6 +131,9 @@ pub(crate) struct Shared {
     /// The key of the last attempt of a call kept in memory (counting down from -1; work
     /// items have positive ids).
     memory_keys: AtomicI64,
+    /// The activity worker's tokio runtime, once it started: attempts of quick activities
+    /// are polled in it ([`activity::start_here`]).
+    worker_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -471,6 +474,7 @@ impl RuntimeBuilder {
             turns_committing: AtomicUsize::new(0),
             quick,
             memory_keys: AtomicI64::new(0),
+            worker_runtime: std::sync::OnceLock::new(),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();

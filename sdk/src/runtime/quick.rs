@@ -26,6 +26,11 @@ pub(super) const QUICK_POLL: Duration = Duration::from_micros(50);
 /// rest of the process.
 pub(super) const BLOCKED: Duration = Duration::from_millis(1);
 
+/// How long one turn's hand-out of calls may spend running quick calls on the runtime's
+/// thread: a fan-out's calls beyond it go to the activity worker, which runs them beside
+/// the instances' turns instead of every instance waiting for all of them.
+pub(super) const DISPATCH_BUDGET: Duration = Duration::from_micros(200);
+
 /// The count of an activity that is never quick again.
 const NEVER: u32 = u32::MAX;
 
