@@ -509,19 +509,36 @@ pub(super) fn start_here(
         )),
     };
     // Polled with a waker that does nothing: an attempt not done is polled again at once by
-    // the task that takes it over, which registers that task's waker.
-    let first =
-        Pin::new(&mut attempt).poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    // the task that takes it over, which registers that task's waker. Outside the instance
+    // task's cooperative budget, which when spent would make it a needless `Pending`.
+    let first = Pin::new(&mut tokio::task::unconstrained(&mut attempt))
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
     if first.is_ready() {
         return;
     }
-    let key = adopt.key;
+    let ends = EndsAttempt {
+        key: adopt.key,
+        ended: worker.ended.clone(),
+    };
     worker.adopt.do_send(adopt);
-    let ended = worker.ended.clone();
     actix::spawn(async move {
+        let _ends = ends;
         attempt.await;
-        ended.do_send(AttemptEnded { key });
     });
+}
+
+/// Tells the worker that an adopted attempt ended when dropped: after it finished, and also
+/// if it was dropped unfinished (the runtime stopping) or unwound, so that the worker's books
+/// never keep it.
+struct EndsAttempt {
+    key: i64,
+    ended: Recipient<AttemptEnded>,
+}
+
+impl Drop for EndsAttempt {
+    fn drop(&mut self) {
+        self.ended.do_send(AttemptEnded { key: self.key });
+    }
 }
 
 /// An attempt started on the runtime's thread, polled with the activity worker's tokio
@@ -794,7 +811,10 @@ async fn execute(
         shared.shared_state.clone(),
         control.clone(),
     );
-    let future = (entry.invoke)(ctx, item.input.clone());
+    // Called in the first poll, so that what the function does before its first `.await`
+    // is timed and a panic there is caught like any other.
+    let input = item.input.clone();
+    let future = futures_util::future::lazy(move |_| (entry.invoke)(ctx, input)).flatten();
     let mut caught = std::pin::pin!(AssertUnwindSafe(Caught(future)).catch_unwind());
     let polled_at = Instant::now();
     let first = std::future::poll_fn(|cx| Poll::Ready(caught.as_mut().poll(cx))).await;
@@ -954,6 +974,9 @@ impl Handler<Drain> for ActivityWorker {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
+        self.shared
+            .activities_draining
+            .store(true, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if self.running == 0 {
             let _ = tx.send(());

@@ -902,10 +902,15 @@ impl InstanceActor {
                 .collect();
             // Calls of quick activities run their first poll here and now, for as long as
             // the budget lasts (a fan-out's other calls run on the worker meanwhile).
+            // Not while the worker drains: it starts nothing then, and neither does this.
             let began = Instant::now();
+            let draining = shared.activities_draining.load(Ordering::Relaxed);
             let mut rest = Vec::with_capacity(items.len());
             for item in items {
-                if began.elapsed() < quick::DISPATCH_BUDGET && shared.quick.is_quick(&item.name) {
+                if !draining
+                    && began.elapsed() < quick::DISPATCH_BUDGET
+                    && shared.quick.is_quick(&item.name)
+                {
                     let route = self.res.dispatcher.route.clone();
                     activity::start_here(shared, item, route, &self.worker);
                 } else {

@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     /// The activity worker's tokio runtime, once it started: attempts of quick activities
     /// are polled in it ([`activity::start_here`]).
     worker_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// The activity worker drains (the runtime shuts down): no attempt starts anywhere,
+    /// quick ones included.
+    activities_draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -338,10 +341,11 @@ impl RuntimeBuilder {
     /// keeps in memory then runs where the instance runs, and its result is back without
     /// two hops between threads (about 60–120 µs per call here). An attempt that is not done
     /// at once goes on there with its timeouts, cancellation and heartbeats as usual, and the
-    /// activity waits for eight quick attempts on the activity worker again; one that holds
-    /// the thread for a millisecond or more makes its activity slow for the rest of the
-    /// process. Turn it off when an activity may block its thread without warning after
-    /// many quick runs (every instance of this worker waits while it does).
+    /// activity waits for eight quick attempts on the activity worker again; the second that
+    /// holds the thread for a millisecond or more makes its activity slow for the rest of the
+    /// process. What a quick attempt spawns with `tokio::spawn` runs on the activity worker's
+    /// thread. Turn it off when an activity may block its thread without warning after many
+    /// quick runs (every instance of this worker waits while it does).
     pub fn quick_activities(mut self, enabled: bool) -> Self {
         self.options.quick_activities = enabled;
         self
@@ -475,6 +479,7 @@ impl RuntimeBuilder {
             quick,
             memory_keys: AtomicI64::new(0),
             worker_runtime: std::sync::OnceLock::new(),
+            activities_draining: std::sync::atomic::AtomicBool::new(false),
         });
 
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -8,8 +8,10 @@
 //! An activity becomes quick once [`PROMOTE_AFTER`] attempts in a row finished in a first
 //! poll shorter than [`QUICK_POLL`] on the worker. It stops being quick when an attempt on
 //! the runtime's thread is not done after its first poll or took longer than [`QUICK_POLL`]
-//! (it starts counting again), and for good when one held that thread longer than
-//! [`BLOCKED`]: a function that blocks must never stall every instance twice.
+//! (it starts counting again), and for good the second time one held that thread for
+//! [`BLOCKED`] or longer: a function that blocks stalls every instance of its worker at most
+//! twice, and one whose thread was once preempted for a millisecond in a microsecond's work
+//! (a busy machine) is not sent away for good for it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,9 +24,12 @@ pub(super) const PROMOTE_AFTER: u32 = 8;
 /// The longest first poll that counts as quick.
 pub(super) const QUICK_POLL: Duration = Duration::from_micros(50);
 
-/// A first poll on the runtime's thread at least this long makes its activity slow for the
-/// rest of the process.
+/// A first poll on the runtime's thread at least this long is a strike; the second makes
+/// its activity slow for the rest of the process.
 pub(super) const BLOCKED: Duration = Duration::from_millis(1);
+
+/// The bit of a count that says the activity blocked the runtime's thread once.
+const STRUCK: u32 = 1 << 31;
 
 /// How long one turn's hand-out of calls may spend running quick calls on the runtime's
 /// thread: a fan-out's calls beyond it go to the activity worker, which runs them beside
@@ -49,7 +54,8 @@ impl FirstPoll {
     }
 }
 
-/// Per activity, the quick first polls in a row seen on the worker (or [`NEVER`]).
+/// Per activity, the quick first polls in a row seen on the worker, with [`STRUCK`] once it
+/// blocked the runtime's thread (or [`NEVER`]).
 #[derive(Debug, Default)]
 pub(super) struct QuickActivities {
     counts: HashMap<String, AtomicU32>,
@@ -73,7 +79,7 @@ impl QuickActivities {
     pub(super) fn is_quick(&self, name: &str) -> bool {
         self.counts.get(name).is_some_and(|count| {
             let count = count.load(Ordering::Relaxed);
-            (PROMOTE_AFTER..NEVER).contains(&count)
+            count != NEVER && count & !STRUCK >= PROMOTE_AFTER
         })
     }
 
@@ -85,13 +91,16 @@ impl QuickActivities {
         };
         let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| match count {
             NEVER => None,
-            _ if poll.quick() => Some(count.saturating_add(1).min(PROMOTE_AFTER)),
-            _ => Some(0),
+            _ if poll.quick() => {
+                Some((count & STRUCK) | ((count & !STRUCK) + 1).min(PROMOTE_AFTER))
+            }
+            _ => Some(count & STRUCK),
         });
     }
 
     /// An attempt on the runtime's thread: one that was not quick makes the activity slow
-    /// (counting again), one that blocked makes it slow for good. Says whether it did either.
+    /// (counting again); the second that blocked makes it slow for good. Says whether it was
+    /// not quick.
     pub(super) fn on_runtime_thread(&self, name: &str, poll: FirstPoll) -> bool {
         let Some(count) = self.counts.get(name) else {
             return false;
@@ -99,9 +108,12 @@ impl QuickActivities {
         if poll.quick() {
             return false;
         }
-        let next = if poll.took >= BLOCKED { NEVER } else { 0 };
-        let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
-            (count != NEVER).then_some(next)
+        let blocked = poll.took >= BLOCKED;
+        let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| match count {
+            NEVER => None,
+            _ if blocked && count & STRUCK != 0 => Some(NEVER),
+            _ if blocked => Some(STRUCK),
+            _ => Some(count & STRUCK),
         });
         true
     }
@@ -174,12 +186,28 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_that_blocked_the_runtime_thread_makes_its_activity_slow_for_good() {
+    fn the_second_attempt_that_blocked_the_runtime_thread_makes_its_activity_slow_for_good() {
         let activities = promoted();
         let blocked = FirstPoll {
             done: true,
             took: BLOCKED,
         };
+        assert!(activities.on_runtime_thread("hello", blocked));
+        assert!(!activities.is_quick("hello"));
+        // The first strike only starts the count again, and a slow poll keeps the strike.
+        for _ in 0..PROMOTE_AFTER {
+            activities.on_worker("hello", quick());
+        }
+        assert!(activities.is_quick("hello"));
+        let slow = FirstPoll {
+            done: true,
+            took: QUICK_POLL * 2,
+        };
+        assert!(activities.on_runtime_thread("hello", slow));
+        for _ in 0..PROMOTE_AFTER {
+            activities.on_worker("hello", quick());
+        }
+        assert!(activities.is_quick("hello"));
         assert!(activities.on_runtime_thread("hello", blocked));
         for _ in 0..PROMOTE_AFTER * 2 {
             activities.on_worker("hello", quick());
