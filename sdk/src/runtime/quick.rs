@@ -130,20 +130,23 @@ mod tests {
         }
     }
 
-    fn promoted() -> QuickActivities {
-        let activities = QuickActivities::new(["hello"], true);
-        for _ in 0..PROMOTE_AFTER {
+    /// `times` quick attempts of "hello" on the worker.
+    fn quick_on_worker(activities: &QuickActivities, times: u32) {
+        for _ in 0..times {
             activities.on_worker("hello", quick());
         }
+    }
+
+    fn promoted() -> QuickActivities {
+        let activities = QuickActivities::new(["hello"], true);
+        quick_on_worker(&activities, PROMOTE_AFTER);
         activities
     }
 
     #[test]
     fn an_activity_is_quick_after_enough_quick_attempts_in_a_row() {
         let activities = QuickActivities::new(["hello"], true);
-        for _ in 1..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER - 1);
         assert!(!activities.is_quick("hello"));
         // A slow first poll starts the count again.
         activities.on_worker(
@@ -155,9 +158,7 @@ mod tests {
         );
         activities.on_worker("hello", quick());
         assert!(!activities.is_quick("hello"));
-        for _ in 1..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER - 1);
         assert!(activities.is_quick("hello"));
         assert!(
             !activities.is_quick("other"),
@@ -176,9 +177,7 @@ mod tests {
         assert!(activities.is_quick("hello"));
         assert!(activities.on_runtime_thread("hello", pending));
         assert!(!activities.is_quick("hello"));
-        for _ in 0..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER);
         assert!(activities.is_quick("hello"));
         // Pending on the worker too.
         activities.on_worker("hello", pending);
@@ -195,32 +194,24 @@ mod tests {
         assert!(activities.on_runtime_thread("hello", blocked));
         assert!(!activities.is_quick("hello"));
         // The first strike only starts the count again, and a slow poll keeps the strike.
-        for _ in 0..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER);
         assert!(activities.is_quick("hello"));
         let slow = FirstPoll {
             done: true,
             took: QUICK_POLL * 2,
         };
         assert!(activities.on_runtime_thread("hello", slow));
-        for _ in 0..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER);
         assert!(activities.is_quick("hello"));
         assert!(activities.on_runtime_thread("hello", blocked));
-        for _ in 0..PROMOTE_AFTER * 2 {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER * 2);
         assert!(!activities.is_quick("hello"));
     }
 
     #[test]
     fn disabled_none_is_ever_quick() {
         let activities = QuickActivities::new(["hello"], false);
-        for _ in 0..PROMOTE_AFTER {
-            activities.on_worker("hello", quick());
-        }
+        quick_on_worker(&activities, PROMOTE_AFTER);
         assert!(!activities.is_quick("hello"));
     }
 }
