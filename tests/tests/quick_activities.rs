@@ -191,6 +191,25 @@ async fn a_quick_activity_runs_where_its_instance_runs_and_a_call_that_waits_goe
 }
 
 #[tokio::test]
+async fn a_quick_call_that_runs_long_is_listed_in_flight_like_any_other() {
+    let app = TestApp::start("quick-listed").await;
+    let id = app.client.start(QuickThen, Do::Sleep(1_500)).await.unwrap();
+    // Past a sync period, the worker gives the call it adopted a work item, leased to it.
+    let listed = eventually("the long quick call is listed in flight", WAIT, || async {
+        let calls = app.client.activities(&id).await.unwrap();
+        calls.into_iter().find(|call| call.name == "step")
+    })
+    .await;
+    assert_eq!(listed.locked_by.as_deref(), Some(app.runtime.worker_id()));
+    let status = app.client.wait_for_completion(&id, WAIT).await.unwrap();
+    let log: Vec<(String, Ran)> = status.output().unwrap();
+    let (slept, _) = after_the_one_here(&log, "Sleep(1500)");
+    assert_eq!(slept.ended, RUNTIME_THREAD, "{log:#?}");
+    assert!(app.client.activities(&id).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn what_a_quick_call_spawns_runs_on_the_activity_worker() {
     let app = TestApp::start("quick-spawns").await;
     let log = run_quick_then(&app, Do::Spawn).await;
