@@ -21,8 +21,8 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::messages::{
-    Adopt, AttemptEnded, CancelActivities, Drain, Inbound, MemoryItem, Route, RunActivities,
-    ToDispatcher, ToWorker,
+    Adopt, Attempt, AttemptEnded, CancelActivities, Drain, Inbound, MemoryItem, Route,
+    RunActivities, ToDispatcher, ToWorker,
 };
 use super::poll::Poller;
 use super::quick::FirstPoll;
@@ -50,6 +50,36 @@ enum Origin {
     Claimed,
 }
 
+impl Origin {
+    /// Where a call this worker's instance scheduled came from: kept in memory (no work
+    /// item: `item.id` becomes a key of its own, [`Shared::next_memory_key`]) or local.
+    fn of_local(shared: &Shared, item: &mut ActivityWorkItem) -> Origin {
+        if item.id == 0 {
+            item.id = shared.next_memory_key();
+            Origin::Memory(Arc::default())
+        } else {
+            Origin::Local
+        }
+    }
+
+    /// For a call kept in memory, its work item once one is made.
+    fn memory(&self) -> Option<Arc<MemoryItem>> {
+        match self {
+            Origin::Memory(call) => Some(call.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The control an attempt of `item` shares with the worker.
+fn new_control(shared: &Shared, item: &ActivityWorkItem) -> Arc<AttemptControl> {
+    Arc::new(AttemptControl::new(
+        item.heartbeat.clone(),
+        shared.options.limits,
+        shared.clock.clone(),
+    ))
+}
+
 pub(super) struct ActivityWorker {
     shared: Arc<Shared>,
     dispatcher: ToDispatcher,
@@ -67,7 +97,6 @@ pub(super) struct ActivityWorker {
     /// A sync with the store (heartbeats out, cancellations in) is in flight.
     syncing: bool,
     poller: Poller,
-    stopping: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
     /// The last claim left work of a flow-controlled activity waiting
     /// ([`ClaimedActivities::held_back`](crate::store::ClaimedActivities::held_back)).
@@ -92,40 +121,30 @@ impl ActivityWorker {
             claiming: false,
             claim_pending: false,
             syncing: false,
-            stopping: false,
             drain_waiters: Vec::new(),
             flow_waiting: false,
             flow_recheck: false,
         }
     }
 
+    /// It drains: it starts and claims nothing more ([`Drain`]).
+    fn draining(&self) -> bool {
+        self.shared.activities_draining.load(Ordering::Relaxed)
+    }
+
     /// Starts queued items while below the concurrency limit.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
-        while !self.stopping && self.running < limit {
+        while !self.draining() && self.running < limit {
             let Some((item, origin)) = self.queue.pop_front() else {
                 break;
             };
             self.running += 1;
-            let control = Arc::new(AttemptControl::new(
-                item.heartbeat.clone(),
-                self.shared.options.limits,
-                self.shared.clock.clone(),
-            ));
+            let control = new_control(&self.shared, &item);
             let item_id = item.id;
             self.attempts.insert(
                 item_id,
-                Attempt {
-                    instance_id: item.instance_id.clone(),
-                    execution: item.execution,
-                    seq: item.seq,
-                    control: control.clone(),
-                    memory: match &origin {
-                        Origin::Memory(call) => Some(call.clone()),
-                        _ => None,
-                    },
-                    started: Instant::now(),
-                },
+                Attempt::new(&item, origin.memory(), control.clone()),
             );
             let shared = self.shared.clone();
             let route = self.dispatcher.route.clone();
@@ -284,7 +303,7 @@ impl ActivityWorker {
     /// Turns the calls kept in memory of instances whose lease lapsed (their worker died)
     /// into work items, which this worker or another claims.
     fn recover_calls(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.draining() {
             return;
         }
         let shared = self.shared.clone();
@@ -312,7 +331,7 @@ impl ActivityWorker {
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
         let busy = self.running + self.queue.len();
-        if self.stopping {
+        if self.draining() {
             return;
         }
         if self.claiming || busy >= limit {
@@ -376,7 +395,7 @@ impl ActivityWorker {
     /// turns queue it ([`RunActivities::claim`]) and otherwise at the poll. A recheck that
     /// finds every slot busy claims when one frees ([`Self::claim_pending`]).
     fn recheck_flow(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.flow_recheck || !self.flow_waiting {
+        if self.draining() || self.flow_recheck || !self.flow_waiting {
             return;
         }
         self.flow_recheck = true;
@@ -427,28 +446,6 @@ async fn persist_calls(
     }
 }
 
-/// What the worker keeps of a running attempt.
-struct Attempt {
-    instance_id: String,
-    execution: u32,
-    seq: u64,
-    control: Arc<AttemptControl>,
-    /// For a call kept in memory: its work item, once it has one.
-    memory: Option<Arc<MemoryItem>>,
-    started: Instant,
-}
-
-impl Attempt {
-    /// The attempt's work item under `key`: the key itself, or for a call kept in memory the
-    /// item made of it, if any.
-    fn item_id(&self, key: i64) -> Option<i64> {
-        match &self.memory {
-            Some(call) => call.item_id(),
-            None => Some(key),
-        }
-    }
-}
-
 /// Where an attempt runs, which decides what its first poll says about its activity
 /// ([`QuickActivities`](super::quick::QuickActivities)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,31 +468,15 @@ pub(super) fn start_here(
     route: Recipient<Route>,
     worker: &ToWorker,
 ) {
-    let started = Instant::now();
     shared
         .metrics
         .activities_quick
         .fetch_add(1, Ordering::Relaxed);
-    let (origin, memory) = if item.id == 0 {
-        item.id = shared.next_memory_key();
-        let call = Arc::new(MemoryItem::default());
-        (Origin::Memory(call.clone()), Some(call))
-    } else {
-        (Origin::Local, None)
-    };
-    let control = Arc::new(AttemptControl::new(
-        item.heartbeat.clone(),
-        shared.options.limits,
-        shared.clock.clone(),
-    ));
+    let origin = Origin::of_local(shared, &mut item);
+    let control = new_control(shared, &item);
     let adopt = Adopt {
         key: item.id,
-        instance_id: item.instance_id.clone(),
-        execution: item.execution,
-        seq: item.seq,
-        control: control.clone(),
-        memory,
-        started,
+        attempt: Attempt::new(&item, origin.memory(), control.clone()),
     };
     let mut attempt = OnWorkerRuntime {
         runtime: shared.worker_runtime.get().cloned(),
@@ -900,12 +881,7 @@ impl Handler<RunActivities> for ActivityWorker {
 
     fn handle(&mut self, msg: RunActivities, ctx: &mut Context<Self>) {
         for mut item in msg.items {
-            let origin = if item.id == 0 {
-                item.id = self.shared.next_memory_key();
-                Origin::Memory(Arc::default())
-            } else {
-                Origin::Local
-            };
+            let origin = Origin::of_local(&self.shared, &mut item);
             self.queue.push_back((item, origin));
         }
         self.pump(ctx);
@@ -918,19 +894,9 @@ impl Handler<RunActivities> for ActivityWorker {
 impl Handler<Adopt> for ActivityWorker {
     type Result = ();
 
-    fn handle(&mut self, adopt: Adopt, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Adopt { key, attempt }: Adopt, ctx: &mut Context<Self>) {
         self.running += 1;
-        self.attempts.insert(
-            adopt.key,
-            Attempt {
-                instance_id: adopt.instance_id,
-                execution: adopt.execution,
-                seq: adopt.seq,
-                control: adopt.control,
-                memory: adopt.memory,
-                started: adopt.started,
-            },
-        );
+        self.attempts.insert(key, attempt);
         self.pump(ctx);
     }
 }
@@ -973,7 +939,6 @@ impl Handler<Drain> for ActivityWorker {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        self.stopping = true;
         self.shared
             .activities_draining
             .store(true, Ordering::Relaxed);

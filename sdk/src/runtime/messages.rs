@@ -224,13 +224,45 @@ pub(super) struct ToWorker {
 pub(super) struct Adopt {
     /// Its work item's id, or for a call kept in memory a key of its own (negative).
     pub(super) key: i64,
+    pub(super) attempt: Attempt,
+}
+
+/// What the activity worker keeps of a running attempt, its own or [`Adopt`]ed.
+pub(super) struct Attempt {
     pub(super) instance_id: String,
     pub(super) execution: u32,
     pub(super) seq: u64,
     pub(super) control: Arc<AttemptControl>,
-    /// For a call kept in memory: the work item made of it, once one is.
+    /// For a call kept in memory: its work item, once it has one.
     pub(super) memory: Option<Arc<MemoryItem>>,
     pub(super) started: Instant,
+}
+
+impl Attempt {
+    /// An attempt of `item` starting now.
+    pub(super) fn new(
+        item: &ActivityWorkItem,
+        memory: Option<Arc<MemoryItem>>,
+        control: Arc<AttemptControl>,
+    ) -> Attempt {
+        Attempt {
+            instance_id: item.instance_id.clone(),
+            execution: item.execution,
+            seq: item.seq,
+            control,
+            memory,
+            started: Instant::now(),
+        }
+    }
+
+    /// The attempt's work item under `key`: the key itself, or for a call kept in memory the
+    /// item made of it, if any.
+    pub(super) fn item_id(&self, key: i64) -> Option<i64> {
+        match &self.memory {
+            Some(call) => call.item_id(),
+            None => Some(key),
+        }
+    }
 }
 
 /// An [`Adopt`]ed attempt ended (its result delivered, or it was stopped).
