@@ -11,7 +11,10 @@
 //!   `<file>-worker.lock`, so leases left by a killed worker are released at once on restart.
 //!   Clients (start, raise, status) need no lock and may run in any number of processes.
 
+mod direct;
 mod writer;
+
+use direct::Direct;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -175,6 +178,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_lazy_with(connect.clone().read_only(true));
 
+        let direct = open_direct(&path, &options).map_err(|e| store_error(&context, e))?;
         let checkpointer = SqliteConnection::connect_with(&connect)
             .await
             .map_err(|e| store_error(&context, e))?;
@@ -183,6 +187,7 @@ impl SqliteStore {
         let (warmed, warming) = tokio::sync::oneshot::channel();
         Writer::spawn(
             conn,
+            direct,
             checkpointer,
             rx,
             events.clone(),
@@ -269,6 +274,23 @@ fn migrator() -> sqlx::migrate::Migrator {
     ]);
     migrator.set_ignore_missing(true);
     migrator
+}
+
+/// The writer's second connection to `path`, for its guarded batches ([`Direct`]), with the
+/// settings [`SqliteStore::open_with`] gives sqlx's connections.
+fn open_direct(path: &Path, options: &SqliteStoreOptions) -> Result<Direct, sqlx::Error> {
+    let synchronous = match options.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    Direct::open(
+        path,
+        options.busy_timeout,
+        &format!(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; \
+             PRAGMA temp_store = memory; PRAGMA wal_autocheckpoint = 0"
+        ),
+    )
 }
 
 /// Whether a SQLite error may pass: the database busy or locked by another process

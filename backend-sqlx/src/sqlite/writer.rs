@@ -32,23 +32,27 @@ use duractor::store::{
     MemoryCall, OrchestrationMessage, PurgeQuery, StoreEvents,
 };
 use duractor::{Error, RuntimeStatus};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor as _, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+use super::direct::{Direct, Value};
 use crate::batch::guarded;
 use crate::batch::{
     AttemptError, Attempts, BatchExecutor, Effects, InstanceState, Op, Plan, State, ids_needed,
-    run_writer, spin_until, touched,
+    run_writer, touched,
 };
 use crate::common::{json, millis, now_ms};
 use crate::rows;
 
 pub(super) struct Writer {
     conn: SqliteConnection,
+    /// The connection guarded batches run on, stepped on this thread ([`Direct`]): their
+    /// views, triggers and prepared inserts live there.
+    direct: Direct,
     attempts: Attempts,
     /// The queue ids (messages, work items) a guarded batch takes next: past every id this
     /// writer has reserved. Its guard checks that no other process has taken ids this far
@@ -66,10 +70,12 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// A writer on `conn` that has prepared nothing yet ([`Writer::warm`]).
-    fn new(conn: SqliteConnection, events: Arc<StoreEvents>) -> Writer {
+    /// A writer on `conn` and `direct` (a second write connection to the same file) that
+    /// has prepared nothing yet ([`Writer::warm`]).
+    fn new(conn: SqliteConnection, direct: Direct, events: Arc<StoreEvents>) -> Writer {
         Writer {
             conn,
+            direct,
             attempts: Attempts::new(),
             next_ids: None,
             shapes: HashMap::new(),
@@ -82,6 +88,7 @@ impl Writer {
     /// the common shapes' statements are prepared ([`Writer::warm`]), before the first batch.
     pub(super) fn spawn(
         conn: SqliteConnection,
+        direct: Direct,
         checkpointer: SqliteConnection,
         rx: mpsc::UnboundedReceiver<Op>,
         events: Arc<StoreEvents>,
@@ -96,7 +103,7 @@ impl Writer {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(checkpoint(checkpointer));
-                    let mut writer = Writer::new(conn, events.clone());
+                    let mut writer = Writer::new(conn, direct, events.clone());
                     writer.warm().await;
                     let _ = warmed.send(());
                     run_writer(writer, rx, events, max_batch).await;
@@ -106,26 +113,33 @@ impl Writer {
     }
 }
 
-/// The rows of the instances whose ids the JSON list bound last names: read for their
-/// waiters after the commit that finished them ([`Writer::read_finished`]), or in the same
-/// round trip as a guarded batch's statement.
-static READ_FINISHED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The rows of the instances whose ids the JSON list bound names, each as a JSON array of
+/// [`rows::INSTANCE_COLUMNS`]: read for their waiters after the commit that finished them
+/// ([`Writer::read_finished`]), or right after a guarded batch's statement.
+static READ_FINISHED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT {} FROM instances WHERE instance_id IN (SELECT value FROM json_each(?))",
+        "SELECT json_array({}) FROM instances WHERE instance_id IN (SELECT value FROM json_each(?))",
         rows::INSTANCE_COLUMNS
     )
+    .into()
 });
 
-/// The statuses of finished instances' rows ([`READ_FINISHED`]); a row that cannot be read
-/// is left out (its waiters read it themselves).
-fn finished_statuses(rows: &[SqliteRow]) -> Vec<InstanceStatus> {
-    rows.iter()
+/// The statuses of the finished instances `ids` names, read on the direct connection
+/// ([`READ_FINISHED`]); a row that cannot be read is left out (its waiters read it
+/// themselves).
+fn read_finished_rows(
+    direct: &mut Direct,
+    ids: &[&String],
+) -> Result<Vec<InstanceStatus>, sqlx::Error> {
+    let rows = direct.texts(&READ_FINISHED, &[json(ids).into()])?;
+    Ok(rows
+        .iter()
         .filter_map(|row| {
-            rows::instance_status(row)
+            rows::instance_status_json(row)
                 .inspect_err(|error| tracing::warn!(%error, "a finished instance's row is not readable; its waiters read it"))
                 .ok()
         })
-        .collect()
+        .collect())
 }
 
 #[async_trait::async_trait]
@@ -145,19 +159,13 @@ impl BatchExecutor for Writer {
         let _ = self.conn.execute("ROLLBACK").await;
     }
 
-    /// One read by primary key on the writer's own connection, answered on this thread
-    /// ([`spin_await`]): tens of microseconds, against a waiter's read through the pool on
-    /// sqlx's worker thread and back.
+    /// One read by primary key on the writer's direct connection, on this thread: tens of
+    /// microseconds, against a waiter's read through the pool on sqlx's worker thread and
+    /// back.
     async fn read_finished(&mut self, instance_ids: &[String]) -> Vec<InstanceStatus> {
-        let read = spin_await(
-            sqlx::query(sqlx::AssertSqlSafe(READ_FINISHED.as_str()))
-                .bind(json(instance_ids))
-                .fetch_all(&mut self.conn),
-            SPIN,
-        )
-        .await;
-        match read {
-            Ok(found) => finished_statuses(&found),
+        let ids: Vec<&String> = instance_ids.iter().collect();
+        match read_finished_rows(&mut self.direct, &ids) {
+            Ok(found) => found,
             Err(error) => {
                 tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
                 Vec::new()
@@ -462,61 +470,57 @@ impl Writer {
                 return Ok(None);
             }
         };
-        // The rows of finished instances someone here waits for are read in the same round
-        // trip: a second statement in the query, run after the insert committed, binding the
-        // list last.
-        let watched: Vec<&String> = plan
-            .effects
-            .finished
-            .iter()
-            .filter(|id| self.events.is_watched(id))
-            .collect();
-        let sql: Arc<str> = if watched.is_empty() {
-            insert
-        } else {
-            format!("{insert}; {}", READ_FINISHED.as_str()).into()
-        };
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&self.attempts.writer)
-            .bind(attempt)
-            .bind(now)
-            .bind(&guards.owner);
-        query = if shape.single {
+        let mut params: Vec<Value<'_>> = vec![
+            self.attempts.writer.as_str().into(),
+            attempt.into(),
+            now.into(),
+            guards.owner.as_str().into(),
+        ];
+        if shape.single {
             let instance = guards.instances.first();
-            query
-                .bind(instance.map(|(id, _)| id.as_str()))
-                .bind(instance.map(|(_, history_len)| *history_len))
+            params.push(instance.map(|(id, _)| id.as_str()).into());
+            params.push(instance.map(|(_, history_len)| *history_len).into());
         } else {
-            query.bind(json(&guards.instances))
-        };
-        query = query
-            .bind(json(&guards.absent))
-            .bind(json(&guards.consumed))
-            .bind(json(&guards.completed))
-            .bind(first_message)
-            .bind(first_item);
+            params.push(json(&guards.instances).into());
+        }
+        params.extend([
+            json(&guards.absent).into(),
+            json(&guards.consumed).into(),
+            json(&guards.completed).into(),
+            first_message.into(),
+            first_item.into(),
+        ]);
         if shape.creates {
-            query = query.bind(json(&plan.new_instances));
+            params.push(json(&plan.new_instances).into());
         }
         for (i, list) in lists.into_iter().enumerate() {
             if shape.mask & (1 << i) == 0 {
                 continue;
             }
-            query = match (i, shape.single) {
-                (UPDATES, true) => bind_update(query, plan.updates.first()),
+            match (i, shape.single) {
+                (UPDATES, true) => push_update(&mut params, plan.updates.first()),
                 // An empty list of a wider shape's binds as NULL: its statement writes nothing.
-                _ => query.bind(list),
-            };
+                _ => params.push(list.into()),
+            }
         }
-        // The one statement of the common step: its answer is waited for on this thread.
-        let sent = if watched.is_empty() {
-            spin_await(query.execute(&mut self.conn), SPIN)
-                .await
-                .map(|_| Vec::new())
-        } else {
-            let query = query.bind(json(&watched));
-            spin_await(query.fetch_all(&mut self.conn), SPIN).await
-        };
+        // The one statement of the common step, stepped on this thread; then the rows of
+        // finished instances someone here waits for, read after it committed.
+        let sent = self.direct.execute(&insert, &params).and_then(|()| {
+            let watched: Vec<&String> = plan
+                .effects
+                .finished
+                .iter()
+                .filter(|id| self.events.is_watched(id))
+                .collect();
+            if watched.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The batch committed: a failed read leaves the rows to their waiters.
+            Ok(read_finished_rows(&mut self.direct, &watched).unwrap_or_else(|error| {
+                tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
+                Vec::new()
+            }))
+        });
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
             ok = sent.is_ok(),
@@ -529,7 +533,7 @@ impl Writer {
                     self.next_ids = Some(state.ids_after());
                 }
                 let mut effects = plan.effects;
-                effects.statuses = finished_statuses(&finished);
+                effects.statuses = finished;
                 return Ok(Some(effects));
             }
             Err(error) => error,
@@ -559,11 +563,7 @@ impl Writer {
         let started = std::time::Instant::now();
         for shape in Shape::common() {
             let prepared = match self.batch_insert(shape).await {
-                Ok((_, insert)) => self
-                    .conn
-                    .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(insert)))
-                    .await
-                    .map(|_| ()),
+                Ok((_, insert)) => self.direct.prepare(&insert),
                 Err(error) => Err(error),
             };
             if let Err(error) = prepared {
@@ -595,7 +595,7 @@ impl Writer {
             return Ok((shape, insert.clone()));
         }
         let (create, insert) = shape.sql();
-        self.conn.execute(sqlx::AssertSqlSafe(create)).await?;
+        self.direct.run_script(&create)?;
         let insert: Arc<str> = insert.into();
         self.shapes.insert(shape, insert.clone());
         Ok((shape, insert))
@@ -1591,30 +1591,29 @@ const UPDATE_ONE: &str = "UPDATE instances SET \
                       ELSE nullif(json_patch(COALESCE(calls, '{}'), NEW.u12), '{}') END \
        WHERE instance_id = NEW.u0";
 
-/// Binds `update`'s fields in order ([`UPDATE_ONE`]); NULLs without one (the updates of a
+/// Pushes `update`'s fields in order ([`UPDATE_ONE`]); NULLs without one (the updates of a
 /// wider shape than its batch's).
-fn bind_update<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    update: Option<&'q crate::batch::Update>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+fn push_update<'a>(params: &mut Vec<Value<'a>>, update: Option<&'a crate::batch::Update>) {
     let Some(u) = update else {
-        return (0..UPDATE_FIELDS).fold(query, |query, _| query.bind(None::<i64>));
+        params.extend((0..UPDATE_FIELDS).map(|_| Value::Null));
+        return;
     };
-    query
-        .bind(u.0.as_str())
-        .bind(u.1)
-        .bind(u.2.as_deref())
-        .bind(u.3.as_deref())
-        .bind(u.4.as_deref())
-        .bind(u.5)
-        .bind(u.6)
-        .bind(u.7)
-        .bind(u.8.as_deref())
-        .bind(u.9)
-        .bind(u.10)
-        .bind(u.11.as_deref())
-        .bind(u.12.as_deref())
-        .bind(u.13)
+    params.extend([
+        u.0.as_str().into(),
+        u.1.into(),
+        u.2.as_deref().into(),
+        u.3.as_deref().into(),
+        u.4.as_deref().into(),
+        u.5.into(),
+        u.6.into(),
+        u.7.into(),
+        u.8.as_deref().into(),
+        u.9.into(),
+        u.10.into(),
+        u.11.as_deref().into(),
+        u.12.as_deref().into(),
+        u.13.into(),
+    ]);
 }
 
 /// A guarded batch's fence row.
@@ -1715,31 +1714,6 @@ async fn checkpoint(mut conn: SqliteConnection) {
     }
 }
 
-/// How long the writer keeps its thread waiting for a statement's answer before it parks.
-const SPIN: Duration = Duration::from_micros(300);
-
-/// Awaits `future`, first polling it on this thread for up to `budget`, yielding the CPU
-/// between polls. sqlx runs a SQLite statement on its connection's own thread and sends the
-/// answer back through a channel: a writer thread parked meanwhile is woken by the kernel
-/// (tens of microseconds on a busy machine), one polling finds the answer at once. The
-/// answer does not depend on this thread's runtime (no socket, no timer), so polling without
-/// it makes progress; the runtime's other tasks wait meanwhile (the writer loop gives them
-/// their turn).
-async fn spin_await<F: std::future::Future>(future: F, budget: Duration) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let answered = spin_until(budget, || {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(output) => Some(output),
-            std::task::Poll::Pending => None,
-        }
-    });
-    match answered {
-        Some(output) => output,
-        None => future.await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1762,46 +1736,6 @@ mod tests {
         assert!(GUARD_PARTS[1..].iter().all(|part| single.contains(part)));
     }
 
-    /// A statement that outlasts the spin is still answered: the writer then parks, and
-    /// sqlx's channel wakes it (the spin's polls must not leave a waker behind that nobody
-    /// wakes).
-    #[tokio::test]
-    async fn a_statement_longer_than_the_spin_is_still_answered() {
-        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
-        let started = std::time::Instant::now();
-        let count: i64 = tokio::time::timeout(
-            Duration::from_secs(30),
-            spin_await(
-                sqlx::query_scalar(
-                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
-                     SELECT count(*) FROM c",
-                )
-                .fetch_one(&mut conn),
-                SPIN,
-            ),
-        )
-        .await
-        .expect("the statement's answer never woke the writer")
-        .unwrap();
-        assert_eq!(count, 300_000);
-        assert!(
-            started.elapsed() > SPIN,
-            "the statement was meant to outlast the spin"
-        );
-        // A lost wake-up would show here: the timeout polls the statement once more when it
-        // expires, and finds it answered.
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the answer took {:?} to wake the writer",
-            started.elapsed()
-        );
-        // And one answered within the spin.
-        let one: i64 = spin_await(sqlx::query_scalar("SELECT 1").fetch_one(&mut conn), SPIN)
-            .await
-            .unwrap();
-        assert_eq!(one, 1);
-    }
-
     /// A database file with the store's schema, in a directory of its own for `name` (the
     /// test removes it): the directory and the file.
     async fn fresh_database(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -1810,6 +1744,11 @@ mod tests {
         let path = dir.join(format!("{name}.db"));
         drop(super::super::SqliteStore::open(&path).await.unwrap());
         (dir, path)
+    }
+
+    /// A direct connection to `path` as the store opens it.
+    fn direct(path: &std::path::Path) -> Direct {
+        super::super::open_direct(path, &super::super::SqliteStoreOptions::default()).unwrap()
     }
 
     /// The trigger runs every write statement for every batch, most of them over an empty
@@ -1868,9 +1807,9 @@ mod tests {
         let url = format!("sqlite://{}", path.display());
         let mut writer = Writer::new(
             SqliteConnection::connect(&url).await.unwrap(),
+            direct(&path),
             Arc::new(StoreEvents::default()),
         );
-        let cached_before = writer.conn.cached_statements_size();
         writer.warm().await;
         let common = Shape::common();
         assert_eq!(
@@ -1878,17 +1817,20 @@ mod tests {
             common.len(),
             "a common shape repeats or failed"
         );
-        let views: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_temp_master WHERE type = 'view' AND name LIKE 'guarded_batch_%'",
-        )
-        .fetch_one(&mut writer.conn)
-        .await
-        .unwrap();
-        assert_eq!(views, common.len() as i64);
-        assert!(
-            writer.conn.cached_statements_size() >= cached_before + common.len(),
-            "the inserts were not kept prepared"
-        );
+        let views = writer
+            .direct
+            .texts(
+                &"SELECT count(*) FROM sqlite_temp_master WHERE type = 'view' AND name LIKE 'guarded_batch_%'".into(),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(views, [common.len().to_string()]);
+        for (_, insert) in &writer.shapes {
+            assert!(
+                writer.direct.is_prepared(insert),
+                "{insert} was not kept prepared"
+            );
+        }
         let mut other = SqliteConnection::connect(&url).await.unwrap();
         let written: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM writers) + (SELECT count(*) FROM instances) \
@@ -1917,6 +1859,7 @@ mod tests {
             SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .unwrap(),
+            direct(&path),
             events.clone(),
         );
         writer.warm().await;
