@@ -44,7 +44,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -122,10 +122,6 @@ pub(crate) struct Shared {
     pub(crate) orchestrator_flow: HashMap<String, FlowControl>,
     /// The same, as the store's admissions take them (only orchestrators this worker has).
     pub(crate) orchestrator_flow_rules: Vec<FlowRule>,
-    /// How many turns of this worker's instances are being committed now: a turn committed
-    /// alone starts its calls kept in memory before its commit (see
-    /// [`InstanceActor`](instance::InstanceActor)'s commit).
-    pub(crate) turns_committing: AtomicUsize,
     /// Which activities run their first poll on the thread of the instance that called them.
     quick: quick::QuickActivities,
     /// The key of the last attempt of a call kept in memory (counting down from -1; work
@@ -475,7 +471,6 @@ impl RuntimeBuilder {
             flow_rules,
             orchestrator_flow,
             orchestrator_flow_rules,
-            turns_committing: AtomicUsize::new(0),
             quick,
             memory_keys: AtomicI64::new(0),
             worker_runtime: std::sync::OnceLock::new(),
