@@ -358,7 +358,7 @@ async fn a_finish_in_another_process_hands_the_waiter_its_row() {
     let schema = format!("handed_{}", std::process::id());
     let store = store_in(&url, &schema).await;
     let client = Client::new(store.clone());
-    let _worker = spawn_worker(&url, &schema, 2_000);
+    let worker = spawn_worker(&url, &schema, 2_000);
     for (id, len, carried) in [("small", 100, true), ("large", 9_000, false)] {
         let watch = store.events().watch_finished(id);
         client
@@ -407,6 +407,8 @@ async fn a_finish_in_another_process_hands_the_waiter_its_row() {
             .unwrap();
         assert_eq!(waited, read);
     }
+    // The worker goes first: dropping the schema under its polls can deadlock with them.
+    worker.kill();
     store.drop_schema().await.unwrap();
 }
 

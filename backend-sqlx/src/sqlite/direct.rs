@@ -488,6 +488,41 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A write while another connection holds the write lock waits for it up to the busy
+    /// timeout; past it the error is SQLite's busy code, which the store treats as passing.
+    #[test]
+    fn a_locked_database_is_waited_for_then_reported_as_busy() {
+        let (dir, mut holder) = scratch("busy");
+        holder.run_script("CREATE TABLE t (a INTEGER)").unwrap();
+        let path = dir.join("db.sqlite");
+        let mut patient = Direct::open(&path, Duration::from_secs(5), "").unwrap();
+        let mut impatient = Direct::open(&path, Duration::ZERO, "").unwrap();
+        let insert: Arc<str> = "INSERT INTO t VALUES (?)".into();
+        holder
+            .run_script("BEGIN IMMEDIATE; INSERT INTO t VALUES (0)")
+            .unwrap();
+        let Err(error) = impatient.execute(&insert, &[1.into()]) else {
+            panic!("a write past a held lock with no busy timeout must fail");
+        };
+        assert!(super::super::is_transient(&error), "{error}");
+        let started = std::time::Instant::now();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            holder.run_script("COMMIT").unwrap();
+            holder
+        });
+        patient.execute(&insert, &[2.into()]).unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "did not wait for the lock"
+        );
+        drop(release.join().unwrap());
+        let count: Arc<str> = "SELECT group_concat(a) FROM (SELECT a FROM t ORDER BY a)".into();
+        assert_eq!(patient.texts(&count, &[]).unwrap(), ["0,2"]);
+        drop((patient, impatient));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// A file that is not a database is an error on the first statement, not a crash.
     #[test]
     fn a_file_that_is_not_a_database_is_an_error() {

@@ -15,11 +15,11 @@
 //! batch of plain turns and starts (most of them when work runs one operation at a time)
 //! takes one statement: it is planned on what it assumes instead of a read, and one row
 //! inserted into a temporary view runs a trigger that checks those assumptions and then
-//! writes (`Writer::guarded`, `Shape`). Each round trip, and each statement and row
-//! within one, is an answer sent across threads by sqlx's connection thread, and a wake-up
-//! of this one unless it is still looking for the answer (`spin_await`, and for the next op
-//! `BatchExecutor::IDLE_SPIN`): fewer of them is most of what makes a lone commit cheap. Replies
-//! are sent after the commit. A busy database (another process writing) is retried with
+//! writes (`Writer::guarded`, `Shape`). That statement runs on a second connection this
+//! thread steps itself ([`Direct`]); on sqlx's connection each round trip, and each statement
+//! and row within one, is an answer sent across threads by sqlx's connection thread, and a
+//! wake-up of this one. The writer looks for the next op for a moment before it parks
+//! (`BatchExecutor::IDLE_SPIN`). Replies are sent after the commit. A busy database (another process writing) is retried with
 //! backoff; other failures fail every op of the batch with the database's message.
 //!
 //! Multi-statement strings use positional `?` parameters only, bound in order of appearance:
