@@ -29,4 +29,4 @@ mod writer;
 
 pub(crate) use ops::{Op, Writes};
 pub(crate) use plan::{Effects, InstanceState, Plan, State, Update, ids_needed, touched};
-pub(crate) use writer::{AttemptError, Attempts, BatchExecutor, run_writer, spin_until};
+pub(crate) use writer::{AttemptError, Attempts, BatchExecutor, run_writer};

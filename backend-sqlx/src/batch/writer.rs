@@ -255,7 +255,7 @@ async fn next_op(rx: &mut mpsc::UnboundedReceiver<Op>, spin: Duration) -> Option
 /// Calls `attempt` until it gives a value or `budget` has passed, yielding the CPU to other
 /// threads between calls (this thread's runtime does not run meanwhile): how a writer waits
 /// for what is moments away without parking its thread.
-pub(crate) fn spin_until<T>(budget: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+pub(super) fn spin_until<T>(budget: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     let started = std::time::Instant::now();
     loop {
         if let Some(found) = attempt() {

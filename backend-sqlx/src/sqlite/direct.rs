@@ -283,7 +283,7 @@ impl Direct {
                 self.db.as_ptr(),
                 sql.as_ptr().cast(),
                 len,
-                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut statement,
                 &mut tail,
             )

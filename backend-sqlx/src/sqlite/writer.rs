@@ -505,7 +505,7 @@ impl Writer {
         }
         // The one statement of the common step, stepped on this thread; then the rows of
         // finished instances someone here waits for, read after it committed.
-        let sent = self.direct.execute(&insert, &params).and_then(|()| {
+        let sent = self.direct.execute(&insert, &params).map(|()| {
             let watched: Vec<&String> = plan
                 .effects
                 .finished
@@ -513,13 +513,13 @@ impl Writer {
                 .filter(|id| self.events.is_watched(id))
                 .collect();
             if watched.is_empty() {
-                return Ok(Vec::new());
+                return Vec::new();
             }
             // The batch committed: a failed read leaves the rows to their waiters.
-            Ok(read_finished_rows(&mut self.direct, &watched).unwrap_or_else(|error| {
+            read_finished_rows(&mut self.direct, &watched).unwrap_or_else(|error| {
                 tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
                 Vec::new()
-            }))
+            })
         });
         tracing::trace!(
             batch_us = started.elapsed().as_micros() as u64,
@@ -1825,7 +1825,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(views, [common.len().to_string()]);
-        for (_, insert) in &writer.shapes {
+        for insert in writer.shapes.values() {
             assert!(
                 writer.direct.is_prepared(insert),
                 "{insert} was not kept prepared"
