@@ -354,22 +354,37 @@ impl PostgresStore {
         &self.inner.options
     }
 
-    /// Drops the store's schema with everything in it (for tests and tear-downs).
+    /// Drops the store's schema with everything in it (for tests and tear-downs). Stop the
+    /// schema's workers first: the drop waits for every transaction on its tables, and a
+    /// worker still polling can deadlock with it — the server then ends one of the two, and
+    /// the drop is tried again, up to [`DROP_TRIES`] times in all.
     pub async fn drop_schema(&self) -> Result<(), Error> {
         let schema = self.inner.options.schema.clone();
-        self.run(move |pool| {
+        let mut tries = 1;
+        loop {
             let schema = schema.clone();
-            async move {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                )))
-                .execute(&pool)
-                .await
-                .map_err(|e| store_error("dropping the schema", e))?;
-                Ok(())
+            let dropped = self
+                .run(move |pool| {
+                    let schema = schema.clone();
+                    async move {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                        )))
+                        .execute(&pool)
+                        .await
+                        .map_err(|e| store_error("dropping the schema", e))?;
+                        Ok(())
+                    }
+                })
+                .await;
+            match dropped {
+                Err(error) if tries < DROP_TRIES && is_deadlock(&error) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                dropped => return dropped,
             }
-        })
-        .await
+        }
     }
 
     /// Runs a store call on the store's runtime with the pool; again, up to [`READ_TRIES`]
@@ -758,6 +773,25 @@ fn connection_lost(error: &Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// How many times [`PostgresStore::drop_schema`] is tried when the server ends it as one side
+/// of a deadlock.
+const DROP_TRIES: u32 = 5;
+
+/// Whether `error` says the server ended the statement to break a deadlock (SQLSTATE 40P01).
+fn is_deadlock(error: &Error) -> bool {
+    let Error::Store {
+        source: Some(source),
+        ..
+    } = error
+    else {
+        return false;
+    };
+    matches!(
+        source.get().downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("40P01")
+    )
 }
 
 /// A store error from a PostgreSQL error met while doing `context`.

@@ -168,6 +168,17 @@ impl Direct {
         self.statements.contains_key(sql)
     }
 
+    /// How many times SQLite compiled the kept statement `sql` again since it was prepared
+    /// (after a schema change on this connection expired it); `None` if it is not kept.
+    #[cfg(test)]
+    pub(super) fn reprepares(&self, sql: &Arc<str>) -> Option<c_int> {
+        let statement = self.statements.get(sql)?;
+        // SAFETY: a statement of this connection; reading a counter changes nothing.
+        Some(unsafe {
+            ffi::sqlite3_stmt_status(statement.as_ptr(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0)
+        })
+    }
+
     /// Runs the statement `sql` with `params` bound in order, to its end.
     pub(super) fn execute(
         &mut self,
@@ -210,7 +221,10 @@ impl Direct {
         mut row: impl FnMut(*mut ffi::sqlite3_stmt),
     ) -> Result<(), sqlx::Error> {
         let statement = self.statement(sql)?.as_ptr();
-        let result = self.bind(statement, params).and_then(|()| {
+        // Reset however this ends, a panic in `row` included: a statement left mid-way holds
+        // its read snapshot (and its lock, for a write).
+        let _reset = Reset(statement);
+        self.bind(statement, params).and_then(|()| {
             loop {
                 // SAFETY: a prepared statement of this connection, used by this thread only.
                 match unsafe { ffi::sqlite3_step(statement) } {
@@ -219,13 +233,7 @@ impl Direct {
                     rc => break Err(self.error(rc)),
                 }
             }
-        });
-        // SAFETY: as above; resetting after an error returns that error again, already read.
-        unsafe {
-            ffi::sqlite3_reset(statement);
-            ffi::sqlite3_clear_bindings(statement);
-        }
-        result
+        })
     }
 
     /// Binds `params` to the statement's parameters 1, 2, …; text is copied by SQLite.
@@ -322,6 +330,20 @@ impl Direct {
             (if code == ffi::SQLITE_OK { rc } else { code }, message)
         };
         sqlx::Error::Database(Box::new(DirectError { code, message }))
+    }
+}
+
+/// Resets its statement and clears its bindings when dropped.
+struct Reset(*mut ffi::sqlite3_stmt);
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        // SAFETY: a kept statement of a connection borrowed for as long as this lives;
+        // resetting after an error returns that error again, already read.
+        unsafe {
+            ffi::sqlite3_reset(self.0);
+            ffi::sqlite3_clear_bindings(self.0);
+        }
     }
 }
 

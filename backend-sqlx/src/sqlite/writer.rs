@@ -184,7 +184,8 @@ impl BatchExecutor for Writer {
     }
 
     async fn committed(&mut self, attempt: i64) -> Result<bool, sqlx::Error> {
-        // This connection is the only writer of the process: nothing else can be deciding it.
+        // Nothing else in the process can be deciding it: this thread is the only writer (its
+        // direct connection sits in autocommit between statements).
         let _ = self.conn.execute("ROLLBACK").await;
         let batch: Option<i64> = sqlx::query_scalar("SELECT batch FROM writers WHERE writer = ?1")
             .bind(&self.attempts.writer)
@@ -417,7 +418,7 @@ impl Writer {
     /// Commits a batch of plain turns and starts as one statement planned on what it assumes
     /// ([`guarded`]) instead of a read: a row inserted into its shape's view, whose
     /// trigger checks the guards and writes, committing on its own (no `BEGIN`, no read, no
-    /// `COMMIT`: one answer from sqlx's connection thread instead of one per statement).
+    /// `COMMIT`), stepped on this thread on the [direct connection](Direct).
     /// `None` when the batch does not qualify or did not commit (a guard failed, or anything
     /// else went wrong): the ordinary path then runs it and answers each op exactly.
     async fn guarded(&mut self, ops: &mut [Op], now: i64) -> Result<Option<Effects>, AttemptError> {
@@ -554,19 +555,27 @@ impl Writer {
         }
     }
 
-    /// Creates the views and triggers of the [common shapes](Shape::common) and prepares
-    /// their `INSERT`s, so no turn pays for that: preparing a shape's insert compiles its
-    /// trigger, and the first turns of a shape took 1.1–1.3 ms against 0.1–0.2 ms once
-    /// prepared. Writes nothing (temporary views live with the connection); a failure only
-    /// leaves the rest to their first batches.
+    /// Creates the views and triggers of the [common shapes](Shape::common), then prepares
+    /// their `INSERT`s and [`READ_FINISHED`], so no turn pays for that: preparing a shape's
+    /// insert compiles its trigger, and the first turns of a shape took 1.1–1.3 ms against
+    /// 0.1–0.2 ms once prepared. All views first: creating one changes the connection's
+    /// schema, which expires every statement prepared before it (SQLite would compile each
+    /// again on its first use). Writes nothing (temporary views live with the connection); a
+    /// failure only leaves the rest to their first batches.
     async fn warm(&mut self) {
         let started = std::time::Instant::now();
+        let mut statements = vec![READ_FINISHED.clone()];
         for shape in Shape::common() {
-            let prepared = match self.batch_insert(shape).await {
-                Ok((_, insert)) => self.direct.prepare(&insert),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = prepared {
+            match self.batch_insert(shape).await {
+                Ok((_, insert)) => statements.push(insert),
+                Err(error) => {
+                    tracing::debug!(%error, "creating the guarded statements' views ahead failed; each is made in its first batch");
+                    return;
+                }
+            }
+        }
+        for statement in &statements {
+            if let Err(error) = self.direct.prepare(statement) {
                 tracing::debug!(%error, "preparing the guarded statements ahead failed; each is prepared in its first batch");
                 return;
             }
@@ -1357,10 +1366,10 @@ const CORE_WRITES: [&str; 15] = [
 
 /// What a guarded batch's one statement writes: which [`CORE_WRITES`] lists it has (bit `i`
 /// for statement `i`) and whether it creates instances; its guards and fence row come
-/// first. Each shape is a temporary view on the writer's connection whose
+/// first. Each shape is a temporary view on the writer's direct connection whose
 /// `INSTEAD OF INSERT` trigger runs exactly its statements: inserting one row runs the whole
-/// batch as one statement, one answer from sqlx's connection thread (a multi-statement call
-/// sends one per statement, each a wake-up of the writer), and no statement runs over an
+/// batch as one statement (when it went through sqlx, a multi-statement call was one answer
+/// per statement, each a wake-up of the writer), and no statement runs over an
 /// empty list (each costs as much as a real one; a trigger running all fifteen cost twice
 /// the work of the four a turn needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1831,6 +1840,18 @@ mod tests {
                 "{insert} was not kept prepared"
             );
         }
+        // And still valid: a view created after a statement was prepared expires it, and
+        // SQLite would compile it again on its first step. The first shape's insert was made
+        // before the other nine views; stepping it (all NULL: the fence's writer refuses it,
+        // so nothing is written) must not compile it again.
+        let first = writer.shapes[&common[0]].clone();
+        let nulls = vec![Value::Null; first.matches('?').count()];
+        assert!(writer.direct.execute(&first, &nulls).is_err());
+        assert_eq!(
+            writer.direct.reprepares(&first),
+            Some(0),
+            "warming left the first shape's insert to be compiled again"
+        );
         let mut other = SqliteConnection::connect(&url).await.unwrap();
         let written: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM writers) + (SELECT count(*) FROM instances) \

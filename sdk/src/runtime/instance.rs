@@ -50,8 +50,8 @@ const MAX_TURNS_PER_COMMIT: u32 = 4;
 /// takes longer runs while the commit does, as before.
 const HOLD_FOR: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// A turn not committed yet, held for the results of the calls it started in memory: one
-/// operation at a time, a call that answers within [`HOLD_FOR`] (a computation, a cache
+/// A turn not committed yet, held for the results of the calls it started in memory: a call
+/// that answers within [`HOLD_FOR`] (a computation, a cache
 /// read) then costs no commit of its own. The next turn's commit carries this one's events
 /// and consumed messages with its own, and the call scheduled and finished in between leaves
 /// no record in the store ([`TurnCommit::finished_calls`](crate::store::TurnCommit::finished_calls)).
@@ -485,7 +485,12 @@ impl InstanceActor {
                 .executor
                 .as_ref()
                 .is_some_and(|e| !e.is_suspended() && !e.has_unrecorded_outcome());
-        let kept = may_hold.then(|| (out.clone(), messages.clone()));
+        // Only a turn that calls activities can be held (below): the others need no copy.
+        let calls = out
+            .actions
+            .iter()
+            .any(|action| matches!(action, crate::orchestration::Action::CallActivity { .. }));
+        let kept = (may_hold && calls).then(|| (out.clone(), messages.clone()));
         self.res.begin_commit(ctx);
         let continues = matches!(out.finished, Some(Outcome::ContinuedAsNew { .. }));
         let executor = self.executor.as_mut();
