@@ -357,7 +357,7 @@ impl PostgresStore {
     /// Drops the store's schema with everything in it (for tests and tear-downs). Stop the
     /// schema's workers first: the drop waits for every transaction on its tables, and a
     /// worker still polling can deadlock with it — the server then ends one of the two, and
-    /// the drop is tried again, up to [`DROP_TRIES`] times in all.
+    /// the drop is tried again, up to five times in all.
     pub async fn drop_schema(&self) -> Result<(), Error> {
         let schema = self.inner.options.schema.clone();
         let mut tries = 1;
