@@ -758,14 +758,7 @@ const READ_TRIES: u32 = 4;
 /// (SQLSTATE 57P01–57P03, 08003, 08006) or the socket broke (which may also happen after a
 /// statement ran: what `PostgresStore::run` runs is safe to run again).
 fn connection_lost(error: &Error) -> bool {
-    let Error::Store {
-        source: Some(source),
-        ..
-    } = error
-    else {
-        return false;
-    };
-    match source.get().downcast_ref::<sqlx::Error>() {
+    match driver_error(error) {
         Some(sqlx::Error::Io(_)) => true,
         Some(sqlx::Error::Database(db)) => matches!(
             db.code().as_deref(),
@@ -781,17 +774,21 @@ const DROP_TRIES: u32 = 5;
 
 /// Whether `error` says the server ended the statement to break a deadlock (SQLSTATE 40P01).
 fn is_deadlock(error: &Error) -> bool {
-    let Error::Store {
-        source: Some(source),
-        ..
-    } = error
-    else {
-        return false;
-    };
     matches!(
-        source.get().downcast_ref::<sqlx::Error>(),
+        driver_error(error),
         Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("40P01")
     )
+}
+
+/// The sqlx error a store error keeps as its source, if it is one.
+fn driver_error(error: &Error) -> Option<&sqlx::Error> {
+    match error {
+        Error::Store {
+            source: Some(source),
+            ..
+        } => source.get().downcast_ref::<sqlx::Error>(),
+        _ => None,
+    }
 }
 
 /// A store error from a PostgreSQL error met while doing `context`.
