@@ -19,8 +19,9 @@
 //! thread steps itself ([`Direct`]); on sqlx's connection each round trip, and each statement
 //! and row within one, is an answer sent across threads by sqlx's connection thread, and a
 //! wake-up of this one. The writer looks for the next op for a moment before it parks
-//! (`BatchExecutor::IDLE_SPIN`). Replies are sent after the commit. A busy database (another process writing) is retried with
-//! backoff; other failures fail every op of the batch with the database's message.
+//! (`BatchExecutor::IDLE_SPIN`). Replies are sent after the commit. A busy database (another
+//! process writing) is retried with backoff; other failures fail every op of the batch with
+//! the database's message.
 //!
 //! Multi-statement strings use positional `?` parameters only, bound in order of appearance:
 //! sqlx-sqlite binds a statement that uses `?3` but not `?1`/`?2` as if those were positional
@@ -104,7 +105,7 @@ impl Writer {
                 runtime.block_on(async move {
                     tokio::spawn(checkpoint(checkpointer));
                     let mut writer = Writer::new(conn, direct, events.clone());
-                    writer.warm().await;
+                    writer.warm();
                     let _ = warmed.send(());
                     run_writer(writer, rx, events, max_batch).await;
                 });
@@ -127,9 +128,9 @@ static READ_FINISHED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|
 /// The statuses of the finished instances `ids` names, read on the direct connection
 /// ([`READ_FINISHED`]); a row that cannot be read is left out (its waiters read it
 /// themselves).
-fn read_finished_rows(
+fn read_finished_rows<Id: serde::Serialize>(
     direct: &mut Direct,
-    ids: &[&String],
+    ids: &[Id],
 ) -> Result<Vec<InstanceStatus>, sqlx::Error> {
     let rows = direct.texts(&READ_FINISHED, &[json(ids).into()])?;
     Ok(rows
@@ -163,8 +164,7 @@ impl BatchExecutor for Writer {
     /// microseconds, against a waiter's read through the pool on sqlx's worker thread and
     /// back.
     async fn read_finished(&mut self, instance_ids: &[String]) -> Vec<InstanceStatus> {
-        let ids: Vec<&String> = instance_ids.iter().collect();
-        match read_finished_rows(&mut self.direct, &ids) {
+        match read_finished_rows(&mut self.direct, instance_ids) {
             Ok(found) => found,
             Err(error) => {
                 tracing::debug!(%error, "reading finished instances for their waiters failed; they read them");
@@ -464,7 +464,7 @@ impl Writer {
             // did not).
             tracing::debug!(shape = ?shape, "a guarded batch shape met for the first time");
         }
-        let (shape, insert) = match self.batch_insert(shape).await {
+        let (shape, insert) = match self.batch_insert(shape) {
             Ok(prepared) => prepared,
             Err(error) => {
                 tracing::warn!(%error, "preparing a guarded batch failed; running it the ordinary way");
@@ -562,11 +562,11 @@ impl Writer {
     /// schema, which expires every statement prepared before it (SQLite would compile each
     /// again on its first use). Writes nothing (temporary views live with the connection); a
     /// failure only leaves the rest to their first batches.
-    async fn warm(&mut self) {
+    fn warm(&mut self) {
         let started = std::time::Instant::now();
         let mut statements = vec![READ_FINISHED.clone()];
         for shape in Shape::common() {
-            match self.batch_insert(shape).await {
+            match self.batch_insert(shape) {
                 Ok((_, insert)) => statements.push(insert),
                 Err(error) => {
                     tracing::debug!(%error, "creating the guarded statements' views ahead failed; each is made in its first batch");
@@ -590,7 +590,7 @@ impl Writer {
     /// shape's view and trigger on first use (outside any transaction: guarded batches run
     /// in autocommit), and the shape it runs as: past [`MAX_SHAPES`] shapes, new ones run as
     /// the shape with every list and every guard.
-    async fn batch_insert(&mut self, shape: Shape) -> Result<(Shape, Arc<str>), sqlx::Error> {
+    fn batch_insert(&mut self, shape: Shape) -> Result<(Shape, Arc<str>), sqlx::Error> {
         let shape = if self.shapes.len() >= MAX_SHAPES && !self.shapes.contains_key(&shape) {
             Shape {
                 mask: ALL_LISTS,
@@ -1819,7 +1819,7 @@ mod tests {
             direct(&path),
             Arc::new(StoreEvents::default()),
         );
-        writer.warm().await;
+        writer.warm();
         let common = Shape::common();
         assert_eq!(
             writer.shapes.len(),
@@ -1883,7 +1883,7 @@ mod tests {
             direct(&path),
             events.clone(),
         );
-        writer.warm().await;
+        writer.warm();
         let lease = || Lease::until(Utc::now() + TimeDelta::seconds(30));
         for (id, watched) in [("watched", true), ("unwatched", false)] {
             let (caller, _answer) = tokio::sync::oneshot::channel();

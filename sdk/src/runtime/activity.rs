@@ -127,15 +127,10 @@ impl ActivityWorker {
         }
     }
 
-    /// It drains: it starts and claims nothing more ([`Drain`]).
-    fn draining(&self) -> bool {
-        self.shared.activities_draining.load(Ordering::Relaxed)
-    }
-
     /// Starts queued items while below the concurrency limit.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
-        while !self.draining() && self.running < limit {
+        while !self.shared.activities_draining() && self.running < limit {
             let Some((item, origin)) = self.queue.pop_front() else {
                 break;
             };
@@ -303,7 +298,7 @@ impl ActivityWorker {
     /// Turns the calls kept in memory of instances whose lease lapsed (their worker died)
     /// into work items, which this worker or another claims.
     fn recover_calls(&mut self, ctx: &mut Context<Self>) {
-        if self.draining() {
+        if self.shared.activities_draining() {
             return;
         }
         let shared = self.shared.clone();
@@ -331,7 +326,7 @@ impl ActivityWorker {
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let limit = self.shared.options.activity_concurrency;
         let busy = self.running + self.queue.len();
-        if self.draining() {
+        if self.shared.activities_draining() {
             return;
         }
         if self.claiming || busy >= limit {
@@ -395,7 +390,7 @@ impl ActivityWorker {
     /// turns queue it ([`RunActivities::claim`]) and otherwise at the poll. A recheck that
     /// finds every slot busy claims when one frees ([`Self::claim_pending`]).
     fn recheck_flow(&mut self, ctx: &mut Context<Self>) {
-        if self.draining() || self.flow_recheck || !self.flow_waiting {
+        if self.shared.activities_draining() || self.flow_recheck || !self.flow_waiting {
             return;
         }
         self.flow_recheck = true;
@@ -894,10 +889,9 @@ impl Handler<RunActivities> for ActivityWorker {
 impl Handler<Adopt> for ActivityWorker {
     type Result = ();
 
-    fn handle(&mut self, Adopt { key, attempt }: Adopt, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Adopt { key, attempt }: Adopt, _: &mut Context<Self>) {
         self.running += 1;
         self.attempts.insert(key, attempt);
-        self.pump(ctx);
     }
 }
 

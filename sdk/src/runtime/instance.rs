@@ -904,7 +904,7 @@ impl InstanceActor {
             // the budget lasts (a fan-out's other calls run on the worker meanwhile).
             // Not while the worker drains: it starts nothing then, and neither does this.
             let began = Instant::now();
-            let draining = shared.activities_draining.load(Ordering::Relaxed);
+            let draining = shared.activities_draining();
             let mut rest = Vec::with_capacity(items.len());
             for item in items {
                 if !draining

@@ -141,6 +141,12 @@ impl Shared {
         self.clock.now()
     }
 
+    /// Whether the activity worker drains ([`Drain`](messages::Drain)): no attempt starts
+    /// anywhere then, quick ones included.
+    pub(crate) fn activities_draining(&self) -> bool {
+        self.activities_draining.load(Ordering::Relaxed)
+    }
+
     /// A key for an attempt of a call kept in memory, which has no queue id.
     fn next_memory_key(&self) -> i64 {
         self.memory_keys.fetch_sub(1, Ordering::Relaxed) - 1
