@@ -5,10 +5,10 @@
 //! ([`Runtime::client`](crate::Runtime::client)) it is woken at once when an instance
 //! finishes; elsewhere it polls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -23,6 +23,7 @@ use crate::history::Event;
 use crate::id::EntityId;
 use crate::id::{self, is_entity_instance_id, validate_instance_id};
 use crate::limits::Limits;
+use crate::panics::lock;
 use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::schedule::{
@@ -31,8 +32,8 @@ use crate::schedule::{
 pub use crate::store::InstanceStatus;
 pub use crate::store::PurgeQuery;
 use crate::store::{
-    ActivityStatus, FlowHold, InstanceQuery, NewInstance, OrchestrationMessage, RuntimeStatus,
-    Store,
+    ActivityStatus, FinishWatch, FlowHold, InstanceQuery, NewInstance, OrchestrationMessage,
+    RuntimeStatus, Store,
 };
 pub use crate::store::{EntityCleanup, EntityQuery, EntityStatus, FlowStatus};
 
@@ -85,7 +86,32 @@ pub struct Client {
     /// The worker of this process, when this is its runtime's client: starts are leased to
     /// it in the commit that creates them and handed to it in memory.
     local: Option<Arc<dyn LocalWorker>>,
+    /// Finish watches of the instances this client started for its worker, shared by its
+    /// clones.
+    started: Arc<Mutex<StartedWatches>>,
 }
+
+/// Finish watches registered by starts, before their instances were created, for a later
+/// [`Client::wait_for_completion`]: a finish committed in this process hands the watch the
+/// instance's row, so that wait needs no read of the status (reading it, on another thread,
+/// cost a one-at-a-time start-to-finish a quarter of its time). Only the newest
+/// [`STARTED_WATCHES`] are kept (an evicted start's wait reads, as any other does): each
+/// watched finish also has the store read the row it hands over.
+#[derive(Default)]
+struct StartedWatches {
+    /// Each watched instance's creation time (identifying its run) and watch.
+    by_id: HashMap<String, (DateTime<Utc>, Arc<FinishWatch>)>,
+    /// The watched ids, oldest first.
+    order: VecDeque<String>,
+}
+
+/// How many instances a client keeps finish watches for ([`StartedWatches`]).
+const STARTED_WATCHES: usize = 1024;
+
+/// How long a wait on a watch its start registered waits for the finish before it reads
+/// the status (the ordinary loop; a finish notification may come from another process
+/// without the row, or not at all if it was lost).
+const STARTED_WAIT: Duration = Duration::from_millis(5);
 
 /// The worker a runtime's own client starts instances for (see
 /// [`Store::create_instance_claimed`]).
@@ -143,6 +169,7 @@ impl Client {
             limits,
             registry_complete: false,
             local: None,
+            started: Arc::default(),
         }
     }
 
@@ -326,29 +353,90 @@ impl Client {
     /// worker runs it from memory: on a store that [creates instances with their first
     /// turn](Store::creates_with_turn) the first turn's commit creates it (one commit for
     /// both), otherwise it is created leased to the worker, which runs it without claiming
-    /// it.
+    /// it. Its finish is then watched from before it exists ([`StartedWatches`]).
     async fn create(&self, instance: NewInstance) -> Result<(), Error> {
         match &self.local {
             // A held instance waits for an admission, in this process or another.
             Some(worker) if worker.has_orchestrator(&instance.name) && instance.flow.is_none() => {
-                // One commit: the worker runs the first turn from memory and commits it
-                // with the creation.
-                if let Some(created) = worker.start(instance.clone())
-                    && let Ok(created) = created.await
-                {
-                    return created;
+                let watch = self.watch_start(&instance);
+                let created = self.create_for(worker.as_ref(), instance.clone()).await;
+                if created.is_err() {
+                    self.unwatch_start(&instance.instance_id, &watch);
                 }
-                let claimed = self
-                    .store
-                    .create_instance_claimed(instance, worker.owner(), worker.lease_until())
-                    .await?;
-                if let Some(message) = claimed {
-                    worker.run(message);
-                }
-                Ok(())
+                created
             }
             _ => self.store.create_instance(instance).await,
         }
+    }
+
+    /// Creates an instance its orchestrator's `worker` in this process runs.
+    async fn create_for(
+        &self,
+        worker: &dyn LocalWorker,
+        instance: NewInstance,
+    ) -> Result<(), Error> {
+        // One commit: the worker runs the first turn from memory and commits it with the
+        // creation.
+        if let Some(created) = worker.start(instance.clone())
+            && let Ok(created) = created.await
+        {
+            return created;
+        }
+        let claimed = self
+            .store
+            .create_instance_claimed(instance, worker.owner(), worker.lease_until())
+            .await?;
+        if let Some(message) = claimed {
+            worker.run(message);
+        }
+        Ok(())
+    }
+
+    /// Watches the finish of `instance`, about to be created, for a later wait; evicts the
+    /// oldest watch past [`STARTED_WATCHES`].
+    fn watch_start(&self, instance: &NewInstance) -> Arc<FinishWatch> {
+        let events = self.store.events();
+        let id = &instance.instance_id;
+        let watch = events.watch_finished(id);
+        let mut started = lock(&self.started);
+        let entry = (instance.created_at, watch.clone());
+        if let Some((_, replaced)) = started.by_id.insert(id.clone(), entry) {
+            events.unwatch_finished(id, &replaced);
+        } else {
+            started.order.push_back(id.clone());
+        }
+        while started.order.len() > STARTED_WATCHES {
+            let Some(oldest) = started.order.pop_front() else {
+                break;
+            };
+            if let Some((_, evicted)) = started.by_id.remove(&oldest) {
+                events.unwatch_finished(&oldest, &evicted);
+            }
+        }
+        watch
+    }
+
+    /// Drops the watch [`watch_start`](Self::watch_start) registered (its start failed).
+    fn unwatch_start(&self, instance_id: &str, watch: &Arc<FinishWatch>) {
+        let mut started = lock(&self.started);
+        if started
+            .by_id
+            .get(instance_id)
+            .is_some_and(|(_, kept)| Arc::ptr_eq(kept, watch))
+        {
+            started.by_id.remove(instance_id);
+            started.order.retain(|id| id != instance_id);
+        }
+        self.store.events().unwatch_finished(instance_id, watch);
+    }
+
+    /// Takes the watch a start of this client registered for `instance_id`, with the
+    /// started run's creation time.
+    fn take_start_watch(&self, instance_id: &str) -> Option<(DateTime<Utc>, Arc<FinishWatch>)> {
+        let mut started = lock(&self.started);
+        let taken = started.by_id.remove(instance_id)?;
+        started.order.retain(|id| id != instance_id);
+        Some(taken)
     }
 
     /// Raises the external event `name` with `data` to an instance. The event is delivered
@@ -700,7 +788,10 @@ impl Client {
     }
 
     /// Waits until the instance is Completed, Failed or Terminated and returns its status;
-    /// [`Error::Timeout`] if it is still running after `timeout`. A store error that may
+    /// [`Error::Timeout`] if it is still running after `timeout`. A runtime's own client
+    /// (`runtime.client()`) watches each instance it starts from the start: the first wait
+    /// for one of its latest thousand starts takes the status the finishing commit handed
+    /// over, and reads nothing. A store error that may
     /// pass (`Error::Store` with `transient: true`: the database went away for a moment)
     /// does not end the wait: it reads again until `timeout`, and returns that error if the
     /// store has not answered by then. A read the store leaves unanswered (a connection
@@ -715,6 +806,23 @@ impl Client {
         // A timeout too long to represent waits without a deadline.
         let deadline = Instant::now().checked_add(timeout);
         let events = self.store.events();
+        // A run this client started was watched from before it existed: a finish since then
+        // has notified the watch, most often handing over the row (checked to be that run's:
+        // a late notification of an earlier run's finish, from another process, may come
+        // first). Without that row the wait reads, as any other does.
+        if let Some((created_at, watch)) = self.take_start_watch(instance_id) {
+            let wait = deadline.map_or(STARTED_WAIT, |deadline| {
+                STARTED_WAIT.min(deadline.saturating_duration_since(Instant::now()))
+            });
+            let notified = tokio::time::timeout(wait, watch.notified()).await.is_ok();
+            events.unwatch_finished(instance_id, &watch);
+            if let Some(handed) = notified.then(|| watch.take_status()).flatten()
+                && handed.is_finished()
+                && handed.created_at.timestamp_millis() == created_at.timestamp_millis()
+            {
+                return Ok(handed);
+            }
+        }
         let mut poll = Duration::from_millis(5);
         loop {
             let notify = events.watch_finished(instance_id);

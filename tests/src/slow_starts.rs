@@ -2,7 +2,8 @@
 //! leased to the worker) at once, but the call returns only after a delay, so whatever is
 //! sent to the instance meanwhile reaches the worker before the start does. It can also fail
 //! turn commits now and then. It does not create instances with their first turn
-//! (`Store::creates_with_turn` is left `false`): starts take `create_instance_claimed`.
+//! (`Store::creates_with_turn` is `false`, unless [`SlowStarts::creating_with_turns`]):
+//! starts take `create_instance_claimed`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,7 +26,8 @@ use duractor::{Error, Event, Store};
 type FailedFirst = HashSet<(String, u32)>;
 
 /// Forwards everything to `inner`; [`Store::create_instance_claimed`] returns `delay` late,
-/// and with [`failing_turns`](Self::failing_turns) some turn commits fail.
+/// and with [`failing_turns`](Self::failing_turns) some turn commits fail. It counts the
+/// status reads ([`Store::get_instance`]) it forwards.
 #[derive(Clone)]
 pub struct SlowStarts {
     inner: Arc<dyn Store>,
@@ -36,6 +38,10 @@ pub struct SlowStarts {
     /// With [`failing_first_turns`](Self::failing_first_turns): the instances (with the
     /// execution) whose first turn failed already.
     failed_first: Option<Arc<Mutex<FailedFirst>>>,
+    /// How many times [`Store::get_instance`] was called.
+    status_reads: Arc<AtomicU32>,
+    /// Whether it creates instances with their first turn as `inner` does.
+    with_turns: bool,
 }
 
 impl SlowStarts {
@@ -47,7 +53,22 @@ impl SlowStarts {
             fail_every: 0,
             turns: Arc::default(),
             failed_first: None,
+            status_reads: Arc::default(),
+            with_turns: false,
         }
+    }
+
+    /// Creates instances with their first turn when `inner` does (the worker's own starts
+    /// then commit their creation with the first turn, not through
+    /// [`Store::create_instance_claimed`]).
+    pub fn creating_with_turns(mut self) -> Self {
+        self.with_turns = true;
+        self
+    }
+
+    /// How many status reads ([`Store::get_instance`]) it has forwarded so far.
+    pub fn status_reads(&self) -> u32 {
+        self.status_reads.load(Ordering::SeqCst)
     }
 
     /// Fails every `every`th [`Store::commit_turn`] with a transient error, writing nothing
@@ -166,6 +187,9 @@ impl Store for SlowStarts {
         }
         self.inner.commit_turn(turn).await
     }
+    fn creates_with_turn(&self) -> bool {
+        self.with_turns && self.inner.creates_with_turn()
+    }
     fn keeps_calls_in_memory(&self) -> bool {
         self.inner.keeps_calls_in_memory()
     }
@@ -215,6 +239,7 @@ impl Store for SlowStarts {
         self.inner.load_history(instance_id).await
     }
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceStatus>, Error> {
+        self.status_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get_instance(instance_id).await
     }
     async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {

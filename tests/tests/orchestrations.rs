@@ -255,6 +255,114 @@ async fn a_held_first_turn_whose_commit_fails_runs_its_calls_again() {
     runtime.shutdown().await.unwrap();
 }
 
+/// A runtime's client watches the finish of every instance it starts from before the
+/// instance exists, so waiting for one takes the row its finishing commit handed over and
+/// reads nothing (the read cost a one-at-a-time start-to-finish a quarter of its time) —
+/// whether the wait comes before or after the finish — and a run of the same id started
+/// again is waited for as that run. Both ways a worker's own start goes: created with its
+/// first turn, or created first and then run.
+#[tokio::test]
+async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
+    for with_turns in [true, false] {
+        let (_dir, sqlite, store) = failing_commits(&format!("started-{with_turns}")).await;
+        let store = if with_turns {
+            store.creating_with_turns()
+        } else {
+            store
+        };
+        let runtime = Runtime::builder(store.clone()).start().await.unwrap();
+        let client = runtime.client();
+
+        let reads = store.status_reads();
+        let id = client.start(Chain, 3).await.unwrap();
+        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 3);
+        assert_eq!(store.status_reads(), reads, "a wait from the start");
+
+        // Finished before the wait begins.
+        let id = client.start(Chain, 2).instance_id("again").await.unwrap();
+        eventually("the instance to finish", WAIT, || async {
+            let status = sqlite.get_instance(&id).await.unwrap()?;
+            status.is_finished().then_some(())
+        })
+        .await;
+        let reads = store.status_reads();
+        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 2);
+        assert_eq!(store.status_reads(), reads, "a wait after the finish");
+        // The watch served one wait; the next one reads, and finds the same run.
+        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 2);
+        assert!(store.status_reads() > reads, "a second wait reads");
+
+        // The finished instance replaced by a new run under the same id.
+        let reads = store.status_reads();
+        client.start(Chain, 5).instance_id("again").await.unwrap();
+        let status = client.wait_for_completion("again", WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 5, "the new run's output");
+        assert_eq!(store.status_reads(), reads, "a wait for the new run");
+        runtime.shutdown().await.unwrap();
+    }
+}
+
+/// The watches a client keeps for its starts do not get in the way of what waits rely on:
+/// a start refused (its id is running) leaves the running instance waited for as before; a
+/// start that terminates the running one waits for that end and then for its own run; and
+/// past the thousand watches a client keeps, the oldest starts' runs (their watches
+/// dropped) are still found.
+#[tokio::test]
+async fn waits_find_their_runs_past_refused_starts_replaced_runs_and_many_starts() {
+    let app = TestApp::start("started-watches").await;
+    let client = &app.client;
+    let id = client
+        .start(Approval, ())
+        .instance_id("asked")
+        .await
+        .unwrap();
+    let refused = client.start(Chain, 1).instance_id("asked").await;
+    assert!(
+        matches!(refused, Err(duractor::Error::InstanceExists { .. })),
+        "{refused:?}"
+    );
+    wait_for_custom_status(client, &id, "waiting for approval").await;
+    let decision = Decision {
+        by: "ada".into(),
+        approved: true,
+    };
+    client
+        .raise_event(&id, "approval", &decision)
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output::<Decision>().unwrap(), decision);
+
+    let id = client
+        .start(Approval, ())
+        .instance_id("replaced")
+        .await
+        .unwrap();
+    wait_for_custom_status(client, &id, "waiting for approval").await;
+    client
+        .start(Chain, 4)
+        .instance_id("replaced")
+        .if_exists(duractor::client::IfExists::TerminateRunning)
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.status, RuntimeStatus::Completed);
+    assert_eq!(status.output::<u64>().unwrap(), 4);
+
+    let mut ids = Vec::new();
+    for steps in 0..1100u64 {
+        ids.push(client.start(Chain, steps % 3).await.unwrap());
+    }
+    for (steps, id) in ids.iter().enumerate().step_by(97) {
+        let status = client.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), steps as u64 % 3, "{id}");
+    }
+    app.stop().await;
+}
+
 #[orchestrator]
 async fn fan_out(ctx: OrchestrationContext, count: u64) -> Result<u64, duractor::Error> {
     let results = ctx
