@@ -353,20 +353,28 @@ impl Client {
     /// worker runs it from memory: on a store that [creates instances with their first
     /// turn](Store::creates_with_turn) the first turn's commit creates it (one commit for
     /// both), otherwise it is created leased to the worker, which runs it without claiming
-    /// it. Its finish is then watched from before it exists ([`StartedWatches`]).
+    /// it. Its finish is then watched from before it exists ([`StartedWatches`]), as it is on
+    /// a store that [announces finished rows](Store::announces_finished_rows) to every
+    /// process.
     async fn create(&self, instance: NewInstance) -> Result<(), Error> {
-        match &self.local {
-            // A held instance waits for an admission, in this process or another.
-            Some(worker) if worker.has_orchestrator(&instance.name) && instance.flow.is_none() => {
-                let watch = self.watch_start(&instance);
-                let created = self.create_for(worker.as_ref(), instance.clone()).await;
-                if created.is_err() {
-                    self.unwatch_start(&instance.instance_id, &watch);
-                }
-                created
-            }
-            _ => self.store.create_instance(instance).await,
+        // A held instance waits for an admission, in this process or another.
+        let local = self
+            .local
+            .as_ref()
+            .filter(|worker| worker.has_orchestrator(&instance.name) && instance.flow.is_none());
+        if local.is_none() && !self.store.announces_finished_rows() {
+            return self.store.create_instance(instance).await;
         }
+        let watch = self.watch_start(&instance);
+        let instance_id = instance.instance_id.clone();
+        let created = match local {
+            Some(worker) => self.create_for(worker.as_ref(), instance).await,
+            None => self.store.create_instance(instance).await,
+        };
+        if created.is_err() {
+            self.unwatch_start(&instance_id, &watch);
+        }
+        created
     }
 
     /// Creates an instance its orchestrator's `worker` in this process runs.
@@ -789,9 +797,9 @@ impl Client {
 
     /// Waits until the instance is Completed, Failed or Terminated and returns its status;
     /// [`Error::Timeout`] if it is still running after `timeout`. A runtime's own client
-    /// (`runtime.client()`) watches each instance it starts from the start: the first wait
-    /// for one of its latest thousand starts takes the status the finishing commit handed
-    /// over, and reads nothing. A store error that may
+    /// (`runtime.client()`), and any client on PostgreSQL, watches each instance it starts
+    /// from the start: the first wait for one of its latest thousand starts takes the status
+    /// the finishing commit handed over, and reads nothing. A store error that may
     /// pass (`Error::Store` with `transient: true`: the database went away for a moment)
     /// does not end the wait: it reads again until `timeout`, and returns that error if the
     /// store has not answered by then. A read the store leaves unanswered (a connection

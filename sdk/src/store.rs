@@ -796,6 +796,16 @@ pub trait Store: Send + Sync + 'static {
     /// persisted ([`persist_calls`](Self::persist_calls)).
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error>;
 
+    /// Whether a finish committed by any process on this store reaches this process's
+    /// [`events`](Self::events) with the instance's row
+    /// ([`StoreEvents::notify_finished_with`]), as PostgreSQL's notifications bring it: a
+    /// [`Client`](crate::Client) then watches the finish of each instance it starts from
+    /// before creating it, and its first wait for one needs no status read. The default is
+    /// `false`: a finish in another process may come unannounced, or without its row.
+    fn announces_finished_rows(&self) -> bool {
+        false
+    }
+
     /// Whether the store can keep calls in memory ([`NewActivity::in_memory`]): record them
     /// on the instance's row instead of as work items, and implement
     /// [`persist_calls`](Self::persist_calls) and [`recover_calls`](Self::recover_calls).
@@ -1155,6 +1165,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn list_activities(&self, instance_id: &str) -> Result<Vec<ActivityStatus>, Error> {
         (**self).list_activities(instance_id).await
+    }
+    fn announces_finished_rows(&self) -> bool {
+        (**self).announces_finished_rows()
     }
     fn keeps_calls_in_memory(&self) -> bool {
         (**self).keeps_calls_in_memory()

@@ -190,6 +190,9 @@ impl Store for SlowStarts {
     fn creates_with_turn(&self) -> bool {
         self.with_turns && self.inner.creates_with_turn()
     }
+    fn announces_finished_rows(&self) -> bool {
+        self.inner.announces_finished_rows()
+    }
     fn keeps_calls_in_memory(&self) -> bool {
         self.inner.keeps_calls_in_memory()
     }

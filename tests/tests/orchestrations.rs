@@ -256,11 +256,12 @@ async fn a_held_first_turn_whose_commit_fails_runs_its_calls_again() {
 }
 
 /// A runtime's client watches the finish of every instance it starts from before the
-/// instance exists, so waiting for one takes the row its finishing commit handed over and
-/// reads nothing (the read cost a one-at-a-time start-to-finish a quarter of its time) —
-/// whether the wait comes before or after the finish — and a run of the same id started
-/// again is waited for as that run. Both ways a worker's own start goes: created with its
-/// first turn, or created first and then run.
+/// instance exists, so its first wait for one takes the row the finishing commit handed
+/// over and reads nothing (the read cost a one-at-a-time start-to-finish a quarter of its
+/// time), and a run of the same id started again is waited for as that run. Both ways a
+/// worker's own start goes: created with its first turn, or created first and then run.
+/// (The waits here begin after the finish, which makes "no read" certain; a wait that
+/// begins earlier reads nothing either when the finish comes within 5 ms.)
 #[tokio::test]
 async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
     for with_turns in [true, false] {
@@ -272,35 +273,40 @@ async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
         };
         let runtime = Runtime::builder(store.clone()).start().await.unwrap();
         let client = runtime.client();
+        let finished = |id: &'static str, output: u64| {
+            let sqlite = sqlite.clone();
+            async move {
+                eventually("the run to finish", WAIT, || async {
+                    let status = sqlite.get_instance(id).await.unwrap()?;
+                    (status.output.as_ref()?.decode::<u64>().ok()? == output).then_some(())
+                })
+                .await;
+            }
+        };
 
+        client.start(Chain, 2).instance_id("again").await.unwrap();
+        finished("again", 2).await;
         let reads = store.status_reads();
-        let id = client.start(Chain, 3).await.unwrap();
-        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-        assert_eq!(status.output::<u64>().unwrap(), 3);
-        assert_eq!(store.status_reads(), reads, "a wait from the start");
-
-        // Finished before the wait begins.
-        let id = client.start(Chain, 2).instance_id("again").await.unwrap();
-        eventually("the instance to finish", WAIT, || async {
-            let status = sqlite.get_instance(&id).await.unwrap()?;
-            status.is_finished().then_some(())
-        })
-        .await;
-        let reads = store.status_reads();
-        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        let status = client.wait_for_completion("again", WAIT).await.unwrap();
         assert_eq!(status.output::<u64>().unwrap(), 2);
-        assert_eq!(store.status_reads(), reads, "a wait after the finish");
+        assert_eq!(store.status_reads(), reads, "the first wait reads nothing");
         // The watch served one wait; the next one reads, and finds the same run.
-        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        let status = client.wait_for_completion("again", WAIT).await.unwrap();
         assert_eq!(status.output::<u64>().unwrap(), 2);
         assert!(store.status_reads() > reads, "a second wait reads");
 
         // The finished instance replaced by a new run under the same id.
-        let reads = store.status_reads();
         client.start(Chain, 5).instance_id("again").await.unwrap();
+        finished("again", 5).await;
+        let reads = store.status_reads();
         let status = client.wait_for_completion("again", WAIT).await.unwrap();
         assert_eq!(status.output::<u64>().unwrap(), 5, "the new run's output");
         assert_eq!(store.status_reads(), reads, "a wait for the new run");
+
+        // A wait that begins at once finds the run whenever it finishes.
+        let id = client.start(Chain, 3).await.unwrap();
+        let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(status.output::<u64>().unwrap(), 3);
         runtime.shutdown().await.unwrap();
     }
 }

@@ -412,6 +412,50 @@ async fn a_finish_in_another_process_hands_the_waiter_its_row() {
     store.drop_schema().await.unwrap();
 }
 
+/// A client of a store that announces finished rows to every process (PostgreSQL) watches
+/// each instance it starts from before creating it: a worker process's finish hands the row
+/// to that watch, and the wait reads nothing. A row too long for a notification is announced
+/// by its id only, and the wait reads it. (The waits begin once this process has heard of
+/// the finish, which makes "no read" certain.)
+#[tokio::test]
+async fn a_clients_wait_for_its_own_start_reads_nothing_when_the_finish_brings_the_row() {
+    let Some(url) = postgres_url("a_clients_wait_for_its_own_start_reads_nothing") else {
+        return;
+    };
+    let schema = format!("own_start_{}", std::process::id());
+    let store = store_in(&url, &schema).await;
+    let counted = duractor_tests::slow_starts::SlowStarts::new(store.clone(), Duration::ZERO);
+    let client = Client::new(counted.clone());
+    let worker = spawn_worker(&url, &schema, 2_000);
+    for (id, len, carried) in [("small", 100, true), ("large", 9_000, false)] {
+        let heard = store.events().watch_finished(id);
+        let reads = counted.status_reads();
+        client
+            .start(SizedOutput, len)
+            .instance_id(id)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), heard.notified())
+            .await
+            .expect("the finish is announced to this process");
+        let status = client
+            .wait_for_completion(id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(status.status, RuntimeStatus::Completed, "{status:?}");
+        let output: String = status.output.as_ref().unwrap().decode().unwrap();
+        assert_eq!(output.len(), len);
+        let read = counted.status_reads() > reads;
+        assert_eq!(
+            read, !carried,
+            "whether the wait for a {len}-byte output read the status"
+        );
+    }
+    // The worker goes first: dropping the schema under its polls can deadlock with them.
+    worker.kill();
+    store.drop_schema().await.unwrap();
+}
+
 /// Starts one at a time, as a client serving requests makes them, with two worker
 /// processes that poll only every 10 s: each start wakes one worker, the instance's lead, and
 /// when a worker is SIGKILLed the other drops it from its list of live workers at its next

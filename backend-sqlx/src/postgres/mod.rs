@@ -1069,6 +1069,12 @@ impl Store for PostgresStore {
         true
     }
 
+    /// A finish is sent with its row on `_finished_rows` to every listening process (by id
+    /// only on `_finished` when the row is too long for a notification).
+    fn announces_finished_rows(&self) -> bool {
+        true
+    }
+
     async fn persist_calls(
         &self,
         owner: &str,

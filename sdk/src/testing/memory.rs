@@ -240,6 +240,11 @@ impl Store for MemoryStore {
         true
     }
 
+    /// Every finish is committed in this process, and hands over its row.
+    fn announces_finished_rows(&self) -> bool {
+        true
+    }
+
     async fn persist_calls(
         &self,
         owner: &str,
