@@ -96,7 +96,9 @@ pub struct Client {
 /// instance's row, so that wait needs no read of the status (reading it, on another thread,
 /// cost a one-at-a-time start-to-finish a quarter of its time). Only the newest
 /// [`STARTED_WATCHES`] are kept (an evicted start's wait reads, as any other does): each
-/// watched finish also has the store read the row it hands over.
+/// watched finish also has the store read the row it hands over. A watch takes that row
+/// only up to [`STARTED_ROW_BYTES`] of payloads, so the rows of finished instances nobody
+/// has waited for yet hold at most a few megabytes (a larger one's wait reads it).
 #[derive(Default)]
 struct StartedWatches {
     /// Each watched instance's creation time (identifying its run) and watch.
@@ -107,6 +109,9 @@ struct StartedWatches {
 
 /// How many instances a client keeps finish watches for ([`StartedWatches`]).
 const STARTED_WATCHES: usize = 1024;
+
+/// The largest row (payload bytes) a start's watch keeps ([`StartedWatches`]).
+const STARTED_ROW_BYTES: usize = 8 * 1024;
 
 /// How long a wait on a watch its start registered waits for the finish before it reads
 /// the status (the ordinary loop; a finish notification may come from another process
@@ -405,7 +410,7 @@ impl Client {
     fn watch_start(&self, instance: &NewInstance) -> Arc<FinishWatch> {
         let events = self.store.events();
         let id = &instance.instance_id;
-        let watch = events.watch_finished(id);
+        let watch = events.watch_finished_up_to(id, STARTED_ROW_BYTES);
         let mut started = lock(&self.started);
         let entry = (instance.created_at, watch.clone());
         if let Some((_, replaced)) = started.by_id.insert(id.clone(), entry) {

@@ -994,8 +994,16 @@ impl StoreEvents {
     /// instance's row as the commit that finished it wrote it (the store's own answer, not
     /// one pieced together from the turn), so a waiter need not read it again.
     pub fn notify_finished_with(&self, status: &InstanceStatus) {
-        for watch in self.take_watches(&status.instance_id) {
-            *lock(&watch.status) = Some(status.clone());
+        let watches = self.take_watches(&status.instance_id);
+        let bytes = if watches.iter().any(|w| w.keeps_up_to < usize::MAX) {
+            payload_bytes(status)
+        } else {
+            0
+        };
+        for watch in watches {
+            if bytes <= watch.keeps_up_to {
+                *lock(&watch.status) = Some(status.clone());
+            }
             watch.notify.notify_one();
         }
     }
@@ -1010,7 +1018,19 @@ impl StoreEvents {
     /// [`notified`](FinishWatch::notified) on the result. Register before checking the
     /// status, so a finish in between is not missed.
     pub fn watch_finished(&self, instance_id: &str) -> Arc<FinishWatch> {
-        let watch = Arc::new(FinishWatch::default());
+        self.watch_finished_up_to(instance_id, usize::MAX)
+    }
+
+    /// [`watch_finished`](Self::watch_finished), for a watch that takes a handed row only
+    /// if its payloads (input, output, custom status, failure messages) come to at most
+    /// `bytes`: past that it is woken without the row, as by
+    /// [`notify_finished`](Self::notify_finished). For a watch kept a long time, whose
+    /// row would otherwise stay in memory however large.
+    pub fn watch_finished_up_to(&self, instance_id: &str, bytes: usize) -> Arc<FinishWatch> {
+        let watch = Arc::new(FinishWatch {
+            keeps_up_to: bytes,
+            ..FinishWatch::default()
+        });
         lock(&self.finished)
             .entry(instance_id.to_owned())
             .or_default()
@@ -1035,10 +1055,38 @@ impl StoreEvents {
 }
 
 /// One registration for an instance finishing ([`StoreEvents::watch_finished`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FinishWatch {
     notify: Notify,
     status: Mutex<Option<InstanceStatus>>,
+    /// The largest handed row it takes ([`StoreEvents::watch_finished_up_to`]).
+    keeps_up_to: usize,
+}
+
+impl Default for FinishWatch {
+    fn default() -> Self {
+        FinishWatch {
+            notify: Notify::new(),
+            status: Mutex::default(),
+            keeps_up_to: usize::MAX,
+        }
+    }
+}
+
+/// The bytes of a status's payloads: input, output, custom status and failure messages.
+fn payload_bytes(status: &InstanceStatus) -> usize {
+    let payloads = [&status.output, &status.custom_status]
+        .into_iter()
+        .flatten()
+        .map(Payload::len)
+        .sum::<usize>();
+    let mut failures = 0;
+    let mut failure = status.failure.as_ref();
+    while let Some(f) = failure {
+        failures += f.message.len() + f.kind.len();
+        failure = f.cause.as_deref();
+    }
+    status.input.len() + payloads + failures
 }
 
 impl FinishWatch {
@@ -1237,8 +1285,63 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{StoreEvents, redact_password};
+    use super::{InstanceStatus, RuntimeStatus, StoreEvents, redact_password};
+    use crate::error::Failure;
+    use crate::history::Payload;
     use std::time::Duration;
+
+    fn finished(output_bytes: usize, failure_bytes: usize) -> InstanceStatus {
+        let now = chrono::Utc::now();
+        InstanceStatus {
+            instance_id: "i".into(),
+            name: "o".into(),
+            version: String::new(),
+            status: RuntimeStatus::Completed,
+            input: Payload::encode(&"in").unwrap(),
+            output: Some(Payload::encode(&"x".repeat(output_bytes)).unwrap()),
+            failure: (failure_bytes > 0).then(|| Failure {
+                message: "m".repeat(failure_bytes),
+                kind: String::new(),
+                cause: None,
+                non_retriable: false,
+            }),
+            custom_status: None,
+            created_at: now,
+            updated_at: now,
+            completed_at: Some(now),
+        }
+    }
+
+    /// A watch limited to a row size takes handed rows up to it and is woken without the
+    /// larger ones; an unlimited watch of the same finish takes every row.
+    #[tokio::test]
+    async fn a_limited_watch_takes_only_rows_up_to_its_size() {
+        let events = StoreEvents::default();
+        // The input is 4 bytes ("in" quoted), an output of n characters n + 2.
+        for (output, failure, kept) in [
+            (94, 0, true),
+            (95, 0, false),
+            (40, 54, true),
+            (40, 55, false),
+        ] {
+            let limited = events.watch_finished_up_to("i", 100);
+            let unlimited = events.watch_finished("i");
+            events.notify_finished_with(&finished(output, failure));
+            let wait = Duration::from_secs(5);
+            tokio::time::timeout(wait, limited.notified())
+                .await
+                .unwrap();
+            tokio::time::timeout(wait, unlimited.notified())
+                .await
+                .unwrap();
+            assert_eq!(
+                limited.take_status().is_some(),
+                kept,
+                "{output} + {failure}"
+            );
+            assert!(unlimited.take_status().is_some());
+        }
+    }
 
     /// Every dispatcher of a store sees every hand-over, one made while it was not waiting
     /// included, and only once.

@@ -260,8 +260,9 @@ async fn a_held_first_turn_whose_commit_fails_runs_its_calls_again() {
 /// over and reads nothing (the read cost a one-at-a-time start-to-finish a quarter of its
 /// time), and a run of the same id started again is waited for as that run. Both ways a
 /// worker's own start goes: created with its first turn, or created first and then run.
-/// (The waits here begin after the finish, which makes "no read" certain; a wait that
-/// begins earlier reads nothing either when the finish comes within 5 ms.)
+/// A row of more than 8 KiB of payloads is not kept for the wait, which reads it. (The
+/// waits here begin after the finish, which makes "no read" certain; a wait that begins
+/// earlier reads nothing either when the finish comes within 5 ms.)
 #[tokio::test]
 async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
     for with_turns in [true, false] {
@@ -302,6 +303,22 @@ async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
         let status = client.wait_for_completion("again", WAIT).await.unwrap();
         assert_eq!(status.output::<u64>().unwrap(), 5, "the new run's output");
         assert_eq!(store.status_reads(), reads, "a wait for the new run");
+
+        // A watch keeps no large row (8 KiB of payloads at most): that wait reads.
+        client
+            .start(duractor_tests::scale::SizedOutput, 9_000)
+            .instance_id("large")
+            .await
+            .unwrap();
+        eventually("the large run to finish", WAIT, || async {
+            let status = sqlite.get_instance("large").await.unwrap()?;
+            status.is_finished().then_some(())
+        })
+        .await;
+        let reads = store.status_reads();
+        let status = client.wait_for_completion("large", WAIT).await.unwrap();
+        assert_eq!(status.output::<String>().unwrap().len(), 9_000);
+        assert!(store.status_reads() > reads, "the wait read the large row");
 
         // A wait that begins at once finds the run whenever it finishes.
         let id = client.start(Chain, 3).await.unwrap();
