@@ -98,13 +98,105 @@ pub struct Client {
 /// [`STARTED_WATCHES`] are kept (an evicted start's wait reads, as any other does): each
 /// watched finish also has the store read the row it hands over. A watch takes that row
 /// only up to [`STARTED_ROW_BYTES`] of payloads, so the rows of finished instances nobody
-/// has waited for yet hold at most a few megabytes (a larger one's wait reads it).
-#[derive(Default)]
+/// has waited for yet hold at most a few megabytes (a larger one's wait reads it). The
+/// watches go with the last clone of the client.
 struct StartedWatches {
-    /// Each watched instance's creation time (identifying its run) and watch.
-    by_id: HashMap<String, (DateTime<Utc>, Arc<FinishWatch>)>,
-    /// The watched ids, oldest first.
-    order: VecDeque<String>,
+    /// The store whose events hold the watches.
+    store: Arc<dyn Store>,
+    /// Each watched instance's entry.
+    by_id: HashMap<String, StartedWatch>,
+    /// The watched ids with their entries' numbers, oldest first; an id whose entry is gone
+    /// or newer is skipped when it comes up for eviction.
+    order: VecDeque<(u64, String)>,
+    /// The next entry's number.
+    next: u64,
+}
+
+/// The watch of one run a client started.
+struct StartedWatch {
+    /// Its number among the client's entries ([`StartedWatches::order`]).
+    number: u64,
+    /// The run's creation time, which a handed row must have.
+    created_at: DateTime<Utc>,
+    watch: Arc<FinishWatch>,
+}
+
+impl StartedWatches {
+    fn new(store: Arc<dyn Store>) -> Self {
+        StartedWatches {
+            store,
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// Watches the finish of `instance`, about to be created; evicts the oldest watch past
+    /// [`STARTED_WATCHES`].
+    fn watch(&mut self, instance: &NewInstance) -> Arc<FinishWatch> {
+        let id = &instance.instance_id;
+        let watch = self
+            .store
+            .events()
+            .watch_finished_up_to(id, STARTED_ROW_BYTES);
+        let number = self.next;
+        self.next += 1;
+        self.put(
+            id,
+            StartedWatch {
+                number,
+                created_at: instance.created_at,
+                watch: watch.clone(),
+            },
+        );
+        watch
+    }
+
+    /// Keeps `entry` for `id` (unwatching one it replaces), and evicts past the bound.
+    fn put(&mut self, id: &str, entry: StartedWatch) {
+        self.order.push_back((entry.number, id.to_owned()));
+        if let Some(replaced) = self.by_id.insert(id.to_owned(), entry) {
+            self.store.events().unwatch_finished(id, &replaced.watch);
+        }
+        while self.order.len() > STARTED_WATCHES {
+            let Some((number, oldest)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_id.get(&oldest).is_some_and(|e| e.number == number)
+                && let Some(evicted) = self.by_id.remove(&oldest)
+            {
+                self.store
+                    .events()
+                    .unwatch_finished(&oldest, &evicted.watch);
+            }
+        }
+    }
+
+    /// Takes the entry of `instance_id`, if any, still registered.
+    fn take(&mut self, instance_id: &str) -> Option<StartedWatch> {
+        self.by_id.remove(instance_id)
+    }
+
+    /// Drops `watch` (its start failed), registered for `instance_id`.
+    fn unwatch(&mut self, instance_id: &str, watch: &Arc<FinishWatch>) {
+        if self
+            .by_id
+            .get(instance_id)
+            .is_some_and(|kept| Arc::ptr_eq(&kept.watch, watch))
+        {
+            self.by_id.remove(instance_id);
+        }
+        self.store.events().unwatch_finished(instance_id, watch);
+    }
+}
+
+impl Drop for StartedWatches {
+    fn drop(&mut self) {
+        let events = self.store.events();
+        for (id, entry) in self.by_id.drain() {
+            events.unwatch_finished(&id, &entry.watch);
+        }
+    }
 }
 
 /// How many instances a client keeps finish watches for ([`StartedWatches`]).
@@ -168,13 +260,14 @@ impl Client {
         registry: Arc<Registry>,
         limits: Limits,
     ) -> Self {
+        let started = Arc::new(Mutex::new(StartedWatches::new(store.clone())));
         Client {
             store,
             registry,
             limits,
             registry_complete: false,
             local: None,
-            started: Arc::default(),
+            started,
         }
     }
 
@@ -367,17 +460,28 @@ impl Client {
             .local
             .as_ref()
             .filter(|worker| worker.has_orchestrator(&instance.name) && instance.flow.is_none());
-        if local.is_none() && !self.store.announces_finished_rows() {
-            return self.store.create_instance(instance).await;
-        }
-        let watch = self.watch_start(&instance);
-        let instance_id = instance.instance_id.clone();
+        let id = instance.instance_id.clone();
+        // The watch of a run this client started earlier under the id must not answer for
+        // this one: it is set aside, and put back only if this start fails.
+        let earlier = lock(&self.started).take(&id);
+        let watch = (local.is_some() || self.store.announces_finished_rows())
+            .then(|| lock(&self.started).watch(&instance));
         let created = match local {
             Some(worker) => self.create_for(worker.as_ref(), instance).await,
             None => self.store.create_instance(instance).await,
         };
-        if created.is_err() {
-            self.unwatch_start(&instance_id, &watch);
+        let mut started = lock(&self.started);
+        if created.is_err()
+            && let Some(watch) = &watch
+        {
+            started.unwatch(&id, watch);
+        }
+        if let Some(earlier) = earlier {
+            if created.is_err() && !started.by_id.contains_key(&id) {
+                started.put(&id, earlier);
+            } else {
+                self.store.events().unwatch_finished(&id, &earlier.watch);
+            }
         }
         created
     }
@@ -403,53 +507,6 @@ impl Client {
             worker.run(message);
         }
         Ok(())
-    }
-
-    /// Watches the finish of `instance`, about to be created, for a later wait; evicts the
-    /// oldest watch past [`STARTED_WATCHES`].
-    fn watch_start(&self, instance: &NewInstance) -> Arc<FinishWatch> {
-        let events = self.store.events();
-        let id = &instance.instance_id;
-        let watch = events.watch_finished_up_to(id, STARTED_ROW_BYTES);
-        let mut started = lock(&self.started);
-        let entry = (instance.created_at, watch.clone());
-        if let Some((_, replaced)) = started.by_id.insert(id.clone(), entry) {
-            events.unwatch_finished(id, &replaced);
-        } else {
-            started.order.push_back(id.clone());
-        }
-        while started.order.len() > STARTED_WATCHES {
-            let Some(oldest) = started.order.pop_front() else {
-                break;
-            };
-            if let Some((_, evicted)) = started.by_id.remove(&oldest) {
-                events.unwatch_finished(&oldest, &evicted);
-            }
-        }
-        watch
-    }
-
-    /// Drops the watch [`watch_start`](Self::watch_start) registered (its start failed).
-    fn unwatch_start(&self, instance_id: &str, watch: &Arc<FinishWatch>) {
-        let mut started = lock(&self.started);
-        if started
-            .by_id
-            .get(instance_id)
-            .is_some_and(|(_, kept)| Arc::ptr_eq(kept, watch))
-        {
-            started.by_id.remove(instance_id);
-            started.order.retain(|id| id != instance_id);
-        }
-        self.store.events().unwatch_finished(instance_id, watch);
-    }
-
-    /// Takes the watch a start of this client registered for `instance_id`, with the
-    /// started run's creation time.
-    fn take_start_watch(&self, instance_id: &str) -> Option<(DateTime<Utc>, Arc<FinishWatch>)> {
-        let mut started = lock(&self.started);
-        let taken = started.by_id.remove(instance_id)?;
-        started.order.retain(|id| id != instance_id);
-        Some(taken)
     }
 
     /// Raises the external event `name` with `data` to an instance. The event is delivered
@@ -801,10 +858,14 @@ impl Client {
     }
 
     /// Waits until the instance is Completed, Failed or Terminated and returns its status;
-    /// [`Error::Timeout`] if it is still running after `timeout`. A runtime's own client
-    /// (`runtime.client()`), and any client on PostgreSQL, watches each instance it starts
-    /// from the start: the first wait for one of its latest thousand starts takes the status
-    /// the finishing commit handed over, and reads nothing. A store error that may
+    /// [`Error::Timeout`] if it is still running after `timeout`.
+    ///
+    /// A runtime's own client (`runtime.client()`) watches the instances it starts for its
+    /// worker from before they exist, and any client on PostgreSQL watches all it starts.
+    /// The first wait for one of its latest 1,024 such starts answers for the run this
+    /// client started last under that id (even if another client or process has started the
+    /// id again since) and, when that run's finish handed over its row (at most 8 KiB of
+    /// payloads) and came before the wait or within 5 ms of it, reads nothing. A store error that may
     /// pass (`Error::Store` with `transient: true`: the database went away for a moment)
     /// does not end the wait: it reads again until `timeout`, and returns that error if the
     /// store has not answered by then. A read the store leaves unanswered (a connection
@@ -823,7 +884,11 @@ impl Client {
         // has notified the watch, most often handing over the row (checked to be that run's:
         // a late notification of an earlier run's finish, from another process, may come
         // first). Without that row the wait reads, as any other does.
-        if let Some((created_at, watch)) = self.take_start_watch(instance_id) {
+        let started = lock(&self.started).take(instance_id);
+        if let Some(StartedWatch {
+            created_at, watch, ..
+        }) = started
+        {
             let wait = deadline.map_or(STARTED_WAIT, |deadline| {
                 STARTED_WAIT.min(deadline.saturating_duration_since(Instant::now()))
             });

@@ -328,6 +328,64 @@ async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
     }
 }
 
+#[orchestrator]
+async fn held_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
+    let mut value = 0;
+    for _ in 0..steps {
+        value = ctx.call_activity(AddOne, value).await?;
+    }
+    Ok(value)
+}
+
+/// A start this client makes under an id it started before replaces what it watched: a
+/// wait then answers for the new run, also when the new start is one the client does not
+/// watch (held by flow control, here) and the earlier run finished long ago.
+#[tokio::test]
+async fn a_wait_answers_for_the_run_this_client_started_last() {
+    let app = TestApp::start_with("started-last", |builder| {
+        builder
+            .orchestrator_flow_control(HeldChain, duractor::flow::FlowControl::new().concurrency(4))
+    })
+    .await;
+    let client = &app.client;
+    client.start(Chain, 2).instance_id("twice").await.unwrap();
+    eventually("the first run to finish", WAIT, || async {
+        let status = app.store.get_instance("twice").await.unwrap()?;
+        status.is_finished().then_some(())
+    })
+    .await;
+    client
+        .start(HeldChain, 7)
+        .instance_id("twice")
+        .await
+        .unwrap();
+    let status = client.wait_for_completion("twice", WAIT).await.unwrap();
+    assert_eq!(
+        status.output::<u64>().unwrap(),
+        7,
+        "the second run's output"
+    );
+    app.stop().await;
+}
+
+/// A client's watches of its starts go with its last clone: the store is left watching
+/// nothing for it.
+#[tokio::test]
+async fn a_clients_start_watches_go_with_its_last_clone() {
+    let store = std::sync::Arc::new(duractor::testing::MemoryStore::new());
+    let client = duractor::Client::new_dyn(store.clone());
+    let id = client.start(Chain, 1).await.unwrap();
+    assert!(store.events().is_watched(&id), "a start is watched");
+    let clone = client.clone();
+    drop(client);
+    assert!(store.events().is_watched(&id), "a clone keeps the watch");
+    drop(clone);
+    assert!(
+        !store.events().is_watched(&id),
+        "the last clone takes it along"
+    );
+}
+
 /// The watches a client keeps for its starts do not get in the way of what waits rely on:
 /// a start refused (its id is running) leaves the running instance waited for as before; a
 /// start that terminates the running one waits for that end and then for its own run; and
