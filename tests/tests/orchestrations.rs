@@ -328,23 +328,13 @@ async fn a_wait_for_a_run_this_client_started_needs_no_status_read() {
     }
 }
 
-#[orchestrator]
-async fn held_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, duractor::Error> {
-    let mut value = 0;
-    for _ in 0..steps {
-        value = ctx.call_activity(AddOne, value).await?;
-    }
-    Ok(value)
-}
-
 /// A start this client makes under an id it started before replaces what it watched: a
 /// wait then answers for the new run, also when the new start is one the client does not
 /// watch (held by flow control, here) and the earlier run finished long ago.
 #[tokio::test]
 async fn a_wait_answers_for_the_run_this_client_started_last() {
     let app = TestApp::start_with("started-last", |builder| {
-        builder
-            .orchestrator_flow_control(HeldChain, duractor::flow::FlowControl::new().concurrency(4))
+        builder.orchestrator_flow_control(Nap, duractor::flow::FlowControl::new().concurrency(4))
     })
     .await;
     let client = &app.client;
@@ -354,17 +344,10 @@ async fn a_wait_answers_for_the_run_this_client_started_last() {
         status.is_finished().then_some(())
     })
     .await;
-    client
-        .start(HeldChain, 7)
-        .instance_id("twice")
-        .await
-        .unwrap();
+    client.start(Nap, 5).instance_id("twice").await.unwrap();
     let status = client.wait_for_completion("twice", WAIT).await.unwrap();
-    assert_eq!(
-        status.output::<u64>().unwrap(),
-        7,
-        "the second run's output"
-    );
+    assert_eq!(status.name, "nap", "the second run: {status:?}");
+    assert!(status.output::<i64>().unwrap() >= 5, "{status:?}");
     app.stop().await;
 }
 
