@@ -177,17 +177,45 @@ impl StartedWatches {
         self.by_id.remove(instance_id)
     }
 
-    /// Drops `watch` (its start failed), registered for `instance_id`.
-    fn unwatch(&mut self, instance_id: &str, watch: &Arc<FinishWatch>) {
-        if self
-            .by_id
-            .get(instance_id)
-            .is_some_and(|kept| Arc::ptr_eq(&kept.watch, watch))
-        {
-            self.by_id.remove(instance_id);
+    /// Before a start of `instance`: sets aside the watch of a run started earlier under
+    /// its id (it must not answer for this one) and, if `watched`, watches this one.
+    fn begin(&mut self, instance: &NewInstance, watched: bool) -> StartWatching {
+        StartWatching {
+            earlier: self.take(&instance.instance_id),
+            watch: watched.then(|| self.watch(instance)),
         }
-        self.store.events().unwatch_finished(instance_id, watch);
     }
+
+    /// After the start [`begin`](Self::begin) prepared: a failed one drops its watch and
+    /// puts back the earlier run's; a created one lets the earlier run's go.
+    fn settle(&mut self, instance_id: &str, start: StartWatching, created: bool) {
+        let events = self.store.events();
+        if !created && let Some(watch) = &start.watch {
+            if self
+                .by_id
+                .get(instance_id)
+                .is_some_and(|kept| Arc::ptr_eq(&kept.watch, watch))
+            {
+                self.by_id.remove(instance_id);
+            }
+            events.unwatch_finished(instance_id, watch);
+        }
+        if let Some(earlier) = start.earlier {
+            if created || self.by_id.contains_key(instance_id) {
+                events.unwatch_finished(instance_id, &earlier.watch);
+            } else {
+                self.put(instance_id, earlier);
+            }
+        }
+    }
+}
+
+/// What a start changed in its client's [`StartedWatches`], until it is settled.
+struct StartWatching {
+    /// The watch of the run started earlier under the id, set aside.
+    earlier: Option<StartedWatch>,
+    /// This start's watch, if it is watched.
+    watch: Option<Arc<FinishWatch>>,
 }
 
 impl Drop for StartedWatches {
@@ -461,28 +489,13 @@ impl Client {
             .as_ref()
             .filter(|worker| worker.has_orchestrator(&instance.name) && instance.flow.is_none());
         let id = instance.instance_id.clone();
-        // The watch of a run this client started earlier under the id must not answer for
-        // this one: it is set aside, and put back only if this start fails.
-        let earlier = lock(&self.started).take(&id);
-        let watch = (local.is_some() || self.store.announces_finished_rows())
-            .then(|| lock(&self.started).watch(&instance));
+        let watched = local.is_some() || self.store.announces_finished_rows();
+        let watching = lock(&self.started).begin(&instance, watched);
         let created = match local {
             Some(worker) => self.create_for(worker.as_ref(), instance).await,
             None => self.store.create_instance(instance).await,
         };
-        let mut started = lock(&self.started);
-        if created.is_err()
-            && let Some(watch) = &watch
-        {
-            started.unwatch(&id, watch);
-        }
-        if let Some(earlier) = earlier {
-            if created.is_err() && !started.by_id.contains_key(&id) {
-                started.put(&id, earlier);
-            } else {
-                self.store.events().unwatch_finished(&id, &earlier.watch);
-            }
-        }
+        lock(&self.started).settle(&id, watching, created.is_ok());
         created
     }
 

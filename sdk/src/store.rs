@@ -994,13 +994,8 @@ impl StoreEvents {
     /// instance's row as the commit that finished it wrote it (the store's own answer, not
     /// one pieced together from the turn), so a waiter need not read it again.
     pub fn notify_finished_with(&self, status: &InstanceStatus) {
-        let watches = self.take_watches(&status.instance_id);
-        let bytes = if watches.iter().any(|w| w.keeps_up_to < usize::MAX) {
-            payload_bytes(status)
-        } else {
-            0
-        };
-        for watch in watches {
+        let bytes = payload_bytes(status);
+        for watch in self.take_watches(&status.instance_id) {
             if bytes <= watch.keeps_up_to {
                 *lock(&watch.status) = Some(status.clone());
             }
